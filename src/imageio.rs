@@ -1,0 +1,1 @@
+//! Images <-> tensors and condition labels.

@@ -1,0 +1,1 @@
+//! Matching operations: normalised correlation, soft warp, soft flow, forward-backward check.

@@ -1,0 +1,4 @@
+//! Sampling: the DDPM/DDIM schedules, the matching operations and the MIDM loop.
+pub mod matching;
+pub mod midm;
+pub mod schedule;

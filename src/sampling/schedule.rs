@@ -1,0 +1,1 @@
+//! LDM DDPM schedule and DDIM sub-schedules.
