@@ -1,0 +1,117 @@
+//! Shared helpers for the parity tests: the fixture set comes from `MIDM_PARITY_DIR`
+//! (default `../shared/parity`), and everything is built from that set's `config.json` and
+//! weights, so the same tests run on any fixture set of the same layout.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use midm::model::{
+    AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, DdpmConfig, MidmConfig, UNetConfig,
+};
+
+pub fn parity_dir() -> PathBuf {
+    match std::env::var_os("MIDM_PARITY_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/parity"),
+    }
+}
+
+pub fn config_json() -> serde_json::Value {
+    let path = parity_dir().join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn usizes(v: &serde_json::Value) -> Vec<usize> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+}
+
+/// The model configuration of the fixture set, from its `config.json`.
+pub fn fixture_config() -> MidmConfig {
+    let c = config_json();
+    let ae = &c["autoencoder"];
+    let un = &c["unet"];
+    let mi = &c["midms"];
+    let ddpm = &c["ddpm_schedule"];
+    let opt = |v: &serde_json::Value| v.as_u64().map(|x| x as usize).filter(|&x| x > 0);
+    MidmConfig {
+        image_size: c["image_size"].as_u64().unwrap() as usize,
+        autoencoder: AutoencoderConfig {
+            kind: AutoencoderKind::Vq { n_embed: ae["n_embed"].as_u64().unwrap() as usize },
+            embed_dim: ae["embed_dim"].as_u64().unwrap() as usize,
+            z_channels: ae["z_channels"].as_u64().unwrap() as usize,
+            double_z: ae["double_z"].as_bool().unwrap(),
+            in_channels: 3,
+            out_ch: 3,
+            ch: ae["ch"].as_u64().unwrap() as usize,
+            ch_mult: usizes(&ae["ch_mult"]),
+            num_res_blocks: ae["num_res_blocks"].as_u64().unwrap() as usize,
+            attn_resolutions: usizes(&ae["attn_resolutions"]),
+            resolution: c["image_size"].as_u64().unwrap() as usize,
+        },
+        unet: UNetConfig {
+            image_size: un["image_size"].as_u64().unwrap() as usize,
+            in_channels: un["in_channels"].as_u64().unwrap() as usize,
+            out_channels: un["out_channels"].as_u64().unwrap() as usize,
+            model_channels: un["model_channels"].as_u64().unwrap() as usize,
+            channel_mult: usizes(&un["channel_mult"]),
+            num_res_blocks: un["num_res_blocks"].as_u64().unwrap() as usize,
+            attention_resolutions: usizes(&un["attention_resolutions"]),
+            num_head_channels: opt(&un["num_head_channels"]),
+            num_heads: opt(&un["num_heads"]),
+        },
+        ddpm: DdpmConfig {
+            timesteps: ddpm["timesteps"].as_u64().unwrap() as usize,
+            linear_start: ddpm["linear_start"].as_f64().unwrap(),
+            linear_end: ddpm["linear_end"].as_f64().unwrap(),
+        },
+        correspondence: CorrespondenceConfig {
+            label_nc: mi["label_nc"].as_u64().unwrap() as usize,
+            latent_channels: ae["embed_dim"].as_u64().unwrap() as usize,
+            n_ch: mi["N_CH"].as_u64().unwrap() as usize,
+            ndf: mi["corr_ndf"].as_u64().unwrap() as usize,
+            spade_nhidden: mi["spade_nhidden"].as_u64().unwrap() as usize,
+            trunk_blocks: 4,
+        },
+    }
+}
+
+/// Weights of the fixture set, rooted at the canonical key space.
+pub fn fixture_vb() -> VarBuilder<'static> {
+    let path = parity_dir().join("weights.safetensors");
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu).unwrap() }
+}
+
+/// Every tensor of `trace.safetensors`.
+pub fn trace() -> HashMap<String, Tensor> {
+    let path = parity_dir().join("trace.safetensors");
+    candle_core::safetensors::load(&path, &Device::Cpu).unwrap()
+}
+
+/// A trace tensor that every fixture set has.
+pub fn get(trace: &HashMap<String, Tensor>, name: &str) -> Tensor {
+    trace.get(name).unwrap_or_else(|| panic!("trace tensor {name} missing")).clone()
+}
+
+/// Largest absolute difference of two tensors of the same shape (as f32).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Largest absolute value of a tensor, to scale tolerances.
+pub fn max_abs(a: &Tensor) -> f32 {
+    a.to_dtype(DType::F32).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Assert `|got - want| <= tol` elementwise, printing the error for the closing note.
+pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, tol: f32) {
+    let err = max_abs_diff(got, want);
+    eprintln!("parity {name}: max abs error {err:.3e} (tolerance {tol:.1e}, scale {:.3e})", max_abs(want));
+    assert!(err <= tol, "{name}: max abs error {err:e} exceeds {tol:e}");
+}
