@@ -11,6 +11,7 @@
 //! - [`ui`]: the eframe editor (never touches tensors).
 
 pub mod checkpoint;
+pub mod cli;
 pub mod device;
 pub mod imageio;
 pub mod model;
