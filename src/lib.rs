@@ -10,6 +10,7 @@
 //! - [`worker`]: the background thread the editor talks to;
 //! - [`ui`]: the eframe editor (never touches tensors).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod device;
