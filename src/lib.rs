@@ -11,7 +11,9 @@
 //! - [`worker`]: the background thread the editor talks to;
 //! - [`ui`]: the eframe editor (never touches tensors).
 
+pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod device;
 pub mod edges;
 pub mod imageio;
