@@ -22,19 +22,42 @@ pub const PARTS: [&str; 13] = [
 /// Channels of the CelebA-HQ edge label.
 pub const CELEBA_LABEL_NC: usize = 2 + PARTS.len();
 
-/// Hysteresis thresholds of the Canny detector, in imageproc's units (Sobel magnitude of a
-/// 0..255 image, at most about 1140).
+/// Canny settings: hysteresis thresholds in imageproc's units (Sobel magnitude of a 0..255
+/// image, at most about 1140) and a dilation of the edges (Chebyshev radius, 0 = none).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CannyParams {
     pub low: f32,
     pub high: f32,
+    pub dilate: u8,
 }
 
 impl Default for CannyParams {
-    /// scikit-image's defaults (0.1 and 0.2 of a [0,1] image's Sobel magnitude), which the
-    /// reference data pipeline uses, expressed for a 0..255 image.
     fn default() -> Self {
-        Self { low: 25.5, high: 51.0 }
+        Self::edge_model()
+    }
+}
+
+impl CannyParams {
+    /// The shipped single-channel model's data (`train/data.py`): scikit-image Canny with
+    /// thresholds 0.05 / 0.15 of a [0,1] luminance, then a 3x3 dilation (3 px lines at 64x64).
+    pub fn edge_model() -> Self {
+        Self { low: 0.05 * 255.0, high: 0.15 * 255.0, dilate: 1 }
+    }
+
+    /// The CelebA-HQ edge label (`celebahqedge_dataset.py`): scikit-image's default thresholds
+    /// (0.1 / 0.2 of a [0,1] image), 1 px edges.
+    pub fn celeba() -> Self {
+        Self { low: 0.1 * 255.0, high: 0.2 * 255.0, dilate: 0 }
+    }
+
+    /// The preset matching a model's condition layout.
+    pub fn for_label_nc(label_nc: usize) -> Self {
+        if label_nc == CELEBA_LABEL_NC {
+            Self::celeba()
+        } else {
+            Self::edge_model()
+        }
     }
 }
 
@@ -66,16 +89,22 @@ impl Label {
 }
 
 /// Canny edges of an image resized (bilinear, like the reference's PIL resize) to `size` x
-/// `size`: 255 on edges, 0 elsewhere.
+/// `size`, transparency composited on white as the training data is: 255 on edges, 0 elsewhere.
+/// (imageproc blurs with sigma 1.4 where scikit-image uses 1.0; the thresholds are the same.)
 pub fn canny_edges(image: &DynamicImage, size: u32, params: CannyParams) -> GrayImage {
-    let gray = image.resize_exact(size, size, FilterType::Triangle).to_luma8();
+    let resized = image.resize_exact(size, size, FilterType::Triangle);
+    let gray = DynamicImage::ImageRgb8(crate::imageio::flatten_alpha(&resized)).to_luma8();
     // imageproc asserts high >= low; a UI slider may cross them, so order them here.
     let (low, high) = if params.low <= params.high {
         (params.low, params.high)
     } else {
         (params.high, params.low)
     };
-    imageproc::edges::canny(&gray, low.max(0.0), high.max(0.0))
+    let edges = imageproc::edges::canny(&gray, low.max(0.0), high.max(0.0));
+    match params.dilate {
+        0 => edges,
+        r => imageproc::morphology::dilate(&edges, imageproc::distance_transform::Norm::LInf, r),
+    }
 }
 
 /// Exact city-block distance of every pixel to the nearest non-zero pixel of `edges`
@@ -250,7 +279,12 @@ mod tests {
                 img.put_pixel(x, y, image::Rgb([255, 255, 255]));
             }
         }
-        let e = canny_edges(&DynamicImage::ImageRgb8(img), 32, CannyParams { low: 60.0, high: 20.0 });
+        let img = DynamicImage::ImageRgb8(img);
+        let e = canny_edges(&img, 32, CannyParams { low: 60.0, high: 20.0, dilate: 0 });
         assert!(e.pixels().any(|p| p.0[0] == 255));
+        // Dilation by 1 widens the vertical edge to 3 px or more.
+        let thin = e.pixels().filter(|p| p.0[0] == 255).count();
+        let wide = canny_edges(&img, 32, CannyParams { low: 60.0, high: 20.0, dilate: 1 });
+        assert!(wide.pixels().filter(|p| p.0[0] == 255).count() >= 3 * thin - 2 * 2);
     }
 }

@@ -446,36 +446,18 @@ pub fn model_hash(path: &Path) -> std::io::Result<String> {
     Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
-/// RGBA image -> [1, 3, size, size] in [-1, 1] (bilinear resize, alpha dropped).
-fn image_to_tensor(image: &RgbaImage, size: usize, device: &Device) -> candle_core::Result<Tensor> {
+/// RGBA image -> [1, 3, size, size] in [-1, 1] (bilinear resize, alpha composited on white as
+/// the training data is).
+fn image_to_tensor(image: &RgbaImage, size: usize, device: &Device) -> anyhow::Result<Tensor> {
     let s = size as u32;
-    let resized = if image.dimensions() == (s, s) {
-        image.clone()
-    } else {
-        image::imageops::resize(image, s, s, FilterType::Triangle)
-    };
-    let n = size * size;
-    let mut data = vec![0f32; 3 * n];
-    for (i, p) in resized.pixels().enumerate() {
-        for c in 0..3 {
-            data[c * n + i] = p.0[c] as f32 / 127.5 - 1.0;
-        }
-    }
-    Tensor::from_vec(data, (1, 3, size, size), device)
+    let resized = image::imageops::resize(image, s, s, FilterType::Triangle);
+    let rgb = crate::imageio::flatten_alpha(&image::DynamicImage::ImageRgba8(resized));
+    Ok(crate::imageio::rgb_to_tensor(&rgb, device)?)
 }
 
-/// [1, 3, H, W] or [3, H, W] in about [-1, 1] -> RGBA (clamped).
+/// [1, 3, H, W] in about [-1, 1] -> RGBA (clamped).
 fn tensor_to_image(t: &Tensor) -> anyhow::Result<RgbaImage> {
-    let t = if t.rank() == 4 { t.get(0)? } else { t.clone() };
-    let (c, h, w) = t.dims3()?;
-    anyhow::ensure!(c == 3, "expected 3 channels, got {c}");
-    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let n = h * w;
-    let to_u8 = |x: f32| ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
-    Ok(RgbaImage::from_fn(w as u32, h as u32, |x, y| {
-        let i = y as usize * w + x as usize;
-        image::Rgba([to_u8(v[i]), to_u8(v[n + i]), to_u8(v[2 * n + i]), 255])
-    }))
+    Ok(image::DynamicImage::ImageRgb8(crate::imageio::tensor_to_rgb(t)?).to_rgba8())
 }
 
 /// [1, h, w] mask in [0, 1] -> grey RGBA.

@@ -287,7 +287,7 @@ impl MidmApp {
                 .unwrap_or_else(|| Canvas::new(canvas_size)),
             target: DrawTarget::Condition,
             tool: Tool::Brush,
-            brush_size: 1.0,
+            brush_size: 3.0,
             layer: 0,
             zoom: 6.0,
             line_start: None,
@@ -725,6 +725,13 @@ impl MidmApp {
                     if info.label_nc == 1 {
                         self.layer = 0;
                         self.target = DrawTarget::Condition;
+                    }
+                    // Edge settings follow the model's training data, unless the user tuned them.
+                    let layout_changed = self.model.as_ref().is_none_or(|m| m.label_nc != info.label_nc);
+                    let presets = [CannyParams::edge_model(), CannyParams::celeba()];
+                    if layout_changed && presets.contains(&self.params.canny) {
+                        self.params.canny = CannyParams::for_label_nc(info.label_nc);
+                        self.brush_size = if info.label_nc == 1 { 3.0 } else { 2.0 };
                     }
                     self.info(format!(
                         "Loaded {} ({}x{}, {} condition channel{}, hash {}) in {:.2} s",
@@ -1247,6 +1254,12 @@ impl MidmApp {
         });
         ui.horizontal(|ui| {
             ui.add(egui::Slider::new(&mut self.params.canny.high, 0.0..=600.0).text("Canny high"));
+        });
+        ui.horizontal(|ui| {
+            ui.add(egui::Slider::new(&mut self.params.canny.dilate, 0..=3).text("line width +"));
+            if ui.small_button("model default").clicked() {
+                self.params.canny = CannyParams::for_label_nc(self.label_nc());
+            }
         });
         let side = self.model_size() as f32 * self.zoom.min(4.0).max(2.0);
         let side = side.max(128.0);

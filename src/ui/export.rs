@@ -1,7 +1,6 @@
-//! PNG export with the run's parameters in text chunks, atomic writes, the steps sheet, and
-//! reading the parameters back from an exported PNG.
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+//! PNG export with the run's parameters in text chunks (written atomically by
+//! [`crate::imageio::save_png`]), the steps sheet, and reading the parameters back.
+use std::path::Path;
 
 use image::{imageops::FilterType, Rgba, RgbaImage};
 
@@ -15,63 +14,14 @@ pub const KEY_MODEL: &str = "midm:model";
 pub const KEY_CONDITION: &str = "midm:condition";
 pub const KEY_EXEMPLAR: &str = "midm:exemplar";
 
-/// Write `write` to a temporary file next to `path`, then rename it over `path`, so a failed
-/// write never leaves a partial file at `path`.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| anyhow::anyhow!("{}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let result = (|| -> anyhow::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| e.context(format!("writing {}", path.display())))
-}
-
-/// Encode `image` as PNG with the given text chunks.
-pub fn encode_png(w: &mut dyn Write, image: &RgbaImage, text: &[(String, String)]) -> anyhow::Result<()> {
-    let mut enc = png::Encoder::new(w, image.width(), image.height());
-    enc.set_color(png::ColorType::Rgba);
-    enc.set_depth(png::BitDepth::Eight);
-    for (k, v) in text {
-        enc.add_itxt_chunk(k.clone(), v.clone())?;
-    }
-    let mut writer = enc.write_header()?;
-    writer.write_image_data(image.as_raw())?;
-    writer.finish()?;
-    Ok(())
-}
-
-/// Save `image` with `text` chunks atomically.
+/// Save `image` with `text` chunks, atomically (temporary file + rename).
 pub fn save_png(path: &Path, image: &RgbaImage, text: &[(String, String)]) -> anyhow::Result<()> {
-    write_atomic(path, |w| encode_png(w, image, text))
+    Ok(crate::imageio::save_png(path, &image::DynamicImage::ImageRgba8(image.clone()), text)?)
 }
 
 /// All text chunks (tEXt and iTXt) of a PNG file.
 pub fn read_png_text(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let decoder = png::Decoder::new(std::io::BufReader::new(file));
-    let reader = decoder.read_info().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let info = reader.info();
-    let mut out: Vec<(String, String)> =
-        info.uncompressed_latin1_text.iter().map(|c| (c.keyword.clone(), c.text.clone())).collect();
-    for c in &info.utf8_text {
-        if let Ok(t) = c.get_text() {
-            out.push((c.keyword.clone(), t));
-        }
-    }
-    Ok(out)
+    Ok(crate::imageio::read_png_text(path)?)
 }
 
 /// The value of one text chunk.
@@ -151,7 +101,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_chunks_round_trip_and_atomic_failure_leaves_nothing() {
+    fn text_chunks_round_trip() {
         let dir = std::env::temp_dir().join(format!("midm-export-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out.png");
@@ -162,15 +112,7 @@ mod tests {
         assert_eq!(text_value(&back, KEY_SEED), Some("42"));
         assert_eq!(text_value(&back, KEY_CONDITION), Some("ä.png"));
         assert_eq!(image::open(&path).unwrap().to_rgba8(), img);
-
-        let bad = dir.join("bad.png");
-        let err = write_atomic(&bad, |w| {
-            w.write_all(b"partial")?;
-            anyhow::bail!("disk full")
-        });
-        assert!(err.is_err());
-        assert!(!bad.exists());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "temporary file left behind");
+        assert!(save_png(&dir.join("missing/out.png"), &img, &text).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
