@@ -282,9 +282,17 @@ mod tests {
         let img = DynamicImage::ImageRgb8(img);
         let e = canny_edges(&img, 32, CannyParams { low: 60.0, high: 20.0, dilate: 0 });
         assert!(e.pixels().any(|p| p.0[0] == 255));
-        // Dilation by 1 widens the vertical edge to 3 px or more.
-        let thin = e.pixels().filter(|p| p.0[0] == 255).count();
+        // Dilation by 1 sets the 3x3 neighbourhood of every edge pixel.
         let wide = canny_edges(&img, 32, CannyParams { low: 60.0, high: 20.0, dilate: 1 });
-        assert!(wide.pixels().filter(|p| p.0[0] == 255).count() >= 3 * thin - 2 * 2);
+        for (x, y, p) in e.enumerate_pixels() {
+            if p.0[0] == 255 {
+                for (dx, dy) in [(-1i32, -1i32), (1, 1), (1, -1), (-1, 1), (0, 1), (1, 0)] {
+                    let (nx, ny) = (x as i32 + dx, y as i32 + dy);
+                    if (0..32).contains(&nx) && (0..32).contains(&ny) {
+                        assert_eq!(wide.get_pixel(nx as u32, ny as u32).0[0], 255);
+                    }
+                }
+            }
+        }
     }
 }
