@@ -132,7 +132,7 @@ fn a_stroke_changes_the_condition_and_undo_redo_restore_it() {
 #[test]
 fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
     let mut h = ready_app(false);
-    h.get_by_label("▶ Run").click();
+    h.get_by_label("Run").click();
     h.step();
     assert!(h.state().is_running());
     let mut seen = Vec::new();
@@ -209,10 +209,10 @@ fn frames_len(h: &Harness<'static, MidmApp>) -> usize {
 #[test]
 fn cancel_stops_the_run() {
     let mut h = ready_app(true);
-    h.get_by_label("▶ Run").click();
+    h.get_by_label("Run").click();
     step_until(&mut h, "the first step", |a| !a.frames().is_empty());
     let at_cancel = h.state().frames().len();
-    h.get_by_label("■ Cancel").click();
+    h.get_by_label("Cancel").click();
     step_until(&mut h, "the cancel", |a| !a.is_running());
     let app = h.state();
     let total = app.frames()[0].total;
@@ -225,7 +225,7 @@ fn cancel_stops_the_run() {
 #[test]
 fn an_edit_cancels_the_run_in_flight() {
     let mut h = ready_app(true);
-    h.get_by_label("▶ Run").click();
+    h.get_by_label("Run").click();
     step_until(&mut h, "the first step", |a| !a.frames().is_empty());
     stroke(&mut h, (2.0, 60.0), (20.0, 60.0));
     step_until(&mut h, "the cancel", |a| !a.is_running());
@@ -243,7 +243,7 @@ fn a_failing_model_load_shows_an_error_and_keeps_the_old_model() {
     assert!(err.contains("/nonexistent/midm-model"), "{err}");
     assert_eq!(app.model_info(), Some(&before));
     // And it still runs.
-    h.get_by_label("▶ Run").click();
+    h.get_by_label("Run").click();
     step_until(&mut h, "the run", |a| !a.is_running());
     assert!(h.state().final_image().is_some(), "{:?}", h.state().last_error());
 }

@@ -936,22 +936,22 @@ impl MidmApp {
     fn toolbar(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             let can_run = self.model.is_some() && self.exemplar.is_some();
-            if ui.add_enabled(can_run, egui::Button::new("▶ Run")).on_hover_text("Translate (cancels a run in flight)").clicked() {
+            if ui.add_enabled(can_run, egui::Button::new("Run")).on_hover_text("Translate (cancels a run in flight)").clicked() {
                 self.request_run();
             }
-            if ui.add_enabled(self.running, egui::Button::new("■ Cancel")).clicked() {
+            if ui.add_enabled(self.running, egui::Button::new("Cancel")).clicked() {
                 self.cancel();
             }
             ui.separator();
-            if ui.add_enabled(self.final_image().is_some(), egui::Button::new("Export PNG…")).on_hover_text("Ctrl+S").clicked() {
+            if ui.add_enabled(self.final_image().is_some(), egui::Button::new("Export PNG...")).on_hover_text("Ctrl+S").clicked() {
                 self.open_dialog(Dialog::ExportPng);
             }
-            if ui.add_enabled(!self.frames.is_empty(), egui::Button::new("Export steps…")).clicked() {
+            if ui.add_enabled(!self.frames.is_empty(), egui::Button::new("Export steps...")).clicked() {
                 self.open_dialog(Dialog::ExportSheet);
             }
             ui.separator();
             let status = if let Some(p) = &self.loading {
-                format!("Loading {}…", p.display())
+                format!("Loading {}...", p.display())
             } else if self.running {
                 let total = self.frames.last().map(|f| f.total).unwrap_or(0);
                 format!("Running: step {}/{}", self.frames.len(), total)
@@ -980,27 +980,23 @@ impl MidmApp {
     fn params_panel(&mut self, ui: &mut egui::Ui) {
         ui.heading("Parameters");
         ui.horizontal(|ui| {
-            ui.label("Seed");
-            ui.add(egui::DragValue::new(&mut self.params.seed));
+            let l = ui.label("Seed");
+            ui.add(egui::DragValue::new(&mut self.params.seed)).labelled_by(l.id);
             if ui.button("New seed").clicked() {
                 self.params.seed = rand::random::<u32>() as u64;
             }
         });
-        egui::Grid::new("params-grid").num_columns(2).show(ui, |ui| {
-            ui.label("DDIM steps");
-            ui.add(egui::DragValue::new(&mut self.params.ddim_steps).range(2..=1000));
-            ui.end_row();
-            ui.label("Interleaved steps");
-            let max = self.params.ddim_steps.saturating_sub(1).max(1);
-            ui.add(egui::DragValue::new(&mut self.params.interleaved_steps).range(1..=max));
-            ui.end_row();
-            ui.label("Temperature");
-            ui.add(egui::Slider::new(&mut self.params.temperature, 0.0005..=0.1).logarithmic(true));
-            ui.end_row();
-            ui.label("Mask threshold");
-            ui.add(egui::Slider::new(&mut self.params.fb_threshold, 0.0..=2.0));
-            ui.end_row();
+        ui.horizontal(|ui| {
+            let l = ui.label("DDIM steps");
+            ui.add(egui::DragValue::new(&mut self.params.ddim_steps).range(2..=1000)).labelled_by(l.id);
         });
+        ui.horizontal(|ui| {
+            let l = ui.label("Interleaved steps");
+            let max = self.params.ddim_steps.saturating_sub(1).max(1);
+            ui.add(egui::DragValue::new(&mut self.params.interleaved_steps).range(1..=max)).labelled_by(l.id);
+        });
+        ui.add(egui::Slider::new(&mut self.params.temperature, 0.0005..=0.1).logarithmic(true).text("Temperature"));
+        ui.add(egui::Slider::new(&mut self.params.fb_threshold, 0.0..=2.0).text("Mask threshold"));
         ui.checkbox(&mut self.params.use_mask, "Confidence mask");
         ui.checkbox(&mut self.params.refine, "Refinement (20 DDIM steps)");
         if ui.button("Official defaults").clicked() {
@@ -1012,9 +1008,8 @@ impl MidmApp {
         ui.separator();
         ui.heading("Model");
         ui.horizontal(|ui| {
-            ui.label("Device");
             let before = self.params.device;
-            egui::ComboBox::from_id_salt("device")
+            egui::ComboBox::from_label("Device")
                 .selected_text(match self.params.device {
                     DeviceChoice::Cpu => "CPU".to_string(),
                     DeviceChoice::Cuda(i) => format!("CUDA {i}"),
@@ -1040,10 +1035,10 @@ impl MidmApp {
                 let p = PathBuf::from(self.model_path_text.trim());
                 self.load_model(p);
             }
-            if ui.button("Folder…").clicked() {
+            if ui.button("Folder...").clicked() {
                 self.open_dialog(Dialog::OpenModelFolder);
             }
-            if ui.button("File…").clicked() {
+            if ui.button("File...").clicked() {
                 self.open_dialog(Dialog::OpenModelFile);
             }
         });
@@ -1057,7 +1052,7 @@ impl MidmApp {
             if let Some(m) = self.messages.last() {
                 let color = if m.error { Color32::from_rgb(230, 80, 70) } else { ui.visuals().text_color() };
                 ui.colored_label(color, &m.text);
-                if ui.small_button("✕").on_hover_text("Dismiss").clicked() {
+                if ui.small_button("Dismiss").on_hover_text("Dismiss").clicked() {
                     self.messages.pop();
                 }
             } else {
@@ -1110,10 +1105,10 @@ impl MidmApp {
             ui.add(egui::Slider::new(&mut self.zoom, 1.0..=16.0).text("zoom"));
         });
         ui.horizontal(|ui| {
-            if ui.button("Load edge map…").clicked() {
+            if ui.button("Load edge map...").clicked() {
                 self.open_dialog(Dialog::OpenEdgeMap);
             }
-            if ui.button("Edges from photo…").clicked() {
+            if ui.button("Edges from photo...").clicked() {
                 self.open_dialog(Dialog::EdgesFromPhoto);
             }
             if ui.add_enabled(self.exemplar.is_some(), egui::Button::new("Edges of exemplar")).clicked() {
@@ -1242,7 +1237,7 @@ impl MidmApp {
     fn exemplar_panel(&mut self, ui: &mut egui::Ui) {
         ui.strong("Exemplar");
         ui.horizontal(|ui| {
-            if ui.button("Open…").clicked() {
+            if ui.button("Open...").clicked() {
                 self.open_dialog(Dialog::OpenExemplar);
             }
             if ui.button("Paste").on_hover_text("Ctrl+V").clicked() {
@@ -1297,7 +1292,7 @@ impl MidmApp {
     fn steps_panel(&mut self, ui: &mut egui::Ui) {
         ui.strong("Steps");
         if self.frames.is_empty() {
-            ui.weak(if self.running { "Waiting for the first step…" } else { "Press Run to see every step here." });
+            ui.weak(if self.running { "Waiting for the first step..." } else { "Press Run to see every step here." });
             return;
         }
         self.timeline(ui);
