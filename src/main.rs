@@ -10,6 +10,18 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Editor: condition edge map to open with.
+    #[arg(long)]
+    condition: Option<std::path::PathBuf>,
+    /// Editor: exemplar image to open with.
+    #[arg(long)]
+    exemplar: Option<std::path::PathBuf>,
+    /// Editor: model folder or checkpoint (default: the shipped `weights/`).
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// Editor: start a run as soon as the model is loaded.
+    #[arg(long)]
+    run: bool,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +101,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Translate(args)) => midm::cli::run_translate(&args),
         Some(Command::Bench(args)) => run_bench(&args),
-        None => anyhow::bail!("the editor is not built yet; use `midm translate --help`"),
+        None => midm::ui::run_app(midm::ui::AppArgs {
+            model: cli.model,
+            condition: cli.condition,
+            exemplar: cli.exemplar,
+            run: cli.run,
+            fresh: false,
+        }),
     }
 }
