@@ -80,21 +80,49 @@ pub struct StepFrame {
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
     ModelLoaded(ModelInfo),
-    LoadFailed { path: PathBuf, error: String },
-    Started { generation: u64 },
-    Step { generation: u64, frame: Box<StepFrame> },
-    Finished { generation: u64, elapsed: Duration },
-    Cancelled { generation: u64 },
-    Failed { generation: u64, error: String },
+    LoadFailed {
+        path: PathBuf,
+        error: String,
+    },
+    Started {
+        generation: u64,
+    },
+    Step {
+        generation: u64,
+        frame: Box<StepFrame>,
+    },
+    Finished {
+        generation: u64,
+        elapsed: Duration,
+    },
+    Cancelled {
+        generation: u64,
+    },
+    Failed {
+        generation: u64,
+        error: String,
+    },
     /// The worker thread had died and was started again (without a model).
     Restarted,
 }
 
 enum Request {
-    Load { path: PathBuf, device: DeviceChoice },
-    Install { model: Box<MidmModel>, path: PathBuf, device: DeviceChoice },
-    Run { generation: u64, request: Box<RunRequest> },
-    Panic { generation: u64 },
+    Load {
+        path: PathBuf,
+        device: DeviceChoice,
+    },
+    Install {
+        model: Box<MidmModel>,
+        path: PathBuf,
+        device: DeviceChoice,
+    },
+    Run {
+        generation: u64,
+        request: Box<RunRequest>,
+    },
+    Panic {
+        generation: u64,
+    },
     Shutdown,
 }
 
@@ -116,24 +144,42 @@ impl WorkerHandle {
         let (events_tx, events) = unbounded();
         let repaint: Repaint = Arc::new(repaint);
         let generation = Arc::new(AtomicU64::new(0));
-        let (requests, thread) = start_thread(events_tx.clone(), generation.clone(), repaint.clone());
-        Self { requests, events, events_tx, generation, repaint, thread: Some(thread) }
+        let (requests, thread) =
+            start_thread(events_tx.clone(), generation.clone(), repaint.clone());
+        Self {
+            requests,
+            events,
+            events_tx,
+            generation,
+            repaint,
+            thread: Some(thread),
+        }
     }
 
     /// Load a model (on the worker thread). The previous model stays loaded if this fails.
     pub fn load(&self, path: impl Into<PathBuf>, device: DeviceChoice) {
-        self.send(Request::Load { path: path.into(), device });
+        self.send(Request::Load {
+            path: path.into(),
+            device,
+        });
     }
 
     /// Hand an already built model to the worker (e.g. one built from fixture weights).
     pub fn install(&self, model: MidmModel, path: impl Into<PathBuf>, device: DeviceChoice) {
-        self.send(Request::Install { model: Box::new(model), path: path.into(), device });
+        self.send(Request::Install {
+            model: Box::new(model),
+            path: path.into(),
+            device,
+        });
     }
 
     /// Submit a run; it cancels the run in flight. Returns the new run's generation.
     pub fn run(&self, request: RunRequest) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.send(Request::Run { generation, request: Box::new(request) });
+        self.send(Request::Run {
+            generation,
+            request: Box::new(request),
+        });
         generation
     }
 
@@ -169,8 +215,11 @@ impl WorkerHandle {
     pub fn ensure_alive(&mut self) -> bool {
         let dead = self.thread.as_ref().is_none_or(|t| t.is_finished());
         if dead {
-            let (requests, thread) =
-                start_thread(self.events_tx.clone(), self.generation.clone(), self.repaint.clone());
+            let (requests, thread) = start_thread(
+                self.events_tx.clone(),
+                self.generation.clone(),
+                self.repaint.clone(),
+            );
             self.requests = requests;
             self.thread = Some(thread);
             let _ = self.events_tx.send(WorkerEvent::Restarted);
@@ -201,7 +250,15 @@ fn start_thread(
     let (tx, rx) = unbounded();
     let thread = std::thread::Builder::new()
         .name("midm-worker".into())
-        .spawn(move || Worker { model: None, events, generation, repaint }.serve(rx))
+        .spawn(move || {
+            Worker {
+                model: None,
+                events,
+                generation,
+                repaint,
+            }
+            .serve(rx)
+        })
         .expect("spawning the worker thread");
     (tx, thread)
 }
@@ -247,7 +304,11 @@ impl Worker {
                         }),
                     }
                 }
-                Request::Install { model, path, device } => {
+                Request::Install {
+                    model,
+                    path,
+                    device,
+                } => {
                     let hash = model_hash(&path).unwrap_or_else(|_| "unknown".into());
                     let info = ModelInfo {
                         image_size: model.config.image_size,
@@ -261,18 +322,27 @@ impl Worker {
                     self.model = Some((*model, info.clone()));
                     self.emit(WorkerEvent::ModelLoaded(info));
                 }
-                Request::Run { generation, request } => {
+                Request::Run {
+                    generation,
+                    request,
+                } => {
                     if generation != self.generation.load(Ordering::SeqCst) {
                         continue; // superseded before it started
                     }
                     self.emit(WorkerEvent::Started { generation });
                     let result = catch_unwind(AssertUnwindSafe(|| self.run(generation, &request)));
                     let event = match result {
-                        Ok(Ok(elapsed)) => WorkerEvent::Finished { generation, elapsed },
+                        Ok(Ok(elapsed)) => WorkerEvent::Finished {
+                            generation,
+                            elapsed,
+                        },
                         Ok(Err(e)) if e.downcast_ref::<Cancelled>().is_some() => {
                             WorkerEvent::Cancelled { generation }
                         }
-                        Ok(Err(e)) => WorkerEvent::Failed { generation, error: format!("{e:#}") },
+                        Ok(Err(e)) => WorkerEvent::Failed {
+                            generation,
+                            error: format!("{e:#}"),
+                        },
                         Err(p) => WorkerEvent::Failed {
                             generation,
                             error: format!("the run panicked: {}", panic_message(p)),
@@ -282,7 +352,8 @@ impl Worker {
                 }
                 Request::Panic { generation } => {
                     self.emit(WorkerEvent::Started { generation });
-                    let result = catch_unwind(|| -> anyhow::Result<()> { panic!("injected failure") });
+                    let result =
+                        catch_unwind(|| -> anyhow::Result<()> { panic!("injected failure") });
                     if let Err(p) = result {
                         self.emit(WorkerEvent::Failed {
                             generation,
@@ -300,7 +371,10 @@ impl Worker {
             anyhow::bail!("no model is loaded");
         };
         let size = info.image_size;
-        for (what, label) in [("condition", &request.condition), ("exemplar label", &request.exemplar_label)] {
+        for (what, label) in [
+            ("condition", &request.condition),
+            ("exemplar label", &request.exemplar_label),
+        ] {
             if label.channels != info.label_nc || label.size != size {
                 anyhow::bail!(
                     "{what} is {}x{}x{}, the model expects {}x{size}x{size}",
@@ -312,7 +386,8 @@ impl Worker {
             }
         }
         let device = &model.device;
-        let label_tensor = |l: &Label| Tensor::from_vec(l.data.clone(), (1, l.channels, l.size, l.size), device);
+        let label_tensor =
+            |l: &Label| Tensor::from_vec(l.data.clone(), (1, l.channels, l.size, l.size), device);
         let inputs = MidmInputs {
             condition: label_tensor(&request.condition)?,
             exemplar: image_to_tensor(&request.exemplar, size, device)?,
@@ -327,7 +402,13 @@ impl Worker {
             error: None,
             latent_size: info.latent_size,
         };
-        let result = translate(model, &inputs, &request.options, &Noise::Seeded(request.seed), &mut sink);
+        let result = translate(
+            model,
+            &inputs,
+            &request.options,
+            &Noise::Seeded(request.seed),
+            &mut sink,
+        );
         if let Some(e) = sink.error {
             return Err(e.context("converting a step for display"));
         }
@@ -358,12 +439,21 @@ impl DisplaySink<'_> {
         };
         let pred_x0 = decode(&e.pred_x0)?;
         let warped = e.warped.as_ref().map(decode).transpose()?;
-        let mask = e.mask.as_ref().map(|m| mask_to_image(&first(m)?)).transpose()?;
+        let mask = e
+            .mask
+            .as_ref()
+            .map(|m| mask_to_image(&first(m)?))
+            .transpose()?;
         let warp_weights = e
             .warp_weights
             .as_ref()
             .map(|w| -> anyhow::Result<Arc<Vec<f32>>> {
-                Ok(Arc::new(first(w)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?))
+                Ok(Arc::new(
+                    first(w)?
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?,
+                ))
             })
             .transpose()?;
         let image = e.image.as_ref().map(tensor_to_image).transpose()?;
@@ -392,7 +482,10 @@ impl StepSink for DisplaySink<'_> {
         }
         match self.convert(event) {
             Ok(frame) => {
-                let _ = self.events.send(WorkerEvent::Step { generation: self.generation, frame: Box::new(frame) });
+                let _ = self.events.send(WorkerEvent::Step {
+                    generation: self.generation,
+                    frame: Box::new(frame),
+                });
                 (self.repaint)();
             }
             Err(e) => self.error = Some(e),
@@ -406,7 +499,9 @@ impl StepSink for DisplaySink<'_> {
 
 fn load(path: &Path, device: DeviceChoice) -> Result<(MidmModel, ModelInfo), String> {
     let start = Instant::now();
-    let dev = device.to_device().map_err(|e| format!("device {device:?}: {e}"))?;
+    let dev = device
+        .to_device()
+        .map_err(|e| format!("device {device:?}: {e}"))?;
     let model = crate::checkpoint::load_model(path, &dev).map_err(|e| e.to_string())?;
     let hash = model_hash(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let info = ModelInfo {
@@ -429,7 +524,10 @@ pub fn model_hash(path: &Path) -> std::io::Result<String> {
         for entry in std::fs::read_dir(path)? {
             let p = entry?.path();
             let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if matches!(ext, "safetensors" | "ckpt" | "pth" | "yaml" | "yml" | "json") {
+            if matches!(
+                ext,
+                "safetensors" | "ckpt" | "pth" | "yaml" | "yml" | "json"
+            ) {
                 files.push(p);
             }
         }

@@ -73,11 +73,21 @@ impl Params {
         SamplerOptions {
             ddim_steps: self.ddim_steps.max(1),
             interleaved_steps: interleaved,
-            rewarp_at: d.rewarp_at.into_iter().filter(|k| *k < interleaved).collect(),
+            rewarp_at: d
+                .rewarp_at
+                .into_iter()
+                .filter(|k| *k < interleaved)
+                .collect(),
             temperature: self.temperature,
             fb_threshold: self.fb_threshold,
             use_mask: self.use_mask,
-            refine: self.refine.then(|| d.refine.unwrap_or(RefineOptions { ddim_steps: 200, eta: 1.0, hijack_step: 180 })),
+            refine: self.refine.then(|| {
+                d.refine.unwrap_or(RefineOptions {
+                    ddim_steps: 200,
+                    eta: 1.0,
+                    hijack_step: 180,
+                })
+            }),
             emit_warp_weights: true,
         }
     }
@@ -199,7 +209,10 @@ pub struct MidmApp {
     exemplar_tex: Option<(TextureHandle, u64)>,
     edges_tex: Option<TextureHandle>,
     messages: Vec<Message>,
-    dialogs: (Sender<(Dialog, Option<PathBuf>)>, Receiver<(Dialog, Option<PathBuf>)>),
+    dialogs: (
+        Sender<(Dialog, Option<PathBuf>)>,
+        Receiver<(Dialog, Option<PathBuf>)>,
+    ),
     pending_run: bool,
     last_edit_version: (u64, u64, u64),
     last_frame_ms: f32,
@@ -220,11 +233,16 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 || !s.is_ascii() {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 fn color_image(img: &RgbaImage) -> ColorImage {
@@ -269,7 +287,9 @@ impl MidmApp {
         let saved: Saved = if args.fresh {
             Saved::default()
         } else {
-            storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default()
+            storage
+                .and_then(|s| eframe::get_value(s, STORAGE_KEY))
+                .unwrap_or_default()
         };
         let canvas_size = saved.canvas.as_ref().map(|c| c.size).unwrap_or(64);
         let mut app = Self {
@@ -279,7 +299,11 @@ impl MidmApp {
             loading: None,
             model_path_text: String::new(),
             params: saved.params.clone(),
-            canvas: saved.canvas.as_ref().and_then(Canvas::from_saved).unwrap_or_else(|| Canvas::new(canvas_size)),
+            canvas: saved
+                .canvas
+                .as_ref()
+                .and_then(Canvas::from_saved)
+                .unwrap_or_else(|| Canvas::new(canvas_size)),
             exemplar_parts: saved
                 .exemplar_parts
                 .as_ref()
@@ -319,7 +343,13 @@ impl MidmApp {
         };
         if let Some(bytes) = saved.exemplar_png.as_deref().and_then(unhex) {
             if let Ok(img) = image::load_from_memory(&bytes) {
-                app.set_exemplar(img, saved.exemplar_name.clone().unwrap_or_else(|| "exemplar".into()));
+                app.set_exemplar(
+                    img,
+                    saved
+                        .exemplar_name
+                        .clone()
+                        .unwrap_or_else(|| "exemplar".into()),
+                );
             }
         }
         // Start-up inputs: command line first, then (fresh or empty session) the sample pair.
@@ -332,8 +362,14 @@ impl MidmApp {
         } else {
             None
         };
-        let condition = args.condition.clone().or(sample.as_ref().map(|s| s.0.clone()));
-        let exemplar = args.exemplar.clone().or(sample.as_ref().map(|s| s.1.clone()));
+        let condition = args
+            .condition
+            .clone()
+            .or(sample.as_ref().map(|s| s.0.clone()));
+        let exemplar = args
+            .exemplar
+            .clone()
+            .or(sample.as_ref().map(|s| s.1.clone()));
         if let Some(c) = condition {
             app.load_edge_map(&c);
         }
@@ -342,11 +378,17 @@ impl MidmApp {
         }
         let model = match args.fresh {
             true => args.model.clone(),
-            false => args.model.clone().or_else(super::default_model_dir).or(saved.model_path.clone()),
+            false => args
+                .model
+                .clone()
+                .or_else(super::default_model_dir)
+                .or(saved.model_path.clone()),
         };
         match model {
             Some(m) => app.load_model(m),
-            None if !args.fresh => app.info("No model found: pick a model folder in the parameters panel."),
+            None if !args.fresh => {
+                app.info("No model found: pick a model folder in the parameters panel.")
+            }
             None => {}
         }
         app.last_edit_version = app.edit_version();
@@ -415,7 +457,11 @@ impl MidmApp {
     }
 
     pub fn last_error(&self) -> Option<&str> {
-        self.messages.iter().rev().find(|m| m.error).map(|m| m.text.as_str())
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.error)
+            .map(|m| m.text.as_str())
     }
 
     pub fn timings(&self) -> &RunTimings {
@@ -439,7 +485,12 @@ impl MidmApp {
     /// latent grid (normalised to max 1), from the latest matching at or before that step.
     pub fn probe_heat(&self) -> Option<Vec<f32>> {
         let (r, c) = self.probe?;
-        let frame = self.frames.get(..=self.selected)?.iter().rev().find(|f| f.warp_weights.is_some())?;
+        let frame = self
+            .frames
+            .get(..=self.selected)?
+            .iter()
+            .rev()
+            .find(|f| f.warp_weights.is_some())?;
         let w = frame.warp_weights.as_ref()?;
         let hw = frame.latent_size * frame.latent_size;
         if r >= frame.latent_size || c >= frame.latent_size || w.len() < hw * hw {
@@ -463,7 +514,10 @@ impl MidmApp {
     }
 
     fn model_size(&self) -> u32 {
-        self.model.as_ref().map(|m| m.image_size as u32).unwrap_or(self.canvas.size())
+        self.model
+            .as_ref()
+            .map(|m| m.image_size as u32)
+            .unwrap_or(self.canvas.size())
     }
 
     fn label_nc(&self) -> usize {
@@ -471,7 +525,11 @@ impl MidmApp {
     }
 
     fn edit_version(&self) -> (u64, u64, u64) {
-        (self.canvas.version(), self.exemplar_parts.version(), self.exemplar_version)
+        (
+            self.canvas.version(),
+            self.exemplar_parts.version(),
+            self.exemplar_version,
+        )
     }
 
     // ----- actions -----
@@ -504,7 +562,10 @@ impl MidmApp {
         } else {
             img
         };
-        self.exemplar = Some(Exemplar { image: img.to_rgba8(), name });
+        self.exemplar = Some(Exemplar {
+            image: img.to_rgba8(),
+            name,
+        });
         self.exemplar_version += 1;
         self.edges_key = None;
     }
@@ -534,8 +595,14 @@ impl MidmApp {
         let result = arboard::Clipboard::new().and_then(|mut c| c.get_image());
         match result {
             Ok(data) => {
-                match RgbaImage::from_raw(data.width as u32, data.height as u32, data.bytes.into_owned()) {
-                    Some(img) => self.set_exemplar(DynamicImage::ImageRgba8(img), "pasted image".into()),
+                match RgbaImage::from_raw(
+                    data.width as u32,
+                    data.height as u32,
+                    data.bytes.into_owned(),
+                ) {
+                    Some(img) => {
+                        self.set_exemplar(DynamicImage::ImageRgba8(img), "pasted image".into())
+                    }
                     None => self.error("the clipboard image has an unexpected size"),
                 }
             }
@@ -549,7 +616,11 @@ impl MidmApp {
         let key = (size, self.params.canny, self.exemplar_version);
         if self.edges_key != Some(key) {
             let ex = self.exemplar.as_ref()?;
-            self.exemplar_edges = Some(canny_edges(&DynamicImage::ImageRgba8(ex.image.clone()), size, self.params.canny));
+            self.exemplar_edges = Some(canny_edges(
+                &DynamicImage::ImageRgba8(ex.image.clone()),
+                size,
+                self.params.canny,
+            ));
             self.edges_key = Some(key);
             self.edges_tex = None;
         }
@@ -576,7 +647,10 @@ impl MidmApp {
             Ok(l) => l,
             Err(e) => return self.error(format!("condition: {e}")),
         };
-        let mut edges = self.exemplar_edges().cloned().unwrap_or_else(|| GrayImage::new(size, size));
+        let mut edges = self
+            .exemplar_edges()
+            .cloned()
+            .unwrap_or_else(|| GrayImage::new(size, size));
         for (e, p) in edges.iter_mut().zip(self.exemplar_parts.layer(0).as_raw()) {
             *e |= *p;
         }
@@ -584,7 +658,11 @@ impl MidmApp {
             Ok(l) => l,
             Err(e) => return self.error(format!("exemplar label: {e}")),
         };
-        let exemplar = self.exemplar.as_ref().map(|e| e.image.clone()).unwrap_or_default();
+        let exemplar = self
+            .exemplar
+            .as_ref()
+            .map(|e| e.image.clone())
+            .unwrap_or_default();
         let request = RunRequest {
             condition,
             exemplar,
@@ -616,12 +694,18 @@ impl MidmApp {
             Ok(t) => t,
             Err(_) => return false,
         };
-        let Some(json) = export::text_value(&text, export::KEY_PARAMS) else { return false };
+        let Some(json) = export::text_value(&text, export::KEY_PARAMS) else {
+            return false;
+        };
         match serde_json::from_str::<Params>(json) {
             Ok(p) => {
                 let device = self.params.device;
                 self.params = Params { device, ..p };
-                self.info(format!("Restored the parameters of {} (seed {}).", file_name(path), self.params.seed));
+                self.info(format!(
+                    "Restored the parameters of {} (seed {}).",
+                    file_name(path),
+                    self.params.seed
+                ));
                 true
             }
             Err(e) => {
@@ -632,7 +716,10 @@ impl MidmApp {
     }
 
     fn handle_dropped(&mut self, path: &Path) {
-        if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
             && self.restore_from_png(path)
         {
             return;
@@ -643,14 +730,22 @@ impl MidmApp {
     /// PNG text chunks describing the current result.
     pub fn export_text(&self) -> Vec<(String, String)> {
         let mut t = vec![
-            (export::KEY_PARAMS.to_string(), serde_json::to_string(&self.params).unwrap_or_default()),
+            (
+                export::KEY_PARAMS.to_string(),
+                serde_json::to_string(&self.params).unwrap_or_default(),
+            ),
             (export::KEY_SEED.to_string(), self.params.seed.to_string()),
         ];
         if let Some(m) = &self.model {
             t.push((export::KEY_MODEL_HASH.to_string(), m.hash.clone()));
             t.push((export::KEY_MODEL.to_string(), m.path.display().to_string()));
         }
-        t.push((export::KEY_CONDITION.to_string(), self.condition_name.clone().unwrap_or_else(|| "drawn".into())));
+        t.push((
+            export::KEY_CONDITION.to_string(),
+            self.condition_name
+                .clone()
+                .unwrap_or_else(|| "drawn".into()),
+        ));
         if let Some(e) = &self.exemplar {
             t.push((export::KEY_EXEMPLAR.to_string(), e.name.clone()));
         }
@@ -659,7 +754,10 @@ impl MidmApp {
 
     /// Write the final image to `path` (atomically, with parameters in text chunks).
     pub fn export_png(&mut self, path: &Path) -> anyhow::Result<()> {
-        let img = self.final_image().cloned().ok_or_else(|| anyhow::anyhow!("no result to export yet"))?;
+        let img = self
+            .final_image()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no result to export yet"))?;
         export::save_png(path, &img, &self.export_text())
     }
 
@@ -682,9 +780,17 @@ impl MidmApp {
                     d.add_filter("images", &images).pick_file()
                 }
                 Dialog::OpenModelFolder => d.pick_folder(),
-                Dialog::OpenModelFile => d.add_filter("checkpoints", &["safetensors", "ckpt", "pth"]).pick_file(),
-                Dialog::ExportPng => d.add_filter("PNG", &["png"]).set_file_name("midm.png").save_file(),
-                Dialog::ExportSheet => d.add_filter("PNG", &["png"]).set_file_name("midm-steps.png").save_file(),
+                Dialog::OpenModelFile => d
+                    .add_filter("checkpoints", &["safetensors", "ckpt", "pth"])
+                    .pick_file(),
+                Dialog::ExportPng => d
+                    .add_filter("PNG", &["png"])
+                    .set_file_name("midm.png")
+                    .save_file(),
+                Dialog::ExportSheet => d
+                    .add_filter("PNG", &["png"])
+                    .set_file_name("midm-steps.png")
+                    .save_file(),
             };
             let _ = tx.send((which, path));
             repaint(&cell);
@@ -727,7 +833,10 @@ impl MidmApp {
                         self.target = DrawTarget::Condition;
                     }
                     // Edge settings follow the model's training data, unless the user tuned them.
-                    let layout_changed = self.model.as_ref().is_none_or(|m| m.label_nc != info.label_nc);
+                    let layout_changed = self
+                        .model
+                        .as_ref()
+                        .is_none_or(|m| m.label_nc != info.label_nc);
                     let presets = [CannyParams::edge_model(), CannyParams::celeba()];
                     if layout_changed && presets.contains(&self.params.canny) {
                         self.params.canny = CannyParams::for_label_nc(info.label_nc);
@@ -771,7 +880,10 @@ impl MidmApp {
                     }
                     self.push_frame(ctx, *frame);
                 }
-                WorkerEvent::Finished { generation, elapsed } => {
+                WorkerEvent::Finished {
+                    generation,
+                    elapsed,
+                } => {
                     if Some(generation) == self.generation {
                         self.running = false;
                         self.timings.final_image = self.run_started.map(|s| s.elapsed());
@@ -817,16 +929,39 @@ impl MidmApp {
     fn push_frame(&mut self, ctx: &egui::Context, frame: StepFrame) {
         let i = self.frames.len();
         let shown = frame.image.as_ref().unwrap_or(&frame.pred_x0);
-        let pred = ctx.load_texture(format!("step{i}-pred"), color_image(shown), TextureOptions::NEAREST);
-        let warped =
-            frame.warped.as_ref().map(|w| ctx.load_texture(format!("step{i}-R"), color_image(w), TextureOptions::NEAREST));
-        let mask =
-            frame.mask.as_ref().map(|m| ctx.load_texture(format!("step{i}-M"), color_image(m), TextureOptions::NEAREST));
+        let pred = ctx.load_texture(
+            format!("step{i}-pred"),
+            color_image(shown),
+            TextureOptions::NEAREST,
+        );
+        let warped = frame.warped.as_ref().map(|w| {
+            ctx.load_texture(
+                format!("step{i}-R"),
+                color_image(w),
+                TextureOptions::NEAREST,
+            )
+        });
+        let mask = frame.mask.as_ref().map(|m| {
+            ctx.load_texture(
+                format!("step{i}-M"),
+                color_image(m),
+                TextureOptions::NEAREST,
+            )
+        });
         let overlay = frame.mask.as_ref().map(|m| {
             let o = mask_overlay(shown, m);
-            ctx.load_texture(format!("step{i}-overlay"), color_image(&o), TextureOptions::NEAREST)
+            ctx.load_texture(
+                format!("step{i}-overlay"),
+                color_image(&o),
+                TextureOptions::NEAREST,
+            )
         });
-        self.frame_tex.push(FrameTextures { pred, warped, mask, overlay });
+        self.frame_tex.push(FrameTextures {
+            pred,
+            warped,
+            mask,
+            overlay,
+        });
         self.frames.push(frame);
         if self.follow {
             self.selected = self.frames.len() - 1;
@@ -850,16 +985,24 @@ impl MidmApp {
                 self.handle_dialog(which, p);
             }
         }
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
         for p in dropped {
             self.handle_dropped(&p);
         }
         self.shortcuts(ui);
 
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
-        egui::Panel::left("params").default_size(250.0).show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| self.params_panel(ui));
-        });
+        egui::Panel::left("params")
+            .default_size(250.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.params_panel(ui));
+            });
         egui::Panel::bottom("messages").show(ui, |ui| self.messages_panel(ui));
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::both().show(ui, |ui| {
@@ -893,7 +1036,8 @@ impl MidmApp {
         let undo = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
         let save = KeyboardShortcut::new(Modifiers::COMMAND, Key::S);
         let (do_redo, do_undo, do_save, paste) = ui.input_mut(|i| {
-            let r = i.consume_shortcut(&redo) || i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Y));
+            let r = i.consume_shortcut(&redo)
+                || i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Y));
             let u = i.consume_shortcut(&undo);
             let s = i.consume_shortcut(&save);
             let p = i.events.iter().any(|e| matches!(e, egui::Event::Paste(_)));
@@ -916,7 +1060,12 @@ impl MidmApp {
             self.paste_exemplar();
         }
         if !text_focus && !self.frames.is_empty() {
-            let (left, right) = ui.input(|i| (i.key_pressed(Key::ArrowLeft), i.key_pressed(Key::ArrowRight)));
+            let (left, right) = ui.input(|i| {
+                (
+                    i.key_pressed(Key::ArrowLeft),
+                    i.key_pressed(Key::ArrowRight),
+                )
+            });
             if left {
                 self.select_step(self.selected.saturating_sub(1));
             }
@@ -936,17 +1085,37 @@ impl MidmApp {
     fn toolbar(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             let can_run = self.model.is_some() && self.exemplar.is_some();
-            if ui.add_enabled(can_run, egui::Button::new("Run")).on_hover_text("Translate (cancels a run in flight)").clicked() {
+            if ui
+                .add_enabled(can_run, egui::Button::new("Run"))
+                .on_hover_text("Translate (cancels a run in flight)")
+                .clicked()
+            {
                 self.request_run();
             }
-            if ui.add_enabled(self.running, egui::Button::new("Cancel")).clicked() {
+            if ui
+                .add_enabled(self.running, egui::Button::new("Cancel"))
+                .clicked()
+            {
                 self.cancel();
             }
             ui.separator();
-            if ui.add_enabled(self.final_image().is_some(), egui::Button::new("Export PNG...")).on_hover_text("Ctrl+S").clicked() {
+            if ui
+                .add_enabled(
+                    self.final_image().is_some(),
+                    egui::Button::new("Export PNG..."),
+                )
+                .on_hover_text("Ctrl+S")
+                .clicked()
+            {
                 self.open_dialog(Dialog::ExportPng);
             }
-            if ui.add_enabled(!self.frames.is_empty(), egui::Button::new("Export steps...")).clicked() {
+            if ui
+                .add_enabled(
+                    !self.frames.is_empty(),
+                    egui::Button::new("Export steps..."),
+                )
+                .clicked()
+            {
                 self.open_dialog(Dialog::ExportSheet);
             }
             ui.separator();
@@ -956,7 +1125,12 @@ impl MidmApp {
                 let total = self.frames.last().map(|f| f.total).unwrap_or(0);
                 format!("Running: step {}/{}", self.frames.len(), total)
             } else if let Some(m) = &self.model {
-                format!("Model {} ({}px, {} ch)", file_name(&m.path), m.image_size, m.label_nc)
+                format!(
+                    "Model {} ({}px, {} ch)",
+                    file_name(&m.path),
+                    m.image_size,
+                    m.label_nc
+                )
             } else {
                 "No model".to_string()
             };
@@ -981,21 +1155,28 @@ impl MidmApp {
         ui.heading("Parameters");
         ui.horizontal(|ui| {
             let l = ui.label("Seed");
-            ui.add(egui::DragValue::new(&mut self.params.seed)).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut self.params.seed))
+                .labelled_by(l.id);
             if ui.button("New seed").clicked() {
                 self.params.seed = rand::random::<u32>() as u64;
             }
         });
         ui.horizontal(|ui| {
             let l = ui.label("DDIM steps");
-            ui.add(egui::DragValue::new(&mut self.params.ddim_steps).range(2..=1000)).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut self.params.ddim_steps).range(2..=1000))
+                .labelled_by(l.id);
         });
         ui.horizontal(|ui| {
             let l = ui.label("Interleaved steps");
             let max = self.params.ddim_steps.saturating_sub(1).max(1);
-            ui.add(egui::DragValue::new(&mut self.params.interleaved_steps).range(1..=max)).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut self.params.interleaved_steps).range(1..=max))
+                .labelled_by(l.id);
         });
-        ui.add(egui::Slider::new(&mut self.params.temperature, 0.0005..=0.1).logarithmic(true).text("Temperature"));
+        ui.add(
+            egui::Slider::new(&mut self.params.temperature, 0.0005..=0.1)
+                .logarithmic(true)
+                .text("Temperature"),
+        );
         ui.add(egui::Slider::new(&mut self.params.fb_threshold, 0.0..=2.0).text("Mask threshold"));
         ui.checkbox(&mut self.params.use_mask, "Confidence mask");
         ui.checkbox(&mut self.params.refine, "Refinement (20 DDIM steps)");
@@ -1003,7 +1184,12 @@ impl MidmApp {
             let seed = self.params.seed;
             let device = self.params.device;
             let canny = self.params.canny;
-            self.params = Params { seed, device, canny, ..Params::default() };
+            self.params = Params {
+                seed,
+                device,
+                canny,
+                ..Params::default()
+            };
         }
         ui.separator();
         ui.heading("Model");
@@ -1017,7 +1203,11 @@ impl MidmApp {
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut self.params.device, DeviceChoice::Cpu, "CPU");
                     if DeviceChoice::cuda_compiled() {
-                        ui.selectable_value(&mut self.params.device, DeviceChoice::Cuda(0), "CUDA 0");
+                        ui.selectable_value(
+                            &mut self.params.device,
+                            DeviceChoice::Cuda(0),
+                            "CUDA 0",
+                        );
                     }
                 });
             if before != self.params.device {
@@ -1029,7 +1219,9 @@ impl MidmApp {
         if !DeviceChoice::cuda_compiled() {
             ui.weak("(built without CUDA)");
         }
-        ui.add(egui::TextEdit::singleline(&mut self.model_path_text).hint_text("model folder or file"));
+        ui.add(
+            egui::TextEdit::singleline(&mut self.model_path_text).hint_text("model folder or file"),
+        );
         ui.horizontal(|ui| {
             if ui.button("Load").clicked() && !self.model_path_text.trim().is_empty() {
                 let p = PathBuf::from(self.model_path_text.trim());
@@ -1043,16 +1235,32 @@ impl MidmApp {
             }
         });
         if let Some(m) = &self.model {
-            ui.weak(format!("{}\nhash {}\n{}x{} px, latent {}x{}", m.path.display(), m.hash, m.image_size, m.image_size, m.latent_size, m.latent_size));
+            ui.weak(format!(
+                "{}\nhash {}\n{}x{} px, latent {}x{}",
+                m.path.display(),
+                m.hash,
+                m.image_size,
+                m.image_size,
+                m.latent_size,
+                m.latent_size
+            ));
         }
     }
 
     fn messages_panel(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             if let Some(m) = self.messages.last() {
-                let color = if m.error { Color32::from_rgb(230, 80, 70) } else { ui.visuals().text_color() };
+                let color = if m.error {
+                    Color32::from_rgb(230, 80, 70)
+                } else {
+                    ui.visuals().text_color()
+                };
                 ui.colored_label(color, &m.text);
-                if ui.small_button("Dismiss").on_hover_text("Dismiss").clicked() {
+                if ui
+                    .small_button("Dismiss")
+                    .on_hover_text("Dismiss")
+                    .clicked()
+                {
                     self.messages.pop();
                 }
             } else {
@@ -1067,13 +1275,21 @@ impl MidmApp {
             ui.strong("Condition");
             if multi {
                 ui.selectable_value(&mut self.target, DrawTarget::Condition, "sketch");
-                ui.selectable_value(&mut self.target, DrawTarget::ExemplarParts, "trace exemplar parts");
+                ui.selectable_value(
+                    &mut self.target,
+                    DrawTarget::ExemplarParts,
+                    "trace exemplar parts",
+                );
             }
         });
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.tool, Tool::Brush, "Brush");
             ui.selectable_value(&mut self.tool, Tool::Eraser, "Eraser");
-            ui.add(egui::Slider::new(&mut self.brush_size, 1.0..=12.0).step_by(1.0).text("size"));
+            ui.add(
+                egui::Slider::new(&mut self.brush_size, 1.0..=12.0)
+                    .step_by(1.0)
+                    .text("size"),
+            );
         });
         if multi {
             egui::ComboBox::from_label("Layer")
@@ -1090,10 +1306,18 @@ impl MidmApp {
                 let c = self.active_canvas_mut();
                 (c.can_undo(), c.can_redo())
             };
-            if ui.add_enabled(can_undo, egui::Button::new("Undo")).on_hover_text("Ctrl+Z").clicked() {
+            if ui
+                .add_enabled(can_undo, egui::Button::new("Undo"))
+                .on_hover_text("Ctrl+Z")
+                .clicked()
+            {
                 self.active_canvas_mut().undo();
             }
-            if ui.add_enabled(can_redo, egui::Button::new("Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
+            if ui
+                .add_enabled(can_redo, egui::Button::new("Redo"))
+                .on_hover_text("Ctrl+Shift+Z")
+                .clicked()
+            {
                 self.active_canvas_mut().redo();
             }
             if ui.button("Clear").clicked() {
@@ -1111,10 +1335,19 @@ impl MidmApp {
             if ui.button("Edges from photo...").clicked() {
                 self.open_dialog(Dialog::EdgesFromPhoto);
             }
-            if ui.add_enabled(self.exemplar.is_some(), egui::Button::new("Edges of exemplar")).clicked() {
+            if ui
+                .add_enabled(
+                    self.exemplar.is_some(),
+                    egui::Button::new("Edges of exemplar"),
+                )
+                .clicked()
+            {
                 if let Some(e) = self.exemplar_edges().cloned() {
                     self.canvas.set_layer(0, e);
-                    self.condition_name = self.exemplar.as_ref().map(|e| format!("edges of {}", e.name));
+                    self.condition_name = self
+                        .exemplar
+                        .as_ref()
+                        .map(|e| format!("edges of {}", e.name));
                 }
             }
         });
@@ -1155,16 +1388,28 @@ impl MidmApp {
     fn canvas_widget(&mut self, ui: &mut egui::Ui) {
         let canvas_version = match self.target {
             DrawTarget::Condition => self.canvas.version(),
-            DrawTarget::ExemplarParts => self.exemplar_parts.version() ^ (self.exemplar_version << 32) ^ (1 << 63),
+            DrawTarget::ExemplarParts => {
+                self.exemplar_parts.version() ^ (self.exemplar_version << 32) ^ (1 << 63)
+            }
         };
-        if self.canvas_tex.as_ref().is_none_or(|(_, v)| *v != canvas_version) {
+        if self
+            .canvas_tex
+            .as_ref()
+            .is_none_or(|(_, v)| *v != canvas_version)
+        {
             let img = color_image(&self.canvas_image());
             match &mut self.canvas_tex {
                 Some((tex, v)) => {
                     tex.set(img, TextureOptions::NEAREST);
                     *v = canvas_version;
                 }
-                None => self.canvas_tex = Some((ui.ctx().load_texture("canvas", img, TextureOptions::NEAREST), canvas_version)),
+                None => {
+                    self.canvas_tex = Some((
+                        ui.ctx()
+                            .load_texture("canvas", img, TextureOptions::NEAREST),
+                        canvas_version,
+                    ))
+                }
             }
         }
         let size = self.active_canvas_mut().size() as f32;
@@ -1173,9 +1418,19 @@ impl MidmApp {
         let rect = response.rect;
         self.canvas_rect = Some(rect);
         if let Some((tex, _)) = &self.canvas_tex {
-            painter.image(tex.id(), rect, Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)), Color32::WHITE);
+            painter.image(
+                tex.id(),
+                rect,
+                Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+                Color32::WHITE,
+            );
         }
-        painter.rect_stroke(rect, 0.0, Stroke::new(1.0, Color32::GRAY), egui::StrokeKind::Outside);
+        painter.rect_stroke(
+            rect,
+            0.0,
+            Stroke::new(1.0, Color32::GRAY),
+            egui::StrokeKind::Outside,
+        );
         let zoom = self.zoom;
         let to_canvas = move |p: Pos2| ((p.x - rect.min.x) / zoom, (p.y - rect.min.y) / zoom);
         let shift = ui.input(|i| i.modifiers.shift);
@@ -1183,14 +1438,17 @@ impl MidmApp {
         let layer = if self.label_nc() > 1 { layer } else { 0 };
 
         if response.drag_started() {
-            let origin = ui.input(|i| i.pointer.press_origin()).or(response.interact_pointer_pos());
+            let origin = ui
+                .input(|i| i.pointer.press_origin())
+                .or(response.interact_pointer_pos());
             if let Some(o) = origin {
                 let p = to_canvas(o);
                 if shift {
                     self.line_start = Some(p);
                 } else {
                     self.stroking = true;
-                    self.active_canvas_mut().begin_stroke(layer, tool, radius, p);
+                    self.active_canvas_mut()
+                        .begin_stroke(layer, tool, radius, p);
                 }
             }
         }
@@ -1198,15 +1456,24 @@ impl MidmApp {
             if let Some(pos) = response.interact_pointer_pos() {
                 let p = to_canvas(pos);
                 if let Some(a) = self.line_start {
-                    let to_screen = |q: (f32, f32)| Pos2::new(rect.min.x + q.0 * zoom, rect.min.y + q.1 * zoom);
-                    painter.line_segment([to_screen(a), pos], Stroke::new(self.brush_size * zoom, layer_color(layer).gamma_multiply(0.6)));
+                    let to_screen =
+                        |q: (f32, f32)| Pos2::new(rect.min.x + q.0 * zoom, rect.min.y + q.1 * zoom);
+                    painter.line_segment(
+                        [to_screen(a), pos],
+                        Stroke::new(
+                            self.brush_size * zoom,
+                            layer_color(layer).gamma_multiply(0.6),
+                        ),
+                    );
                 } else if self.stroking {
-                    self.active_canvas_mut().continue_stroke(layer, tool, radius, p);
+                    self.active_canvas_mut()
+                        .continue_stroke(layer, tool, radius, p);
                 }
             }
         }
         if response.drag_stopped() {
-            if let (Some(a), Some(pos)) = (self.line_start.take(), response.interact_pointer_pos()) {
+            if let (Some(a), Some(pos)) = (self.line_start.take(), response.interact_pointer_pos())
+            {
                 let b = to_canvas(pos);
                 self.active_canvas_mut().line(layer, tool, radius, a, b);
             }
@@ -1230,7 +1497,11 @@ impl MidmApp {
             }
         }
         if let Some(h) = response.hover_pos() {
-            painter.circle_stroke(h, (self.brush_size * self.zoom / 2.0).max(2.0), Stroke::new(1.0, Color32::from_rgb(255, 120, 0)));
+            painter.circle_stroke(
+                h,
+                (self.brush_size * self.zoom / 2.0).max(2.0),
+                Stroke::new(1.0, Color32::from_rgb(255, 120, 0)),
+            );
         }
     }
 
@@ -1259,14 +1530,34 @@ impl MidmApp {
         let side = self.model_size() as f32 * self.zoom.min(4.0).max(2.0);
         let side = side.max(128.0);
         if self.exemplar.is_none() {
-            let (rect, _) = ui.allocate_exact_size(Vec2::new(side * 2.0 + 8.0, side), Sense::hover());
-            ui.painter().rect_stroke(rect, 4.0, Stroke::new(1.0, Color32::GRAY), egui::StrokeKind::Inside);
-            ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, "Drop an exemplar image here", egui::FontId::proportional(14.0), ui.visuals().weak_text_color());
+            let (rect, _) =
+                ui.allocate_exact_size(Vec2::new(side * 2.0 + 8.0, side), Sense::hover());
+            ui.painter().rect_stroke(
+                rect,
+                4.0,
+                Stroke::new(1.0, Color32::GRAY),
+                egui::StrokeKind::Inside,
+            );
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop an exemplar image here",
+                egui::FontId::proportional(14.0),
+                ui.visuals().weak_text_color(),
+            );
             return;
         }
-        if self.exemplar_tex.as_ref().is_none_or(|(_, v)| *v != self.exemplar_version) {
+        if self
+            .exemplar_tex
+            .as_ref()
+            .is_none_or(|(_, v)| *v != self.exemplar_version)
+        {
             let img = color_image(&self.exemplar.as_ref().unwrap().image);
-            self.exemplar_tex = Some((ui.ctx().load_texture("exemplar", img, TextureOptions::LINEAR), self.exemplar_version));
+            self.exemplar_tex = Some((
+                ui.ctx()
+                    .load_texture("exemplar", img, TextureOptions::LINEAR),
+                self.exemplar_version,
+            ));
         }
         if self.exemplar_edges().is_some() && self.edges_tex.is_none() {
             let e = self.exemplar_edges.as_ref().unwrap();
@@ -1274,14 +1565,25 @@ impl MidmApp {
                 let v = 255 - e.get_pixel(x, y).0[0];
                 Rgba([v, v, v, 255])
             });
-            self.edges_tex = Some(ui.ctx().load_texture("exemplar-edges", color_image(&img), TextureOptions::NEAREST));
+            self.edges_tex = Some(ui.ctx().load_texture(
+                "exemplar-edges",
+                color_image(&img),
+                TextureOptions::NEAREST,
+            ));
         }
         ui.horizontal(|ui| {
             if let Some((tex, _)) = &self.exemplar_tex {
-                ui.add(egui::Image::from_texture(SizedTexture::new(tex.id(), Vec2::splat(side))));
+                ui.add(egui::Image::from_texture(SizedTexture::new(
+                    tex.id(),
+                    Vec2::splat(side),
+                )));
             }
             if let Some(tex) = &self.edges_tex {
-                ui.add(egui::Image::from_texture(SizedTexture::new(tex.id(), Vec2::splat(side)))).on_hover_text("automatic edges (exemplar label)");
+                ui.add(egui::Image::from_texture(SizedTexture::new(
+                    tex.id(),
+                    Vec2::splat(side),
+                )))
+                .on_hover_text("automatic edges (exemplar label)");
             }
         });
         if let Some(e) = &self.exemplar {
@@ -1292,16 +1594,27 @@ impl MidmApp {
     fn steps_panel(&mut self, ui: &mut egui::Ui) {
         ui.strong("Steps");
         if self.frames.is_empty() {
-            ui.weak(if self.running { "Waiting for the first step..." } else { "Press Run to see every step here." });
+            ui.weak(if self.running {
+                "Waiting for the first step..."
+            } else {
+                "Press Run to see every step here."
+            });
             return;
         }
         self.timeline(ui);
         let n = self.frames.len();
         let mut sel = self.selected;
-        let slider = ui.add(egui::Slider::new(&mut sel, 0..=n - 1).text("Step").custom_formatter(|v, _| {
-            let i = v as usize;
-            self.frames.get(i).map(|f| step_label(f.kind)).unwrap_or_default()
-        }));
+        let slider = ui.add(
+            egui::Slider::new(&mut sel, 0..=n - 1)
+                .text("Step")
+                .custom_formatter(|v, _| {
+                    let i = v as usize;
+                    self.frames
+                        .get(i)
+                        .map(|f| step_label(f.kind))
+                        .unwrap_or_default()
+                }),
+        );
         if slider.changed() {
             self.select_step(sel);
         }
@@ -1320,29 +1633,53 @@ impl MidmApp {
         let latent = frame.latent_size;
         let mut hovered: Option<(usize, usize)> = None;
         ui.horizontal_top(|ui| {
-            let mut show = |ui: &mut egui::Ui, title: &str, t: Option<&TextureHandle>, probe: bool| {
-                ui.vertical(|ui| {
-                    ui.label(title);
-                    match t {
-                        Some(t) => {
-                            let r = ui.add(egui::Image::from_texture(SizedTexture::new(t.id(), size)).sense(Sense::hover()));
-                            if probe {
-                                if let Some(p) = r.hover_pos() {
-                                    let u = ((p.x - r.rect.min.x) / r.rect.width()).clamp(0.0, 0.999);
-                                    let v = ((p.y - r.rect.min.y) / r.rect.height()).clamp(0.0, 0.999);
-                                    hovered = Some(((v * latent as f32) as usize, (u * latent as f32) as usize));
+            let mut show =
+                |ui: &mut egui::Ui, title: &str, t: Option<&TextureHandle>, probe: bool| {
+                    ui.vertical(|ui| {
+                        ui.label(title);
+                        match t {
+                            Some(t) => {
+                                let r = ui.add(
+                                    egui::Image::from_texture(SizedTexture::new(t.id(), size))
+                                        .sense(Sense::hover()),
+                                );
+                                if probe {
+                                    if let Some(p) = r.hover_pos() {
+                                        let u = ((p.x - r.rect.min.x) / r.rect.width())
+                                            .clamp(0.0, 0.999);
+                                        let v = ((p.y - r.rect.min.y) / r.rect.height())
+                                            .clamp(0.0, 0.999);
+                                        hovered = Some((
+                                            (v * latent as f32) as usize,
+                                            (u * latent as f32) as usize,
+                                        ));
+                                    }
                                 }
                             }
+                            None => {
+                                let (rect, _) = ui.allocate_exact_size(size, Sense::hover());
+                                ui.painter().rect_stroke(
+                                    rect,
+                                    0.0,
+                                    Stroke::new(1.0, Color32::DARK_GRAY),
+                                    egui::StrokeKind::Inside,
+                                );
+                                ui.painter().text(
+                                    rect.center(),
+                                    egui::Align2::CENTER_CENTER,
+                                    "no match\nthis step",
+                                    egui::FontId::proportional(12.0),
+                                    Color32::GRAY,
+                                );
+                            }
                         }
-                        None => {
-                            let (rect, _) = ui.allocate_exact_size(size, Sense::hover());
-                            ui.painter().rect_stroke(rect, 0.0, Stroke::new(1.0, Color32::DARK_GRAY), egui::StrokeKind::Inside);
-                            ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, "no match\nthis step", egui::FontId::proportional(12.0), Color32::GRAY);
-                        }
-                    }
-                });
+                    });
+                };
+            let first = if frame.image.is_some() {
+                "output"
+            } else {
+                "r~n (x0 estimate)"
             };
-            let first = if frame.image.is_some() { "output" } else { "r~n (x0 estimate)" };
             show(ui, first, Some(&tex.pred), true);
             show(ui, "R (warped exemplar)", tex.warped.as_ref(), false);
             show(ui, "M (confidence)", tex.mask.as_ref(), false);
@@ -1372,9 +1709,16 @@ impl MidmApp {
                 let h = heat[((y * l / s) * l + x * l / s) as usize];
                 let p = base.get_pixel(x, y).0;
                 let mix = |a: u8, b: f32| (a as f32 * (1.0 - 0.7 * h) + b * 0.7 * h) as u8;
-                Rgba([mix(p[0] / 2, 255.0), mix(p[1] / 2, 40.0), mix(p[2] / 2, 40.0), 255])
+                Rgba([
+                    mix(p[0] / 2, 255.0),
+                    mix(p[1] / 2, 40.0),
+                    mix(p[2] / 2, 40.0),
+                    255,
+                ])
             });
-            let tex = ui.ctx().load_texture("probe", color_image(&img), TextureOptions::NEAREST);
+            let tex = ui
+                .ctx()
+                .load_texture("probe", color_image(&img), TextureOptions::NEAREST);
             self.probe_tex = Some((tex, key));
         }
         if let Some((tex, _)) = &self.probe_tex {
@@ -1386,24 +1730,40 @@ impl MidmApp {
     }
 
     fn timeline(&mut self, ui: &mut egui::Ui) {
-        let total = self.frames.last().map(|f| f.total).unwrap_or(0).max(self.frames.len());
+        let total = self
+            .frames
+            .last()
+            .map(|f| f.total)
+            .unwrap_or(0)
+            .max(self.frames.len());
         let width = ui.available_width().clamp(200.0, 900.0);
-        let (rect, response) = ui.allocate_exact_size(Vec2::new(width, 22.0), Sense::click_and_drag());
+        let (rect, response) =
+            ui.allocate_exact_size(Vec2::new(width, 22.0), Sense::click_and_drag());
         let cell = width / total.max(1) as f32;
         let painter = ui.painter_at(rect);
         for i in 0..total {
-            let r = Rect::from_min_size(Pos2::new(rect.min.x + i as f32 * cell, rect.min.y), Vec2::new(cell - 1.0, rect.height()));
+            let r = Rect::from_min_size(
+                Pos2::new(rect.min.x + i as f32 * cell, rect.min.y),
+                Vec2::new(cell - 1.0, rect.height()),
+            );
             let fill = match self.frames.get(i).map(|f| f.kind) {
                 None => Color32::from_gray(50),
                 Some(StepKind::InitialWarp) => Color32::from_rgb(70, 120, 220),
-                Some(StepKind::Interleaved { rewarped: true, .. }) => Color32::from_rgb(230, 140, 40),
+                Some(StepKind::Interleaved { rewarped: true, .. }) => {
+                    Color32::from_rgb(230, 140, 40)
+                }
                 Some(StepKind::Interleaved { .. }) => Color32::from_rgb(200, 170, 80),
                 Some(StepKind::Refine { .. }) => Color32::from_rgb(80, 170, 90),
                 Some(StepKind::Final) => Color32::from_gray(230),
             };
             painter.rect_filled(r, 2.0, fill);
             if i == self.selected {
-                painter.rect_stroke(r, 2.0, Stroke::new(2.0, Color32::WHITE), egui::StrokeKind::Outside);
+                painter.rect_stroke(
+                    r,
+                    2.0,
+                    Stroke::new(2.0, Color32::WHITE),
+                    egui::StrokeKind::Outside,
+                );
             }
         }
         if (response.dragged() || response.clicked()) && !self.frames.is_empty() {
@@ -1439,9 +1799,18 @@ impl MidmApp {
 
 fn describe(kind: StepKind) -> String {
     match kind {
-        StepKind::InitialWarp => "Initial warp (exemplar latent warped by the first matching)".into(),
+        StepKind::InitialWarp => {
+            "Initial warp (exemplar latent warped by the first matching)".into()
+        }
         StepKind::Interleaved { k, rewarped } => {
-            format!("Interleaved step {k}{}", if rewarped { " (re-matched and re-warped)" } else { "" })
+            format!(
+                "Interleaved step {k}{}",
+                if rewarped {
+                    " (re-matched and re-warped)"
+                } else {
+                    ""
+                }
+            )
         }
         StepKind::Refine { i } => format!("Refinement step {i}"),
         StepKind::Final => "Final image".into(),
@@ -1457,7 +1826,12 @@ fn mask_overlay(img: &RgbaImage, mask: &RgbaImage) -> RgbaImage {
         let p = img.get_pixel(x, y).0;
         let tint = [255.0 * (1.0 - m), 255.0 * m, 0.0];
         let mix = |a: u8, b: f32| (a as f32 * 0.6 + b * 0.4) as u8;
-        Rgba([mix(p[0], tint[0]), mix(p[1], tint[1]), mix(p[2], tint[2]), 255])
+        Rgba([
+            mix(p[0], tint[0]),
+            mix(p[1], tint[1]),
+            mix(p[2], tint[2]),
+            255,
+        ])
     })
 }
 
