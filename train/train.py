@@ -130,7 +130,7 @@ def train_ae(model, a, stage, train, val):
                 ae.train()
             stage.save(model, opt, step, clock.elapsed())
     stage.save(model, opt, step, clock.elapsed())
-    if step >= a.steps:
+    if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
         ae.eval()
         xs = train.batch(256, augment=False)["image"]
         s = normalize_latent_scale(ae, xs)
@@ -213,7 +213,7 @@ def train_unet(model, a, stage, train, val):
             unet.train()
             stage.save(model, opt, step, clock.elapsed())
     stage.save(model, opt, step, clock.elapsed())
-    if step >= a.steps:
+    if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
         stage.finish(model)
         print(f"unet done: {step} steps, {clock.elapsed() / 60:.1f} min")
 
@@ -228,6 +228,8 @@ def main():
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--crop", type=int, default=32, help="ae: random crop side (0 = full images)")
+    ap.add_argument("--finish-on-timeout", action="store_true",
+                    help="when --minutes runs out, finish the stage (write midm_<stage>.pt) at the current step")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

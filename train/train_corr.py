@@ -161,6 +161,6 @@ def train_corr(model, a, stage, train, val, warm_stage):
                       [edge_to_pm1(vb["edge"]), vb["ref"], out, vb["image"]])
             stage.save(model, opt, step, clock.elapsed())
     stage.save(model, opt, step, clock.elapsed())
-    if step >= a.steps:
+    if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
         stage.finish(model)
         print(f"{'warmup' if warm_stage else 'e2e'} done: {step} steps, {clock.elapsed() / 60:.1f} min")
