@@ -51,6 +51,17 @@ impl DdpmSchedule {
 }
 
 /// A DDIM sub-schedule (`DDIMSampler.make_schedule`, uniform discretisation).
+///
+/// ```
+/// use midm::model::DdpmConfig;
+/// use midm::sampling::schedule::{DdimSchedule, DdpmSchedule};
+///
+/// let ddpm = DdpmSchedule::new(&DdpmConfig::default());
+/// let ddim = DdimSchedule::new(&ddpm, 16, 0.0);
+/// // 1000 // 16 = 62: [1, 63, ..., 993], 17 entries, walked from the noisiest.
+/// assert_eq!(ddim.len(), 17);
+/// assert_eq!((ddim.time_range(0), ddim.time_range(16)), (993, 1));
+/// ```
 #[derive(Debug, Clone)]
 pub struct DdimSchedule {
     /// Ascending DDPM timesteps: [0, c, 2c, ...] + 1 with c = T / S.
