@@ -15,8 +15,8 @@ use image::{imageops::FilterType, DynamicImage, GrayImage, Luma};
 
 /// Facial parts of the CelebA-HQ edge label, in channel order (channels 1..=13).
 pub const PARTS: [&str; 13] = [
-    "skin", "l_brow", "r_brow", "l_eye", "r_eye", "l_ear", "r_ear", "nose", "u_lip", "mouth", "l_lip",
-    "eye_g", "hair",
+    "skin", "l_brow", "r_brow", "l_eye", "r_eye", "l_ear", "r_ear", "nose", "u_lip", "mouth",
+    "l_lip", "eye_g", "hair",
 ];
 
 /// Channels of the CelebA-HQ edge label.
@@ -42,13 +42,21 @@ impl CannyParams {
     /// The shipped single-channel model's data (`train/data.py`): scikit-image Canny with
     /// thresholds 0.05 / 0.15 of a [0,1] luminance, then a 3x3 dilation (3 px lines at 64x64).
     pub fn edge_model() -> Self {
-        Self { low: 0.05 * 255.0, high: 0.15 * 255.0, dilate: 1 }
+        Self {
+            low: 0.05 * 255.0,
+            high: 0.15 * 255.0,
+            dilate: 1,
+        }
     }
 
     /// The CelebA-HQ edge label (`celebahqedge_dataset.py`): scikit-image's default thresholds
     /// (0.1 / 0.2 of a [0,1] image), 1 px edges.
     pub fn celeba() -> Self {
-        Self { low: 0.1 * 255.0, high: 0.2 * 255.0, dilate: 0 }
+        Self {
+            low: 0.1 * 255.0,
+            high: 0.2 * 255.0,
+            dilate: 0,
+        }
     }
 
     /// The preset matching a model's condition layout.
@@ -67,7 +75,12 @@ pub enum LabelError {
     #[error("unsupported condition layout: label_nc = {0} (supported: 1 = edge map, 15 = CelebA-HQ edges + parts)")]
     UnsupportedLabelNc(usize),
     #[error("layer {index} is {got}x{got2}, expected {want}x{want}")]
-    LayerSize { index: usize, got: u32, got2: u32, want: u32 },
+    LayerSize {
+        index: usize,
+        got: u32,
+        got2: u32,
+        want: u32,
+    },
     #[error("expected {want} part layers, got {got}")]
     PartCount { want: usize, got: usize },
 }
@@ -117,7 +130,10 @@ pub fn l1_distance(edges: &GrayImage) -> Option<Vec<u32>> {
         return None;
     }
     let inf = u32::MAX / 2;
-    let mut d: Vec<u32> = edges.pixels().map(|p| if p.0[0] != 0 { 0 } else { inf }).collect();
+    let mut d: Vec<u32> = edges
+        .pixels()
+        .map(|p| if p.0[0] != 0 { 0 } else { inf })
+        .collect();
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
@@ -147,14 +163,22 @@ pub fn l1_distance(edges: &GrayImage) -> Option<Vec<u32>> {
 /// `clip(d / 3, 0, 255)` to uint8, then ToTensor divides by 255). No edges: all ones.
 pub fn part_distance_map(edges: &GrayImage) -> Vec<f32> {
     match l1_distance(edges) {
-        Some(d) => d.into_iter().map(|v| ((v as f32 / 3.0).min(255.0)).floor() / 255.0).collect(),
+        Some(d) => d
+            .into_iter()
+            .map(|v| ((v as f32 / 3.0).min(255.0)).floor() / 255.0)
+            .collect(),
         None => vec![1.0; (edges.width() * edges.height()) as usize],
     }
 }
 
 fn check_size(index: usize, layer: &GrayImage, size: u32) -> Result<(), LabelError> {
     if layer.width() != size || layer.height() != size {
-        return Err(LabelError::LayerSize { index, got: layer.width(), got2: layer.height(), want: size });
+        return Err(LabelError::LayerSize {
+            index,
+            got: layer.width(),
+            got2: layer.height(),
+            want: size,
+        });
     }
     Ok(())
 }
@@ -170,7 +194,11 @@ fn binary(v: u8) -> f32 {
 /// Build a condition label of `label_nc` channels from a background edge layer (drawn strokes
 /// or Canny edges) and the part layers (one per entry of [`PARTS`]; ignored when
 /// `label_nc = 1`, where they are merged into the single edge map). Non-zero pixels are edges.
-pub fn build_label(label_nc: usize, edges: &GrayImage, parts: &[GrayImage]) -> Result<Label, LabelError> {
+pub fn build_label(
+    label_nc: usize,
+    edges: &GrayImage,
+    parts: &[GrayImage],
+) -> Result<Label, LabelError> {
     let size = edges.width();
     check_size(0, edges, size)?;
     for (i, p) in parts.iter().enumerate() {
@@ -184,12 +212,24 @@ pub fn build_label(label_nc: usize, edges: &GrayImage, parts: &[GrayImage]) -> R
             *o |= (*v != 0) as u8;
         }
     }
-    let all: Vec<f32> = edges.as_raw().iter().zip(&part_edges).map(|(e, p)| binary(*e | *p)).collect();
+    let all: Vec<f32> = edges
+        .as_raw()
+        .iter()
+        .zip(&part_edges)
+        .map(|(e, p)| binary(*e | *p))
+        .collect();
     match label_nc {
-        1 => Ok(Label { channels: 1, size: size as usize, data: all }),
+        1 => Ok(Label {
+            channels: 1,
+            size: size as usize,
+            data: all,
+        }),
         CELEBA_LABEL_NC => {
             if parts.len() != PARTS.len() {
-                return Err(LabelError::PartCount { want: PARTS.len(), got: parts.len() });
+                return Err(LabelError::PartCount {
+                    want: PARTS.len(),
+                    got: parts.len(),
+                });
             }
             let mut data = Vec::with_capacity(CELEBA_LABEL_NC * n);
             data.extend_from_slice(&all);
@@ -197,7 +237,11 @@ pub fn build_label(label_nc: usize, edges: &GrayImage, parts: &[GrayImage]) -> R
                 data.extend(part_distance_map(p));
             }
             data.extend(part_edges.iter().map(|v| binary(*v)));
-            Ok(Label { channels: CELEBA_LABEL_NC, size: size as usize, data })
+            Ok(Label {
+                channels: CELEBA_LABEL_NC,
+                size: size as usize,
+                data,
+            })
         }
         other => Err(LabelError::UnsupportedLabelNc(other)),
     }
@@ -205,7 +249,9 @@ pub fn build_label(label_nc: usize, edges: &GrayImage, parts: &[GrayImage]) -> R
 
 /// Empty (all-zero) layers for a canvas of `size` pixels: the edge layer and the part layers.
 pub fn empty_parts(size: u32) -> Vec<GrayImage> {
-    (0..PARTS.len()).map(|_| GrayImage::from_pixel(size, size, Luma([0]))).collect()
+    (0..PARTS.len())
+        .map(|_| GrayImage::from_pixel(size, size, Luma([0])))
+        .collect()
 }
 
 #[cfg(test)]
@@ -266,8 +312,14 @@ mod tests {
         parts[0] = dot(4, &[(2, 2)]);
         let l = build_label(1, &edges, &parts).unwrap();
         assert_eq!(l.data.iter().filter(|v| **v == 1.0).count(), 2);
-        assert!(matches!(build_label(3, &edges, &parts), Err(LabelError::UnsupportedLabelNc(3))));
-        assert!(matches!(build_label(15, &edges, &parts[..2]), Err(LabelError::PartCount { .. })));
+        assert!(matches!(
+            build_label(3, &edges, &parts),
+            Err(LabelError::UnsupportedLabelNc(3))
+        ));
+        assert!(matches!(
+            build_label(15, &edges, &parts[..2]),
+            Err(LabelError::PartCount { .. })
+        ));
         assert!(build_label(1, &edges, &[dot(5, &[])]).is_err());
     }
 
@@ -280,10 +332,26 @@ mod tests {
             }
         }
         let img = DynamicImage::ImageRgb8(img);
-        let e = canny_edges(&img, 32, CannyParams { low: 60.0, high: 20.0, dilate: 0 });
+        let e = canny_edges(
+            &img,
+            32,
+            CannyParams {
+                low: 60.0,
+                high: 20.0,
+                dilate: 0,
+            },
+        );
         assert!(e.pixels().any(|p| p.0[0] == 255));
         // Dilation by 1 sets the 3x3 neighbourhood of every edge pixel.
-        let wide = canny_edges(&img, 32, CannyParams { low: 60.0, high: 20.0, dilate: 1 });
+        let wide = canny_edges(
+            &img,
+            32,
+            CannyParams {
+                low: 60.0,
+                high: 20.0,
+                dilate: 1,
+            },
+        );
         for (x, y, p) in e.enumerate_pixels() {
             if p.0[0] == 255 {
                 for (dx, dy) in [(-1i32, -1i32), (1, 1), (1, -1), (-1, 1), (0, 1), (1, 0)] {

@@ -57,8 +57,12 @@ pub struct StepFrame {
     pub index: usize,
     pub total: usize,
     pub t: Option<usize>,
-    /// Decoded x0 estimate r~n, at image resolution.
-    pub pred_x0: RgbaImage,
+    /// Decoded x0 estimate r~n, at image resolution. `None` for refinement steps decoded only
+    /// on request ([`WorkerHandle::decode`]): a decode costs several UNet passes, so decoding
+    /// all 20 refinement steps eagerly would multiply the run time.
+    pub pred_x0: Option<RgbaImage>,
+    /// The x0 latent (C, h, w, row-major) of a step not decoded yet.
+    pub latent: Option<(Arc<Vec<f32>>, [usize; 3])>,
     /// Decoded warped exemplar R, at image resolution.
     pub warped: Option<RgbaImage>,
     /// Confidence mask M at latent resolution (white = re-warp kept).
@@ -80,21 +84,61 @@ pub struct StepFrame {
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
     ModelLoaded(ModelInfo),
-    LoadFailed { path: PathBuf, error: String },
-    Started { generation: u64 },
-    Step { generation: u64, frame: Box<StepFrame> },
-    Finished { generation: u64, elapsed: Duration },
-    Cancelled { generation: u64 },
-    Failed { generation: u64, error: String },
+    LoadFailed {
+        path: PathBuf,
+        error: String,
+    },
+    Started {
+        generation: u64,
+    },
+    Step {
+        generation: u64,
+        frame: Box<StepFrame>,
+    },
+    /// Answer to [`WorkerHandle::decode`].
+    Decoded {
+        generation: u64,
+        index: usize,
+        result: Result<RgbaImage, String>,
+    },
+    Finished {
+        generation: u64,
+        elapsed: Duration,
+    },
+    Cancelled {
+        generation: u64,
+    },
+    Failed {
+        generation: u64,
+        error: String,
+    },
     /// The worker thread had died and was started again (without a model).
     Restarted,
 }
 
 enum Request {
-    Load { path: PathBuf, device: DeviceChoice },
-    Install { model: Box<MidmModel>, path: PathBuf, device: DeviceChoice },
-    Run { generation: u64, request: Box<RunRequest> },
-    Panic { generation: u64 },
+    Load {
+        path: PathBuf,
+        device: DeviceChoice,
+    },
+    Install {
+        model: Box<MidmModel>,
+        path: PathBuf,
+        device: DeviceChoice,
+    },
+    Run {
+        generation: u64,
+        request: Box<RunRequest>,
+    },
+    Panic {
+        generation: u64,
+    },
+    Decode {
+        generation: u64,
+        index: usize,
+        latent: Arc<Vec<f32>>,
+        shape: [usize; 3],
+    },
     Shutdown,
 }
 
@@ -116,25 +160,54 @@ impl WorkerHandle {
         let (events_tx, events) = unbounded();
         let repaint: Repaint = Arc::new(repaint);
         let generation = Arc::new(AtomicU64::new(0));
-        let (requests, thread) = start_thread(events_tx.clone(), generation.clone(), repaint.clone());
-        Self { requests, events, events_tx, generation, repaint, thread: Some(thread) }
+        let (requests, thread) =
+            start_thread(events_tx.clone(), generation.clone(), repaint.clone());
+        Self {
+            requests,
+            events,
+            events_tx,
+            generation,
+            repaint,
+            thread: Some(thread),
+        }
     }
 
     /// Load a model (on the worker thread). The previous model stays loaded if this fails.
     pub fn load(&self, path: impl Into<PathBuf>, device: DeviceChoice) {
-        self.send(Request::Load { path: path.into(), device });
+        self.send(Request::Load {
+            path: path.into(),
+            device,
+        });
     }
 
     /// Hand an already built model to the worker (e.g. one built from fixture weights).
     pub fn install(&self, model: MidmModel, path: impl Into<PathBuf>, device: DeviceChoice) {
-        self.send(Request::Install { model: Box::new(model), path: path.into(), device });
+        self.send(Request::Install {
+            model: Box::new(model),
+            path: path.into(),
+            device,
+        });
     }
 
     /// Submit a run; it cancels the run in flight. Returns the new run's generation.
     pub fn run(&self, request: RunRequest) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.send(Request::Run { generation, request: Box::new(request) });
+        self.send(Request::Run {
+            generation,
+            request: Box::new(request),
+        });
         generation
+    }
+
+    /// Decode the latent of step `index` of run `generation` (answered by `Decoded`, after any
+    /// run in flight; dropped if a newer run started meanwhile).
+    pub fn decode(&self, generation: u64, index: usize, latent: Arc<Vec<f32>>, shape: [usize; 3]) {
+        self.send(Request::Decode {
+            generation,
+            index,
+            latent,
+            shape,
+        });
     }
 
     /// Cancel whatever run is in flight (it stops at its next UNet pass).
@@ -169,8 +242,11 @@ impl WorkerHandle {
     pub fn ensure_alive(&mut self) -> bool {
         let dead = self.thread.as_ref().is_none_or(|t| t.is_finished());
         if dead {
-            let (requests, thread) =
-                start_thread(self.events_tx.clone(), self.generation.clone(), self.repaint.clone());
+            let (requests, thread) = start_thread(
+                self.events_tx.clone(),
+                self.generation.clone(),
+                self.repaint.clone(),
+            );
             self.requests = requests;
             self.thread = Some(thread);
             let _ = self.events_tx.send(WorkerEvent::Restarted);
@@ -201,7 +277,15 @@ fn start_thread(
     let (tx, rx) = unbounded();
     let thread = std::thread::Builder::new()
         .name("midm-worker".into())
-        .spawn(move || Worker { model: None, events, generation, repaint }.serve(rx))
+        .spawn(move || {
+            Worker {
+                model: None,
+                events,
+                generation,
+                repaint,
+            }
+            .serve(rx)
+        })
         .expect("spawning the worker thread");
     (tx, thread)
 }
@@ -247,7 +331,11 @@ impl Worker {
                         }),
                     }
                 }
-                Request::Install { model, path, device } => {
+                Request::Install {
+                    model,
+                    path,
+                    device,
+                } => {
                     let hash = model_hash(&path).unwrap_or_else(|_| "unknown".into());
                     let info = ModelInfo {
                         image_size: model.config.image_size,
@@ -261,18 +349,27 @@ impl Worker {
                     self.model = Some((*model, info.clone()));
                     self.emit(WorkerEvent::ModelLoaded(info));
                 }
-                Request::Run { generation, request } => {
+                Request::Run {
+                    generation,
+                    request,
+                } => {
                     if generation != self.generation.load(Ordering::SeqCst) {
                         continue; // superseded before it started
                     }
                     self.emit(WorkerEvent::Started { generation });
                     let result = catch_unwind(AssertUnwindSafe(|| self.run(generation, &request)));
                     let event = match result {
-                        Ok(Ok(elapsed)) => WorkerEvent::Finished { generation, elapsed },
+                        Ok(Ok(elapsed)) => WorkerEvent::Finished {
+                            generation,
+                            elapsed,
+                        },
                         Ok(Err(e)) if e.downcast_ref::<Cancelled>().is_some() => {
                             WorkerEvent::Cancelled { generation }
                         }
-                        Ok(Err(e)) => WorkerEvent::Failed { generation, error: format!("{e:#}") },
+                        Ok(Err(e)) => WorkerEvent::Failed {
+                            generation,
+                            error: format!("{e:#}"),
+                        },
                         Err(p) => WorkerEvent::Failed {
                             generation,
                             error: format!("the run panicked: {}", panic_message(p)),
@@ -280,9 +377,30 @@ impl Worker {
                     };
                     self.emit(event);
                 }
+                Request::Decode {
+                    generation,
+                    index,
+                    latent,
+                    shape,
+                } => {
+                    if generation != self.generation.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let result = catch_unwind(AssertUnwindSafe(|| self.decode(&latent, shape)));
+                    let result = match result {
+                        Ok(r) => r.map_err(|e| format!("{e:#}")),
+                        Err(p) => Err(format!("the decoder panicked: {}", panic_message(p))),
+                    };
+                    self.emit(WorkerEvent::Decoded {
+                        generation,
+                        index,
+                        result,
+                    });
+                }
                 Request::Panic { generation } => {
                     self.emit(WorkerEvent::Started { generation });
-                    let result = catch_unwind(|| -> anyhow::Result<()> { panic!("injected failure") });
+                    let result =
+                        catch_unwind(|| -> anyhow::Result<()> { panic!("injected failure") });
                     if let Err(p) = result {
                         self.emit(WorkerEvent::Failed {
                             generation,
@@ -294,13 +412,25 @@ impl Worker {
         }
     }
 
+    fn decode(&self, latent: &[f32], shape: [usize; 3]) -> anyhow::Result<RgbaImage> {
+        let Some((model, _)) = &self.model else {
+            anyhow::bail!("no model is loaded");
+        };
+        let [c, h, w] = shape;
+        let z = Tensor::from_slice(latent, (1, c, h, w), &model.device)?;
+        tensor_to_image(&model.autoencoder.decode(&z)?)
+    }
+
     fn run(&self, generation: u64, request: &RunRequest) -> anyhow::Result<Duration> {
         let start = Instant::now();
         let Some((model, info)) = &self.model else {
             anyhow::bail!("no model is loaded");
         };
         let size = info.image_size;
-        for (what, label) in [("condition", &request.condition), ("exemplar label", &request.exemplar_label)] {
+        for (what, label) in [
+            ("condition", &request.condition),
+            ("exemplar label", &request.exemplar_label),
+        ] {
             if label.channels != info.label_nc || label.size != size {
                 anyhow::bail!(
                     "{what} is {}x{}x{}, the model expects {}x{size}x{size}",
@@ -312,7 +442,8 @@ impl Worker {
             }
         }
         let device = &model.device;
-        let label_tensor = |l: &Label| Tensor::from_vec(l.data.clone(), (1, l.channels, l.size, l.size), device);
+        let label_tensor =
+            |l: &Label| Tensor::from_vec(l.data.clone(), (1, l.channels, l.size, l.size), device);
         let inputs = MidmInputs {
             condition: label_tensor(&request.condition)?,
             exemplar: image_to_tensor(&request.exemplar, size, device)?,
@@ -327,7 +458,13 @@ impl Worker {
             error: None,
             latent_size: info.latent_size,
         };
-        let result = translate(model, &inputs, &request.options, &Noise::Seeded(request.seed), &mut sink);
+        let result = translate(
+            model,
+            &inputs,
+            &request.options,
+            &Noise::Seeded(request.seed),
+            &mut sink,
+        );
         if let Some(e) = sink.error {
             return Err(e.context("converting a step for display"));
         }
@@ -356,14 +493,40 @@ impl DisplaySink<'_> {
             let img = self.model.autoencoder.decode(&first(z)?.unsqueeze(0)?)?;
             tensor_to_image(&img)
         };
-        let pred_x0 = decode(&e.pred_x0)?;
+        // Decode eagerly everything but the refinement steps in between (every 5th and the
+        // last one are decoded); the final image is the sampler's own decode.
+        let eager = match e.kind {
+            StepKind::Refine { i } => (i + 1) % 5 == 0 || e.index + 2 >= e.total,
+            _ => true,
+        };
+        let (pred_x0, latent) = if let Some(img) = &e.image {
+            (Some(tensor_to_image(img)?), None)
+        } else if eager {
+            (Some(decode(&e.pred_x0)?), None)
+        } else {
+            let z = first(&e.pred_x0)?.to_dtype(DType::F32)?;
+            let (c, h, w) = z.dims3()?;
+            (
+                None,
+                Some((Arc::new(z.flatten_all()?.to_vec1::<f32>()?), [c, h, w])),
+            )
+        };
         let warped = e.warped.as_ref().map(decode).transpose()?;
-        let mask = e.mask.as_ref().map(|m| mask_to_image(&first(m)?)).transpose()?;
+        let mask = e
+            .mask
+            .as_ref()
+            .map(|m| mask_to_image(&first(m)?))
+            .transpose()?;
         let warp_weights = e
             .warp_weights
             .as_ref()
             .map(|w| -> anyhow::Result<Arc<Vec<f32>>> {
-                Ok(Arc::new(first(w)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?))
+                Ok(Arc::new(
+                    first(w)?
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?,
+                ))
             })
             .transpose()?;
         let image = e.image.as_ref().map(tensor_to_image).transpose()?;
@@ -373,6 +536,7 @@ impl DisplaySink<'_> {
             total: e.total,
             t: e.t,
             pred_x0,
+            latent,
             warped,
             mask,
             warp_weights,
@@ -392,7 +556,10 @@ impl StepSink for DisplaySink<'_> {
         }
         match self.convert(event) {
             Ok(frame) => {
-                let _ = self.events.send(WorkerEvent::Step { generation: self.generation, frame: Box::new(frame) });
+                let _ = self.events.send(WorkerEvent::Step {
+                    generation: self.generation,
+                    frame: Box::new(frame),
+                });
                 (self.repaint)();
             }
             Err(e) => self.error = Some(e),
@@ -406,7 +573,9 @@ impl StepSink for DisplaySink<'_> {
 
 fn load(path: &Path, device: DeviceChoice) -> Result<(MidmModel, ModelInfo), String> {
     let start = Instant::now();
-    let dev = device.to_device().map_err(|e| format!("device {device:?}: {e}"))?;
+    let dev = device
+        .to_device()
+        .map_err(|e| format!("device {device:?}: {e}"))?;
     let model = crate::checkpoint::load_model(path, &dev).map_err(|e| e.to_string())?;
     let hash = model_hash(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let info = ModelInfo {
@@ -429,7 +598,10 @@ pub fn model_hash(path: &Path) -> std::io::Result<String> {
         for entry in std::fs::read_dir(path)? {
             let p = entry?.path();
             let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if matches!(ext, "safetensors" | "ckpt" | "pth" | "yaml" | "yml" | "json") {
+            if matches!(
+                ext,
+                "safetensors" | "ckpt" | "pth" | "yaml" | "yml" | "json"
+            ) {
                 files.push(p);
             }
         }

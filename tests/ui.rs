@@ -17,23 +17,39 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn fresh_app() -> MidmApp {
     let ctx = egui::Context::default();
-    MidmApp::new(&ctx, AppArgs { fresh: true, ..Default::default() }, None)
+    MidmApp::new(
+        &ctx,
+        AppArgs {
+            fresh: true,
+            ..Default::default()
+        },
+        None,
+    )
 }
 
 fn harness(app: MidmApp) -> Harness<'static, MidmApp> {
-    Harness::builder().with_size(Vec2::new(1400.0, 1000.0)).build_ui_state(|ui, app: &mut MidmApp| app.ui(ui), app)
+    Harness::builder()
+        .with_size(Vec2::new(1400.0, 1000.0))
+        .build_ui_state(|ui, app: &mut MidmApp| app.ui(ui), app)
 }
 
 fn fixture_model() -> MidmModel {
-    MidmModel::new(common::fixture_vb(), &common::fixture_config()).expect("building the fixture model")
+    MidmModel::new(common::fixture_vb(), &common::fixture_config())
+        .expect("building the fixture model")
 }
 
 fn exemplar() -> DynamicImage {
-    DynamicImage::ImageRgba8(RgbaImage::from_fn(80, 80, |x, y| Rgba([(x * 3) as u8, (y * 3) as u8, 90, 255])))
+    DynamicImage::ImageRgba8(RgbaImage::from_fn(80, 80, |x, y| {
+        Rgba([(x * 3) as u8, (y * 3) as u8, 90, 255])
+    }))
 }
 
 /// Step the UI until `cond` holds (sleeping a little so the worker can progress).
-fn step_until(h: &mut Harness<'static, MidmApp>, what: &str, mut cond: impl FnMut(&MidmApp) -> bool) {
+fn step_until(
+    h: &mut Harness<'static, MidmApp>,
+    what: &str,
+    mut cond: impl FnMut(&MidmApp) -> bool,
+) {
     let start = Instant::now();
     while !cond(h.state()) {
         assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
@@ -46,7 +62,12 @@ fn step_until(h: &mut Harness<'static, MidmApp>, what: &str, mut cond: impl FnMu
 fn stroke(h: &mut Harness<'static, MidmApp>, a: (f32, f32), b: (f32, f32)) {
     let rect = h.state().canvas_rect().expect("canvas drawn");
     let zoom = rect.width() / h.state().canvas().size() as f32;
-    let at = |p: (f32, f32)| Pos2::new(rect.min.x + (p.0 + 0.5) * zoom, rect.min.y + (p.1 + 0.5) * zoom);
+    let at = |p: (f32, f32)| {
+        Pos2::new(
+            rect.min.x + (p.0 + 0.5) * zoom,
+            rect.min.y + (p.1 + 0.5) * zoom,
+        )
+    };
     h.hover_at(at(a));
     h.step();
     h.drag_at(at(a));
@@ -94,7 +115,8 @@ fn a_stroke_changes_the_condition_and_undo_redo_restore_it() {
     // Shift-drag draws one straight line as one undoable action.
     let rect = h.state().canvas_rect().unwrap();
     let zoom = rect.width() / h.state().canvas().size() as f32;
-    let at = |x: f32, y: f32| Pos2::new(rect.min.x + (x + 0.5) * zoom, rect.min.y + (y + 0.5) * zoom);
+    let at =
+        |x: f32, y: f32| Pos2::new(rect.min.x + (x + 0.5) * zoom, rect.min.y + (y + 0.5) * zoom);
     h.event(egui::Event::ModifiersChanged(Modifiers::SHIFT));
     h.hover_at(at(0.0, 60.0));
     h.step();
@@ -118,11 +140,20 @@ fn a_stroke_changes_the_condition_and_undo_redo_restore_it() {
     h.step();
     h.event(egui::Event::ModifiersChanged(Modifiers::NONE));
     h.step();
-    let row: Vec<u8> = (0..=40).map(|x| h.state().canvas().layer(0).get_pixel(x, 60).0[0]).collect();
-    assert!(row.iter().all(|v| *v == 255), "straight line not drawn: {row:?}");
+    let row: Vec<u8> = (0..=40)
+        .map(|x| h.state().canvas().layer(0).get_pixel(x, 60).0[0])
+        .collect();
+    assert!(
+        row.iter().all(|v| *v == 255),
+        "straight line not drawn: {row:?}"
+    );
     h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
     h.step();
-    assert_eq!(h.state().canvas().label(1).unwrap(), drawn, "the line is one undo step");
+    assert_eq!(
+        h.state().canvas().label(1).unwrap(),
+        drawn,
+        "the line is one undo step"
+    );
 
     h.get_by_label("Clear").click();
     h.step();
@@ -145,7 +176,10 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
     let frames = app.frames();
     assert_eq!(frames.len(), frames[0].total, "not every step arrived");
     // The scrubber filled in live: some frame showed a partial run.
-    assert!(seen.iter().any(|n| *n > 0 && *n < frames.len()), "no partial state seen: {seen:?}");
+    assert!(
+        seen.iter().any(|n| *n > 0 && *n < frames.len()),
+        "no partial state seen: {seen:?}"
+    );
     assert_eq!(frames.last().unwrap().kind, StepKind::Final);
     assert!(app.final_image().is_some());
     let t = app.timings();
@@ -173,11 +207,18 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
     h.step();
     let first = h.state().shown_frame().unwrap().clone();
     assert_eq!(first.kind, StepKind::InitialWarp);
-    assert_ne!(&first.pred_x0, last.image.as_ref().unwrap(), "the view did not change");
+    assert_ne!(
+        first.pred_x0.as_ref().unwrap(),
+        last.image.as_ref().unwrap(),
+        "the view did not change"
+    );
 
     // Correspondence probe: a heat map over the exemplar's latent grid, peaked somewhere.
     h.state_mut().set_probe(Some((3, 4)));
-    let heat = h.state().probe_heat().expect("probe heat at the initial warp");
+    let heat = h
+        .state()
+        .probe_heat()
+        .expect("probe heat at the initial warp");
     let l = h.state().frames()[0].latent_size;
     assert_eq!(heat.len(), l * l);
     assert!(heat.iter().any(|v| (*v - 1.0).abs() < 1e-6));
@@ -189,8 +230,17 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
     h.state_mut().params.seed = 4242;
     h.state_mut().export_png(&out).unwrap();
     let text = midm::ui::export::read_png_text(&out).unwrap();
-    for key in ["midm:params", "midm:seed", "midm:model_hash", "midm:condition", "midm:exemplar"] {
-        assert!(midm::ui::export::text_value(&text, key).is_some(), "{key} missing");
+    for key in [
+        "midm:params",
+        "midm:seed",
+        "midm:model_hash",
+        "midm:condition",
+        "midm:exemplar",
+    ] {
+        assert!(
+            midm::ui::export::text_value(&text, key).is_some(),
+            "{key} missing"
+        );
     }
     let sheet = dir.join("sheet.png");
     h.state_mut().export_sheet(&sheet).unwrap();
@@ -217,7 +267,11 @@ fn cancel_stops_the_run() {
     step_until(&mut h, "the cancel", |a| !a.is_running());
     let app = h.state();
     let total = app.frames()[0].total;
-    assert!(app.frames().len() <= at_cancel + 1, "{} steps after cancel", app.frames().len() - at_cancel);
+    assert!(
+        app.frames().len() <= at_cancel + 1,
+        "{} steps after cancel",
+        app.frames().len() - at_cancel
+    );
     assert!(app.frames().len() < total);
     assert!(app.final_image().is_none());
     assert!(app.messages().iter().any(|m| m.text.contains("cancelled")));
@@ -248,7 +302,11 @@ fn a_failing_model_load_shows_an_error_and_keeps_the_old_model() {
     h.step();
     assert!(h.state().is_running());
     step_until(&mut h, "the run", |a| !a.is_running());
-    assert!(h.state().final_image().is_some(), "{:?}", h.state().last_error());
+    assert!(
+        h.state().final_image().is_some(),
+        "{:?}",
+        h.state().last_error()
+    );
 }
 
 /// In-memory eframe storage.

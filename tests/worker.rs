@@ -14,7 +14,8 @@ use midm::{MidmModel, SamplerOptions, StepKind};
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn fixture_model() -> MidmModel {
-    MidmModel::new(common::fixture_vb(), &common::fixture_config()).expect("building the fixture model")
+    MidmModel::new(common::fixture_vb(), &common::fixture_config())
+        .expect("building the fixture model")
 }
 
 /// A small request: a drawn oval as condition, a coloured gradient as exemplar.
@@ -23,19 +24,39 @@ pub fn request(size: u32, label_nc: usize, seed: u64, refine: bool) -> RunReques
     let c = size as f32 / 2.0;
     for i in 0..360 {
         let a = (i as f32).to_radians();
-        let (x, y) = (c + 0.35 * c * 2.0 * a.cos() * 0.8, c + 0.35 * c * 2.0 * a.sin());
-        edges.put_pixel((x as u32).min(size - 1), (y as u32).min(size - 1), Luma([255]));
+        let (x, y) = (
+            c + 0.35 * c * 2.0 * a.cos() * 0.8,
+            c + 0.35 * c * 2.0 * a.sin(),
+        );
+        edges.put_pixel(
+            (x as u32).min(size - 1),
+            (y as u32).min(size - 1),
+            Luma([255]),
+        );
     }
     let parts = empty_parts(size);
     let condition = build_label(label_nc, &edges, &parts).unwrap();
-    let exemplar = RgbaImage::from_fn(size, size, |x, y| Rgba([(x * 4) as u8, (y * 4) as u8, 128, 255]));
-    let ex_edges = GrayImage::from_fn(size, size, |x, _| Luma([if x == size / 2 { 255 } else { 0 }]));
+    let exemplar = RgbaImage::from_fn(size, size, |x, y| {
+        Rgba([(x * 4) as u8, (y * 4) as u8, 128, 255])
+    });
+    let ex_edges = GrayImage::from_fn(size, size, |x, _| {
+        Luma([if x == size / 2 { 255 } else { 0 }])
+    });
     let exemplar_label = build_label(label_nc, &ex_edges, &parts).unwrap();
-    let mut options = SamplerOptions { emit_warp_weights: true, ..Default::default() };
+    let mut options = SamplerOptions {
+        emit_warp_weights: true,
+        ..Default::default()
+    };
     if !refine {
         options.refine = None;
     }
-    RunRequest { condition, exemplar, exemplar_label, options, seed }
+    RunRequest {
+        condition,
+        exemplar,
+        exemplar_label,
+        options,
+        seed,
+    }
 }
 
 fn worker_with_model() -> (WorkerHandle, usize, usize) {
@@ -85,21 +106,35 @@ fn events_arrive_in_order_and_end_with_the_final_image() {
             _ => None,
         })
         .collect();
-    assert!(matches!(events.last(), Some(WorkerEvent::Finished { .. })), "last event: {:?}", events.last());
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Finished { .. })),
+        "last event: {:?}",
+        events.last()
+    );
     assert!(matches!(events.first(), Some(WorkerEvent::Started { .. })));
     // warp + 4 interleaved steps + final, with refinement off.
     assert_eq!(frames.len(), frames[0].total);
     assert_eq!(frames.len(), 6);
     for (i, f) in frames.iter().enumerate() {
         assert_eq!(f.index, i, "events out of order");
-        assert_eq!(f.pred_x0.dimensions(), (size as u32, size as u32));
+        assert_eq!(
+            f.pred_x0.as_ref().unwrap().dimensions(),
+            (size as u32, size as u32)
+        );
     }
     assert_eq!(frames[0].kind, StepKind::InitialWarp);
-    assert!(frames[0].warp_weights.as_ref().is_some_and(|w| w.len() == frames[0].latent_size.pow(4)));
-    let rewarped: Vec<_> =
-        frames.iter().filter(|f| matches!(f.kind, StepKind::Interleaved { rewarped: true, .. })).collect();
+    assert!(frames[0]
+        .warp_weights
+        .as_ref()
+        .is_some_and(|w| w.len() == frames[0].latent_size.pow(4)));
+    let rewarped: Vec<_> = frames
+        .iter()
+        .filter(|f| matches!(f.kind, StepKind::Interleaved { rewarped: true, .. }))
+        .collect();
     assert_eq!(rewarped.len(), 2);
-    assert!(rewarped.iter().all(|f| f.mask.is_some() && f.warped.is_some()));
+    assert!(rewarped
+        .iter()
+        .all(|f| f.mask.is_some() && f.warped.is_some()));
     let last = frames.last().unwrap();
     assert_eq!(last.kind, StepKind::Final);
     let img = last.image.as_ref().expect("final image");
@@ -115,24 +150,44 @@ fn newest_job_wins_and_cancel_stops_within_one_pass() {
     let (w, size, nc) = worker_with_model();
     let a = w.run(request(size as u32, nc, 1, true));
     // Wait until A streams, then supersede it.
-    collect(&w, |e| matches!(e, WorkerEvent::Step { generation, .. } if *generation == a));
+    collect(
+        &w,
+        |e| matches!(e, WorkerEvent::Step { generation, .. } if *generation == a),
+    );
     let submitted = Instant::now();
     let b = w.run(request(size as u32, nc, 2, false));
     let events = collect(&w, |e| is_end(e, b));
-    let a_end = events.iter().position(|e| is_end(e, a)).expect("A must end");
-    assert!(matches!(events[a_end], WorkerEvent::Cancelled { .. }), "A: {:?}", events[a_end]);
+    let a_end = events
+        .iter()
+        .position(|e| is_end(e, a))
+        .expect("A must end");
+    assert!(
+        matches!(events[a_end], WorkerEvent::Cancelled { .. }),
+        "A: {:?}",
+        events[a_end]
+    );
     // After B was submitted, A emits at most the step it was converting (one UNet pass).
     let a_steps = events[..a_end]
         .iter()
         .filter(|e| matches!(e, WorkerEvent::Step { generation, frame } if *generation == a && frame.sent_at > submitted))
         .count();
-    assert!(a_steps <= 1, "A kept streaming {a_steps} steps after being superseded");
-    assert!(!events.iter().any(|e| matches!(e, WorkerEvent::Finished { generation, .. } if *generation == a)));
-    assert!(matches!(events.last(), Some(WorkerEvent::Finished { generation, .. }) if *generation == b));
+    assert!(
+        a_steps <= 1,
+        "A kept streaming {a_steps} steps after being superseded"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, WorkerEvent::Finished { generation, .. } if *generation == a)));
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Finished { generation, .. }) if *generation == b)
+    );
 
     // Plain cancel.
     let c = w.run(request(size as u32, nc, 3, true));
-    collect(&w, |e| matches!(e, WorkerEvent::Step { generation, .. } if *generation == c));
+    collect(
+        &w,
+        |e| matches!(e, WorkerEvent::Step { generation, .. } if *generation == c),
+    );
     let cancelled_at = Instant::now();
     w.cancel();
     let events = collect(&w, |e| is_end(e, c));
@@ -155,7 +210,11 @@ fn a_panic_is_reported_and_the_worker_keeps_serving() {
     }
     let g = w.run(request(size as u32, nc, 1, false));
     let events = collect(&w, |e| is_end(e, g));
-    assert!(matches!(events.last(), Some(WorkerEvent::Finished { .. })), "{:?}", events.last());
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Finished { .. })),
+        "{:?}",
+        events.last()
+    );
 }
 
 #[test]
@@ -170,11 +229,24 @@ fn bad_input_and_failed_loads_are_errors_and_keep_the_model() {
         other => panic!("expected Failed, got {other:?}"),
     }
     w.load("/nonexistent/midm-model", DeviceChoice::Cpu);
-    let events = collect(&w, |e| matches!(e, WorkerEvent::LoadFailed { .. } | WorkerEvent::ModelLoaded(_)));
-    assert!(matches!(events.last(), Some(WorkerEvent::LoadFailed { .. })), "{:?}", events.last());
+    let events = collect(&w, |e| {
+        matches!(
+            e,
+            WorkerEvent::LoadFailed { .. } | WorkerEvent::ModelLoaded(_)
+        )
+    });
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::LoadFailed { .. })),
+        "{:?}",
+        events.last()
+    );
     let g = w.run(request(size as u32, nc, 1, false));
     let events = collect(&w, |e| is_end(e, g));
-    assert!(matches!(events.last(), Some(WorkerEvent::Finished { .. })), "{:?}", events.last());
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Finished { .. })),
+        "{:?}",
+        events.last()
+    );
 }
 
 #[test]
@@ -185,5 +257,43 @@ fn running_without_a_model_is_an_error() {
     match events.last() {
         Some(WorkerEvent::Failed { error, .. }) => assert!(error.contains("no model"), "{error}"),
         other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn refinement_steps_in_between_are_decoded_on_request() {
+    let (w, size, nc) = worker_with_model();
+    let g = w.run(request(size as u32, nc, 5, true));
+    let events = collect(&w, |e| is_end(e, g));
+    let frames: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Step { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), frames[0].total);
+    let lazy: Vec<_> = frames.iter().filter(|f| f.pred_x0.is_none()).collect();
+    assert!(
+        !lazy.is_empty(),
+        "every refinement step was decoded eagerly"
+    );
+    assert!(lazy
+        .iter()
+        .all(|f| matches!(f.kind, StepKind::Refine { .. }) && f.latent.is_some()));
+    let f = lazy[0];
+    let (latent, shape) = f.latent.clone().unwrap();
+    w.decode(g, f.index, latent, shape);
+    let events = collect(&w, |e| matches!(e, WorkerEvent::Decoded { .. }));
+    match events.last() {
+        Some(WorkerEvent::Decoded {
+            index,
+            result: Ok(img),
+            ..
+        }) => {
+            assert_eq!(*index, f.index);
+            assert_eq!(img.dimensions(), (size as u32, size as u32));
+        }
+        other => panic!("expected Decoded, got {other:?}"),
     }
 }

@@ -73,11 +73,21 @@ impl Params {
         SamplerOptions {
             ddim_steps: self.ddim_steps.max(1),
             interleaved_steps: interleaved,
-            rewarp_at: d.rewarp_at.into_iter().filter(|k| *k < interleaved).collect(),
+            rewarp_at: d
+                .rewarp_at
+                .into_iter()
+                .filter(|k| *k < interleaved)
+                .collect(),
             temperature: self.temperature,
             fb_threshold: self.fb_threshold,
             use_mask: self.use_mask,
-            refine: self.refine.then(|| d.refine.unwrap_or(RefineOptions { ddim_steps: 200, eta: 1.0, hijack_step: 180 })),
+            refine: self.refine.then(|| {
+                d.refine.unwrap_or(RefineOptions {
+                    ddim_steps: 200,
+                    eta: 1.0,
+                    hijack_step: 180,
+                })
+            }),
             emit_warp_weights: true,
         }
     }
@@ -131,7 +141,8 @@ struct Exemplar {
 
 /// Textures of one received step.
 struct FrameTextures {
-    pred: TextureHandle,
+    /// `None` until the step is decoded (refinement steps are decoded on demand).
+    pred: Option<TextureHandle>,
     warped: Option<TextureHandle>,
     mask: Option<TextureHandle>,
     overlay: Option<TextureHandle>,
@@ -144,6 +155,8 @@ pub struct RunTimings {
     pub final_image: Option<Duration>,
     /// CPU time of each `ui` call while the run streamed.
     pub frame_times: Vec<Duration>,
+    /// Worker time spent turning step events into images (decodes, copies).
+    pub convert_total: Duration,
 }
 
 impl RunTimings {
@@ -199,11 +212,18 @@ pub struct MidmApp {
     exemplar_tex: Option<(TextureHandle, u64)>,
     edges_tex: Option<TextureHandle>,
     messages: Vec<Message>,
-    dialogs: (Sender<(Dialog, Option<PathBuf>)>, Receiver<(Dialog, Option<PathBuf>)>),
+    dialogs: (
+        Sender<(Dialog, Option<PathBuf>)>,
+        Receiver<(Dialog, Option<PathBuf>)>,
+    ),
     pending_run: bool,
     last_edit_version: (u64, u64, u64),
     last_frame_ms: f32,
     canvas_rect: Option<Rect>,
+    /// Steps whose decode was requested from the worker.
+    pending_decodes: std::collections::HashSet<usize>,
+    /// A steps sheet waiting for the remaining decodes.
+    sheet_pending: Option<PathBuf>,
 }
 
 fn repaint(cell: &Mutex<Option<egui::Context>>) {
@@ -220,11 +240,16 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 || !s.is_ascii() {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 fn color_image(img: &RgbaImage) -> ColorImage {
@@ -269,7 +294,9 @@ impl MidmApp {
         let saved: Saved = if args.fresh {
             Saved::default()
         } else {
-            storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default()
+            storage
+                .and_then(|s| eframe::get_value(s, STORAGE_KEY))
+                .unwrap_or_default()
         };
         let canvas_size = saved.canvas.as_ref().map(|c| c.size).unwrap_or(64);
         let mut app = Self {
@@ -279,7 +306,11 @@ impl MidmApp {
             loading: None,
             model_path_text: String::new(),
             params: saved.params.clone(),
-            canvas: saved.canvas.as_ref().and_then(Canvas::from_saved).unwrap_or_else(|| Canvas::new(canvas_size)),
+            canvas: saved
+                .canvas
+                .as_ref()
+                .and_then(Canvas::from_saved)
+                .unwrap_or_else(|| Canvas::new(canvas_size)),
             exemplar_parts: saved
                 .exemplar_parts
                 .as_ref()
@@ -289,7 +320,7 @@ impl MidmApp {
             tool: Tool::Brush,
             brush_size: 3.0,
             layer: 0,
-            zoom: 6.0,
+            zoom: 4.0,
             line_start: None,
             stroking: false,
             condition_name: saved.condition_name.clone(),
@@ -316,10 +347,18 @@ impl MidmApp {
             last_edit_version: (0, 0, 0),
             last_frame_ms: 0.0,
             canvas_rect: None,
+            pending_decodes: Default::default(),
+            sheet_pending: None,
         };
         if let Some(bytes) = saved.exemplar_png.as_deref().and_then(unhex) {
             if let Ok(img) = image::load_from_memory(&bytes) {
-                app.set_exemplar(img, saved.exemplar_name.clone().unwrap_or_else(|| "exemplar".into()));
+                app.set_exemplar(
+                    img,
+                    saved
+                        .exemplar_name
+                        .clone()
+                        .unwrap_or_else(|| "exemplar".into()),
+                );
             }
         }
         // Start-up inputs: command line first, then (fresh or empty session) the sample pair.
@@ -332,8 +371,14 @@ impl MidmApp {
         } else {
             None
         };
-        let condition = args.condition.clone().or(sample.as_ref().map(|s| s.0.clone()));
-        let exemplar = args.exemplar.clone().or(sample.as_ref().map(|s| s.1.clone()));
+        let condition = args
+            .condition
+            .clone()
+            .or(sample.as_ref().map(|s| s.0.clone()));
+        let exemplar = args
+            .exemplar
+            .clone()
+            .or(sample.as_ref().map(|s| s.1.clone()));
         if let Some(c) = condition {
             app.load_edge_map(&c);
         }
@@ -342,11 +387,17 @@ impl MidmApp {
         }
         let model = match args.fresh {
             true => args.model.clone(),
-            false => args.model.clone().or_else(super::default_model_dir).or(saved.model_path.clone()),
+            false => args
+                .model
+                .clone()
+                .or_else(super::default_model_dir)
+                .or(saved.model_path.clone()),
         };
         match model {
             Some(m) => app.load_model(m),
-            None if !args.fresh => app.info("No model found: pick a model folder in the parameters panel."),
+            None if !args.fresh => {
+                app.info("No model found: pick a model folder in the parameters panel.")
+            }
             None => {}
         }
         app.last_edit_version = app.edit_version();
@@ -415,7 +466,11 @@ impl MidmApp {
     }
 
     pub fn last_error(&self) -> Option<&str> {
-        self.messages.iter().rev().find(|m| m.error).map(|m| m.text.as_str())
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.error)
+            .map(|m| m.text.as_str())
     }
 
     pub fn timings(&self) -> &RunTimings {
@@ -439,7 +494,12 @@ impl MidmApp {
     /// latent grid (normalised to max 1), from the latest matching at or before that step.
     pub fn probe_heat(&self) -> Option<Vec<f32>> {
         let (r, c) = self.probe?;
-        let frame = self.frames.get(..=self.selected)?.iter().rev().find(|f| f.warp_weights.is_some())?;
+        let frame = self
+            .frames
+            .get(..=self.selected)?
+            .iter()
+            .rev()
+            .find(|f| f.warp_weights.is_some())?;
         let w = frame.warp_weights.as_ref()?;
         let hw = frame.latent_size * frame.latent_size;
         if r >= frame.latent_size || c >= frame.latent_size || w.len() < hw * hw {
@@ -463,7 +523,10 @@ impl MidmApp {
     }
 
     fn model_size(&self) -> u32 {
-        self.model.as_ref().map(|m| m.image_size as u32).unwrap_or(self.canvas.size())
+        self.model
+            .as_ref()
+            .map(|m| m.image_size as u32)
+            .unwrap_or(self.canvas.size())
     }
 
     fn label_nc(&self) -> usize {
@@ -471,7 +534,11 @@ impl MidmApp {
     }
 
     fn edit_version(&self) -> (u64, u64, u64) {
-        (self.canvas.version(), self.exemplar_parts.version(), self.exemplar_version)
+        (
+            self.canvas.version(),
+            self.exemplar_parts.version(),
+            self.exemplar_version,
+        )
     }
 
     // ----- actions -----
@@ -504,7 +571,10 @@ impl MidmApp {
         } else {
             img
         };
-        self.exemplar = Some(Exemplar { image: img.to_rgba8(), name });
+        self.exemplar = Some(Exemplar {
+            image: img.to_rgba8(),
+            name,
+        });
         self.exemplar_version += 1;
         self.edges_key = None;
     }
@@ -534,8 +604,14 @@ impl MidmApp {
         let result = arboard::Clipboard::new().and_then(|mut c| c.get_image());
         match result {
             Ok(data) => {
-                match RgbaImage::from_raw(data.width as u32, data.height as u32, data.bytes.into_owned()) {
-                    Some(img) => self.set_exemplar(DynamicImage::ImageRgba8(img), "pasted image".into()),
+                match RgbaImage::from_raw(
+                    data.width as u32,
+                    data.height as u32,
+                    data.bytes.into_owned(),
+                ) {
+                    Some(img) => {
+                        self.set_exemplar(DynamicImage::ImageRgba8(img), "pasted image".into())
+                    }
                     None => self.error("the clipboard image has an unexpected size"),
                 }
             }
@@ -549,7 +625,11 @@ impl MidmApp {
         let key = (size, self.params.canny, self.exemplar_version);
         if self.edges_key != Some(key) {
             let ex = self.exemplar.as_ref()?;
-            self.exemplar_edges = Some(canny_edges(&DynamicImage::ImageRgba8(ex.image.clone()), size, self.params.canny));
+            self.exemplar_edges = Some(canny_edges(
+                &DynamicImage::ImageRgba8(ex.image.clone()),
+                size,
+                self.params.canny,
+            ));
             self.edges_key = Some(key);
             self.edges_tex = None;
         }
@@ -576,7 +656,10 @@ impl MidmApp {
             Ok(l) => l,
             Err(e) => return self.error(format!("condition: {e}")),
         };
-        let mut edges = self.exemplar_edges().cloned().unwrap_or_else(|| GrayImage::new(size, size));
+        let mut edges = self
+            .exemplar_edges()
+            .cloned()
+            .unwrap_or_else(|| GrayImage::new(size, size));
         for (e, p) in edges.iter_mut().zip(self.exemplar_parts.layer(0).as_raw()) {
             *e |= *p;
         }
@@ -584,7 +667,11 @@ impl MidmApp {
             Ok(l) => l,
             Err(e) => return self.error(format!("exemplar label: {e}")),
         };
-        let exemplar = self.exemplar.as_ref().map(|e| e.image.clone()).unwrap_or_default();
+        let exemplar = self
+            .exemplar
+            .as_ref()
+            .map(|e| e.image.clone())
+            .unwrap_or_default();
         let request = RunRequest {
             condition,
             exemplar,
@@ -594,6 +681,8 @@ impl MidmApp {
         };
         self.frames.clear();
         self.frame_tex.clear();
+        self.pending_decodes.clear();
+        self.sheet_pending = None;
         self.selected = 0;
         self.follow = true;
         self.probe_tex = None;
@@ -616,12 +705,18 @@ impl MidmApp {
             Ok(t) => t,
             Err(_) => return false,
         };
-        let Some(json) = export::text_value(&text, export::KEY_PARAMS) else { return false };
+        let Some(json) = export::text_value(&text, export::KEY_PARAMS) else {
+            return false;
+        };
         match serde_json::from_str::<Params>(json) {
             Ok(p) => {
                 let device = self.params.device;
                 self.params = Params { device, ..p };
-                self.info(format!("Restored the parameters of {} (seed {}).", file_name(path), self.params.seed));
+                self.info(format!(
+                    "Restored the parameters of {} (seed {}).",
+                    file_name(path),
+                    self.params.seed
+                ));
                 true
             }
             Err(e) => {
@@ -632,7 +727,10 @@ impl MidmApp {
     }
 
     fn handle_dropped(&mut self, path: &Path) {
-        if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
             && self.restore_from_png(path)
         {
             return;
@@ -643,14 +741,22 @@ impl MidmApp {
     /// PNG text chunks describing the current result.
     pub fn export_text(&self) -> Vec<(String, String)> {
         let mut t = vec![
-            (export::KEY_PARAMS.to_string(), serde_json::to_string(&self.params).unwrap_or_default()),
+            (
+                export::KEY_PARAMS.to_string(),
+                serde_json::to_string(&self.params).unwrap_or_default(),
+            ),
             (export::KEY_SEED.to_string(), self.params.seed.to_string()),
         ];
         if let Some(m) = &self.model {
             t.push((export::KEY_MODEL_HASH.to_string(), m.hash.clone()));
             t.push((export::KEY_MODEL.to_string(), m.path.display().to_string()));
         }
-        t.push((export::KEY_CONDITION.to_string(), self.condition_name.clone().unwrap_or_else(|| "drawn".into())));
+        t.push((
+            export::KEY_CONDITION.to_string(),
+            self.condition_name
+                .clone()
+                .unwrap_or_else(|| "drawn".into()),
+        ));
         if let Some(e) = &self.exemplar {
             t.push((export::KEY_EXEMPLAR.to_string(), e.name.clone()));
         }
@@ -659,16 +765,31 @@ impl MidmApp {
 
     /// Write the final image to `path` (atomically, with parameters in text chunks).
     pub fn export_png(&mut self, path: &Path) -> anyhow::Result<()> {
-        let img = self.final_image().cloned().ok_or_else(|| anyhow::anyhow!("no result to export yet"))?;
+        let img = self
+            .final_image()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no result to export yet"))?;
         export::save_png(path, &img, &self.export_text())
     }
 
-    /// Write the steps sheet of the current run to `path`.
+    /// Write the steps sheet of the current run to `path`, once every step is decoded (the
+    /// missing decodes are requested here; the sheet is written when the last one arrives).
     pub fn export_sheet(&mut self, path: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(!self.frames.is_empty(), "no steps to export yet");
-        let cell = (self.model_size()).max(64);
-        let sheet = export::steps_sheet(&self.frames, cell);
-        export::save_png(path, &sheet, &self.export_text())
+        for i in 0..self.frames.len() {
+            self.request_decode(i);
+        }
+        self.sheet_pending = Some(path.to_path_buf());
+        if !self.pending_decodes.is_empty() {
+            self.info("Decoding the remaining steps for the sheet...");
+        }
+        self.try_write_sheet();
+        Ok(())
+    }
+
+    /// Whether a steps sheet is still waiting for decodes.
+    pub fn sheet_pending(&self) -> bool {
+        self.sheet_pending.is_some()
     }
 
     fn open_dialog(&self, which: Dialog) {
@@ -682,9 +803,17 @@ impl MidmApp {
                     d.add_filter("images", &images).pick_file()
                 }
                 Dialog::OpenModelFolder => d.pick_folder(),
-                Dialog::OpenModelFile => d.add_filter("checkpoints", &["safetensors", "ckpt", "pth"]).pick_file(),
-                Dialog::ExportPng => d.add_filter("PNG", &["png"]).set_file_name("midm.png").save_file(),
-                Dialog::ExportSheet => d.add_filter("PNG", &["png"]).set_file_name("midm-steps.png").save_file(),
+                Dialog::OpenModelFile => d
+                    .add_filter("checkpoints", &["safetensors", "ckpt", "pth"])
+                    .pick_file(),
+                Dialog::ExportPng => d
+                    .add_filter("PNG", &["png"])
+                    .set_file_name("midm.png")
+                    .save_file(),
+                Dialog::ExportSheet => d
+                    .add_filter("PNG", &["png"])
+                    .set_file_name("midm-steps.png")
+                    .save_file(),
             };
             let _ = tx.send((which, path));
             repaint(&cell);
@@ -701,10 +830,11 @@ impl MidmApp {
                 Ok(()) => self.info(format!("Saved {}", path.display())),
                 Err(e) => self.error(format!("{e:#}")),
             },
-            Dialog::ExportSheet => match self.export_sheet(&path) {
-                Ok(()) => self.info(format!("Saved the steps sheet {}", path.display())),
-                Err(e) => self.error(format!("{e:#}")),
-            },
+            Dialog::ExportSheet => {
+                if let Err(e) = self.export_sheet(&path) {
+                    self.error(format!("{e:#}"));
+                }
+            }
         }
     }
 
@@ -727,7 +857,10 @@ impl MidmApp {
                         self.target = DrawTarget::Condition;
                     }
                     // Edge settings follow the model's training data, unless the user tuned them.
-                    let layout_changed = self.model.as_ref().is_none_or(|m| m.label_nc != info.label_nc);
+                    let layout_changed = self
+                        .model
+                        .as_ref()
+                        .is_none_or(|m| m.label_nc != info.label_nc);
                     let presets = [CannyParams::edge_model(), CannyParams::celeba()];
                     if layout_changed && presets.contains(&self.params.canny) {
                         self.params.canny = CannyParams::for_label_nc(info.label_nc);
@@ -771,7 +904,29 @@ impl MidmApp {
                     }
                     self.push_frame(ctx, *frame);
                 }
-                WorkerEvent::Finished { generation, elapsed } => {
+                WorkerEvent::Decoded {
+                    generation,
+                    index,
+                    result,
+                } => {
+                    if Some(generation) != self.generation || index >= self.frames.len() {
+                        continue;
+                    }
+                    self.pending_decodes.remove(&index);
+                    match result {
+                        Ok(img) => {
+                            self.frames[index].pred_x0 = Some(img);
+                            self.frames[index].latent = None;
+                            self.make_pred_textures(ctx, index);
+                        }
+                        Err(e) => self.error(format!("Could not decode step {index}: {e}")),
+                    }
+                    self.try_write_sheet();
+                }
+                WorkerEvent::Finished {
+                    generation,
+                    elapsed,
+                } => {
                     if Some(generation) == self.generation {
                         self.running = false;
                         self.timings.final_image = self.run_started.map(|s| s.elapsed());
@@ -785,10 +940,11 @@ impl MidmApp {
                             None => String::new(),
                         };
                         self.info(format!(
-                            "Run done: first step after {:.0} ms, final image after {:.0} ms (worker {:.0} ms){frames}",
+                            "Run done: first step after {:.0} ms, final image after {:.0} ms (worker {:.0} ms, of which {:.0} ms decoding steps for display){frames}",
                             self.timings.first_step.unwrap_or_default().as_secs_f64() * 1e3,
                             self.timings.final_image.unwrap_or_default().as_secs_f64() * 1e3,
                             elapsed.as_secs_f64() * 1e3,
+                            self.timings.convert_total.as_secs_f64() * 1e3,
                         ));
                     }
                 }
@@ -816,20 +972,86 @@ impl MidmApp {
 
     fn push_frame(&mut self, ctx: &egui::Context, frame: StepFrame) {
         let i = self.frames.len();
-        let shown = frame.image.as_ref().unwrap_or(&frame.pred_x0);
-        let pred = ctx.load_texture(format!("step{i}-pred"), color_image(shown), TextureOptions::NEAREST);
-        let warped =
-            frame.warped.as_ref().map(|w| ctx.load_texture(format!("step{i}-R"), color_image(w), TextureOptions::NEAREST));
-        let mask =
-            frame.mask.as_ref().map(|m| ctx.load_texture(format!("step{i}-M"), color_image(m), TextureOptions::NEAREST));
-        let overlay = frame.mask.as_ref().map(|m| {
-            let o = mask_overlay(shown, m);
-            ctx.load_texture(format!("step{i}-overlay"), color_image(&o), TextureOptions::NEAREST)
+        self.timings.convert_total += frame.convert_time;
+        let warped = frame.warped.as_ref().map(|w| {
+            ctx.load_texture(
+                format!("step{i}-R"),
+                color_image(w),
+                TextureOptions::NEAREST,
+            )
         });
-        self.frame_tex.push(FrameTextures { pred, warped, mask, overlay });
+        let mask = frame.mask.as_ref().map(|m| {
+            ctx.load_texture(
+                format!("step{i}-M"),
+                color_image(m),
+                TextureOptions::NEAREST,
+            )
+        });
+        self.frame_tex.push(FrameTextures {
+            pred: None,
+            warped,
+            mask,
+            overlay: None,
+        });
         self.frames.push(frame);
+        self.make_pred_textures(ctx, i);
         if self.follow {
             self.selected = self.frames.len() - 1;
+        }
+    }
+
+    /// Textures of the decoded r~n of step `i` and of its mask overlay.
+    fn make_pred_textures(&mut self, ctx: &egui::Context, i: usize) {
+        let frame = &self.frames[i];
+        let Some(shown) = frame.image.as_ref().or(frame.pred_x0.as_ref()) else {
+            return;
+        };
+        let pred = ctx.load_texture(
+            format!("step{i}-pred"),
+            color_image(shown),
+            TextureOptions::NEAREST,
+        );
+        // Steps without a matching keep the mask of the latest one.
+        let mask_src = self.frames[..=i].iter().rev().find_map(|f| f.mask.as_ref());
+        let overlay = mask_src.map(|m| {
+            let o = mask_overlay(shown, m);
+            ctx.load_texture(
+                format!("step{i}-overlay"),
+                color_image(&o),
+                TextureOptions::NEAREST,
+            )
+        });
+        self.frame_tex[i].pred = Some(pred);
+        self.frame_tex[i].overlay = overlay;
+    }
+
+    /// Ask the worker to decode step `i` if it is not decoded yet.
+    fn request_decode(&mut self, i: usize) {
+        let (Some(generation), Some(frame)) = (self.generation, self.frames.get(i)) else {
+            return;
+        };
+        if frame.pred_x0.is_some() || self.pending_decodes.contains(&i) {
+            return;
+        }
+        if let Some((latent, shape)) = &frame.latent {
+            self.worker.decode(generation, i, latent.clone(), *shape);
+            self.pending_decodes.insert(i);
+        }
+    }
+
+    fn try_write_sheet(&mut self) {
+        let Some(path) = self.sheet_pending.clone() else {
+            return;
+        };
+        if self.frames.iter().any(|f| f.pred_x0.is_none()) && !self.pending_decodes.is_empty() {
+            return; // still decoding
+        }
+        self.sheet_pending = None;
+        let cell = self.model_size().max(64);
+        let sheet = export::steps_sheet(&self.frames, cell);
+        match export::save_png(&path, &sheet, &self.export_text()) {
+            Ok(()) => self.info(format!("Saved the steps sheet {}", path.display())),
+            Err(e) => self.error(format!("{e:#}")),
         }
     }
 
@@ -850,22 +1072,30 @@ impl MidmApp {
                 self.handle_dialog(which, p);
             }
         }
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
         for p in dropped {
             self.handle_dropped(&p);
         }
         self.shortcuts(ui);
 
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
-        egui::Panel::left("params").default_size(250.0).show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| self.params_panel(ui));
-        });
+        egui::Panel::left("params")
+            .default_size(250.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.params_panel(ui));
+            });
         egui::Panel::bottom("messages").show(ui, |ui| self.messages_panel(ui));
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::both().show(ui, |ui| {
                 ui.horizontal_top(|ui| {
                     ui.vertical(|ui| self.canvas_panel(ui));
-                    ui.separator();
+                    ui.add_space(24.0);
                     ui.vertical(|ui| self.exemplar_panel(ui));
                 });
                 ui.separator();
@@ -893,7 +1123,8 @@ impl MidmApp {
         let undo = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
         let save = KeyboardShortcut::new(Modifiers::COMMAND, Key::S);
         let (do_redo, do_undo, do_save, paste) = ui.input_mut(|i| {
-            let r = i.consume_shortcut(&redo) || i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Y));
+            let r = i.consume_shortcut(&redo)
+                || i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Y));
             let u = i.consume_shortcut(&undo);
             let s = i.consume_shortcut(&save);
             let p = i.events.iter().any(|e| matches!(e, egui::Event::Paste(_)));
@@ -916,7 +1147,12 @@ impl MidmApp {
             self.paste_exemplar();
         }
         if !text_focus && !self.frames.is_empty() {
-            let (left, right) = ui.input(|i| (i.key_pressed(Key::ArrowLeft), i.key_pressed(Key::ArrowRight)));
+            let (left, right) = ui.input(|i| {
+                (
+                    i.key_pressed(Key::ArrowLeft),
+                    i.key_pressed(Key::ArrowRight),
+                )
+            });
             if left {
                 self.select_step(self.selected.saturating_sub(1));
             }
@@ -936,17 +1172,37 @@ impl MidmApp {
     fn toolbar(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             let can_run = self.model.is_some() && self.exemplar.is_some();
-            if ui.add_enabled(can_run, egui::Button::new("Run")).on_hover_text("Translate (cancels a run in flight)").clicked() {
+            if ui
+                .add_enabled(can_run, egui::Button::new("Run"))
+                .on_hover_text("Translate (cancels a run in flight)")
+                .clicked()
+            {
                 self.request_run();
             }
-            if ui.add_enabled(self.running, egui::Button::new("Cancel")).clicked() {
+            if ui
+                .add_enabled(self.running, egui::Button::new("Cancel"))
+                .clicked()
+            {
                 self.cancel();
             }
             ui.separator();
-            if ui.add_enabled(self.final_image().is_some(), egui::Button::new("Export PNG...")).on_hover_text("Ctrl+S").clicked() {
+            if ui
+                .add_enabled(
+                    self.final_image().is_some(),
+                    egui::Button::new("Export PNG..."),
+                )
+                .on_hover_text("Ctrl+S")
+                .clicked()
+            {
                 self.open_dialog(Dialog::ExportPng);
             }
-            if ui.add_enabled(!self.frames.is_empty(), egui::Button::new("Export steps...")).clicked() {
+            if ui
+                .add_enabled(
+                    !self.frames.is_empty(),
+                    egui::Button::new("Export steps..."),
+                )
+                .clicked()
+            {
                 self.open_dialog(Dialog::ExportSheet);
             }
             ui.separator();
@@ -956,7 +1212,12 @@ impl MidmApp {
                 let total = self.frames.last().map(|f| f.total).unwrap_or(0);
                 format!("Running: step {}/{}", self.frames.len(), total)
             } else if let Some(m) = &self.model {
-                format!("Model {} ({}px, {} ch)", file_name(&m.path), m.image_size, m.label_nc)
+                format!(
+                    "Model {} ({}px, {} ch)",
+                    file_name(&m.path),
+                    m.image_size,
+                    m.label_nc
+                )
             } else {
                 "No model".to_string()
             };
@@ -981,21 +1242,28 @@ impl MidmApp {
         ui.heading("Parameters");
         ui.horizontal(|ui| {
             let l = ui.label("Seed");
-            ui.add(egui::DragValue::new(&mut self.params.seed)).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut self.params.seed))
+                .labelled_by(l.id);
             if ui.button("New seed").clicked() {
                 self.params.seed = rand::random::<u32>() as u64;
             }
         });
         ui.horizontal(|ui| {
             let l = ui.label("DDIM steps");
-            ui.add(egui::DragValue::new(&mut self.params.ddim_steps).range(2..=1000)).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut self.params.ddim_steps).range(2..=1000))
+                .labelled_by(l.id);
         });
         ui.horizontal(|ui| {
             let l = ui.label("Interleaved steps");
             let max = self.params.ddim_steps.saturating_sub(1).max(1);
-            ui.add(egui::DragValue::new(&mut self.params.interleaved_steps).range(1..=max)).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut self.params.interleaved_steps).range(1..=max))
+                .labelled_by(l.id);
         });
-        ui.add(egui::Slider::new(&mut self.params.temperature, 0.0005..=0.1).logarithmic(true).text("Temperature"));
+        ui.add(
+            egui::Slider::new(&mut self.params.temperature, 0.0005..=0.1)
+                .logarithmic(true)
+                .text("Temperature"),
+        );
         ui.add(egui::Slider::new(&mut self.params.fb_threshold, 0.0..=2.0).text("Mask threshold"));
         ui.checkbox(&mut self.params.use_mask, "Confidence mask");
         ui.checkbox(&mut self.params.refine, "Refinement (20 DDIM steps)");
@@ -1003,7 +1271,12 @@ impl MidmApp {
             let seed = self.params.seed;
             let device = self.params.device;
             let canny = self.params.canny;
-            self.params = Params { seed, device, canny, ..Params::default() };
+            self.params = Params {
+                seed,
+                device,
+                canny,
+                ..Params::default()
+            };
         }
         ui.separator();
         ui.heading("Model");
@@ -1017,7 +1290,11 @@ impl MidmApp {
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut self.params.device, DeviceChoice::Cpu, "CPU");
                     if DeviceChoice::cuda_compiled() {
-                        ui.selectable_value(&mut self.params.device, DeviceChoice::Cuda(0), "CUDA 0");
+                        ui.selectable_value(
+                            &mut self.params.device,
+                            DeviceChoice::Cuda(0),
+                            "CUDA 0",
+                        );
                     }
                 });
             if before != self.params.device {
@@ -1029,7 +1306,9 @@ impl MidmApp {
         if !DeviceChoice::cuda_compiled() {
             ui.weak("(built without CUDA)");
         }
-        ui.add(egui::TextEdit::singleline(&mut self.model_path_text).hint_text("model folder or file"));
+        ui.add(
+            egui::TextEdit::singleline(&mut self.model_path_text).hint_text("model folder or file"),
+        );
         ui.horizontal(|ui| {
             if ui.button("Load").clicked() && !self.model_path_text.trim().is_empty() {
                 let p = PathBuf::from(self.model_path_text.trim());
@@ -1043,16 +1322,32 @@ impl MidmApp {
             }
         });
         if let Some(m) = &self.model {
-            ui.weak(format!("{}\nhash {}\n{}x{} px, latent {}x{}", m.path.display(), m.hash, m.image_size, m.image_size, m.latent_size, m.latent_size));
+            ui.weak(format!(
+                "{}\nhash {}\n{}x{} px, latent {}x{}",
+                m.path.display(),
+                m.hash,
+                m.image_size,
+                m.image_size,
+                m.latent_size,
+                m.latent_size
+            ));
         }
     }
 
     fn messages_panel(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             if let Some(m) = self.messages.last() {
-                let color = if m.error { Color32::from_rgb(230, 80, 70) } else { ui.visuals().text_color() };
+                let color = if m.error {
+                    Color32::from_rgb(230, 80, 70)
+                } else {
+                    ui.visuals().text_color()
+                };
                 ui.colored_label(color, &m.text);
-                if ui.small_button("Dismiss").on_hover_text("Dismiss").clicked() {
+                if ui
+                    .small_button("Dismiss")
+                    .on_hover_text("Dismiss")
+                    .clicked()
+                {
                     self.messages.pop();
                 }
             } else {
@@ -1067,13 +1362,21 @@ impl MidmApp {
             ui.strong("Condition");
             if multi {
                 ui.selectable_value(&mut self.target, DrawTarget::Condition, "sketch");
-                ui.selectable_value(&mut self.target, DrawTarget::ExemplarParts, "trace exemplar parts");
+                ui.selectable_value(
+                    &mut self.target,
+                    DrawTarget::ExemplarParts,
+                    "trace exemplar parts",
+                );
             }
         });
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.tool, Tool::Brush, "Brush");
             ui.selectable_value(&mut self.tool, Tool::Eraser, "Eraser");
-            ui.add(egui::Slider::new(&mut self.brush_size, 1.0..=12.0).step_by(1.0).text("size"));
+            ui.add(
+                egui::Slider::new(&mut self.brush_size, 1.0..=12.0)
+                    .step_by(1.0)
+                    .text("size"),
+            );
         });
         if multi {
             egui::ComboBox::from_label("Layer")
@@ -1090,10 +1393,18 @@ impl MidmApp {
                 let c = self.active_canvas_mut();
                 (c.can_undo(), c.can_redo())
             };
-            if ui.add_enabled(can_undo, egui::Button::new("Undo")).on_hover_text("Ctrl+Z").clicked() {
+            if ui
+                .add_enabled(can_undo, egui::Button::new("Undo"))
+                .on_hover_text("Ctrl+Z")
+                .clicked()
+            {
                 self.active_canvas_mut().undo();
             }
-            if ui.add_enabled(can_redo, egui::Button::new("Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
+            if ui
+                .add_enabled(can_redo, egui::Button::new("Redo"))
+                .on_hover_text("Ctrl+Shift+Z")
+                .clicked()
+            {
                 self.active_canvas_mut().redo();
             }
             if ui.button("Clear").clicked() {
@@ -1111,10 +1422,19 @@ impl MidmApp {
             if ui.button("Edges from photo...").clicked() {
                 self.open_dialog(Dialog::EdgesFromPhoto);
             }
-            if ui.add_enabled(self.exemplar.is_some(), egui::Button::new("Edges of exemplar")).clicked() {
+            if ui
+                .add_enabled(
+                    self.exemplar.is_some(),
+                    egui::Button::new("Edges of exemplar"),
+                )
+                .clicked()
+            {
                 if let Some(e) = self.exemplar_edges().cloned() {
                     self.canvas.set_layer(0, e);
-                    self.condition_name = self.exemplar.as_ref().map(|e| format!("edges of {}", e.name));
+                    self.condition_name = self
+                        .exemplar
+                        .as_ref()
+                        .map(|e| format!("edges of {}", e.name));
                 }
             }
         });
@@ -1155,16 +1475,28 @@ impl MidmApp {
     fn canvas_widget(&mut self, ui: &mut egui::Ui) {
         let canvas_version = match self.target {
             DrawTarget::Condition => self.canvas.version(),
-            DrawTarget::ExemplarParts => self.exemplar_parts.version() ^ (self.exemplar_version << 32) ^ (1 << 63),
+            DrawTarget::ExemplarParts => {
+                self.exemplar_parts.version() ^ (self.exemplar_version << 32) ^ (1 << 63)
+            }
         };
-        if self.canvas_tex.as_ref().is_none_or(|(_, v)| *v != canvas_version) {
+        if self
+            .canvas_tex
+            .as_ref()
+            .is_none_or(|(_, v)| *v != canvas_version)
+        {
             let img = color_image(&self.canvas_image());
             match &mut self.canvas_tex {
                 Some((tex, v)) => {
                     tex.set(img, TextureOptions::NEAREST);
                     *v = canvas_version;
                 }
-                None => self.canvas_tex = Some((ui.ctx().load_texture("canvas", img, TextureOptions::NEAREST), canvas_version)),
+                None => {
+                    self.canvas_tex = Some((
+                        ui.ctx()
+                            .load_texture("canvas", img, TextureOptions::NEAREST),
+                        canvas_version,
+                    ))
+                }
             }
         }
         let size = self.active_canvas_mut().size() as f32;
@@ -1173,9 +1505,19 @@ impl MidmApp {
         let rect = response.rect;
         self.canvas_rect = Some(rect);
         if let Some((tex, _)) = &self.canvas_tex {
-            painter.image(tex.id(), rect, Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)), Color32::WHITE);
+            painter.image(
+                tex.id(),
+                rect,
+                Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+                Color32::WHITE,
+            );
         }
-        painter.rect_stroke(rect, 0.0, Stroke::new(1.0, Color32::GRAY), egui::StrokeKind::Outside);
+        painter.rect_stroke(
+            rect,
+            0.0,
+            Stroke::new(1.0, Color32::GRAY),
+            egui::StrokeKind::Outside,
+        );
         let zoom = self.zoom;
         let to_canvas = move |p: Pos2| ((p.x - rect.min.x) / zoom, (p.y - rect.min.y) / zoom);
         let shift = ui.input(|i| i.modifiers.shift);
@@ -1183,14 +1525,17 @@ impl MidmApp {
         let layer = if self.label_nc() > 1 { layer } else { 0 };
 
         if response.drag_started() {
-            let origin = ui.input(|i| i.pointer.press_origin()).or(response.interact_pointer_pos());
+            let origin = ui
+                .input(|i| i.pointer.press_origin())
+                .or(response.interact_pointer_pos());
             if let Some(o) = origin {
                 let p = to_canvas(o);
                 if shift {
                     self.line_start = Some(p);
                 } else {
                     self.stroking = true;
-                    self.active_canvas_mut().begin_stroke(layer, tool, radius, p);
+                    self.active_canvas_mut()
+                        .begin_stroke(layer, tool, radius, p);
                 }
             }
         }
@@ -1198,15 +1543,24 @@ impl MidmApp {
             if let Some(pos) = response.interact_pointer_pos() {
                 let p = to_canvas(pos);
                 if let Some(a) = self.line_start {
-                    let to_screen = |q: (f32, f32)| Pos2::new(rect.min.x + q.0 * zoom, rect.min.y + q.1 * zoom);
-                    painter.line_segment([to_screen(a), pos], Stroke::new(self.brush_size * zoom, layer_color(layer).gamma_multiply(0.6)));
+                    let to_screen =
+                        |q: (f32, f32)| Pos2::new(rect.min.x + q.0 * zoom, rect.min.y + q.1 * zoom);
+                    painter.line_segment(
+                        [to_screen(a), pos],
+                        Stroke::new(
+                            self.brush_size * zoom,
+                            layer_color(layer).gamma_multiply(0.6),
+                        ),
+                    );
                 } else if self.stroking {
-                    self.active_canvas_mut().continue_stroke(layer, tool, radius, p);
+                    self.active_canvas_mut()
+                        .continue_stroke(layer, tool, radius, p);
                 }
             }
         }
         if response.drag_stopped() {
-            if let (Some(a), Some(pos)) = (self.line_start.take(), response.interact_pointer_pos()) {
+            if let (Some(a), Some(pos)) = (self.line_start.take(), response.interact_pointer_pos())
+            {
                 let b = to_canvas(pos);
                 self.active_canvas_mut().line(layer, tool, radius, a, b);
             }
@@ -1230,7 +1584,11 @@ impl MidmApp {
             }
         }
         if let Some(h) = response.hover_pos() {
-            painter.circle_stroke(h, (self.brush_size * self.zoom / 2.0).max(2.0), Stroke::new(1.0, Color32::from_rgb(255, 120, 0)));
+            painter.circle_stroke(
+                h,
+                (self.brush_size * self.zoom / 2.0).max(2.0),
+                Stroke::new(1.0, Color32::from_rgb(255, 120, 0)),
+            );
         }
     }
 
@@ -1256,17 +1614,36 @@ impl MidmApp {
                 self.params.canny = CannyParams::for_label_nc(self.label_nc());
             }
         });
-        let side = self.model_size() as f32 * self.zoom.min(4.0).max(2.0);
-        let side = side.max(128.0);
+        let side = (self.model_size() as f32 * 2.0).clamp(128.0, 256.0);
         if self.exemplar.is_none() {
-            let (rect, _) = ui.allocate_exact_size(Vec2::new(side * 2.0 + 8.0, side), Sense::hover());
-            ui.painter().rect_stroke(rect, 4.0, Stroke::new(1.0, Color32::GRAY), egui::StrokeKind::Inside);
-            ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, "Drop an exemplar image here", egui::FontId::proportional(14.0), ui.visuals().weak_text_color());
+            let (rect, _) =
+                ui.allocate_exact_size(Vec2::new(side * 2.0 + 8.0, side), Sense::hover());
+            ui.painter().rect_stroke(
+                rect,
+                4.0,
+                Stroke::new(1.0, Color32::GRAY),
+                egui::StrokeKind::Inside,
+            );
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop an exemplar image here",
+                egui::FontId::proportional(14.0),
+                ui.visuals().weak_text_color(),
+            );
             return;
         }
-        if self.exemplar_tex.as_ref().is_none_or(|(_, v)| *v != self.exemplar_version) {
+        if self
+            .exemplar_tex
+            .as_ref()
+            .is_none_or(|(_, v)| *v != self.exemplar_version)
+        {
             let img = color_image(&self.exemplar.as_ref().unwrap().image);
-            self.exemplar_tex = Some((ui.ctx().load_texture("exemplar", img, TextureOptions::LINEAR), self.exemplar_version));
+            self.exemplar_tex = Some((
+                ui.ctx()
+                    .load_texture("exemplar", img, TextureOptions::LINEAR),
+                self.exemplar_version,
+            ));
         }
         if self.exemplar_edges().is_some() && self.edges_tex.is_none() {
             let e = self.exemplar_edges.as_ref().unwrap();
@@ -1274,14 +1651,25 @@ impl MidmApp {
                 let v = 255 - e.get_pixel(x, y).0[0];
                 Rgba([v, v, v, 255])
             });
-            self.edges_tex = Some(ui.ctx().load_texture("exemplar-edges", color_image(&img), TextureOptions::NEAREST));
+            self.edges_tex = Some(ui.ctx().load_texture(
+                "exemplar-edges",
+                color_image(&img),
+                TextureOptions::NEAREST,
+            ));
         }
         ui.horizontal(|ui| {
             if let Some((tex, _)) = &self.exemplar_tex {
-                ui.add(egui::Image::from_texture(SizedTexture::new(tex.id(), Vec2::splat(side))));
+                ui.add(egui::Image::from_texture(SizedTexture::new(
+                    tex.id(),
+                    Vec2::splat(side),
+                )));
             }
             if let Some(tex) = &self.edges_tex {
-                ui.add(egui::Image::from_texture(SizedTexture::new(tex.id(), Vec2::splat(side)))).on_hover_text("automatic edges (exemplar label)");
+                ui.add(egui::Image::from_texture(SizedTexture::new(
+                    tex.id(),
+                    Vec2::splat(side),
+                )))
+                .on_hover_text("automatic edges (exemplar label)");
             }
         });
         if let Some(e) = &self.exemplar {
@@ -1292,21 +1680,36 @@ impl MidmApp {
     fn steps_panel(&mut self, ui: &mut egui::Ui) {
         ui.strong("Steps");
         if self.frames.is_empty() {
-            ui.weak(if self.running { "Waiting for the first step..." } else { "Press Run to see every step here." });
+            ui.weak(if self.running {
+                "Waiting for the first step..."
+            } else {
+                "Press Run to see every step here."
+            });
             return;
         }
         self.timeline(ui);
         let n = self.frames.len();
         let mut sel = self.selected;
-        let slider = ui.add(egui::Slider::new(&mut sel, 0..=n - 1).text("Step").custom_formatter(|v, _| {
-            let i = v as usize;
-            self.frames.get(i).map(|f| step_label(f.kind)).unwrap_or_default()
-        }));
+        let slider = ui.add(
+            egui::Slider::new(&mut sel, 0..=n - 1)
+                .text("Step")
+                .custom_formatter(|v, _| {
+                    let i = v as usize;
+                    self.frames
+                        .get(i)
+                        .map(|f| step_label(f.kind))
+                        .unwrap_or_default()
+                }),
+        );
         if slider.changed() {
             self.select_step(sel);
         }
-        let frame = &self.frames[self.selected];
-        let tex = &self.frame_tex[self.selected];
+        self.request_decode(self.selected);
+        self.update_probe_texture(ui.ctx());
+        let probe_id = self.probe.and(self.probe_tex.as_ref().map(|(t, _)| t.id()));
+        let sel_now = self.selected;
+        let frame = &self.frames[sel_now];
+        let tex = &self.frame_tex[sel_now];
         ui.label(format!(
             "{}  (event {}/{}{}, {:.0} ms)",
             describe(frame.kind),
@@ -1315,95 +1718,167 @@ impl MidmApp {
             frame.t.map(|t| format!(", t = {t}")).unwrap_or_default(),
             frame.elapsed.as_secs_f64() * 1e3
         ));
-        let side = (self.model_size() as f32 * self.zoom.min(4.0).max(2.0)).max(128.0);
+        let side = (self.model_size() as f32 * 2.5).clamp(128.0, 256.0);
         let size = Vec2::splat(side);
         let latent = frame.latent_size;
         let mut hovered: Option<(usize, usize)> = None;
+        let placeholder = |ui: &mut egui::Ui, text: &str| {
+            let (rect, _) = ui.allocate_exact_size(size, Sense::hover());
+            ui.painter().rect_stroke(
+                rect,
+                0.0,
+                Stroke::new(1.0, Color32::DARK_GRAY),
+                egui::StrokeKind::Inside,
+            );
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                text,
+                egui::FontId::proportional(12.0),
+                Color32::GRAY,
+            );
+        };
         ui.horizontal_top(|ui| {
-            let mut show = |ui: &mut egui::Ui, title: &str, t: Option<&TextureHandle>, probe: bool| {
-                ui.vertical(|ui| {
-                    ui.label(title);
-                    match t {
-                        Some(t) => {
-                            let r = ui.add(egui::Image::from_texture(SizedTexture::new(t.id(), size)).sense(Sense::hover()));
-                            if probe {
-                                if let Some(p) = r.hover_pos() {
-                                    let u = ((p.x - r.rect.min.x) / r.rect.width()).clamp(0.0, 0.999);
-                                    let v = ((p.y - r.rect.min.y) / r.rect.height()).clamp(0.0, 0.999);
-                                    hovered = Some(((v * latent as f32) as usize, (u * latent as f32) as usize));
+            let mut show =
+                |ui: &mut egui::Ui, title: &str, t: Option<egui::TextureId>, probe: bool| {
+                    ui.vertical(|ui| {
+                        ui.label(title);
+                        match t {
+                            Some(t) => {
+                                let r = ui.add(
+                                    egui::Image::from_texture(SizedTexture::new(t, size))
+                                        .sense(Sense::hover()),
+                                );
+                                if probe {
+                                    if let Some(p) = r.hover_pos() {
+                                        let u = ((p.x - r.rect.min.x) / r.rect.width())
+                                            .clamp(0.0, 0.999);
+                                        let v = ((p.y - r.rect.min.y) / r.rect.height())
+                                            .clamp(0.0, 0.999);
+                                        hovered = Some((
+                                            (v * latent as f32) as usize,
+                                            (u * latent as f32) as usize,
+                                        ));
+                                    }
                                 }
                             }
+                            None => placeholder(ui, "no matching\nat this step"),
                         }
-                        None => {
-                            let (rect, _) = ui.allocate_exact_size(size, Sense::hover());
-                            ui.painter().rect_stroke(rect, 0.0, Stroke::new(1.0, Color32::DARK_GRAY), egui::StrokeKind::Inside);
-                            ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, "no match\nthis step", egui::FontId::proportional(12.0), Color32::GRAY);
-                        }
-                    }
-                });
+                    });
+                };
+            let first = if frame.image.is_some() {
+                "output"
+            } else {
+                "r~n (x0 estimate)"
             };
-            let first = if frame.image.is_some() { "output" } else { "r~n (x0 estimate)" };
-            show(ui, first, Some(&tex.pred), true);
-            show(ui, "R (warped exemplar)", tex.warped.as_ref(), false);
-            show(ui, "M (confidence)", tex.mask.as_ref(), false);
-            show(ui, "M over r~n", tex.overlay.as_ref(), true);
+            match tex.pred.as_ref() {
+                Some(t) => show(ui, first, Some(t.id()), true),
+                None => {
+                    ui.vertical(|ui| {
+                        ui.label(first);
+                        placeholder(ui, "decoding...");
+                    });
+                }
+            }
+            // Steps without a matching show the latest R and M still in effect.
+            let latest = |pick: &dyn Fn(&FrameTextures) -> Option<egui::TextureId>| {
+                (0..=sel_now)
+                    .rev()
+                    .find_map(|i| pick(&self.frame_tex[i]).map(|t| (i, t)))
+            };
+            let title = |name: &str, found: Option<(usize, egui::TextureId)>| match found {
+                Some((i, _)) if i != sel_now => {
+                    format!("{name} (from {})", step_label(self.frames[i].kind))
+                }
+                _ => name.to_string(),
+            };
+            let r = latest(&|t| t.warped.as_ref().map(|t| t.id()));
+            show(ui, &title("R (warped exemplar)", r), r.map(|x| x.1), false);
+            let m = latest(&|t| t.mask.as_ref().map(|t| t.id()));
+            show(ui, &title("M (confidence)", m), m.map(|x| x.1), false);
+            show(ui, "M over r~n", tex.overlay.as_ref().map(|t| t.id()), true);
+            ui.vertical(|ui| {
+                ui.label("match in exemplar");
+                match probe_id {
+                    Some(id) => {
+                        ui.add(egui::Image::from_texture(SizedTexture::new(id, size)));
+                    }
+                    None => placeholder(
+                        ui,
+                        "hover r~n or the output\nto see where a pixel\nis matched",
+                    ),
+                }
+            });
         });
         if hovered.is_some() || self.probe.is_some() {
             self.probe = hovered;
         }
-        self.probe_view(ui, size);
     }
 
-    fn probe_view(&mut self, ui: &mut egui::Ui, size: Vec2) {
-        let Some((r, c)) = self.probe else {
-            ui.weak("Hover r~n or the output to see where each pixel's match comes from in the exemplar.");
+    /// Rebuild the probe heat-map texture when the probed pixel or the shown step changes.
+    fn update_probe_texture(&mut self, ctx: &egui::Context) {
+        let Some((r, c)) = self.probe else { return };
+        let key = (r, c, self.selected);
+        if self.probe_tex.as_ref().is_some_and(|(_, k)| *k == key) {
+            return;
+        }
+        let (Some(heat), Some(ex)) = (self.probe_heat(), self.exemplar.as_ref()) else {
+            self.probe_tex = None;
             return;
         };
-        let key = (r, c, self.selected);
-        if self.probe_tex.as_ref().is_none_or(|(_, k)| *k != key) {
-            let (Some(heat), Some(ex)) = (self.probe_heat(), self.exemplar.as_ref()) else {
-                ui.weak("No correspondence at this step.");
-                return;
-            };
-            let s = self.model_size();
-            let l = (heat.len() as f64).sqrt() as u32;
-            let base = image::imageops::resize(&ex.image, s, s, FilterType::Triangle);
-            let img = RgbaImage::from_fn(s, s, |x, y| {
-                let h = heat[((y * l / s) * l + x * l / s) as usize];
-                let p = base.get_pixel(x, y).0;
-                let mix = |a: u8, b: f32| (a as f32 * (1.0 - 0.7 * h) + b * 0.7 * h) as u8;
-                Rgba([mix(p[0] / 2, 255.0), mix(p[1] / 2, 40.0), mix(p[2] / 2, 40.0), 255])
-            });
-            let tex = ui.ctx().load_texture("probe", color_image(&img), TextureOptions::NEAREST);
-            self.probe_tex = Some((tex, key));
-        }
-        if let Some((tex, _)) = &self.probe_tex {
-            ui.horizontal(|ui| {
-                ui.add(egui::Image::from_texture(SizedTexture::new(tex.id(), size)));
-                ui.label(format!("Match of latent pixel ({r}, {c}) in the exemplar\n(soft-warp weights of the latest matching)"));
-            });
-        }
+        let s = self.model_size();
+        let l = (heat.len() as f64).sqrt() as u32;
+        let base = image::imageops::resize(&ex.image, s, s, FilterType::Triangle);
+        let img = RgbaImage::from_fn(s, s, |x, y| {
+            let h = heat[((y * l / s) * l + x * l / s) as usize];
+            let p = base.get_pixel(x, y).0;
+            let mix = |a: u8, b: f32| (a as f32 * (1.0 - 0.7 * h) + b * 0.7 * h) as u8;
+            Rgba([
+                mix(p[0] / 2, 255.0),
+                mix(p[1] / 2, 40.0),
+                mix(p[2] / 2, 40.0),
+                255,
+            ])
+        });
+        let tex = ctx.load_texture("probe", color_image(&img), TextureOptions::NEAREST);
+        self.probe_tex = Some((tex, key));
     }
 
     fn timeline(&mut self, ui: &mut egui::Ui) {
-        let total = self.frames.last().map(|f| f.total).unwrap_or(0).max(self.frames.len());
+        let total = self
+            .frames
+            .last()
+            .map(|f| f.total)
+            .unwrap_or(0)
+            .max(self.frames.len());
         let width = ui.available_width().clamp(200.0, 900.0);
-        let (rect, response) = ui.allocate_exact_size(Vec2::new(width, 22.0), Sense::click_and_drag());
+        let (rect, response) =
+            ui.allocate_exact_size(Vec2::new(width, 22.0), Sense::click_and_drag());
         let cell = width / total.max(1) as f32;
         let painter = ui.painter_at(rect);
         for i in 0..total {
-            let r = Rect::from_min_size(Pos2::new(rect.min.x + i as f32 * cell, rect.min.y), Vec2::new(cell - 1.0, rect.height()));
+            let r = Rect::from_min_size(
+                Pos2::new(rect.min.x + i as f32 * cell, rect.min.y),
+                Vec2::new(cell - 1.0, rect.height()),
+            );
             let fill = match self.frames.get(i).map(|f| f.kind) {
                 None => Color32::from_gray(50),
                 Some(StepKind::InitialWarp) => Color32::from_rgb(70, 120, 220),
-                Some(StepKind::Interleaved { rewarped: true, .. }) => Color32::from_rgb(230, 140, 40),
+                Some(StepKind::Interleaved { rewarped: true, .. }) => {
+                    Color32::from_rgb(230, 140, 40)
+                }
                 Some(StepKind::Interleaved { .. }) => Color32::from_rgb(200, 170, 80),
                 Some(StepKind::Refine { .. }) => Color32::from_rgb(80, 170, 90),
                 Some(StepKind::Final) => Color32::from_gray(230),
             };
             painter.rect_filled(r, 2.0, fill);
             if i == self.selected {
-                painter.rect_stroke(r, 2.0, Stroke::new(2.0, Color32::WHITE), egui::StrokeKind::Outside);
+                painter.rect_stroke(
+                    r,
+                    2.0,
+                    Stroke::new(2.0, Color32::WHITE),
+                    egui::StrokeKind::Outside,
+                );
             }
         }
         if (response.dragged() || response.clicked()) && !self.frames.is_empty() {
@@ -1439,9 +1914,18 @@ impl MidmApp {
 
 fn describe(kind: StepKind) -> String {
     match kind {
-        StepKind::InitialWarp => "Initial warp (exemplar latent warped by the first matching)".into(),
+        StepKind::InitialWarp => {
+            "Initial warp (exemplar latent warped by the first matching)".into()
+        }
         StepKind::Interleaved { k, rewarped } => {
-            format!("Interleaved step {k}{}", if rewarped { " (re-matched and re-warped)" } else { "" })
+            format!(
+                "Interleaved step {k}{}",
+                if rewarped {
+                    " (re-matched and re-warped)"
+                } else {
+                    ""
+                }
+            )
         }
         StepKind::Refine { i } => format!("Refinement step {i}"),
         StepKind::Final => "Final image".into(),
@@ -1457,7 +1941,12 @@ fn mask_overlay(img: &RgbaImage, mask: &RgbaImage) -> RgbaImage {
         let p = img.get_pixel(x, y).0;
         let tint = [255.0 * (1.0 - m), 255.0 * m, 0.0];
         let mix = |a: u8, b: f32| (a as f32 * 0.6 + b * 0.4) as u8;
-        Rgba([mix(p[0], tint[0]), mix(p[1], tint[1]), mix(p[2], tint[2]), 255])
+        Rgba([
+            mix(p[0], tint[0]),
+            mix(p[1], tint[1]),
+            mix(p[2], tint[2]),
+            255,
+        ])
     })
 }
 

@@ -29,7 +29,10 @@ pub struct Canvas {
 
 impl std::fmt::Debug for Canvas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Canvas").field("size", &self.size).field("version", &self.version).finish()
+        f.debug_struct("Canvas")
+            .field("size", &self.size)
+            .field("version", &self.version)
+            .finish()
     }
 }
 
@@ -38,7 +41,9 @@ impl Canvas {
     pub fn new(size: u32) -> Self {
         Self {
             size,
-            layers: (0..=PARTS.len()).map(|_| GrayImage::new(size, size)).collect(),
+            layers: (0..=PARTS.len())
+                .map(|_| GrayImage::new(size, size))
+                .collect(),
             undo: Vec::new(),
             redo: Vec::new(),
             last: None,
@@ -67,7 +72,9 @@ impl Canvas {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.layers.iter().all(|l| l.as_raw().iter().all(|v| *v == 0))
+        self.layers
+            .iter()
+            .all(|l| l.as_raw().iter().all(|v| *v == 0))
     }
 
     pub fn can_undo(&self) -> bool {
@@ -124,8 +131,17 @@ impl Canvas {
         self.stamp_segment(layer, tool, radius, a, b);
     }
 
-    fn stamp_segment(&mut self, layer: usize, tool: Tool, radius: f32, a: (f32, f32), b: (f32, f32)) {
-        let Some(img) = self.layers.get_mut(layer) else { return };
+    fn stamp_segment(
+        &mut self,
+        layer: usize,
+        tool: Tool,
+        radius: f32,
+        a: (f32, f32),
+        b: (f32, f32),
+    ) {
+        let Some(img) = self.layers.get_mut(layer) else {
+            return;
+        };
         let value = Luma([if tool == Tool::Brush { 255 } else { 0 }]);
         // Brush size 1 = one pixel: radius 0 circles are single pixels.
         let r = (radius - 0.5).max(0.0).round() as i32;
@@ -172,8 +188,11 @@ impl Canvas {
     /// Replace the edge layer with an edge map image (undoable). Lines may be dark on light
     /// (a sketch) or light on dark (a Canny map): the majority tone is taken as background.
     pub fn set_edges_from_image(&mut self, image: &DynamicImage) {
-        let gray = image.resize_exact(self.size, self.size, FilterType::Triangle).to_luma8();
-        let mean = gray.as_raw().iter().map(|v| *v as u64).sum::<u64>() / gray.as_raw().len().max(1) as u64;
+        let gray = image
+            .resize_exact(self.size, self.size, FilterType::Triangle)
+            .to_luma8();
+        let mean = gray.as_raw().iter().map(|v| *v as u64).sum::<u64>()
+            / gray.as_raw().len().max(1) as u64;
         let dark_lines = mean > 127;
         let edges = GrayImage::from_fn(self.size, self.size, |x, y| {
             let v = gray.get_pixel(x, y).0[0];
@@ -217,7 +236,10 @@ impl Canvas {
                 bytes.iter().map(|b| format!("{b:02x}")).collect()
             })
             .collect();
-        SavedCanvas { size: self.size, layers }
+        SavedCanvas {
+            size: self.size,
+            layers,
+        }
     }
 
     /// Inverse of [`Self::to_saved`]; `None` if the data is malformed.
@@ -231,11 +253,17 @@ impl Canvas {
             if hex.len() != n.div_ceil(8) * 2 || !hex.is_ascii() {
                 return None;
             }
-            let bytes: Option<Vec<u8>> =
-                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+                .collect();
             let bytes = bytes?;
             for (i, v) in dst.iter_mut().enumerate() {
-                *v = if bytes[i / 8] & (1 << (i % 8)) != 0 { 255 } else { 0 };
+                *v = if bytes[i / 8] & (1 << (i % 8)) != 0 {
+                    255
+                } else {
+                    0
+                };
             }
         }
         Some(c)

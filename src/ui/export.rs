@@ -16,7 +16,11 @@ pub const KEY_EXEMPLAR: &str = "midm:exemplar";
 
 /// Save `image` with `text` chunks, atomically (temporary file + rename).
 pub fn save_png(path: &Path, image: &RgbaImage, text: &[(String, String)]) -> anyhow::Result<()> {
-    Ok(crate::imageio::save_png(path, &image::DynamicImage::ImageRgba8(image.clone()), text)?)
+    Ok(crate::imageio::save_png(
+        path,
+        &image::DynamicImage::ImageRgba8(image.clone()),
+        text,
+    )?)
 }
 
 /// All text chunks (tEXt and iTXt) of a PNG file.
@@ -40,8 +44,8 @@ pub fn steps_sheet(frames: &[StepFrame], cell: u32) -> RgbaImage {
     for (col, f) in frames.iter().enumerate() {
         let x = pad + col as u32 * (cell + pad);
         draw_label(&mut sheet, x, 2, &step_label(f.kind));
-        let shown = f.image.as_ref().unwrap_or(&f.pred_x0);
-        let cells = [Some(shown), f.warped.as_ref(), f.mask.as_ref()];
+        let shown = f.image.as_ref().or(f.pred_x0.as_ref());
+        let cells = [shown, f.warped.as_ref(), f.mask.as_ref()];
         for (row, img) in cells.iter().enumerate() {
             let y = label_h + pad + row as u32 * (cell + pad);
             if let Some(img) = img {
@@ -106,7 +110,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out.png");
         let img = RgbaImage::from_pixel(4, 4, Rgba([1, 2, 3, 255]));
-        let text = vec![(KEY_SEED.to_string(), "42".to_string()), (KEY_CONDITION.to_string(), "ä.png".to_string())];
+        let text = vec![
+            (KEY_SEED.to_string(), "42".to_string()),
+            (KEY_CONDITION.to_string(), "ä.png".to_string()),
+        ];
         save_png(&path, &img, &text).unwrap();
         let back = read_png_text(&path).unwrap();
         assert_eq!(text_value(&back, KEY_SEED), Some("42"));

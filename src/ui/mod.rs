@@ -32,22 +32,40 @@ pub fn run_app(args: AppArgs) -> anyhow::Result<()> {
 
 /// The shipped model folder, if present (`weights/` in the working directory or the crate).
 pub fn default_model_dir() -> Option<PathBuf> {
-    let candidates = [PathBuf::from("weights"), PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights")];
-    candidates.into_iter().find(|d| d.join("config.yaml").exists() || d.join("config.json").exists())
+    let candidates = [
+        PathBuf::from("weights"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights"),
+    ];
+    candidates
+        .into_iter()
+        .find(|d| d.join("config.yaml").exists() || d.join("config.json").exists())
 }
 
 /// A sample sketch and exemplar pair from `assets/` (`NAME_sketch.png`, `NAME_exemplar.png`).
 pub fn default_sample() -> Option<(PathBuf, PathBuf)> {
-    let dirs = [PathBuf::from("assets"), PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")];
+    let dirs = [
+        PathBuf::from("assets"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets"),
+    ];
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut sketches: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("_sketch.png")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with("_sketch.png"))
+            })
             .collect();
         sketches.sort();
         for s in sketches {
-            let name = s.file_name().unwrap().to_string_lossy().replace("_sketch.png", "_exemplar.png");
+            let name = s
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace("_sketch.png", "_exemplar.png");
             let e = s.with_file_name(name);
             if e.exists() {
                 return Some((s, e));
