@@ -215,13 +215,11 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?.to_device()?;
     let model_path = args.model.clone().unwrap_or_else(default_model_path);
     let t0 = Instant::now();
-    let model = crate::checkpoint::load_model(&model_path, &device)
+    let loaded = crate::checkpoint::load(&model_path, &device)
         .with_context(|| format!("loading the model from {}", model_path.display()))?;
-    eprintln!(
-        "loaded {} in {:.2} s",
-        model_path.display(),
-        t0.elapsed().as_secs_f64()
-    );
+    eprintln!("{}", loaded.report.summary());
+    eprintln!("loaded in {:.2} s", t0.elapsed().as_secs_f64());
+    let model = loaded.model;
     let inputs = load_inputs(
         &model,
         &args.condition,

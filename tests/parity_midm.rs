@@ -211,8 +211,8 @@ fn parity_correspondence_features() {
 fn parity_matching() {
     let trace = common::trace();
     let c = common::config_json();
-    let temp = c["midms"]["soft_warp"]["alpha"].as_f64().unwrap();
-    let thr = c["midms"]["fb_mask"]["fb_threshold"].as_f64().unwrap();
+    let temp = common::temperature(&c);
+    let thr = common::fb_threshold(&c);
     let ref_feats = get(&trace, "corr.ref_feats");
     let (_, _, h, w) = ref_feats.dims4().unwrap();
 
@@ -518,8 +518,8 @@ fn parity_end_to_end() {
             .iter()
             .map(|v| v.as_u64().unwrap() as usize)
             .collect(),
-        temperature: c["midms"]["soft_warp"]["alpha"].as_f64().unwrap(),
-        fb_threshold: c["midms"]["fb_mask"]["fb_threshold"].as_f64().unwrap(),
+        temperature: common::temperature(&c),
+        fb_threshold: common::fb_threshold(&c),
         use_mask: true,
         refine: Some(midm::sampling::midm::RefineOptions {
             ddim_steps: refine["ddim_num_steps"].as_u64().unwrap() as usize,

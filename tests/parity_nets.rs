@@ -243,7 +243,7 @@ fn nets_kl_autoencoder_keys_and_shapes() {
     assert_eq!(shape("decoder.conv_in.weight"), [128, 4, 3, 3]);
     assert_eq!(shape("decoder.up.3.block.0.conv1.weight"), [128, 128, 3, 3]);
     assert_eq!(
-        shape("decoder.up.1.block.0.nin_shortcut.weight"),
+        shape("decoder.up.2.block.0.nin_shortcut.weight"),
         [64, 128, 1, 1]
     );
     assert!(!vars.keys().any(|k| k.starts_with("quantize")));

@@ -9,7 +9,7 @@ use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 /// (`eps` is 1e-6 in the autoencoder's `Normalize`, 1e-5 in the UNet's `GroupNorm32`).
 pub fn group_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
     const GROUPS: usize = 32;
-    if channels % GROUPS != 0 {
+    if !channels.is_multiple_of(GROUPS) {
         candle_core::bail!(
             "GroupNorm at {}: {channels} channels are not a multiple of {GROUPS} groups",
             vb.prefix()

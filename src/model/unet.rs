@@ -45,7 +45,7 @@ impl UNetConfig {
     pub fn heads_for(&self, channels: usize) -> Result<usize> {
         match (self.num_head_channels, self.num_heads) {
             (Some(d), _) if d > 0 => {
-                if channels % d != 0 {
+                if !channels.is_multiple_of(d) {
                     candle_core::bail!(
                         "UNet config: {channels} attention channels are not a multiple of num_head_channels {d}"
                     )
@@ -53,7 +53,7 @@ impl UNetConfig {
                 Ok(channels / d)
             }
             (_, Some(n)) if n > 0 => {
-                if channels % n != 0 {
+                if !channels.is_multiple_of(n) {
                     candle_core::bail!(
                         "UNet config: {channels} attention channels do not split into {n} heads"
                     )
@@ -345,7 +345,7 @@ impl UNetModel {
                 self.in_channels
             )
         }
-        if h % self.size_multiple != 0 || w % self.size_multiple != 0 {
+        if !h.is_multiple_of(self.size_multiple) || !w.is_multiple_of(self.size_multiple) {
             candle_core::bail!(
                 "UNet input {h}x{w} is not a multiple of {} on each side",
                 self.size_multiple

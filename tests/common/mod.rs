@@ -145,3 +145,15 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, tol: f32) {
     );
     assert!(err <= tol, "{name}: max abs error {err:e} exceeds {tol:e}");
 }
+
+/// Soft-warp temperature of the set (`midms.soft_warp.alpha`; the official 0.005 if absent).
+pub fn temperature(c: &serde_json::Value) -> f64 {
+    c["midms"]["soft_warp"]["alpha"].as_f64().unwrap_or(0.005)
+}
+
+/// Forward-backward threshold of the set (`midms.fb_mask.fb_threshold`; official 0.5 if absent).
+pub fn fb_threshold(c: &serde_json::Value) -> f64 {
+    c["midms"]["fb_mask"]["fb_threshold"]
+        .as_f64()
+        .unwrap_or(0.5)
+}

@@ -1,0 +1,44 @@
+"""Write the example sketches and exemplars of `assets/`: `python -m train.assets [--data train/data]`.
+
+All come from the validation split (never trained on). NAME_sketch.png is the condition exactly as
+the model sees it in training: 64x64, single channel, white (255) = edge on black (0), i.e. the
+Canny edge map of the target glyph (3 px lines). NAME_exemplar.png is a related validation glyph,
+64x64 RGB on white. NAME_target.png is the glyph the sketch was drawn from (for comparison only).
+"""
+import argparse
+import os
+
+import numpy as np
+from PIL import Image
+
+from . import data as emoji_data
+
+# (name, target glyph, exemplar glyph): related emoji with different colours.
+PAIRS = [
+    ("face", "u1F610", "u1F608"),     # neutral face <- smiling face with horns (purple)
+    ("cat", "u1F431", "u1F435"),      # cat face <- monkey face
+    ("tulip", "u1F337", "u1F33C"),    # tulip <- blossom
+    ("robot", "u1F916", "u1F910"),    # robot face <- zipper-mouth face
+    ("shark", "u1F988", "u1F980"),    # shark <- crab
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="train/data")
+    ap.add_argument("--out", default="assets")
+    a = ap.parse_args()
+    d = emoji_data.load(a.data)
+    names = list(d["names"])
+    os.makedirs(a.out, exist_ok=True)
+    for name, trg, ex in PAIRS:
+        i, j = names.index(trg), names.index(ex)
+        assert d["split"][i] == 1 and d["split"][j] == 1, f"{trg}/{ex} must be validation glyphs"
+        Image.fromarray(d["edges"][i] * 255).save(os.path.join(a.out, f"{name}_sketch.png"))
+        Image.fromarray(d["images"][j]).save(os.path.join(a.out, f"{name}_exemplar.png"))
+        Image.fromarray(d["images"][i]).save(os.path.join(a.out, f"{name}_target.png"))
+    print(f"wrote {len(PAIRS)} sketch/exemplar pairs to {a.out}/")
+
+
+if __name__ == "__main__":
+    main()

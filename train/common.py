@@ -1,0 +1,138 @@
+"""Shared training infrastructure: data batches with augmentation, checkpoints, CSV, sample grids."""
+import csv
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import data as emoji_data
+
+
+class EmojiBatches:
+    """Batches of (target image, target edges, exemplar image, exemplar edges) from the npz."""
+
+    def __init__(self, data_dir, split, size=64, seed=0):
+        d = emoji_data.load(data_dir, size)
+        idx = np.nonzero(d["split"] == (1 if split == "val" else 0))[0]
+        self.images = torch.from_numpy(d["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        self.edges = torch.from_numpy(d["edges"]).float().unsqueeze(1)
+        self.cand = torch.from_numpy(d["candidates"])
+        self.names = d["names"]
+        self.idx = torch.from_numpy(idx)
+        self.g = torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        return len(self.idx)
+
+    def sample_indices(self, n):
+        return self.idx[torch.randint(len(self.idx), (n,), generator=self.g)]
+
+    def exemplar_of(self, i, k=None):
+        c = self.cand[i]
+        if k is None:
+            k = torch.randint(c.shape[-1], (c.shape[0],), generator=self.g)
+        return c[torch.arange(c.shape[0]), k]
+
+    def batch(self, n, augment=True, indices=None, exemplar_k=None):
+        i = self.sample_indices(n) if indices is None else torch.as_tensor(indices)
+        j = self.exemplar_of(i, exemplar_k)
+        img, edge = self.images[i], self.edges[i]
+        ref, ref_edge = self.images[j], self.edges[j]
+        if augment:
+            flip = torch.rand(len(i), generator=self.g) < 0.5
+            img = torch.where(flip[:, None, None, None], img.flip(3), img)
+            edge = torch.where(flip[:, None, None, None], edge.flip(3), edge)
+            ref, ref_edge = self.affine(ref, ref_edge)
+        return {"image": img, "edge": edge, "ref": ref, "ref_edge": ref_edge, "idx": i, "ref_idx": j}
+
+    def affine(self, img, edge):
+        """Random flip, rotation (+-15 deg), scale (0.85-1.15), shift (+-10%); white fill."""
+        b = img.shape[0]
+        r = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=self.g)
+        ang = r(-15, 15) * np.pi / 180
+        sc = r(0.85, 1.15)
+        fl = torch.where(torch.rand(b, generator=self.g) < 0.5, -1.0, 1.0)
+        tx, ty = r(-0.1, 0.1), r(-0.1, 0.1)
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0] = torch.cos(ang) / sc * fl
+        theta[:, 0, 1] = -torch.sin(ang) / sc
+        theta[:, 1, 0] = torch.sin(ang) / sc * fl
+        theta[:, 1, 1] = torch.cos(ang) / sc
+        theta[:, 0, 2], theta[:, 1, 2] = tx, ty
+        grid = F.affine_grid(theta, img.shape, align_corners=False)
+        img = F.grid_sample(img - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
+        edge = F.grid_sample(edge, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        return img, edge
+
+
+class Logger:
+    def __init__(self, path, fields):
+        self.path = path
+        new = not os.path.exists(path)
+        self.f = open(path, "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=["step", "elapsed_s"] + fields)
+        if new:
+            self.w.writeheader()
+
+    def log(self, step, elapsed, **vals):
+        self.w.writerow({"step": step, "elapsed_s": f"{elapsed:.1f}", **{k: f"{v:.6g}" for k, v in vals.items()}})
+        self.f.flush()
+
+
+def save_grid(path, rows):
+    """rows: list of [B, C, H, W] tensors in [-1, 1] (C = 1 or 3); one row per tensor."""
+    out = []
+    for r in rows:
+        r = r.detach().float().clamp(-1, 1)
+        if r.shape[1] == 1:
+            r = r.repeat(1, 3, 1, 1)
+        out.append(torch.cat(list(r), dim=2))
+    g = torch.cat(out, dim=1)
+    g = ((g + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(g).save(path)
+
+
+def edge_to_pm1(e):
+    return e * 2 - 1
+
+
+class Stage:
+    """Resumable stage: `ckpt.pt` holds model state, optimiser state, step and elapsed seconds."""
+
+    def __init__(self, run_dir, name):
+        self.dir = os.path.join(run_dir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.ckpt = os.path.join(self.dir, "ckpt.pt")
+        self.model_out = os.path.join(run_dir, f"midm_{name}.pt")
+
+    def resume(self, model, opt):
+        if os.path.exists(self.ckpt):
+            st = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            return st["step"], st["elapsed"]
+        return 0, 0.0
+
+    def save(self, model, opt, step, elapsed):
+        tmp = self.ckpt + ".tmp"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
+        os.replace(tmp, self.ckpt)
+
+    def finish(self, model):
+        torch.save(model.state_dict(), self.model_out)
+
+
+class Clock:
+    def __init__(self, elapsed, minutes):
+        self.t0 = time.time() - elapsed
+        self.start = time.time()
+        self.limit = minutes * 60 if minutes else None
+
+    def elapsed(self):
+        return time.time() - self.t0
+
+    def out_of_time(self):
+        return self.limit is not None and time.time() - self.start > self.limit

@@ -1,0 +1,66 @@
+"""Default model configuration (LDM model-zoo layout, as weights/config.yaml) and the MIDM extras."""
+import copy
+
+DEFAULT = {
+    "model": {
+        "base_learning_rate": 2.0e-06,
+        "target": "models.diffusion.ddpm.LatentDiffusion",
+        "params": {
+            "linear_start": 0.0015,
+            "linear_end": 0.0195,
+            "num_timesteps_cond": 1,
+            "log_every_t": 200,
+            "timesteps": 1000,
+            "first_stage_key": "image",
+            "image_size": 16,  # latent side
+            "channels": 3,
+            "monitor": "val/loss_simple_ema",
+            "unet_config": {
+                "target": "models.diffusionmodules.openaimodel.UNetModel",
+                "params": {
+                    "image_size": 16,
+                    "in_channels": 3,
+                    "out_channels": 3,
+                    "model_channels": 32,
+                    "attention_resolutions": [2, 4],
+                    "num_res_blocks": 1,
+                    "channel_mult": [1, 2, 3],
+                    "num_head_channels": 32,
+                },
+            },
+            "first_stage_config": {
+                "target": "models.feature_backbones.autoencoder.VQModelInterface",
+                "params": {
+                    "embed_dim": 3,
+                    "n_embed": 512,
+                    "ddconfig": {
+                        "double_z": False,
+                        "z_channels": 3,
+                        "resolution": 64,
+                        "in_channels": 3,
+                        "out_ch": 3,
+                        "ch": 32,
+                        "ch_mult": [1, 2, 2],
+                        "num_res_blocks": 1,
+                        "attn_resolutions": [],
+                        "dropout": 0.0,
+                    },
+                    "lossconfig": {"target": "torch.nn.Identity"},
+                },
+            },
+            "cond_stage_config": "__is_unconditional__",
+        },
+    },
+    # Read by nothing in LDM; the Rust loader takes the correspondence widths from weight shapes.
+    "midms": {"label_nc": 1, "N_CH": 32, "corr_ndf": 8, "spade_nhidden": 16, "image_size": 64,
+              "condition": "canny edges, 1 channel, 1 = edge"},
+}
+
+
+def default_config():
+    return copy.deepcopy(DEFAULT)
+
+
+def corr_kwargs(cfg):
+    m = cfg["midms"]
+    return dict(label_nc=m["label_nc"], n_ch=m["N_CH"], ndf=m["corr_ndf"], spade_nhidden=m["spade_nhidden"])

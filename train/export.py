@@ -1,0 +1,71 @@
+"""Export the trained model: `python -m train.export [--run train/runs] [--out weights]`.
+
+Writes `<out>/model.safetensors` (float32, canonical MIDMs key names: `diff_model.first_stage_model.*`,
+`diff_model.model.diffusion_model.*`, the DDPM schedule buffers `diff_model.betas` ...,
+`seg_enc.*`, `real_enc.*`, `iter_enc.*` with spectral norm as `weight_orig/_u/_v`, `layer.*`,
+`phi.*`, `theta.*`) and `<out>/config.yaml` in the LDM model-zoo layout (plus a `midms:` block).
+The latest finished stage is exported: e2e, else warm-up + unet, else unet, else ae.
+"""
+import argparse
+import json
+import os
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from .config import corr_kwargs
+from .midm import MIDM
+
+CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
+
+
+def latest_state(run):
+    p = lambda n: os.path.join(run, f"midm_{n}.pt")
+    load = lambda n: torch.load(p(n), map_location="cpu")
+    if os.path.exists(p("e2e")):
+        return load("e2e"), "e2e"
+    for base in ("unet", "ae"):
+        if os.path.exists(p(base)):
+            sd = load(base)
+            if os.path.exists(p("warmup")):
+                sd.update({k: v for k, v in load("warmup").items() if k.startswith(CORR_PREFIXES)})
+                return sd, f"{base}+warmup"
+            return sd, base
+    raise SystemExit(f"no finished stage in {run}")
+
+
+def export(run, out):
+    cfg = json.load(open(os.path.join(run, "config.json")))
+    model = MIDM(cfg, **corr_kwargs(cfg))
+    sd, which = latest_state(run)
+    model.load_state_dict(sd)
+    tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    os.makedirs(out, exist_ok=True)
+    save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt", "stages": which})
+    with open(os.path.join(out, "config.yaml"), "w") as f:
+        yaml.safe_dump({"model": cfg["model"], "midms": cfg["midms"]}, f, sort_keys=False)
+    return which, sum(v.numel() for v in tensors.values())
+
+
+def load_exported(out="weights"):
+    """The exported model as a MIDM module (eval mode)."""
+    from safetensors.torch import load_file
+
+    cfg = yaml.safe_load(open(os.path.join(out, "config.yaml")))
+    model = MIDM(cfg, **corr_kwargs(cfg))
+    model.load_state_dict(load_file(os.path.join(out, "model.safetensors")))
+    return model.eval(), cfg
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="train/runs")
+    ap.add_argument("--out", default="weights")
+    a = ap.parse_args()
+    which, n = export(a.run, a.out)
+    print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
+
+
+if __name__ == "__main__":
+    main()

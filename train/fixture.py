@@ -1,0 +1,203 @@
+"""Emit a parity fixture set from OUR modules: `python -m train.fixture --out DIR`.
+
+Same layout as ../shared/parity (weights.safetensors, trace.safetensors with the same tensor
+names, config.json with the fields the Rust tests read), so the Rust parity tests run on it with
+MIDM_PARITY_DIR=DIR. Weights: `--weights weights` (the shipped model, default when present) or
+`--random` (fresh initialisation with spectral-norm u, v after 2 power iterations, as the reference
+fixture). Inputs: the assets/ sketches and exemplars when present, else random.
+"""
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+
+from .config import corr_kwargs, default_config
+from .midm import MIDM, DdimSchedule
+
+
+def asset_inputs(size, n=2):
+    sketches = sorted(glob.glob(os.path.join("assets", "*_sketch.png")))
+    if len(sketches) < n:
+        return None
+    conds, exs, exl, srcs = [], [], [], []
+    from .data import edge_map
+
+    for s in sketches[:n]:
+        e = np.asarray(Image.open(s).convert("L").resize((size, size), Image.NEAREST), np.float32) / 255.0
+        ex = Image.open(s.replace("_sketch", "_exemplar")).convert("RGB").resize((size, size), Image.LANCZOS)
+        ex = np.asarray(ex, np.uint8)
+        conds.append(torch.from_numpy((e > 0.5).astype(np.float32))[None])
+        exl.append(torch.from_numpy(edge_map(ex))[None])
+        exs.append(torch.from_numpy(ex).permute(2, 0, 1).float() / 127.5 - 1)
+    srcs = [x.flip(2) for x in exs]
+    return torch.stack(conds), torch.stack(exs), torch.stack(exl), torch.stack(srcs)
+
+
+def vq_margin(ae, z):
+    """Smallest distance of a latent vector to a VQ decision boundary (between its two nearest codes)."""
+    zf = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).double()
+    e = ae.quantize.embedding.weight.double()
+    d = torch.cdist(zf, e)
+    two = d.topk(2, largest=False)
+    i0, i1 = two.indices[:, 0], two.indices[:, 1]
+    diff = e[i1] - e[i0]
+    return ((two.values[:, 1] ** 2 - two.values[:, 0] ** 2) / (2 * diff.norm(dim=1))).min().item()
+
+
+@torch.no_grad()
+def build_fixture(model, cfg, out, seed=1012):
+    torch.manual_seed(seed)
+    image = cfg["midms"].get("image_size", 64)
+    lnc = model.label_nc
+    h = cfg["model"]["params"]["image_size"]
+    c = model.ae.quant_conv.out_channels
+    ins = asset_inputs(image) if lnc == 1 else None
+    if ins is None:
+        cond = torch.rand(2, lnc, image, image)
+        exl = torch.rand(2, lnc, image, image)
+        ex = torch.rand(2, 3, image, image) * 2 - 1
+        src = torch.rand(2, 3, image, image) * 2 - 1
+    else:
+        cond, ex, exl, src = ins
+    tr = {"input.cond_label": cond, "input.exemplar": ex, "input.exemplar_label": exl, "input.src_image": src}
+    ae = model.ae
+    tr["ae.encoder_out"] = ae.encoder(ex)
+    tr["ae.latent"] = ae.encode(ex)
+    tr["ae.quant"], _, tr["ae.quant_indices"] = ae.quantize(tr["ae.latent"])
+    tr["ae.decoded"] = ae.decode(tr["ae.latent"])
+    tr["ae.decoded_noquant"] = ae.decode_noquant(tr["ae.latent"])
+    tr["corr.src_feats"] = ae.encode(src)
+    ux = torch.randn(2, c, h, h)
+    ut = torch.randint(0, 1000, (2,))
+    tt = {}
+    tr["unet.eps"] = model.diff_model.model.diffusion_model(ux, ut, trace=tt)
+    tr.update({"unet.x": ux, "unet.t": ut})
+    for k in ["unet.t_emb", "unet.emb", "unet.input_blocks.1", "unet.input_blocks.4", "unet.middle_block",
+              "unet.output_blocks.2"]:
+        if k in tt:
+            tr[k] = tt[k]
+    for s, eta in ((16, 0.0), (200, 1.0)):
+        sch = DdimSchedule(model.diff_model.alphas_cumprod, s, eta)
+        tr[f"ddim{s}.ddim_timesteps"] = torch.tensor(sch.timesteps, dtype=torch.long)
+        tr[f"ddim{s}.ddim_alphas"] = sch.alphas
+        tr[f"ddim{s}.ddim_alphas_prev"] = sch.alphas_prev
+        tr[f"ddim{s}.ddim_sigmas"] = sch.sigmas
+        tr[f"ddim{s}.ddim_sqrt_one_minus_alphas"] = sch.sqrt_one_minus_alphas
+    sn_modules = [f"{e}.{m}" for e in ("real_enc", "iter_enc", "seg_enc")
+                  for m in ("layer1.0", "layer2.0", "layer3.0", "G_middle_1.conv_0", "G_middle_1.conv_1",
+                            "G_middle_1.conv_s")]
+    sigmas = []
+    for name in sn_modules:
+        mod = model.get_submodule(name)
+        for hook in mod._forward_pre_hooks.values():
+            hook(mod, None)
+        tr[f"sn_eff.{name}.weight"] = mod.weight.detach().clone()
+        w = mod.weight_orig.reshape(mod.weight_orig.shape[0], -1)
+        sigmas.append(torch.dot(mod.weight_u, w @ mod.weight_v))
+    tr["sn_eff.sigmas"] = torch.stack(sigmas)
+    shape = (2, c, h, h)
+    noises = {"loop.0.q_noise": torch.randn(shape), "refine.q_noise": torch.randn(shape),
+              "refine.noise": torch.randn((20,) + shape)}
+    tr["refine.x_T_discarded"] = torch.randn(shape)
+    t = {}
+    model.translate(cond, ex, exl, noises=noises, trace=t)
+    tr.update(t)
+    tr = {k: v.detach().clone().contiguous() for k, v in tr.items()}
+    os.makedirs(out, exist_ok=True)
+    save_file({k: v.float().contiguous() for k, v in model.state_dict().items()},
+              os.path.join(out, "weights.safetensors"))
+    save_file(tr, os.path.join(out, "trace.safetensors"))
+    margins = {
+        "vq_min_distance_to_voronoi_boundary_ae_decode": vq_margin(ae, tr["ae.latent"]),
+        "vq_min_distance_to_voronoi_boundary_final_decode": vq_margin(ae, tr["refine.final_latent"]),
+        "min_abs_fb_minus_0.5_flow_ref": (tr["flow_ref.fb_ts"] - 0.5).abs().min().item(),
+        "min_abs_fb_minus_0.5_loop_1_and_2": [(tr[f"loop.{k}.fb_ts"] - 0.5).abs().min().item() for k in (1, 2)],
+    }
+    json.dump(fixture_config(model, cfg, sn_modules, sigmas, margins, seed), open(os.path.join(out, "config.json"), "w"),
+              indent=1)
+    return tr, margins
+
+
+def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
+    p = cfg["model"]["params"]
+    fs = p["first_stage_config"]["params"]
+    dd = fs["ddconfig"]
+    un = p["unet_config"]["params"]
+    mi = cfg["midms"]
+    s16 = DdimSchedule(model.diff_model.alphas_cumprod, 16, 0.0)
+    s200 = DdimSchedule(model.diff_model.alphas_cumprod, 200, 1.0)
+    return {
+        "source": {"implementation": "midm trainer (train/), PyTorch modules checked against ../shared/parity"},
+        "set": "trainer", "seed": seed, "dtype": "float32 (int64 for index/timestep tensors)", "batch_size": 2,
+        "image_size": mi.get("image_size", 64), "latent_size": p["image_size"], "label_nc": mi["label_nc"],
+        "ldm_config": {"model": cfg["model"]},
+        "autoencoder": {"type": "VQModelInterface (VQ-f4 layout)", "embed_dim": fs["embed_dim"],
+                        "n_embed": fs["n_embed"], "z_channels": dd["z_channels"], "double_z": dd["double_z"],
+                        "ch": dd["ch"], "ch_mult": dd["ch_mult"], "num_res_blocks": dd["num_res_blocks"],
+                        "attn_resolutions": dd["attn_resolutions"],
+                        "groupnorm": {"groups": 32, "eps": 1e-6, "affine": True}},
+        "unet": {"type": "openaimodel.UNetModel", "image_size": un["image_size"], "in_channels": un["in_channels"],
+                 "out_channels": un["out_channels"], "model_channels": un["model_channels"],
+                 "channel_mult": un["channel_mult"], "num_res_blocks": un["num_res_blocks"],
+                 "attention_resolutions": un["attention_resolutions"],
+                 "num_head_channels": un["num_head_channels"], "num_heads": None, "legacy": True,
+                 "use_scale_shift_norm": False, "time_embed_dim": 4 * un["model_channels"]},
+        "ddpm_schedule": {"linear_start": p["linear_start"], "linear_end": p["linear_end"],
+                          "timesteps": p["timesteps"], "parameterization": "eps"},
+        "midms": {"backbone": "VQGAN", "phase": "e2e_recurrent", "confidence_masking": True, "maskmix": True,
+                  "N_CH": mi["N_CH"], "label_nc": mi["label_nc"], "layer_channels": mi["N_CH"] + mi["label_nc"],
+                  "corr_ndf": mi["corr_ndf"], "spade_nhidden": mi["spade_nhidden"],
+                  "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],
+                                "rewarp_at_loop_indices": [1, 2],
+                                "refine": {"ddim_num_steps": 200, "eta": 1.0, "hijack_step": 180}}},
+        "derived_timesteps": {
+            "ddim16_timesteps": s16.timesteps.tolist(), "loop_q_sample_t": int(s16.time_range[11]),
+            "loop_unet_t": [int(s16.time_range[s]) for s in (12, 13, 14, 15)],
+            "loop_index": [17 - s - 1 for s in (12, 13, 14, 15)],
+            "refine_q_sample_t": int(s200.time_range[179]),
+            "refine_unet_t": [int(s200.time_range[i]) for i in range(180, 200)],
+            "refine_index": [199 - i for i in range(180, 200)]},
+        "numerical_margins": margins,
+        "sn_modules": sn_modules,
+        "sn_sigmas": {n: float(s) for n, s in zip(sn_modules, sigmas)},
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--weights", default="weights", help="directory with model.safetensors + config.yaml")
+    ap.add_argument("--random", action="store_true", help="random weights with the default config")
+    ap.add_argument("--seed", type=int, default=1012)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    if a.random or not os.path.exists(os.path.join(a.weights, "model.safetensors")):
+        torch.manual_seed(a.seed)
+        cfg = default_config()
+        model = MIDM(cfg, **corr_kwargs(cfg))
+        model.train()
+        with torch.no_grad():  # 2 power iterations on u, v (as the reference fixture), no weight change
+            for _ in range(2):
+                for m in model.modules():
+                    for hook in list(m._forward_pre_hooks.values()):
+                        if type(hook).__name__ == "SpectralNorm":
+                            hook(m, None)
+        model.eval()
+        which = "random"
+    else:
+        from .export import load_exported
+
+        model, cfg = load_exported(a.weights)
+        which = a.weights
+    _, margins = build_fixture(model, cfg, a.out, a.seed)
+    print(f"fixture ({which}) written to {a.out}; margins {margins}")
+
+
+if __name__ == "__main__":
+    main()

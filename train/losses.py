@@ -1,0 +1,78 @@
+"""Losses of the MIDMs training (Table 6 of the paper, weights as the authors' optimize.py):
+
+    L = 10 L_dom + 1 L_cycle + 1 L_src + 0.002 L_perc + 1 L_style (after warm-up) + 1 L_diff
+
+Feature network: VGG-19 weights cannot be downloaded here, so the perceptual, source and contextual
+losses use the frozen, trained encoder of our own VQ autoencoder (`VQModel.features`): four levels
+(64x64x32, 32x32x64, 16x16x64 and the 16x16x64 mid block). They stand in for VGG's
+relu2_2 .. relu5_2 in the same roles (shallow to deep), are trained on this very image domain, and
+need no extra weights in the repository.
+"""
+import sys
+
+import torch
+import torch.nn.functional as F
+
+W_DOM, W_CYCLE, W_SRC, W_PERC, W_STYLE, W_DIFF = 10.0, 1.0, 1.0, 0.002, 1.0, 1.0
+SRC_LEVEL_WEIGHTS = [1.0 / 8, 1.0 / 4, 1.0 / 2, 1.0]
+
+
+def l2_normalize(f):
+    """CoCosNet `feature_normalize`: divide by the channel L2 norm (+ float epsilon)."""
+    return f / (torch.norm(f, 2, 1, keepdim=True) + sys.float_info.epsilon)
+
+
+def domain_loss(trg_m, src_m, ref_m):
+    """L_dom: the edge-domain features of the target align with the image-domain features of the
+    same target; the second term restricts the comparison to directions the exemplar uses."""
+    t, s = l2_normalize(trg_m), l2_normalize(src_m)
+    r = l2_normalize(ref_m).detach()
+    return F.l1_loss(t, s) + F.l1_loss(r * t, r * s)
+
+
+def cycle_loss(feats, corr):
+    """L_cycle: warping the exemplar latent to the target and back reproduces it."""
+    from .ops import soft_warp
+
+    fwd = soft_warp(feats, corr)
+    back = soft_warp(fwd, corr.permute(0, 3, 4, 1, 2))
+    return F.l1_loss(back, feats.detach())
+
+
+def src_loss(feats_warped_src, feats_src):
+    """L_src: multi-level feature L1 between the self-warped target and the target."""
+    return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(SRC_LEVEL_WEIGHTS, feats_warped_src, feats_src))
+
+
+def perc_loss(feats_out, feats_src):
+    """L_perc: deep-feature L1 between the translation and the ground-truth target."""
+    return F.l1_loss(feats_out[-2], feats_src[-2].detach())
+
+
+def contextual_loss(x, y, h=0.1):
+    """Contextual loss (Mechrez et al. 2018) per sample, features [B, C, H, W]; as the authors':
+    centre by the spatial mean of y, L2-normalise, cosine distances d, d / (min_j d + 1e-5),
+    w = exp((1 - d~)/h), A normalised over y positions, CX = mean_j max_i A_ij, loss = -log CX."""
+    b, c = x.shape[:2]
+    mu = y.reshape(b, c, -1).mean(-1)[..., None, None]
+    xn = l2_normalize(x - mu).reshape(b, c, -1)
+    yn = l2_normalize(y - mu).reshape(b, c, -1)
+    d = 1 - torch.bmm(xn.transpose(1, 2), yn)
+    d_norm = d / (d.min(dim=-1, keepdim=True)[0] + 1e-5)
+    w = torch.exp((1 - d_norm) / h)
+    a = w / w.sum(dim=-1, keepdim=True)
+    cx = a.max(dim=1)[0].mean(dim=-1)
+    return -torch.log(cx)
+
+
+def style_loss(feats_out, feats_ref):
+    """L_style: contextual loss against the exemplar on the 4 feature levels (weights 8, 4, 2, 1,
+    shallow levels average-pooled to 16x16 as the authors pool relu3/relu2)."""
+    def pooled(f):
+        k = f.shape[-1] // 16
+        return F.avg_pool2d(f, k) if k > 1 else f
+
+    total = 0
+    for w, a, r in zip([1.0, 2.0, 4.0, 8.0], feats_out, feats_ref):
+        total = total + w * contextual_loss(pooled(a), pooled(r.detach())).mean()
+    return total

@@ -1,0 +1,246 @@
+"""The MIDMs module: LDM (VQ autoencoder + UNet + DDPM buffers) and the correspondence networks,
+with the canonical state_dict key names, and the inference loop exactly as the reference."""
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .autoencoder import VQModel
+from .correspondence import build_correspondence
+from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+from .unet import UNetModel
+
+SCHEDULE_BUFFERS = [
+    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+]
+
+
+def ddpm_schedule(timesteps=1000, linear_start=0.0015, linear_end=0.0195):
+    """LDM register_schedule in float64, returned as float32 tensors."""
+    betas = np.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=np.float64) ** 2
+    alphas = 1.0 - betas
+    acp = np.cumprod(alphas, axis=0)
+    acp_prev = np.append(1.0, acp[:-1])
+    post_var = betas * (1.0 - acp_prev) / (1.0 - acp)
+    s = {
+        "betas": betas, "alphas_cumprod": acp, "alphas_cumprod_prev": acp_prev,
+        "sqrt_alphas_cumprod": np.sqrt(acp), "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - acp),
+        "log_one_minus_alphas_cumprod": np.log(1.0 - acp), "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / acp),
+        "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / acp - 1), "posterior_variance": post_var,
+        "posterior_log_variance_clipped": np.log(np.maximum(post_var, 1e-20)),
+        "posterior_mean_coef1": betas * np.sqrt(acp_prev) / (1.0 - acp),
+        "posterior_mean_coef2": (1.0 - acp_prev) * np.sqrt(alphas) / (1.0 - acp),
+    }
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in s.items()}
+
+
+class DdimSchedule:
+    """DDIM make_schedule (uniform) from the float32 alphas_cumprod buffer."""
+
+    def __init__(self, alphas_cumprod, num_steps, eta, num_timesteps=1000):
+        c = num_timesteps // num_steps
+        self.timesteps = np.asarray(list(range(0, num_timesteps, c))) + 1
+        acp = alphas_cumprod.detach().cpu()
+        self.alphas = acp[self.timesteps].clone()
+        prev = np.asarray([acp[0].item()] + acp[self.timesteps[:-1]].tolist())
+        a64 = self.alphas.double().numpy()
+        self.alphas_prev = torch.tensor(prev, dtype=torch.float32)
+        sig = eta * np.sqrt((1 - prev) / (1 - a64) * (1 - a64 / prev))
+        self.sigmas = torch.tensor(sig, dtype=torch.float32)
+        self.sqrt_one_minus_alphas = torch.sqrt(1.0 - self.alphas)
+        self.time_range = self.timesteps[::-1].copy()
+        self.total_steps = len(self.timesteps)
+
+
+class DiffusionWrapper(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.diffusion_model = unet
+
+
+class LatentDiffusion(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        p = cfg["model"]["params"]
+        fs = p["first_stage_config"]["params"]
+        self.first_stage_model = VQModel(fs["embed_dim"], fs["n_embed"], fs["ddconfig"])
+        self.model = DiffusionWrapper(UNetModel(**p["unet_config"]["params"]))
+        self.num_timesteps = p["timesteps"]
+        for k, v in ddpm_schedule(p["timesteps"], p["linear_start"], p["linear_end"]).items():
+            self.register_buffer(k, v)
+
+    def q_sample(self, x0, t, noise):
+        a = self.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1)
+        b = self.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1)
+        return a * x0 + b * noise
+
+    def eps(self, x, t):
+        return self.model.diffusion_model(x, t)
+
+
+def ddim_step(diff, sched, x, index, t_val, noise=None, trace=None, prefix=None):
+    """One DDIM step (p_sample_ddim). Returns (x_prev, pred_x0, a_prev_sqrt, dir_xt)."""
+    b = x.shape[0]
+    t = torch.full((b,), int(t_val), dtype=torch.long, device=x.device)
+    e = diff.eps(x, t)
+    dev = x.device
+    a_t = sched.alphas[index].to(dev)
+    a_prev = sched.alphas_prev[index].to(dev)
+    sigma = sched.sigmas[index].to(dev)
+    som = sched.sqrt_one_minus_alphas[index].to(dev)
+    pred_x0 = (x - som * e) / a_t.sqrt()
+    dir_xt = (1.0 - a_prev - sigma ** 2).sqrt() * e
+    if noise is None:
+        noise = torch.randn_like(x)
+    x_prev = a_prev.sqrt() * pred_x0 + dir_xt + sigma * noise
+    if trace is not None:
+        trace.update({f"{prefix}.eps": e, f"{prefix}.pred_x0": pred_x0, f"{prefix}.dir_xt": dir_xt,
+                      f"{prefix}.x_prev": x_prev, f"{prefix}.x_in": x, f"{prefix}.t": t,
+                      f"{prefix}.a_prev_sqrt": a_prev.sqrt().expand(b).clone(),
+                      f"{prefix}.index": torch.tensor([index], dtype=torch.long)})
+    return x_prev, pred_x0, a_prev.sqrt(), dir_xt
+
+
+class MIDM(nn.Module):
+    def __init__(self, ldm_cfg, label_nc=1, n_ch=32, ndf=8, spade_nhidden=16):
+        super().__init__()
+        self.diff_model = LatentDiffusion(ldm_cfg)
+        fs = ldm_cfg["model"]["params"]["first_stage_config"]["params"]
+        self.label_nc = label_nc
+        build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden)
+
+    @property
+    def ae(self):
+        return self.diff_model.first_stage_model
+
+    # ---- correspondence -------------------------------------------------------------------
+    def match(self, label, ref_feats, ref_label, trace=None):
+        """Initial matching. Returns dict with trg/ref matching feats, corr_ref, warped_ref_feat."""
+        hw = ref_feats.shape[2:]
+        label_ds = F.interpolate(label, size=hw, mode="nearest")
+        ref_label_ds = F.interpolate(ref_label, size=hw, mode="nearest")
+        trg_m = self.seg_enc(label_ds, trace=trace, name="seg_enc")
+        ref_m = self.real_enc(ref_feats)
+        trg_lo = self.layer(torch.cat([trg_m, label_ds], 1))
+        ref_lo = self.layer(torch.cat([ref_m, ref_label_ds], 1))
+        trg_out = feature_normalize(self.theta(trg_lo))
+        ref_out = feature_normalize(self.phi(ref_lo))
+        corr = correlation(trg_out, ref_out)
+        warped = soft_warp(ref_feats, corr)
+        if trace is not None:
+            trace.update({
+                "corr.cond_label_ds": label_ds, "corr.exemplar_label_ds": ref_label_ds,
+                "corr.trg_matching_feats": trg_m, "corr.ref_matching_feats": ref_m,
+                "corr.trg_layer0_out": self.layer[0](torch.cat([trg_m, label_ds], 1)),
+                "corr.trg_layer_out": trg_lo, "corr.ref_layer_out": ref_lo,
+                "corr.trg_out": trg_out, "corr.ref_out": ref_out, "corr.corr_ref": corr,
+                "corr.warped_ref_feat": warped, "corr.ref_feats": ref_feats,
+            })
+        return {"label_ds": label_ds, "ref_label_ds": ref_label_ds, "trg_m": trg_m, "ref_m": ref_m,
+                "trg_out": trg_out, "ref_out": ref_out, "corr": corr, "warped": warped}
+
+    def rematch(self, x0, trg_m, ref_m, ref_feats):
+        """Re-matching from the current x0 estimate (iter_enc). Returns (x0_new, corr_inter, iter_feat)."""
+        f = feature_normalize(self.iter_enc(x0, seg=trg_m))
+        r = feature_normalize(ref_m)
+        corr = correlation(f, r)
+        return soft_warp(ref_feats, corr), corr, f, r
+
+    # ---- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, label, ref_img, ref_label, steps=16, t_list=None, rewarp_at=(1, 2), use_mask=True,
+                  refine=True, refine_steps=200, refine_hijack=180, noises=None, trace=None, generator=None):
+        """MIDM inference (section 5-6 of the parity README). `noises` injects the used draws:
+        {'loop.0.q_noise', 'refine.q_noise', 'refine.noise' [n, B, C, h, w]}."""
+        diff = self.diff_model
+        noises = noises or {}
+
+        def randn(shape_like, key, j=None):
+            if key in noises:
+                return noises[key] if j is None else noises[key][j]
+            return torch.randn(shape_like.shape, generator=generator, device=shape_like.device)
+
+        ref_feats = self.ae.encode(ref_img)
+        m = self.match(label, ref_feats, ref_label, trace=trace)
+        if trace is not None:
+            fl = get_flow(m["corr"])
+            for k, v in zip(["map_trg", "map_src", "flow_trg", "flow_src"], fl):
+                trace[f"flow_ref.{k}"] = v
+            fb_ts, fb_st = fbcheck(*fl)
+            trace["flow_ref.fb_ts"], trace["flow_ref.fb_st"] = fb_ts, fb_st
+            trace["flow_ref.fb_mask"] = fb_mask(fb_ts, trace, "flow_ref")
+        sched = DdimSchedule(diff.alphas_cumprod, steps, 0.0, diff.num_timesteps)
+        if t_list is None:
+            t_list = [steps * 3 // 4 + i for i in range(steps // 4)]
+        x0 = m["warped"]
+        param = None
+        mask = None
+        b = x0.shape[0]
+        for k, s in enumerate(t_list):
+            p = f"loop.{k}"
+            if k in rewarp_at:
+                x0_new, corr_i, f, r = self.rematch(x0, m["trg_m"], m["ref_m"], ref_feats)
+                fl = get_flow(corr_i)
+                fb_ts = fbcheck(*fl)[0]
+                mask = fb_mask(fb_ts)
+                x0 = x0_new * mask + x0 * (1 - mask) if use_mask else x0_new
+                if trace is not None:
+                    trace.update({f"{p}.iter_feat": f, "loop.inter_ref_feat": r, f"{p}.pred_ref_x0_new": x0_new,
+                                  f"{p}.fb_ts": fb_ts, f"{p}.fb_mask": mask})
+                    for kk, v in zip(["map_trg", "map_src", "flow_trg", "flow_src"], fl):
+                        trace[f"{p}.{kk}"] = v
+            if trace is not None:
+                trace[f"{p}.hijack_feat"] = x0
+            if param is None:
+                q_t = int(sched.time_range[s - 1])
+                qn = randn(x0, f"{p}.q_noise")
+                x = diff.q_sample(x0, torch.full((b,), q_t, dtype=torch.long), qn)
+                if trace is not None:
+                    trace[f"{p}.q_noise"], trace[f"{p}.q_t"] = qn, torch.full((b,), q_t, dtype=torch.long)
+            else:
+                x = param[0] * x0 + param[1]
+            index = sched.total_steps - s - 1
+            _, x0, a_prev_sqrt, dir_xt = ddim_step(diff, sched, x, index, sched.time_range[s],
+                                                   noise=torch.zeros_like(x), trace=trace, prefix=p)
+            param = (a_prev_sqrt, dir_xt)
+        if trace is not None:
+            trace["loop.t_list"] = torch.tensor(t_list, dtype=torch.long)
+            if mask is not None:
+                trace["out.fb_mask"] = mask
+        if refine:
+            x0 = self.refine(x0, refine_steps, refine_hijack, randn, trace)
+        out = self.ae.decode(x0)
+        if trace is not None:
+            trace["out.final_quant_indices"] = self.ae.quantize.indices(x0)
+            trace["out.warped_ref"] = out
+        return out, mask
+
+    def refine(self, x0, steps, hijack, randn, trace=None):
+        diff = self.diff_model
+        sched = DdimSchedule(diff.alphas_cumprod, steps, 1.0, diff.num_timesteps)
+        b = x0.shape[0]
+        q_t = int(sched.time_range[hijack - 1])
+        qn = randn(x0, "refine.q_noise")
+        x = diff.q_sample(x0, torch.full((b,), q_t, dtype=torch.long), qn)
+        rec = {"x_in": [], "noise": [], "t": [], "index": [], "sigma": []}
+        if trace is not None:
+            trace.update({"refine.hijack_feat": x0, "refine.q_noise": qn, "refine.x_start": x,
+                          "refine.q_t": torch.full((b,), q_t, dtype=torch.long)})
+        pred = x0
+        for j, i in enumerate(range(hijack, steps)):
+            index = steps - i - 1
+            z = randn(x, "refine.noise", j)
+            rec["x_in"].append(x)
+            rec["noise"].append(z)
+            rec["t"].append(int(sched.time_range[i]))
+            rec["index"].append(index)
+            rec["sigma"].append(sched.sigmas[index])
+            x, pred, _, _ = ddim_step(diff, sched, x, index, sched.time_range[i], noise=z)
+        if trace is not None:
+            trace.update({"refine.x_in": torch.stack(rec["x_in"]), "refine.noise": torch.stack(rec["noise"]),
+                          "refine.t": torch.tensor(rec["t"], dtype=torch.long),
+                          "refine.index": torch.tensor(rec["index"], dtype=torch.long),
+                          "refine.sigma": torch.stack(rec["sigma"]), "refine.final_latent": pred})
+        return pred

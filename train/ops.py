@@ -1,0 +1,67 @@
+"""Matching operations of MIDMs: correlation, soft warp, flows, forward-backward consistency mask."""
+import torch
+import torch.nn.functional as F
+
+TEMPERATURE = 0.005
+
+
+def feature_normalize(f):
+    """Subtract the channel mean, divide by the channel L2 norm (no epsilon, as the reference)."""
+    f = f - f.mean(dim=1, keepdim=True)
+    return f / torch.norm(f, 2, 1, keepdim=True)
+
+
+def correlation(q, s):
+    """[B, C, h, w] x [B, C, h, w] -> [B, h_t, w_t, h_r, w_r] cosine similarity, clamped at 0."""
+    q = q / (torch.norm(q, 2, 1, keepdim=True) + 1e-5)
+    s = s / (torch.norm(s, 2, 1, keepdim=True) + 1e-5)
+    return torch.einsum("bcij,bckl->bijkl", q, s).clamp(min=0)
+
+
+def soft_warp(src, corr, temp=TEMPERATURE):
+    """Softmax over reference positions; src [B, C, h_r, w_r] -> [B, C, h_t, w_t]."""
+    b, ht, wt, hr, wr = corr.shape
+    p = torch.softmax(corr.reshape(b, ht * wt, hr * wr) / temp, dim=-1)
+    c = src.shape[1]
+    out = torch.bmm(p, src.reshape(b, c, hr * wr).transpose(1, 2))
+    return out.transpose(1, 2).reshape(b, c, ht, wt)
+
+
+def _grid(h, w, device):
+    y = torch.linspace(-1, 1, h, device=device)
+    x = torch.linspace(-1, 1, w, device=device)
+    gy, gx = torch.meshgrid(y, x, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)  # [h, w, 2], (x, y)
+
+
+def get_flow(corr, temp=TEMPERATURE):
+    """Returns (map_trg, map_src, flow_trg, flow_src), each [B, h, w, 2] in (x, y) order."""
+    b, h, w, hr, wr = corr.shape
+    grid = _grid(h, w, corr.device)
+    gflat = grid.reshape(-1, 2)
+    pt = torch.softmax(corr.reshape(b, h, w, hr * wr) / temp, dim=-1)
+    map_trg = pt @ gflat
+    ps = torch.softmax(corr.reshape(b, h * w, hr, wr) / temp, dim=1)
+    map_src = torch.einsum("bnkl,nc->bklc", ps, gflat)
+    return map_trg, map_src, map_trg - grid, map_src - grid
+
+
+def fbcheck(map_trg, map_src, flow_trg, flow_src):
+    """Forward-backward errors (the reference samples flow_trg at map_trg, flow_src at map_src)."""
+    ts = F.grid_sample(flow_trg.permute(0, 3, 1, 2), map_trg, mode="bilinear", padding_mode="zeros",
+                       align_corners=True)
+    st = F.grid_sample(flow_src.permute(0, 3, 1, 2), map_src, mode="bilinear", padding_mode="zeros",
+                       align_corners=True)
+    fb_ts = torch.sqrt(((ts + flow_trg.permute(0, 3, 1, 2)) ** 2).sum(1))
+    fb_st = torch.sqrt(((st + flow_src.permute(0, 3, 1, 2)) ** 2).sum(1))
+    return fb_ts, fb_st
+
+
+def fb_mask(fb_ts, trace=None, prefix=None):
+    """1 where >= 3 of the 4 pixels of each 2x2 block pass the forward-backward check."""
+    raw = (fb_ts < 0.5).float().unsqueeze(1)
+    pooled = F.avg_pool2d(raw, 2)
+    m = (F.interpolate(pooled, scale_factor=2, mode="nearest") > 0.5).float()
+    if trace is not None:
+        trace[f"{prefix}.mask_raw"], trace[f"{prefix}.mask_pooled"] = raw, pooled
+    return m

@@ -1,0 +1,258 @@
+"""Staged, resumable training of the MIDM emoji model.
+
+    python -m train.train ae   --minutes 20   # VQ autoencoder (then frozen)
+    python -m train.train unet --minutes 25   # latent UNet, eps prediction, LDM schedule
+    python -m train.train warmup --minutes 25 # correspondence warm-up (needs only the autoencoder)
+    python -m train.train e2e --minutes 25    # end-to-end fine-tuning (correspondence + UNet)
+
+Each stage resumes from train/runs/<stage>/ckpt.pt (weights, optimiser, step) when present and
+otherwise starts from the previous stage's train/runs/midm_<prev>.pt. `--steps` is the stage's total
+step target; `--minutes` caps this invocation's wall time (run it again to continue). Losses go to
+train/runs/<stage>/losses.csv, sample grids to train/runs/<stage>/samples_<step>.png.
+"""
+import argparse
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .common import Clock, EmojiBatches, Logger, Stage, edge_to_pm1, save_grid
+from .config import corr_kwargs, default_config
+from .midm import MIDM
+
+PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet"}
+CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
+
+
+def build(run_dir):
+    cfg_path = os.path.join(run_dir, "config.json")
+    if os.path.exists(cfg_path):
+        cfg = json.load(open(cfg_path))
+    else:
+        cfg = default_config()
+        os.makedirs(run_dir, exist_ok=True)
+        json.dump(cfg, open(cfg_path, "w"), indent=1)
+    return cfg, MIDM(cfg, **corr_kwargs(cfg))
+
+
+def load_prev(model, run_dir, stage):
+    p = PREV[stage]
+    if p is None:
+        return
+    path = os.path.join(run_dir, f"midm_{p}.pt")
+    if not os.path.exists(path):
+        raise SystemExit(f"stage {stage} needs {path}: run `python -m train.train {p}` first")
+    sd = torch.load(path, map_location="cpu")
+    if stage == "e2e":
+        # UNet from the unet stage, correspondence networks from the warm-up stage.
+        wpath = os.path.join(run_dir, "midm_warmup.pt")
+        if not os.path.exists(wpath):
+            raise SystemExit(f"stage e2e needs {wpath}: run `python -m train.train warmup` first")
+        sd.update({k: v for k, v in torch.load(wpath, map_location="cpu").items() if k.startswith(CORR_PREFIXES)})
+    model.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: VQ autoencoder
+def ae_losses(ae, x):
+    rec, qloss, idx = ae(x)
+    l1 = (rec - x).abs().mean()
+    return {"loss": l1 + qloss, "l1": l1, "qloss": qloss}, rec, idx
+
+
+@torch.no_grad()
+def reinit_dead_codes(ae, usage, z, g):
+    """Codes unused since the last check are moved onto random current latents (avoids collapse)."""
+    dead = usage == 0
+    n = int(dead.sum())
+    if n:
+        zf = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        pick = zf[torch.randint(len(zf), (n,), generator=g)]
+        ae.quantize.embedding.weight.data[dead] = pick + 0.01 * torch.randn(pick.shape, generator=g)
+    return n
+
+
+@torch.no_grad()
+def normalize_latent_scale(ae, x):
+    """Exact reparametrisation so that encode(x) has unit std: scale quant_conv and the codebook
+    by s and post_quant_conv's weight by 1/s (decode(encode(x)) is unchanged)."""
+    s = 1.0 / ae.encode(x).std().item()
+    ae.quant_conv.weight.mul_(s)
+    ae.quant_conv.bias.mul_(s)
+    ae.quantize.embedding.weight.mul_(s)
+    ae.post_quant_conv.weight.mul_(1.0 / s)
+    return s
+
+
+def train_ae(model, a, stage, train, val):
+    ae = model.ae
+    opt = torch.optim.Adam(ae.parameters(), lr=a.lr or 3e-4, betas=(0.5, 0.9))
+    step, elapsed = stage.resume(model, opt)
+    log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "qloss", "codes_used", "val_l1"])
+    clock = Clock(elapsed, a.minutes)
+    g = torch.Generator().manual_seed(step)
+    usage = torch.zeros(ae.quantize.embedding.num_embeddings)
+    vb = val.batch(16, augment=False, indices=val.idx[:16], exemplar_k=torch.zeros(16, dtype=torch.long))
+    ae.train()
+    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="ae")
+    while step < a.steps and not clock.out_of_time():
+        b = train.batch(a.batch)
+        x = torch.cat([b["image"], b["ref"]])[: a.batch]
+        if a.crop:
+            # The autoencoder is convolutional: random crops make a step ~4x cheaper on CPU.
+            oy, ox = torch.randint(0, x.shape[-1] - a.crop + 1, (2,), generator=g).tolist()
+            x = x[..., oy:oy + a.crop, ox:ox + a.crop]
+        losses, rec, idx = ae_losses(ae, x)
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        usage += torch.bincount(idx.flatten(), minlength=len(usage)).float()
+        step += 1
+        pbar.update(1)
+        if step % 100 == 0:
+            used = int((usage > 0).sum())
+            if step <= a.steps * 0.8:
+                reinit_dead_codes(ae, usage, ae.encode(x).detach(), g)
+            usage.zero_()
+            with torch.no_grad():
+                ae.eval()
+                vl = ae_losses(ae, vb["image"])[0]["l1"].item()
+                ae.train()
+            log.log(step, clock.elapsed(), loss=losses["loss"].item(), l1=losses["l1"].item(),
+                    qloss=losses["qloss"].item(), codes_used=used, val_l1=vl)
+            pbar.set_postfix(l1=f"{losses['l1'].item():.4f}", val=f"{vl:.4f}", codes=used)
+        if step % 500 == 0 or step == a.steps:
+            with torch.no_grad():
+                ae.eval()
+                save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"), [vb["image"], ae(vb["image"])[0]])
+                ae.train()
+            stage.save(model, opt, step, clock.elapsed())
+    stage.save(model, opt, step, clock.elapsed())
+    if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
+        ae.eval()
+        xs = train.batch(256, augment=False)["image"]
+        s = normalize_latent_scale(ae, xs)
+        print(f"latent scale factor folded into quant_conv/codebook/post_quant_conv: {s:.4f}")
+        stage.finish(model)
+        print(f"ae done: {step} steps, {clock.elapsed() / 60:.1f} min")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: latent UNet
+def diffusion_loss(model, z, g=None, low_t_fraction=0.7, low_t_max=400):
+    """Epsilon-prediction MSE. MIDM only queries the UNet at t <= 311 (matching loop) and t <= 101
+    (refinement), so `low_t_fraction` of the timesteps are drawn from [0, low_t_max) and the rest
+    uniformly from [0, T) (the latter keeps plain sampling from noise working)."""
+    diff = model.diff_model
+    b = z.shape[0]
+    t_all = torch.randint(0, diff.num_timesteps, (b,), generator=g)
+    t_low = torch.randint(0, low_t_max, (b,), generator=g)
+    t = torch.where(torch.rand(b, generator=g) < low_t_fraction, t_low, t_all)
+    n = torch.randn(z.shape, generator=g)
+    eps = diff.eps(diff.q_sample(z, t, n), t)
+    return F.mse_loss(eps, n)
+
+
+@torch.no_grad()
+def ddim_sample(model, n, steps=50, g=None):
+    from .midm import DdimSchedule, ddim_step
+
+    diff = model.diff_model
+    sched = DdimSchedule(diff.alphas_cumprod, steps, 0.0, diff.num_timesteps)
+    s = model.ae.quant_conv.out_channels
+    h = model.latent_size
+    x = torch.randn((n, s, h, h), generator=g)
+    for i, t in enumerate(sched.time_range):
+        index = sched.total_steps - i - 1
+        x, _, _, _ = ddim_step(diff, sched, x, index, t, noise=torch.zeros_like(x))
+    return model.ae.decode(x)
+
+
+def train_unet(model, a, stage, train, val):
+    unet = model.diff_model.model.diffusion_model
+    model.ae.eval()
+    model.ae.requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=a.lr or 2e-4, weight_decay=0.0)
+    step, elapsed = stage.resume(model, opt)
+    log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "val_loss"])
+    clock = Clock(elapsed, a.minutes)
+    g = torch.Generator().manual_seed(1000 + step)
+    gv = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        zval = model.ae.encode(val.images[val.idx[:64]])
+    unet.train()
+    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet")
+    run = None
+    while step < a.steps and not clock.out_of_time():
+        b = train.batch(a.batch)
+        x = torch.cat([b["image"], b["ref"]])[: a.batch]
+        with torch.no_grad():
+            z = model.ae.encode(x)
+        loss = diffusion_loss(model, z, g)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        step += 1
+        run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
+        pbar.update(1)
+        if step % 100 == 0:
+            with torch.no_grad():
+                unet.eval()
+                gv.manual_seed(7)
+                vl = diffusion_loss(model, zval, gv).item()
+                unet.train()
+            log.log(step, clock.elapsed(), loss=run, val_loss=vl)
+            pbar.set_postfix(loss=f"{run:.4f}", val=f"{vl:.4f}")
+        if step % 1000 == 0 or step == a.steps:
+            unet.eval()
+            imgs = ddim_sample(model, 8, 50, torch.Generator().manual_seed(0))
+            save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"), [imgs])
+            unet.train()
+            stage.save(model, opt, step, clock.elapsed())
+    stage.save(model, opt, step, clock.elapsed())
+    if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
+        stage.finish(model)
+        print(f"unet done: {step} steps, {clock.elapsed() / 60:.1f} min")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["ae", "unet", "warmup", "e2e"])
+    ap.add_argument("--data", default="train/data")
+    ap.add_argument("--run", default="train/runs")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--minutes", type=float, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--crop", type=int, default=32, help="ae: random crop side (0 = full images)")
+    ap.add_argument("--finish-on-timeout", action="store_true",
+                    help="when --minutes runs out, finish the stage (write midm_<stage>.pt) at the current step")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4)}
+    a.steps = a.steps or defaults[a.stage][0]
+    a.batch = a.batch or defaults[a.stage][1]
+    cfg, model = build(a.run)
+    model.latent_size = cfg["model"]["params"]["image_size"]
+    stage = Stage(a.run, a.stage)
+    if not os.path.exists(stage.ckpt):
+        load_prev(model, a.run, a.stage)
+    train = EmojiBatches(a.data, "train", seed=len(os.listdir(stage.dir)))
+    val = EmojiBatches(a.data, "val", seed=1)
+    if a.stage == "ae":
+        train_ae(model, a, stage, train, val)
+    elif a.stage == "unet":
+        train_unet(model, a, stage, train, val)
+    else:
+        from .train_corr import train_corr
+
+        train_corr(model, a, stage, train, val, warm_stage=a.stage == "warmup")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Stage 3: correspondence warm-up, then end-to-end fine-tuning (MIDMs `e2e_recurrent` training).
+
+Warm-up (step < warmup): the UNet is frozen and no diffusion step is taken: the correspondence
+networks learn from L_dom, L_cycle, L_src, L_perc and the self-warp term of L_diff
+(MSE(warp(src latent), src latent)). After warm-up, the UNet is unfrozen and each step runs the
+recurrent matching-diffusion loop of the paper with 8 DDIM steps and t_list = [6, 7] (two
+interleaved steps, re-matching with iter_enc before the second), adds L_style (contextual) and the
+one-step denoising term of L_diff.
+"""
+import os
+import random
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import losses as L
+from .common import Clock, Logger, edge_to_pm1, save_grid
+from .midm import DdimSchedule, ddim_step
+from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+
+TRAIN_DDIM_STEPS = 8
+
+
+def one_step(diff, sched, x0, s, param, g):
+    """The reference's one_step_sample with a hijacked x0 (eta = 0); differentiable."""
+    b = x0.shape[0]
+    if param is None:
+        t = torch.full((b,), int(sched.time_range[s - 1]), dtype=torch.long)
+        x = diff.q_sample(x0, t, torch.randn(x0.shape, generator=g))
+    else:
+        x = param[0] * x0 + param[1]
+    index = sched.total_steps - s - 1
+    _, pred, a_prev_sqrt, dir_xt = ddim_step(diff, sched, x, index, sched.time_range[s], noise=torch.zeros_like(x))
+    return pred, (a_prev_sqrt, dir_xt)
+
+
+def forward_train(model, batch, warm, g):
+    diff = model.diff_model
+    ae = model.ae
+    src, ref = batch["image"], batch["ref"]
+    label, ref_label = batch["edge"], batch["ref_edge"]
+    with torch.no_grad():
+        src_feats = ae.encode(src)
+        ref_feats = ae.encode(ref)
+    hw = src_feats.shape[2:]
+    label_ds = F.interpolate(label, size=hw, mode="nearest")
+    ref_label_ds = F.interpolate(ref_label, size=hw, mode="nearest")
+    trg_m = model.seg_enc(label_ds)
+    src_m = model.real_enc(src_feats)
+    ref_m = model.real_enc(ref_feats)
+    trg_out = feature_normalize(model.theta(model.layer(torch.cat([trg_m, label_ds], 1))))
+    src_out = feature_normalize(model.phi(model.layer(torch.cat([src_m, label_ds], 1))))
+    ref_out = feature_normalize(model.phi(model.layer(torch.cat([ref_m, ref_label_ds], 1))))
+    corr_src = correlation(trg_out, src_out)
+    corr_ref = correlation(trg_out, ref_out)
+    warped_src_feat = soft_warp(src_feats, corr_src)
+    warped_ref_feat = soft_warp(ref_feats, corr_ref)
+    out = {}
+    l_cycle = L.cycle_loss(ref_feats, corr_ref)
+    if warm:
+        l_diff = F.mse_loss(warped_src_feat, src_feats)
+        pred_ref, pred_src = warped_ref_feat, warped_src_feat
+        l_cycle = l_cycle + F.l1_loss(soft_warp(warped_ref_feat, corr_ref.permute(0, 3, 4, 1, 2)), ref_feats)
+    else:
+        sched = DdimSchedule(diff.alphas_cumprod, TRAIN_DDIM_STEPS, 0.0, diff.num_timesteps)
+        q = TRAIN_DDIM_STEPS // 4
+        t_list = [3 * q + i for i in range(q)]
+        rand_idx = random.randrange(len(t_list))
+        pred_ref, pred_src = warped_ref_feat, warped_src_feat
+        p_ref = p_src = None
+        l_diff = 0.0
+        for k, s in enumerate(t_list):
+            if k in (1, 2):
+                new_ref, ci, _, _ = model.rematch(pred_ref, trg_m, ref_m, ref_feats)
+                new_src, ci_s, _, _ = model.rematch(pred_src, trg_m, src_m, src_feats)
+                l_cycle = l_cycle + F.l1_loss(soft_warp(new_ref, ci.permute(0, 3, 4, 1, 2)), ref_feats)
+                l_cycle = l_cycle + F.l1_loss(soft_warp(new_src, ci_s.permute(0, 3, 4, 1, 2)), src_feats)
+                with torch.no_grad():
+                    m = fb_mask(fbcheck(*get_flow(ci))[0])
+                pred_ref = new_ref * m + pred_ref * (1 - m)
+                out["mask_mean"] = m.mean().item()
+            pred_ref, p_ref = one_step(diff, sched, pred_ref, s, p_ref, g)
+            pred_src, p_src = one_step(diff, sched, pred_src, s, p_src, g)
+            if k == rand_idx:
+                pred_orig, _ = one_step(diff, sched, src_feats, s, None, g)
+                l_diff = l_diff + F.mse_loss(pred_orig, src_feats)
+    warped_ref = ae.decode(pred_ref)
+    warped_src = ae.decode(pred_src)
+    f_src = ae.features(src)
+    f_ref = ae.features(ref)
+    f_wsrc = ae.features(warped_src)
+    f_wref = ae.features(warped_ref)
+    l_dom = L.domain_loss(trg_m, src_m, ref_m)
+    l_src = L.src_loss(f_wsrc, f_src)
+    l_perc = L.perc_loss(f_wref, f_src)
+    total = L.W_DOM * l_dom + L.W_CYCLE * l_cycle + L.W_SRC * l_src + L.W_PERC * l_perc + L.W_DIFF * l_diff
+    l_style = torch.zeros(())
+    if not warm:
+        l_style = L.style_loss(f_wref, f_ref)
+        total = total + L.W_STYLE * l_style
+    out.update({"loss": total, "dom": l_dom, "cycle": l_cycle, "src": l_src, "perc": l_perc, "style": l_style,
+                "diff": l_diff, "warped_ref": warped_ref, "warped_src": warped_src})
+    return out
+
+
+def set_unet_trainable(model, flag):
+    model.diff_model.model.diffusion_model.requires_grad_(flag)
+
+
+def corr_parameters(model):
+    return [p for n, p in model.named_parameters() if n.split(".")[0] in
+            ("seg_enc", "real_enc", "iter_enc", "layer", "phi", "theta")]
+
+
+def train_corr(model, a, stage, train, val, warm_stage):
+    """`warm_stage`: True for the warm-up stage (UNet frozen, not called), False for end-to-end."""
+    model.ae.eval()
+    model.ae.requires_grad_(False)
+    unet = model.diff_model.model.diffusion_model
+    opt = torch.optim.Adam([{"params": corr_parameters(model), "lr": a.lr or 1e-4},
+                            {"params": list(unet.parameters()), "lr": 1e-5}], betas=(0.5, 0.999))
+    step, elapsed = stage.resume(model, opt)
+    log = Logger(os.path.join(stage.dir, "losses.csv"),
+                 ["phase", "loss", "dom", "cycle", "src", "perc", "style", "diff"])
+    clock = Clock(elapsed, a.minutes)
+    g = torch.Generator().manual_seed(2000 + step)
+    random.seed(step)
+    vb = val.batch(8, augment=False, indices=val.idx[:8], exemplar_k=torch.zeros(8, dtype=torch.long))
+    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="corr")
+    acc = {}
+    while step < a.steps and not clock.out_of_time():
+        warm = warm_stage
+        set_unet_trainable(model, not warm)
+        model.train()
+        model.ae.eval()
+        if warm:
+            unet.eval()
+        b = train.batch(a.batch)
+        o = forward_train(model, b, warm, g)
+        opt.zero_grad()
+        o["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        pbar.update(1)
+        for k in ["loss", "dom", "cycle", "src", "perc", "style", "diff"]:
+            v = o[k].item() if torch.is_tensor(o[k]) else float(o[k])
+            acc[k] = acc.get(k, []) + [v]
+        if step % 25 == 0:
+            means = {k: sum(v) / len(v) for k, v in acc.items()}
+            acc = {}
+            log.log(step, clock.elapsed(), phase=0.0 if warm else 1.0, **means)
+            pbar.set_postfix(loss=f"{means['loss']:.3f}", phase="warm" if warm else "e2e")
+        if step % 100 == 0 or step == a.steps:
+            model.eval()
+            with torch.no_grad():
+                out, _ = model.translate(vb["edge"], vb["ref"], vb["ref_edge"],
+                                         generator=torch.Generator().manual_seed(0))
+            save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"),
+                      [edge_to_pm1(vb["edge"]), vb["ref"], out, vb["image"]])
+            stage.save(model, opt, step, clock.elapsed())
+    stage.save(model, opt, step, clock.elapsed())
+    if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
+        stage.finish(model)
+        print(f"{'warmup' if warm_stage else 'e2e'} done: {step} steps, {clock.elapsed() / 60:.1f} min")
