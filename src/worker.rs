@@ -493,12 +493,9 @@ impl DisplaySink<'_> {
             let img = self.model.autoencoder.decode(&first(z)?.unsqueeze(0)?)?;
             tensor_to_image(&img)
         };
-        // Decode eagerly everything but the refinement steps in between (every 5th and the
-        // last one are decoded); the final image is the sampler's own decode.
-        let eager = match e.kind {
-            StepKind::Refine { i } => (i + 1) % 5 == 0 || e.index + 2 >= e.total,
-            _ => true,
-        };
+        // Decode eagerly the warp and the interleaved steps; refinement steps only on request
+        // (the last one equals the final image, which is the sampler's own decode).
+        let eager = !matches!(e.kind, StepKind::Refine { .. });
         let (pred_x0, latent) = if let Some(img) = &e.image {
             (Some(tensor_to_image(img)?), None)
         } else if eager {
@@ -511,7 +508,11 @@ impl DisplaySink<'_> {
                 Some((Arc::new(z.flatten_all()?.to_vec1::<f32>()?), [c, h, w])),
             )
         };
-        let warped = e.warped.as_ref().map(decode).transpose()?;
+        // At the initial warp, r~n is R itself: decode it once.
+        let warped = match (e.kind, &pred_x0) {
+            (StepKind::InitialWarp, Some(img)) if e.warped.is_some() => Some(img.clone()),
+            _ => e.warped.as_ref().map(decode).transpose()?,
+        };
         let mask = e
             .mask
             .as_ref()

@@ -1722,6 +1722,7 @@ impl MidmApp {
         let size = Vec2::splat(side);
         let latent = frame.latent_size;
         let mut hovered: Option<(usize, usize)> = None;
+        let probe_at = self.probe;
         let placeholder = |ui: &mut egui::Ui, text: &str| {
             let (rect, _) = ui.allocate_exact_size(size, Sense::hover());
             ui.painter().rect_stroke(
@@ -1749,6 +1750,18 @@ impl MidmApp {
                                     egui::Image::from_texture(SizedTexture::new(t, size))
                                         .sense(Sense::hover()),
                                 );
+                                if let (true, Some((pr, pc))) = (probe, probe_at) {
+                                    let cell = r.rect.width() / latent as f32;
+                                    let min = r.rect.min + Vec2::new(pc as f32, pr as f32) * cell;
+                                    let mark = Rect::from_min_size(min, Vec2::splat(cell));
+                                    let stroke = Stroke::new(2.0, Color32::YELLOW);
+                                    ui.painter().rect_stroke(
+                                        mark,
+                                        0.0,
+                                        stroke,
+                                        egui::StrokeKind::Outside,
+                                    );
+                                }
                                 if probe {
                                     if let Some(p) = r.hover_pos() {
                                         let u = ((p.x - r.rect.min.x) / r.rect.width())
@@ -1832,11 +1845,13 @@ impl MidmApp {
         let img = RgbaImage::from_fn(s, s, |x, y| {
             let h = heat[((y * l / s) * l + x * l / s) as usize];
             let p = base.get_pixel(x, y).0;
-            let mix = |a: u8, b: f32| (a as f32 * (1.0 - 0.7 * h) + b * 0.7 * h) as u8;
+            // Soft-warp weights are peaky (temperature 0.005): sqrt keeps weaker matches visible.
+            let h = h.sqrt();
+            let mix = |a: u8, b: f32| (a as f32 * (1.0 - h) + b * h) as u8;
             Rgba([
-                mix(p[0] / 2, 255.0),
-                mix(p[1] / 2, 40.0),
-                mix(p[2] / 2, 40.0),
+                mix(p[0] / 3, 255.0),
+                mix(p[1] / 3, 30.0),
+                mix(p[2] / 3, 30.0),
                 255,
             ])
         });
