@@ -57,8 +57,12 @@ pub struct StepFrame {
     pub index: usize,
     pub total: usize,
     pub t: Option<usize>,
-    /// Decoded x0 estimate r~n, at image resolution.
-    pub pred_x0: RgbaImage,
+    /// Decoded x0 estimate r~n, at image resolution. `None` for refinement steps decoded only
+    /// on request ([`WorkerHandle::decode`]): a decode costs several UNet passes, so decoding
+    /// all 20 refinement steps eagerly would multiply the run time.
+    pub pred_x0: Option<RgbaImage>,
+    /// The x0 latent (C, h, w, row-major) of a step not decoded yet.
+    pub latent: Option<(Arc<Vec<f32>>, [usize; 3])>,
     /// Decoded warped exemplar R, at image resolution.
     pub warped: Option<RgbaImage>,
     /// Confidence mask M at latent resolution (white = re-warp kept).
@@ -91,6 +95,12 @@ pub enum WorkerEvent {
         generation: u64,
         frame: Box<StepFrame>,
     },
+    /// Answer to [`WorkerHandle::decode`].
+    Decoded {
+        generation: u64,
+        index: usize,
+        result: Result<RgbaImage, String>,
+    },
     Finished {
         generation: u64,
         elapsed: Duration,
@@ -122,6 +132,12 @@ enum Request {
     },
     Panic {
         generation: u64,
+    },
+    Decode {
+        generation: u64,
+        index: usize,
+        latent: Arc<Vec<f32>>,
+        shape: [usize; 3],
     },
     Shutdown,
 }
@@ -181,6 +197,17 @@ impl WorkerHandle {
             request: Box::new(request),
         });
         generation
+    }
+
+    /// Decode the latent of step `index` of run `generation` (answered by `Decoded`, after any
+    /// run in flight; dropped if a newer run started meanwhile).
+    pub fn decode(&self, generation: u64, index: usize, latent: Arc<Vec<f32>>, shape: [usize; 3]) {
+        self.send(Request::Decode {
+            generation,
+            index,
+            latent,
+            shape,
+        });
     }
 
     /// Cancel whatever run is in flight (it stops at its next UNet pass).
@@ -350,6 +377,26 @@ impl Worker {
                     };
                     self.emit(event);
                 }
+                Request::Decode {
+                    generation,
+                    index,
+                    latent,
+                    shape,
+                } => {
+                    if generation != self.generation.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let result = catch_unwind(AssertUnwindSafe(|| self.decode(&latent, shape)));
+                    let result = match result {
+                        Ok(r) => r.map_err(|e| format!("{e:#}")),
+                        Err(p) => Err(format!("the decoder panicked: {}", panic_message(p))),
+                    };
+                    self.emit(WorkerEvent::Decoded {
+                        generation,
+                        index,
+                        result,
+                    });
+                }
                 Request::Panic { generation } => {
                     self.emit(WorkerEvent::Started { generation });
                     let result =
@@ -363,6 +410,15 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn decode(&self, latent: &[f32], shape: [usize; 3]) -> anyhow::Result<RgbaImage> {
+        let Some((model, _)) = &self.model else {
+            anyhow::bail!("no model is loaded");
+        };
+        let [c, h, w] = shape;
+        let z = Tensor::from_slice(latent, (1, c, h, w), &model.device)?;
+        tensor_to_image(&model.autoencoder.decode(&z)?)
     }
 
     fn run(&self, generation: u64, request: &RunRequest) -> anyhow::Result<Duration> {
@@ -437,8 +493,26 @@ impl DisplaySink<'_> {
             let img = self.model.autoencoder.decode(&first(z)?.unsqueeze(0)?)?;
             tensor_to_image(&img)
         };
-        let pred_x0 = decode(&e.pred_x0)?;
-        let warped = e.warped.as_ref().map(decode).transpose()?;
+        // Decode eagerly the warp and the interleaved steps; refinement steps only on request
+        // (the last one equals the final image, which is the sampler's own decode).
+        let eager = !matches!(e.kind, StepKind::Refine { .. });
+        let (pred_x0, latent) = if let Some(img) = &e.image {
+            (Some(tensor_to_image(img)?), None)
+        } else if eager {
+            (Some(decode(&e.pred_x0)?), None)
+        } else {
+            let z = first(&e.pred_x0)?.to_dtype(DType::F32)?;
+            let (c, h, w) = z.dims3()?;
+            (
+                None,
+                Some((Arc::new(z.flatten_all()?.to_vec1::<f32>()?), [c, h, w])),
+            )
+        };
+        // At the initial warp, r~n is R itself: decode it once.
+        let warped = match (e.kind, &pred_x0) {
+            (StepKind::InitialWarp, Some(img)) if e.warped.is_some() => Some(img.clone()),
+            _ => e.warped.as_ref().map(decode).transpose()?,
+        };
         let mask = e
             .mask
             .as_ref()
@@ -463,6 +537,7 @@ impl DisplaySink<'_> {
             total: e.total,
             t: e.t,
             pred_x0,
+            latent,
             warped,
             mask,
             warp_weights,

@@ -117,7 +117,10 @@ fn events_arrive_in_order_and_end_with_the_final_image() {
     assert_eq!(frames.len(), 6);
     for (i, f) in frames.iter().enumerate() {
         assert_eq!(f.index, i, "events out of order");
-        assert_eq!(f.pred_x0.dimensions(), (size as u32, size as u32));
+        assert_eq!(
+            f.pred_x0.as_ref().unwrap().dimensions(),
+            (size as u32, size as u32)
+        );
     }
     assert_eq!(frames[0].kind, StepKind::InitialWarp);
     assert!(frames[0]
@@ -254,5 +257,43 @@ fn running_without_a_model_is_an_error() {
     match events.last() {
         Some(WorkerEvent::Failed { error, .. }) => assert!(error.contains("no model"), "{error}"),
         other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn refinement_steps_in_between_are_decoded_on_request() {
+    let (w, size, nc) = worker_with_model();
+    let g = w.run(request(size as u32, nc, 5, true));
+    let events = collect(&w, |e| is_end(e, g));
+    let frames: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Step { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), frames[0].total);
+    let lazy: Vec<_> = frames.iter().filter(|f| f.pred_x0.is_none()).collect();
+    assert!(
+        !lazy.is_empty(),
+        "every refinement step was decoded eagerly"
+    );
+    assert!(lazy
+        .iter()
+        .all(|f| matches!(f.kind, StepKind::Refine { .. }) && f.latent.is_some()));
+    let f = lazy[0];
+    let (latent, shape) = f.latent.clone().unwrap();
+    w.decode(g, f.index, latent, shape);
+    let events = collect(&w, |e| matches!(e, WorkerEvent::Decoded { .. }));
+    match events.last() {
+        Some(WorkerEvent::Decoded {
+            index,
+            result: Ok(img),
+            ..
+        }) => {
+            assert_eq!(*index, f.index);
+            assert_eq!(img.dimensions(), (size as u32, size as u32));
+        }
+        other => panic!("expected Decoded, got {other:?}"),
     }
 }

@@ -141,7 +141,8 @@ struct Exemplar {
 
 /// Textures of one received step.
 struct FrameTextures {
-    pred: TextureHandle,
+    /// `None` until the step is decoded (refinement steps are decoded on demand).
+    pred: Option<TextureHandle>,
     warped: Option<TextureHandle>,
     mask: Option<TextureHandle>,
     overlay: Option<TextureHandle>,
@@ -154,6 +155,8 @@ pub struct RunTimings {
     pub final_image: Option<Duration>,
     /// CPU time of each `ui` call while the run streamed.
     pub frame_times: Vec<Duration>,
+    /// Worker time spent turning step events into images (decodes, copies).
+    pub convert_total: Duration,
 }
 
 impl RunTimings {
@@ -217,6 +220,10 @@ pub struct MidmApp {
     last_edit_version: (u64, u64, u64),
     last_frame_ms: f32,
     canvas_rect: Option<Rect>,
+    /// Steps whose decode was requested from the worker.
+    pending_decodes: std::collections::HashSet<usize>,
+    /// A steps sheet waiting for the remaining decodes.
+    sheet_pending: Option<PathBuf>,
 }
 
 fn repaint(cell: &Mutex<Option<egui::Context>>) {
@@ -313,7 +320,7 @@ impl MidmApp {
             tool: Tool::Brush,
             brush_size: 3.0,
             layer: 0,
-            zoom: 6.0,
+            zoom: 4.0,
             line_start: None,
             stroking: false,
             condition_name: saved.condition_name.clone(),
@@ -340,6 +347,8 @@ impl MidmApp {
             last_edit_version: (0, 0, 0),
             last_frame_ms: 0.0,
             canvas_rect: None,
+            pending_decodes: Default::default(),
+            sheet_pending: None,
         };
         if let Some(bytes) = saved.exemplar_png.as_deref().and_then(unhex) {
             if let Ok(img) = image::load_from_memory(&bytes) {
@@ -672,6 +681,8 @@ impl MidmApp {
         };
         self.frames.clear();
         self.frame_tex.clear();
+        self.pending_decodes.clear();
+        self.sheet_pending = None;
         self.selected = 0;
         self.follow = true;
         self.probe_tex = None;
@@ -761,12 +772,24 @@ impl MidmApp {
         export::save_png(path, &img, &self.export_text())
     }
 
-    /// Write the steps sheet of the current run to `path`.
+    /// Write the steps sheet of the current run to `path`, once every step is decoded (the
+    /// missing decodes are requested here; the sheet is written when the last one arrives).
     pub fn export_sheet(&mut self, path: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(!self.frames.is_empty(), "no steps to export yet");
-        let cell = (self.model_size()).max(64);
-        let sheet = export::steps_sheet(&self.frames, cell);
-        export::save_png(path, &sheet, &self.export_text())
+        for i in 0..self.frames.len() {
+            self.request_decode(i);
+        }
+        self.sheet_pending = Some(path.to_path_buf());
+        if !self.pending_decodes.is_empty() {
+            self.info("Decoding the remaining steps for the sheet...");
+        }
+        self.try_write_sheet();
+        Ok(())
+    }
+
+    /// Whether a steps sheet is still waiting for decodes.
+    pub fn sheet_pending(&self) -> bool {
+        self.sheet_pending.is_some()
     }
 
     fn open_dialog(&self, which: Dialog) {
@@ -807,10 +830,11 @@ impl MidmApp {
                 Ok(()) => self.info(format!("Saved {}", path.display())),
                 Err(e) => self.error(format!("{e:#}")),
             },
-            Dialog::ExportSheet => match self.export_sheet(&path) {
-                Ok(()) => self.info(format!("Saved the steps sheet {}", path.display())),
-                Err(e) => self.error(format!("{e:#}")),
-            },
+            Dialog::ExportSheet => {
+                if let Err(e) = self.export_sheet(&path) {
+                    self.error(format!("{e:#}"));
+                }
+            }
         }
     }
 
@@ -880,6 +904,25 @@ impl MidmApp {
                     }
                     self.push_frame(ctx, *frame);
                 }
+                WorkerEvent::Decoded {
+                    generation,
+                    index,
+                    result,
+                } => {
+                    if Some(generation) != self.generation || index >= self.frames.len() {
+                        continue;
+                    }
+                    self.pending_decodes.remove(&index);
+                    match result {
+                        Ok(img) => {
+                            self.frames[index].pred_x0 = Some(img);
+                            self.frames[index].latent = None;
+                            self.make_pred_textures(ctx, index);
+                        }
+                        Err(e) => self.error(format!("Could not decode step {index}: {e}")),
+                    }
+                    self.try_write_sheet();
+                }
                 WorkerEvent::Finished {
                     generation,
                     elapsed,
@@ -897,10 +940,11 @@ impl MidmApp {
                             None => String::new(),
                         };
                         self.info(format!(
-                            "Run done: first step after {:.0} ms, final image after {:.0} ms (worker {:.0} ms){frames}",
+                            "Run done: first step after {:.0} ms, final image after {:.0} ms (worker {:.0} ms, of which {:.0} ms decoding steps for display){frames}",
                             self.timings.first_step.unwrap_or_default().as_secs_f64() * 1e3,
                             self.timings.final_image.unwrap_or_default().as_secs_f64() * 1e3,
                             elapsed.as_secs_f64() * 1e3,
+                            self.timings.convert_total.as_secs_f64() * 1e3,
                         ));
                     }
                 }
@@ -928,12 +972,7 @@ impl MidmApp {
 
     fn push_frame(&mut self, ctx: &egui::Context, frame: StepFrame) {
         let i = self.frames.len();
-        let shown = frame.image.as_ref().unwrap_or(&frame.pred_x0);
-        let pred = ctx.load_texture(
-            format!("step{i}-pred"),
-            color_image(shown),
-            TextureOptions::NEAREST,
-        );
+        self.timings.convert_total += frame.convert_time;
         let warped = frame.warped.as_ref().map(|w| {
             ctx.load_texture(
                 format!("step{i}-R"),
@@ -948,7 +987,33 @@ impl MidmApp {
                 TextureOptions::NEAREST,
             )
         });
-        let overlay = frame.mask.as_ref().map(|m| {
+        self.frame_tex.push(FrameTextures {
+            pred: None,
+            warped,
+            mask,
+            overlay: None,
+        });
+        self.frames.push(frame);
+        self.make_pred_textures(ctx, i);
+        if self.follow {
+            self.selected = self.frames.len() - 1;
+        }
+    }
+
+    /// Textures of the decoded r~n of step `i` and of its mask overlay.
+    fn make_pred_textures(&mut self, ctx: &egui::Context, i: usize) {
+        let frame = &self.frames[i];
+        let Some(shown) = frame.image.as_ref().or(frame.pred_x0.as_ref()) else {
+            return;
+        };
+        let pred = ctx.load_texture(
+            format!("step{i}-pred"),
+            color_image(shown),
+            TextureOptions::NEAREST,
+        );
+        // Steps without a matching keep the mask of the latest one.
+        let mask_src = self.frames[..=i].iter().rev().find_map(|f| f.mask.as_ref());
+        let overlay = mask_src.map(|m| {
             let o = mask_overlay(shown, m);
             ctx.load_texture(
                 format!("step{i}-overlay"),
@@ -956,15 +1021,37 @@ impl MidmApp {
                 TextureOptions::NEAREST,
             )
         });
-        self.frame_tex.push(FrameTextures {
-            pred,
-            warped,
-            mask,
-            overlay,
-        });
-        self.frames.push(frame);
-        if self.follow {
-            self.selected = self.frames.len() - 1;
+        self.frame_tex[i].pred = Some(pred);
+        self.frame_tex[i].overlay = overlay;
+    }
+
+    /// Ask the worker to decode step `i` if it is not decoded yet.
+    fn request_decode(&mut self, i: usize) {
+        let (Some(generation), Some(frame)) = (self.generation, self.frames.get(i)) else {
+            return;
+        };
+        if frame.pred_x0.is_some() || self.pending_decodes.contains(&i) {
+            return;
+        }
+        if let Some((latent, shape)) = &frame.latent {
+            self.worker.decode(generation, i, latent.clone(), *shape);
+            self.pending_decodes.insert(i);
+        }
+    }
+
+    fn try_write_sheet(&mut self) {
+        let Some(path) = self.sheet_pending.clone() else {
+            return;
+        };
+        if self.frames.iter().any(|f| f.pred_x0.is_none()) && !self.pending_decodes.is_empty() {
+            return; // still decoding
+        }
+        self.sheet_pending = None;
+        let cell = self.model_size().max(64);
+        let sheet = export::steps_sheet(&self.frames, cell);
+        match export::save_png(&path, &sheet, &self.export_text()) {
+            Ok(()) => self.info(format!("Saved the steps sheet {}", path.display())),
+            Err(e) => self.error(format!("{e:#}")),
         }
     }
 
@@ -1008,7 +1095,7 @@ impl MidmApp {
             egui::ScrollArea::both().show(ui, |ui| {
                 ui.horizontal_top(|ui| {
                     ui.vertical(|ui| self.canvas_panel(ui));
-                    ui.separator();
+                    ui.add_space(24.0);
                     ui.vertical(|ui| self.exemplar_panel(ui));
                 });
                 ui.separator();
@@ -1527,8 +1614,7 @@ impl MidmApp {
                 self.params.canny = CannyParams::for_label_nc(self.label_nc());
             }
         });
-        let side = self.model_size() as f32 * self.zoom.min(4.0).max(2.0);
-        let side = side.max(128.0);
+        let side = (self.model_size() as f32 * 2.0).clamp(128.0, 256.0);
         if self.exemplar.is_none() {
             let (rect, _) =
                 ui.allocate_exact_size(Vec2::new(side * 2.0 + 8.0, side), Sense::hover());
@@ -1618,8 +1704,12 @@ impl MidmApp {
         if slider.changed() {
             self.select_step(sel);
         }
-        let frame = &self.frames[self.selected];
-        let tex = &self.frame_tex[self.selected];
+        self.request_decode(self.selected);
+        self.update_probe_texture(ui.ctx());
+        let probe_id = self.probe.and(self.probe_tex.as_ref().map(|(t, _)| t.id()));
+        let sel_now = self.selected;
+        let frame = &self.frames[sel_now];
+        let tex = &self.frame_tex[sel_now];
         ui.label(format!(
             "{}  (event {}/{}{}, {:.0} ms)",
             describe(frame.kind),
@@ -1628,21 +1718,50 @@ impl MidmApp {
             frame.t.map(|t| format!(", t = {t}")).unwrap_or_default(),
             frame.elapsed.as_secs_f64() * 1e3
         ));
-        let side = (self.model_size() as f32 * self.zoom.min(4.0).max(2.0)).max(128.0);
+        let side = (self.model_size() as f32 * 2.5).clamp(128.0, 256.0);
         let size = Vec2::splat(side);
         let latent = frame.latent_size;
         let mut hovered: Option<(usize, usize)> = None;
+        let probe_at = self.probe;
+        let placeholder = |ui: &mut egui::Ui, text: &str| {
+            let (rect, _) = ui.allocate_exact_size(size, Sense::hover());
+            ui.painter().rect_stroke(
+                rect,
+                0.0,
+                Stroke::new(1.0, Color32::DARK_GRAY),
+                egui::StrokeKind::Inside,
+            );
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                text,
+                egui::FontId::proportional(12.0),
+                Color32::GRAY,
+            );
+        };
         ui.horizontal_top(|ui| {
             let mut show =
-                |ui: &mut egui::Ui, title: &str, t: Option<&TextureHandle>, probe: bool| {
+                |ui: &mut egui::Ui, title: &str, t: Option<egui::TextureId>, probe: bool| {
                     ui.vertical(|ui| {
                         ui.label(title);
                         match t {
                             Some(t) => {
                                 let r = ui.add(
-                                    egui::Image::from_texture(SizedTexture::new(t.id(), size))
+                                    egui::Image::from_texture(SizedTexture::new(t, size))
                                         .sense(Sense::hover()),
                                 );
+                                if let (true, Some((pr, pc))) = (probe, probe_at) {
+                                    let cell = r.rect.width() / latent as f32;
+                                    let min = r.rect.min + Vec2::new(pc as f32, pr as f32) * cell;
+                                    let mark = Rect::from_min_size(min, Vec2::splat(cell));
+                                    let stroke = Stroke::new(2.0, Color32::YELLOW);
+                                    ui.painter().rect_stroke(
+                                        mark,
+                                        0.0,
+                                        stroke,
+                                        egui::StrokeKind::Outside,
+                                    );
+                                }
                                 if probe {
                                     if let Some(p) = r.hover_pos() {
                                         let u = ((p.x - r.rect.min.x) / r.rect.width())
@@ -1656,22 +1775,7 @@ impl MidmApp {
                                     }
                                 }
                             }
-                            None => {
-                                let (rect, _) = ui.allocate_exact_size(size, Sense::hover());
-                                ui.painter().rect_stroke(
-                                    rect,
-                                    0.0,
-                                    Stroke::new(1.0, Color32::DARK_GRAY),
-                                    egui::StrokeKind::Inside,
-                                );
-                                ui.painter().text(
-                                    rect.center(),
-                                    egui::Align2::CENTER_CENTER,
-                                    "no match\nthis step",
-                                    egui::FontId::proportional(12.0),
-                                    Color32::GRAY,
-                                );
-                            }
+                            None => placeholder(ui, "no matching\nat this step"),
                         }
                     });
                 };
@@ -1680,53 +1784,79 @@ impl MidmApp {
             } else {
                 "r~n (x0 estimate)"
             };
-            show(ui, first, Some(&tex.pred), true);
-            show(ui, "R (warped exemplar)", tex.warped.as_ref(), false);
-            show(ui, "M (confidence)", tex.mask.as_ref(), false);
-            show(ui, "M over r~n", tex.overlay.as_ref(), true);
+            match tex.pred.as_ref() {
+                Some(t) => show(ui, first, Some(t.id()), true),
+                None => {
+                    ui.vertical(|ui| {
+                        ui.label(first);
+                        placeholder(ui, "decoding...");
+                    });
+                }
+            }
+            // Steps without a matching show the latest R and M still in effect.
+            let latest = |pick: &dyn Fn(&FrameTextures) -> Option<egui::TextureId>| {
+                (0..=sel_now)
+                    .rev()
+                    .find_map(|i| pick(&self.frame_tex[i]).map(|t| (i, t)))
+            };
+            let title = |name: &str, found: Option<(usize, egui::TextureId)>| match found {
+                Some((i, _)) if i != sel_now => {
+                    format!("{name} (from {})", step_label(self.frames[i].kind))
+                }
+                _ => name.to_string(),
+            };
+            let r = latest(&|t| t.warped.as_ref().map(|t| t.id()));
+            show(ui, &title("R (warped exemplar)", r), r.map(|x| x.1), false);
+            let m = latest(&|t| t.mask.as_ref().map(|t| t.id()));
+            show(ui, &title("M (confidence)", m), m.map(|x| x.1), false);
+            show(ui, "M over r~n", tex.overlay.as_ref().map(|t| t.id()), true);
+            ui.vertical(|ui| {
+                ui.label("match in exemplar");
+                match probe_id {
+                    Some(id) => {
+                        ui.add(egui::Image::from_texture(SizedTexture::new(id, size)));
+                    }
+                    None => placeholder(
+                        ui,
+                        "hover r~n or the output\nto see where a pixel\nis matched",
+                    ),
+                }
+            });
         });
         if hovered.is_some() || self.probe.is_some() {
             self.probe = hovered;
         }
-        self.probe_view(ui, size);
     }
 
-    fn probe_view(&mut self, ui: &mut egui::Ui, size: Vec2) {
-        let Some((r, c)) = self.probe else {
-            ui.weak("Hover r~n or the output to see where each pixel's match comes from in the exemplar.");
+    /// Rebuild the probe heat-map texture when the probed pixel or the shown step changes.
+    fn update_probe_texture(&mut self, ctx: &egui::Context) {
+        let Some((r, c)) = self.probe else { return };
+        let key = (r, c, self.selected);
+        if self.probe_tex.as_ref().is_some_and(|(_, k)| *k == key) {
+            return;
+        }
+        let (Some(heat), Some(ex)) = (self.probe_heat(), self.exemplar.as_ref()) else {
+            self.probe_tex = None;
             return;
         };
-        let key = (r, c, self.selected);
-        if self.probe_tex.as_ref().is_none_or(|(_, k)| *k != key) {
-            let (Some(heat), Some(ex)) = (self.probe_heat(), self.exemplar.as_ref()) else {
-                ui.weak("No correspondence at this step.");
-                return;
-            };
-            let s = self.model_size();
-            let l = (heat.len() as f64).sqrt() as u32;
-            let base = image::imageops::resize(&ex.image, s, s, FilterType::Triangle);
-            let img = RgbaImage::from_fn(s, s, |x, y| {
-                let h = heat[((y * l / s) * l + x * l / s) as usize];
-                let p = base.get_pixel(x, y).0;
-                let mix = |a: u8, b: f32| (a as f32 * (1.0 - 0.7 * h) + b * 0.7 * h) as u8;
-                Rgba([
-                    mix(p[0] / 2, 255.0),
-                    mix(p[1] / 2, 40.0),
-                    mix(p[2] / 2, 40.0),
-                    255,
-                ])
-            });
-            let tex = ui
-                .ctx()
-                .load_texture("probe", color_image(&img), TextureOptions::NEAREST);
-            self.probe_tex = Some((tex, key));
-        }
-        if let Some((tex, _)) = &self.probe_tex {
-            ui.horizontal(|ui| {
-                ui.add(egui::Image::from_texture(SizedTexture::new(tex.id(), size)));
-                ui.label(format!("Match of latent pixel ({r}, {c}) in the exemplar\n(soft-warp weights of the latest matching)"));
-            });
-        }
+        let s = self.model_size();
+        let l = (heat.len() as f64).sqrt() as u32;
+        let base = image::imageops::resize(&ex.image, s, s, FilterType::Triangle);
+        let img = RgbaImage::from_fn(s, s, |x, y| {
+            let h = heat[((y * l / s) * l + x * l / s) as usize];
+            let p = base.get_pixel(x, y).0;
+            // Soft-warp weights are peaky (temperature 0.005): sqrt keeps weaker matches visible.
+            let h = h.sqrt();
+            let mix = |a: u8, b: f32| (a as f32 * (1.0 - h) + b * h) as u8;
+            Rgba([
+                mix(p[0] / 3, 255.0),
+                mix(p[1] / 3, 30.0),
+                mix(p[2] / 3, 30.0),
+                255,
+            ])
+        });
+        let tex = ctx.load_texture("probe", color_image(&img), TextureOptions::NEAREST);
+        self.probe_tex = Some((tex, key));
     }
 
     fn timeline(&mut self, ui: &mut egui::Ui) {

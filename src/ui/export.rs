@@ -44,8 +44,8 @@ pub fn steps_sheet(frames: &[StepFrame], cell: u32) -> RgbaImage {
     for (col, f) in frames.iter().enumerate() {
         let x = pad + col as u32 * (cell + pad);
         draw_label(&mut sheet, x, 2, &step_label(f.kind));
-        let shown = f.image.as_ref().unwrap_or(&f.pred_x0);
-        let cells = [Some(shown), f.warped.as_ref(), f.mask.as_ref()];
+        let shown = f.image.as_ref().or(f.pred_x0.as_ref());
+        let cells = [shown, f.warped.as_ref(), f.mask.as_ref()];
         for (row, img) in cells.iter().enumerate() {
             let y = label_h + pad + row as u32 * (cell + pad);
             if let Some(img) = img {
