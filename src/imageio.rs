@@ -107,16 +107,6 @@ pub fn edge_map_values(img: &GrayImage) -> Vec<f32> {
     v
 }
 
-/// Canny edges of a photo as a [0, 1] edge map (1 = edge), thresholds on the 0..255 gradient.
-pub fn canny_edges(img: &RgbImage, low: f32, high: f32) -> GrayImage {
-    let grey = DynamicImage::ImageRgb8(img.clone()).to_luma8();
-    imageproc::edges::canny(&grey, low, high)
-}
-
-/// Default Canny thresholds used for exemplar labels and "edges from photo".
-pub const CANNY_LOW: f32 = 50.0;
-pub const CANNY_HIGH: f32 = 120.0;
-
 /// Load a condition label with `label_nc` channels at `size`:
 /// - one PNG per channel (`paths.len() == label_nc`), each a grey image in [0, 1]; a
 ///   single-channel model takes one edge-map PNG (auto-inverted if drawn dark on light);
@@ -212,9 +202,15 @@ fn load_condition_tensor(
     Ok(t)
 }
 
-/// The exemplar's own label for a single-channel (edge) model: its Canny edges.
+/// The exemplar's own label for a single-channel (edge) model: its Canny edges, built exactly
+/// as the shipped model's training data (see [`crate::edges::CannyParams::edge_model`]).
 pub fn edge_label(img: &RgbImage, device: &Device) -> Result<Tensor, ImageError> {
-    let edges = canny_edges(img, CANNY_LOW, CANNY_HIGH);
+    let size = img.width().max(img.height());
+    let edges = crate::edges::canny_edges(
+        &DynamicImage::ImageRgb8(img.clone()),
+        size,
+        crate::edges::CannyParams::edge_model(),
+    );
     let (w, h) = (edges.width() as usize, edges.height() as usize);
     Ok(Tensor::from_vec(grey_values(&edges), (1, 1, h, w), device)?)
 }
