@@ -7,11 +7,15 @@
 //! - [`checkpoint`]: finding and loading weights (safetensors, PyTorch zip/pickle) and the LDM config;
 //! - [`sampling`]: DDPM/DDIM schedules, the matching operations and the MIDM loop;
 //! - [`imageio`]: images <-> tensors, condition labels;
+//! - [`edges`]: Canny edges and condition labels from edges and part strokes (no tensors);
 //! - [`worker`]: the background thread the editor talks to;
 //! - [`ui`]: the eframe editor (never touches tensors).
 
+pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod device;
+pub mod edges;
 pub mod imageio;
 pub mod model;
 pub mod sampling;

@@ -1,1 +1,136 @@
-//! Small building blocks shared by the networks.
+//! Small building blocks shared by the networks: GroupNorm, convolutions (3x3 and 1x1 as a
+//! matmul), SiLU, nearest upsampling. Every loader reads the checkpoint key `weight` / `bias`
+//! under the given VarBuilder path and fails with a candle error naming the key when it is
+//! missing or has another shape.
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+
+/// GroupNorm with 32 groups and affine parameters, as both LDM networks use it
+/// (`eps` is 1e-6 in the autoencoder's `Normalize`, 1e-5 in the UNet's `GroupNorm32`).
+pub fn group_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+    const GROUPS: usize = 32;
+    if !channels.is_multiple_of(GROUPS) {
+        candle_core::bail!(
+            "GroupNorm at {}: {channels} channels are not a multiple of {GROUPS} groups",
+            vb.prefix()
+        )
+    }
+    candle_nn::group_norm(GROUPS, channels, eps, vb)
+}
+
+/// A `k x k` Conv2d with bias (`weight` [out,in,k,k], `bias` [out]).
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        stride,
+        padding,
+        ..Default::default()
+    };
+    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
+}
+
+/// A 3x3 Conv2d, stride 1, zero padding 1 (the common case in both networks).
+pub fn conv3x3(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Conv2d> {
+    conv2d(in_channels, out_channels, 3, 1, 1, vb)
+}
+
+/// A Linear layer with bias (`weight` [out,in], `bias` [out]).
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(in_dim, out_dim, vb)
+}
+
+/// A pointwise (1x1) convolution evaluated as a batched matmul over the channel axis, so it
+/// costs one GEMM per batch element and no im2col copy. Loads 4-D Conv2d weights
+/// `[out,in,1,1]` ([`Self::conv2d`]) and 3-D Conv1d weights `[out,in,1]` ([`Self::conv1d`],
+/// UNet attention `qkv` / `proj_out`).
+#[derive(Debug, Clone)]
+pub struct Conv1x1 {
+    /// `[out, in]`.
+    weight: Tensor,
+    /// `[out, 1]`, broadcast over positions.
+    bias: Tensor,
+}
+
+impl Conv1x1 {
+    pub fn new(weight: Tensor, bias: Tensor) -> Result<Self> {
+        let (out, _) = weight.dims2()?;
+        let bias = bias.reshape((out, 1))?;
+        Ok(Self { weight, bias })
+    }
+
+    /// From a 1x1 `Conv2d` checkpoint entry.
+    pub fn conv2d(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
+        let w = vb.get((out_channels, in_channels, 1, 1), "weight")?;
+        let b = vb.get(out_channels, "bias")?;
+        Self::new(w.reshape((out_channels, in_channels))?, b)
+    }
+
+    /// From a kernel-size-1 `Conv1d` checkpoint entry.
+    pub fn conv1d(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
+        let w = vb.get((out_channels, in_channels, 1), "weight")?;
+        let b = vb.get(out_channels, "bias")?;
+        Self::new(w.reshape((out_channels, in_channels))?, b)
+    }
+
+    /// Stacks several 1x1 convolutions over the same input into one (outputs concatenated
+    /// along channels), e.g. the autoencoder's separate `q`, `k`, `v` into one GEMM.
+    pub fn stack(convs: &[Conv1x1]) -> Result<Self> {
+        let w: Vec<&Tensor> = convs.iter().map(|c| &c.weight).collect();
+        let b: Vec<&Tensor> = convs.iter().map(|c| &c.bias).collect();
+        Ok(Self {
+            weight: Tensor::cat(&w, 0)?,
+            bias: Tensor::cat(&b, 0)?,
+        })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+
+    /// `x`: `[B, in, ...]` (any number of spatial dims) -> `[B, out, ...]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        if dims.len() < 3 {
+            candle_core::bail!("Conv1x1 expects [B, C, ...], got {:?}", dims)
+        }
+        let (b, c) = (dims[0], dims[1]);
+        let positions: usize = dims[2..].iter().product();
+        let flat = x.reshape((b, c, positions))?;
+        let y = self
+            .weight
+            .broadcast_matmul(&flat)?
+            .broadcast_add(&self.bias)?;
+        let mut out_dims = dims.to_vec();
+        out_dims[1] = self.out_channels();
+        y.reshape(out_dims)
+    }
+}
+
+impl Module for Conv1x1 {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Conv1x1::forward(self, x)
+    }
+}
+
+/// `x * sigmoid(x)` (the autoencoder's `nonlinearity`, the UNet's `nn.SiLU`).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::silu(x)
+}
+
+/// Nearest-neighbour upsampling by 2 (`F.interpolate(x, scale_factor=2, mode="nearest")`).
+pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    x.upsample_nearest2d(2 * h, 2 * w)
+}
+
+/// Softmax over the last dimension (fused kernel; the input must be contiguous, as a matmul
+/// output is).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax_last_dim(x)
+}

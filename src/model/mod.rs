@@ -30,7 +30,11 @@ pub struct DdpmConfig {
 
 impl Default for DdpmConfig {
     fn default() -> Self {
-        Self { timesteps: 1000, linear_start: 0.0015, linear_end: 0.0195 }
+        Self {
+            timesteps: 1000,
+            linear_start: 0.0015,
+            linear_end: 0.0195,
+        }
     }
 }
 
@@ -69,7 +73,8 @@ pub struct MidmModel {
 impl MidmModel {
     /// `vb` is rooted at the canonical key space (see the module docs).
     pub fn new(vb: VarBuilder, config: &MidmConfig) -> Result<Self> {
-        let autoencoder = Autoencoder::new(vb.pp("diff_model.first_stage_model"), &config.autoencoder)?;
+        let autoencoder =
+            Autoencoder::new(vb.pp("diff_model.first_stage_model"), &config.autoencoder)?;
         let unet = UNetModel::new(vb.pp("diff_model.model.diffusion_model"), &config.unet)?;
         let correspondence = Correspondence::new(vb.clone(), &config.correspondence)?;
         Ok(Self {

@@ -1,9 +1,14 @@
 //! The MIDM sampler: initial warp, interleaved DDIM steps with re-matching and confidence
 //! masking, refinement, decode. Reports an event per step to a caller-supplied sink.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
 
+use super::schedule::{DdimSchedule, DdpmSchedule};
+use super::{ddim, matching};
+use crate::model::correspondence::interpolate_nearest;
 use crate::model::MidmModel;
 
 /// Inputs of one translation (batch B; the sampler does not resize).
@@ -55,7 +60,11 @@ impl Default for SamplerOptions {
             temperature: 0.005,
             fb_threshold: 0.5,
             use_mask: true,
-            refine: Some(RefineOptions { ddim_steps: 200, eta: 1.0, hijack_step: 180 }),
+            refine: Some(RefineOptions {
+                ddim_steps: 200,
+                eta: 1.0,
+                hijack_step: 180,
+            }),
             emit_warp_weights: false,
         }
     }
@@ -144,13 +153,359 @@ pub struct MidmOutput {
     pub mask: Option<Tensor>,
 }
 
-/// Run a full MIDM translation. Errors: candle errors, or [`Cancelled`] (downcast the anyhow error).
+/// Run a full MIDM translation. Errors: candle errors, invalid options, or [`Cancelled`]
+/// (find it with `err.downcast_ref::<Cancelled>()`).
 pub fn translate(
-    _model: &MidmModel,
-    _inputs: &MidmInputs,
-    _opts: &SamplerOptions,
-    _noise: &Noise,
-    _sink: &mut dyn StepSink,
+    model: &MidmModel,
+    inputs: &MidmInputs,
+    opts: &SamplerOptions,
+    noise: &Noise,
+    sink: &mut dyn StepSink,
 ) -> anyhow::Result<MidmOutput> {
-    todo!()
+    let mut run = Run::new(model, inputs, opts, noise, sink)?;
+    run.go()
+}
+
+/// Draws noise in the order the reference consumes it.
+enum NoiseStream<'a> {
+    Seeded(rand::rngs::StdRng),
+    Injected {
+        noise: &'a InjectedNoise,
+        refine_step: usize,
+    },
+}
+
+impl NoiseStream<'_> {
+    fn draw(&mut self, shape: &[usize], device: &Device) -> anyhow::Result<Tensor> {
+        match self {
+            NoiseStream::Seeded(rng) => {
+                let n: usize = shape.iter().product();
+                let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+                Ok(Tensor::from_vec(v, shape, device)?)
+            }
+            NoiseStream::Injected { .. } => unreachable!("injected noise is taken by name"),
+        }
+    }
+
+    fn loop_q(&mut self, shape: &[usize], device: &Device) -> anyhow::Result<Tensor> {
+        match self {
+            NoiseStream::Injected { noise, .. } => checked(&noise.loop_q, shape, device, "loop_q"),
+            _ => self.draw(shape, device),
+        }
+    }
+
+    fn refine_q(&mut self, shape: &[usize], device: &Device) -> anyhow::Result<Tensor> {
+        match self {
+            NoiseStream::Injected { noise, .. } => {
+                checked(&noise.refine_q, shape, device, "refine_q")
+            }
+            _ => self.draw(shape, device),
+        }
+    }
+
+    fn refine_step(&mut self, shape: &[usize], device: &Device) -> anyhow::Result<Tensor> {
+        match self {
+            NoiseStream::Injected { noise, refine_step } => {
+                let j = *refine_step;
+                *refine_step += 1;
+                let z = noise
+                    .refine_steps
+                    .get(j)
+                    .ok_or_else(|| anyhow::anyhow!("injected noise has no refinement step {j}"))?;
+                checked(z, shape, device, "refine step")
+            }
+            _ => self.draw(shape, device),
+        }
+    }
+}
+
+fn checked(t: &Tensor, shape: &[usize], device: &Device, what: &str) -> anyhow::Result<Tensor> {
+    anyhow::ensure!(
+        t.dims() == shape,
+        "injected {what} noise has shape {:?}, expected {shape:?}",
+        t.dims()
+    );
+    Ok(t.to_device(device)?.to_dtype(DType::F32)?)
+}
+
+struct Run<'a> {
+    model: &'a MidmModel,
+    inputs: &'a MidmInputs,
+    opts: &'a SamplerOptions,
+    noise: NoiseStream<'a>,
+    sink: &'a mut dyn StepSink,
+    ddpm: DdpmSchedule,
+    start: Instant,
+    events: usize,
+    total: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        model: &'a MidmModel,
+        inputs: &'a MidmInputs,
+        opts: &'a SamplerOptions,
+        noise: &'a Noise,
+        sink: &'a mut dyn StepSink,
+    ) -> anyhow::Result<Self> {
+        validate(model, inputs, opts)?;
+        let noise = match noise {
+            Noise::Seeded(seed) => NoiseStream::Seeded(rand::rngs::StdRng::seed_from_u64(*seed)),
+            Noise::Injected(n) => NoiseStream::Injected {
+                noise: n,
+                refine_step: 0,
+            },
+        };
+        let ddpm = DdpmSchedule::new(&model.config.ddpm);
+        let refine_steps = opts.refine.as_ref().map_or(0, |r| {
+            DdimSchedule::new(&ddpm, r.ddim_steps, r.eta)
+                .len()
+                .saturating_sub(r.hijack_step)
+        });
+        Ok(Self {
+            model,
+            inputs,
+            opts,
+            noise,
+            sink,
+            ddpm,
+            start: Instant::now(),
+            events: 0,
+            total: 1 + opts.interleaved_steps + refine_steps + 1,
+        })
+    }
+
+    fn check_cancel(&self) -> anyhow::Result<()> {
+        if self.sink.cancelled() {
+            return Err(Cancelled.into());
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        kind: StepKind,
+        t: Option<usize>,
+        pred_x0: &Tensor,
+        warped: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        weights: Option<&Tensor>,
+        image: Option<&Tensor>,
+    ) {
+        let event = StepEvent {
+            kind,
+            index: self.events,
+            total: self.total,
+            t,
+            pred_x0: pred_x0.clone(),
+            warped: warped.cloned(),
+            mask: mask.cloned(),
+            warp_weights: if self.opts.emit_warp_weights {
+                weights.cloned()
+            } else {
+                None
+            },
+            image: image.cloned(),
+            elapsed: self.start.elapsed(),
+        };
+        self.events += 1;
+        self.sink.on_event(&event);
+    }
+
+    fn q_sample(&self, x0: &Tensor, t: usize, noise: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(ddim::q_sample(&self.ddpm, x0, t, noise)?)
+    }
+
+    fn unet(&self, x: &Tensor, t: usize) -> anyhow::Result<Tensor> {
+        self.check_cancel()?;
+        let b = x.dim(0)?;
+        let t = Tensor::from_vec(vec![t as u32; b], b, x.device())?;
+        Ok(self.model.unet.forward(x, &t)?)
+    }
+
+    fn go(&mut self) -> anyhow::Result<MidmOutput> {
+        let model = self.model;
+        let opts = self.opts;
+        let device = &model.device;
+        let corr_net = &model.correspondence;
+        let condition = self
+            .inputs
+            .condition
+            .to_device(device)?
+            .to_dtype(DType::F32)?;
+        let exemplar = self
+            .inputs
+            .exemplar
+            .to_device(device)?
+            .to_dtype(DType::F32)?;
+        let exemplar_label = self
+            .inputs
+            .exemplar_label
+            .to_device(device)?
+            .to_dtype(DType::F32)?;
+
+        // Exemplar side, computed once for the whole run.
+        let ref_latent = model.autoencoder.encode(&exemplar)?;
+        let (_, _, h, w) = ref_latent.dims4()?;
+        let label_ds = interpolate_nearest(&condition, h, w)?;
+        let ref_label_ds = interpolate_nearest(&exemplar_label, h, w)?;
+        let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
+        let (ref_out, ref_matching) = corr_net.reference_features(&ref_latent, &ref_label_ds)?;
+        let inter_ref = crate::model::correspondence::center_and_normalize(&ref_matching)?;
+
+        // Initial warp.
+        let corr = matching::correlation(&trg_out, &ref_out)?;
+        let weights = matching::warp_weights(&corr, opts.temperature)?;
+        let mut x0 = matching::apply_warp(&weights, &ref_latent)?;
+        self.emit(
+            StepKind::InitialWarp,
+            None,
+            &x0,
+            Some(&x0),
+            None,
+            Some(&weights),
+            None,
+        );
+
+        // Interleaved DDIM steps on the last `interleaved_steps` steps of the S-step schedule.
+        let ddim = DdimSchedule::new(&self.ddpm, opts.ddim_steps, 0.0);
+        let n = opts.interleaved_steps;
+        let first = opts.ddim_steps - n;
+        let mut carried: Option<(f32, Tensor)> = None; // (sqrt(a_prev), dir_xt) of the last step
+        let mut last_mask = None;
+        let shape = x0.dims().to_vec();
+        for k in 0..n {
+            self.check_cancel()?;
+            let s = first + k;
+            let mut rewarp = None;
+            if k > 0 && opts.rewarp_at.contains(&k) {
+                let feat = corr_net.iteration_features(&x0, &trg_matching)?;
+                let corr_inter = matching::correlation(&feat, &inter_ref)?;
+                let weights = matching::warp_weights(&corr_inter, opts.temperature)?;
+                let x0_new = matching::apply_warp(&weights, &ref_latent)?;
+                let mask = if opts.use_mask {
+                    matching::cycle_mask(&corr_inter, h, w, opts.temperature, opts.fb_threshold)?.2
+                } else {
+                    Tensor::ones((shape[0], 1, h, w), DType::F32, device)?
+                };
+                x0 = matching::masked_mix(&x0_new, &x0, &mask)?;
+                rewarp = Some((x0_new, mask, weights));
+            }
+            let x_in = match &carried {
+                None => {
+                    let q = self.noise.loop_q(&shape, device)?;
+                    self.q_sample(&x0, ddim.time_range(s - 1), &q)?
+                }
+                Some((sqrt_a_prev, dir_xt)) => ((&x0 * *sqrt_a_prev as f64)? + dir_xt)?,
+            };
+            let t = ddim.time_range(s);
+            let c = ddim.coefficients(ddim.index_of_step(s));
+            let eps = self.unet(&x_in, t)?;
+            let step = ddim::ddim_step(&x_in, &eps, &c)?;
+            carried = Some((c.sqrt_alpha_prev, step.dir_xt));
+            x0 = step.pred_x0;
+            let kind = StepKind::Interleaved {
+                k,
+                rewarped: rewarp.is_some(),
+            };
+            match &rewarp {
+                Some((warped, mask, weights)) => {
+                    self.emit(
+                        kind,
+                        Some(t),
+                        &x0,
+                        Some(warped),
+                        Some(mask),
+                        Some(weights),
+                        None,
+                    );
+                    last_mask = Some(mask.clone());
+                }
+                None => self.emit(kind, Some(t), &x0, None, None, None, None),
+            }
+        }
+
+        // Refinement: a stochastic DDIM pass over the last steps of a long schedule.
+        if let Some(refine) = &opts.refine {
+            let ddim = DdimSchedule::new(&self.ddpm, refine.ddim_steps, refine.eta);
+            let q = self.noise.refine_q(&shape, device)?;
+            let mut x = self.q_sample(&x0, ddim.time_range(refine.hijack_step - 1), &q)?;
+            for (i, s) in (refine.hijack_step..ddim.len()).enumerate() {
+                let t = ddim.time_range(s);
+                let c = ddim.coefficients(ddim.index_of_step(s));
+                let eps = self.unet(&x, t)?;
+                let step = ddim::ddim_step(&x, &eps, &c)?;
+                let z = self.noise.refine_step(&shape, device)?;
+                x = step.x_prev(&c, Some(&z))?;
+                x0 = step.pred_x0;
+                self.emit(StepKind::Refine { i }, Some(t), &x0, None, None, None, None);
+            }
+        }
+
+        self.check_cancel()?;
+        let image = model.autoencoder.decode(&x0)?;
+        self.emit(
+            StepKind::Final,
+            None,
+            &x0,
+            None,
+            last_mask.as_ref(),
+            None,
+            Some(&image),
+        );
+        Ok(MidmOutput {
+            image,
+            latent: x0,
+            mask: last_mask,
+        })
+    }
+}
+
+fn validate(model: &MidmModel, inputs: &MidmInputs, opts: &SamplerOptions) -> anyhow::Result<()> {
+    let cfg = &model.config;
+    let size = cfg.image_size;
+    let (b, c, h, w) = inputs.condition.dims4()?;
+    anyhow::ensure!(
+        c == cfg.label_nc(),
+        "the condition has {c} channels, the model expects {}",
+        cfg.label_nc()
+    );
+    anyhow::ensure!(
+        (h, w) == (size, size),
+        "the condition is {w}x{h}, the model expects {size}x{size}"
+    );
+    let (be, ce, he, we) = inputs.exemplar.dims4()?;
+    anyhow::ensure!(ce == 3, "the exemplar has {ce} channels, expected 3 (RGB)");
+    anyhow::ensure!(
+        (he, we) == (size, size),
+        "the exemplar is {we}x{he}, the model expects {size}x{size}"
+    );
+    let (bl, cl, hl, wl) = inputs.exemplar_label.dims4()?;
+    anyhow::ensure!(
+        cl == cfg.label_nc() && (hl, wl) == (size, size),
+        "the exemplar label is {cl}x{hl}x{wl}, expected {}x{size}x{size}",
+        cfg.label_nc()
+    );
+    anyhow::ensure!(
+        b == be && b == bl,
+        "batch sizes differ: condition {b}, exemplar {be}, label {bl}"
+    );
+    anyhow::ensure!(opts.ddim_steps >= 1, "ddim_steps must be at least 1");
+    anyhow::ensure!(
+        opts.interleaved_steps < opts.ddim_steps,
+        "interleaved steps ({}) must be fewer than DDIM steps ({})",
+        opts.interleaved_steps,
+        opts.ddim_steps
+    );
+    anyhow::ensure!(opts.temperature > 0.0, "temperature must be positive");
+    if let Some(r) = &opts.refine {
+        anyhow::ensure!(
+            r.hijack_step >= 1 && r.hijack_step < r.ddim_steps,
+            "refinement start step {} must be in 1..{}",
+            r.hijack_step,
+            r.ddim_steps
+        );
+    }
+    Ok(())
 }

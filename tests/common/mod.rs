@@ -26,7 +26,11 @@ pub fn config_json() -> serde_json::Value {
 }
 
 fn usizes(v: &serde_json::Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
 }
 
 /// The model configuration of the fixture set, from its `config.json`.
@@ -40,7 +44,9 @@ pub fn fixture_config() -> MidmConfig {
     MidmConfig {
         image_size: c["image_size"].as_u64().unwrap() as usize,
         autoencoder: AutoencoderConfig {
-            kind: AutoencoderKind::Vq { n_embed: ae["n_embed"].as_u64().unwrap() as usize },
+            kind: AutoencoderKind::Vq {
+                n_embed: ae["n_embed"].as_u64().unwrap() as usize,
+            },
             embed_dim: ae["embed_dim"].as_u64().unwrap() as usize,
             z_channels: ae["z_channels"].as_u64().unwrap() as usize,
             double_z: ae["double_z"].as_bool().unwrap(),
@@ -93,7 +99,10 @@ pub fn trace() -> HashMap<String, Tensor> {
 
 /// A trace tensor that every fixture set has.
 pub fn get(trace: &HashMap<String, Tensor>, name: &str) -> Tensor {
-    trace.get(name).unwrap_or_else(|| panic!("trace tensor {name} missing")).clone()
+    trace
+        .get(name)
+        .unwrap_or_else(|| panic!("trace tensor {name} missing"))
+        .clone()
 }
 
 /// Largest absolute difference of two tensors of the same shape (as f32).
@@ -101,17 +110,50 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     let a = a.to_dtype(DType::F32).unwrap();
     let b = b.to_dtype(DType::F32).unwrap();
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// Largest absolute value of a tensor, to scale tolerances.
 pub fn max_abs(a: &Tensor) -> f32 {
-    a.to_dtype(DType::F32).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    a.to_dtype(DType::F32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// Assert `|got - want| <= tol` elementwise, printing the error for the closing note.
 pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, tol: f32) {
     let err = max_abs_diff(got, want);
-    eprintln!("parity {name}: max abs error {err:.3e} (tolerance {tol:.1e}, scale {:.3e})", max_abs(want));
+    eprintln!(
+        "parity {name}: max abs error {err:.3e} (tolerance {tol:.1e}, scale {:.3e})",
+        max_abs(want)
+    );
     assert!(err <= tol, "{name}: max abs error {err:e} exceeds {tol:e}");
+}
+
+/// Soft-warp temperature of the set (`midms.soft_warp.alpha`; the official 0.005 if absent).
+pub fn temperature(c: &serde_json::Value) -> f64 {
+    c["midms"]["soft_warp"]["alpha"].as_f64().unwrap_or(0.005)
+}
+
+/// Forward-backward threshold of the set (`midms.fb_mask.fb_threshold`; official 0.5 if absent).
+pub fn fb_threshold(c: &serde_json::Value) -> f64 {
+    c["midms"]["fb_mask"]["fb_threshold"]
+        .as_f64()
+        .unwrap_or(0.5)
 }

@@ -1,0 +1,289 @@
+//! The LDM `config.yaml` that ships beside every latent-diffusion checkpoint (or the same
+//! structure as JSON, e.g. the `ldm_config` object of a parity set's `config.json`).
+//!
+//! Only `model.params.*` is read. The `target` strings are never looked at (they name Python
+//! classes, and differ between the latent-diffusion and MIDMs code trees). Options the reference
+//! supports but midm does not (conditioning, scale-shift norm, spatial transformers, ...) are
+//! rejected with an error naming the option, rather than silently building another network.
+use serde::Deserialize;
+
+use crate::model::{
+    AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, DdpmConfig, MidmConfig, UNetConfig,
+};
+
+/// What an LDM config determines: everything except the correspondence widths (those are read
+/// from the weights' shapes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LdmConfig {
+    /// Image side in pixels (`first_stage_config.params.ddconfig.resolution`).
+    pub image_size: usize,
+    pub autoencoder: AutoencoderConfig,
+    pub unet: UNetConfig,
+    pub ddpm: DdpmConfig,
+}
+
+impl LdmConfig {
+    pub fn with_correspondence(self, correspondence: CorrespondenceConfig) -> MidmConfig {
+        MidmConfig {
+            image_size: self.image_size,
+            autoencoder: self.autoencoder,
+            unet: self.unet,
+            ddpm: self.ddpm,
+            correspondence,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct File {
+    model: Model,
+}
+
+#[derive(Deserialize)]
+struct Model {
+    params: Params,
+}
+
+#[derive(Deserialize)]
+struct Sub<T> {
+    params: T,
+}
+
+fn default_timesteps() -> usize {
+    1000
+}
+fn default_linear_start() -> f64 {
+    1e-4
+}
+fn default_linear_end() -> f64 {
+    2e-2
+}
+fn yes() -> bool {
+    true
+}
+fn default_ch_mult() -> Vec<usize> {
+    vec![1, 2, 4, 8]
+}
+fn minus_one() -> i64 {
+    -1
+}
+
+/// `model.params` (LDM `LatentDiffusion` / `DDPM` arguments; defaults are LDM's).
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default = "default_timesteps")]
+    timesteps: usize,
+    #[serde(default = "default_linear_start")]
+    linear_start: f64,
+    #[serde(default = "default_linear_end")]
+    linear_end: f64,
+    beta_schedule: Option<String>,
+    given_betas: Option<serde_yaml::Value>,
+    parameterization: Option<String>,
+    conditioning_key: Option<String>,
+    unet_config: Sub<UnetParams>,
+    first_stage_config: Sub<FirstStageParams>,
+}
+
+#[derive(Deserialize)]
+struct UnetParams {
+    image_size: usize,
+    in_channels: usize,
+    out_channels: usize,
+    model_channels: usize,
+    num_res_blocks: usize,
+    attention_resolutions: Vec<usize>,
+    #[serde(default = "default_ch_mult")]
+    channel_mult: Vec<usize>,
+    #[serde(default = "minus_one")]
+    num_head_channels: i64,
+    #[serde(default = "minus_one")]
+    num_heads: i64,
+    #[serde(default = "minus_one")]
+    num_heads_upsample: i64,
+    #[serde(default)]
+    use_scale_shift_norm: bool,
+    #[serde(default)]
+    resblock_updown: bool,
+    #[serde(default)]
+    use_new_attention_order: bool,
+    #[serde(default)]
+    use_spatial_transformer: bool,
+    #[serde(default = "yes")]
+    conv_resample: bool,
+    dims: Option<usize>,
+    num_classes: Option<serde_yaml::Value>,
+    context_dim: Option<serde_yaml::Value>,
+    n_embed: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct FirstStageParams {
+    embed_dim: usize,
+    n_embed: Option<usize>,
+    ddconfig: DdConfig,
+}
+
+#[derive(Deserialize)]
+struct DdConfig {
+    #[serde(default = "yes")]
+    double_z: bool,
+    z_channels: usize,
+    resolution: usize,
+    in_channels: usize,
+    out_ch: usize,
+    ch: usize,
+    #[serde(default = "default_ch_mult")]
+    ch_mult: Vec<usize>,
+    num_res_blocks: usize,
+    attn_resolutions: Vec<usize>,
+    #[serde(default = "yes")]
+    resamp_with_conv: bool,
+    #[serde(default)]
+    give_pre_end: bool,
+    #[serde(default)]
+    tanh_out: bool,
+    attn_type: Option<String>,
+}
+
+/// Parses `config.yaml` text.
+pub fn parse_yaml(text: &str) -> Result<LdmConfig, String> {
+    let file: File = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    convert(file.model.params)
+}
+
+/// Parses JSON text: either the LDM structure itself (`{"model": ...}`) or a document holding it
+/// under `ldm_config` (a parity set's `config.json`).
+pub fn parse_json(text: &str) -> Result<LdmConfig, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let ldm = match v.get("ldm_config") {
+        Some(inner) => inner.clone(),
+        None if v.get("model").is_some() => v,
+        None => return Err("no `ldm_config` object and no `model` object".into()),
+    };
+    let file: File = serde_json::from_value(ldm).map_err(|e| format!("ldm_config: {e}"))?;
+    convert(file.model.params)
+}
+
+fn head_option(name: &str, v: i64) -> Result<Option<usize>, String> {
+    match v {
+        -1 => Ok(None),
+        v if v > 0 => Ok(Some(v as usize)),
+        v => Err(format!("unet_config.params.{name} = {v} is invalid")),
+    }
+}
+
+fn convert(p: Params) -> Result<LdmConfig, String> {
+    let unsupported = |what: &str| Err(format!("{what} is not supported by midm"));
+    if let Some(s) = p.beta_schedule.as_deref().filter(|s| *s != "linear") {
+        return unsupported(&format!("beta_schedule {s:?}"));
+    }
+    if p.given_betas.as_ref().is_some_and(|v| !v.is_null()) {
+        return unsupported("given_betas");
+    }
+    if let Some(s) = p.parameterization.as_deref().filter(|s| *s != "eps") {
+        return unsupported(&format!("parameterization {s:?}"));
+    }
+    if let Some(c) = &p.conditioning_key {
+        return unsupported(&format!(
+            "conditioning_key {c:?} (MIDMs uses an unconditional LDM)"
+        ));
+    }
+    let u = p.unet_config.params;
+    let flags = [
+        (u.use_scale_shift_norm, "unet use_scale_shift_norm"),
+        (u.resblock_updown, "unet resblock_updown"),
+        (u.use_new_attention_order, "unet use_new_attention_order"),
+        (u.use_spatial_transformer, "unet use_spatial_transformer"),
+        (!u.conv_resample, "unet conv_resample: false"),
+        (u.dims.is_some_and(|d| d != 2), "unet dims other than 2"),
+        (
+            u.num_classes.as_ref().is_some_and(|v| !v.is_null()),
+            "unet num_classes (class-conditional)",
+        ),
+        (
+            u.context_dim.as_ref().is_some_and(|v| !v.is_null()),
+            "unet context_dim (cross-attention)",
+        ),
+        (u.n_embed.is_some(), "unet n_embed (codebook prediction)"),
+    ];
+    if let Some((_, what)) = flags.iter().find(|(on, _)| *on) {
+        return unsupported(what);
+    }
+    let num_head_channels = head_option("num_head_channels", u.num_head_channels)?;
+    let num_heads = head_option("num_heads", u.num_heads)?;
+    if num_head_channels.is_none() && num_heads.is_none() {
+        return Err("unet_config.params: either num_heads or num_head_channels must be set".into());
+    }
+    if u.num_heads_upsample != -1 && u.num_heads_upsample != u.num_heads {
+        return unsupported("unet num_heads_upsample different from num_heads");
+    }
+    if u.channel_mult.is_empty() || u.model_channels == 0 || u.num_res_blocks == 0 {
+        return Err(
+            "unet_config.params: channel_mult, model_channels and num_res_blocks must be non-zero"
+                .into(),
+        );
+    }
+    let f = p.first_stage_config.params;
+    let d = f.ddconfig;
+    let flags = [
+        (!d.resamp_with_conv, "first stage resamp_with_conv: false"),
+        (d.give_pre_end, "first stage give_pre_end"),
+        (d.tanh_out, "first stage tanh_out"),
+        (
+            d.attn_type.as_deref().is_some_and(|a| a != "vanilla"),
+            "first stage attn_type other than vanilla",
+        ),
+    ];
+    if let Some((_, what)) = flags.iter().find(|(on, _)| *on) {
+        return unsupported(what);
+    }
+    if d.ch_mult.is_empty() || d.ch == 0 || d.resolution == 0 {
+        return Err(
+            "first_stage_config ddconfig: ch_mult, ch and resolution must be non-zero".into(),
+        );
+    }
+    let factor = 1usize << (d.ch_mult.len() - 1);
+    if d.resolution % factor != 0 {
+        return Err(format!(
+            "ddconfig.resolution {} is not a multiple of the downsampling factor {factor}",
+            d.resolution
+        ));
+    }
+    let kind = match f.n_embed {
+        Some(n_embed) => AutoencoderKind::Vq { n_embed },
+        None => AutoencoderKind::Kl,
+    };
+    Ok(LdmConfig {
+        image_size: d.resolution,
+        autoencoder: AutoencoderConfig {
+            kind,
+            embed_dim: f.embed_dim,
+            z_channels: d.z_channels,
+            double_z: d.double_z,
+            in_channels: d.in_channels,
+            out_ch: d.out_ch,
+            ch: d.ch,
+            ch_mult: d.ch_mult,
+            num_res_blocks: d.num_res_blocks,
+            attn_resolutions: d.attn_resolutions,
+            resolution: d.resolution,
+        },
+        unet: UNetConfig {
+            image_size: u.image_size,
+            in_channels: u.in_channels,
+            out_channels: u.out_channels,
+            model_channels: u.model_channels,
+            channel_mult: u.channel_mult,
+            num_res_blocks: u.num_res_blocks,
+            attention_resolutions: u.attention_resolutions,
+            num_head_channels,
+            num_heads,
+        },
+        ddpm: DdpmConfig {
+            timesteps: p.timesteps,
+            linear_start: p.linear_start,
+            linear_end: p.linear_end,
+        },
+    })
+}

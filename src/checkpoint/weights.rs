@@ -1,0 +1,433 @@
+//! One weight file, indexed without reading tensor data: safetensors, or a PyTorch zip checkpoint
+//! (`.ckpt` / `.pth` / `.pt`). Tensors are read on demand, only those asked for.
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use super::pickle::{self, TensorRef};
+use super::LoadError;
+
+/// Container format of a weight file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Safetensors,
+    /// `torch.save` zip archive with a pickled object.
+    TorchZip,
+}
+
+/// Name, shape and dtype of one stored tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+enum Inner {
+    Safetensors {
+        data_start: u64,
+        ranges: HashMap<String, (u64, u64)>,
+    },
+    Torch {
+        root: String,
+        refs: HashMap<String, TensorRef>,
+    },
+}
+
+/// An indexed weight file.
+pub struct WeightsFile {
+    pub path: PathBuf,
+    pub format: Format,
+    /// Tensors in stored order (for torch files: the order of the state dict).
+    pub entries: Vec<TensorEntry>,
+    /// State-dict entries that are not tensors (torch files only).
+    pub non_tensors: Vec<String>,
+    inner: Inner,
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> LoadError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        LoadError::NotFound(path.to_path_buf())
+    } else {
+        LoadError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+/// First bytes of the legacy (pre-1.6, non-zip) `torch.save` format: a pickled magic number.
+const LEGACY_TORCH_MAGIC: [u8; 4] = [0x80, 0x02, 0x8a, 0x0a];
+
+impl WeightsFile {
+    /// Indexes `path`, choosing the format from the file's first bytes (not its name), so that a
+    /// misnamed file gets an error about what it is.
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let mut f = File::open(path).map_err(|e| io_err(path, e))?;
+        let len = f.metadata().map_err(|e| io_err(path, e))?.len();
+        if len == 0 {
+            return Err(LoadError::EmptyFile(path.to_path_buf()));
+        }
+        let mut head = [0u8; 4];
+        let n = f.read(&mut head).map_err(|e| io_err(path, e))?;
+        let is_zip = n == 4 && &head == b"PK\x03\x04";
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if is_zip {
+            Self::open_torch(path, f)
+        } else if n == 4 && head == LEGACY_TORCH_MAGIC {
+            Err(LoadError::NotCheckpoint {
+                path: path.to_path_buf(),
+                reason:
+                    "legacy (non-zip) PyTorch format, written by torch < 1.6 or with \
+                         _use_new_zipfile_serialization=False; re-save it with a current torch.save"
+                        .into(),
+            })
+        } else if matches!(ext.as_str(), "ckpt" | "pth" | "pt" | "bin") {
+            Err(LoadError::NotCheckpoint {
+                path: path.to_path_buf(),
+                reason: "not a zip archive (torch.save writes zip archives)".into(),
+            })
+        } else {
+            Self::open_safetensors(path, f, len)
+        }
+    }
+
+    fn open_safetensors(path: &Path, mut f: File, len: u64) -> Result<Self, LoadError> {
+        let not_st = |reason: String| LoadError::NotSafetensors {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let truncated = |reason: String| LoadError::Truncated {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if len < 8 {
+            return Err(not_st(format!(
+                "{len} bytes, shorter than the 8-byte header length"
+            )));
+        }
+        f.seek(SeekFrom::Start(0)).map_err(|e| io_err(path, e))?;
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n).map_err(|e| io_err(path, e))?;
+        let n = u64::from_le_bytes(n);
+        // The format caps headers at 100 MB; a bigger number means this is not safetensors.
+        if n > 100_000_000 {
+            return Err(not_st(format!("header length field {n} is not plausible")));
+        }
+        if 8 + n > len {
+            return Err(truncated(format!(
+                "header of {n} bytes, but the file has only {len} bytes"
+            )));
+        }
+        let mut header = vec![0u8; n as usize];
+        f.read_exact(&mut header).map_err(|e| io_err(path, e))?;
+        let header: serde_json::Value = serde_json::from_slice(&header)
+            .map_err(|e| not_st(format!("header is not valid JSON ({e})")))?;
+        let serde_json::Value::Object(map) = header else {
+            return Err(not_st("header is not a JSON object".into()));
+        };
+        let mut entries = Vec::new();
+        let mut ranges = HashMap::new();
+        let mut data_len = 0u64;
+        for (name, info) in &map {
+            if name == "__metadata__" {
+                continue;
+            }
+            let bad = |what: &str| not_st(format!("tensor {name}: {what}"));
+            let dtype = info
+                .get("dtype")
+                .and_then(|d| d.as_str())
+                .ok_or_else(|| bad("no dtype"))?;
+            let dtype = match dtype {
+                "F32" => DType::F32,
+                "F16" => DType::F16,
+                "BF16" => DType::BF16,
+                "F64" => DType::F64,
+                "I64" => DType::I64,
+                "I32" => DType::I32,
+                "I16" => DType::I16,
+                "U32" => DType::U32,
+                "U8" | "BOOL" => DType::U8,
+                other => return Err(bad(&format!("unsupported dtype {other}"))),
+            };
+            let shape: Vec<usize> = info
+                .get("shape")
+                .and_then(|s| s.as_array())
+                .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+                .ok_or_else(|| bad("bad shape"))?;
+            let offs: Vec<u64> = info
+                .get("data_offsets")
+                .and_then(|s| s.as_array())
+                .and_then(|s| s.iter().map(|d| d.as_u64()).collect())
+                .filter(|o: &Vec<u64>| o.len() == 2 && o[0] <= o[1])
+                .ok_or_else(|| bad("bad data_offsets"))?;
+            let numel: u64 = shape.iter().map(|&d| d as u64).product();
+            if numel * dtype.size_in_bytes() as u64 != offs[1] - offs[0] {
+                return Err(bad(&format!(
+                    "shape {shape:?} does not match its {} data bytes",
+                    offs[1] - offs[0]
+                )));
+            }
+            data_len = data_len.max(offs[1]);
+            ranges.insert(name.clone(), (offs[0], offs[1]));
+            entries.push(TensorEntry {
+                name: name.clone(),
+                shape,
+                dtype,
+            });
+        }
+        let expected = 8 + n + data_len;
+        if len < expected {
+            return Err(truncated(format!(
+                "the header describes {expected} bytes, but the file has only {len} (cut short?)"
+            )));
+        }
+        if len > expected {
+            return Err(not_st(format!(
+                "{} bytes after the last tensor",
+                len - expected
+            )));
+        }
+        // Keep a stable, meaningful order: by data offset, which is the writer's order.
+        entries.sort_by_key(|e| ranges[&e.name].0);
+        Ok(Self {
+            path: path.to_path_buf(),
+            format: Format::Safetensors,
+            entries,
+            non_tensors: Vec::new(),
+            inner: Inner::Safetensors {
+                data_start: 8 + n,
+                ranges,
+            },
+        })
+    }
+
+    fn open_torch(path: &Path, f: File) -> Result<Self, LoadError> {
+        let not_ckpt = |reason: String| LoadError::NotCheckpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut zip =
+            zip::ZipArchive::new(BufReader::new(f)).map_err(|e| LoadError::Truncated {
+                path: path.to_path_buf(),
+                reason: format!("unreadable zip archive ({e}); the file may be cut short"),
+            })?;
+        let names: Vec<String> = zip
+            .file_names()
+            .filter_map(|n| n.ok().map(|n| n.into_owned()))
+            .collect();
+        // The root folder differs between files (`archive/`, `epoch_4/`, ...): find records by suffix.
+        let pkls: Vec<&String> = names.iter().filter(|n| n.ends_with("data.pkl")).collect();
+        let pkl = match pkls.as_slice() {
+            [one] => (*one).clone(),
+            [] => return Err(not_ckpt("zip archive without a data.pkl record".into())),
+            _ => return Err(not_ckpt(format!("several data.pkl records: {pkls:?}"))),
+        };
+        let root = pkl.strip_suffix("data.pkl").unwrap().to_string();
+        let pickle_err = |reason: String| LoadError::Pickle {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Ok(mut rec) = zip.by_name(&format!("{root}byteorder")) {
+            let mut s = String::new();
+            rec.read_to_string(&mut s).map_err(|e| io_err(path, e))?;
+            if s.trim() != "little" {
+                return Err(pickle_err(format!(
+                    "byte order {:?} is not supported",
+                    s.trim()
+                )));
+            }
+        }
+        let mut data = Vec::new();
+        zip.by_name(&pkl)
+            .map_err(|e| pickle_err(format!("cannot open {pkl}: {e}")))?
+            .read_to_end(&mut data)
+            .map_err(|e| pickle_err(format!("cannot read {pkl}: {e}")))?;
+        let top = pickle::unpickle(&data).map_err(pickle_err)?;
+        let sd = pickle::state_dict(&top).map_err(pickle_err)?;
+        let mut entries = Vec::with_capacity(sd.tensors.len());
+        let mut refs = HashMap::with_capacity(sd.tensors.len());
+        for (name, t) in sd.tensors {
+            entries.push(TensorEntry {
+                name: name.clone(),
+                shape: t.shape.clone(),
+                dtype: t.storage.dtype,
+            });
+            if refs.insert(name.clone(), t).is_some() {
+                return Err(pickle_err(format!(
+                    "key {name} appears twice in the state dict"
+                )));
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            format: Format::TorchZip,
+            entries,
+            non_tensors: sd.non_tensors,
+            inner: Inner::Torch { root, refs },
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match &self.inner {
+            Inner::Safetensors { ranges, .. } => ranges.contains_key(name),
+            Inner::Torch { refs, .. } => refs.contains_key(name),
+        }
+    }
+
+    /// The storage record a torch tensor views (for checking that storages are shared).
+    pub fn storage_key(&self, name: &str) -> Option<&str> {
+        match &self.inner {
+            Inner::Torch { refs, .. } => refs.get(name).map(|t| t.storage.key.as_str()),
+            Inner::Safetensors { .. } => None,
+        }
+    }
+
+    /// Reads every tensor.
+    pub fn load_all(&self, device: &Device) -> Result<HashMap<String, Tensor>, LoadError> {
+        let names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+        self.load(&names, device)
+    }
+
+    /// Reads the named tensors (each storage record is read once, however many tensors share it).
+    pub fn load(
+        &self,
+        names: &[&str],
+        device: &Device,
+    ) -> Result<HashMap<String, Tensor>, LoadError> {
+        let path = &self.path;
+        let missing = |n: &str| LoadError::MissingKeys {
+            files: vec![path.clone()],
+            keys: vec![n.to_string()],
+            unexpected: Vec::new(),
+        };
+        let cerr = |e: candle_core::Error| LoadError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        };
+        let mut out = HashMap::with_capacity(names.len());
+        match &self.inner {
+            Inner::Safetensors { data_start, ranges } => {
+                let mut f = File::open(path).map_err(|e| io_err(path, e))?;
+                for &name in names {
+                    let &(a, b) = ranges.get(name).ok_or_else(|| missing(name))?;
+                    let entry = self.entries.iter().find(|e| e.name == name).unwrap();
+                    let mut buf = vec![0u8; (b - a) as usize];
+                    f.seek(SeekFrom::Start(data_start + a))
+                        .map_err(|e| io_err(path, e))?;
+                    f.read_exact(&mut buf).map_err(|e| LoadError::Truncated {
+                        path: path.clone(),
+                        reason: format!("reading tensor {name}: {e}"),
+                    })?;
+                    let t = Tensor::from_raw_buffer(&buf, entry.dtype, &entry.shape, device)
+                        .map_err(cerr)?;
+                    out.insert(name.to_string(), t);
+                }
+            }
+            Inner::Torch { root, refs } => {
+                let f = File::open(path).map_err(|e| io_err(path, e))?;
+                let mut zip =
+                    zip::ZipArchive::new(BufReader::new(f)).map_err(|e| LoadError::Truncated {
+                        path: path.clone(),
+                        reason: format!("unreadable zip archive ({e})"),
+                    })?;
+                // Storages are shared across keys: read each once, drop it after its last use.
+                let mut uses: HashMap<&str, usize> = HashMap::new();
+                for &name in names {
+                    let t = refs.get(name).ok_or_else(|| missing(name))?;
+                    *uses.entry(t.storage.key.as_str()).or_default() += 1;
+                }
+                let mut cache: HashMap<String, Vec<u8>> = HashMap::new();
+                for &name in names {
+                    let t = &refs[name];
+                    let key = t.storage.key.as_str();
+                    if !cache.contains_key(key) {
+                        let bytes = read_storage(&mut zip, path, root, t)?;
+                        cache.insert(key.to_string(), bytes);
+                    }
+                    let tensor = materialize(t, &cache[key], device).map_err(cerr)?;
+                    out.insert(name.to_string(), tensor);
+                    let n = uses.get_mut(key).unwrap();
+                    *n -= 1;
+                    if *n == 0 {
+                        cache.remove(key);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_storage(
+    zip: &mut zip::ZipArchive<BufReader<File>>,
+    path: &Path,
+    root: &str,
+    t: &TensorRef,
+) -> Result<Vec<u8>, LoadError> {
+    let record = format!("{root}data/{}", t.storage.key);
+    let want = t.storage.numel * t.storage.dtype.size_in_bytes();
+    let mut rec = zip.by_name(&record).map_err(|e| LoadError::Truncated {
+        path: path.to_path_buf(),
+        reason: format!("storage record {record} is missing ({e})"),
+    })?;
+    let mut bytes = Vec::with_capacity(want.min(rec.size() as usize));
+    rec.read_to_end(&mut bytes)
+        .map_err(|e| LoadError::Truncated {
+            path: path.to_path_buf(),
+            reason: format!("reading storage record {record}: {e}"),
+        })?;
+    if bytes.len() < want {
+        return Err(LoadError::Truncated {
+            path: path.to_path_buf(),
+            reason: format!(
+                "storage record {record} has {} bytes, {want} expected",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Builds the tensor a strided view describes from its storage bytes.
+fn materialize(t: &TensorRef, storage: &[u8], device: &Device) -> candle_core::Result<Tensor> {
+    let es = t.storage.dtype.size_in_bytes();
+    let numel = t.numel();
+    if numel == 0 {
+        return Tensor::zeros(t.shape.as_slice(), t.storage.dtype, device);
+    }
+    if t.is_contiguous() {
+        let bytes = &storage[t.offset * es..(t.offset + numel) * es];
+        return Tensor::from_raw_buffer(bytes, t.storage.dtype, &t.shape, device);
+    }
+    // General strided view (never in the authors' files): gather element by element.
+    let mut out = Vec::with_capacity(numel * es);
+    let mut idx = vec![0usize; t.shape.len()];
+    for _ in 0..numel {
+        let off = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+        out.extend_from_slice(&storage[off * es..(off + 1) * es]);
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < t.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Tensor::from_raw_buffer(&out, t.storage.dtype, &t.shape, device)
+}

@@ -1,0 +1,596 @@
+//! Parity of the correspondence networks, the matching operations, the schedules, the
+//! interleaved loop, the refinement and the whole chain against the reference fixtures
+//! (`MIDM_PARITY_DIR`, default `../shared/parity`). Every stage is fed its STORED inputs, so that
+//! the float noise of one stage cannot flip a later threshold; the end-to-end test then runs
+//! everything from `input.*` with the reference's noise injected.
+//!
+//! Tolerances. Stage-wise checks recompute float32 arithmetic in another order than PyTorch, so
+//! they agree to a few float32 ulps of the values involved, amplified by what the stage does:
+//! - plain convolutions / norms of O(1) activations: 1e-4 absolute (~100 ulps at magnitude 1;
+//!   convs sum hundreds of products, and instance / positional norms divide by small stds);
+//! - anything behind the soft-warp softmax at temperature 0.005 multiplies errors of the
+//!   correlation (~1e-7) by 200 in the exponent: 1e-4 for flows and warped latents;
+//! - masks and VQ indices are discrete: exact (the fixture's margins, README "Numerical
+//!   margins", are far above float32 noise);
+//! - end to end, the README measured the sensitivity of this data by recomputing in float64:
+//!   up to 3.4e-5 for warped latents and loop x0, 1.5e-3 for fb values anywhere, 3.5e-5 for the
+//!   final latent, 3.4e-6 for the output image; our tolerances are about 10x those.
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::{assert_close, get, max_abs_diff};
+use midm::model::correspondence::{interpolate_nearest, spectral_norm_weight, Correspondence};
+use midm::sampling::ddim::{ddim_step, q_sample};
+use midm::sampling::matching;
+use midm::sampling::schedule::{DdimSchedule, DdpmSchedule};
+
+fn correspondence() -> Correspondence {
+    Correspondence::new(
+        common::fixture_vb(),
+        &common::fixture_config().correspondence,
+    )
+    .unwrap()
+}
+
+fn to_vec_f32(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn to_vec_i64(t: &Tensor) -> Vec<i64> {
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Compare flattened [B, hw, hw] with the reference's [B, h, w, h, w].
+fn as_matrix(t: &Tensor) -> Tensor {
+    let (b, h, w, _, _) = t.dims5().unwrap();
+    t.reshape((b, h * w, h * w)).unwrap()
+}
+
+#[test]
+fn parity_schedule() {
+    let cfg = common::fixture_config();
+    let ddpm = DdpmSchedule::new(&cfg.ddpm);
+    let vb = common::fixture_vb();
+    let t = cfg.ddpm.timesteps;
+    // The DDPM buffers are float64 computations rounded to float32: recomputing them the same
+    // way must give the same float32 values (tolerance: 1 ulp at magnitude 1).
+    for (name, ours) in [
+        ("alphas_cumprod", &ddpm.alphas_cumprod),
+        ("sqrt_alphas_cumprod", &ddpm.sqrt_alphas_cumprod),
+        (
+            "sqrt_one_minus_alphas_cumprod",
+            &ddpm.sqrt_one_minus_alphas_cumprod,
+        ),
+    ] {
+        let want = vb.get(t, &format!("diff_model.{name}")).unwrap();
+        let got = Tensor::new(ours.as_slice(), &Device::Cpu).unwrap();
+        assert_close(name, &got, &want, 1.2e-7);
+    }
+    let trace = common::trace();
+    let c = common::config_json();
+    let inference = &c["midms"]["inference"];
+    let s_loop = inference["ddim_num_steps"].as_u64().unwrap() as usize;
+    let s_ref = inference["refine"]["ddim_num_steps"].as_u64().unwrap() as usize;
+    let eta_ref = inference["refine"]["eta"].as_f64().unwrap();
+    for (prefix, steps, eta) in [
+        (format!("ddim{s_loop}"), s_loop, 0.0),
+        (format!("ddim{s_ref}"), s_ref, eta_ref),
+    ] {
+        let s = DdimSchedule::new(&ddpm, steps, eta);
+        let ts: Vec<i64> = s.timesteps.iter().map(|&t| t as i64).collect();
+        assert_eq!(
+            ts,
+            to_vec_i64(&get(&trace, &format!("{prefix}.ddim_timesteps"))),
+            "{prefix} timesteps"
+        );
+        for (name, ours) in [
+            ("ddim_alphas", &s.alphas),
+            ("ddim_alphas_prev", &s.alphas_prev),
+            ("ddim_sigmas", &s.sigmas),
+            ("ddim_sqrt_one_minus_alphas", &s.sqrt_one_minus_alphas),
+        ] {
+            let got = Tensor::new(ours.as_slice(), &Device::Cpu).unwrap();
+            assert_close(
+                &format!("{prefix}.{name}"),
+                &got,
+                &get(&trace, &format!("{prefix}.{name}")),
+                1.2e-7,
+            );
+        }
+    }
+}
+
+#[test]
+fn parity_spectral_norm() {
+    let cfg = common::fixture_config();
+    let trace = common::trace();
+    let vb = common::fixture_vb();
+    let mut checked = 0;
+    for (name, want) in trace
+        .iter()
+        .filter(|(k, _)| k.starts_with("sn_eff.") && k.ends_with(".weight"))
+    {
+        let module = name
+            .trim_start_matches("sn_eff.")
+            .trim_end_matches(".weight");
+        let (cout, cin, k, _) = want.dims4().unwrap();
+        let got = spectral_norm_weight(&vb.pp(module), cin, cout, k).unwrap();
+        // W / sigma with sigma from one dot product: float32 rounding of a sum of in*k*k terms.
+        assert_close(name, &got, want, 1e-5 * common::max_abs(want).max(1.0));
+        checked += 1;
+    }
+    assert_eq!(
+        checked,
+        3 * 6,
+        "expected 6 spectral-norm convs in each of 3 encoders"
+    );
+    let _ = cfg;
+}
+
+#[test]
+fn parity_correspondence_features() {
+    let net = correspondence();
+    let trace = common::trace();
+    let (h, w) = {
+        let r = get(&trace, "corr.ref_feats");
+        (r.dim(2).unwrap(), r.dim(3).unwrap())
+    };
+    // Nearest downsampling is a pure gather: exact.
+    let label_ds = interpolate_nearest(&get(&trace, "input.cond_label"), h, w).unwrap();
+    assert_eq!(
+        max_abs_diff(&label_ds, &get(&trace, "corr.cond_label_ds")),
+        0.0
+    );
+    let ref_label_ds = interpolate_nearest(&get(&trace, "input.exemplar_label"), h, w).unwrap();
+    assert_eq!(
+        max_abs_diff(&ref_label_ds, &get(&trace, "corr.exemplar_label_ds")),
+        0.0
+    );
+
+    let label_ds = get(&trace, "corr.cond_label_ds");
+    let ref_label_ds = get(&trace, "corr.exemplar_label_ds");
+    let ref_feats = get(&trace, "corr.ref_feats");
+    if let Some(want) = trace.get("corr.seg_enc.layer1") {
+        assert_close(
+            "corr.seg_enc.layer1",
+            &net.seg_enc.layer1_out(&label_ds).unwrap(),
+            want,
+            1e-4,
+        );
+    }
+    let (trg_out, trg_matching) = net.target_features(&label_ds).unwrap();
+    assert_close(
+        "corr.trg_matching_feats",
+        &trg_matching,
+        &get(&trace, "corr.trg_matching_feats"),
+        1e-4,
+    );
+    let (ref_out, ref_matching) = net.reference_features(&ref_feats, &ref_label_ds).unwrap();
+    assert_close(
+        "corr.ref_matching_feats",
+        &ref_matching,
+        &get(&trace, "corr.ref_matching_feats"),
+        1e-4,
+    );
+    // Trunk from the stored encoder outputs.
+    let stored_trg = get(&trace, "corr.trg_matching_feats");
+    if let Some(want) = trace.get("corr.trg_layer_out") {
+        assert_close(
+            "corr.trg_layer_out",
+            &net.trunk(&stored_trg, &label_ds).unwrap(),
+            want,
+            1e-4,
+        );
+    }
+    if let Some(want) = trace.get("corr.ref_layer_out") {
+        let stored_ref = get(&trace, "corr.ref_matching_feats");
+        assert_close(
+            "corr.ref_layer_out",
+            &net.trunk(&stored_ref, &ref_label_ds).unwrap(),
+            want,
+            1e-4,
+        );
+    }
+    // Unit-norm features: errors are relative to 1.
+    assert_close("corr.trg_out", &trg_out, &get(&trace, "corr.trg_out"), 1e-5);
+    assert_close("corr.ref_out", &ref_out, &get(&trace, "corr.ref_out"), 1e-5);
+}
+
+/// Matching from stored correlations / flows, for the initial warp and the two re-warps.
+#[test]
+fn parity_matching() {
+    let trace = common::trace();
+    let c = common::config_json();
+    let temp = common::temperature(&c);
+    let thr = common::fb_threshold(&c);
+    let ref_feats = get(&trace, "corr.ref_feats");
+    let (_, _, h, w) = ref_feats.dims4().unwrap();
+
+    // Correlation of unit-norm features: sums of C products, |corr| <= 1.
+    let corr =
+        matching::correlation(&get(&trace, "corr.trg_out"), &get(&trace, "corr.ref_out")).unwrap();
+    let corr_ref = as_matrix(&get(&trace, "corr.corr_ref"));
+    assert_close("corr.corr_ref", &corr, &corr_ref, 1e-6);
+    // Soft warp from the stored correlation: softmax at T = 0.005 turns 1-ulp differences of
+    // corr / T (~1e-5 at 200) into relative weight changes of ~1e-5.
+    let warped = matching::soft_warp(&ref_feats, &corr_ref, temp).unwrap();
+    assert_close(
+        "corr.warped_ref_feat",
+        &warped,
+        &get(&trace, "corr.warped_ref_feat"),
+        1e-4,
+    );
+
+    let flow = matching::soft_flow(&corr_ref, h, w, temp).unwrap();
+    for (name, got) in [
+        ("map_trg", &flow.map_trg),
+        ("map_src", &flow.map_src),
+        ("flow_trg", &flow.flow_trg),
+        ("flow_src", &flow.flow_src),
+    ] {
+        assert_close(
+            &format!("flow_ref.{name}"),
+            got,
+            &get(&trace, &format!("flow_ref.{name}")),
+            1e-4,
+        );
+    }
+    // fb from the STORED flows: bilinear sampling of stored values, ulp-level.
+    let stored = matching::SoftFlow {
+        map_trg: get(&trace, "flow_ref.map_trg"),
+        map_src: get(&trace, "flow_ref.map_src"),
+        flow_trg: get(&trace, "flow_ref.flow_trg"),
+        flow_src: get(&trace, "flow_ref.flow_src"),
+    };
+    let (fb_ts, fb_st) = matching::fb_check(&stored).unwrap();
+    assert_close(
+        "flow_ref.fb_ts",
+        &fb_ts,
+        &get(&trace, "flow_ref.fb_ts"),
+        1e-5,
+    );
+    assert_close(
+        "flow_ref.fb_st",
+        &fb_st,
+        &get(&trace, "flow_ref.fb_st"),
+        1e-5,
+    );
+    // Masks from the stored fb: exact.
+    let mask = matching::confidence_mask(&get(&trace, "flow_ref.fb_ts"), thr).unwrap();
+    assert_eq!(
+        max_abs_diff(&mask, &get(&trace, "flow_ref.fb_mask")),
+        0.0,
+        "flow_ref.fb_mask"
+    );
+
+    // Re-matching of the loop steps that have one.
+    let inter_ref = get(&trace, "loop.inter_ref_feat");
+    let ref_matching = get(&trace, "corr.ref_matching_feats");
+    let ours_inter = midm::model::correspondence::center_and_normalize(&ref_matching).unwrap();
+    assert_close("loop.inter_ref_feat", &ours_inter, &inter_ref, 1e-5);
+    for k in rewarp_steps(&trace) {
+        let p = format!("loop.{k}");
+        let corr =
+            matching::correlation(&get(&trace, &format!("{p}.iter_feat")), &inter_ref).unwrap();
+        let warped = matching::soft_warp(&ref_feats, &corr, temp).unwrap();
+        assert_close(
+            &format!("{p}.pred_ref_x0_new"),
+            &warped,
+            &get(&trace, &format!("{p}.pred_ref_x0_new")),
+            1e-4,
+        );
+        let flow = matching::soft_flow(&corr, h, w, temp).unwrap();
+        assert_close(
+            &format!("{p}.map_trg"),
+            &flow.map_trg,
+            &get(&trace, &format!("{p}.map_trg")),
+            1e-4,
+        );
+        assert_close(
+            &format!("{p}.flow_src"),
+            &flow.flow_src,
+            &get(&trace, &format!("{p}.flow_src")),
+            1e-4,
+        );
+        let stored = matching::SoftFlow {
+            map_trg: get(&trace, &format!("{p}.map_trg")),
+            map_src: get(&trace, &format!("{p}.map_src")),
+            flow_trg: get(&trace, &format!("{p}.flow_trg")),
+            flow_src: get(&trace, &format!("{p}.flow_src")),
+        };
+        let (fb_ts, _) = matching::fb_check(&stored).unwrap();
+        assert_close(
+            &format!("{p}.fb_ts"),
+            &fb_ts,
+            &get(&trace, &format!("{p}.fb_ts")),
+            1e-5,
+        );
+        let mask = matching::confidence_mask(&get(&trace, &format!("{p}.fb_ts")), thr).unwrap();
+        assert_eq!(
+            max_abs_diff(&mask, &get(&trace, &format!("{p}.fb_mask"))),
+            0.0,
+            "{p}.fb_mask"
+        );
+    }
+}
+
+fn rewarp_steps(trace: &std::collections::HashMap<String, Tensor>) -> Vec<usize> {
+    (0..64)
+        .filter(|k| trace.contains_key(&format!("loop.{k}.iter_feat")))
+        .collect()
+}
+
+fn loop_steps(trace: &std::collections::HashMap<String, Tensor>) -> usize {
+    (0..64)
+        .take_while(|k| trace.contains_key(&format!("loop.{k}.pred_x0")))
+        .count()
+}
+
+/// The loop's DDIM arithmetic, iteration features and masking from stored tensors (UNet eps
+/// taken from the trace, so this isolates the loop from the UNet).
+#[test]
+fn parity_loop_stages() {
+    let trace = common::trace();
+    let cfg = common::fixture_config();
+    let c = common::config_json();
+    let s_loop = c["midms"]["inference"]["ddim_num_steps"].as_u64().unwrap() as usize;
+    let ddpm = DdpmSchedule::new(&cfg.ddpm);
+    let ddim = DdimSchedule::new(&ddpm, s_loop, 0.0);
+    let net = correspondence();
+    let trg_matching = get(&trace, "corr.trg_matching_feats");
+    let n = loop_steps(&trace);
+    assert!(n > 0);
+    let t_list = to_vec_i64(&get(&trace, "loop.t_list"));
+    for k in 0..n {
+        let p = format!("loop.{k}");
+        let s = t_list[k] as usize;
+        let t = to_vec_i64(&get(&trace, &format!("{p}.t")))[0] as usize;
+        assert_eq!(ddim.time_range(s), t, "{p}.t");
+        let index = ddim.index_of_step(s);
+        assert_eq!(
+            to_vec_i64(&get(&trace, &format!("{p}.index")))[0] as usize,
+            index,
+            "{p}.index"
+        );
+        let hijack = get(&trace, &format!("{p}.hijack_feat"));
+        let x_in = if k == 0 {
+            let q_t = to_vec_i64(&get(&trace, "loop.0.q_t"))[0] as usize;
+            assert_eq!(q_t, ddim.time_range(s - 1), "loop.0.q_t");
+            q_sample(&ddpm, &hijack, q_t, &get(&trace, "loop.0.q_noise")).unwrap()
+        } else {
+            let prev = format!("loop.{}", k - 1);
+            let a = to_vec_f32(&get(&trace, &format!("{prev}.a_prev_sqrt")))[0] as f64;
+            ((&hijack * a).unwrap() + get(&trace, &format!("{prev}.dir_xt"))).unwrap()
+        };
+        // Three float32 multiply-adds of O(1) values.
+        assert_close(
+            &format!("{p}.x_in"),
+            &x_in,
+            &get(&trace, &format!("{p}.x_in")),
+            1e-5,
+        );
+        let coefs = ddim.coefficients(index);
+        // PyTorch's CPU float32 sqrt is not always correctly rounded (we measured 1 ulp off on
+        // this fixture); ours is. Allow 2 ulps.
+        let want = to_vec_f32(&get(&trace, &format!("{p}.a_prev_sqrt")))[0];
+        assert!(
+            (coefs.sqrt_alpha_prev - want).abs() <= 2.0 * f32::EPSILON * want,
+            "{p}.a_prev_sqrt"
+        );
+        let step = ddim_step(
+            &get(&trace, &format!("{p}.x_in")),
+            &get(&trace, &format!("{p}.eps")),
+            &coefs,
+        )
+        .unwrap();
+        // Division by sqrt(a) ~ 0.5 at t = 249 doubles the ulps of x_in.
+        assert_close(
+            &format!("{p}.pred_x0"),
+            &step.pred_x0,
+            &get(&trace, &format!("{p}.pred_x0")),
+            2e-5,
+        );
+        assert_close(
+            &format!("{p}.dir_xt"),
+            &step.dir_xt,
+            &get(&trace, &format!("{p}.dir_xt")),
+            1e-5,
+        );
+        assert_close(
+            &format!("{p}.x_prev"),
+            &step.x_prev(&coefs, None).unwrap(),
+            &get(&trace, &format!("{p}.x_prev")),
+            2e-5,
+        );
+        if trace.contains_key(&format!("{p}.iter_feat")) {
+            let prev_x0 = get(&trace, &format!("loop.{}.pred_x0", k - 1));
+            let feat = net.iteration_features(&prev_x0, &trg_matching).unwrap();
+            assert_close(
+                &format!("{p}.iter_feat"),
+                &feat,
+                &get(&trace, &format!("{p}.iter_feat")),
+                1e-4,
+            );
+            let mix = matching::masked_mix(
+                &get(&trace, &format!("{p}.pred_ref_x0_new")),
+                &prev_x0,
+                &get(&trace, &format!("{p}.fb_mask")),
+            )
+            .unwrap();
+            // A select between two stored tensors: exact.
+            assert_eq!(max_abs_diff(&mix, &hijack), 0.0, "{p}.hijack_feat");
+        }
+    }
+}
+
+/// The refinement's DDIM arithmetic from stored tensors, with eps recovered from consecutive
+/// stored latents is not possible, so this checks the schedule bookkeeping and x_start here;
+/// the UNet-driven steps are covered end to end.
+#[test]
+fn parity_refine_bookkeeping() {
+    let trace = common::trace();
+    let cfg = common::fixture_config();
+    let c = common::config_json();
+    let r = &c["midms"]["inference"]["refine"];
+    let (steps, eta, hijack) = (
+        r["ddim_num_steps"].as_u64().unwrap() as usize,
+        r["eta"].as_f64().unwrap(),
+        r["hijack_step"].as_u64().unwrap() as usize,
+    );
+    let ddpm = DdpmSchedule::new(&cfg.ddpm);
+    let ddim = DdimSchedule::new(&ddpm, steps, eta);
+    let q_t = to_vec_i64(&get(&trace, "refine.q_t"))[0] as usize;
+    assert_eq!(q_t, ddim.time_range(hijack - 1));
+    let ts: Vec<usize> = (hijack..ddim.len()).map(|s| ddim.time_range(s)).collect();
+    let want_t: Vec<usize> = to_vec_i64(&get(&trace, "refine.t"))
+        .into_iter()
+        .map(|t| t as usize)
+        .collect();
+    assert_eq!(ts, want_t);
+    let idx: Vec<usize> = (hijack..ddim.len())
+        .map(|s| ddim.index_of_step(s))
+        .collect();
+    let want_idx: Vec<usize> = to_vec_i64(&get(&trace, "refine.index"))
+        .into_iter()
+        .map(|t| t as usize)
+        .collect();
+    assert_eq!(idx, want_idx);
+    let sig: Vec<f32> = idx.iter().map(|&i| ddim.sigmas[i]).collect();
+    // float64 formula rounded to float32; the reference mixes float32 and float64 operands:
+    // 2 ulps at magnitude 0.1.
+    assert_close(
+        "refine.sigma",
+        &Tensor::new(sig.as_slice(), &Device::Cpu).unwrap(),
+        &get(&trace, "refine.sigma"),
+        2e-8,
+    );
+    let x_start = q_sample(
+        &ddpm,
+        &get(&trace, "refine.hijack_feat"),
+        q_t,
+        &get(&trace, "refine.q_noise"),
+    )
+    .unwrap();
+    assert_close(
+        "refine.x_start",
+        &x_start,
+        &get(&trace, "refine.x_start"),
+        1e-5,
+    );
+}
+
+/// Collects the events of a run.
+#[derive(Default)]
+struct Recorder(Vec<midm::StepEvent>);
+
+impl midm::StepSink for Recorder {
+    fn on_event(&mut self, event: &midm::StepEvent) {
+        self.0.push(event.clone());
+    }
+}
+
+/// The whole chain from `input.*`, with the reference's random draws injected.
+#[test]
+fn parity_end_to_end() {
+    let trace = common::trace();
+    let cfg = common::fixture_config();
+    let c = common::config_json();
+    let model = midm::MidmModel::new(common::fixture_vb(), &cfg).unwrap();
+    let inference = &c["midms"]["inference"];
+    let refine = &inference["refine"];
+    let n_loop = loop_steps(&trace);
+    let opts = midm::SamplerOptions {
+        ddim_steps: inference["ddim_num_steps"].as_u64().unwrap() as usize,
+        interleaved_steps: n_loop,
+        rewarp_at: inference["rewarp_at_loop_indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect(),
+        temperature: common::temperature(&c),
+        fb_threshold: common::fb_threshold(&c),
+        use_mask: true,
+        refine: Some(midm::sampling::midm::RefineOptions {
+            ddim_steps: refine["ddim_num_steps"].as_u64().unwrap() as usize,
+            eta: refine["eta"].as_f64().unwrap(),
+            hijack_step: refine["hijack_step"].as_u64().unwrap() as usize,
+        }),
+        emit_warp_weights: false,
+    };
+    let refine_noise = get(&trace, "refine.noise");
+    let noise = midm::Noise::Injected(midm::InjectedNoise {
+        loop_q: get(&trace, "loop.0.q_noise"),
+        refine_q: get(&trace, "refine.q_noise"),
+        refine_steps: (0..refine_noise.dim(0).unwrap())
+            .map(|j| refine_noise.get(j).unwrap())
+            .collect(),
+    });
+    let inputs = midm::MidmInputs {
+        condition: get(&trace, "input.cond_label"),
+        exemplar: get(&trace, "input.exemplar"),
+        exemplar_label: get(&trace, "input.exemplar_label"),
+    };
+    let mut rec = Recorder::default();
+    let out = midm::translate(&model, &inputs, &opts, &noise, &mut rec).unwrap();
+
+    let events = &rec.0;
+    assert_eq!(events.len(), events[0].total, "event count");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.index, i, "events in order");
+    }
+    // Tolerances: ~10x the float64-vs-float32 sensitivity the fixture README measured.
+    assert_close(
+        "e2e corr.warped_ref_feat",
+        &events[0].pred_x0,
+        &get(&trace, "corr.warped_ref_feat"),
+        3.4e-4,
+    );
+    for k in 0..n_loop {
+        let e = &events[1 + k];
+        assert!(matches!(e.kind, midm::StepKind::Interleaved { k: kk, .. } if kk == k));
+        assert_close(
+            &format!("e2e loop.{k}.pred_x0"),
+            &e.pred_x0,
+            &get(&trace, &format!("loop.{k}.pred_x0")),
+            3.1e-4,
+        );
+        if let Some(want) = trace.get(&format!("loop.{k}.fb_mask")) {
+            let got = e.mask.as_ref().expect("re-warp step has a mask");
+            assert_eq!(max_abs_diff(got, want), 0.0, "e2e loop.{k}.fb_mask");
+            assert_close(
+                &format!("e2e loop.{k}.pred_ref_x0_new"),
+                e.warped.as_ref().unwrap(),
+                &get(&trace, &format!("loop.{k}.pred_ref_x0_new")),
+                3.4e-4,
+            );
+        }
+    }
+    assert_close(
+        "e2e refine.final_latent",
+        &out.latent,
+        &get(&trace, "refine.final_latent"),
+        3.5e-4,
+    );
+    assert_eq!(
+        max_abs_diff(out.mask.as_ref().unwrap(), &get(&trace, "out.fb_mask")),
+        0.0,
+        "e2e out.fb_mask"
+    );
+    assert_close(
+        "e2e out.warped_ref",
+        &out.image,
+        &get(&trace, "out.warped_ref"),
+        3.4e-5,
+    );
+}

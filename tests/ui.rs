@@ -1,0 +1,344 @@
+//! The editor's real UI state, driven through egui_kittest (no GPU needed): strokes, undo/redo,
+//! a run streaming into the scrubber, scrubbing, cancel, failed model loads, export and restore,
+//! persistence. The model is built from the fixture weights of `MIDM_PARITY_DIR`.
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use egui::{Key, Modifiers, Pos2, Vec2};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use image::{DynamicImage, Rgba, RgbaImage};
+use midm::ui::{AppArgs, MidmApp};
+use midm::{MidmModel, StepKind};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn fresh_app() -> MidmApp {
+    let ctx = egui::Context::default();
+    MidmApp::new(
+        &ctx,
+        AppArgs {
+            fresh: true,
+            ..Default::default()
+        },
+        None,
+    )
+}
+
+fn harness(app: MidmApp) -> Harness<'static, MidmApp> {
+    Harness::builder()
+        .with_size(Vec2::new(1400.0, 1000.0))
+        .build_ui_state(|ui, app: &mut MidmApp| app.ui(ui), app)
+}
+
+fn fixture_model() -> MidmModel {
+    MidmModel::new(common::fixture_vb(), &common::fixture_config())
+        .expect("building the fixture model")
+}
+
+fn exemplar() -> DynamicImage {
+    DynamicImage::ImageRgba8(RgbaImage::from_fn(80, 80, |x, y| {
+        Rgba([(x * 3) as u8, (y * 3) as u8, 90, 255])
+    }))
+}
+
+/// Step the UI until `cond` holds (sleeping a little so the worker can progress).
+fn step_until(
+    h: &mut Harness<'static, MidmApp>,
+    what: &str,
+    mut cond: impl FnMut(&MidmApp) -> bool,
+) {
+    let start = Instant::now();
+    while !cond(h.state()) {
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Drag on the canvas from canvas pixel `a` to `b`.
+fn stroke(h: &mut Harness<'static, MidmApp>, a: (f32, f32), b: (f32, f32)) {
+    let rect = h.state().canvas_rect().expect("canvas drawn");
+    let zoom = rect.width() / h.state().canvas().size() as f32;
+    let at = |p: (f32, f32)| {
+        Pos2::new(
+            rect.min.x + (p.0 + 0.5) * zoom,
+            rect.min.y + (p.1 + 0.5) * zoom,
+        )
+    };
+    h.hover_at(at(a));
+    h.step();
+    h.drag_at(at(a));
+    h.step();
+    for i in 1..=8 {
+        let t = i as f32 / 8.0;
+        h.hover_at(at((a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t)));
+        h.step();
+    }
+    h.drop_at(at(b));
+    h.step();
+    h.step();
+}
+
+/// An app with the fixture model loaded, an exemplar and a drawn stroke.
+fn ready_app(refine: bool) -> Harness<'static, MidmApp> {
+    let mut app = fresh_app();
+    app.install_model(fixture_model(), common::parity_dir());
+    app.set_exemplar(exemplar(), "gradient".into());
+    app.params.refine = refine;
+    let mut h = harness(app);
+    step_until(&mut h, "the model", |a| a.model_info().is_some());
+    stroke(&mut h, (10.0, 10.0), (50.0, 40.0));
+    h
+}
+
+#[test]
+fn a_stroke_changes_the_condition_and_undo_redo_restore_it() {
+    let mut h = harness(fresh_app());
+    h.step();
+    let empty = h.state().canvas().label(1).unwrap();
+    stroke(&mut h, (5.0, 5.0), (30.0, 5.0));
+    let drawn = h.state().canvas().label(1).unwrap();
+    assert_ne!(drawn, empty, "the stroke did not change the condition");
+    let ones = drawn.data.iter().filter(|v| **v == 1.0).count();
+    assert!(ones >= 20, "only {ones} pixels painted");
+
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.step();
+    assert_eq!(h.state().canvas().label(1).unwrap(), empty, "undo");
+    h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+    h.step();
+    assert_eq!(h.state().canvas().label(1).unwrap(), drawn, "redo");
+
+    // Shift-drag draws one straight line as one undoable action.
+    let rect = h.state().canvas_rect().unwrap();
+    let zoom = rect.width() / h.state().canvas().size() as f32;
+    let at =
+        |x: f32, y: f32| Pos2::new(rect.min.x + (x + 0.5) * zoom, rect.min.y + (y + 0.5) * zoom);
+    h.event(egui::Event::ModifiersChanged(Modifiers::SHIFT));
+    h.hover_at(at(0.0, 60.0));
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: at(0.0, 60.0),
+        button: egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: Modifiers::SHIFT,
+    });
+    h.step();
+    h.hover_at(at(20.0, 60.0));
+    h.step();
+    h.hover_at(at(40.0, 60.0));
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: at(40.0, 60.0),
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: Modifiers::SHIFT,
+    });
+    h.step();
+    h.event(egui::Event::ModifiersChanged(Modifiers::NONE));
+    h.step();
+    let row: Vec<u8> = (0..=40)
+        .map(|x| h.state().canvas().layer(0).get_pixel(x, 60).0[0])
+        .collect();
+    assert!(
+        row.iter().all(|v| *v == 255),
+        "straight line not drawn: {row:?}"
+    );
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.step();
+    assert_eq!(
+        h.state().canvas().label(1).unwrap(),
+        drawn,
+        "the line is one undo step"
+    );
+
+    h.get_by_label("Clear").click();
+    h.step();
+    assert!(h.state().canvas().is_empty());
+}
+
+#[test]
+fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
+    let mut h = ready_app(false);
+    h.get_by_label("Run").click();
+    h.step();
+    assert!(h.state().is_running());
+    let mut seen = Vec::new();
+    step_until(&mut h, "the run", |a| {
+        seen.push(a.frames().len());
+        !a.is_running()
+    });
+    let app = h.state();
+    assert!(app.last_error().is_none(), "{:?}", app.last_error());
+    let frames = app.frames();
+    assert_eq!(frames.len(), frames[0].total, "not every step arrived");
+    // The scrubber filled in live: some frame showed a partial run.
+    assert!(
+        seen.iter().any(|n| *n > 0 && *n < frames.len()),
+        "no partial state seen: {seen:?}"
+    );
+    assert_eq!(frames.last().unwrap().kind, StepKind::Final);
+    assert!(app.final_image().is_some());
+    let t = app.timings();
+    assert!(t.first_step.is_some() && t.final_image.is_some());
+    eprintln!(
+        "UI test timings: first step {:?}, final {:?}, frame time {:?}",
+        t.first_step,
+        t.final_image,
+        t.frame_time_summary()
+    );
+    // Following the run: the last step is shown.
+    assert_eq!(app.selected_step(), frames.len() - 1);
+
+    // Scrub with the arrow keys: the shown step changes.
+    let last = h.state().shown_frame().unwrap().clone();
+    h.key_press(Key::ArrowLeft);
+    h.step();
+    assert_eq!(h.state().selected_step(), frames_len(&h) - 2);
+    assert_ne!(h.state().shown_frame().unwrap().kind, last.kind);
+    h.key_press(Key::ArrowRight);
+    h.step();
+    assert_eq!(h.state().selected_step(), frames_len(&h) - 1);
+    // Scrubbing back to the initial warp shows a different image than the output.
+    h.state_mut().select_step(0);
+    h.step();
+    let first = h.state().shown_frame().unwrap().clone();
+    assert_eq!(first.kind, StepKind::InitialWarp);
+    assert_ne!(
+        &first.pred_x0,
+        last.image.as_ref().unwrap(),
+        "the view did not change"
+    );
+
+    // Correspondence probe: a heat map over the exemplar's latent grid, peaked somewhere.
+    h.state_mut().set_probe(Some((3, 4)));
+    let heat = h
+        .state()
+        .probe_heat()
+        .expect("probe heat at the initial warp");
+    let l = h.state().frames()[0].latent_size;
+    assert_eq!(heat.len(), l * l);
+    assert!(heat.iter().any(|v| (*v - 1.0).abs() < 1e-6));
+
+    // Export, then restore the parameters by "dropping" the PNG on another app.
+    let dir = std::env::temp_dir().join(format!("midm-ui-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("result.png");
+    h.state_mut().params.seed = 4242;
+    h.state_mut().export_png(&out).unwrap();
+    let text = midm::ui::export::read_png_text(&out).unwrap();
+    for key in [
+        "midm:params",
+        "midm:seed",
+        "midm:model_hash",
+        "midm:condition",
+        "midm:exemplar",
+    ] {
+        assert!(
+            midm::ui::export::text_value(&text, key).is_some(),
+            "{key} missing"
+        );
+    }
+    let sheet = dir.join("sheet.png");
+    h.state_mut().export_sheet(&sheet).unwrap();
+    let sheet_img = image::open(&sheet).unwrap();
+    assert!(sheet_img.width() > sheet_img.height());
+    let mut other = fresh_app();
+    assert_ne!(other.params.seed, 4242);
+    assert!(other.restore_from_png(&out));
+    assert_eq!(other.params.seed, 4242);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn frames_len(h: &Harness<'static, MidmApp>) -> usize {
+    h.state().frames().len()
+}
+
+#[test]
+fn cancel_stops_the_run() {
+    let mut h = ready_app(true);
+    h.get_by_label("Run").click();
+    step_until(&mut h, "the first step", |a| !a.frames().is_empty());
+    let at_cancel = h.state().frames().len();
+    h.get_by_label("Cancel").click();
+    step_until(&mut h, "the cancel", |a| !a.is_running());
+    let app = h.state();
+    let total = app.frames()[0].total;
+    assert!(
+        app.frames().len() <= at_cancel + 1,
+        "{} steps after cancel",
+        app.frames().len() - at_cancel
+    );
+    assert!(app.frames().len() < total);
+    assert!(app.final_image().is_none());
+    assert!(app.messages().iter().any(|m| m.text.contains("cancelled")));
+}
+
+#[test]
+fn an_edit_cancels_the_run_in_flight() {
+    let mut h = ready_app(true);
+    h.get_by_label("Run").click();
+    step_until(&mut h, "the first step", |a| !a.frames().is_empty());
+    stroke(&mut h, (2.0, 60.0), (20.0, 60.0));
+    step_until(&mut h, "the cancel", |a| !a.is_running());
+    assert!(h.state().final_image().is_none());
+}
+
+#[test]
+fn a_failing_model_load_shows_an_error_and_keeps_the_old_model() {
+    let mut h = ready_app(false);
+    let before = h.state().model_info().cloned().unwrap();
+    h.state_mut().load_model("/nonexistent/midm-model");
+    step_until(&mut h, "the failed load", |a| !a.is_loading());
+    let app = h.state();
+    let err = app.last_error().expect("an error message");
+    assert!(err.contains("/nonexistent/midm-model"), "{err}");
+    assert_eq!(app.model_info(), Some(&before));
+    // And it still runs.
+    h.get_by_label("Run").click();
+    h.step();
+    assert!(h.state().is_running());
+    step_until(&mut h, "the run", |a| !a.is_running());
+    assert!(
+        h.state().final_image().is_some(),
+        "{:?}",
+        h.state().last_error()
+    );
+}
+
+/// In-memory eframe storage.
+#[derive(Default)]
+struct MemStorage(HashMap<String, String>);
+
+impl eframe::Storage for MemStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn closing_loses_no_drawing() {
+    let mut h = harness(fresh_app());
+    h.step();
+    stroke(&mut h, (3.0, 3.0), (40.0, 20.0));
+    h.state_mut().set_exemplar(exemplar(), "gradient".into());
+    h.state_mut().params.seed = 777;
+    let mut storage = MemStorage::default();
+    h.state().save_to(&mut storage);
+    let drawn = h.state().canvas().label(1).unwrap();
+    let ctx = egui::Context::default();
+    let restored = MidmApp::new(&ctx, AppArgs::default(), Some(&storage));
+    assert_eq!(restored.canvas().label(1).unwrap(), drawn);
+    assert!(restored.has_exemplar());
+    assert_eq!(restored.params.seed, 777);
+}

@@ -1,0 +1,258 @@
+//! The worker without any UI, on the fixture model of `MIDM_PARITY_DIR` (default
+//! `../shared/parity`): events arrive in order, the newest job wins, cancel stops a run within
+//! one UNet pass, a panic or a failed load is reported and the worker keeps serving.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use image::{GrayImage, Luma, Rgba, RgbaImage};
+use midm::device::DeviceChoice;
+use midm::edges::{build_label, empty_parts};
+use midm::worker::{RunRequest, WorkerEvent, WorkerHandle};
+use midm::{MidmModel, SamplerOptions, StepKind};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn fixture_model() -> MidmModel {
+    MidmModel::new(common::fixture_vb(), &common::fixture_config())
+        .expect("building the fixture model")
+}
+
+/// A small request: a drawn oval as condition, a coloured gradient as exemplar.
+pub fn request(size: u32, label_nc: usize, seed: u64, refine: bool) -> RunRequest {
+    let mut edges = GrayImage::new(size, size);
+    let c = size as f32 / 2.0;
+    for i in 0..360 {
+        let a = (i as f32).to_radians();
+        let (x, y) = (
+            c + 0.35 * c * 2.0 * a.cos() * 0.8,
+            c + 0.35 * c * 2.0 * a.sin(),
+        );
+        edges.put_pixel(
+            (x as u32).min(size - 1),
+            (y as u32).min(size - 1),
+            Luma([255]),
+        );
+    }
+    let parts = empty_parts(size);
+    let condition = build_label(label_nc, &edges, &parts).unwrap();
+    let exemplar = RgbaImage::from_fn(size, size, |x, y| {
+        Rgba([(x * 4) as u8, (y * 4) as u8, 128, 255])
+    });
+    let ex_edges = GrayImage::from_fn(size, size, |x, _| {
+        Luma([if x == size / 2 { 255 } else { 0 }])
+    });
+    let exemplar_label = build_label(label_nc, &ex_edges, &parts).unwrap();
+    let mut options = SamplerOptions {
+        emit_warp_weights: true,
+        ..Default::default()
+    };
+    if !refine {
+        options.refine = None;
+    }
+    RunRequest {
+        condition,
+        exemplar,
+        exemplar_label,
+        options,
+        seed,
+    }
+}
+
+fn worker_with_model() -> (WorkerHandle, usize, usize) {
+    let model = fixture_model();
+    let (size, nc) = (model.config.image_size, model.config.label_nc());
+    let w = WorkerHandle::spawn(|| {});
+    w.install(model, common::parity_dir(), DeviceChoice::Cpu);
+    match w.recv_timeout(TIMEOUT) {
+        Some(WorkerEvent::ModelLoaded(info)) => assert_eq!(info.image_size, size),
+        other => panic!("expected ModelLoaded, got {other:?}"),
+    }
+    (w, size, nc)
+}
+
+/// Collect events until `done` says stop (or time runs out).
+fn collect(w: &WorkerHandle, mut done: impl FnMut(&WorkerEvent) -> bool) -> Vec<WorkerEvent> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while start.elapsed() < TIMEOUT {
+        if let Some(e) = w.recv_timeout(Duration::from_millis(200)) {
+            let stop = done(&e);
+            out.push(e);
+            if stop {
+                return out;
+            }
+        }
+    }
+    panic!("timed out; got {} events", out.len());
+}
+
+fn is_end(e: &WorkerEvent, generation: u64) -> bool {
+    matches!(e,
+        WorkerEvent::Finished { generation: g, .. }
+        | WorkerEvent::Cancelled { generation: g }
+        | WorkerEvent::Failed { generation: g, .. } if *g == generation)
+}
+
+#[test]
+fn events_arrive_in_order_and_end_with_the_final_image() {
+    let (w, size, nc) = worker_with_model();
+    let g = w.run(request(size as u32, nc, 1, false));
+    let events = collect(&w, |e| is_end(e, g));
+    let frames: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Step { generation, frame } if *generation == g => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Finished { .. })),
+        "last event: {:?}",
+        events.last()
+    );
+    assert!(matches!(events.first(), Some(WorkerEvent::Started { .. })));
+    // warp + 4 interleaved steps + final, with refinement off.
+    assert_eq!(frames.len(), frames[0].total);
+    assert_eq!(frames.len(), 6);
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(f.index, i, "events out of order");
+        assert_eq!(f.pred_x0.dimensions(), (size as u32, size as u32));
+    }
+    assert_eq!(frames[0].kind, StepKind::InitialWarp);
+    assert!(frames[0]
+        .warp_weights
+        .as_ref()
+        .is_some_and(|w| w.len() == frames[0].latent_size.pow(4)));
+    let rewarped: Vec<_> = frames
+        .iter()
+        .filter(|f| matches!(f.kind, StepKind::Interleaved { rewarped: true, .. }))
+        .collect();
+    assert_eq!(rewarped.len(), 2);
+    assert!(rewarped
+        .iter()
+        .all(|f| f.mask.is_some() && f.warped.is_some()));
+    let last = frames.last().unwrap();
+    assert_eq!(last.kind, StepKind::Final);
+    let img = last.image.as_ref().expect("final image");
+    let first = img.get_pixel(0, 0);
+    assert!(img.pixels().any(|p| p != first), "final image is constant");
+    for w in frames.windows(2) {
+        assert!(w[0].elapsed <= w[1].elapsed);
+    }
+}
+
+#[test]
+fn newest_job_wins_and_cancel_stops_within_one_pass() {
+    let (w, size, nc) = worker_with_model();
+    let a = w.run(request(size as u32, nc, 1, true));
+    // Wait until A streams, then supersede it.
+    collect(
+        &w,
+        |e| matches!(e, WorkerEvent::Step { generation, .. } if *generation == a),
+    );
+    let submitted = Instant::now();
+    let b = w.run(request(size as u32, nc, 2, false));
+    let events = collect(&w, |e| is_end(e, b));
+    let a_end = events
+        .iter()
+        .position(|e| is_end(e, a))
+        .expect("A must end");
+    assert!(
+        matches!(events[a_end], WorkerEvent::Cancelled { .. }),
+        "A: {:?}",
+        events[a_end]
+    );
+    // After B was submitted, A emits at most the step it was converting (one UNet pass).
+    let a_steps = events[..a_end]
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::Step { generation, frame } if *generation == a && frame.sent_at > submitted))
+        .count();
+    assert!(
+        a_steps <= 1,
+        "A kept streaming {a_steps} steps after being superseded"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, WorkerEvent::Finished { generation, .. } if *generation == a)));
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Finished { generation, .. }) if *generation == b)
+    );
+
+    // Plain cancel.
+    let c = w.run(request(size as u32, nc, 3, true));
+    collect(
+        &w,
+        |e| matches!(e, WorkerEvent::Step { generation, .. } if *generation == c),
+    );
+    let cancelled_at = Instant::now();
+    w.cancel();
+    let events = collect(&w, |e| is_end(e, c));
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::Step { frame, .. } if frame.sent_at > cancelled_at))
+        .count();
+    assert!(steps <= 1, "{steps} steps after cancel");
+    assert!(matches!(events.last(), Some(WorkerEvent::Cancelled { .. })));
+}
+
+#[test]
+fn a_panic_is_reported_and_the_worker_keeps_serving() {
+    let (w, size, nc) = worker_with_model();
+    let g = w.run_panicking_job();
+    let events = collect(&w, |e| is_end(e, g));
+    match events.last() {
+        Some(WorkerEvent::Failed { error, .. }) => assert!(error.contains("panicked"), "{error}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    let g = w.run(request(size as u32, nc, 1, false));
+    let events = collect(&w, |e| is_end(e, g));
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Finished { .. })),
+        "{:?}",
+        events.last()
+    );
+}
+
+#[test]
+fn bad_input_and_failed_loads_are_errors_and_keep_the_model() {
+    let (w, size, nc) = worker_with_model();
+    // A label of the wrong layout is a clear error, not a panic.
+    let other_nc = if nc == 1 { 15 } else { 1 };
+    let g = w.run(request(size as u32, other_nc, 1, false));
+    let events = collect(&w, |e| is_end(e, g));
+    match events.last() {
+        Some(WorkerEvent::Failed { error, .. }) => assert!(error.contains("expects"), "{error}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    w.load("/nonexistent/midm-model", DeviceChoice::Cpu);
+    let events = collect(&w, |e| {
+        matches!(
+            e,
+            WorkerEvent::LoadFailed { .. } | WorkerEvent::ModelLoaded(_)
+        )
+    });
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::LoadFailed { .. })),
+        "{:?}",
+        events.last()
+    );
+    let g = w.run(request(size as u32, nc, 1, false));
+    let events = collect(&w, |e| is_end(e, g));
+    assert!(
+        matches!(events.last(), Some(WorkerEvent::Finished { .. })),
+        "{:?}",
+        events.last()
+    );
+}
+
+#[test]
+fn running_without_a_model_is_an_error() {
+    let w = WorkerHandle::spawn(|| {});
+    let g = w.run(request(64, 1, 1, false));
+    let events = collect(&w, |e| is_end(e, g));
+    match events.last() {
+        Some(WorkerEvent::Failed { error, .. }) => assert!(error.contains("no model"), "{error}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
