@@ -1,5 +1,8 @@
 //! `midm bench`: times every stage of a translation (after warm-up, medians over runs) on the
-//! shipped model or on the official CelebA-HQ size with random weights.
+//! shipped model or on the official CelebA-HQ size with random weights, with the analytical
+//! FLOPs of each stage ([`flops`]) and the achieved rate.
+pub mod flops;
+
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -129,9 +132,26 @@ pub fn random_model(config: &MidmConfig, device: &Device) -> candle_core::Result
 /// Timings of one stage.
 #[derive(Debug, Clone)]
 pub struct StageTiming {
+    /// Stable key (shared with `train/bench_torch.py`).
+    pub key: &'static str,
     pub name: &'static str,
     pub median: Duration,
     pub runs: usize,
+    /// Analytical FLOPs of the stage (None: not a compute stage, e.g. a latency).
+    pub flops: Option<flops::Flops>,
+}
+
+impl StageTiming {
+    fn with_flops(mut self, f: flops::Flops) -> Self {
+        self.flops = Some(f);
+        self
+    }
+
+    /// Achieved GFLOP/s (all counted FLOPs over the median time).
+    pub fn gflops_per_s(&self) -> Option<f64> {
+        self.flops
+            .map(|f| f.total() as f64 / self.median.as_secs_f64().max(1e-12) / 1e9)
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -144,7 +164,7 @@ fn sync(device: &Device) -> candle_core::Result<()> {
 }
 
 fn time<F: FnMut() -> anyhow::Result<()>>(
-    name: &'static str,
+    (key, name): (&'static str, &'static str),
     device: &Device,
     warmup: usize,
     runs: usize,
@@ -162,9 +182,11 @@ fn time<F: FnMut() -> anyhow::Result<()>>(
         times.push(t.elapsed());
     }
     Ok(StageTiming {
+        key,
         name,
         median: median(times),
         runs: runs.max(1),
+        flops: None,
     })
 }
 
@@ -174,6 +196,20 @@ pub fn peak_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Number of UNet passes and re-matchings of a translation with `opts`.
+pub fn pass_counts(opts: &midm::SamplerOptions) -> (u64, u64) {
+    let refine = opts
+        .refine
+        .as_ref()
+        .map_or(0, |r| r.ddim_steps.saturating_sub(r.hijack_step));
+    let rematches = opts
+        .rewarp_at
+        .iter()
+        .filter(|&&k| k > 0 && k < opts.interleaved_steps)
+        .count();
+    ((opts.interleaved_steps + refine) as u64, rematches as u64)
 }
 
 /// Time every stage and the whole translation of `model` on random inputs (batch 1).
@@ -192,6 +228,7 @@ pub fn bench_model(
     let ae = &model.autoencoder;
     let corr_net = &model.correspondence;
     let opts = midm::SamplerOptions::default();
+    let fl = flops::StageFlops::new(cfg);
 
     let latent = ae.encode(&exemplar)?;
     let (_, _, h, w) = latent.dims4()?;
@@ -203,36 +240,47 @@ pub fn bench_model(
     let t = Tensor::new(&[500u32], device)?;
 
     let mut out = vec![
-        time("encode (autoencoder)", device, warmup, runs, || {
+        time(("encode", "encode (autoencoder)"), device, warmup, runs, || {
             Ok(drop(ae.encode(&exemplar)?))
-        })?,
+        })?
+        .with_flops(fl.encode),
         time(
-            "correspondence: condition side",
+            ("condition_side", "correspondence: condition side"),
             device,
             warmup,
             runs,
             || Ok(drop(corr_net.target_features(&label_ds)?)),
-        )?,
+        )?
+        .with_flops(fl.condition_side),
         time(
-            "correspondence: exemplar side",
+            ("exemplar_side", "correspondence: exemplar side"),
             device,
             warmup,
             runs,
             || Ok(drop(corr_net.reference_features(&latent, &ref_label_ds)?)),
-        )?,
-        time("correlation + soft warp", device, warmup, runs, || {
-            let c = matching::correlation(&trg_out, &ref_out)?;
-            Ok(drop(matching::soft_warp(&latent, &c, opts.temperature)?))
-        })?,
+        )?
+        .with_flops(fl.exemplar_side),
         time(
-            "iteration features (F_Y^iter)",
+            ("correlation_warp", "correlation + soft warp"),
+            device,
+            warmup,
+            runs,
+            || {
+                let c = matching::correlation(&trg_out, &ref_out)?;
+                Ok(drop(matching::soft_warp(&latent, &c, opts.temperature)?))
+            },
+        )?
+        .with_flops(fl.correlation_warp),
+        time(
+            ("iteration_features", "iteration features (F_Y^iter)"),
             device,
             warmup,
             runs,
             || Ok(drop(corr_net.iteration_features(&latent, &trg_matching)?)),
-        )?,
+        )?
+        .with_flops(fl.iteration_features),
         time(
-            "cycle check (flow + fb + mask)",
+            ("cycle_check", "cycle check (flow + fb + mask)"),
             device,
             warmup,
             runs,
@@ -245,13 +293,16 @@ pub fn bench_model(
                     opts.fb_threshold,
                 )?))
             },
-        )?,
-        time("UNet pass", device, warmup, runs, || {
+        )?
+        .with_flops(fl.cycle_check),
+        time(("unet", "UNet pass"), device, warmup, runs, || {
             Ok(drop(model.unet.forward(&latent, &t)?))
-        })?,
-        time("decode (VQ + decoder)", device, warmup, runs, || {
+        })?
+        .with_flops(fl.unet),
+        time(("decode", "decode (VQ + decoder)"), device, warmup, runs, || {
             Ok(drop(ae.decode(&latent)?))
-        })?,
+        })?
+        .with_flops(fl.decode),
     ];
     let inputs = midm::MidmInputs {
         condition,
@@ -259,22 +310,26 @@ pub fn bench_model(
         exemplar_label,
     };
     let whole_runs = runs.clamp(1, 3);
-    out.push(time(
-        "whole translation (16-step loop + refinement)",
-        device,
-        warmup.min(1),
-        whole_runs,
-        || {
-            Ok(drop(midm::translate(
-                model,
-                &inputs,
-                &opts,
-                &midm::Noise::Seeded(0),
-                &mut (),
-            )?))
-        },
-    )?);
-    out.push(first_step_latency(model, &inputs, &opts, whole_runs)?);
+    let (passes, rematches) = pass_counts(&opts);
+    out.push(
+        time(
+            ("translation", "whole translation (16-step loop + refinement)"),
+            device,
+            warmup.min(1),
+            whole_runs,
+            || {
+                Ok(drop(midm::translate(
+                    model,
+                    &inputs,
+                    &opts,
+                    &midm::Noise::Seeded(0),
+                    &mut (),
+                )?))
+            },
+        )?
+        .with_flops(fl.translation(passes, rematches)),
+    );
+    out.push(first_step_latency(model, &inputs, &opts, whole_runs)?.with_flops(fl.first_step()));
     Ok(out)
 }
 
@@ -304,27 +359,134 @@ fn first_step_latency(
         times.push(sink.0.unwrap_or_default());
     }
     Ok(StageTiming {
+        key: "first_step",
         name: "run -> first streamed step",
         median: median(times),
         runs,
+        flops: None,
     })
 }
 
-/// Print a table of timings.
+/// Print a table of timings with FLOPs and achieved rates.
 pub fn print_table(title: &str, timings: &[StageTiming]) {
     println!("\n{title}");
-    println!("{:<48} {:>12} {:>6}", "stage", "median ms", "runs");
+    println!(
+        "{:<48} {:>11} {:>5} {:>10} {:>9}",
+        "stage", "median ms", "runs", "GFLOP", "GFLOP/s"
+    );
     for t in timings {
+        let (g, r) = match (t.flops, t.gflops_per_s()) {
+            (Some(f), Some(r)) => (
+                format!("{:.3}", f.total() as f64 / 1e9),
+                format!("{r:.1}"),
+            ),
+            _ => ("-".into(), "-".into()),
+        };
         println!(
-            "{:<48} {:>12.2} {:>6}",
+            "{:<48} {:>11.2} {:>5} {:>10} {:>9}",
             t.name,
             t.median.as_secs_f64() * 1e3,
-            t.runs
+            t.runs,
+            g,
+            r
         );
     }
     if let Some(peak) = peak_memory_bytes() {
         println!(
             "peak resident memory so far: {:.1} MiB",
+            peak as f64 / (1024.0 * 1024.0)
+        );
+    }
+}
+
+/// The timings as JSON (`{key: {ms, runs, gflop, gflop_mm}}`), the format of
+/// `train/bench_torch.py --json`.
+pub fn to_json(timings: &[StageTiming]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for t in timings {
+        m.insert(
+            t.key.to_string(),
+            serde_json::json!({
+                "name": t.name,
+                "ms": t.median.as_secs_f64() * 1e3,
+                "runs": t.runs,
+                "gflop": t.flops.map(|f| f.total() as f64 / 1e9),
+                "gflop_mm": t.flops.map(|f| f.mm as f64 / 1e9),
+            }),
+        );
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Print the analytical FLOPs of every stage of `cfg` (no timing).
+pub fn print_flops(title: &str, cfg: &MidmConfig) {
+    let f = flops::StageFlops::new(cfg);
+    let (passes, rematches) = pass_counts(&midm::SamplerOptions::default());
+    println!("\n{title}: analytical FLOPs");
+    println!("{:<32} {:>12} {:>12}", "stage", "GFLOP (mm)", "GFLOP (all)");
+    let rows = [
+        ("encode", f.encode),
+        ("condition_side", f.condition_side),
+        ("exemplar_side", f.exemplar_side),
+        ("correlation_warp", f.correlation_warp),
+        ("iteration_features", f.iteration_features),
+        ("cycle_check", f.cycle_check),
+        ("unet", f.unet),
+        ("decode", f.decode),
+        ("first_step", f.first_step()),
+        ("translation", f.translation(passes, rematches)),
+    ];
+    for (k, v) in rows {
+        println!(
+            "{k:<32} {:>12.4} {:>12.4}",
+            v.mm as f64 / 1e9,
+            v.total() as f64 / 1e9
+        );
+    }
+}
+
+/// Print candle and PyTorch timings of the same stages side by side.
+pub fn print_comparison(title: &str, timings: &[StageTiming], torch: &serde_json::Value) {
+    let stages = &torch["stages"];
+    let meta = &torch["meta"];
+    println!(
+        "\n{title}: candle vs PyTorch {} ({} threads)",
+        meta["torch"].as_str().unwrap_or("?"),
+        meta["threads"]
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>7} {:>9} {:>9} {:>8}",
+        "stage", "candle ms", "torch ms", "ratio", "GFLOP/s", "torch GF/s", "mm dGF%"
+    );
+    for t in timings {
+        let s = &stages[t.key];
+        let torch_ms = s["ms"].as_f64();
+        let ms = t.median.as_secs_f64() * 1e3;
+        let fmt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |v| format!("{v:.p$}"));
+        let rate = t.gflops_per_s();
+        let torch_rate = match (t.flops, torch_ms) {
+            (Some(f), Some(tm)) => Some(f.total() as f64 / (tm / 1e3) / 1e9),
+            _ => None,
+        };
+        // Relative difference of our analytical matrix FLOPs to PyTorch's FlopCounterMode.
+        let diff = match (t.flops, s["gflop_mm"].as_f64()) {
+            (Some(f), Some(g)) if g > 0.0 => Some((f.mm as f64 / 1e9 - g) / g * 100.0),
+            _ => None,
+        };
+        println!(
+            "{:<44} {:>10.2} {:>10} {:>7} {:>9} {:>9} {:>8}",
+            t.name,
+            ms,
+            fmt(torch_ms, 2),
+            fmt(torch_ms.map(|tm| ms / tm), 2),
+            fmt(rate, 1),
+            fmt(torch_rate, 1),
+            fmt(diff, 2)
+        );
+    }
+    if let Some(peak) = peak_memory_bytes() {
+        println!(
+            "candle peak resident memory so far: {:.1} MiB",
             peak as f64 / (1024.0 * 1024.0)
         );
     }
