@@ -38,6 +38,13 @@ struct BenchArgs {
     /// cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Time the stages only; estimate the whole translation as the sum of its stages (the
+    /// default for the official size, where one translation is ~6 TFLOP).
+    #[arg(long)]
+    stages_only: bool,
+    /// Time whole translations at the official size too (minutes on a CPU).
+    #[arg(long)]
+    official_whole: bool,
     /// Print the analytical FLOPs of each stage only (no timing).
     #[arg(long)]
     flops_only: bool,
@@ -81,7 +88,15 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
             model.config.image_size,
             model.config.image_size
         );
-        bench_one(args, &model, &title, args.warmup, args.runs, torch, &mut report)?;
+        bench_one(
+            args,
+            &model,
+            &title,
+            args.warmup,
+            args.runs,
+            torch,
+            &mut report,
+        )?;
     }
     if args.official || args.official_only {
         let title = "official CelebA-HQ size, random weights (256x256, latent 64x64)";
@@ -132,8 +147,8 @@ fn bench_one(
     if let Some(torch) = torch {
         entry["torch"] = torch;
     }
-    entry["peak_rss_mib"] = serde_json::json!(midm::bench::peak_memory_bytes()
-        .map(|b| b as f64 / (1024.0 * 1024.0)));
+    entry["peak_rss_mib"] =
+        serde_json::json!(midm::bench::peak_memory_bytes().map(|b| b as f64 / (1024.0 * 1024.0)));
     report.insert(title.to_string(), entry);
     Ok(())
 }
@@ -155,7 +170,12 @@ fn run_torch_runs(
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     if !args.json {
-        println!("running PyTorch: {} -m train.bench_torch {} (in {})", args.python, extra.join(" "), dir.display());
+        println!(
+            "running PyTorch: {} -m train.bench_torch {} (in {})",
+            args.python,
+            extra.join(" "),
+            dir.display()
+        );
     }
     let out = std::process::Command::new(&args.python)
         .current_dir(&dir)

@@ -8,7 +8,9 @@
 //! The walk over the networks mirrors `UNetModel::new`, `Encoder::new`, ... layer for layer.
 use std::ops::{Add, AddAssign, Mul};
 
-use crate::model::{AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, MidmConfig, UNetConfig};
+use crate::model::{
+    AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, MidmConfig, UNetConfig,
+};
 
 /// FLOPs of one stage: matrix work and element-wise work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,7 +124,9 @@ fn unet_resblock(cin: usize, cout: usize, ted: usize, h: usize, w: usize) -> Flo
 
 fn unet_attention(c: usize, heads: usize, h: usize, w: usize) -> Flops {
     let t = h * w;
-    ew(c * t, 7) + conv(c, 3 * c, 1, h, w) + attention_core(c, t, heads)
+    ew(c * t, 7)
+        + conv(c, 3 * c, 1, h, w)
+        + attention_core(c, t, heads)
         + conv(c, c, 1, h, w)
         + ew(c * t, 1)
 }
@@ -189,7 +193,10 @@ fn ae_resblock(cin: usize, cout: usize, h: usize, w: usize) -> Flops {
 
 fn ae_attention(c: usize, h: usize, w: usize) -> Flops {
     let t = h * w;
-    ew(c * t, 7) + conv(c, 3 * c, 1, h, w) + attention_core(c, t, 1) + conv(c, c, 1, h, w)
+    ew(c * t, 7)
+        + conv(c, 3 * c, 1, h, w)
+        + attention_core(c, t, 1)
+        + conv(c, c, 1, h, w)
         + ew(c * t, 1)
 }
 
@@ -212,7 +219,11 @@ pub fn ae_encode(cfg: &AutoencoderConfig, res: usize) -> Flops {
         }
     }
     f += ae_resblock(cin, cin, r, r) + ae_attention(cin, r, r) + ae_resblock(cin, cin, r, r);
-    let z = if cfg.double_z { 2 * cfg.z_channels } else { cfg.z_channels };
+    let z = if cfg.double_z {
+        2 * cfg.z_channels
+    } else {
+        cfg.z_channels
+    };
     f += gn_silu(cin, r, r) + conv(cin, z, 3, r, r);
     let q_out = match cfg.kind {
         AutoencoderKind::Vq { .. } => cfg.embed_dim,
@@ -394,5 +405,4 @@ mod tests {
     fn conv_count_is_the_textbook_formula() {
         assert_eq!(conv(3, 8, 3, 4, 4).mm, 2 * 3 * 8 * 9 * 16);
     }
-
 }

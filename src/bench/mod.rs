@@ -213,10 +213,14 @@ pub fn pass_counts(opts: &midm::SamplerOptions) -> (u64, u64) {
 }
 
 /// Time every stage and the whole translation of `model` on random inputs (batch 1).
+///
+/// `whole`: also time whole translations and the first-step latency (else they are estimated
+/// from the stages, see [`estimate_translation`]).
 pub fn bench_model(
     model: &MidmModel,
     warmup: usize,
     runs: usize,
+    whole: bool,
 ) -> anyhow::Result<Vec<StageTiming>> {
     let cfg = &model.config;
     let device = &model.device;
@@ -240,9 +244,13 @@ pub fn bench_model(
     let t = Tensor::new(&[500u32], device)?;
 
     let mut out = vec![
-        time(("encode", "encode (autoencoder)"), device, warmup, runs, || {
-            Ok(drop(ae.encode(&exemplar)?))
-        })?
+        time(
+            ("encode", "encode (autoencoder)"),
+            device,
+            warmup,
+            runs,
+            || Ok(drop(ae.encode(&exemplar)?)),
+        )?
         .with_flops(fl.encode),
         time(
             ("condition_side", "correspondence: condition side"),
@@ -299,9 +307,13 @@ pub fn bench_model(
             Ok(drop(model.unet.forward(&latent, &t)?))
         })?
         .with_flops(fl.unet),
-        time(("decode", "decode (VQ + decoder)"), device, warmup, runs, || {
-            Ok(drop(ae.decode(&latent)?))
-        })?
+        time(
+            ("decode", "decode (VQ + decoder)"),
+            device,
+            warmup,
+            runs,
+            || Ok(drop(ae.decode(&latent)?)),
+        )?
         .with_flops(fl.decode),
     ];
     let inputs = midm::MidmInputs {
@@ -311,9 +323,16 @@ pub fn bench_model(
     };
     let whole_runs = runs.clamp(1, 3);
     let (passes, rematches) = pass_counts(&opts);
+    if !whole {
+        out.push(estimate_translation(&out, &fl, passes, rematches));
+        return Ok(out);
+    }
     out.push(
         time(
-            ("translation", "whole translation (16-step loop + refinement)"),
+            (
+                "translation",
+                "whole translation (16-step loop + refinement)",
+            ),
             device,
             warmup.min(1),
             whole_runs,
@@ -331,6 +350,37 @@ pub fn bench_model(
     );
     out.push(first_step_latency(model, &inputs, &opts, whole_runs)?.with_flops(fl.first_step()));
     Ok(out)
+}
+
+/// A translation's time as the sum of its measured stages (each UNet pass and re-matching
+/// counted as often as the sampler runs it), for sizes where timing whole runs takes too long.
+pub fn estimate_translation(
+    stages: &[StageTiming],
+    fl: &flops::StageFlops,
+    passes: u64,
+    rematches: u64,
+) -> StageTiming {
+    let ms = |k: &str| {
+        stages
+            .iter()
+            .find(|t| t.key == k)
+            .map_or(0.0, |t| t.median.as_secs_f64())
+    };
+    let secs = ms("encode")
+        + ms("condition_side")
+        + ms("exemplar_side")
+        + ms("correlation_warp")
+        + rematches as f64
+            * (ms("iteration_features") + ms("correlation_warp") + ms("cycle_check"))
+        + passes as f64 * ms("unet")
+        + ms("decode");
+    StageTiming {
+        key: "translation_est",
+        name: "whole translation, sum of stages (estimate)",
+        median: Duration::from_secs_f64(secs),
+        runs: 0,
+        flops: Some(fl.translation(passes, rematches)),
+    }
 }
 
 /// Time from the start of a run to its first streamed event (the initial warp).
@@ -376,10 +426,7 @@ pub fn print_table(title: &str, timings: &[StageTiming]) {
     );
     for t in timings {
         let (g, r) = match (t.flops, t.gflops_per_s()) {
-            (Some(f), Some(r)) => (
-                format!("{:.3}", f.total() as f64 / 1e9),
-                format!("{r:.1}"),
-            ),
+            (Some(f), Some(r)) => (format!("{:.3}", f.total() as f64 / 1e9), format!("{r:.1}")),
             _ => ("-".into(), "-".into()),
         };
         println!(
