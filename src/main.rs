@@ -88,12 +88,12 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
             model.config.image_size,
             model.config.image_size
         );
+        let whole = !args.stages_only;
         bench_one(
             args,
             &model,
             &title,
-            args.warmup,
-            args.runs,
+            (args.warmup, args.runs, whole),
             torch,
             &mut report,
         )?;
@@ -101,20 +101,40 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.official || args.official_only {
         let title = "official CelebA-HQ size, random weights (256x256, latent 64x64)";
         let (warmup, runs) = (args.warmup.min(1), args.runs.min(3));
+        let whole = args.official_whole && !args.stages_only;
+        let mut extra = vec!["--official"];
+        if !whole {
+            extra.push("--stages-only");
+        }
         if args.compare_torch {
             // PyTorch draws the weights and exports them; candle loads that same file.
             let dir = std::env::temp_dir().join(format!("midm-official-{}", std::process::id()));
             let d = dir.to_string_lossy().to_string();
-            let torch = run_torch_runs(args, &["--official", "--export", &d], warmup, runs);
+            extra.extend(["--export", &d]);
+            let torch = run_torch_runs(args, &extra, warmup, runs);
             let result = torch.and_then(|torch| {
                 let model = midm::load_model(&dir, &device)?;
-                bench_one(args, &model, title, warmup, runs, Some(torch), &mut report)
+                bench_one(
+                    args,
+                    &model,
+                    title,
+                    (warmup, runs, whole),
+                    Some(torch),
+                    &mut report,
+                )
             });
             let _ = std::fs::remove_dir_all(&dir);
             result?;
         } else {
             let model = midm::bench::random_model(&midm::bench::official_config(), &device)?;
-            bench_one(args, &model, title, warmup, runs, None, &mut report)?;
+            bench_one(
+                args,
+                &model,
+                title,
+                (warmup, runs, whole),
+                None,
+                &mut report,
+            )?;
         }
     }
     if args.json {
@@ -128,8 +148,7 @@ fn bench_one(
     args: &BenchArgs,
     model: &midm::MidmModel,
     title: &str,
-    warmup: usize,
-    runs: usize,
+    (warmup, runs, whole): (usize, usize, bool),
     torch: Option<serde_json::Value>,
     report: &mut serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<()> {
@@ -137,7 +156,7 @@ fn bench_one(
         midm::bench::print_flops(title, &model.config);
         return Ok(());
     }
-    let t = midm::bench::bench_model(model, warmup, runs)?;
+    let t = midm::bench::bench_model(model, warmup, runs, whole)?;
     let mut entry = serde_json::json!({ "candle": midm::bench::to_json(&t) });
     match &torch {
         Some(torch) if !args.json => midm::bench::print_comparison(title, &t, torch),
@@ -154,7 +173,11 @@ fn bench_one(
 }
 
 fn run_torch(args: &BenchArgs, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
-    run_torch_runs(args, extra, args.warmup, args.runs)
+    let mut extra = extra.to_vec();
+    if args.stages_only {
+        extra.push("--stages-only");
+    }
+    run_torch_runs(args, &extra, args.warmup, args.runs)
 }
 
 /// Runs `python -m train.bench_torch ... --json` to completion (before candle starts, so the two
@@ -209,6 +232,13 @@ fn rayon_threads() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    // candle and gemm ask for the thread count on every matmul; without RAYON_NUM_THREADS candle
+    // answers by parsing /proc/cpuinfo each time (seen in `perf`). Fix it once, before any thread
+    // starts, to the cores this process may use.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

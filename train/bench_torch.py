@@ -147,6 +147,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print one JSON object (keys as `midm bench`)")
+    ap.add_argument("--stages-only", action="store_true",
+                    help="skip whole translations; estimate one as the sum of its stages")
     ap.add_argument("--flops-only", action="store_true", help="count FLOPs, no timing")
     a = ap.parse_args()
 
@@ -165,6 +167,8 @@ def main():
     out = {}
     with torch.inference_mode():
         for key, name, fn in stages(model, size):
+            if a.stages_only and key in ("translation", "first_step"):
+                continue
             big = key in ("translation", "first_step")
             # The whole translation is 24 UNet passes: count it from its parts, time it.
             flops = None if key == "translation" else count_flops(fn)
@@ -175,6 +179,14 @@ def main():
                 ms, runs = timed(fn, min(a.warmup, 1) if big else a.warmup, runs)
             out[key] = {"name": name, "ms": ms, "runs": runs,
                         "gflop_mm": None if flops is None else flops / 1e9}
+    if a.stages_only and not a.flops_only:
+        ms = lambda k: out[k]["ms"]
+        # Same sum as `midm::bench::estimate_translation`: 24 UNet passes, 2 re-matchings.
+        est = (ms("encode") + ms("condition_side") + ms("exemplar_side") + ms("correlation_warp")
+               + 2 * (ms("iteration_features") + ms("correlation_warp") + ms("cycle_check"))
+               + 24 * ms("unet") + ms("decode"))
+        out["translation_est"] = {"name": "whole translation, sum of stages (estimate)", "ms": est, "runs": 0,
+                                  "gflop_mm": None}
     meta = {"torch": torch.__version__, "threads": threads, "image_size": size,
             "mkldnn": torch.backends.mkldnn.is_available()}
     if a.json:

@@ -102,7 +102,7 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
         if name.ends_with("norm.weight")
             || name.contains("norm") && name.ends_with(".weight") && dims.len() == 1
         {
-            v.iter_mut().for_each(|x| *x = 1.0 + *x);
+            v.iter_mut().for_each(|x| *x += 1.0);
         }
         Tensor::from_vec(v, dims, dev)?.to_dtype(dtype)
     }
@@ -163,7 +163,7 @@ fn sync(device: &Device) -> candle_core::Result<()> {
     device.synchronize()
 }
 
-fn time<F: FnMut() -> anyhow::Result<()>>(
+fn time<T, F: FnMut() -> anyhow::Result<T>>(
     (key, name): (&'static str, &'static str),
     device: &Device,
     warmup: usize,
@@ -249,7 +249,7 @@ pub fn bench_model(
             device,
             warmup,
             runs,
-            || Ok(drop(ae.encode(&exemplar)?)),
+            || Ok(ae.encode(&exemplar)?),
         )?
         .with_flops(fl.encode),
         time(
@@ -257,7 +257,7 @@ pub fn bench_model(
             device,
             warmup,
             runs,
-            || Ok(drop(corr_net.target_features(&label_ds)?)),
+            || Ok(corr_net.target_features(&label_ds)?),
         )?
         .with_flops(fl.condition_side),
         time(
@@ -265,7 +265,7 @@ pub fn bench_model(
             device,
             warmup,
             runs,
-            || Ok(drop(corr_net.reference_features(&latent, &ref_label_ds)?)),
+            || Ok(corr_net.reference_features(&latent, &ref_label_ds)?),
         )?
         .with_flops(fl.exemplar_side),
         time(
@@ -275,7 +275,7 @@ pub fn bench_model(
             runs,
             || {
                 let c = matching::correlation(&trg_out, &ref_out)?;
-                Ok(drop(matching::soft_warp(&latent, &c, opts.temperature)?))
+                Ok(matching::soft_warp(&latent, &c, opts.temperature)?)
             },
         )?
         .with_flops(fl.correlation_warp),
@@ -284,7 +284,7 @@ pub fn bench_model(
             device,
             warmup,
             runs,
-            || Ok(drop(corr_net.iteration_features(&latent, &trg_matching)?)),
+            || Ok(corr_net.iteration_features(&latent, &trg_matching)?),
         )?
         .with_flops(fl.iteration_features),
         time(
@@ -293,18 +293,18 @@ pub fn bench_model(
             warmup,
             runs,
             || {
-                Ok(drop(matching::cycle_mask(
+                Ok(matching::cycle_mask(
                     &corr,
                     h,
                     w,
                     opts.temperature,
                     opts.fb_threshold,
-                )?))
+                )?)
             },
         )?
         .with_flops(fl.cycle_check),
         time(("unet", "UNet pass"), device, warmup, runs, || {
-            Ok(drop(model.unet.forward(&latent, &t)?))
+            Ok(model.unet.forward(&latent, &t)?)
         })?
         .with_flops(fl.unet),
         time(
@@ -312,7 +312,7 @@ pub fn bench_model(
             device,
             warmup,
             runs,
-            || Ok(drop(ae.decode(&latent)?)),
+            || Ok(ae.decode(&latent)?),
         )?
         .with_flops(fl.decode),
     ];
@@ -336,15 +336,7 @@ pub fn bench_model(
             device,
             warmup.min(1),
             whole_runs,
-            || {
-                Ok(drop(midm::translate(
-                    model,
-                    &inputs,
-                    &opts,
-                    &midm::Noise::Seeded(0),
-                    &mut (),
-                )?))
-            },
+            || midm::translate(model, &inputs, &opts, &midm::Noise::Seeded(0), &mut ()),
         )?
         .with_flops(fl.translation(passes, rematches)),
     );
