@@ -50,37 +50,188 @@ struct BenchArgs {
     /// cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Time the stages only; estimate the whole translation as the sum of its stages (the
+    /// default for the official size, where one translation is ~6 TFLOP).
+    #[arg(long)]
+    stages_only: bool,
+    /// Time whole translations at the official size too (minutes on a CPU).
+    #[arg(long)]
+    official_whole: bool,
+    /// Print the analytical FLOPs of each stage only (no timing).
+    #[arg(long)]
+    flops_only: bool,
+    /// Print the timings as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also time the same stages in PyTorch on the same weights (`python -m train.bench_torch`,
+    /// run from --torch-dir) and print candle/PyTorch ratios. With --official the random
+    /// official-size model is built by PyTorch and exported, so both load the same file.
+    #[arg(long)]
+    compare_torch: bool,
+    /// Python interpreter for --compare-torch.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Folder holding the `train` package (default: the source tree of this binary).
+    #[arg(long)]
+    torch_dir: Option<std::path::PathBuf>,
 }
 
 fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     let device = midm::cli::parse_device(&args.device)?.to_device()?;
-    println!("device: {:?}, rayon threads: {}", device, rayon_threads());
+    if !args.json {
+        println!("device: {:?}, threads: {}", device, rayon_threads());
+    }
+    let mut report = serde_json::Map::new();
     if !args.official_only {
         let path = args
             .model
             .clone()
             .unwrap_or_else(midm::cli::default_model_path);
+        let torch = if args.compare_torch {
+            let p = path.to_string_lossy().to_string();
+            Some(run_torch(args, &["--weights", &p])?)
+        } else {
+            None
+        };
         let model = midm::load_model(&path, &device)?;
-        let t = midm::bench::bench_model(&model, args.warmup, args.runs)?;
-        midm::bench::print_table(
-            &format!(
-                "model {} ({}x{})",
-                path.display(),
-                model.config.image_size,
-                model.config.image_size
-            ),
-            &t,
+        let title = format!(
+            "model {} ({}x{})",
+            path.display(),
+            model.config.image_size,
+            model.config.image_size
         );
+        let whole = !args.stages_only;
+        bench_one(
+            args,
+            &model,
+            &title,
+            (args.warmup, args.runs, whole),
+            torch,
+            &mut report,
+        )?;
     }
     if args.official || args.official_only {
-        let model = midm::bench::random_model(&midm::bench::official_config(), &device)?;
-        let t = midm::bench::bench_model(&model, args.warmup.min(1), args.runs.min(3))?;
-        midm::bench::print_table(
-            "official CelebA-HQ size, random weights (256x256, latent 64x64)",
-            &t,
-        );
+        let title = "official CelebA-HQ size, random weights (256x256, latent 64x64)";
+        let (warmup, runs) = (args.warmup.min(1), args.runs.min(3));
+        let whole = args.official_whole && !args.stages_only;
+        let mut extra = vec!["--official"];
+        if !whole {
+            extra.push("--stages-only");
+        }
+        if args.compare_torch {
+            // PyTorch draws the weights and exports them; candle loads that same file.
+            let dir = std::env::temp_dir().join(format!("midm-official-{}", std::process::id()));
+            let d = dir.to_string_lossy().to_string();
+            extra.extend(["--export", &d]);
+            let torch = run_torch_runs(args, &extra, warmup, runs);
+            let result = torch.and_then(|torch| {
+                let model = midm::load_model(&dir, &device)?;
+                bench_one(
+                    args,
+                    &model,
+                    title,
+                    (warmup, runs, whole),
+                    Some(torch),
+                    &mut report,
+                )
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            result?;
+        } else {
+            let model = midm::bench::random_model(&midm::bench::official_config(), &device)?;
+            bench_one(
+                args,
+                &model,
+                title,
+                (warmup, runs, whole),
+                None,
+                &mut report,
+            )?;
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Object(report));
     }
     Ok(())
+}
+
+/// Bench (or count) one model and print or collect the result.
+fn bench_one(
+    args: &BenchArgs,
+    model: &midm::MidmModel,
+    title: &str,
+    (warmup, runs, whole): (usize, usize, bool),
+    torch: Option<serde_json::Value>,
+    report: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    if args.flops_only {
+        midm::bench::print_flops(title, &model.config);
+        return Ok(());
+    }
+    let t = midm::bench::bench_model(model, warmup, runs, whole)?;
+    let mut entry = serde_json::json!({ "candle": midm::bench::to_json(&t) });
+    match &torch {
+        Some(torch) if !args.json => midm::bench::print_comparison(title, &t, torch),
+        _ if !args.json => midm::bench::print_table(title, &t),
+        _ => {}
+    }
+    if let Some(torch) = torch {
+        entry["torch"] = torch;
+    }
+    entry["peak_rss_mib"] =
+        serde_json::json!(midm::bench::peak_memory_bytes().map(|b| b as f64 / (1024.0 * 1024.0)));
+    report.insert(title.to_string(), entry);
+    Ok(())
+}
+
+fn run_torch(args: &BenchArgs, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut extra = extra.to_vec();
+    if args.stages_only {
+        extra.push("--stages-only");
+    }
+    run_torch_runs(args, &extra, args.warmup, args.runs)
+}
+
+/// Runs `python -m train.bench_torch ... --json` to completion (before candle starts, so the two
+/// never share the CPU) and returns its JSON.
+fn run_torch_runs(
+    args: &BenchArgs,
+    extra: &[&str],
+    warmup: usize,
+    runs: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let dir = args
+        .torch_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    if !args.json {
+        println!(
+            "running PyTorch: {} -m train.bench_torch {} (in {})",
+            args.python,
+            extra.join(" "),
+            dir.display()
+        );
+    }
+    let out = std::process::Command::new(&args.python)
+        .current_dir(&dir)
+        .args(["-m", "train.bench_torch", "--json"])
+        .args(["--warmup", &warmup.to_string(), "--runs", &runs.to_string()])
+        .args(extra)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow::anyhow!("could not run {}: {e}", args.python))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "train.bench_torch failed ({}); see its output above",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("train.bench_torch printed no JSON: {text}"))?;
+    Ok(serde_json::from_str(line)?)
 }
 
 fn rayon_threads() -> String {
@@ -93,6 +244,13 @@ fn rayon_threads() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    // candle and gemm ask for the thread count on every matmul; without RAYON_NUM_THREADS candle
+    // answers by parsing /proc/cpuinfo each time (seen in `perf`). Fix it once, before any thread
+    // starts, to the cores this process may use.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

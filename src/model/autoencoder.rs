@@ -5,11 +5,11 @@
 //! Follows LDM's `modules/diffusionmodules/model.py` (`Encoder`, `Decoder`, `ResnetBlock`,
 //! `AttnBlock`) and `VectorQuantizer2`, operation for operation where rounding matters.
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::{GroupNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    conv2d, conv3x3, group_norm, silu, softmax_last_dim, upsample_nearest2x, Conv1x1,
+    conv2d, conv3x3, group_norm, silu, softmax_last_dim, upsample_nearest2x, Conv1x1, Conv2d,
 };
 
 /// `Normalize` in LDM's model.py: GroupNorm(32, eps=1e-6, affine).

@@ -6,7 +6,9 @@
 //! section 4): spectral norm without power iteration, instance norm without affine, SPADE with a
 //! positional (per-pixel, over channels) normalisation, reflection padding in the SPADE paths.
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use super::conv::Conv2d;
 use serde::{Deserialize, Serialize};
 
 const NORM_EPS: f64 = 1e-5;

@@ -3,7 +3,9 @@
 //! under the given VarBuilder path and fails with a candle error naming the key when it is
 //! missing or has another shape.
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, GroupNorm, Linear, VarBuilder};
+
+pub use super::conv::Conv2d;
 
 /// GroupNorm with 32 groups and affine parameters, as both LDM networks use it
 /// (`eps` is 1e-6 in the autoencoder's `Normalize`, 1e-5 in the UNet's `GroupNorm32`).
@@ -32,7 +34,7 @@ pub fn conv2d(
         padding,
         ..Default::default()
     };
-    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
+    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb).map(Conv2d::from)
 }
 
 /// A 3x3 Conv2d, stride 1, zero padding 1 (the common case in both networks).

@@ -8,6 +8,7 @@
 //! - `seg_enc.*`, `real_enc.*`, `iter_enc.*`, `layer.*`, `phi.*`, `theta.*`: correspondence ([`correspondence`]).
 
 pub mod autoencoder;
+pub mod conv;
 pub mod correspondence;
 pub mod layers;
 pub mod unet;

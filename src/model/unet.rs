@@ -7,11 +7,12 @@
 //! `out_layers.{0,3}`, `skip_connection`; inside an AttentionBlock `norm`, `qkv`, `proj_out`
 //! (Conv1d, 3-D weights); `op` (Downsample) and `conv` (Upsample).
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
     conv2d, conv3x3, group_norm, linear, silu, softmax_last_dim, upsample_nearest2x, Conv1x1,
+    Conv2d,
 };
 
 /// `GroupNorm32` in openaimodel: GroupNorm(32, eps=1e-5, affine).

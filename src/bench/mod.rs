@@ -1,0 +1,532 @@
+//! `midm bench`: times every stage of a translation (after warm-up, medians over runs) on the
+//! shipped model or on the official CelebA-HQ size with random weights, with the analytical
+//! FLOPs of each stage ([`flops`]) and the achieved rate.
+pub mod flops;
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::model::{
+    AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, DdpmConfig, MidmConfig, MidmModel,
+    UNetConfig,
+};
+use crate::sampling::{matching, midm};
+
+/// The official CelebA-HQ edge-to-face configuration (paper / authors' config), 256x256 images.
+pub fn official_config() -> MidmConfig {
+    MidmConfig {
+        image_size: 256,
+        autoencoder: AutoencoderConfig {
+            kind: AutoencoderKind::Vq { n_embed: 8192 },
+            embed_dim: 3,
+            z_channels: 3,
+            double_z: false,
+            in_channels: 3,
+            out_ch: 3,
+            ch: 128,
+            ch_mult: vec![1, 2, 4],
+            num_res_blocks: 2,
+            attn_resolutions: vec![],
+            resolution: 256,
+        },
+        unet: UNetConfig {
+            image_size: 64,
+            in_channels: 3,
+            out_channels: 3,
+            model_channels: 224,
+            channel_mult: vec![1, 2, 3, 4],
+            num_res_blocks: 2,
+            attention_resolutions: vec![8, 4, 2],
+            num_head_channels: Some(32),
+            num_heads: None,
+        },
+        ddpm: DdpmConfig::default(),
+        correspondence: CorrespondenceConfig {
+            label_nc: 15,
+            latent_channels: 3,
+            n_ch: 256,
+            ndf: 64,
+            spade_nhidden: 128,
+            trunk_blocks: 4,
+        },
+    }
+}
+
+/// Random weights for any requested tensor: N(0, 1/fan_in) for weights, so that activations
+/// stay O(1) through deep stacks (timings of NaN/denormal-ridden tensors would be meaningless);
+/// spectral-norm vectors are unit vectors so that sigma stays O(1).
+struct RandomWeights {
+    seed: u64,
+}
+
+impl candle_nn::var_builder::SimpleBackend for RandomWeights {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let dims = s.dims();
+        let n = s.elem_count();
+        let seed = self.seed
+            ^ name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100000001b3)
+            });
+        let mut state = seed | 1;
+        let mut next = || {
+            // xorshift64*: plenty for benchmark weights.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545F4914F6CDD1D) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let fan_in: usize = if dims.len() > 1 {
+            dims[1..].iter().product()
+        } else {
+            1
+        };
+        let scale = if dims.len() > 1 {
+            (12.0 / fan_in as f32).sqrt()
+        } else {
+            0.1
+        };
+        let mut v: Vec<f32> = (0..n).map(|_| next() * scale).collect();
+        if name.ends_with("weight_u") || name.ends_with("weight_v") {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        if name.ends_with("norm.weight")
+            || name.contains("norm") && name.ends_with(".weight") && dims.len() == 1
+        {
+            v.iter_mut().for_each(|x| *x += 1.0);
+        }
+        Tensor::from_vec(v, dims, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random weights need a shape for {name}")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
+}
+
+/// A model of `config` with random weights.
+pub fn random_model(config: &MidmConfig, device: &Device) -> candle_core::Result<MidmModel> {
+    let backend: Box<dyn candle_nn::var_builder::SimpleBackend> =
+        Box::new(RandomWeights { seed: 1012 });
+    let vb = VarBuilder::from_backend(backend, DType::F32, device.clone());
+    MidmModel::new(vb, config)
+}
+
+/// Timings of one stage.
+#[derive(Debug, Clone)]
+pub struct StageTiming {
+    /// Stable key (shared with `train/bench_torch.py`).
+    pub key: &'static str,
+    pub name: &'static str,
+    pub median: Duration,
+    pub runs: usize,
+    /// Analytical FLOPs of the stage (None: not a compute stage, e.g. a latency).
+    pub flops: Option<flops::Flops>,
+}
+
+impl StageTiming {
+    fn with_flops(mut self, f: flops::Flops) -> Self {
+        self.flops = Some(f);
+        self
+    }
+
+    /// Achieved GFLOP/s (all counted FLOPs over the median time).
+    pub fn gflops_per_s(&self) -> Option<f64> {
+        self.flops
+            .map(|f| f.total() as f64 / self.median.as_secs_f64().max(1e-12) / 1e9)
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn sync(device: &Device) -> candle_core::Result<()> {
+    device.synchronize()
+}
+
+fn time<T, F: FnMut() -> anyhow::Result<T>>(
+    (key, name): (&'static str, &'static str),
+    device: &Device,
+    warmup: usize,
+    runs: usize,
+    mut f: F,
+) -> anyhow::Result<StageTiming> {
+    for _ in 0..warmup {
+        f()?;
+        sync(device)?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        sync(device)?;
+        times.push(t.elapsed());
+    }
+    Ok(StageTiming {
+        key,
+        name,
+        median: median(times),
+        runs: runs.max(1),
+        flops: None,
+    })
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Number of UNet passes and re-matchings of a translation with `opts`.
+pub fn pass_counts(opts: &midm::SamplerOptions) -> (u64, u64) {
+    let refine = opts
+        .refine
+        .as_ref()
+        .map_or(0, |r| r.ddim_steps.saturating_sub(r.hijack_step));
+    let rematches = opts
+        .rewarp_at
+        .iter()
+        .filter(|&&k| k > 0 && k < opts.interleaved_steps)
+        .count();
+    ((opts.interleaved_steps + refine) as u64, rematches as u64)
+}
+
+/// Time every stage and the whole translation of `model` on random inputs (batch 1).
+///
+/// `whole`: also time whole translations and the first-step latency (else they are estimated
+/// from the stages, see [`estimate_translation`]).
+pub fn bench_model(
+    model: &MidmModel,
+    warmup: usize,
+    runs: usize,
+    whole: bool,
+) -> anyhow::Result<Vec<StageTiming>> {
+    let cfg = &model.config;
+    let device = &model.device;
+    let size = cfg.image_size;
+    let nc = cfg.label_nc();
+    let condition = Tensor::rand(0f32, 1f32, (1, nc, size, size), device)?;
+    let exemplar = Tensor::rand(-1f32, 1f32, (1, 3, size, size), device)?;
+    let exemplar_label = Tensor::rand(0f32, 1f32, (1, nc, size, size), device)?;
+    let ae = &model.autoencoder;
+    let corr_net = &model.correspondence;
+    let opts = midm::SamplerOptions::default();
+    let fl = flops::StageFlops::new(cfg);
+
+    let latent = ae.encode(&exemplar)?;
+    let (_, _, h, w) = latent.dims4()?;
+    let label_ds = crate::model::correspondence::interpolate_nearest(&condition, h, w)?;
+    let ref_label_ds = crate::model::correspondence::interpolate_nearest(&exemplar_label, h, w)?;
+    let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
+    let (ref_out, _) = corr_net.reference_features(&latent, &ref_label_ds)?;
+    let corr = matching::correlation(&trg_out, &ref_out)?;
+    let t = Tensor::new(&[500u32], device)?;
+
+    let mut out = vec![
+        time(
+            ("encode", "encode (autoencoder)"),
+            device,
+            warmup,
+            runs,
+            || Ok(ae.encode(&exemplar)?),
+        )?
+        .with_flops(fl.encode),
+        time(
+            ("condition_side", "correspondence: condition side"),
+            device,
+            warmup,
+            runs,
+            || Ok(corr_net.target_features(&label_ds)?),
+        )?
+        .with_flops(fl.condition_side),
+        time(
+            ("exemplar_side", "correspondence: exemplar side"),
+            device,
+            warmup,
+            runs,
+            || Ok(corr_net.reference_features(&latent, &ref_label_ds)?),
+        )?
+        .with_flops(fl.exemplar_side),
+        time(
+            ("correlation_warp", "correlation + soft warp"),
+            device,
+            warmup,
+            runs,
+            || {
+                let c = matching::correlation(&trg_out, &ref_out)?;
+                Ok(matching::soft_warp(&latent, &c, opts.temperature)?)
+            },
+        )?
+        .with_flops(fl.correlation_warp),
+        time(
+            ("iteration_features", "iteration features (F_Y^iter)"),
+            device,
+            warmup,
+            runs,
+            || Ok(corr_net.iteration_features(&latent, &trg_matching)?),
+        )?
+        .with_flops(fl.iteration_features),
+        time(
+            ("cycle_check", "cycle check (flow + fb + mask)"),
+            device,
+            warmup,
+            runs,
+            || {
+                Ok(matching::cycle_mask(
+                    &corr,
+                    h,
+                    w,
+                    opts.temperature,
+                    opts.fb_threshold,
+                )?)
+            },
+        )?
+        .with_flops(fl.cycle_check),
+        time(("unet", "UNet pass"), device, warmup, runs, || {
+            Ok(model.unet.forward(&latent, &t)?)
+        })?
+        .with_flops(fl.unet),
+        time(
+            ("decode", "decode (VQ + decoder)"),
+            device,
+            warmup,
+            runs,
+            || Ok(ae.decode(&latent)?),
+        )?
+        .with_flops(fl.decode),
+    ];
+    let inputs = midm::MidmInputs {
+        condition,
+        exemplar,
+        exemplar_label,
+    };
+    let whole_runs = runs.clamp(1, 3);
+    let (passes, rematches) = pass_counts(&opts);
+    if !whole {
+        out.push(estimate_translation(&out, &fl, passes, rematches));
+        return Ok(out);
+    }
+    out.push(
+        time(
+            (
+                "translation",
+                "whole translation (16-step loop + refinement)",
+            ),
+            device,
+            warmup.min(1),
+            whole_runs,
+            || midm::translate(model, &inputs, &opts, &midm::Noise::Seeded(0), &mut ()),
+        )?
+        .with_flops(fl.translation(passes, rematches)),
+    );
+    out.push(first_step_latency(model, &inputs, &opts, whole_runs)?.with_flops(fl.first_step()));
+    Ok(out)
+}
+
+/// A translation's time as the sum of its measured stages (each UNet pass and re-matching
+/// counted as often as the sampler runs it), for sizes where timing whole runs takes too long.
+pub fn estimate_translation(
+    stages: &[StageTiming],
+    fl: &flops::StageFlops,
+    passes: u64,
+    rematches: u64,
+) -> StageTiming {
+    let ms = |k: &str| {
+        stages
+            .iter()
+            .find(|t| t.key == k)
+            .map_or(0.0, |t| t.median.as_secs_f64())
+    };
+    let secs = ms("encode")
+        + ms("condition_side")
+        + ms("exemplar_side")
+        + ms("correlation_warp")
+        + rematches as f64
+            * (ms("iteration_features") + ms("correlation_warp") + ms("cycle_check"))
+        + passes as f64 * ms("unet")
+        + ms("decode");
+    StageTiming {
+        key: "translation_est",
+        name: "whole translation, sum of stages (estimate)",
+        median: Duration::from_secs_f64(secs),
+        runs: 0,
+        flops: Some(fl.translation(passes, rematches)),
+    }
+}
+
+/// Time from the start of a run to its first streamed event (the initial warp).
+fn first_step_latency(
+    model: &MidmModel,
+    inputs: &midm::MidmInputs,
+    opts: &midm::SamplerOptions,
+    runs: usize,
+) -> anyhow::Result<StageTiming> {
+    struct FirstEvent(Option<Duration>);
+    impl midm::StepSink for FirstEvent {
+        fn on_event(&mut self, e: &midm::StepEvent) {
+            self.0.get_or_insert(e.elapsed);
+        }
+        fn cancelled(&self) -> bool {
+            self.0.is_some()
+        }
+    }
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let mut sink = FirstEvent(None);
+        let result = midm::translate(model, inputs, opts, &midm::Noise::Seeded(0), &mut sink);
+        if let Err(e) = result {
+            anyhow::ensure!(e.downcast_ref::<midm::Cancelled>().is_some(), e);
+        }
+        times.push(sink.0.unwrap_or_default());
+    }
+    Ok(StageTiming {
+        key: "first_step",
+        name: "run -> first streamed step",
+        median: median(times),
+        runs,
+        flops: None,
+    })
+}
+
+/// Print a table of timings with FLOPs and achieved rates.
+pub fn print_table(title: &str, timings: &[StageTiming]) {
+    println!("\n{title}");
+    println!(
+        "{:<48} {:>11} {:>5} {:>10} {:>9}",
+        "stage", "median ms", "runs", "GFLOP", "GFLOP/s"
+    );
+    for t in timings {
+        let (g, r) = match (t.flops, t.gflops_per_s()) {
+            (Some(f), Some(r)) => (format!("{:.3}", f.total() as f64 / 1e9), format!("{r:.1}")),
+            _ => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<48} {:>11.2} {:>5} {:>10} {:>9}",
+            t.name,
+            t.median.as_secs_f64() * 1e3,
+            t.runs,
+            g,
+            r
+        );
+    }
+    if let Some(peak) = peak_memory_bytes() {
+        println!(
+            "peak resident memory so far: {:.1} MiB",
+            peak as f64 / (1024.0 * 1024.0)
+        );
+    }
+}
+
+/// The timings as JSON (`{key: {ms, runs, gflop, gflop_mm}}`), the format of
+/// `train/bench_torch.py --json`.
+pub fn to_json(timings: &[StageTiming]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for t in timings {
+        m.insert(
+            t.key.to_string(),
+            serde_json::json!({
+                "name": t.name,
+                "ms": t.median.as_secs_f64() * 1e3,
+                "runs": t.runs,
+                "gflop": t.flops.map(|f| f.total() as f64 / 1e9),
+                "gflop_mm": t.flops.map(|f| f.mm as f64 / 1e9),
+            }),
+        );
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Print the analytical FLOPs of every stage of `cfg` (no timing).
+pub fn print_flops(title: &str, cfg: &MidmConfig) {
+    let f = flops::StageFlops::new(cfg);
+    let (passes, rematches) = pass_counts(&midm::SamplerOptions::default());
+    println!("\n{title}: analytical FLOPs");
+    println!("{:<32} {:>12} {:>12}", "stage", "GFLOP (mm)", "GFLOP (all)");
+    let rows = [
+        ("encode", f.encode),
+        ("condition_side", f.condition_side),
+        ("exemplar_side", f.exemplar_side),
+        ("correlation_warp", f.correlation_warp),
+        ("iteration_features", f.iteration_features),
+        ("cycle_check", f.cycle_check),
+        ("unet", f.unet),
+        ("decode", f.decode),
+        ("first_step", f.first_step()),
+        ("translation", f.translation(passes, rematches)),
+    ];
+    for (k, v) in rows {
+        println!(
+            "{k:<32} {:>12.4} {:>12.4}",
+            v.mm as f64 / 1e9,
+            v.total() as f64 / 1e9
+        );
+    }
+}
+
+/// Print candle and PyTorch timings of the same stages side by side.
+pub fn print_comparison(title: &str, timings: &[StageTiming], torch: &serde_json::Value) {
+    let stages = &torch["stages"];
+    let meta = &torch["meta"];
+    println!(
+        "\n{title}: candle vs PyTorch {} ({} threads)",
+        meta["torch"].as_str().unwrap_or("?"),
+        meta["threads"]
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>7} {:>9} {:>9} {:>8}",
+        "stage", "candle ms", "torch ms", "ratio", "GFLOP/s", "torch GF/s", "mm dGF%"
+    );
+    for t in timings {
+        let s = &stages[t.key];
+        let torch_ms = s["ms"].as_f64();
+        let ms = t.median.as_secs_f64() * 1e3;
+        let fmt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |v| format!("{v:.p$}"));
+        let rate = t.gflops_per_s();
+        let torch_rate = match (t.flops, torch_ms) {
+            (Some(f), Some(tm)) => Some(f.total() as f64 / (tm / 1e3) / 1e9),
+            _ => None,
+        };
+        // Relative difference of our analytical matrix FLOPs to PyTorch's FlopCounterMode.
+        let diff = match (t.flops, s["gflop_mm"].as_f64()) {
+            (Some(f), Some(g)) if g > 0.0 => Some((f.mm as f64 / 1e9 - g) / g * 100.0),
+            _ => None,
+        };
+        println!(
+            "{:<44} {:>10.2} {:>10} {:>7} {:>9} {:>9} {:>8}",
+            t.name,
+            ms,
+            fmt(torch_ms, 2),
+            fmt(torch_ms.map(|tm| ms / tm), 2),
+            fmt(rate, 1),
+            fmt(torch_rate, 1),
+            fmt(diff, 2)
+        );
+    }
+    if let Some(peak) = peak_memory_bytes() {
+        println!(
+            "candle peak resident memory so far: {:.1} MiB",
+            peak as f64 / (1024.0 * 1024.0)
+        );
+    }
+}

@@ -1,0 +1,205 @@
+"""PyTorch timing of the MIDM pipeline, stage by stage, for side-by-side comparison with `midm bench`.
+
+    python -m train.bench_torch [--weights weights] [--runs 5] [--json]
+    python -m train.bench_torch --official --export /tmp/midm-official [--runs 2] [--json]
+    python -m train.bench_torch --flops-only [--official]
+
+The stages and their keys are those of `midm bench` (src/bench/mod.rs): encode, condition_side,
+exemplar_side, correlation_warp, iteration_features, cycle_check, unet, decode, translation,
+first_step. Each is timed after warm-up as the median over runs, under `torch.inference_mode()`,
+with `torch.set_num_threads` = $RAYON_NUM_THREADS (else all cores), the same thread count candle
+uses. The FLOPs of each stage are counted with `torch.utils.flop_counter.FlopCounterMode`
+(convolutions and matrix products only, 2 per multiply-add), an independent check of the
+analytical counter in `src/bench/flops.rs`.
+
+`--official` builds the official CelebA-HQ size with PyTorch's default random initialisation;
+`--export DIR` writes it as DIR/model.safetensors + DIR/config.yaml (exactly the layout of the
+shipped `weights/`), so that `midm bench --compare-torch --official` times candle on the very same
+weights. `midm bench --compare-torch` runs this script and prints the ratios.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .config import corr_kwargs, default_config
+from .midm import MIDM, DdimSchedule
+from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+
+
+def official_config():
+    """The official CelebA-HQ edge-to-face configuration (as `midm::bench::official_config`)."""
+    cfg = default_config()
+    p = cfg["model"]["params"]
+    p["image_size"] = 64
+    p["unet_config"]["params"].update(image_size=64, model_channels=224, channel_mult=[1, 2, 3, 4],
+                                      num_res_blocks=2, attention_resolutions=[8, 4, 2], num_head_channels=32)
+    fs = p["first_stage_config"]["params"]
+    fs["n_embed"] = 8192
+    fs["ddconfig"].update(resolution=256, ch=128, ch_mult=[1, 2, 4], num_res_blocks=2)
+    cfg["midms"].update(label_nc=15, N_CH=256, corr_ndf=64, spade_nhidden=128, image_size=256)
+    return cfg
+
+
+def export(model, cfg, out):
+    import yaml
+    from safetensors.torch import save_file
+
+    os.makedirs(out, exist_ok=True)
+    tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt", "stages": "random"})
+    with open(os.path.join(out, "config.yaml"), "w") as f:
+        yaml.safe_dump({"model": cfg["model"], "midms": cfg["midms"]}, f, sort_keys=False)
+
+
+def load(weights):
+    from safetensors.torch import load_file
+    import yaml
+
+    cfg = yaml.safe_load(open(os.path.join(weights, "config.yaml")))
+    model = MIDM(cfg, **corr_kwargs(cfg))
+    model.load_state_dict(load_file(os.path.join(weights, "model.safetensors")))
+    return model.eval(), cfg
+
+
+def timed(fn, warmup, runs):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(max(runs, 1)):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(sorted(ts)) * 1e3, max(runs, 1)
+
+
+def stages(model, size):
+    """(key, name, fn) of every stage on random inputs (batch 1), as `midm bench` builds them."""
+    g = torch.Generator().manual_seed(0)
+    nc = model.label_nc
+    cond = torch.rand(1, nc, size, size, generator=g)
+    ex = torch.rand(1, 3, size, size, generator=g) * 2 - 1
+    ex_label = torch.rand(1, nc, size, size, generator=g)
+    ae = model.ae
+    latent = ae.encode(ex)
+    hw = latent.shape[2:]
+    label_ds = F.interpolate(cond, size=hw, mode="nearest")
+    ref_label_ds = F.interpolate(ex_label, size=hw, mode="nearest")
+    trg_m = model.seg_enc(label_ds)
+    ref_m = model.real_enc(latent)
+    trg_out = feature_normalize(model.theta(model.layer(torch.cat([trg_m, label_ds], 1))))
+    ref_out = feature_normalize(model.phi(model.layer(torch.cat([ref_m, ref_label_ds], 1))))
+    corr = correlation(trg_out, ref_out)
+    t = torch.full((1,), 500, dtype=torch.long)
+
+    def condition_side():
+        m = model.seg_enc(label_ds)
+        return feature_normalize(model.theta(model.layer(torch.cat([m, label_ds], 1))))
+
+    def exemplar_side():
+        m = model.real_enc(latent)
+        return feature_normalize(model.phi(model.layer(torch.cat([m, ref_label_ds], 1)))), feature_normalize(m)
+
+    def cycle():
+        return fb_mask(fbcheck(*get_flow(corr))[0])
+
+    def translation():
+        return model.translate(cond, ex, ex_label, generator=torch.Generator().manual_seed(0))
+
+    def first_step():
+        # Everything the sampler does before its first event: encode, both sides, initial warp.
+        z = ae.encode(ex)
+        return model.match(cond, z, ex_label)["warped"]
+
+    return [
+        ("encode", "encode (autoencoder)", lambda: ae.encode(ex)),
+        ("condition_side", "correspondence: condition side", condition_side),
+        ("exemplar_side", "correspondence: exemplar side", exemplar_side),
+        ("correlation_warp", "correlation + soft warp", lambda: soft_warp(latent, correlation(trg_out, ref_out))),
+        ("iteration_features", "iteration features (F_Y^iter)",
+         lambda: feature_normalize(model.iter_enc(latent, seg=trg_m))),
+        ("cycle_check", "cycle check (flow + fb + mask)", cycle),
+        ("unet", "UNet pass", lambda: model.diff_model.eps(latent, t)),
+        ("decode", "decode (VQ + decoder)", lambda: ae.decode(latent)),
+        ("translation", "whole translation (16-step loop + refinement)", translation),
+        ("first_step", "run -> first streamed step", first_step),
+    ]
+
+
+def count_flops(fn):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default="weights", help="exported model folder (config.yaml + model.safetensors)")
+    ap.add_argument("--official", action="store_true", help="official CelebA-HQ size, random weights")
+    ap.add_argument("--export", help="with --official: write the random model here for candle")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", action="store_true", help="print one JSON object (keys as `midm bench`)")
+    ap.add_argument("--stages-only", action="store_true",
+                    help="skip whole translations; estimate one as the sum of its stages")
+    ap.add_argument("--flops-only", action="store_true", help="count FLOPs, no timing")
+    a = ap.parse_args()
+
+    threads = int(os.environ.get("RAYON_NUM_THREADS", "0")) or os.cpu_count()
+    torch.set_num_threads(threads)
+    torch.manual_seed(1012)
+    if a.official:
+        cfg = official_config()
+        model = MIDM(cfg, **corr_kwargs(cfg)).eval()
+        if a.export:
+            export(model, cfg, a.export)
+    else:
+        model, cfg = load(a.weights)
+    size = cfg["model"]["params"]["first_stage_config"]["params"]["ddconfig"]["resolution"]
+
+    out = {}
+    with torch.inference_mode():
+        for key, name, fn in stages(model, size):
+            if a.stages_only and key in ("translation", "first_step"):
+                continue
+            big = key in ("translation", "first_step")
+            # The whole translation is 24 UNet passes: count it from its parts, time it.
+            flops = None if key == "translation" else count_flops(fn)
+            if a.flops_only:
+                ms, runs = None, 0
+            else:
+                runs = min(a.runs, 3) if big else a.runs
+                ms, runs = timed(fn, min(a.warmup, 1) if big else a.warmup, runs)
+            out[key] = {"name": name, "ms": ms, "runs": runs,
+                        "gflop_mm": None if flops is None else flops / 1e9}
+    if a.stages_only and not a.flops_only:
+        ms = lambda k: out[k]["ms"]
+        # Same sum as `midm::bench::estimate_translation`: 24 UNet passes, 2 re-matchings.
+        est = (ms("encode") + ms("condition_side") + ms("exemplar_side") + ms("correlation_warp")
+               + 2 * (ms("iteration_features") + ms("correlation_warp") + ms("cycle_check"))
+               + 24 * ms("unet") + ms("decode"))
+        out["translation_est"] = {"name": "whole translation, sum of stages (estimate)", "ms": est, "runs": 0,
+                                  "gflop_mm": None}
+    meta = {"torch": torch.__version__, "threads": threads, "image_size": size,
+            "mkldnn": torch.backends.mkldnn.is_available()}
+    if a.json:
+        json.dump({"meta": meta, "stages": out}, sys.stdout)
+        print()
+        return
+    print(f"PyTorch {meta['torch']}, {threads} threads, image {size}x{size}")
+    print(f"{'stage':<48} {'median ms':>11} {'runs':>5} {'GFLOP(mm)':>10}")
+    for k, v in out.items():
+        ms = "-" if v["ms"] is None else f"{v['ms']:.2f}"
+        gf = "-" if v["gflop_mm"] is None else f"{v['gflop_mm']:.3f}"
+        print(f"{v['name']:<48} {ms:>11} {v['runs']:>5} {gf:>10}")
+
+
+if __name__ == "__main__":
+    main()
