@@ -826,7 +826,7 @@ fn unexpected_key_inside_a_needed_module_is_named() {
     match &err {
         LoadError::UnexpectedKeys { keys, files } => {
             assert_eq!(keys, &["diff_model.model.diffusion_model.extra.weight"]);
-            assert_eq!(files, &[p.clone()]);
+            assert_eq!(files, std::slice::from_ref(&p));
         }
         other => panic!("expected UnexpectedKeys, got {other}"),
     }

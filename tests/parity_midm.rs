@@ -351,9 +351,9 @@ fn parity_loop_stages() {
     let n = loop_steps(&trace);
     assert!(n > 0);
     let t_list = to_vec_i64(&get(&trace, "loop.t_list"));
-    for k in 0..n {
+    for (k, &s) in t_list.iter().enumerate().take(n) {
         let p = format!("loop.{k}");
-        let s = t_list[k] as usize;
+        let s = s as usize;
         let t = to_vec_i64(&get(&trace, &format!("{p}.t")))[0] as usize;
         assert_eq!(ddim.time_range(s), t, "{p}.t");
         let index = ddim.index_of_step(s);

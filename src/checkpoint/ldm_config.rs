@@ -244,7 +244,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         );
     }
     let factor = 1usize << (d.ch_mult.len() - 1);
-    if d.resolution % factor != 0 {
+    if !d.resolution.is_multiple_of(factor) {
         return Err(format!(
             "ddconfig.resolution {} is not a multiple of the downsampling factor {factor}",
             d.resolution

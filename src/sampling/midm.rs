@@ -168,7 +168,8 @@ pub fn translate(
 
 /// Draws noise in the order the reference consumes it.
 enum NoiseStream<'a> {
-    Seeded(rand::rngs::StdRng),
+    // Boxed: the generator's state is large next to the injected variant.
+    Seeded(Box<rand::rngs::StdRng>),
     Injected {
         noise: &'a InjectedNoise,
         refine_step: usize,
@@ -250,7 +251,9 @@ impl<'a> Run<'a> {
     ) -> anyhow::Result<Self> {
         validate(model, inputs, opts)?;
         let noise = match noise {
-            Noise::Seeded(seed) => NoiseStream::Seeded(rand::rngs::StdRng::seed_from_u64(*seed)),
+            Noise::Seeded(seed) => {
+                NoiseStream::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(*seed)))
+            }
             Noise::Injected(n) => NoiseStream::Injected {
                 noise: n,
                 refine_step: 0,

@@ -92,6 +92,8 @@ impl Params {
         }
     }
 }
+/// A file dialog's answer, sent back from its thread.
+type DialogResult = (Dialog, Option<PathBuf>);
 
 /// Session state kept across restarts (eframe persistence).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -212,10 +214,7 @@ pub struct MidmApp {
     exemplar_tex: Option<(TextureHandle, u64)>,
     edges_tex: Option<TextureHandle>,
     messages: Vec<Message>,
-    dialogs: (
-        Sender<(Dialog, Option<PathBuf>)>,
-        Receiver<(Dialog, Option<PathBuf>)>,
-    ),
+    dialogs: (Sender<DialogResult>, Receiver<DialogResult>),
     pending_run: bool,
     last_edit_version: (u64, u64, u64),
     last_frame_ms: f32,
@@ -237,7 +236,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len())
