@@ -8,11 +8,14 @@
 //! magnitude below the differences between weight sources (LDM vs fine-tuned 0.26, LDM vs EMA
 //! 0.14), so a wrong source cannot pass. The autoencoder tolerance is 1e-4 for the same reason.
 //! The full translation chains 4 + 20 UNet passes and a decode; 2e-3 absolute on the image.
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use common::assert_close;
 use midm::checkpoint::{ldm_config, spec, WeightsFile};
 use midm::model::{Autoencoder, UNetModel};
 use midm::{translate, InjectedNoise, MidmInputs, Noise, SamplerOptions};
@@ -31,22 +34,6 @@ fn expected() -> HashMap<String, Tensor> {
 fn config() -> ldm_config::LdmConfig {
     ldm_config::parse_yaml(&std::fs::read_to_string(ckpt_dir().join("config.yaml")).unwrap())
         .unwrap()
-}
-
-fn assert_close(name: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    assert_eq!(got.dims(), want.dims(), "{name}");
-    let err = (got.to_dtype(DType::F32).unwrap() - want.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    eprintln!("parity {name}: max abs error {err:.3e} (tolerance {tol:.1e})");
-    assert!(err <= tol, "{name}: max abs error {err:e} exceeds {tol:e}");
 }
 
 /// The tensors of `file` whose key starts with `prefix`, with the prefix removed.

@@ -4,6 +4,7 @@
 //! these tests needs the networks: they stop before `MidmModel::new`.
 mod common;
 
+use common::max_abs_diff;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,22 +29,6 @@ fn open(name: &str) -> WeightsFile {
 
 fn count(f: &WeightsFile, pred: impl Fn(&str) -> bool) -> usize {
     f.entries.iter().filter(|e| pred(&e.name)).count()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 const SCHEDULE: [&str; 12] = [
