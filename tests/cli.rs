@@ -45,6 +45,40 @@ fn run(args: &[&str]) -> (bool, String) {
     (out.status.success(), stderr)
 }
 
+/// `midm translate` with the given files, plus `extra` flags.
+fn translate(
+    model: &Path,
+    condition: &Path,
+    exemplar: &Path,
+    label: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (bool, String) {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (model, condition, exemplar, label, out) = (
+        path(model),
+        path(condition),
+        path(exemplar),
+        path(label),
+        path(out),
+    );
+    let mut args = vec![
+        "translate",
+        "--model",
+        &model,
+        "--condition",
+        &condition,
+        "--exemplar",
+        &exemplar,
+        "--exemplar-label",
+        &label,
+        "--out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 #[test]
 fn translate_writes_image_and_every_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,23 +86,14 @@ fn translate_writes_image_and_every_step() {
     let out = dir.path().join("out.png");
     let steps = dir.path().join("steps");
     let model = common::parity_dir();
-    let (ok, stderr) = run(&[
-        "translate",
-        "--model",
-        model.to_str().unwrap(),
-        "--condition",
-        cond.to_str().unwrap(),
-        "--exemplar",
-        ex.to_str().unwrap(),
-        "--exemplar-label",
-        label.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps-dir",
-        steps.to_str().unwrap(),
-        "--seed",
-        "7",
-    ]);
+    let (ok, stderr) = translate(
+        &model,
+        &cond,
+        &ex,
+        &label,
+        &out,
+        &["--steps-dir", steps.to_str().unwrap(), "--seed", "7"],
+    );
     assert!(ok, "{stderr}");
     let size = common::fixture_config().image_size as u32;
     let img = image::open(&out).unwrap();
@@ -101,22 +126,14 @@ fn translate_is_deterministic_for_a_seed() {
     let mut outs = Vec::new();
     for (i, seed) in ["3", "3", "4"].iter().enumerate() {
         let out = dir.path().join(format!("out{i}.png"));
-        let (ok, stderr) = run(&[
-            "translate",
-            "--model",
-            model.to_str().unwrap(),
-            "--condition",
-            cond.to_str().unwrap(),
-            "--exemplar",
-            ex.to_str().unwrap(),
-            "--exemplar-label",
-            label.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--seed",
-            seed,
-            "--no-refine",
-        ]);
+        let (ok, stderr) = translate(
+            &model,
+            &cond,
+            &ex,
+            &label,
+            &out,
+            &["--seed", seed, "--no-refine"],
+        );
         assert!(ok, "{stderr}");
         outs.push(image::open(&out).unwrap().to_rgb8());
     }
@@ -136,20 +153,7 @@ fn bad_images_get_clear_errors() {
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
     let base = |exemplar: &Path, condition: &Path| -> (bool, String) {
-        run(&[
-            "translate",
-            "--model",
-            model.to_str().unwrap(),
-            "--condition",
-            condition.to_str().unwrap(),
-            "--exemplar",
-            exemplar.to_str().unwrap(),
-            "--exemplar-label",
-            label.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-refine",
-        ])
+        translate(&model, &condition, exemplar, &label, &out, &["--no-refine"])
     };
     let (ok, e) = base(&empty, &cond);
     assert!(!ok && e.contains("empty.png") && e.contains("empty"), "{e}");
@@ -181,20 +185,7 @@ fn other_sizes_are_resized_and_said_so() {
         .unwrap();
     let out = dir.path().join("out.png");
     let model = common::parity_dir();
-    let (ok, e) = run(&[
-        "translate",
-        "--model",
-        model.to_str().unwrap(),
-        "--condition",
-        cond.to_str().unwrap(),
-        "--exemplar",
-        big.to_str().unwrap(),
-        "--exemplar-label",
-        label.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-refine",
-    ]);
+    let (ok, e) = translate(&model, &cond, &big, &label, &out, &["--no-refine"]);
     assert!(ok, "{e}");
     let size = common::fixture_config().image_size;
     assert!(
