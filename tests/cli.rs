@@ -153,7 +153,7 @@ fn bad_images_get_clear_errors() {
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
     let base = |exemplar: &Path, condition: &Path| -> (bool, String) {
-        translate(&model, &condition, exemplar, &label, &out, &["--no-refine"])
+        translate(&model, condition, exemplar, &label, &out, &["--no-refine"])
     };
     let (ok, e) = base(&empty, &cond);
     assert!(!ok && e.contains("empty.png") && e.contains("empty"), "{e}");
