@@ -50,6 +50,9 @@ struct BenchArgs {
     /// cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Number format of the UNet and autoencoder (matching always runs in f32).
+    #[arg(long, value_enum, default_value_t = midm::model::Precision::F32)]
+    precision: midm::model::Precision,
     /// Time the stages only; estimate the whole translation as the sum of its stages (the
     /// default for the official size, where one translation is ~6 TFLOP).
     #[arg(long)]
@@ -79,7 +82,12 @@ struct BenchArgs {
 fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     let device = midm::cli::parse_device(&args.device)?.to_device()?;
     if !args.json {
-        println!("device: {:?}, threads: {}", device, rayon_threads());
+        println!(
+            "device: {:?}, threads: {}, precision: {}",
+            device,
+            rayon_threads(),
+            args.precision
+        );
     }
     let mut report = serde_json::Map::new();
     if !args.official_only {
@@ -93,7 +101,7 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let model = midm::load_model(&path, &device)?;
+        let model = midm::checkpoint::load_model_with(&path, &device, args.precision)?;
         let title = format!(
             "model {} ({}x{})",
             path.display(),
@@ -125,7 +133,7 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
             extra.extend(["--export", &d]);
             let torch = run_torch_runs(args, &extra, warmup, runs);
             let result = torch.and_then(|torch| {
-                let model = midm::load_model(&dir, &device)?;
+                let model = midm::checkpoint::load_model_with(&dir, &device, args.precision)?;
                 bench_one(
                     args,
                     &model,
@@ -138,7 +146,11 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
             result?;
         } else {
-            let model = midm::bench::random_model(&midm::bench::official_config(), &device)?;
+            let model = midm::bench::random_model(
+                &midm::bench::official_config(),
+                &device,
+                args.precision,
+            )?;
             bench_one(
                 args,
                 &model,

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::device::DeviceChoice;
 use crate::edges::Label;
-use crate::model::MidmModel;
+use crate::model::{MidmModel, Precision};
 use crate::sampling::midm::{
     translate, Cancelled, MidmInputs, Noise, SamplerOptions, StepEvent, StepKind, StepSink,
 };
@@ -36,6 +36,7 @@ pub struct ModelInfo {
     /// First 16 hex digits of the SHA-256 of the weight and config files.
     pub hash: String,
     pub device: DeviceChoice,
+    pub precision: Precision,
     pub load_time: Duration,
 }
 
@@ -120,6 +121,7 @@ enum Request {
     Load {
         path: PathBuf,
         device: DeviceChoice,
+        precision: Precision,
     },
     Install {
         model: Box<MidmModel>,
@@ -172,11 +174,17 @@ impl WorkerHandle {
         }
     }
 
-    /// Load a model (on the worker thread). The previous model stays loaded if this fails.
+    /// Load a model in float32 (on the worker thread). The previous model stays loaded if this fails.
     pub fn load(&self, path: impl Into<PathBuf>, device: DeviceChoice) {
+        self.load_with(path, device, Precision::F32);
+    }
+
+    /// [`Self::load`] with the UNet and autoencoder in `precision`.
+    pub fn load_with(&self, path: impl Into<PathBuf>, device: DeviceChoice, precision: Precision) {
         self.send(Request::Load {
             path: path.into(),
             device,
+            precision,
         });
     }
 
@@ -317,8 +325,12 @@ impl Worker {
         while let Ok(request) = rx.recv() {
             match request {
                 Request::Shutdown => break,
-                Request::Load { path, device } => {
-                    let result = catch_unwind(AssertUnwindSafe(|| load(&path, device)));
+                Request::Load {
+                    path,
+                    device,
+                    precision,
+                } => {
+                    let result = catch_unwind(AssertUnwindSafe(|| load(&path, device, precision)));
                     match result {
                         Ok(Ok((model, info))) => {
                             self.model = Some((model, info.clone()));
@@ -344,6 +356,7 @@ impl Worker {
                         path,
                         hash,
                         device,
+                        precision: model.precision,
                         load_time: Duration::ZERO,
                     };
                     self.model = Some((*model, info.clone()));
@@ -572,12 +585,17 @@ impl StepSink for DisplaySink<'_> {
     }
 }
 
-fn load(path: &Path, device: DeviceChoice) -> Result<(MidmModel, ModelInfo), String> {
+fn load(
+    path: &Path,
+    device: DeviceChoice,
+    precision: Precision,
+) -> Result<(MidmModel, ModelInfo), String> {
     let start = Instant::now();
     let dev = device
         .to_device()
         .map_err(|e| format!("device {device:?}: {e}"))?;
-    let model = crate::checkpoint::load_model(path, &dev).map_err(|e| e.to_string())?;
+    let model =
+        crate::checkpoint::load_model_with(path, &dev, precision).map_err(|e| e.to_string())?;
     let hash = model_hash(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let info = ModelInfo {
         path: path.to_path_buf(),
@@ -586,6 +604,7 @@ fn load(path: &Path, device: DeviceChoice) -> Result<(MidmModel, ModelInfo), Str
         label_nc: model.config.label_nc(),
         hash,
         device,
+        precision,
         load_time: start.elapsed(),
     };
     Ok((model, info))

@@ -330,12 +330,6 @@ fn rewarp_steps(trace: &std::collections::HashMap<String, Tensor>) -> Vec<usize>
         .collect()
 }
 
-fn loop_steps(trace: &std::collections::HashMap<String, Tensor>) -> usize {
-    (0..64)
-        .take_while(|k| trace.contains_key(&format!("loop.{k}.pred_x0")))
-        .count()
-}
-
 /// The loop's DDIM arithmetic, iteration features and masking from stored tensors (UNet eps
 /// taken from the trace, so this isolates the loop from the UNet).
 #[test]
@@ -348,7 +342,7 @@ fn parity_loop_stages() {
     let ddim = DdimSchedule::new(&ddpm, s_loop, 0.0);
     let net = correspondence();
     let trg_matching = get(&trace, "corr.trg_matching_feats");
-    let n = loop_steps(&trace);
+    let n = common::loop_steps(&trace);
     assert!(n > 0);
     let t_list = to_vec_i64(&get(&trace, "loop.t_list"));
     for (k, &s) in t_list.iter().enumerate().take(n) {
@@ -489,16 +483,6 @@ fn parity_refine_bookkeeping() {
     );
 }
 
-/// Collects the events of a run.
-#[derive(Default)]
-struct Recorder(Vec<midm::StepEvent>);
-
-impl midm::StepSink for Recorder {
-    fn on_event(&mut self, event: &midm::StepEvent) {
-        self.0.push(event.clone());
-    }
-}
-
 /// The whole chain from `input.*`, with the reference's random draws injected.
 #[test]
 fn parity_end_to_end() {
@@ -506,42 +490,11 @@ fn parity_end_to_end() {
     let cfg = common::fixture_config();
     let c = common::config_json();
     let model = midm::MidmModel::new(common::fixture_vb(), &cfg).unwrap();
-    let inference = &c["midms"]["inference"];
-    let refine = &inference["refine"];
-    let n_loop = loop_steps(&trace);
-    let opts = midm::SamplerOptions {
-        ddim_steps: inference["ddim_num_steps"].as_u64().unwrap() as usize,
-        interleaved_steps: n_loop,
-        rewarp_at: inference["rewarp_at_loop_indices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect(),
-        temperature: common::temperature(&c),
-        fb_threshold: common::fb_threshold(&c),
-        use_mask: true,
-        refine: Some(midm::sampling::midm::RefineOptions {
-            ddim_steps: refine["ddim_num_steps"].as_u64().unwrap() as usize,
-            eta: refine["eta"].as_f64().unwrap(),
-            hijack_step: refine["hijack_step"].as_u64().unwrap() as usize,
-        }),
-        emit_warp_weights: false,
-    };
-    let refine_noise = get(&trace, "refine.noise");
-    let noise = midm::Noise::Injected(midm::InjectedNoise {
-        loop_q: get(&trace, "loop.0.q_noise"),
-        refine_q: get(&trace, "refine.q_noise"),
-        refine_steps: (0..refine_noise.dim(0).unwrap())
-            .map(|j| refine_noise.get(j).unwrap())
-            .collect(),
-    });
-    let inputs = midm::MidmInputs {
-        condition: get(&trace, "input.cond_label"),
-        exemplar: get(&trace, "input.exemplar"),
-        exemplar_label: get(&trace, "input.exemplar_label"),
-    };
-    let mut rec = Recorder::default();
+    let n_loop = common::loop_steps(&trace);
+    let opts = common::reference_options(&c, n_loop);
+    let noise = common::reference_noise(&trace);
+    let inputs = common::reference_inputs(&trace);
+    let mut rec = common::Recorder::default();
     let out = midm::translate(&model, &inputs, &opts, &noise, &mut rec).unwrap();
 
     let events = &rec.0;

@@ -182,6 +182,15 @@ def train_unet(model, a, stage, train, val):
     gv = torch.Generator().manual_seed(7)
     with torch.no_grad():
         zval = model.ae.encode(val.images[val.idx[:64]])
+    # EMA of the UNet weights (decay 0.999, ~1000-step horizon): what ships. It lives next to the
+    # stage checkpoint so that resuming keeps it; a run without one starts it from the current weights.
+    ema_path = os.path.join(stage.dir, "ema.pt")
+    ema = torch.load(ema_path) if os.path.exists(ema_path) else {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+    def save_ema():
+        torch.save(ema, ema_path + ".tmp")
+        os.replace(ema_path + ".tmp", ema_path)
+
     unet.train()
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet")
     run = None
@@ -195,6 +204,10 @@ def train_unet(model, a, stage, train, val):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
+        with torch.no_grad():
+            for k, v in unet.state_dict().items():
+                if v.dtype.is_floating_point:
+                    ema[k].mul_(a.ema).add_(v, alpha=1 - a.ema)
         step += 1
         run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
         pbar.update(1)
@@ -212,8 +225,17 @@ def train_unet(model, a, stage, train, val):
             save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"), [imgs])
             unet.train()
             stage.save(model, opt, step, clock.elapsed())
+            save_ema()
     stage.save(model, opt, step, clock.elapsed())
+    save_ema()
     if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
+        unet.load_state_dict(ema)
+        unet.eval()
+        with torch.no_grad():
+            gv.manual_seed(7)
+            print(f"EMA weights: val eps-MSE {diffusion_loss(model, zval, gv).item():.4f}")
+        imgs = ddim_sample(model, 8, 50, torch.Generator().manual_seed(0))
+        save_grid(os.path.join(stage.dir, f"samples_{step:06d}_ema.png"), [imgs])
         stage.finish(model)
         print(f"unet done: {step} steps, {clock.elapsed() / 60:.1f} min")
 
@@ -231,6 +253,7 @@ def main():
     ap.add_argument("--finish-on-timeout", action="store_true",
                     help="when --minutes runs out, finish the stage (write midm_<stage>.pt) at the current step")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ema", type=float, default=0.999, help="unet: EMA decay of the shipped weights")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

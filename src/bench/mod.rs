@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 
 use crate::model::{
     AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, DdpmConfig, MidmConfig, MidmModel,
-    UNetConfig,
+    Precision, UNetConfig,
 };
 use crate::sampling::{matching, midm};
 
@@ -122,11 +122,15 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
 }
 
 /// A model of `config` with random weights.
-pub fn random_model(config: &MidmConfig, device: &Device) -> candle_core::Result<MidmModel> {
+pub fn random_model(
+    config: &MidmConfig,
+    device: &Device,
+    precision: Precision,
+) -> candle_core::Result<MidmModel> {
     let backend: Box<dyn candle_nn::var_builder::SimpleBackend> =
         Box::new(RandomWeights { seed: 1012 });
     let vb = VarBuilder::from_backend(backend, DType::F32, device.clone());
-    MidmModel::new(vb, config)
+    MidmModel::with_precision(vb, config, precision)
 }
 
 /// Timings of one stage.

@@ -35,7 +35,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 use sha2::{Digest, Sha256};
 
-use crate::model::{CorrespondenceConfig, MidmConfig, MidmModel};
+use crate::model::{CorrespondenceConfig, MidmConfig, MidmModel, Precision};
 pub use ldm_config::LdmConfig;
 pub use weights::{Format, TensorEntry, WeightsFile};
 
@@ -359,6 +359,15 @@ pub struct LoadedModel {
 /// Load a model from a folder (holding a config and one or more weight files) or a single file.
 pub fn load_model(path: &Path, device: &Device) -> Result<MidmModel, LoadError> {
     Ok(load(path, device)?.model)
+}
+
+/// [`load_model`] with the UNet and autoencoder in `precision` (see [`Precision`]).
+pub fn load_model_with(
+    path: &Path,
+    device: &Device,
+    precision: Precision,
+) -> Result<MidmModel, LoadError> {
+    Ok(inspect(path)?.build_with(device, precision)?.model)
 }
 
 /// [`load_model`], with the report of what was loaded.
@@ -742,8 +751,17 @@ impl Checkpoint {
         Ok(out)
     }
 
-    /// Reads the tensors and builds the networks.
+    /// Reads the tensors and builds the networks in float32.
     pub fn build(self, device: &Device) -> Result<LoadedModel, LoadError> {
+        self.build_with(device, Precision::F32)
+    }
+
+    /// Reads the tensors and builds the networks, the UNet and autoencoder in `precision`.
+    pub fn build_with(
+        self,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<LoadedModel, LoadError> {
         let tensors = self.load_tensors(device)?;
         let requested = Arc::new(Mutex::new(HashSet::new()));
         let backend = Recording {
@@ -751,8 +769,10 @@ impl Checkpoint {
             requested: requested.clone(),
         };
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
-        let model = MidmModel::new(vb, &self.config).map_err(|e| LoadError::Build {
-            reason: e.to_string(),
+        let model = MidmModel::with_precision(vb, &self.config, precision).map_err(|e| {
+            LoadError::Build {
+                reason: e.to_string(),
+            }
         })?;
         let mut report = self.report;
         let requested = requested.lock().map(|r| r.clone()).unwrap_or_default();

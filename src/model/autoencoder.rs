@@ -393,7 +393,13 @@ impl Autoencoder {
         }
         let (quant_in, quant_out, quantize) = match cfg.kind {
             AutoencoderKind::Vq { n_embed } => {
-                let vq = VectorQuantizer::new(n_embed, cfg.embed_dim, vb.pp("quantize"))?;
+                // The codebook search stays in float32 whatever the network's dtype: a flipped
+                // argmin changes a whole 4x4 (f=4) patch of the output.
+                let vq = VectorQuantizer::new(
+                    n_embed,
+                    cfg.embed_dim,
+                    vb.pp("quantize").set_dtype(DType::F32),
+                )?;
                 (cfg.z_channels, cfg.embed_dim, Some(vq))
             }
             AutoencoderKind::Kl => {
@@ -420,9 +426,14 @@ impl Autoencoder {
     }
 
     /// Image [B,3,H,W] in [-1,1] -> continuous latent [B,embed_dim,h,w] (no quantisation).
-    /// KL models return the posterior mean (the first `embed_dim` moments).
+    /// KL models return the posterior mean (the first `embed_dim` moments). Input and output are
+    /// in the caller's dtype; the networks run in the weights' dtype.
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        let moments = self.quant_conv.forward(&self.encoder.forward(x)?)?;
+        let x_in = x.to_dtype(self.dtype())?;
+        let moments = self
+            .quant_conv
+            .forward(&self.encoder.forward(&x_in)?)?
+            .to_dtype(x.dtype())?;
         if self.quantize.is_some() {
             Ok(moments)
         } else {
@@ -430,10 +441,12 @@ impl Autoencoder {
         }
     }
 
-    /// Latent -> image; VQ models quantise first.
+    /// Latent -> image; VQ models quantise first (in float32).
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         match &self.quantize {
-            Some(vq) => self.decode_no_quant(&vq.forward(z)?.0),
+            Some(vq) => self
+                .decode_no_quant(&vq.forward(&z.to_dtype(DType::F32)?)?.0)?
+                .to_dtype(z.dtype()),
             None => self.decode_no_quant(z),
         }
     }
@@ -447,13 +460,19 @@ impl Autoencoder {
                 self.embed_dim
             )
         }
-        self.decoder.forward(&self.post_quant_conv.forward(z)?)
+        let z_in = z.to_dtype(self.dtype())?;
+        self.decoder
+            .forward(&self.post_quant_conv.forward(&z_in)?)?
+            .to_dtype(z.dtype())
     }
 
     /// VQ models only: (quantised latent, codebook indices [B,h,w] u32).
     pub fn quantize(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
         match &self.quantize {
-            Some(vq) => vq.forward(z),
+            Some(vq) => {
+                let (q, idx) = vq.forward(&z.to_dtype(DType::F32)?)?;
+                Ok((q.to_dtype(z.dtype())?, idx))
+            }
             None => candle_core::bail!("quantize: this autoencoder is not vector-quantised"),
         }
     }

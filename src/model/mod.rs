@@ -13,7 +13,7 @@ pub mod correspondence;
 pub mod layers;
 pub mod unet;
 
-use candle_core::{Device, Result};
+use candle_core::{DType, Device, Result};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,45 @@ impl MidmConfig {
     }
 }
 
+/// Floating-point format of the UNet and autoencoder weights and activations.
+///
+/// Only those two networks run in half precision: they carry nearly all of the FLOPs. The
+/// correspondence networks, the correlation / softmax (temperature 0.005 amplifies any rounding
+/// of the correlation 200-fold), the VQ codebook search, the cycle check and the DDIM arithmetic
+/// stay in float32, and every network boundary converts back to float32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// All networks of a MIDM, loaded and ready for inference.
 pub struct MidmModel {
     pub config: MidmConfig,
@@ -69,14 +108,31 @@ pub struct MidmModel {
     pub unet: UNetModel,
     pub correspondence: Correspondence,
     pub device: Device,
+    pub precision: Precision,
 }
 
 impl MidmModel {
-    /// `vb` is rooted at the canonical key space (see the module docs).
+    /// `vb` is rooted at the canonical key space (see the module docs). Float32 throughout.
     pub fn new(vb: VarBuilder, config: &MidmConfig) -> Result<Self> {
+        Self::with_precision(vb, config, Precision::F32)
+    }
+
+    /// [`Self::new`] with the UNet and the autoencoder in `precision` (see [`Precision`]).
+    pub fn with_precision(
+        vb: VarBuilder,
+        config: &MidmConfig,
+        precision: Precision,
+    ) -> Result<Self> {
+        if precision == Precision::Bf16 && vb.device().is_cpu() {
+            // Found by running it: the first attention block fails with "unsupported dtype BF16
+            // for op matmul". Say so before loading instead.
+            candle_core::bail!("bf16 needs a CUDA device: candle's CPU matmul has no bf16 kernel (use f16 or f32 on the CPU)")
+        }
+        let vb = vb.set_dtype(DType::F32);
+        let half = vb.clone().set_dtype(precision.dtype());
         let autoencoder =
-            Autoencoder::new(vb.pp("diff_model.first_stage_model"), &config.autoencoder)?;
-        let unet = UNetModel::new(vb.pp("diff_model.model.diffusion_model"), &config.unet)?;
+            Autoencoder::new(half.pp("diff_model.first_stage_model"), &config.autoencoder)?;
+        let unet = UNetModel::new(half.pp("diff_model.model.diffusion_model"), &config.unet)?;
         let correspondence = Correspondence::new(vb.clone(), &config.correspondence)?;
         Ok(Self {
             config: config.clone(),
@@ -84,6 +140,7 @@ impl MidmModel {
             unet,
             correspondence,
             device: vb.device().clone(),
+            precision,
         })
     }
 }

@@ -357,7 +357,9 @@ impl UNetModel {
             [1] | [] => t.reshape(1)?.broadcast_as(b)?,
             d => candle_core::bail!("UNet timesteps have shape {d:?}, expected [{b}]"),
         };
-        let t_emb = timestep_embedding(&t, self.model_channels)?.to_dtype(x.dtype())?;
+        // Input and output keep the caller's dtype; the network runs in the weights' dtype.
+        let dtype = self.out_conv.weight().dtype();
+        let t_emb = timestep_embedding(&t, self.model_channels)?.to_dtype(dtype)?;
         tap("t_emb", &t_emb);
         let emb = self
             .time_embed_2
@@ -366,7 +368,7 @@ impl UNetModel {
         let emb_act = silu(&emb)?;
 
         let mut skips = Vec::with_capacity(self.input_blocks.len());
-        let mut h = x.clone();
+        let mut h = x.to_dtype(dtype)?;
         for (i, block) in self.input_blocks.iter().enumerate() {
             h = block.forward(&h, &emb_act)?;
             tap(&format!("input_blocks.{i}"), &h);
@@ -381,6 +383,8 @@ impl UNetModel {
             h = block.forward(&Tensor::cat(&[&h, &skip], 1)?, &emb_act)?;
             tap(&format!("output_blocks.{i}"), &h);
         }
-        self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
+        self.out_conv
+            .forward(&silu(&self.out_norm.forward(&h)?)?)?
+            .to_dtype(x.dtype())
     }
 }

@@ -15,6 +15,7 @@ use super::canvas::{Canvas, SavedCanvas, Tool};
 use super::export;
 use crate::device::DeviceChoice;
 use crate::edges::{build_label, canny_edges, CannyParams, PARTS};
+use crate::model::Precision;
 use crate::sampling::midm::{RefineOptions, SamplerOptions, StepKind};
 use crate::worker::{step_label, ModelInfo, RunRequest, StepFrame, WorkerEvent, WorkerHandle};
 
@@ -46,6 +47,7 @@ pub struct Params {
     pub refine: bool,
     pub canny: CannyParams,
     pub device: DeviceChoice,
+    pub precision: Precision,
 }
 
 impl Default for Params {
@@ -61,6 +63,7 @@ impl Default for Params {
             refine: o.refine.is_some(),
             canny: CannyParams::default(),
             device: DeviceChoice::Cpu,
+            precision: Precision::F32,
         }
     }
 }
@@ -547,7 +550,8 @@ impl MidmApp {
         let path = path.into();
         self.model_path_text = path.display().to_string();
         self.loading = Some(path.clone());
-        self.worker.load(path, self.params.device);
+        self.worker
+            .load_with(path, self.params.device, self.params.precision);
     }
 
     /// Hand an already built model to the worker (tests build one from fixture weights).
@@ -709,8 +713,13 @@ impl MidmApp {
         };
         match serde_json::from_str::<Params>(json) {
             Ok(p) => {
-                let device = self.params.device;
-                self.params = Params { device, ..p };
+                // Device and precision belong to this machine, not to the image.
+                let (device, precision) = (self.params.device, self.params.precision);
+                self.params = Params {
+                    device,
+                    precision,
+                    ..p
+                };
                 self.info(format!(
                     "Restored the parameters of {} (seed {}).",
                     file_name(path),
@@ -866,12 +875,13 @@ impl MidmApp {
                         self.brush_size = if info.label_nc == 1 { 3.0 } else { 2.0 };
                     }
                     self.info(format!(
-                        "Loaded {} ({}x{}, {} condition channel{}, hash {}) in {:.2} s",
+                        "Loaded {} ({}x{}, {} condition channel{}, {}, hash {}) in {:.2} s",
                         info.path.display(),
                         info.image_size,
                         info.image_size,
                         info.label_nc,
                         if info.label_nc == 1 { "" } else { "s" },
+                        info.precision,
                         info.hash,
                         info.load_time.as_secs_f32()
                     ));
@@ -1269,10 +1279,12 @@ impl MidmApp {
         if ui.button("Official defaults").clicked() {
             let seed = self.params.seed;
             let device = self.params.device;
+            let precision = self.params.precision;
             let canny = self.params.canny;
             self.params = Params {
                 seed,
                 device,
+                precision,
                 canny,
                 ..Params::default()
             };
@@ -1280,7 +1292,7 @@ impl MidmApp {
         ui.separator();
         ui.heading("Model");
         ui.horizontal(|ui| {
-            let before = self.params.device;
+            let before = (self.params.device, self.params.precision);
             egui::ComboBox::from_label("Device")
                 .selected_text(match self.params.device {
                     DeviceChoice::Cpu => "CPU".to_string(),
@@ -1296,7 +1308,15 @@ impl MidmApp {
                         );
                     }
                 });
-            if before != self.params.device {
+            // Half precision pays off on a GPU; on a CPU it is slower than f32 (no native f16 GEMM).
+            egui::ComboBox::from_label("Precision")
+                .selected_text(self.params.precision.name())
+                .show_ui(ui, |ui| {
+                    for p in [Precision::F32, Precision::F16, Precision::Bf16] {
+                        ui.selectable_value(&mut self.params.precision, p, p.name());
+                    }
+                });
+            if before != (self.params.device, self.params.precision) {
                 if let Some(m) = self.model.clone() {
                     self.load_model(m.path);
                 }

@@ -157,3 +157,66 @@ pub fn fb_threshold(c: &serde_json::Value) -> f64 {
         .as_f64()
         .unwrap_or(0.5)
 }
+
+/// Number of interleaved loop steps recorded in the trace.
+pub fn loop_steps(trace: &HashMap<String, Tensor>) -> usize {
+    (0..64)
+        .take_while(|k| trace.contains_key(&format!("loop.{k}.pred_x0")))
+        .count()
+}
+
+/// The sampler options the fixture set was made with.
+pub fn reference_options(c: &serde_json::Value, n_loop: usize) -> midm::SamplerOptions {
+    let inference = &c["midms"]["inference"];
+    let refine = &inference["refine"];
+    midm::SamplerOptions {
+        ddim_steps: inference["ddim_num_steps"].as_u64().unwrap() as usize,
+        interleaved_steps: n_loop,
+        rewarp_at: inference["rewarp_at_loop_indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect(),
+        temperature: temperature(c),
+        fb_threshold: fb_threshold(c),
+        use_mask: true,
+        refine: Some(midm::sampling::midm::RefineOptions {
+            ddim_steps: refine["ddim_num_steps"].as_u64().unwrap() as usize,
+            eta: refine["eta"].as_f64().unwrap(),
+            hijack_step: refine["hijack_step"].as_u64().unwrap() as usize,
+        }),
+        emit_warp_weights: false,
+    }
+}
+
+/// The reference's random draws, to inject into the sampler.
+pub fn reference_noise(trace: &HashMap<String, Tensor>) -> midm::Noise {
+    let refine_noise = get(trace, "refine.noise");
+    midm::Noise::Injected(midm::InjectedNoise {
+        loop_q: get(trace, "loop.0.q_noise"),
+        refine_q: get(trace, "refine.q_noise"),
+        refine_steps: (0..refine_noise.dim(0).unwrap())
+            .map(|j| refine_noise.get(j).unwrap())
+            .collect(),
+    })
+}
+
+/// The fixture's condition, exemplar and exemplar label.
+pub fn reference_inputs(trace: &HashMap<String, Tensor>) -> midm::MidmInputs {
+    midm::MidmInputs {
+        condition: get(trace, "input.cond_label"),
+        exemplar: get(trace, "input.exemplar"),
+        exemplar_label: get(trace, "input.exemplar_label"),
+    }
+}
+
+/// Collects every step event of a run.
+#[derive(Default)]
+pub struct Recorder(pub Vec<midm::StepEvent>);
+
+impl midm::StepSink for Recorder {
+    fn on_event(&mut self, event: &midm::StepEvent) {
+        self.0.push(event.clone());
+    }
+}
