@@ -10,6 +10,7 @@ use egui::{Key, Modifiers, Pos2, Vec2};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use image::{DynamicImage, Rgba, RgbaImage};
+use midm::model::Precision;
 use midm::ui::{AppArgs, MidmApp};
 use midm::{MidmModel, StepKind};
 
@@ -341,4 +342,39 @@ fn closing_loses_no_drawing() {
     assert_eq!(restored.canvas().label(1).unwrap(), drawn);
     assert!(restored.has_exemplar());
     assert_eq!(restored.params.seed, 777);
+}
+
+#[test]
+fn switching_precision_reloads_the_model_and_bf16_on_the_cpu_fails_cleanly() {
+    let mut h = harness(fresh_app());
+    let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights");
+    h.state_mut().load_model(&weights);
+    step_until(&mut h, "the f32 load", |a| !a.is_loading());
+    assert_eq!(
+        h.state().model_info().map(|m| m.precision),
+        Some(Precision::F32)
+    );
+
+    // Through the combo box, as a user would.
+    h.get_by_label("Precision").click();
+    h.run_steps(3);
+    h.get_by_label("f16").click();
+    h.run_steps(3);
+    step_until(&mut h, "the f16 reload", |a| {
+        !a.is_loading() && a.model_info().map(|m| m.precision) == Some(Precision::F16)
+    });
+    assert!(h.state().last_error().is_none());
+
+    h.get_by_label("Precision").click();
+    h.run_steps(3);
+    h.get_by_label("bf16").click();
+    h.run_steps(3);
+    step_until(&mut h, "the refused bf16 load", |a| !a.is_loading());
+    let err = h.state().last_error().expect("an error message");
+    assert!(err.contains("bf16 needs a CUDA device"), "{err}");
+    // The f16 model stays loaded.
+    assert_eq!(
+        h.state().model_info().map(|m| m.precision),
+        Some(Precision::F16)
+    );
 }

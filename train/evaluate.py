@@ -131,14 +131,17 @@ def main():
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--json", default=None)
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help=f"subset of {list(VARIANTS) + ['exemplar']} (default: all)")
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     from .export import load_exported
 
     model, _ = load_exported(a.weights)
     results = {}
     for seed in a.seeds:
-        rows, n = evaluate(model, a.data, a.n, seed)
+        rows, n = evaluate(model, a.data, a.n, seed, a.variants)
         results[seed] = rows
     print(f"validation pairs: {n}, seeds: {a.seeds}")
     print(f"| variant | SWD x1e3 (lower better) | colour relevance (higher better) | L1 to target |")
