@@ -120,19 +120,10 @@ impl Module for Conv1x1 {
     }
 }
 
-/// `x * sigmoid(x)` (the autoencoder's `nonlinearity`, the UNet's `nn.SiLU`).
-pub fn silu(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::silu(x)
-}
+pub use super::activations::{silu, softmax_last_dim};
 
 /// Nearest-neighbour upsampling by 2 (`F.interpolate(x, scale_factor=2, mode="nearest")`).
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     x.upsample_nearest2d(2 * h, 2 * w)
-}
-
-/// Softmax over the last dimension (fused kernel; the input must be contiguous, as a matmul
-/// output is).
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax_last_dim(x)
 }

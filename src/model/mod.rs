@@ -7,6 +7,7 @@
 //! - `diff_model.{betas, alphas_cumprod, ...}`: DDPM schedule buffers (recomputed, see `sampling::schedule`);
 //! - `seg_enc.*`, `real_enc.*`, `iter_enc.*`, `layer.*`, `phi.*`, `theta.*`: correspondence ([`correspondence`]).
 
+pub mod activations;
 pub mod autoencoder;
 pub mod conv;
 pub mod correspondence;

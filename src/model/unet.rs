@@ -166,16 +166,26 @@ impl AttentionBlock {
         let x = x.reshape((b, c, t))?;
         let qkv = self.qkv.forward(&self.norm.forward(&x)?)?;
         let d = c / self.heads;
-        let qkv = qkv.reshape((b * self.heads, 3 * d, t))?;
+        let n = b * self.heads;
+        let qkv = qkv.reshape((n, 3 * d, t))?;
         // Both q and k are scaled by d^-1/4 (separately, as the reference rounds them).
         let scale = 1.0 / (d as f64).sqrt().sqrt();
-        let q = (qkv.narrow(1, 0, d)? * scale)?;
-        let k = (qkv.narrow(1, d, d)? * scale)?;
-        let v = qkv.narrow(1, 2 * d, d)?;
-        // weight[t,s] = sum_c q[c,t] k[c,s]; softmax over s.
-        let weight = softmax_last_dim(&q.t()?.matmul(&k)?)?;
-        // a[c,t] = sum_s weight[t,s] v[c,s].
-        let a = v.matmul(&weight.t()?)?.reshape((b, c, t))?;
+        // Heads in chunks whose [t, t] score matrices total <= 4 MiB: at the official size (t =
+        // 1024, 14 heads) one chunk would be 59 MB, allocated fresh (page faults) three times per
+        // block and far outside the cache. Same arithmetic per head either way.
+        let chunk = ((1usize << 20) / (t * t)).clamp(1, n);
+        let mut parts = Vec::with_capacity(n.div_ceil(chunk));
+        for start in (0..n).step_by(chunk) {
+            let qkv = qkv.narrow(0, start, chunk.min(n - start))?;
+            let q = (qkv.narrow(1, 0, d)? * scale)?;
+            let k = (qkv.narrow(1, d, d)? * scale)?;
+            let v = qkv.narrow(1, 2 * d, d)?;
+            // weight[t,s] = sum_c q[c,t] k[c,s]; softmax over s.
+            let weight = softmax_last_dim(&q.t()?.matmul(&k)?)?;
+            // a[c,t] = sum_s weight[t,s] v[c,s].
+            parts.push(v.matmul(&weight.t()?)?);
+        }
+        let a = Tensor::cat(&parts, 0)?.reshape((b, c, t))?;
         (x + self.proj_out.forward(&a)?)?.reshape((b, c, h, w))
     }
 }
