@@ -5,11 +5,11 @@
 //! Follows LDM's `modules/diffusionmodules/model.py` (`Encoder`, `Decoder`, `ResnetBlock`,
 //! `AttnBlock`) and `VectorQuantizer2`, operation for operation where rounding matters.
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    conv2d, conv3x3, group_norm, silu, softmax_last_dim, upsample_nearest2x, Conv1x1, Conv2d,
+    conv2d, conv3x3, group_norm, softmax_last_dim, upsample_nearest2x, Conv1x1, Conv2d, GroupNorm,
 };
 
 /// `Normalize` in LDM's model.py: GroupNorm(32, eps=1e-6, affine).
@@ -78,8 +78,8 @@ impl ResnetBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
-        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.nin_shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -234,7 +234,7 @@ impl Encoder {
         let h = self.mid_block_1.forward(&h)?;
         let h = self.mid_attn_1.forward(&h)?;
         let h = self.mid_block_2.forward(&h)?;
-        self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
@@ -326,7 +326,7 @@ impl Decoder {
                 h = conv.forward(&upsample_nearest2x(&h)?)?;
             }
         }
-        self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 

@@ -3,7 +3,7 @@
 //! under the given VarBuilder path and fails with a candle error naming the key when it is
 //! missing or has another shape.
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
 pub use super::conv::Conv2d;
 
@@ -17,7 +17,58 @@ pub fn group_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm
             vb.prefix()
         )
     }
-    candle_nn::group_norm(GROUPS, channels, eps, vb)
+    let inner = candle_nn::group_norm(GROUPS, channels, eps, vb.clone())?;
+    // Host copies of the affine parameters for the fused CPU kernel (f32 models on the CPU).
+    let host = |name: &str| -> Result<Vec<f32>> {
+        vb.get(channels, name)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()
+    };
+    Ok(GroupNorm {
+        inner,
+        weight: host("weight")?,
+        bias: host("bias")?,
+        groups: GROUPS,
+        eps,
+    })
+}
+
+/// candle-nn's GroupNorm, with a fused CPU f32 kernel ([`super::activations::group_norm_cpu`])
+/// that can also apply the SiLU that follows most norms in both networks.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    inner: candle_nn::GroupNorm,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fused(x, false)
+    }
+
+    /// `silu(norm(x))` in one pass.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        self.fused(x, true)
+    }
+
+    fn fused(&self, x: &Tensor, with_silu: bool) -> Result<Tensor> {
+        let fast = super::activations::group_norm_cpu(
+            x,
+            self.groups,
+            self.eps,
+            &self.weight,
+            &self.bias,
+            with_silu,
+        )?;
+        match fast {
+            Some(y) => Ok(y),
+            None if with_silu => silu(&self.inner.forward(x)?),
+            None => self.inner.forward(x),
+        }
+    }
 }
 
 /// A `k x k` Conv2d with bias (`weight` [out,in,k,k], `bias` [out]).

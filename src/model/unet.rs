@@ -7,12 +7,12 @@
 //! `out_layers.{0,3}`, `skip_connection`; inside an AttentionBlock `norm`, `qkv`, `proj_out`
 //! (Conv1d, 3-D weights); `op` (Downsample) and `conv` (Upsample).
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
     conv2d, conv3x3, group_norm, linear, silu, softmax_last_dim, upsample_nearest2x, Conv1x1,
-    Conv2d,
+    Conv2d, GroupNorm,
 };
 
 /// `GroupNorm32` in openaimodel: GroupNorm(32, eps=1e-5, affine).
@@ -128,11 +128,11 @@ impl ResBlock {
 
     /// `emb_act` is `SiLU(emb)`, shared by every ResBlock (the first op of `emb_layers`).
     fn forward(&self, x: &Tensor, emb_act: &Tensor) -> Result<Tensor> {
-        let h = self.in_conv.forward(&silu(&self.in_norm.forward(x)?)?)?;
+        let h = self.in_conv.forward(&self.in_norm.forward_silu(x)?)?;
         let (b, c) = (emb_act.dim(0)?, h.dim(1)?);
         let e = self.emb_proj.forward(emb_act)?.reshape((b, c, 1, 1))?;
         let h = h.broadcast_add(&e)?;
-        let h = self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)?;
+        let h = self.out_conv.forward(&self.out_norm.forward_silu(&h)?)?;
         match &self.skip {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -394,7 +394,7 @@ impl UNetModel {
             tap(&format!("output_blocks.{i}"), &h);
         }
         self.out_conv
-            .forward(&silu(&self.out_norm.forward(&h)?)?)?
+            .forward(&self.out_norm.forward_silu(&h)?)?
             .to_dtype(x.dtype())
     }
 }

@@ -6,6 +6,8 @@
 //! [B, h, w, h, w] layout is the same memory.
 use candle_core::{DType, Device, Result, Tensor};
 
+use crate::model::activations::softmax_last_dim;
+
 /// Epsilon of the second normalisation inside `correlation`.
 const CORR_EPS: f64 = 1e-5;
 
@@ -24,8 +26,10 @@ pub fn correlation(query: &Tensor, support: &Tensor) -> Result<Tensor> {
 }
 
 /// Softmax over reference positions of `corr / temperature`: the soft-warp weights P.
+/// (The networks' softmax: same arithmetic as candle's, with a vectorised exp on the CPU; at a
+/// 64x64 latent this is 16.7 M exps per call.)
 pub fn warp_weights(corr: &Tensor, temperature: f64) -> Result<Tensor> {
-    candle_nn::ops::softmax_last_dim(&(corr / temperature)?)
+    softmax_last_dim(&(corr / temperature)?)
 }
 
 /// Warp `src` [B, C, h, w] (reference grid) to the target grid with weights P [B, hw, hw].
@@ -86,15 +90,17 @@ fn grid(h: usize, w: usize, device: &Device) -> Result<Tensor> {
 pub fn soft_flow(corr: &Tensor, h: usize, w: usize, temperature: f64) -> Result<SoftFlow> {
     let b = corr.dim(0)?;
     let scaled = (corr / temperature)?;
-    let p_trg = candle_nn::ops::softmax_last_dim(&scaled)?; // over reference positions
-    let p_src = candle_nn::ops::softmax(&scaled, 1)?; // over target positions
+    let p_trg = softmax_last_dim(&scaled)?; // over reference positions
+                                            // Softmax over target positions, produced transposed ([B, ref, trg]): the layout the next
+                                            // matmul wants, and one contiguous row per softmax instead of candle's strided dim-1 softmax.
+    let p_src_t = softmax_last_dim(&scaled.transpose(1, 2)?)?;
     let grid = grid(h, w, corr.device())?;
     let grid_b = grid
         .unsqueeze(0)?
         .broadcast_as((b, h * w, 2))?
         .contiguous()?;
     let map_trg = p_trg.matmul(&grid_b)?;
-    let map_src = p_src.transpose(1, 2)?.matmul(&grid_b)?;
+    let map_src = p_src_t.matmul(&grid_b)?;
     let flow_trg = (&map_trg - &grid_b)?;
     let flow_src = (&map_src - &grid_b)?;
     let shape = (b, h, w, 2);
