@@ -92,6 +92,11 @@ struct BenchArgs {
 
 fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     let device = midm::cli::parse_device(&args.device)?.to_device()?;
+    if cfg!(debug_assertions) {
+        // The dev profile builds midm itself at opt-level 1 (its conv and activation kernels are
+        // far slower there); earlier numbers taken that way misled us about the CPU gap.
+        eprintln!("warning: this is a debug build; for timings run `cargo run --release -- bench`");
+    }
     if !args.json {
         println!(
             "device: {:?}, threads: {}, precision: {}",
