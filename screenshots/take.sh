@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Retakes the README screenshots from the real window: a release build under Xvfb + Mesa's
+# lavapipe, the shipped model, the cat pair from assets/, a real run.
+#   screenshots/editor.png       after the run (final image selected)
+#   screenshots/editor-step.png  interleaved step k1 selected, correspondence probe on r~n
+# Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+# A fresh HOME: no persisted session from earlier runs.
+HOME=$(mktemp -d)
+export HOME DISPLAY=:77
+Xvfb :77 -screen 0 1280x860x24 >/dev/null 2>&1 &
+xvfb=$!
+app=
+trap 'kill $app $xvfb 2>/dev/null || true' EXIT
+sleep 1
+./target/release/midm --condition assets/cat_sketch.png --exemplar assets/cat_exemplar.png --run \
+  >/tmp/midm-screenshots.log 2>&1 &
+app=$!
+win=$(xdotool search --sync --onlyvisible --name midm | head -1)
+xdotool windowmove "$win" 0 0 windowsize "$win" 1280 860
+# Load, run, and the editor's own status line reporting the finished run.
+sleep "${MIDM_SCREENSHOT_WAIT:-20}"
+import -window root screenshots/editor.png
+# Third cell of the step bar (interleaved step k1), then the probe on r~n.
+xdotool mousemove 357 440 click 1
+sleep 1
+xdotool mousemove 337 588 click 1
+sleep 2
+import -window root screenshots/editor-step.png
+echo "wrote screenshots/editor.png and screenshots/editor-step.png"
