@@ -193,7 +193,7 @@ impl AttentionBlock {
 #[derive(Debug)]
 enum Layer {
     Conv(Conv2d),
-    Res(ResBlock),
+    Res(Box<ResBlock>),
     Attn(AttentionBlock),
     /// `op`: 3x3 stride 2, padding 1.
     Down(Conv2d),
@@ -257,7 +257,12 @@ impl UNetModel {
         for (level, &mult) in cfg.channel_mult.iter().enumerate() {
             for _ in 0..cfg.num_res_blocks {
                 let vb_b = vb_in.pp(input_blocks.len());
-                let mut layers = vec![Layer::Res(ResBlock::new(ch, ted, mult * mc, vb_b.pp("0"))?)];
+                let mut layers = vec![Layer::Res(Box::new(ResBlock::new(
+                    ch,
+                    ted,
+                    mult * mc,
+                    vb_b.pp("0"),
+                )?))];
                 ch = mult * mc;
                 if cfg.attention_resolutions.contains(&ds) {
                     layers.push(Layer::Attn(AttentionBlock::new(
@@ -286,9 +291,9 @@ impl UNetModel {
 
         let vb_m = vb.pp("middle_block");
         let middle_block = Block(vec![
-            Layer::Res(ResBlock::new(ch, ted, ch, vb_m.pp("0"))?),
+            Layer::Res(Box::new(ResBlock::new(ch, ted, ch, vb_m.pp("0"))?)),
             Layer::Attn(AttentionBlock::new(ch, cfg.heads_for(ch)?, vb_m.pp("1"))?),
-            Layer::Res(ResBlock::new(ch, ted, ch, vb_m.pp("2"))?),
+            Layer::Res(Box::new(ResBlock::new(ch, ted, ch, vb_m.pp("2"))?)),
         ]);
 
         let vb_out = vb.pp("output_blocks");
@@ -299,12 +304,12 @@ impl UNetModel {
                 let Some(ich) = chans.pop() else {
                     candle_core::bail!("UNet: more output blocks than skip connections")
                 };
-                let mut layers = vec![Layer::Res(ResBlock::new(
+                let mut layers = vec![Layer::Res(Box::new(ResBlock::new(
                     ch + ich,
                     ted,
                     mc * mult,
                     vb_b.pp("0"),
-                )?)];
+                )?))];
                 ch = mc * mult;
                 if cfg.attention_resolutions.contains(&ds) {
                     layers.push(Layer::Attn(AttentionBlock::new(
