@@ -8,7 +8,7 @@
 //!   because their near-uniform correlations make the temperature-0.005 soft warp chaotic: the
 //!   f16 encoder's 3e-3 latent error already moves the first warp by 6e-2, and a confidence
 //!   mask flips at the second loop step. A trained model's matches are decisive; there the f16
-//!   image was measured at 0.10-0.18 / 255 mean absolute difference and at most 0.15 % of the
+//!   image was measured at 0.10-0.19 / 255 mean absolute difference and at most 0.15 % of the
 //!   values off by more than 8 / 255 (assets cat, face, shark; `midm translate --precision`).
 //! - bf16: candle's CPU matmul has no bf16 kernel, so it needs CUDA; on the CPU it is refused at
 //!   load time with a clear error.
