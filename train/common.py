@@ -71,6 +71,12 @@ class EmojiBatches:
 class Logger:
     def __init__(self, path, fields):
         self.path = path
+        header = ",".join(["step", "elapsed_s"] + fields)
+        if os.path.exists(path):
+            with open(path) as f:
+                if f.readline().strip() != header:
+                    # Columns changed since this run started: keep the old log beside the new one.
+                    os.replace(path, path[:-4] + ".old.csv")
         new = not os.path.exists(path)
         self.f = open(path, "a", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=["step", "elapsed_s"] + fields)

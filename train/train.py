@@ -253,6 +253,8 @@ def main():
     ap.add_argument("--finish-on-timeout", action="store_true",
                     help="when --minutes runs out, finish the stage (write midm_<stage>.pt) at the current step")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--iter-align", type=float, default=0.0,
+                    help="e2e: weight of an extra term keeping F_Y^iter aligned with F_Y (0 = the paper's losses)")
     ap.add_argument("--ema", type=float, default=0.999, help="unet: EMA decay of the shipped weights")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

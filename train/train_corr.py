@@ -35,7 +35,11 @@ def one_step(diff, sched, x0, s, param, g):
     return pred, (a_prev_sqrt, dir_xt)
 
 
-def forward_train(model, batch, warm, g):
+def forward_train(model, batch, warm, g, iter_align=0.0):
+    """One training step's losses. `iter_align` > 0 adds an L_dom-like term (not in the paper)
+    that keeps F_Y^iter's features of the target latent aligned with F_Y's: without it, a
+    session-2 end-to-end run ended with every re-matching cosine negative, which the clamped
+    correlation turns into a uniform, gradient-free match."""
     diff = model.diff_model
     ae = model.ae
     src, ref = batch["image"], batch["ref"]
@@ -78,6 +82,8 @@ def forward_train(model, batch, warm, g):
                 l_cycle = l_cycle + F.l1_loss(soft_warp(new_src, ci_s.permute(0, 3, 4, 1, 2)), src_feats)
                 with torch.no_grad():
                     m = fb_mask(fbcheck(*get_flow(ci))[0])
+                    # Spread of the re-matching correlation: 0 means a collapsed, uniform match.
+                    out["rematch_spread"] = ci.std().item()
                 pred_ref = new_ref * m + pred_ref * (1 - m)
                 out["mask_mean"] = m.mean().item()
             pred_ref, p_ref = one_step(diff, sched, pred_ref, s, p_ref, g)
@@ -95,12 +101,16 @@ def forward_train(model, batch, warm, g):
     l_src = L.src_loss(f_wsrc, f_src)
     l_perc = L.perc_loss(f_wref, f_src)
     total = L.W_DOM * l_dom + L.W_CYCLE * l_cycle + L.W_SRC * l_src + L.W_PERC * l_perc + L.W_DIFF * l_diff
+    l_iter = torch.zeros(())
+    if not warm and iter_align > 0:
+        l_iter = L.domain_loss(model.iter_enc(src_feats, seg=trg_m), src_m, ref_m)
+        total = total + iter_align * l_iter
     l_style = torch.zeros(())
     if not warm:
         l_style = L.style_loss(f_wref, f_ref)
         total = total + L.W_STYLE * l_style
     out.update({"loss": total, "dom": l_dom, "cycle": l_cycle, "src": l_src, "perc": l_perc, "style": l_style,
-                "diff": l_diff, "warped_ref": warped_ref, "warped_src": warped_src})
+                "diff": l_diff, "iter_align": l_iter, "warped_ref": warped_ref, "warped_src": warped_src})
     return out
 
 
@@ -122,7 +132,8 @@ def train_corr(model, a, stage, train, val, warm_stage):
                             {"params": list(unet.parameters()), "lr": 1e-5}], betas=(0.5, 0.999))
     step, elapsed = stage.resume(model, opt)
     log = Logger(os.path.join(stage.dir, "losses.csv"),
-                 ["phase", "loss", "dom", "cycle", "src", "perc", "style", "diff"])
+                 ["phase", "loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align",
+                  "rematch_spread"])
     clock = Clock(elapsed, a.minutes)
     g = torch.Generator().manual_seed(2000 + step)
     random.seed(step)
@@ -137,14 +148,16 @@ def train_corr(model, a, stage, train, val, warm_stage):
         if warm:
             unet.eval()
         b = train.batch(a.batch)
-        o = forward_train(model, b, warm, g)
+        o = forward_train(model, b, warm, g, a.iter_align)
         opt.zero_grad()
         o["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         pbar.update(1)
-        for k in ["loss", "dom", "cycle", "src", "perc", "style", "diff"]:
+        for k in ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]:
+            if k not in o:
+                continue
             v = o[k].item() if torch.is_tensor(o[k]) else float(o[k])
             acc[k] = acc.get(k, []) + [v]
         if step % 25 == 0:
