@@ -321,6 +321,20 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// Largest absolute difference of two tensors.
+    fn d(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
     #[test]
     fn exp_matches_libm_to_a_few_ulps() {
         let mut worst = 0f64;
@@ -343,18 +357,6 @@ mod tests {
         let x = (Tensor::randn(0f32, 4f32, (3, 7, 1001), &dev).unwrap())
             .contiguous()
             .unwrap();
-        let d = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
         let e = d(&silu(&x).unwrap(), &candle_nn::ops::silu(&x).unwrap());
         assert!(e < 5e-6, "silu {e:e}");
         let e = d(
@@ -379,18 +381,6 @@ mod tests {
         let reference = candle_nn::GroupNorm::new(w.clone(), b.clone(), c, groups, 1e-6).unwrap();
         let want = candle_core::Module::forward(&reference, &x).unwrap();
         let (wv, bv) = (w.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
-        let d = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
         let got = group_norm_cpu(&x, groups, 1e-6, &wv, &bv, false)
             .unwrap()
             .unwrap();
