@@ -190,6 +190,32 @@ impl AttentionBlock {
     }
 }
 
+/// `[ResBlock(in -> out)]`, plus an attention block over `out` channels where the
+/// downsampling factor `ds` is listed: the head of every input and output block.
+fn res_and_attention(
+    cfg: &UNetConfig,
+    in_ch: usize,
+    out_ch: usize,
+    ds: usize,
+    vb: &VarBuilder,
+) -> Result<Vec<Layer>> {
+    let ted = cfg.time_embed_dim();
+    let mut layers = vec![Layer::Res(Box::new(ResBlock::new(
+        in_ch,
+        ted,
+        out_ch,
+        vb.pp("0"),
+    )?))];
+    if cfg.attention_resolutions.contains(&ds) {
+        layers.push(Layer::Attn(AttentionBlock::new(
+            out_ch,
+            cfg.heads_for(out_ch)?,
+            vb.pp("1"),
+        )?));
+    }
+    Ok(layers)
+}
+
 #[derive(Debug)]
 enum Layer {
     Conv(Conv2d),
@@ -257,20 +283,8 @@ impl UNetModel {
         for (level, &mult) in cfg.channel_mult.iter().enumerate() {
             for _ in 0..cfg.num_res_blocks {
                 let vb_b = vb_in.pp(input_blocks.len());
-                let mut layers = vec![Layer::Res(Box::new(ResBlock::new(
-                    ch,
-                    ted,
-                    mult * mc,
-                    vb_b.pp("0"),
-                )?))];
+                let layers = res_and_attention(cfg, ch, mult * mc, ds, &vb_b)?;
                 ch = mult * mc;
-                if cfg.attention_resolutions.contains(&ds) {
-                    layers.push(Layer::Attn(AttentionBlock::new(
-                        ch,
-                        cfg.heads_for(ch)?,
-                        vb_b.pp("1"),
-                    )?));
-                }
                 input_blocks.push(Block(layers));
                 chans.push(ch);
             }
@@ -304,20 +318,8 @@ impl UNetModel {
                 let Some(ich) = chans.pop() else {
                     candle_core::bail!("UNet: more output blocks than skip connections")
                 };
-                let mut layers = vec![Layer::Res(Box::new(ResBlock::new(
-                    ch + ich,
-                    ted,
-                    mc * mult,
-                    vb_b.pp("0"),
-                )?))];
+                let mut layers = res_and_attention(cfg, ch + ich, mc * mult, ds, &vb_b)?;
                 ch = mc * mult;
-                if cfg.attention_resolutions.contains(&ds) {
-                    layers.push(Layer::Attn(AttentionBlock::new(
-                        ch,
-                        cfg.heads_for(ch)?,
-                        vb_b.pp("1"),
-                    )?));
-                }
                 if level != 0 && i == cfg.num_res_blocks {
                     let idx = layers.len();
                     layers.push(Layer::Up(conv3x3(ch, ch, vb_b.pp(format!("{idx}.conv")))?));
