@@ -244,6 +244,13 @@ fn run_torch_runs(
         .current_dir(&dir)
         .args(["-m", "train.bench_torch", "--json"])
         .args(["--warmup", &warmup.to_string(), "--runs", &runs.to_string()])
+        // The same device and number format as the candle side (PyTorch: autocast for f16/bf16).
+        .args([
+            "--device",
+            &args.device,
+            "--precision",
+            args.precision.name(),
+        ])
         .args(extra)
         .stderr(std::process::Stdio::inherit())
         .output()

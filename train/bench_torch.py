@@ -3,6 +3,7 @@
     python -m train.bench_torch [--weights weights] [--runs 5] [--json]
     python -m train.bench_torch --official --export /tmp/midm-official [--runs 2] [--json]
     python -m train.bench_torch --flops-only [--official]
+    python -m train.bench_torch --device cuda [--precision f16|bf16] ...
 
 The stages and their keys are those of `midm bench` (src/bench/mod.rs): encode, condition_side,
 exemplar_side, correlation_warp, iteration_features, cycle_check, unet, decode, translation,
@@ -16,6 +17,11 @@ analytical counter in `src/bench/flops.rs`.
 `--export DIR` writes it as DIR/model.safetensors + DIR/config.yaml (exactly the layout of the
 shipped `weights/`), so that `midm bench --compare-torch --official` times candle on the very same
 weights. `midm bench --compare-torch` runs this script and prints the ratios.
+
+`--device cuda` runs on the GPU (inputs drawn on the CPU and moved, so both devices time the same
+tensors; every timing ends with `torch.cuda.synchronize()`). `--precision f16|bf16` runs the UNet and
+the autoencoder's decoder under `torch.autocast` (PyTorch's usual half-precision inference), the
+same split as `midm bench --precision`: the encoder, correspondence networks and matching stay f32.
 """
 import argparse
 import json
@@ -67,24 +73,41 @@ def load(weights):
     return model.eval(), cfg
 
 
+def synchronize():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn, warmup, runs):
     for _ in range(warmup):
         fn()
+    synchronize()
     ts = []
     for _ in range(max(runs, 1)):
         t = time.perf_counter()
         fn()
+        synchronize()
         ts.append(time.perf_counter() - t)
     return statistics.median(sorted(ts)) * 1e3, max(runs, 1)
 
 
-def stages(model, size):
+def autocast_outputs(fn, device, dtype):
+    """`fn` run under autocast to `dtype`, its tensor result returned in float32."""
+
+    def wrapped(*args, **kwargs):
+        with torch.autocast(device.type, dtype=dtype):
+            return fn(*args, **kwargs).float()
+
+    return wrapped
+
+
+def stages(model, size, device):
     """(key, name, fn) of every stage on random inputs (batch 1), as `midm bench` builds them."""
     g = torch.Generator().manual_seed(0)
     nc = model.label_nc
-    cond = torch.rand(1, nc, size, size, generator=g)
-    ex = torch.rand(1, 3, size, size, generator=g) * 2 - 1
-    ex_label = torch.rand(1, nc, size, size, generator=g)
+    cond = torch.rand(1, nc, size, size, generator=g).to(device)
+    ex = (torch.rand(1, 3, size, size, generator=g) * 2 - 1).to(device)
+    ex_label = torch.rand(1, nc, size, size, generator=g).to(device)
     ae = model.ae
     latent = ae.encode(ex)
     hw = latent.shape[2:]
@@ -95,7 +118,7 @@ def stages(model, size):
     trg_out = feature_normalize(model.theta(model.layer(torch.cat([trg_m, label_ds], 1))))
     ref_out = feature_normalize(model.phi(model.layer(torch.cat([ref_m, ref_label_ds], 1))))
     corr = correlation(trg_out, ref_out)
-    t = torch.full((1,), 500, dtype=torch.long)
+    t = torch.full((1,), 500, dtype=torch.long, device=device)
 
     def condition_side():
         m = model.seg_enc(label_ds)
@@ -109,7 +132,7 @@ def stages(model, size):
         return fb_mask(fbcheck(*get_flow(corr))[0])
 
     def translation():
-        return model.translate(cond, ex, ex_label, generator=torch.Generator().manual_seed(0))
+        return model.translate(cond, ex, ex_label, generator=torch.Generator(device).manual_seed(0))
 
     def first_step():
         # Everything the sampler does before its first event: encode, both sides, initial warp.
@@ -150,7 +173,11 @@ def main():
     ap.add_argument("--stages-only", action="store_true",
                     help="skip whole translations; estimate one as the sum of its stages")
     ap.add_argument("--flops-only", action="store_true", help="count FLOPs, no timing")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--precision", choices=["f32", "f16", "bf16"], default="f32",
+                    help="f16/bf16: run under torch.autocast")
     a = ap.parse_args()
+    device = torch.device(a.device)
 
     threads = int(os.environ.get("RAYON_NUM_THREADS", "0")) or os.cpu_count()
     torch.set_num_threads(threads)
@@ -163,10 +190,17 @@ def main():
     else:
         model, cfg = load(a.weights)
     size = cfg["model"]["params"]["first_stage_config"]["params"]["ddconfig"]["resolution"]
+    model = model.to(device)
+    half = {"f16": torch.float16, "bf16": torch.bfloat16}.get(a.precision)
+    if half is not None:
+        unet = model.diff_model.model.diffusion_model
+        unet.forward = autocast_outputs(unet.forward, device, half)
+        # The VQ codebook search stays f32 (as in candle): only the decoder network is autocast.
+        model.ae.decode_noquant = autocast_outputs(model.ae.decode_noquant, device, half)
 
     out = {}
     with torch.inference_mode():
-        for key, name, fn in stages(model, size):
+        for key, name, fn in stages(model, size, device):
             if a.stages_only and key in ("translation", "first_step"):
                 continue
             big = key in ("translation", "first_step")
@@ -188,12 +222,14 @@ def main():
         out["translation_est"] = {"name": "whole translation, sum of stages (estimate)", "ms": est, "runs": 0,
                                   "gflop_mm": None}
     meta = {"torch": torch.__version__, "threads": threads, "image_size": size,
-            "mkldnn": torch.backends.mkldnn.is_available()}
+            "mkldnn": torch.backends.mkldnn.is_available(), "device": str(device), "precision": a.precision}
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name(device)
     if a.json:
         json.dump({"meta": meta, "stages": out}, sys.stdout)
         print()
         return
-    print(f"PyTorch {meta['torch']}, {threads} threads, image {size}x{size}")
+    print(f"PyTorch {meta['torch']}, {meta.get('gpu', f'{threads} threads')}, {a.precision}, image {size}x{size}")
     print(f"{'stage':<48} {'median ms':>11} {'runs':>5} {'GFLOP(mm)':>10}")
     for k, v in out.items():
         ms = "-" if v["ms"] is None else f"{v['ms']:.2f}"
