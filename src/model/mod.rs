@@ -65,7 +65,8 @@ impl MidmConfig {
 
 /// Floating-point format of the UNet and autoencoder weights and activations.
 ///
-/// Only those two networks run in half precision: they carry nearly all of the FLOPs. The
+/// Only those two networks run in half precision: they carry nearly all of the FLOPs (the
+/// autoencoder's encoder excepted: it runs once and its latent feeds the correlation). The
 /// correspondence networks, the correlation / softmax (temperature 0.005 amplifies any rounding
 /// of the correlation 200-fold), the VQ codebook search, the cycle check and the DDIM arithmetic
 /// stay in float32, and every network boundary converts back to float32.
