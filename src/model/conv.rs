@@ -11,6 +11,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, T
 use candle_nn::Conv2dConfig;
 use rayon::prelude::*;
 
+use super::activations::PARALLEL_MIN;
+
 /// Target size of one im2col band (floats): 4 Mi floats = 16 MiB, about half the L3 here.
 const BAND_FLOATS: usize = 4 << 20;
 
@@ -162,8 +164,9 @@ impl CustomOp3 for Im2colConv {
                 let rows = band_rows.min(oh - y0);
                 let n = rows * ow;
                 let col = &mut col[..ksize * n];
-                // One im2col row per (ci, ky, kx); rows are independent.
-                col.par_chunks_mut(n).enumerate().for_each(|(r, dst)| {
+                // One im2col row per (ci, ky, kx); rows are independent. Small bands and
+                // single-threaded runs fill them here (no pool handoff, see PARALLEL_MIN).
+                let fill_row = |r: usize, dst: &mut [f32]| {
                     let ci = r / (kh * kw);
                     let ky = (r / kw) % kh;
                     let kx = r % kw;
@@ -195,7 +198,16 @@ impl CustomOp3 for Im2colConv {
                             }
                         }
                     }
-                });
+                };
+                if rayon::current_num_threads() <= 1 || col.len() < PARALLEL_MIN {
+                    col.chunks_mut(n)
+                        .enumerate()
+                        .for_each(|(r, d)| fill_row(r, d));
+                } else {
+                    col.par_chunks_mut(n)
+                        .enumerate()
+                        .for_each(|(r, d)| fill_row(r, d));
+                }
                 let t = threads();
                 // SAFETY: dst is [cout, hw] at row stride hw (column block y0*ow .. +n of this
                 // batch element), lhs [cout, ksize] and rhs [ksize, n] are dense and in bounds.

@@ -157,6 +157,10 @@ struct FrameTextures {
 #[derive(Debug, Clone, Default)]
 pub struct RunTimings {
     pub first_step: Option<Duration>,
+    /// Where the first step's latency went: the sampler's own time to its first event, the
+    /// worker's conversion of it for display, and the wait from the worker's send to this
+    /// thread's update picking it up.
+    pub first_step_parts: Option<(Duration, Duration, Duration)>,
     pub final_image: Option<Duration>,
     /// CPU time of each `ui` call while the run streamed.
     pub frame_times: Vec<Duration>,
@@ -910,6 +914,8 @@ impl MidmApp {
                     }
                     if self.frames.is_empty() {
                         self.timings.first_step = self.run_started.map(|s| s.elapsed());
+                        self.timings.first_step_parts =
+                            Some((frame.elapsed, frame.convert_time, frame.sent_at.elapsed()));
                     }
                     self.push_frame(ctx, *frame);
                 }
@@ -948,8 +954,17 @@ impl MidmApp {
                             ),
                             None => String::new(),
                         };
+                        let first_parts = match self.timings.first_step_parts {
+                            Some((sampler, convert, delivery)) => format!(
+                                " (sampler {:.0} + display conversion {:.0} + delivery {:.0} ms)",
+                                sampler.as_secs_f64() * 1e3,
+                                convert.as_secs_f64() * 1e3,
+                                delivery.as_secs_f64() * 1e3
+                            ),
+                            None => String::new(),
+                        };
                         self.info(format!(
-                            "Run done: first step after {:.0} ms, final image after {:.0} ms (worker {:.0} ms, of which {:.0} ms decoding steps for display){frames}",
+                            "Run done: first step after {:.0} ms{first_parts}, final image after {:.0} ms (worker {:.0} ms, of which {:.0} ms decoding steps for display){frames}",
                             self.timings.first_step.unwrap_or_default().as_secs_f64() * 1e3,
                             self.timings.final_image.unwrap_or_default().as_secs_f64() * 1e3,
                             elapsed.as_secs_f64() * 1e3,
