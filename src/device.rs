@@ -26,7 +26,8 @@ impl DeviceChoice {
 /// The CUDA build loads libcuda, cuBLAS, cuRAND and NVRTC when the first device is created
 /// (cudarc's dynamic loading, see scripts/build-cuda.sh), and cudarc panics when one is missing.
 /// That panic becomes an error here, so that a machine without a driver gets a message (and the
-/// editor keeps its current device) instead of a crash.
+/// editor keeps its current device) instead of a crash. The silent panic hook is in place only
+/// for this call (a panic on another thread meanwhile would go unprinted, not unhandled).
 fn new_cuda(ordinal: usize) -> candle_core::Result<Device> {
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
