@@ -70,11 +70,10 @@ fi
 # A copy of the crate's sources, so the patched lock file stays in target/.
 src=$root/target/cuda-build/src
 mkdir -p "$src"
-for item in Cargo.toml Cargo.lock src assets weights tests benches build.rs; do
-    if [ -e "$item" ]; then
-        rm -rf "${src:?}/$item"
-        cp -r "$item" "$src/"
-    fi
+# (The binary embeds no assets or weights: the manifest, lock file and sources are all it needs.)
+for item in Cargo.toml Cargo.lock src; do
+    rm -rf "${src:?}/$item"
+    cp -r "$item" "$src/"
 done
 
 (

@@ -90,16 +90,18 @@ fn shipped() -> PathBuf {
 fn image_difference(got: &Tensor, want: &Tensor) -> (f32, f32) {
     let d = (got - want).unwrap().abs().unwrap();
     let mean = d.mean_all().unwrap().to_scalar::<f32>().unwrap() * 127.5;
-    let off = d
-        .gt(8.0 * 2.0 / 255.0)
+    let off = count_true(&d.gt(8.0 * 2.0 / 255.0).unwrap()) / d.elem_count() as f32;
+    (mean, off)
+}
+
+/// Number of non-zero elements of a comparison result.
+fn count_true(t: &Tensor) -> f32 {
+    t.to_dtype(DType::F32)
         .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .mean_all()
+        .sum_all()
         .unwrap()
         .to_scalar::<f32>()
-        .unwrap();
-    (mean, off)
+        .unwrap()
 }
 
 #[test]
@@ -147,16 +149,7 @@ fn precision_f16_end_to_end_on_the_shipped_model() {
             .iter()
             .zip(&got_steps)
             .filter_map(|(w, g)| Some((w.mask.as_ref()?, g.mask.as_ref()?)))
-            .map(|(w, g)| {
-                w.ne(g)
-                    .unwrap()
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap() as usize
-            })
+            .map(|(w, g)| count_true(&w.ne(g).unwrap()) as usize)
             .sum();
         let (mean, off) = image_difference(&got, &want);
         eprintln!(

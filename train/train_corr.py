@@ -131,9 +131,8 @@ def train_corr(model, a, stage, train, val, warm_stage):
     opt = torch.optim.Adam([{"params": corr_parameters(model), "lr": a.lr or 1e-4},
                             {"params": list(unet.parameters()), "lr": 1e-5}], betas=(0.5, 0.999))
     step, elapsed = stage.resume(model, opt)
-    log = Logger(os.path.join(stage.dir, "losses.csv"),
-                 ["phase", "loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align",
-                  "rematch_spread"])
+    logged = ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]
+    log = Logger(os.path.join(stage.dir, "losses.csv"), ["phase"] + logged)
     clock = Clock(elapsed, a.minutes)
     g = torch.Generator().manual_seed(2000 + step)
     random.seed(step)
@@ -155,7 +154,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
         opt.step()
         step += 1
         pbar.update(1)
-        for k in ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]:
+        for k in logged:
             if k not in o:
                 continue
             v = o[k].item() if torch.is_tensor(o[k]) else float(o[k])

@@ -9,9 +9,8 @@
 //! pre-filled. Other devices and dtypes use candle's conv2d.
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::Conv2dConfig;
-use rayon::prelude::*;
 
-use super::activations::PARALLEL_MIN;
+use super::activations::for_each_chunk;
 
 /// Target size of one im2col band (floats): 4 Mi floats = 16 MiB, about half the L3 here.
 const BAND_FLOATS: usize = 4 << 20;
@@ -164,8 +163,7 @@ impl CustomOp3 for Im2colConv {
                 let rows = band_rows.min(oh - y0);
                 let n = rows * ow;
                 let col = &mut col[..ksize * n];
-                // One im2col row per (ci, ky, kx); rows are independent. Small bands and
-                // single-threaded runs fill them here (no pool handoff, see PARALLEL_MIN).
+                // One im2col row per (ci, ky, kx); rows are independent.
                 let fill_row = |r: usize, dst: &mut [f32]| {
                     let ci = r / (kh * kw);
                     let ky = (r / kw) % kh;
@@ -199,15 +197,7 @@ impl CustomOp3 for Im2colConv {
                         }
                     }
                 };
-                if rayon::current_num_threads() <= 1 || col.len() < PARALLEL_MIN {
-                    col.chunks_mut(n)
-                        .enumerate()
-                        .for_each(|(r, d)| fill_row(r, d));
-                } else {
-                    col.par_chunks_mut(n)
-                        .enumerate()
-                        .for_each(|(r, d)| fill_row(r, d));
-                }
+                for_each_chunk(col, n, fill_row);
                 let t = threads();
                 // SAFETY: dst is [cout, hw] at row stride hw (column block y0*ow .. +n of this
                 // batch element), lhs [cout, ksize] and rhs [ksize, n] are dense and in bounds.

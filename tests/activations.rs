@@ -1,0 +1,82 @@
+//! The CPU f32 kernels of `midm::model::activations` (vectorised exp, SiLU, softmax, fused
+//! GroupNorm(+SiLU)) against libm and candle's own ops.
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::max_abs_diff;
+use midm::model::activations::{exp_f32, group_norm_cpu, silu, softmax_last_dim};
+
+#[test]
+fn exp_matches_libm_to_a_few_ulps() {
+    let mut worst = 0f64;
+    let mut x = -87.0f32;
+    while x < 88.0 {
+        let want = (x as f64).exp();
+        let got = exp_f32(x) as f64;
+        worst = worst.max(((got - want) / want).abs());
+        x += 0.001_37;
+    }
+    // f32 ulp is 2^-23 = 1.19e-7 relative.
+    assert!(worst < 4e-7, "worst relative error {worst:e}");
+    assert!(exp_f32(-1000.0) < 1.3e-38);
+    assert!(exp_f32(1000.0).is_finite());
+}
+
+#[test]
+fn silu_and_softmax_match_candle() {
+    let dev = Device::Cpu;
+    let x = (Tensor::randn(0f32, 4f32, (3, 7, 1001), &dev).unwrap())
+        .contiguous()
+        .unwrap();
+    let e = max_abs_diff(&silu(&x).unwrap(), &candle_nn::ops::silu(&x).unwrap());
+    assert!(e < 5e-6, "silu {e:e}");
+    let e = max_abs_diff(
+        &softmax_last_dim(&x).unwrap(),
+        &candle_nn::ops::softmax_last_dim(&x).unwrap(),
+    );
+    assert!(e < 5e-7, "softmax {e:e}");
+    // Rows sum to 1; a strided input is made contiguous first.
+    let s = softmax_last_dim(&x.t().unwrap()).unwrap().sum(2).unwrap();
+    let ones = Tensor::ones(s.shape(), DType::F32, &dev).unwrap();
+    assert!(max_abs_diff(&s, &ones) < 1e-5);
+}
+
+#[test]
+fn group_norm_matches_candle_nn() {
+    let dev = Device::Cpu;
+    let (c, groups) = (64, 32);
+    // An offset mean makes the variance pass matter.
+    let x = (Tensor::randn(0f32, 2f32, (2, c, 9, 11), &dev).unwrap() + 3.0).unwrap();
+    let w = Tensor::randn(1f32, 0.3f32, c, &dev).unwrap();
+    let b = Tensor::randn(0f32, 0.3f32, c, &dev).unwrap();
+    let reference = candle_nn::GroupNorm::new(w.clone(), b.clone(), c, groups, 1e-6).unwrap();
+    let want = candle_core::Module::forward(&reference, &x).unwrap();
+    let (wv, bv) = (w.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+    let got = group_norm_cpu(&x, groups, 1e-6, &wv, &bv, false)
+        .unwrap()
+        .unwrap();
+    assert!(
+        max_abs_diff(&got, &want) < 2e-5,
+        "group norm {:e}",
+        max_abs_diff(&got, &want)
+    );
+    let got = group_norm_cpu(&x, groups, 1e-6, &wv, &bv, true)
+        .unwrap()
+        .unwrap();
+    let want = candle_nn::ops::silu(&want).unwrap();
+    assert!(
+        max_abs_diff(&got, &want) < 2e-5,
+        "group norm + silu {:e}",
+        max_abs_diff(&got, &want)
+    );
+    // Not applicable: wrong channel count for the parameters, or another dtype.
+    assert!(
+        group_norm_cpu(&x, groups, 1e-6, &wv[..32], &bv[..32], false)
+            .unwrap()
+            .is_none()
+    );
+    let xh = x.to_dtype(DType::F16).unwrap();
+    assert!(group_norm_cpu(&xh, groups, 1e-6, &wv, &bv, false)
+        .unwrap()
+        .is_none());
+}
