@@ -65,3 +65,61 @@ fn shipped_model_translates_a_sample() {
         "shipped model: luminance std {std:.1}, mean abs difference to the exemplar {mad:.1}"
     );
 }
+
+/// Non-white pixels (any channel below 235), as the emoji sit on white; the same rule as
+/// `train/evaluate.py`'s shape IoU.
+fn foreground(img: &image::RgbImage) -> Vec<bool> {
+    img.pixels().map(|p| p.0.iter().any(|&c| c < 235)).collect()
+}
+
+fn iou(a: &[bool], b: &[bool]) -> f32 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f32 / union as f32
+    }
+}
+
+/// The translation takes the sketch's silhouette, not the exemplar's: over the five asset pairs,
+/// its foreground overlaps the glyph the sketch was drawn from (`NAME_target.png`) more than the
+/// exemplar's foreground does.
+#[test]
+fn shipped_model_follows_the_sketch() {
+    let loaded =
+        midm::checkpoint::load(&root().join("weights"), &Device::Cpu).expect("weights/ loads");
+    let model = loaded.model;
+    let size = model.config.image_size as u32;
+    let assets = root().join("assets");
+    let (mut out_iou, mut exemplar_iou) = (0.0f32, 0.0f32);
+    let names = ["cat", "face", "robot", "shark", "tulip"];
+    for name in names {
+        let exemplar = assets.join(format!("{name}_exemplar.png"));
+        let sketch = assets.join(format!("{name}_sketch.png"));
+        let inputs = midm::cli::load_inputs(&model, &[sketch], &exemplar, &[]).unwrap();
+        let out = midm::translate(
+            &model,
+            &inputs,
+            &SamplerOptions::default(),
+            &Noise::Seeded(0),
+            &mut (),
+        )
+        .unwrap();
+        let img = imageio::tensor_to_rgb(&out.image).unwrap();
+        let load = |p: PathBuf| {
+            let im = image::open(p).unwrap().to_rgb8();
+            image::imageops::resize(&im, size, size, image::imageops::FilterType::Triangle)
+        };
+        let target = foreground(&load(assets.join(format!("{name}_target.png"))));
+        let o = iou(&foreground(&img), &target);
+        let e = iou(&foreground(&load(exemplar)), &target);
+        eprintln!("{name}: silhouette IoU with the source glyph: output {o:.3}, exemplar {e:.3}");
+        out_iou += o / names.len() as f32;
+        exemplar_iou += e / names.len() as f32;
+    }
+    assert!(
+        out_iou > exemplar_iou + 0.05,
+        "mean silhouette IoU: output {out_iou:.3}, exemplar {exemplar_iou:.3}"
+    );
+}

@@ -8,6 +8,9 @@ Metrics (no pretrained network needed):
 - Colour relevance: histogram intersection of the 8x8x8 RGB histograms of the non-white pixels of
   output and exemplar, mean over pairs, in [0, 1] (higher = the output uses the exemplar's colours).
 - Target L1: mean |output - ground-truth target| in [-1, 1] units (the sketch was made from it).
+- Shape IoU: intersection over union of the non-white pixels of output and ground-truth target,
+  mean over pairs (higher = the output takes the sketch's silhouette; the exemplar row shows how
+  much of that an output gets by copying the exemplar's shape).
 
 Rows: (a) full MIDM; (b) warp only (decode of the initial warped latent, no diffusion);
 (c) no interleaving (warp once, then the same DDIM steps without re-matching); (d) no confidence
@@ -71,10 +74,29 @@ def swd(fake, real, seed=0, n_patches=64):
     return float(np.mean(out)), out
 
 
+def to_u8(x):
+    """[3, H, W] in [-1, 1] -> [H * W, 3] integer pixel values."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().long().permute(1, 2, 0).reshape(-1, 3)
+
+
+def foreground(u):
+    """Non-white pixels (any channel below 235), as the emoji sit on white."""
+    return (u < 235).any(dim=1)
+
+
+def shape_iou(out, target):
+    ious = []
+    for o, t in zip(out, target):
+        a, b = foreground(to_u8(o)), foreground(to_u8(t))
+        union = (a | b).sum().item()
+        ious.append((a & b).sum().item() / union if union else 1.0)
+    return float(np.mean(ious))
+
+
 def colour_relevance(out, ex, bins=8):
     def hist(x):
-        u = ((x.clamp(-1, 1) + 1) * 127.5).round().long().permute(1, 2, 0).reshape(-1, 3)
-        fg = (u < 235).any(dim=1)
+        u = to_u8(x)
+        fg = foreground(u)
         u = u[fg] if fg.sum() > 16 else u
         q = (u * bins // 256).clamp(max=bins - 1)
         h = torch.bincount(q[:, 0] * bins * bins + q[:, 1] * bins + q[:, 2], minlength=bins ** 3).float()
@@ -120,7 +142,8 @@ def evaluate(model, data_dir, n=128, seed=0, variants=None):
         out = run_variant(model, batch, name, seed)
         s, per_level = swd(out, batch["image"], seed)
         rows[name] = {"swd": s, "swd_levels": per_level, "colour": colour_relevance(out, batch["ref"]),
-                      "target_l1": (out - batch["image"]).abs().mean().item()}
+                      "target_l1": (out - batch["image"]).abs().mean().item(),
+                      "shape_iou": shape_iou(out, batch["image"])}
     return rows, n
 
 
@@ -144,13 +167,13 @@ def main():
         rows, n = evaluate(model, a.data, a.n, seed, a.variants)
         results[seed] = rows
     print(f"validation pairs: {n}, seeds: {a.seeds}")
-    print(f"| variant | SWD x1e3 (lower better) | colour relevance (higher better) | L1 to target |")
-    print("|---|---|---|---|")
+    print("| variant | SWD x1e3 (lower better) | colour relevance (higher better) | L1 to target | shape IoU |")
+    print("|---|---|---|---|---|")
     for name in results[a.seeds[0]]:
         m = lambda k: np.mean([results[s][name][k] for s in a.seeds])
         sd = lambda k: np.std([results[s][name][k] for s in a.seeds])
         print(f"| {name} | {m('swd'):.1f} ± {sd('swd'):.1f} | {m('colour'):.3f} ± {sd('colour'):.3f} | "
-              f"{m('target_l1'):.3f} |")
+              f"{m('target_l1'):.3f} | {m('shape_iou'):.3f} |")
     if a.json:
         json.dump(results, open(a.json, "w"), indent=1)
 

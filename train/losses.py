@@ -7,6 +7,13 @@ losses use the frozen, trained encoder of our own VQ autoencoder (`VQModel.featu
 (64x64x32, 32x32x64, 16x16x64 and the 16x16x64 mid block). They stand in for VGG's
 relu2_2 .. relu5_2 in the same roles (shallow to deep), are trained on this very image domain, and
 need no extra weights in the repository.
+
+The weights above are the paper's and stay the defaults, but their balance does not carry over to
+this feature network: L_perc is about 2, so 0.002 x L_perc is about 0.005 of a total of 1-20 and the
+one term that makes the warped *exemplar* look like the target does nothing, while L_style is
+12-17 and outweighs every other term by an order of magnitude (end-to-end runs with it drift
+towards copying the exemplar and away from the sketch). `--w-perc W` and `--w-style W` (train.py)
+set the two weights; the shipped model uses 1 and 0.1 (and `--unet-lr 0`), see weights/MODEL_CARD.md.
 """
 import sys
 

@@ -35,7 +35,7 @@ def one_step(diff, sched, x0, s, param, g):
     return pred, (a_prev_sqrt, dir_xt)
 
 
-def forward_train(model, batch, warm, g, iter_align=0.0):
+def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE):
     """One training step's losses. `iter_align` > 0 adds an L_dom-like term (not in the paper)
     that keeps F_Y^iter's features of the target latent aligned with F_Y's: without it, a
     session-2 end-to-end run ended with every re-matching cosine negative, which the clamped
@@ -100,7 +100,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0):
     l_dom = L.domain_loss(trg_m, src_m, ref_m)
     l_src = L.src_loss(f_wsrc, f_src)
     l_perc = L.perc_loss(f_wref, f_src)
-    total = L.W_DOM * l_dom + L.W_CYCLE * l_cycle + L.W_SRC * l_src + L.W_PERC * l_perc + L.W_DIFF * l_diff
+    total = L.W_DOM * l_dom + L.W_CYCLE * l_cycle + L.W_SRC * l_src + w_perc * l_perc + L.W_DIFF * l_diff
     l_iter = torch.zeros(())
     if not warm and iter_align > 0:
         l_iter = L.domain_loss(model.iter_enc(src_feats, seg=trg_m), src_m, ref_m)
@@ -108,7 +108,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0):
     l_style = torch.zeros(())
     if not warm:
         l_style = L.style_loss(f_wref, f_ref)
-        total = total + L.W_STYLE * l_style
+        total = total + w_style * l_style
     out.update({"loss": total, "dom": l_dom, "cycle": l_cycle, "src": l_src, "perc": l_perc, "style": l_style,
                 "diff": l_diff, "iter_align": l_iter, "warped_ref": warped_ref, "warped_src": warped_src})
     return out
@@ -129,7 +129,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
     model.ae.requires_grad_(False)
     unet = model.diff_model.model.diffusion_model
     opt = torch.optim.Adam([{"params": corr_parameters(model), "lr": a.lr or 1e-4},
-                            {"params": list(unet.parameters()), "lr": 1e-5}], betas=(0.5, 0.999))
+                            {"params": list(unet.parameters()), "lr": a.unet_lr}], betas=(0.5, 0.999))
     step, elapsed = stage.resume(model, opt)
     logged = ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["phase"] + logged)
@@ -141,13 +141,13 @@ def train_corr(model, a, stage, train, val, warm_stage):
     acc = {}
     while step < a.steps and not clock.out_of_time():
         warm = warm_stage
-        set_unet_trainable(model, not warm)
+        set_unet_trainable(model, not warm and a.unet_lr > 0)
         model.train()
         model.ae.eval()
         if warm:
             unet.eval()
         b = train.batch(a.batch)
-        o = forward_train(model, b, warm, g, a.iter_align)
+        o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style)
         opt.zero_grad()
         o["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -53,3 +53,16 @@ def test_soft_warp_by_hand():
     corr = torch.zeros(1, 1, 1, 1, 2)
     corr[0, 0, 0, 0, 1] = 0.005 * math.log(3.0)  # softmax weights (1/4, 3/4)
     assert soft_warp(src, corr).item() == pytest.approx(17.5, abs=1e-4)
+
+
+def test_shape_iou_by_hand():
+    from train.evaluate import shape_iou
+
+    white = torch.ones(1, 3, 4, 4)
+    a = white.clone()
+    a[0, :, 0, :2] = -1.0  # 2 dark pixels
+    b = white.clone()
+    b[0, 0, 0, 1:4] = 0.0  # 3 pixels with a mid-grey red channel, one shared with a
+    assert abs(shape_iou(a, b) - 1 / 4) < 1e-9
+    assert shape_iou(a, a) == 1.0
+    assert shape_iou(white, white) == 1.0
