@@ -8,6 +8,23 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `assets/NAME_sketch.png` translated with `assets/NAME_exemplar.png`, default options, seed 0.
+fn translate_asset_pair(model: &midm::MidmModel, name: &str) -> image::RgbImage {
+    let assets = root().join("assets");
+    let sketch = assets.join(format!("{name}_sketch.png"));
+    let exemplar = assets.join(format!("{name}_exemplar.png"));
+    let inputs = midm::cli::load_inputs(model, &[sketch], &exemplar, &[]).unwrap();
+    let out = midm::translate(
+        model,
+        &inputs,
+        &SamplerOptions::default(),
+        &Noise::Seeded(0),
+        &mut (),
+    )
+    .unwrap();
+    imageio::tensor_to_rgb(&out.image).unwrap()
+}
+
 #[test]
 fn shipped_model_translates_a_sample() {
     let loaded =
@@ -18,19 +35,8 @@ fn shipped_model_translates_a_sample() {
         1,
         "the shipped model takes a plain edge map"
     );
-    let assets = root().join("assets");
-    let sketch = assets.join("cat_sketch.png");
-    let exemplar = assets.join("cat_exemplar.png");
-    let inputs = midm::cli::load_inputs(&model, &[sketch], &exemplar, &[]).unwrap();
-    let out = midm::translate(
-        &model,
-        &inputs,
-        &SamplerOptions::default(),
-        &Noise::Seeded(0),
-        &mut (),
-    )
-    .unwrap();
-    let img = imageio::tensor_to_rgb(&out.image).unwrap();
+    let exemplar = root().join("assets/cat_exemplar.png");
+    let img = translate_asset_pair(&model, "cat");
     let ex = image::open(&exemplar).unwrap().to_rgb8();
     let size = model.config.image_size as u32;
     assert_eq!((img.width(), img.height()), (size, size));
@@ -96,17 +102,7 @@ fn shipped_model_follows_the_sketch() {
     let names = ["cat", "face", "robot", "shark", "tulip"];
     for name in names {
         let exemplar = assets.join(format!("{name}_exemplar.png"));
-        let sketch = assets.join(format!("{name}_sketch.png"));
-        let inputs = midm::cli::load_inputs(&model, &[sketch], &exemplar, &[]).unwrap();
-        let out = midm::translate(
-            &model,
-            &inputs,
-            &SamplerOptions::default(),
-            &Noise::Seeded(0),
-            &mut (),
-        )
-        .unwrap();
-        let img = imageio::tensor_to_rgb(&out.image).unwrap();
+        let img = translate_asset_pair(&model, name);
         let load = |p: PathBuf| {
             let im = image::open(p).unwrap().to_rgb8();
             image::imageops::resize(&im, size, size, image::imageops::FilterType::Triangle)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .common import Clock, EmojiBatches, Logger, Stage, edge_to_pm1, save_grid
 from .config import corr_kwargs, default_config
+from .losses import W_PERC, W_STYLE
 from .midm import MIDM
 
 PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet"}
@@ -255,22 +256,14 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iter-align", type=float, default=0.0,
                     help="e2e: weight of an extra term keeping F_Y^iter aligned with F_Y (0 = the paper's losses)")
-    ap.add_argument("--w-perc", type=float, default=None,
-                    help="warmup/e2e: weight of L_perc (default: the paper's 0.002, see train/losses.py)")
-    ap.add_argument("--w-style", type=float, default=None,
-                    help="e2e: weight of L_style (default: the paper's 1, see train/losses.py)")
+    ap.add_argument("--w-perc", type=float, default=W_PERC,
+                    help="warmup/e2e: weight of L_perc (default: the paper's, see train/losses.py)")
+    ap.add_argument("--w-style", type=float, default=W_STYLE,
+                    help="e2e: weight of L_style (default: the paper's, see train/losses.py)")
     ap.add_argument("--unet-lr", type=float, default=1e-5,
                     help="e2e: the UNet's learning rate (0 = keep the unet stage's UNet frozen)")
     ap.add_argument("--ema", type=float, default=0.999, help="unet: EMA decay of the shipped weights")
     a = ap.parse_args()
-    if a.w_perc is None:
-        from .losses import W_PERC
-
-        a.w_perc = W_PERC
-    if a.w_style is None:
-        from .losses import W_STYLE
-
-        a.w_style = W_STYLE
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4)}

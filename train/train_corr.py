@@ -39,7 +39,8 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     """One training step's losses. `iter_align` > 0 adds an L_dom-like term (not in the paper)
     that keeps F_Y^iter's features of the target latent aligned with F_Y's: without it, a
     session-2 end-to-end run ended with every re-matching cosine negative, which the clamped
-    correlation turns into a uniform, gradient-free match."""
+    correlation turns into a uniform, gradient-free match. `w_perc`, `w_style`: the weights of
+    L_perc and L_style (default: the paper's; losses.py says why the shipped model changes them)."""
     diff = model.diff_model
     ae = model.ae
     src, ref = batch["image"], batch["ref"]
