@@ -25,16 +25,24 @@ fn exp_matches_libm_to_a_few_ulps() {
 #[test]
 fn silu_and_softmax_match_candle() {
     let dev = Device::Cpu;
-    let x = (Tensor::randn(0f32, 4f32, (3, 7, 1001), &dev).unwrap())
-        .contiguous()
-        .unwrap();
+    // Fixed pseudo-random values in [-12, 12) (a multiplicative hash), so that every run checks
+    // the same inputs.
+    let n = 3 * 7 * 1001;
+    let vals: Vec<f32> = (0..n as u64)
+        .map(|i| {
+            ((i.wrapping_mul(2_654_435_761) % (1 << 32)) as f64 / (1u64 << 32) as f64 * 24.0 - 12.0)
+                as f32
+        })
+        .collect();
+    let x = Tensor::from_vec(vals, (3, 7, 1001), &dev).unwrap();
     let e = max_abs_diff(&silu(&x).unwrap(), &candle_nn::ops::silu(&x).unwrap());
     assert!(e < 5e-6, "silu {e:e}");
     let e = max_abs_diff(
         &softmax_last_dim(&x).unwrap(),
         &candle_nn::ops::softmax_last_dim(&x).unwrap(),
     );
-    assert!(e < 5e-7, "softmax {e:e}");
+    // exp is within 4e-7 relative of libm; the normalisation adds rounding on values up to 1.
+    assert!(e < 1e-6, "softmax {e:e}");
     // Rows sum to 1; a strided input is made contiguous first.
     let s = softmax_last_dim(&x.t().unwrap()).unwrap().sum(2).unwrap();
     let ones = Tensor::ones(s.shape(), DType::F32, &dev).unwrap();
