@@ -8,6 +8,20 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+fn shipped_model() -> midm::MidmModel {
+    midm::checkpoint::load(&root().join("weights"), &Device::Cpu)
+        .expect("weights/ loads")
+        .model
+}
+
+/// `assets/FILE` at the model's size (the outputs are compared with it pixel by pixel).
+fn asset_at_size(file: &str, size: u32) -> image::RgbImage {
+    let im = image::open(root().join("assets").join(file))
+        .unwrap()
+        .to_rgb8();
+    image::imageops::resize(&im, size, size, image::imageops::FilterType::Triangle)
+}
+
 /// `assets/NAME_sketch.png` translated with `assets/NAME_exemplar.png`, default options, seed 0.
 fn translate_asset_pair(model: &midm::MidmModel, name: &str) -> image::RgbImage {
     let assets = root().join("assets");
@@ -27,17 +41,13 @@ fn translate_asset_pair(model: &midm::MidmModel, name: &str) -> image::RgbImage 
 
 #[test]
 fn shipped_model_translates_a_sample() {
-    let loaded =
-        midm::checkpoint::load(&root().join("weights"), &Device::Cpu).expect("weights/ loads");
-    let model = loaded.model;
+    let model = shipped_model();
     assert_eq!(
         model.config.label_nc(),
         1,
         "the shipped model takes a plain edge map"
     );
-    let exemplar = root().join("assets/cat_exemplar.png");
     let img = translate_asset_pair(&model, "cat");
-    let ex = image::open(&exemplar).unwrap().to_rgb8();
     let size = model.config.image_size as u32;
     assert_eq!((img.width(), img.height()), (size, size));
     // Not constant: the pixel values spread.
@@ -52,7 +62,7 @@ fn shipped_model_translates_a_sample() {
         "output is nearly constant (luminance std {std:.1})"
     );
     // Not a copy of the exemplar (compare at the model's size).
-    let ex = image::imageops::resize(&ex, size, size, image::imageops::FilterType::Triangle);
+    let ex = asset_at_size("cat_exemplar.png", size);
     let mad: f32 = img
         .pixels()
         .zip(ex.pixels())
@@ -93,23 +103,18 @@ fn iou(a: &[bool], b: &[bool]) -> f32 {
 /// exemplar's foreground does.
 #[test]
 fn shipped_model_follows_the_sketch() {
-    let loaded =
-        midm::checkpoint::load(&root().join("weights"), &Device::Cpu).expect("weights/ loads");
-    let model = loaded.model;
+    let model = shipped_model();
     let size = model.config.image_size as u32;
-    let assets = root().join("assets");
     let (mut out_iou, mut exemplar_iou) = (0.0f32, 0.0f32);
     let names = ["cat", "face", "robot", "shark", "tulip"];
     for name in names {
-        let exemplar = assets.join(format!("{name}_exemplar.png"));
         let img = translate_asset_pair(&model, name);
-        let load = |p: PathBuf| {
-            let im = image::open(p).unwrap().to_rgb8();
-            image::imageops::resize(&im, size, size, image::imageops::FilterType::Triangle)
-        };
-        let target = foreground(&load(assets.join(format!("{name}_target.png"))));
+        let target = foreground(&asset_at_size(&format!("{name}_target.png"), size));
         let o = iou(&foreground(&img), &target);
-        let e = iou(&foreground(&load(exemplar)), &target);
+        let e = iou(
+            &foreground(&asset_at_size(&format!("{name}_exemplar.png"), size)),
+            &target,
+        );
         eprintln!("{name}: silhouette IoU with the source glyph: output {o:.3}, exemplar {e:.3}");
         out_iou += o / names.len() as f32;
         exemplar_iou += e / names.len() as f32;
