@@ -118,7 +118,12 @@ class Stage:
         if os.path.exists(self.ckpt):
             st = torch.load(self.ckpt, map_location="cpu", weights_only=False)
             model.load_state_dict(st["model"])
+            # The command line's learning rates win over the saved ones (load_state_dict restores
+            # them), so that `--lr` / `--unet-lr` also apply to a continued run.
+            lrs = [g["lr"] for g in opt.param_groups]
             opt.load_state_dict(st["opt"])
+            for g, lr in zip(opt.param_groups, lrs):
+                g["lr"] = lr
             return st["step"], st["elapsed"]
         return 0, 0.0
 

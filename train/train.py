@@ -27,12 +27,17 @@ PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet"}
 CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
 
 
-def build(run_dir):
+def build(run_dir, unet_channels=None):
     cfg_path = os.path.join(run_dir, "config.json")
     if os.path.exists(cfg_path):
         cfg = json.load(open(cfg_path))
+        have = cfg["model"]["params"]["unet_config"]["params"]["model_channels"]
+        if unet_channels and unet_channels != have:
+            raise SystemExit(f"{cfg_path} fixes the UNet width at {have}; --unet-channels applies to new runs only")
     else:
         cfg = default_config()
+        if unet_channels:
+            cfg["model"]["params"]["unet_config"]["params"]["model_channels"] = unet_channels
         os.makedirs(run_dir, exist_ok=True)
         json.dump(cfg, open(cfg_path, "w"), indent=1)
     return cfg, MIDM(cfg, **corr_kwargs(cfg))
@@ -46,6 +51,13 @@ def load_prev(model, run_dir, stage):
     if not os.path.exists(path):
         raise SystemExit(f"stage {stage} needs {path}: run `python -m train.train {p}` first")
     sd = torch.load(path, map_location="cpu")
+    if stage == "unet":
+        # Only the frozen autoencoder carries over; the UNet starts from its initialisation (its width
+        # may differ from the one the autoencoder stage was built with).
+        sd = {k: v for k, v in sd.items() if not k.startswith("diff_model.model.")}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        assert not unexpected and all(k.startswith("diff_model.model.") for k in missing), (missing, unexpected)
+        return
     if stage == "e2e":
         # UNet from the unet stage, correspondence networks from the warm-up stage.
         wpath = os.path.join(run_dir, "midm_warmup.pt")
@@ -192,14 +204,17 @@ def train_unet(model, a, stage, train, val):
         torch.save(ema, ema_path + ".tmp")
         os.replace(ema_path + ".tmp", ema_path)
 
+    # The autoencoder is frozen and the only augmentation is a horizontal flip, so every training
+    # latent is encoded once here (half of each step's time otherwise).
+    with torch.no_grad():
+        imgs = train.images[train.idx]
+        zs = torch.cat([model.ae.encode(c) for c in torch.cat([imgs, imgs.flip(3)]).split(256)])
+
     unet.train()
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet")
     run = None
     while step < a.steps and not clock.out_of_time():
-        b = train.batch(a.batch)
-        x = torch.cat([b["image"], b["ref"]])[: a.batch]
-        with torch.no_grad():
-            z = model.ae.encode(x)
+        z = zs[torch.randint(len(zs), (a.batch,), generator=train.g)]
         loss = diffusion_loss(model, z, g)
         opt.zero_grad()
         loss.backward()
@@ -249,7 +264,8 @@ def main():
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--minutes", type=float, default=None)
     ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--lr", type=float, default=None,
+                    help="learning rate (stage default if unset; also replaces a resumed optimiser's)")
     ap.add_argument("--crop", type=int, default=32, help="ae: random crop side (0 = full images)")
     ap.add_argument("--finish-on-timeout", action="store_true",
                     help="when --minutes runs out, finish the stage (write midm_<stage>.pt) at the current step")
@@ -262,6 +278,8 @@ def main():
                     help="e2e: weight of L_style (default: the paper's, see train/losses.py)")
     ap.add_argument("--unet-lr", type=float, default=1e-5,
                     help="e2e: the UNet's learning rate (0 = keep the unet stage's UNet frozen)")
+    ap.add_argument("--unet-channels", type=int, default=None,
+                    help="UNet model_channels of a new run (default 32; a multiple of 32)")
     ap.add_argument("--ema", type=float, default=0.999, help="unet: EMA decay of the shipped weights")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -269,7 +287,7 @@ def main():
     defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4)}
     a.steps = a.steps or defaults[a.stage][0]
     a.batch = a.batch or defaults[a.stage][1]
-    cfg, model = build(a.run)
+    cfg, model = build(a.run, a.unet_channels)
     model.latent_size = cfg["model"]["params"]["image_size"]
     stage = Stage(a.run, a.stage)
     if not os.path.exists(stage.ckpt):

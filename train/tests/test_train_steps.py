@@ -12,12 +12,13 @@ from train.train import ae_losses, diffusion_loss, normalize_latent_scale
 from train.train_corr import corr_parameters, forward_train
 
 
-def tiny_model():
+def tiny_model(unet_channels=32):
     torch.manual_seed(0)
     cfg = default_config()
     p = cfg["model"]["params"]
     p["image_size"] = 8
-    p["unet_config"]["params"].update(image_size=8, channel_mult=[1, 2], attention_resolutions=[2])
+    p["unet_config"]["params"].update(image_size=8, channel_mult=[1, 2], attention_resolutions=[2],
+                                      model_channels=unet_channels)
     p["first_stage_config"]["params"]["n_embed"] = 64
     p["first_stage_config"]["params"]["ddconfig"]["resolution"] = 32
     return MIDM(cfg, **corr_kwargs(cfg))
