@@ -14,7 +14,10 @@ Metrics (no pretrained network needed):
 
 Rows: (a) full MIDM; (b) warp only (decode of the initial warped latent, no diffusion);
 (c) no interleaving (warp once, then the same DDIM steps without re-matching); (d) no confidence
-mask; (e) no refinement; plus the exemplar itself as a trivial baseline.
+mask; (e) no refinement; plus three reference rows: the exemplar itself (a trivial baseline), the
+autoencoder's reconstruction of the target (what any output through this decoder can at best look
+like) and the diffusion stages started from the target's own latent (the full loop without
+re-matching, then refinement: what the UNet does to a perfect warp).
 """
 import argparse
 import json
@@ -114,12 +117,21 @@ VARIANTS = {
 }
 
 
+REFERENCE_ROWS = ["exemplar", "ae_recon", "from_target"]
+
+
 @torch.no_grad()
 def run_variant(model, batch, name, seed, chunk=32):
     outs = []
     for s in range(0, len(batch["edge"]), chunk):
         sl = slice(s, s + chunk)
-        if name == "warp_only":
+        if name == "ae_recon":
+            outs.append(model.ae.decode(model.ae.encode(batch["image"][sl])))
+        elif name == "from_target":
+            g = torch.Generator().manual_seed(seed + s)
+            outs.append(model.translate(batch["edge"][sl], batch["ref"][sl], batch["ref_edge"][sl], generator=g,
+                                        rewarp_at=(), start_latent=model.ae.encode(batch["image"][sl]))[0])
+        elif name == "warp_only":
             feats = model.ae.encode(batch["ref"][sl])
             m = model.match(batch["edge"][sl], feats, batch["ref_edge"][sl])
             outs.append(model.ae.decode(m["warped"]))
@@ -138,7 +150,7 @@ def evaluate(model, data_dir, n=128, seed=0, variants=None):
     idx = val.idx[:n]
     batch = val.batch(n, augment=False, indices=idx, exemplar_k=torch.zeros(n, dtype=torch.long))
     rows = {}
-    for name in (variants or list(VARIANTS) + ["exemplar"]):
+    for name in (variants or list(VARIANTS) + REFERENCE_ROWS):
         out = run_variant(model, batch, name, seed)
         s, per_level = swd(out, batch["image"], seed)
         rows[name] = {"swd": s, "swd_levels": per_level, "colour": colour_relevance(out, batch["ref"]),
@@ -155,7 +167,7 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--json", default=None)
     ap.add_argument("--variants", nargs="+", default=None,
-                    help=f"subset of {list(VARIANTS) + ['exemplar']} (default: all)")
+                    help=f"subset of {list(VARIANTS) + REFERENCE_ROWS} (default: all)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

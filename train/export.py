@@ -4,7 +4,8 @@ Writes `<out>/model.safetensors` (float32, canonical MIDMs key names: `diff_mode
 `diff_model.model.diffusion_model.*`, the DDPM schedule buffers `diff_model.betas` ...,
 `seg_enc.*`, `real_enc.*`, `iter_enc.*` with spectral norm as `weight_orig/_u/_v`, `layer.*`,
 `phi.*`, `theta.*`) and `<out>/config.yaml` in the LDM model-zoo layout (plus a `midms:` block).
-The latest finished stage is exported: e2e, else warm-up + unet, else unet, else ae.
+The latest finished stage is exported: e2e, else warm-up + unet, else unet, else ae; the decoder of
+the optional decoder stage replaces the autoencoder's when the run has one.
 """
 import argparse
 import json
@@ -35,10 +36,18 @@ def latest_state(run):
     raise SystemExit(f"no finished stage in {run}")
 
 
+DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_stage_model.post_quant_conv.")
+
+
 def export(run, out):
     cfg = json.load(open(os.path.join(run, "config.json")))
     model = MIDM(cfg, **corr_kwargs(cfg))
     sd, which = latest_state(run)
+    dec = os.path.join(run, "midm_decoder.pt")
+    if os.path.exists(dec):
+        # The decoder stage fine-tunes only what follows the codes; every other stage stays valid.
+        sd.update({k: v for k, v in torch.load(dec, map_location="cpu").items() if k.startswith(DECODER_PREFIXES)})
+        which += "+decoder"
     model.load_state_dict(sd)
     tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     os.makedirs(out, exist_ok=True)

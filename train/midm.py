@@ -151,9 +151,12 @@ class MIDM(nn.Module):
     # ---- inference ------------------------------------------------------------------------
     @torch.no_grad()
     def translate(self, label, ref_img, ref_label, steps=16, t_list=None, rewarp_at=(1, 2), use_mask=True,
-                  refine=True, refine_steps=200, refine_hijack=180, noises=None, trace=None, generator=None):
+                  refine=True, refine_steps=200, refine_hijack=180, noises=None, trace=None, generator=None,
+                  start_latent=None):
         """MIDM inference (section 5-6 of the parity README). `noises` injects the used draws:
-        {'loop.0.q_noise', 'refine.q_noise', 'refine.noise' [n, B, C, h, w]}."""
+        {'loop.0.q_noise', 'refine.q_noise', 'refine.noise' [n, B, C, h, w]}. `start_latent` replaces
+        the warped exemplar the loop starts from (evaluation: the target's own latent measures what
+        the diffusion stages do to a perfect warp)."""
         diff = self.diff_model
         noises = noises or {}
 
@@ -174,7 +177,7 @@ class MIDM(nn.Module):
         sched = DdimSchedule(diff.alphas_cumprod, steps, 0.0, diff.num_timesteps)
         if t_list is None:
             t_list = [steps * 3 // 4 + i for i in range(steps // 4)]
-        x0 = m["warped"]
+        x0 = m["warped"] if start_latent is None else start_latent
         param = None
         mask = None
         b = x0.shape[0]

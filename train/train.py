@@ -4,6 +4,7 @@
     python -m train.train unet --minutes 25   # latent UNet, eps prediction, LDM schedule
     python -m train.train warmup --minutes 25 # correspondence warm-up (needs only the autoencoder)
     python -m train.train e2e --minutes 25    # end-to-end fine-tuning (correspondence + UNet)
+    python -m train.train decoder --minutes 25 # sharper decoder on the same codes (optional, any time after ae)
 
 Each stage resumes from train/runs/<stage>/ckpt.pt (weights, optimiser, step) when present and
 otherwise starts from the previous stage's train/runs/midm_<prev>.pt. `--steps` is the stage's total
@@ -23,7 +24,7 @@ from .config import corr_kwargs, default_config
 from .losses import W_PERC, W_STYLE
 from .midm import MIDM
 
-PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet"}
+PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"}
 CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
 
 
@@ -51,7 +52,7 @@ def load_prev(model, run_dir, stage):
     if not os.path.exists(path):
         raise SystemExit(f"stage {stage} needs {path}: run `python -m train.train {p}` first")
     sd = torch.load(path, map_location="cpu")
-    if stage == "unet":
+    if stage in ("unet", "decoder"):
         # Only the frozen autoencoder carries over; the UNet starts from its initialisation (its width
         # may differ from the one the autoencoder stage was built with).
         sd = {k: v for k, v in sd.items() if not k.startswith("diff_model.model.")}
@@ -150,6 +151,62 @@ def train_ae(model, a, stage, train, val):
         print(f"latent scale factor folded into quant_conv/codebook/post_quant_conv: {s:.4f}")
         stage.finish(model)
         print(f"ae done: {step} steps, {clock.elapsed() / 60:.1f} min")
+
+
+def decoder_losses(ae, zq, x):
+    """L1 plus L1 of the Laplacian-pyramid band-pass levels (a sharpness term: plain L1 on a code
+    this small is minimised by blur)."""
+    from .evaluate import laplacian_pyramid
+
+    rec = ae.decode_noquant(zq)
+    l1 = (rec - x).abs().mean()
+    lap = sum((a - b).abs().mean() for a, b in zip(laplacian_pyramid(rec)[:-1], laplacian_pyramid(x)[:-1]))
+    return {"loss": l1 + lap, "l1": l1, "lap": lap}, rec
+
+
+def train_decoder(model, a, stage, train, val):
+    """Fine-tunes post_quant_conv and the decoder on the frozen encoder's codes. The latents, and so
+    the UNet and the correspondence networks trained on them, stay valid; export takes the decoder
+    from this stage's midm_decoder.pt when the run has one."""
+    ae = model.ae
+    ae.requires_grad_(False)
+    params = list(ae.decoder.parameters()) + list(ae.post_quant_conv.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=a.lr or 1e-4, betas=(0.5, 0.9))
+    step, elapsed = stage.resume(model, opt)
+    log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "lap", "val_l1", "val_lap"])
+    clock = Clock(elapsed, a.minutes)
+    ae.eval()  # no dropout or batch statistics in the decoder; eval keeps the frozen parts exact
+    with torch.no_grad():
+        imgs = train.images[train.idx]
+        imgs = torch.cat([imgs, imgs.flip(3)])
+        zqs = torch.cat([ae.quantize(ae.encode(c))[0] for c in imgs.split(256)])
+        vb = val.images[val.idx[:64]]
+        vzq = ae.quantize(ae.encode(vb))[0]
+    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="decoder")
+    while step < a.steps and not clock.out_of_time():
+        i = torch.randint(len(imgs), (a.batch,), generator=train.g)
+        losses, _ = decoder_losses(ae, zqs[i], imgs[i])
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        step += 1
+        pbar.update(1)
+        if step % 100 == 0:
+            with torch.no_grad():
+                vl, rec = decoder_losses(ae, vzq, vb)
+            log.log(step, clock.elapsed(), loss=losses["loss"].item(), l1=losses["l1"].item(),
+                    lap=losses["lap"].item(), val_l1=vl["l1"].item(), val_lap=vl["lap"].item())
+            pbar.set_postfix(l1=f"{losses['l1'].item():.4f}", val_l1=f"{vl['l1'].item():.4f}")
+        if step % 1000 == 0 or step == a.steps:
+            with torch.no_grad():
+                save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"), [vb[:16], decoder_losses(ae, vzq[:16], vb[:16])[1]])
+            stage.save(model, opt, step, clock.elapsed())
+    stage.save(model, opt, step, clock.elapsed())
+    if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
+        stage.finish(model)
+        print(f"decoder done: {step} steps, {clock.elapsed() / 60:.1f} min")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +315,7 @@ def train_unet(model, a, stage, train, val):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["ae", "unet", "warmup", "e2e"])
+    ap.add_argument("stage", choices=["ae", "unet", "warmup", "e2e", "decoder"])
     ap.add_argument("--data", default="train/data")
     ap.add_argument("--run", default="train/runs")
     ap.add_argument("--steps", type=int, default=None)
@@ -284,7 +341,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4)}
+    defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4), "decoder": (3000, 16)}
     a.steps = a.steps or defaults[a.stage][0]
     a.batch = a.batch or defaults[a.stage][1]
     cfg, model = build(a.run, a.unet_channels)
@@ -298,6 +355,8 @@ def main():
         train_ae(model, a, stage, train, val)
     elif a.stage == "unet":
         train_unet(model, a, stage, train, val)
+    elif a.stage == "decoder":
+        train_decoder(model, a, stage, train, val)
     else:
         from .train_corr import train_corr
 

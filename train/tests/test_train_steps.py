@@ -8,7 +8,7 @@ import torch
 from train.config import corr_kwargs, default_config
 from train.data import edge_map
 from train.midm import MIDM
-from train.train import ae_losses, diffusion_loss, normalize_latent_scale
+from train.train import ae_losses, decoder_losses, diffusion_loss, normalize_latent_scale
 from train.train_corr import corr_parameters, forward_train
 
 
@@ -69,6 +69,17 @@ def test_latent_rescale_is_exact():
         rec1 = m.ae.decode_noquant(z)
     assert z.std().item() == pytest.approx(1.0, rel=1e-4)
     assert (rec0 - rec1).abs().max().item() < 1e-4
+
+
+def test_decoder_step_decreases_loss():
+    m = tiny_model().eval()
+    x = synthetic_batch()["image"]
+    with torch.no_grad():
+        zq = m.ae.quantize(m.ae.encode(x))[0]
+    before = decoder_losses(m.ae, zq, x)[0]["loss"]
+    adam_step(list(m.ae.decoder.parameters()) + list(m.ae.post_quant_conv.parameters()), before, 1e-4)
+    after = decoder_losses(m.ae, zq, x)[0]["loss"]
+    assert after.item() < before.item()
 
 
 def test_unet_step_decreases_loss():
