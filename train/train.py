@@ -277,10 +277,13 @@ def train_unet(model, a, stage, train, val):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
+        # LDM's LitEma warm-up: a fresh run's EMA would otherwise keep 0.999^n of the random
+        # initialisation (5 % after 3,000 steps).
+        decay = min(a.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for k, v in unet.state_dict().items():
                 if v.dtype.is_floating_point:
-                    ema[k].mul_(a.ema).add_(v, alpha=1 - a.ema)
+                    ema[k].mul_(decay).add_(v, alpha=1 - decay)
         step += 1
         run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
         pbar.update(1)
