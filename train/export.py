@@ -5,7 +5,8 @@ Writes `<out>/model.safetensors` (float32, canonical MIDMs key names: `diff_mode
 `seg_enc.*`, `real_enc.*`, `iter_enc.*` with spectral norm as `weight_orig/_u/_v`, `layer.*`,
 `phi.*`, `theta.*`) and `<out>/config.yaml` in the LDM model-zoo layout (plus a `midms:` block).
 The latest finished stage is exported: e2e, else warm-up + unet, else unet, else ae; the decoder of
-the optional decoder stage replaces the autoencoder's when the run has one.
+the optional decoder stage replaces the autoencoder's when the run has one. `--unet-from RUN` and
+`--decoder-from RUN` take the UNet or the decoder from another run folder on the same autoencoder.
 """
 import argparse
 import json
@@ -39,15 +40,30 @@ def latest_state(run):
 DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_stage_model.post_quant_conv.")
 
 
-def export(run, out):
+UNET_PREFIX = "diff_model.model.diffusion_model."
+
+
+def export(run, out, unet_from=None, decoder_from=None):
+    """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
+    included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
+    own, if it has one)."""
     cfg = json.load(open(os.path.join(run, "config.json")))
-    model = MIDM(cfg, **corr_kwargs(cfg))
     sd, which = latest_state(run)
-    dec = os.path.join(run, "midm_decoder.pt")
+    if unet_from:
+        ucfg = json.load(open(os.path.join(unet_from, "config.json")))
+        cfg["model"]["params"]["unet_config"] = ucfg["model"]["params"]["unet_config"]
+        unet = torch.load(os.path.join(unet_from, "midm_unet.pt"), map_location="cpu")
+        sd = {k: v for k, v in sd.items() if not k.startswith(UNET_PREFIX)}
+        sd.update({k: v for k, v in unet.items() if k.startswith(UNET_PREFIX)})
+        which += f"+unet of {unet_from}"
+    dec = os.path.join(decoder_from or run, "midm_decoder.pt")
     if os.path.exists(dec):
         # The decoder stage fine-tunes only what follows the codes; every other stage stays valid.
         sd.update({k: v for k, v in torch.load(dec, map_location="cpu").items() if k.startswith(DECODER_PREFIXES)})
-        which += "+decoder"
+        which += f"+decoder of {decoder_from or run}"
+    elif decoder_from:
+        raise SystemExit(f"{dec} does not exist: run the decoder stage in {decoder_from} first")
+    model = MIDM(cfg, **corr_kwargs(cfg))
     model.load_state_dict(sd)
     tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     os.makedirs(out, exist_ok=True)
@@ -71,8 +87,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="train/runs")
     ap.add_argument("--out", default="weights")
+    ap.add_argument("--unet-from", default=None, help="run folder whose unet stage replaces the UNet (same autoencoder)")
+    ap.add_argument("--decoder-from", default=None, help="run folder whose decoder stage supplies the decoder")
     a = ap.parse_args()
-    which, n = export(a.run, a.out)
+    which, n = export(a.run, a.out, a.unet_from, a.decoder_from)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 
