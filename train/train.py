@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .common import Clock, EmojiBatches, Logger, Stage, edge_to_pm1, save_grid
 from .config import corr_kwargs, default_config
+from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_STYLE
 from .midm import MIDM
 
@@ -156,12 +157,21 @@ def train_ae(model, a, stage, train, val):
 def decoder_losses(ae, zq, x):
     """L1 plus L1 of the Laplacian-pyramid band-pass levels (a sharpness term: plain L1 on a code
     this small is minimised by blur)."""
-    from .evaluate import laplacian_pyramid
-
     rec = ae.decode_noquant(zq)
     l1 = (rec - x).abs().mean()
     lap = sum((a - b).abs().mean() for a, b in zip(laplacian_pyramid(rec)[:-1], laplacian_pyramid(x)[:-1]))
     return {"loss": l1 + lap, "l1": l1, "lap": lap}, rec
+
+
+@torch.no_grad()
+def encode_training_set(ae, train, quantize=False):
+    """Every training image and its mirror image, with their latents (or codes). The unet and
+    decoder stages keep the autoencoder frozen and augment only by flipping, so each latent is
+    encoded once instead of every step (half of a step's time otherwise)."""
+    imgs = train.images[train.idx]
+    imgs = torch.cat([imgs, imgs.flip(3)])
+    code = (lambda c: ae.quantize(ae.encode(c))[0]) if quantize else ae.encode
+    return imgs, torch.cat([code(c) for c in imgs.split(256)])
 
 
 def train_decoder(model, a, stage, train, val):
@@ -178,10 +188,8 @@ def train_decoder(model, a, stage, train, val):
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "lap", "val_l1", "val_lap"])
     clock = Clock(elapsed, a.minutes)
     ae.eval()  # no dropout or batch statistics in the decoder; eval keeps the frozen parts exact
+    imgs, zqs = encode_training_set(ae, train, quantize=True)
     with torch.no_grad():
-        imgs = train.images[train.idx]
-        imgs = torch.cat([imgs, imgs.flip(3)])
-        zqs = torch.cat([ae.quantize(ae.encode(c))[0] for c in imgs.split(256)])
         vb = val.images[val.idx[:64]]
         vzq = ae.quantize(ae.encode(vb))[0]
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="decoder")
@@ -261,11 +269,7 @@ def train_unet(model, a, stage, train, val):
         torch.save(ema, ema_path + ".tmp")
         os.replace(ema_path + ".tmp", ema_path)
 
-    # The autoencoder is frozen and the only augmentation is a horizontal flip, so every training
-    # latent is encoded once here (half of each step's time otherwise).
-    with torch.no_grad():
-        imgs = train.images[train.idx]
-        zs = torch.cat([model.ae.encode(c) for c in torch.cat([imgs, imgs.flip(3)]).split(256)])
+    zs = encode_training_set(model.ae, train)[1]
 
     unet.train()
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet")
