@@ -14,11 +14,14 @@ from . import data as emoji_data
 class EmojiBatches:
     """Batches of (target image, target edges, exemplar image, exemplar edges) from the npz."""
 
-    def __init__(self, data_dir, split, size=64, seed=0):
+    def __init__(self, data_dir, split, size=64, seed=0, device="cpu"):
         d = emoji_data.load(data_dir, size)
         idx = np.nonzero(d["split"] == (1 if split == "val" else 0))[0]
-        self.images = torch.from_numpy(d["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        self.edges = torch.from_numpy(d["edges"]).float().unsqueeze(1)
+        # The whole set lives on the training device (3,926 glyphs: 190 MB at 128x128), so a GPU step
+        # copies nothing; indices and random draws come from the CPU generator (same draws anywhere).
+        self.device = torch.device(device)
+        self.images = (torch.from_numpy(d["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(self.device)
+        self.edges = torch.from_numpy(d["edges"]).float().unsqueeze(1).to(self.device)
         self.cand = torch.from_numpy(d["candidates"])
         self.names = d["names"]
         self.idx = torch.from_numpy(idx)
@@ -42,7 +45,7 @@ class EmojiBatches:
         img, edge = self.images[i], self.edges[i]
         ref, ref_edge = self.images[j], self.edges[j]
         if augment:
-            flip = torch.rand(len(i), generator=self.g) < 0.5
+            flip = (torch.rand(len(i), generator=self.g) < 0.5).to(self.device)
             img = torch.where(flip[:, None, None, None], img.flip(3), img)
             edge = torch.where(flip[:, None, None, None], edge.flip(3), edge)
             ref, ref_edge = self.affine(ref, ref_edge)
@@ -62,6 +65,7 @@ class EmojiBatches:
         theta[:, 1, 0] = torch.sin(ang) / sc * fl
         theta[:, 1, 1] = torch.cos(ang) / sc
         theta[:, 0, 2], theta[:, 1, 2] = tx, ty
+        theta = theta.to(img.device)
         grid = F.affine_grid(theta, img.shape, align_corners=False)
         img = F.grid_sample(img - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
         edge = F.grid_sample(edge, grid, mode="nearest", padding_mode="zeros", align_corners=False)
@@ -92,13 +96,34 @@ def save_grid(path, rows):
     """rows: list of [B, C, H, W] tensors in [-1, 1] (C = 1 or 3); one row per tensor."""
     out = []
     for r in rows:
-        r = r.detach().float().clamp(-1, 1)
+        r = r.detach().float().cpu().clamp(-1, 1)
         if r.shape[1] == 1:
             r = r.repeat(1, 3, 1, 1)
         out.append(torch.cat(list(r), dim=2))
     g = torch.cat(out, dim=1)
     g = ((g + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(g).save(path)
+
+
+def randn(shape, g, device):
+    """Normal draws from the CPU generator `g`, on `device`: a run draws the same numbers on CPU and GPU."""
+    return torch.randn(shape, generator=g).to(device)
+
+
+def randint(high, shape, g, device):
+    return torch.randint(high, shape, generator=g).to(device)
+
+
+def setup_device(name):
+    """The torch device for `--device`; on CUDA, TF32 matmuls/convolutions and cuDNN autotuning."""
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return dev
 
 
 def edge_to_pm1(e):
@@ -133,7 +158,7 @@ class Stage:
         os.replace(tmp, self.ckpt)
 
     def finish(self, model):
-        torch.save(model.state_dict(), self.model_out)
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, self.model_out)
 
 
 class Clock:

@@ -57,8 +57,14 @@ DEFAULT = {
 }
 
 
-def default_config():
-    return copy.deepcopy(DEFAULT)
+def default_config(size=64):
+    """The default model for `size` x `size` images (f = 4: latent size / 4)."""
+    cfg = copy.deepcopy(DEFAULT)
+    p = cfg["model"]["params"]
+    p["image_size"] = p["unet_config"]["params"]["image_size"] = size // 4
+    p["first_stage_config"]["params"]["ddconfig"]["resolution"] = size
+    cfg["midms"]["image_size"] = size
+    return cfg
 
 
 def corr_kwargs(cfg):

@@ -57,10 +57,10 @@ def _ligature_first_codepoints(font):
     return first
 
 
-def extract(size=64):
+def extract(size=64, font_path=FONT):
     from fontTools.ttLib import TTFont
 
-    font = TTFont(FONT)
+    font = TTFont(font_path)
     strike = font["CBDT"].strikeData[0]
     rev = {}
     for cp, g in font.getBestCmap().items():
@@ -113,8 +113,8 @@ def exemplar_candidates(keys, idx):
     return cands
 
 
-def build(out, size=64):
-    names, imgs, keys = extract(size)
+def build(out, size=64, font_path=FONT):
+    names, imgs, keys = extract(size, font_path)
     edges = np.stack([edge_map(im) for im in imgs]).astype(np.uint8)
     split = np.array([split_of(n) for n in names], np.uint8)
     cand = np.zeros((len(names), K_CANDIDATES), np.int64)
@@ -138,10 +138,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="train/data")
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--font", default=FONT, help="NotoColorEmoji.ttf (default: Debian's fonts-noto-color-emoji)")
     a = ap.parse_args()
-    if not os.path.exists(FONT):
-        raise SystemExit(f"{FONT} not found: apt-get install fonts-noto-color-emoji")
-    path, n, nval = build(a.out, a.size)
+    if not os.path.exists(a.font):
+        raise SystemExit(f"{a.font} not found: apt-get install fonts-noto-color-emoji")
+    path, n, nval = build(a.out, a.size, a.font)
     print(f"wrote {path}: {n} glyphs, {n - nval} train, {nval} val")
 
 

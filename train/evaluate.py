@@ -144,18 +144,22 @@ def run_variant(model, batch, name, seed, chunk=32):
     return torch.cat(outs).clamp(-1, 1)
 
 
-def evaluate(model, data_dir, n=128, seed=0, variants=None):
-    val = EmojiBatches(data_dir, "val", seed=seed)
+def evaluate(model, data_dir, n=128, seed=0, variants=None, size=64, metric_size=None):
+    """`size`: the model's image side (data from emoji<size>.npz); `metric_size`: the side at which
+    the metrics compare (outputs and targets area-downsampled to it), so that models of different
+    sizes can be compared on the same footing; default `size`."""
+    val = EmojiBatches(data_dir, "val", size=size, seed=seed)
     n = min(n, len(val))
     idx = val.idx[:n]
     batch = val.batch(n, augment=False, indices=idx, exemplar_k=torch.zeros(n, dtype=torch.long))
     rows = {}
+    at = lambda x: x if not metric_size or metric_size == size else F.interpolate(x, size=metric_size, mode="area")
+    target, ref = at(batch["image"]), at(batch["ref"])
     for name in (variants or list(VARIANTS) + REFERENCE_ROWS):
-        out = run_variant(model, batch, name, seed)
-        s, per_level = swd(out, batch["image"], seed)
-        rows[name] = {"swd": s, "swd_levels": per_level, "colour": colour_relevance(out, batch["ref"]),
-                      "target_l1": (out - batch["image"]).abs().mean().item(),
-                      "shape_iou": shape_iou(out, batch["image"])}
+        out = at(run_variant(model, batch, name, seed))
+        s, per_level = swd(out, target, seed)
+        rows[name] = {"swd": s, "swd_levels": per_level, "colour": colour_relevance(out, ref),
+                      "target_l1": (out - target).abs().mean().item(), "shape_iou": shape_iou(out, target)}
     return rows, n
 
 
@@ -169,16 +173,19 @@ def main():
     ap.add_argument("--variants", nargs="+", default=None,
                     help=f"subset of {list(VARIANTS) + REFERENCE_ROWS} (default: all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--metric-size", type=int, default=None,
+                    help="compare at this image side (e.g. 64 to put a 128 model beside a 64 one)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from .export import load_exported
 
-    model, _ = load_exported(a.weights)
+    model, cfg = load_exported(a.weights)
+    size = cfg["midms"]["image_size"]
     results = {}
     for seed in a.seeds:
-        rows, n = evaluate(model, a.data, a.n, seed, a.variants)
+        rows, n = evaluate(model, a.data, a.n, seed, a.variants, size, a.metric_size)
         results[seed] = rows
-    print(f"validation pairs: {n}, seeds: {a.seeds}")
+    print(f"validation pairs: {n}, seeds: {a.seeds}, model {size}x{size}, metrics at {a.metric_size or size}")
     print("| variant | SWD x1e3 (lower better) | colour relevance (higher better) | L1 to target | shape IoU |")
     print("|---|---|---|---|---|")
     for name in results[a.seeds[0]]:

@@ -163,7 +163,9 @@ class MIDM(nn.Module):
         def randn(shape_like, key, j=None):
             if key in noises:
                 return noises[key] if j is None else noises[key][j]
-            return torch.randn(shape_like.shape, generator=generator, device=shape_like.device)
+            # Drawn on the generator's device (CPU by default), so CPU and GPU runs get the same noise.
+            dev = generator.device if generator is not None else shape_like.device
+            return torch.randn(shape_like.shape, generator=generator, device=dev).to(shape_like.device)
 
         ref_feats = self.ae.encode(ref_img)
         m = self.match(label, ref_feats, ref_label, trace=trace)
@@ -199,7 +201,7 @@ class MIDM(nn.Module):
             if param is None:
                 q_t = int(sched.time_range[s - 1])
                 qn = randn(x0, f"{p}.q_noise")
-                x = diff.q_sample(x0, torch.full((b,), q_t, dtype=torch.long), qn)
+                x = diff.q_sample(x0, torch.full((b,), q_t, dtype=torch.long, device=x0.device), qn)
                 if trace is not None:
                     trace[f"{p}.q_noise"], trace[f"{p}.q_t"] = qn, torch.full((b,), q_t, dtype=torch.long)
             else:
@@ -226,7 +228,7 @@ class MIDM(nn.Module):
         b = x0.shape[0]
         q_t = int(sched.time_range[hijack - 1])
         qn = randn(x0, "refine.q_noise")
-        x = diff.q_sample(x0, torch.full((b,), q_t, dtype=torch.long), qn)
+        x = diff.q_sample(x0, torch.full((b,), q_t, dtype=torch.long, device=x0.device), qn)
         rec = {"x_in": [], "noise": [], "t": [], "index": [], "sigma": []}
         if trace is not None:
             trace.update({"refine.hijack_feat": x0, "refine.q_noise": qn, "refine.x_start": x,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .common import Clock, EmojiBatches, Logger, Stage, edge_to_pm1, save_grid
+from .common import Clock, EmojiBatches, Logger, Stage, randint, randn, save_grid, setup_device
 from .config import corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_STYLE
@@ -29,17 +29,25 @@ PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"
 CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
 
 
-def build(run_dir, unet_channels=None):
+def build(run_dir, unet_channels=None, size=None, n_embed=None):
+    """The run folder's model; `unet_channels`, `size` (image side) and `n_embed` (codebook size) set
+    up a new run folder and must agree with an existing one's config.json."""
     cfg_path = os.path.join(run_dir, "config.json")
     if os.path.exists(cfg_path):
         cfg = json.load(open(cfg_path))
-        have = cfg["model"]["params"]["unet_config"]["params"]["model_channels"]
-        if unet_channels and unet_channels != have:
-            raise SystemExit(f"{cfg_path} fixes the UNet width at {have}; --unet-channels applies to new runs only")
+        p = cfg["model"]["params"]
+        have = {"--unet-channels": (unet_channels, p["unet_config"]["params"]["model_channels"]),
+                "--size": (size, cfg["midms"]["image_size"]),
+                "--n-embed": (n_embed, p["first_stage_config"]["params"]["n_embed"])}
+        for flag, (want, got) in have.items():
+            if want and want != got:
+                raise SystemExit(f"{cfg_path} fixes {flag} at {got}; {flag} applies to new runs only")
     else:
-        cfg = default_config()
+        cfg = default_config(size or 64)
         if unet_channels:
             cfg["model"]["params"]["unet_config"]["params"]["model_channels"] = unet_channels
+        if n_embed:
+            cfg["model"]["params"]["first_stage_config"]["params"]["n_embed"] = n_embed
         os.makedirs(run_dir, exist_ok=True)
         json.dump(cfg, open(cfg_path, "w"), indent=1)
     return cfg, MIDM(cfg, **corr_kwargs(cfg))
@@ -84,8 +92,8 @@ def reinit_dead_codes(ae, usage, z, g):
     n = int(dead.sum())
     if n:
         zf = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        pick = zf[torch.randint(len(zf), (n,), generator=g)]
-        ae.quantize.embedding.weight.data[dead] = pick + 0.01 * torch.randn(pick.shape, generator=g)
+        pick = zf[randint(len(zf), (n,), g, zf.device)]
+        ae.quantize.embedding.weight.data[dead] = pick + 0.01 * randn(pick.shape, g, zf.device)
     return n
 
 
@@ -108,7 +116,7 @@ def train_ae(model, a, stage, train, val):
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "qloss", "codes_used", "val_l1"])
     clock = Clock(elapsed, a.minutes)
     g = torch.Generator().manual_seed(step)
-    usage = torch.zeros(ae.quantize.embedding.num_embeddings)
+    usage = torch.zeros(ae.quantize.embedding.num_embeddings, device=a.device)
     vb = val.batch(16, augment=False, indices=val.idx[:16], exemplar_k=torch.zeros(16, dtype=torch.long))
     ae.train()
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="ae")
@@ -194,7 +202,7 @@ def train_decoder(model, a, stage, train, val):
         vzq = ae.quantize(ae.encode(vb))[0]
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="decoder")
     while step < a.steps and not clock.out_of_time():
-        i = torch.randint(len(imgs), (a.batch,), generator=train.g)
+        i = randint(len(imgs), (a.batch,), train.g, imgs.device)
         losses, _ = decoder_losses(ae, zqs[i], imgs[i])
         opt.zero_grad()
         losses["loss"].backward()
@@ -227,8 +235,8 @@ def diffusion_loss(model, z, g=None, low_t_fraction=0.7, low_t_max=400):
     b = z.shape[0]
     t_all = torch.randint(0, diff.num_timesteps, (b,), generator=g)
     t_low = torch.randint(0, low_t_max, (b,), generator=g)
-    t = torch.where(torch.rand(b, generator=g) < low_t_fraction, t_low, t_all)
-    n = torch.randn(z.shape, generator=g)
+    t = torch.where(torch.rand(b, generator=g) < low_t_fraction, t_low, t_all).to(z.device)
+    n = randn(z.shape, g, z.device)
     eps = diff.eps(diff.q_sample(z, t, n), t)
     return F.mse_loss(eps, n)
 
@@ -241,7 +249,7 @@ def ddim_sample(model, n, steps=50, g=None):
     sched = DdimSchedule(diff.alphas_cumprod, steps, 0.0, diff.num_timesteps)
     s = model.ae.quant_conv.out_channels
     h = model.latent_size
-    x = torch.randn((n, s, h, h), generator=g)
+    x = randn((n, s, h, h), g, diff.betas.device)
     for i, t in enumerate(sched.time_range):
         index = sched.total_steps - i - 1
         x, _, _, _ = ddim_step(diff, sched, x, index, t, noise=torch.zeros_like(x))
@@ -263,7 +271,7 @@ def train_unet(model, a, stage, train, val):
     # EMA of the UNet weights (decay 0.999, ~1000-step horizon): what ships. It lives next to the
     # stage checkpoint so that resuming keeps it; a run without one starts it from the current weights.
     ema_path = os.path.join(stage.dir, "ema.pt")
-    ema = torch.load(ema_path) if os.path.exists(ema_path) else {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    ema = torch.load(ema_path, map_location=a.device) if os.path.exists(ema_path) else {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
     def save_ema():
         torch.save(ema, ema_path + ".tmp")
@@ -275,7 +283,7 @@ def train_unet(model, a, stage, train, val):
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet")
     run = None
     while step < a.steps and not clock.out_of_time():
-        z = zs[torch.randint(len(zs), (a.batch,), generator=train.g)]
+        z = zs[randint(len(zs), (a.batch,), train.g, zs.device)]
         loss = diffusion_loss(model, z, g)
         opt.zero_grad()
         loss.backward()
@@ -345,19 +353,26 @@ def main():
     ap.add_argument("--unet-channels", type=int, default=None,
                     help="UNet model_channels of a new run (default 32; a multiple of 32)")
     ap.add_argument("--ema", type=float, default=0.999, help="unet: EMA decay of the shipped weights")
+    ap.add_argument("--size", type=int, default=None,
+                    help="image side of a new run (default 64; 128 = latent 32x32, data from emoji128.npz)")
+    ap.add_argument("--n-embed", type=int, default=None, help="VQ codebook size of a new run (default 512)")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     a = ap.parse_args()
+    a.device = setup_device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4), "decoder": (3000, 16)}
     a.steps = a.steps or defaults[a.stage][0]
     a.batch = a.batch or defaults[a.stage][1]
-    cfg, model = build(a.run, a.unet_channels)
+    cfg, model = build(a.run, a.unet_channels, a.size, a.n_embed)
     model.latent_size = cfg["model"]["params"]["image_size"]
+    size = cfg["midms"]["image_size"]
     stage = Stage(a.run, a.stage)
     if not os.path.exists(stage.ckpt):
         load_prev(model, a.run, a.stage)
-    train = EmojiBatches(a.data, "train", seed=len(os.listdir(stage.dir)))
-    val = EmojiBatches(a.data, "val", seed=1)
+    model.to(a.device)
+    train = EmojiBatches(a.data, "train", size=size, seed=len(os.listdir(stage.dir)), device=a.device)
+    val = EmojiBatches(a.data, "val", size=size, seed=1, device=a.device)
     if a.stage == "ae":
         train_ae(model, a, stage, train, val)
     elif a.stage == "unet":

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import losses as L
-from .common import Clock, Logger, edge_to_pm1, save_grid
+from .common import Clock, Logger, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
 from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
 
@@ -26,8 +26,8 @@ def one_step(diff, sched, x0, s, param, g):
     """The reference's one_step_sample with a hijacked x0 (eta = 0); differentiable."""
     b = x0.shape[0]
     if param is None:
-        t = torch.full((b,), int(sched.time_range[s - 1]), dtype=torch.long)
-        x = diff.q_sample(x0, t, torch.randn(x0.shape, generator=g))
+        t = torch.full((b,), int(sched.time_range[s - 1]), dtype=torch.long, device=x0.device)
+        x = diff.q_sample(x0, t, randn(x0.shape, g, x0.device))
     else:
         x = param[0] * x0 + param[1]
     index = sched.total_steps - s - 1
@@ -102,11 +102,11 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     l_src = L.src_loss(f_wsrc, f_src)
     l_perc = L.perc_loss(f_wref, f_src)
     total = L.W_DOM * l_dom + L.W_CYCLE * l_cycle + L.W_SRC * l_src + w_perc * l_perc + L.W_DIFF * l_diff
-    l_iter = torch.zeros(())
+    l_iter = torch.zeros((), device=total.device)
     if not warm and iter_align > 0:
         l_iter = L.domain_loss(model.iter_enc(src_feats, seg=trg_m), src_m, ref_m)
         total = total + iter_align * l_iter
-    l_style = torch.zeros(())
+    l_style = torch.zeros((), device=total.device)
     if not warm:
         l_style = L.style_loss(f_wref, f_ref)
         total = total + w_style * l_style

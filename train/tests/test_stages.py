@@ -40,3 +40,70 @@ def test_unet_stage_takes_only_the_autoencoder(tmp_path):
     for k, v in before.items():
         assert torch.equal(sd[k], v), k
 
+
+
+def test_a_run_folder_fixes_its_size_codebook_and_width(tmp_path):
+    from train.train import build
+
+    cfg, model = build(str(tmp_path), size=128, n_embed=2048)
+    p = cfg["model"]["params"]
+    assert p["first_stage_config"]["params"]["ddconfig"]["resolution"] == 128
+    assert p["image_size"] == p["unet_config"]["params"]["image_size"] == 32
+    assert model.ae.quantize.embedding.num_embeddings == 2048
+    # Reopening the folder keeps its config; asking for another size is refused, not ignored.
+    cfg2, _ = build(str(tmp_path))
+    assert cfg2 == cfg
+    for kw in ({"size": 64}, {"n_embed": 512}, {"unet_channels": 64}):
+        try:
+            build(str(tmp_path), **kw)
+        except SystemExit as e:
+            assert "applies to new runs only" in str(e)
+        else:
+            raise AssertionError(f"{kw} was accepted for an existing run")
+
+
+def test_a_128_model_translates_at_128():
+    from train.config import corr_kwargs, default_config
+    from train.midm import MIDM
+
+    cfg = default_config(128)
+    torch.manual_seed(0)
+    model = MIDM(cfg, **corr_kwargs(cfg)).eval()
+    edge = (torch.rand(1, 1, 128, 128) < 0.1).float()
+    ref = torch.rand(1, 3, 128, 128) * 2 - 1
+    out, mask = model.translate(edge, ref, edge, steps=8, refine_steps=20, refine_hijack=18,
+                                generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 128, 128) and mask.shape[-2:] == (32, 32)
+
+
+def test_batches_live_on_the_requested_device_and_draw_the_same_numbers(tmp_path):
+    """The CPU generator draws the indices and augmentation, so a run on another device sees the same
+    batches (checked here against a second CPU instance; on a GPU the tensors move, the draws do not)."""
+    import numpy as np
+
+    from train.common import EmojiBatches
+
+    rng = np.random.default_rng(0)
+    n = 20
+    np.savez_compressed(tmp_path / "emoji64.npz", images=rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+                        edges=(rng.random((n, 64, 64)) < 0.1).astype(np.uint8),
+                        split=np.array([0] * 15 + [1] * 5, np.uint8),
+                        candidates=rng.integers(0, n, (n, 6)), names=np.array([f"g{i}" for i in range(n)]),
+                        keys=np.arange(n))
+    a = EmojiBatches(str(tmp_path), "train", seed=3, device="cpu").batch(8)
+    b = EmojiBatches(str(tmp_path), "train", seed=3, device=torch.device("cpu")).batch(8)
+    for k in ("image", "edge", "ref", "ref_edge"):
+        assert a[k].device.type == "cpu" and torch.equal(a[k], b[k]), k
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    from train.common import setup_device
+
+    if torch.cuda.is_available():
+        return
+    try:
+        setup_device("cuda")
+    except SystemExit as e:
+        assert "no CUDA device" in str(e)
+    else:
+        raise AssertionError("setup_device('cuda') accepted a machine without CUDA")

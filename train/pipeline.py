@@ -1,0 +1,85 @@
+"""The whole training pipeline in one command, inside a wall-clock budget (made for a GPU lease):
+
+    python -m train.pipeline --run train/runs/gpu128 --size 128 --device cuda --minutes 7
+
+Runs the stages of `train.train` as subprocesses, each with `--finish-on-timeout` and a share of the
+time left: the autoencoder; then the UNet, the correspondence warm-up and the decoder stage side by
+side (they depend only on the frozen autoencoder, and a GPU is far from busy with one of these small
+networks); then the end-to-end stage with the shipped model's loss weights; then `train.export`
+into `<run>/export`. Stage logs go to `<run>/<stage>.log`. Batches are sized for the device: a GPU
+step costs about the same for 8 or 128 images, so it takes large ones.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+# Batch sizes per device; the CPU ones are train.train's defaults.
+BATCH = {
+    "cpu": {"ae": 16, "unet": 32, "warmup": 4, "decoder": 16, "e2e": 4},
+    "cuda": {"ae": 64, "unet": 128, "warmup": 32, "decoder": 32, "e2e": 16},
+}
+# The shipped model's re-weighting of the paper's losses for our feature network (losses.py).
+CORR_FLAGS = {"warmup": ["--w-perc", "1"], "e2e": ["--w-perc", "1", "--w-style", "0.1", "--iter-align", "10", "--unet-lr", "0"]}
+STARTUP_S = 25  # python + torch import, CUDA context, data load, end-of-stage samples and saving
+
+
+def stage_cmd(a, stage, minutes):
+    cmd = [sys.executable, "-m", "train.train", stage, "--run", a.run, "--data", a.data, "--device", a.device,
+           "--size", str(a.size), "--unet-channels", str(a.unet_channels), "--n-embed", str(a.n_embed),
+           "--threads", str(a.threads), "--steps", "1000000", "--minutes", f"{minutes:.3f}",
+           "--finish-on-timeout", "--batch", str(BATCH["cuda" if a.device.startswith("cuda") else "cpu"][stage])]
+    if stage == "ae":
+        cmd += ["--crop", "0"]
+    if stage == "unet":
+        cmd += ["--lr", str(a.unet_lr)]
+    return cmd + CORR_FLAGS.get(stage, [])
+
+
+def run_parallel(a, stages, seconds):
+    """Runs `stages` side by side for `seconds` of training each; fails if one did not finish."""
+    minutes = max(seconds - STARTUP_S, 10) / 60
+    procs = []
+    for st in stages:
+        log = open(os.path.join(a.run, f"{st}.log"), "a")
+        print(f"[pipeline] {st}: {minutes:.2f} min of training, log {log.name}", flush=True)
+        procs.append((st, subprocess.Popen(stage_cmd(a, st, minutes), stdout=log, stderr=subprocess.STDOUT)))
+    for st, p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"[pipeline] stage {st} failed (exit {p.returncode}): see {a.run}/{st}.log")
+        if not os.path.exists(os.path.join(a.run, f"midm_{st}.pt")):
+            raise SystemExit(f"[pipeline] stage {st} did not finish: see {a.run}/{st}.log")
+        print(f"[pipeline] {st} done", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a new run folder")
+    ap.add_argument("--data", default="train/data")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget of the whole pipeline")
+    ap.add_argument("--unet-channels", type=int, default=64)
+    ap.add_argument("--n-embed", type=int, default=512)
+    ap.add_argument("--unet-lr", type=float, default=3e-4)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per stage process")
+    ap.add_argument("--shares", type=float, nargs=3, default=[0.32, 0.58, 0.92],
+                    help="fractions of the time left that the ae phase, the parallel phase and e2e take")
+    a = ap.parse_args()
+    if os.path.exists(os.path.join(a.run, "config.json")):
+        raise SystemExit(f"{a.run} already holds a run: the pipeline starts new runs only")
+    os.makedirs(a.run, exist_ok=True)
+    end = time.time() + a.minutes * 60
+    export_s = 20
+    left = lambda: end - time.time() - export_s
+    run_parallel(a, ["ae"], left() * a.shares[0])
+    run_parallel(a, ["unet", "warmup", "decoder"], left() * a.shares[1])
+    run_parallel(a, ["e2e"], left() * a.shares[2])
+    out = os.path.join(a.run, "export")
+    subprocess.run([sys.executable, "-m", "train.export", "--run", a.run, "--out", out], check=True)
+    print(f"[pipeline] exported to {out}; {(a.minutes * 60 - (end - time.time())) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
