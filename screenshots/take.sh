@@ -25,7 +25,7 @@ sleep "${MIDM_SCREENSHOT_WAIT:-20}"
 import -window root screenshots/editor.png
 # Third cell of the step bar (interleaved step k1), then the probe on r~n (positions for the
 # 1280x860 window as laid out now; check the result when the panels change).
-xdotool mousemove 427 440 click 1
+xdotool mousemove 427 458 click 1
 sleep 1
 xdotool mousemove 410 585 click 1
 sleep 2

@@ -238,6 +238,12 @@ fn repaint(cell: &Mutex<Option<egui::Context>>) {
     }
 }
 
+/// Canvas zoom that shows a `size`-pixel condition at 256 screen pixels (4x for the 64-pixel
+/// models, 2x for 128), whole steps so every canvas pixel is a square of screen pixels.
+fn fit_zoom(size: u32) -> f32 {
+    (256 / size.max(1)).clamp(1, 16) as f32
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -326,7 +332,7 @@ impl MidmApp {
             tool: Tool::Brush,
             brush_size: 3.0,
             layer: 0,
-            zoom: 4.0,
+            zoom: fit_zoom(canvas_size),
             line_start: None,
             stroking: false,
             condition_name: saved.condition_name.clone(),
@@ -863,6 +869,8 @@ impl MidmApp {
                     if self.canvas.size() != size {
                         self.canvas = self.canvas.resized(size);
                         self.exemplar_parts = self.exemplar_parts.resized(size);
+                        // Same on-screen size for every model, so the step panels stay in view.
+                        self.zoom = fit_zoom(size);
                     }
                     if info.label_nc == 1 {
                         self.layer = 0;
