@@ -40,7 +40,8 @@ impl Default for CannyParams {
 
 impl CannyParams {
     /// The shipped single-channel model's data (`train/data.py`): scikit-image Canny with
-    /// thresholds 0.05 / 0.15 of a [0,1] luminance, then a 3x3 dilation (3 px lines at 64x64).
+    /// thresholds 0.05 / 0.15 of a [0,1] luminance, then a 3x3 dilation (3 px lines, as the
+    /// training labels at 64x64 and 128x128).
     pub fn edge_model() -> Self {
         Self {
             low: 0.05 * 255.0,

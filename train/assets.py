@@ -1,9 +1,10 @@
 """Write the example sketches and exemplars of `assets/`: `python -m train.assets [--data train/data]`.
 
 All come from the validation split (never trained on). NAME_sketch.png is the condition exactly as
-the model sees it in training: 64x64, single channel, white (255) = edge on black (0), i.e. the
-Canny edge map of the target glyph (3 px lines). NAME_exemplar.png is a related validation glyph,
-64x64 RGB on white. NAME_target.png is the glyph the sketch was drawn from (for comparison only).
+the model sees it in training: the model's size (`--size`, default: the shipped model's, from
+weights/config.yaml), single channel, white (255) = edge on black (0), i.e. the Canny edge map of the
+target glyph (3 px lines). NAME_exemplar.png is a related validation glyph, RGB on white, same size.
+NAME_target.png is the glyph the sketch was drawn from (for comparison only).
 """
 import argparse
 import os
@@ -27,8 +28,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="train/data")
     ap.add_argument("--out", default="assets")
+    ap.add_argument("--size", type=int, default=None, help="image side (default: weights/config.yaml's)")
     a = ap.parse_args()
-    d = emoji_data.load(a.data)
+    if a.size is None:
+        import yaml
+
+        a.size = yaml.safe_load(open("weights/config.yaml"))["midms"]["image_size"]
+    d = emoji_data.load(a.data, a.size)
     names = list(d["names"])
     os.makedirs(a.out, exist_ok=True)
     for name, trg, ex in PAIRS:

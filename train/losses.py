@@ -4,7 +4,7 @@
 
 Feature network: VGG-19 weights cannot be downloaded here, so the perceptual, source and contextual
 losses use the frozen, trained encoder of our own VQ autoencoder (`VQModel.features`): four levels
-(64x64x32, 32x32x64, 16x16x64 and the 16x16x64 mid block). They stand in for VGG's
+(at 64x64: 64x64x32, 32x32x64, 16x16x64 and the 16x16x64 mid block; twice the side at 128x128). They stand in for VGG's
 relu2_2 .. relu5_2 in the same roles (shallow to deep), are trained on this very image domain, and
 need no extra weights in the repository.
 
