@@ -72,9 +72,125 @@ class EmojiBatches:
         return img, edge
 
 
+class Dist:
+    """Data parallelism under torchrun (`python -m torch.distributed.run --nproc_per_node N -m
+    train.train STAGE ...`): every process (rank) draws its own batches, gradients are averaged
+    across ranks before each optimiser step, so all ranks keep identical weights, and rank 0 alone
+    writes logs, sample grids and checkpoints. The stages' loops differ (several sub-networks, a
+    codebook reset, an EMA), so the gradients are averaged explicitly instead of through a
+    DistributedDataParallel wrapper; the result is the same synchronous SGD. Without torchrun's
+    environment (WORLD_SIZE unset or 1) every method is a no-op."""
+
+    world = 1
+    rank = 0
+
+    @classmethod
+    def init(cls, device):
+        """Joins the process group torchrun set up; returns this rank's device (cuda:LOCAL_RANK)."""
+        cls.world = int(os.environ.get("WORLD_SIZE", "1"))
+        cls.rank = int(os.environ.get("RANK", "0"))
+        if cls.world == 1:
+            return device
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return device
+
+    @classmethod
+    def main(cls):
+        return cls.rank == 0
+
+    @classmethod
+    def average_grads(cls, opt):
+        """Mean of every parameter's gradient over the ranks (one flat all-reduce)."""
+        if cls.world == 1:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= cls.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    @classmethod
+    def any(cls, flag):
+        """True on every rank if `flag` is true on one (a common decision to stop)."""
+        if cls.world == 1:
+            return bool(flag)
+        import torch.distributed as dist
+
+        t = torch.tensor([int(bool(flag))], device=cls._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    @classmethod
+    def sum_(cls, t):
+        if cls.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t)
+        return t
+
+    @classmethod
+    def broadcast_(cls, t):
+        """Rank 0's values of `t` on every rank."""
+        if cls.world > 1:
+            import torch.distributed as dist
+
+            dist.broadcast(t, 0)
+        return t
+
+    @classmethod
+    def broadcast_model(cls, model):
+        for t in list(model.parameters()) + list(model.buffers()):
+            cls.broadcast_(t.data)
+
+    @classmethod
+    def check_in_sync(cls, model):
+        """Fails unless every rank holds the same weights (a rank that skipped an average would
+        silently train its own model otherwise); returns the checksum."""
+        total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+        if cls.world == 1:
+            return total.item()
+        import torch.distributed as dist
+
+        total = total.to(cls._comm_device())
+        lo, hi = total.clone(), total.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if (hi - lo).abs().item() > 1e-9 * max(1.0, hi.abs().item()):
+            raise RuntimeError(f"ranks diverged: weight checksums {lo.item()!r} .. {hi.item()!r}")
+        return hi.item()
+
+    @classmethod
+    def close(cls):
+        if cls.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+    @classmethod
+    def _comm_device(cls):
+        import torch.distributed as dist
+
+        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 class Logger:
     def __init__(self, path, fields):
         self.path = path
+        self.on = Dist.main()
+        if not self.on:
+            return
         header = ",".join(["step", "elapsed_s"] + fields)
         if os.path.exists(path):
             with open(path) as f:
@@ -88,12 +204,16 @@ class Logger:
             self.w.writeheader()
 
     def log(self, step, elapsed, **vals):
+        if not self.on:
+            return
         self.w.writerow({"step": step, "elapsed_s": f"{elapsed:.1f}", **{k: f"{v:.6g}" for k, v in vals.items()}})
         self.f.flush()
 
 
 def save_grid(path, rows):
     """rows: list of [B, C, H, W] tensors in [-1, 1] (C = 1 or 3); one row per tensor."""
+    if not Dist.main():
+        return
     out = []
     for r in rows:
         r = r.detach().float().cpu().clamp(-1, 1)
@@ -153,11 +273,15 @@ class Stage:
         return 0, 0.0
 
     def save(self, model, opt, step, elapsed):
+        if not Dist.main():
+            return
         tmp = self.ckpt + ".tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
         os.replace(tmp, self.ckpt)
 
     def finish(self, model):
+        if not Dist.main():
+            return
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, self.model_out)
 
 
@@ -171,4 +295,5 @@ class Clock:
         return time.time() - self.t0
 
     def out_of_time(self):
-        return self.limit is not None and time.time() - self.start > self.limit
+        # Collective under torchrun: every rank stops at the same step.
+        return Dist.any(self.limit is not None and time.time() - self.start > self.limit)

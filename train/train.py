@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .common import Clock, EmojiBatches, Logger, Stage, randint, randn, save_grid, setup_device
+from .common import Clock, Dist, EmojiBatches, Logger, Stage, randint, randn, save_grid, setup_device
 from .config import corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_STYLE
@@ -115,11 +115,11 @@ def train_ae(model, a, stage, train, val):
     step, elapsed = stage.resume(model, opt)
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "qloss", "codes_used", "val_l1"])
     clock = Clock(elapsed, a.minutes)
-    g = torch.Generator().manual_seed(step)
+    g = torch.Generator().manual_seed(step + 7919 * Dist.rank)
     usage = torch.zeros(ae.quantize.embedding.num_embeddings, device=a.device)
     vb = val.batch(16, augment=False, indices=val.idx[:16], exemplar_k=torch.zeros(16, dtype=torch.long))
     ae.train()
-    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="ae")
+    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="ae", disable=not Dist.main())
     while step < a.steps and not clock.out_of_time():
         b = train.batch(a.batch)
         x = torch.cat([b["image"], b["ref"]])[: a.batch]
@@ -130,14 +130,17 @@ def train_ae(model, a, stage, train, val):
         losses, rec, idx = ae_losses(ae, x)
         opt.zero_grad()
         losses["loss"].backward()
+        Dist.average_grads(opt)
         opt.step()
         usage += torch.bincount(idx.flatten(), minlength=len(usage)).float()
         step += 1
         pbar.update(1)
         if step % 100 == 0:
+            Dist.sum_(usage)
             used = int((usage > 0).sum())
             if step <= a.steps * 0.8:
                 reinit_dead_codes(ae, usage, ae.encode(x).detach(), g)
+                Dist.broadcast_(ae.quantize.embedding.weight.data)  # ranks drew different latents
             usage.zero_()
             with torch.no_grad():
                 ae.eval()
@@ -157,6 +160,9 @@ def train_ae(model, a, stage, train, val):
         ae.eval()
         xs = train.batch(256, augment=False)["image"]
         s = normalize_latent_scale(ae, xs)
+        # Rank 0's scale on every rank (each measured its own batch).
+        for t in (ae.quant_conv.weight, ae.quant_conv.bias, ae.quantize.embedding.weight, ae.post_quant_conv.weight):
+            Dist.broadcast_(t.data)
         print(f"latent scale factor folded into quant_conv/codebook/post_quant_conv: {s:.4f}")
         stage.finish(model)
         print(f"ae done: {step} steps, {clock.elapsed() / 60:.1f} min")
@@ -200,12 +206,13 @@ def train_decoder(model, a, stage, train, val):
     with torch.no_grad():
         vb = val.images[val.idx[:64]]
         vzq = ae.quantize(ae.encode(vb))[0]
-    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="decoder")
+    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="decoder", disable=not Dist.main())
     while step < a.steps and not clock.out_of_time():
         i = randint(len(imgs), (a.batch,), train.g, imgs.device)
         losses, _ = decoder_losses(ae, zqs[i], imgs[i])
         opt.zero_grad()
         losses["loss"].backward()
+        Dist.average_grads(opt)
         opt.step()
         step += 1
         pbar.update(1)
@@ -264,7 +271,7 @@ def train_unet(model, a, stage, train, val):
     step, elapsed = stage.resume(model, opt)
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "val_loss"])
     clock = Clock(elapsed, a.minutes)
-    g = torch.Generator().manual_seed(1000 + step)
+    g = torch.Generator().manual_seed(1000 + step + 7919 * Dist.rank)
     gv = torch.Generator().manual_seed(7)
     with torch.no_grad():
         zval = model.ae.encode(val.images[val.idx[:64]])
@@ -274,19 +281,22 @@ def train_unet(model, a, stage, train, val):
     ema = torch.load(ema_path, map_location=a.device) if os.path.exists(ema_path) else {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
     def save_ema():
+        if not Dist.main():
+            return
         torch.save(ema, ema_path + ".tmp")
         os.replace(ema_path + ".tmp", ema_path)
 
     zs = encode_training_set(model.ae, train)[1]
 
     unet.train()
-    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet")
+    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet", disable=not Dist.main())
     run = None
     while step < a.steps and not clock.out_of_time():
         z = zs[randint(len(zs), (a.batch,), train.g, zs.device)]
         loss = diffusion_loss(model, z, g)
         opt.zero_grad()
         loss.backward()
+        Dist.average_grads(opt)
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         # LDM's LitEma warm-up: a fresh run's EMA would otherwise keep 0.999^n of the random
@@ -332,7 +342,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=["ae", "unet", "warmup", "e2e", "decoder"])
     ap.add_argument("--data", default="train/data")
-    ap.add_argument("--run", default="train/runs")
+    # --run-dir: torchrun takes "--run" for an abbreviation of its own --run-path
+    ap.add_argument("--run", "--run-dir", dest="run", default="train/runs")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--minutes", type=float, default=None)
     ap.add_argument("--batch", type=int, default=None)
@@ -358,7 +369,7 @@ def main():
     ap.add_argument("--n-embed", type=int, default=None, help="VQ codebook size of a new run (default 512)")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     a = ap.parse_args()
-    a.device = setup_device(a.device)
+    a.device = Dist.init(setup_device(a.device))
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4), "decoder": (3000, 16)}
@@ -371,7 +382,10 @@ def main():
     if not os.path.exists(stage.ckpt):
         load_prev(model, a.run, a.stage)
     model.to(a.device)
-    train = EmojiBatches(a.data, "train", size=size, seed=len(os.listdir(stage.dir)), device=a.device)
+    Dist.broadcast_model(model)  # identical start on every rank (also guards against init drift)
+    # Ranks draw different batches (the seed only has to differ; the folder listing may not agree).
+    seed = len(os.listdir(stage.dir)) + 7919 * Dist.rank
+    train = EmojiBatches(a.data, "train", size=size, seed=seed, device=a.device)
     val = EmojiBatches(a.data, "val", size=size, seed=1, device=a.device)
     if a.stage == "ae":
         train_ae(model, a, stage, train, val)
@@ -383,6 +397,11 @@ def main():
         from .train_corr import train_corr
 
         train_corr(model, a, stage, train, val, warm_stage=a.stage == "warmup")
+    if Dist.world > 1:
+        checksum = Dist.check_in_sync(model)
+        if Dist.main():
+            print(f"data parallel: {Dist.world} ranks ended with identical weights (checksum {checksum:.6f})")
+    Dist.close()
 
 
 if __name__ == "__main__":

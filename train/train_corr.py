@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import losses as L
-from .common import Clock, Logger, edge_to_pm1, randn, save_grid
+from .common import Clock, Dist, Logger, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
 from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
 
@@ -135,10 +135,10 @@ def train_corr(model, a, stage, train, val, warm_stage):
     logged = ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["phase"] + logged)
     clock = Clock(elapsed, a.minutes)
-    g = torch.Generator().manual_seed(2000 + step)
+    g = torch.Generator().manual_seed(2000 + step + 7919 * Dist.rank)
     random.seed(step)
     vb = val.batch(8, augment=False, indices=val.idx[:8], exemplar_k=torch.zeros(8, dtype=torch.long))
-    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="corr")
+    pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="corr", disable=not Dist.main())
     acc = {}
     while step < a.steps and not clock.out_of_time():
         warm = warm_stage
@@ -151,6 +151,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
         o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style)
         opt.zero_grad()
         o["loss"].backward()
+        Dist.average_grads(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
