@@ -2,7 +2,8 @@
 
 Metrics (no pretrained network needed):
 - SWD: sliced Wasserstein distance between Laplacian-pyramid patch descriptors of the outputs and of
-  the real validation targets (Karras et al. 2017): pyramid levels 64, 32, 16; 7x7 RGB patches,
+  the real validation targets (Karras et al. 2017): pyramid levels at the image side and two halvings
+  (128/64/32 for the shipped model); 7x7 RGB patches,
   64 random patches per image and level; descriptors normalised per level and channel; 4 x 128
   random unit directions; reported x1e3, averaged over levels (lower is better).
 - Colour relevance: histogram intersection of the 8x8x8 RGB histograms of the non-white pixels of

@@ -33,7 +33,7 @@ def stage_cmd(a, stage, minutes):
     if stage == "ae":
         cmd += ["--crop", "0"]
     if stage == "unet":
-        cmd += ["--lr", str(a.unet_lr)]
+        cmd += ["--lr", str(a.unet_stage_lr)]
     return cmd + CORR_FLAGS.get(stage, [])
 
 
@@ -61,8 +61,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget of the whole pipeline")
     ap.add_argument("--unet-channels", type=int, default=64)
-    ap.add_argument("--n-embed", type=int, default=512)
-    ap.add_argument("--unet-lr", type=float, default=3e-4)
+    ap.add_argument("--n-embed", type=int, default=2048, help="codebook size (the shipped 128x128 model's: 2048)")
+    ap.add_argument("--unet-stage-lr", type=float, default=3e-4, help="the unet stage's --lr")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per stage process")
     ap.add_argument("--shares", type=float, nargs=3, default=[0.32, 0.58, 0.92],
                     help="fractions of the time left that the ae phase, the parallel phase and e2e take")
