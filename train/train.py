@@ -49,7 +49,11 @@ def build(run_dir, unet_channels=None, size=None, n_embed=None):
         if n_embed:
             cfg["model"]["params"]["first_stage_config"]["params"]["n_embed"] = n_embed
         os.makedirs(run_dir, exist_ok=True)
-        json.dump(cfg, open(cfg_path, "w"), indent=1)
+        # Written whole or not at all: torchrun's ranks all set up a new folder at the same moment.
+        tmp = f"{cfg_path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(cfg, f, indent=1)
+        os.replace(tmp, cfg_path)
     return cfg, MIDM(cfg, **corr_kwargs(cfg))
 
 
