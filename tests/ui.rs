@@ -378,3 +378,20 @@ fn switching_precision_reloads_the_model_and_bf16_on_the_cpu_fails_cleanly() {
         Some(Precision::F16)
     );
 }
+
+#[test]
+fn a_model_of_another_size_keeps_the_canvas_on_screen_at_the_same_size() {
+    let mut h = harness(fresh_app());
+    h.step();
+    let before = h.state().canvas_rect().expect("canvas drawn");
+    assert_eq!(h.state().canvas().size(), 64);
+    // The shipped model is 128x128: the canvas doubles its pixels, the zoom halves.
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights");
+    let model = midm::load_model(&root, &candle_core::Device::Cpu).expect("the shipped model");
+    h.state_mut().install_model(model, root);
+    step_until(&mut h, "the model", |a| a.model_info().is_some());
+    h.step();
+    assert_eq!(h.state().canvas().size(), 128);
+    let after = h.state().canvas_rect().expect("canvas drawn");
+    assert_eq!((before.width(), after.width()), (256.0, 256.0));
+}
