@@ -57,6 +57,10 @@ DEFAULT = {
 }
 
 
+# State-dict prefixes of the correspondence networks (F_X, F_Y, F_Y^iter and the matching trunk).
+CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
+
+
 def default_config(size=64):
     """The default model for `size` x `size` images (f = 4: latent size / 4)."""
     cfg = copy.deepcopy(DEFAULT)

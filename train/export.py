@@ -16,10 +16,9 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from .config import corr_kwargs
+from .config import CORR_PREFIXES, corr_kwargs
 from .midm import MIDM
 
-CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
 
 
 def latest_state(run):

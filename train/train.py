@@ -20,13 +20,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .common import Clock, Dist, EmojiBatches, Logger, Stage, randint, randn, save_grid, setup_device
-from .config import corr_kwargs, default_config
+from .config import CORR_PREFIXES, corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_STYLE
 from .midm import MIDM
 
 PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"}
-CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
 
 
 def build(run_dir, unet_channels=None, size=None, n_embed=None):

@@ -107,3 +107,39 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         assert "no CUDA device" in str(e)
     else:
         raise AssertionError("setup_device('cuda') accepted a machine without CUDA")
+
+
+def test_export_takes_the_unet_width_included_from_another_run(tmp_path):
+    """`train.export --unet-from B`: the UNet (and its width in config.yaml) from run B, everything
+    else from run A, and the result loads as one model."""
+    import json
+
+    from train.config import CORR_PREFIXES
+    from train.export import export, load_exported
+    from train.tests.test_train_steps import tiny_config
+
+    run_a, run_b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    run_a.mkdir()
+    run_b.mkdir()
+    a = tiny_model()
+    with torch.no_grad():  # make A's correspondence weights recognisable
+        for n, p in a.named_parameters():
+            if n.startswith(CORR_PREFIXES):
+                p.add_(0.25)
+    torch.save(a.state_dict(), run_a / "midm_e2e.pt")
+    json.dump(tiny_config(), open(run_a / "config.json", "w"))
+    b = tiny_model(unet_channels=64)
+    torch.save(b.state_dict(), run_b / "midm_unet.pt")
+    json.dump(tiny_config(unet_channels=64), open(run_b / "config.json", "w"))
+
+    which, _ = export(str(run_a), str(out), unet_from=str(run_b))
+    assert which.startswith("e2e+unet of")
+    model, cfg = load_exported(str(out))
+    assert cfg["model"]["params"]["unet_config"]["params"]["model_channels"] == 64
+    sd = model.state_dict()
+    for k, v in b.state_dict().items():
+        if k.startswith("diff_model.model.diffusion_model."):
+            assert torch.equal(sd[k], v), k
+    for k, v in a.state_dict().items():
+        if not k.startswith("diff_model.model.diffusion_model."):
+            assert torch.equal(sd[k], v), k

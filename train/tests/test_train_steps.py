@@ -12,8 +12,7 @@ from train.train import ae_losses, decoder_losses, diffusion_loss, normalize_lat
 from train.train_corr import corr_parameters, forward_train
 
 
-def tiny_model(unet_channels=32):
-    torch.manual_seed(0)
+def tiny_config(unet_channels=32):
     cfg = default_config()
     p = cfg["model"]["params"]
     p["image_size"] = 8
@@ -21,6 +20,12 @@ def tiny_model(unet_channels=32):
                                       model_channels=unet_channels)
     p["first_stage_config"]["params"]["n_embed"] = 64
     p["first_stage_config"]["params"]["ddconfig"]["resolution"] = 32
+    return cfg
+
+
+def tiny_model(unet_channels=32):
+    torch.manual_seed(0)
+    cfg = tiny_config(unet_channels)
     return MIDM(cfg, **corr_kwargs(cfg))
 
 
