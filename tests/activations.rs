@@ -22,19 +22,21 @@ fn exp_matches_libm_to_a_few_ulps() {
     assert!(exp_f32(1000.0).is_finite());
 }
 
+/// `n` fixed pseudo-random values in [lo, hi) (a multiplicative hash from `seed`), so that every
+/// run checks the same inputs.
+fn hashed(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f32> {
+    (seed..seed + n as u64)
+        .map(|i| {
+            ((i.wrapping_mul(2_654_435_761) % (1 << 32)) as f64 / (1u64 << 32) as f64 * (hi - lo)
+                + lo) as f32
+        })
+        .collect()
+}
+
 #[test]
 fn silu_and_softmax_match_candle() {
     let dev = Device::Cpu;
-    // Fixed pseudo-random values in [-12, 12) (a multiplicative hash), so that every run checks
-    // the same inputs.
-    let n = 3 * 7 * 1001;
-    let vals: Vec<f32> = (0..n as u64)
-        .map(|i| {
-            ((i.wrapping_mul(2_654_435_761) % (1 << 32)) as f64 / (1u64 << 32) as f64 * 24.0 - 12.0)
-                as f32
-        })
-        .collect();
-    let x = Tensor::from_vec(vals, (3, 7, 1001), &dev).unwrap();
+    let x = Tensor::from_vec(hashed(3 * 7 * 1001, 0, -12.0, 12.0), (3, 7, 1001), &dev).unwrap();
     let e = max_abs_diff(&silu(&x).unwrap(), &candle_nn::ops::silu(&x).unwrap());
     assert!(e < 5e-6, "silu {e:e}");
     let e = max_abs_diff(
@@ -53,10 +55,10 @@ fn silu_and_softmax_match_candle() {
 fn group_norm_matches_candle_nn() {
     let dev = Device::Cpu;
     let (c, groups) = (64, 32);
-    // An offset mean makes the variance pass matter.
-    let x = (Tensor::randn(0f32, 2f32, (2, c, 9, 11), &dev).unwrap() + 3.0).unwrap();
-    let w = Tensor::randn(1f32, 0.3f32, c, &dev).unwrap();
-    let b = Tensor::randn(0f32, 0.3f32, c, &dev).unwrap();
+    // An offset mean (values in [-1, 7)) makes the variance pass matter.
+    let x = Tensor::from_vec(hashed(2 * c * 9 * 11, 1, -1.0, 7.0), (2, c, 9, 11), &dev).unwrap();
+    let w = Tensor::from_vec(hashed(c, 7_000_001, 0.5, 1.5), c, &dev).unwrap();
+    let b = Tensor::from_vec(hashed(c, 9_000_001, -0.5, 0.5), c, &dev).unwrap();
     let reference = candle_nn::GroupNorm::new(w.clone(), b.clone(), c, groups, 1e-6).unwrap();
     let want = candle_core::Module::forward(&reference, &x).unwrap();
     let (wv, bv) = (w.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
