@@ -395,3 +395,37 @@ fn a_model_of_another_size_keeps_the_canvas_on_screen_at_the_same_size() {
     let after = h.state().canvas_rect().expect("canvas drawn");
     assert_eq!((before.width(), after.width()), (256.0, 256.0));
 }
+
+#[test]
+fn following_a_run_decodes_refinement_steps_only_when_one_is_picked() {
+    let mut h = ready_app(true);
+    h.get_by_label("Run").click();
+    h.step();
+    step_until(&mut h, "the run", |a| !a.is_running());
+    // Give the worker time to serve any decode that was queued behind the run.
+    for _ in 0..50 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let refine: Vec<usize> = h
+        .state()
+        .frames()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f.kind, StepKind::Refine { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!refine.is_empty());
+    for &i in &refine {
+        assert!(
+            h.state().frames()[i].pred_x0.is_none(),
+            "refinement step {i} was decoded although it was only passed while following"
+        );
+    }
+    // Picking one decodes it on demand.
+    let i = refine[refine.len() / 2];
+    h.state_mut().select_step(i);
+    step_until(&mut h, "the picked step's decode", |a| {
+        a.frames()[i].pred_x0.is_some()
+    });
+}

@@ -1746,7 +1746,11 @@ impl MidmApp {
         if slider.changed() {
             self.select_step(sel);
         }
-        self.request_decode(self.selected);
+        // While a run streams and the view follows it, refinement frames fly past: decoding each
+        // (queued behind the run on the worker) would only spend CPU on frames no longer shown.
+        if !(self.running && self.follow) {
+            self.request_decode(self.selected);
+        }
         self.update_probe_texture(ui.ctx());
         let probe_id = self.probe.and(self.probe_tex.as_ref().map(|(t, _)| t.id()));
         let sel_now = self.selected;
