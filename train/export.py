@@ -16,9 +16,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from .config import CORR_PREFIXES, corr_kwargs
+from .config import CORR_PREFIXES, UNET_PREFIX, corr_kwargs
 from .midm import MIDM
-
 
 
 def latest_state(run):
@@ -37,9 +36,6 @@ def latest_state(run):
 
 
 DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_stage_model.post_quant_conv.")
-
-
-UNET_PREFIX = "diff_model.model.diffusion_model."
 
 
 def export(run, out, unet_from=None, decoder_from=None):

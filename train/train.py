@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .common import Clock, Dist, EmojiBatches, Logger, Stage, randint, randn, save_grid, setup_device
-from .config import CORR_PREFIXES, corr_kwargs, default_config
+from .config import CORR_PREFIXES, UNET_PREFIX, corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_STYLE
 from .midm import MIDM
@@ -67,9 +67,9 @@ def load_prev(model, run_dir, stage):
     if stage in ("unet", "decoder"):
         # Only the frozen autoencoder carries over; the UNet starts from its initialisation (its width
         # may differ from the one the autoencoder stage was built with).
-        sd = {k: v for k, v in sd.items() if not k.startswith("diff_model.model.")}
+        sd = {k: v for k, v in sd.items() if not k.startswith(UNET_PREFIX)}
         missing, unexpected = model.load_state_dict(sd, strict=False)
-        assert not unexpected and all(k.startswith("diff_model.model.") for k in missing), (missing, unexpected)
+        assert not unexpected and all(k.startswith(UNET_PREFIX) for k in missing), (missing, unexpected)
         return
     if stage == "e2e":
         # UNet from the unet stage, correspondence networks from the warm-up stage.
@@ -105,6 +105,8 @@ def normalize_latent_scale(ae, x):
     """Exact reparametrisation so that encode(x) has unit std: scale quant_conv and the codebook
     by s and post_quant_conv's weight by 1/s (decode(encode(x)) is unchanged)."""
     s = 1.0 / ae.encode(x).std().item()
+    # Under torchrun each rank measured its own batch: all take rank 0's factor.
+    s = Dist.broadcast_(torch.tensor([s], device=x.device)).item()
     ae.quant_conv.weight.mul_(s)
     ae.quant_conv.bias.mul_(s)
     ae.quantize.embedding.weight.mul_(s)
@@ -163,9 +165,6 @@ def train_ae(model, a, stage, train, val):
         ae.eval()
         xs = train.batch(256, augment=False)["image"]
         s = normalize_latent_scale(ae, xs)
-        # Rank 0's scale on every rank (each measured its own batch).
-        for t in (ae.quant_conv.weight, ae.quant_conv.bias, ae.quantize.embedding.weight, ae.post_quant_conv.weight):
-            Dist.broadcast_(t.data)
         print(f"latent scale factor folded into quant_conv/codebook/post_quant_conv: {s:.4f}")
         stage.finish(model)
         print(f"ae done: {step} steps, {clock.elapsed() / 60:.1f} min")
