@@ -32,6 +32,9 @@ def latest_state(run):
                 sd.update({k: v for k, v in load("warmup").items() if k.startswith(CORR_PREFIXES)})
                 return sd, f"{base}+warmup"
             return sd, base
+    init = os.path.join(run, "init.pt")  # a run seeded from an export (train.train.seed_run)
+    if os.path.exists(init):
+        return torch.load(init, map_location="cpu"), "init"
     raise SystemExit(f"no finished stage in {run}")
 
 

@@ -8,12 +8,18 @@ side (they depend only on the frozen autoencoder, and a GPU is far from busy wit
 networks); then the end-to-end stage with the shipped model's loss weights; then `train.export`
 into `<run>/export`. Stage logs go to `<run>/<stage>.log`. Batches are sized for the device: a GPU
 step costs about the same for 8 or 128 images, so it takes large ones.
+
+`--init-from weights` continues an exported model instead (the stage checkpoints of the run that
+made it are too large to bring back from a GPU lease): the autoencoder stays as exported, the UNet and
+the decoder train on side by side from the exported weights, then the end-to-end stage.
 """
 import argparse
 import os
 import subprocess
 import sys
 import time
+
+from .train import seed_run
 
 # Batch sizes per device; the CPU ones are train.train's defaults.
 BATCH = {
@@ -65,16 +71,29 @@ def main():
     ap.add_argument("--unet-stage-lr", type=float, default=3e-4, help="the unet stage's --lr")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per stage process")
     ap.add_argument("--shares", type=float, nargs=3, default=[0.32, 0.58, 0.92],
-                    help="fractions of the time left that the ae phase, the parallel phase and e2e take")
+                    help="fractions of the time left that the ae phase (not with --init-from), the parallel phase "
+                         "and e2e take")
+    ap.add_argument("--init-from", default=None,
+                    help="an exported model (folder with model.safetensors and config.yaml) to continue")
     a = ap.parse_args()
     if os.path.exists(os.path.join(a.run, "config.json")):
         raise SystemExit(f"{a.run} already holds a run: the pipeline starts new runs only")
-    os.makedirs(a.run, exist_ok=True)
     end = time.time() + a.minutes * 60
+    if a.init_from:
+        cfg = seed_run(a.run, a.init_from)
+        p = cfg["model"]["params"]
+        # The stages check these against the run's config.json: take the export's.
+        a.size = cfg["midms"]["image_size"]
+        a.n_embed = p["first_stage_config"]["params"]["n_embed"]
+        a.unet_channels = p["unet_config"]["params"]["model_channels"]
+    os.makedirs(a.run, exist_ok=True)
     export_s = 20
     left = lambda: end - time.time() - export_s
-    run_parallel(a, ["ae"], left() * a.shares[0])
-    run_parallel(a, ["unet", "warmup", "decoder"], left() * a.shares[1])
+    if a.init_from:
+        run_parallel(a, ["unet", "decoder"], left() * a.shares[1])
+    else:
+        run_parallel(a, ["ae"], left() * a.shares[0])
+        run_parallel(a, ["unet", "warmup", "decoder"], left() * a.shares[1])
     run_parallel(a, ["e2e"], left() * a.shares[2])
     out = os.path.join(a.run, "export")
     subprocess.run([sys.executable, "-m", "train.export", "--run", a.run, "--out", out], check=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .common import Clock, Dist, EmojiBatches, Logger, Stage, randint, randn, save_grid, setup_device
+from .common import Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, randint, randn, save_grid, setup_device
 from .config import CORR_PREFIXES, UNET_PREFIX, corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_STYLE
@@ -56,7 +56,43 @@ def build(run_dir, unet_channels=None, size=None, n_embed=None):
     return cfg, MIDM(cfg, **corr_kwargs(cfg))
 
 
+INIT = "init.pt"
+
+
+def seed_run(run_dir, export_dir):
+    """A new run folder that continues an exported model (`train.export`'s safetensors and config):
+    its config.json comes from the export's config.yaml and every stage starts from the exported
+    weights (`init.pt`) instead of a fresh initialisation. The autoencoder stays as exported."""
+    import yaml
+    from safetensors.torch import load_file
+
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise SystemExit(f"{run_dir} already holds a run: only a new run folder can be seeded")
+    cfg = yaml.safe_load(open(os.path.join(export_dir, "config.yaml")))
+    sd = load_file(os.path.join(export_dir, "model.safetensors"))
+    MIDM(cfg, **corr_kwargs(cfg)).load_state_dict(sd)  # refuses an export that does not fit its config
+    os.makedirs(run_dir, exist_ok=True)
+    torch.save(sd, os.path.join(run_dir, INIT))
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({"model": cfg["model"], "midms": cfg["midms"]}, f, indent=1)
+    return cfg
+
+
 def load_prev(model, run_dir, stage):
+    init = os.path.join(run_dir, INIT)
+    if os.path.exists(init):
+        if stage == "ae":
+            raise SystemExit(f"{run_dir} continues an exported model: its autoencoder stays frozen "
+                             "(retraining it would invalidate the latents of the UNet and the matching)")
+        sd = torch.load(init, map_location="cpu")
+        if stage == "e2e":
+            # The UNet (and correspondence networks) this run trained, where it did, win over the export's.
+            for name, prefixes in (("unet", (UNET_PREFIX,)), ("warmup", CORR_PREFIXES)):
+                path = os.path.join(run_dir, f"midm_{name}.pt")
+                if os.path.exists(path):
+                    sd.update({k: v for k, v in torch.load(path, map_location="cpu").items() if k.startswith(prefixes)})
+        model.load_state_dict(sd)
+        return
     p = PREV[stage]
     if p is None:
         return
@@ -293,14 +329,15 @@ def train_unet(model, a, stage, train, val):
     unet.train()
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet", disable=not Dist.main())
     run = None
+    guarded_step = GuardedStep(opt, unet.parameters(), stage.ckpt)
     while step < a.steps and not clock.out_of_time():
         z = zs[randint(len(zs), (a.batch,), train.g, zs.device)]
         loss = diffusion_loss(model, z, g)
         opt.zero_grad()
         loss.backward()
         Dist.average_grads(opt)
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        if not guarded_step(step):
+            continue
         # LDM's LitEma warm-up: a fresh run's EMA would otherwise keep 0.999^n of the random
         # initialisation (5 % after 3,000 steps).
         decay = min(a.ema, (1 + step) / (10 + step))

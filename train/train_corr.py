@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import losses as L
-from .common import Clock, Dist, Logger, edge_to_pm1, randn, save_grid
+from .common import Clock, Dist, GuardedStep, Logger, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
 from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
 
@@ -140,6 +140,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
     vb = val.batch(8, augment=False, indices=val.idx[:8], exemplar_k=torch.zeros(8, dtype=torch.long))
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="corr", disable=not Dist.main())
     acc = {}
+    guarded_step = GuardedStep(opt, model.parameters(), stage.ckpt)
     while step < a.steps and not clock.out_of_time():
         warm = warm_stage
         set_unet_trainable(model, not warm and a.unet_lr > 0)
@@ -152,8 +153,8 @@ def train_corr(model, a, stage, train, val, warm_stage):
         opt.zero_grad()
         o["loss"].backward()
         Dist.average_grads(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        if not guarded_step(step):
+            continue
         step += 1
         pbar.update(1)
         for k in logged:

@@ -143,3 +143,75 @@ def test_export_takes_the_unet_width_included_from_another_run(tmp_path):
     for k, v in a.state_dict().items():
         if not k.startswith("diff_model.model.diffusion_model."):
             assert torch.equal(sd[k], v), k
+
+
+def test_a_run_seeded_from_an_export_continues_its_weights(tmp_path):
+    """`train.pipeline --init-from`: every stage starts from the exported weights, the e2e stage
+    takes the UNet the run's own unet stage trained, and the autoencoder stage is refused."""
+    import json
+
+    from train.export import export
+    from train.tests.test_train_steps import tiny_config
+    from train.train import seed_run
+
+    run_a, out, seeded = tmp_path / "a", tmp_path / "out", tmp_path / "seeded"
+    run_a.mkdir()
+    a = tiny_model()
+    with torch.no_grad():  # trained weights, unlike a fresh model's
+        for p in a.parameters():
+            p.add_(0.125)
+    torch.save(a.state_dict(), run_a / "midm_e2e.pt")
+    json.dump(tiny_config(), open(run_a / "config.json", "w"))
+    export(str(run_a), str(out))
+
+    seed_run(str(seeded), str(out))
+    fresh = tiny_model()
+    load_prev(fresh, str(seeded), "unet")
+    for k, v in a.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+
+    newer = tiny_model()
+    with torch.no_grad():
+        for p in newer.parameters():
+            p.sub_(0.5)
+    torch.save(newer.state_dict(), seeded / "midm_unet.pt")
+    e2e = tiny_model()
+    load_prev(e2e, str(seeded), "e2e")
+    for k, v in e2e.state_dict().items():
+        want = (newer if k.startswith("diff_model.model.diffusion_model.") else a).state_dict()[k]
+        assert torch.equal(v, want), k
+
+    for stage, folder, why in (("ae", seeded, "stays frozen"), (None, seeded, "already holds a run")):
+        try:
+            load_prev(tiny_model(), str(folder), stage) if stage else seed_run(str(folder), str(out))
+        except SystemExit as e:
+            assert why in str(e)
+        else:
+            raise AssertionError(f"{stage or 'seeding twice'} was accepted")
+
+
+def test_a_non_finite_gradient_skips_the_step_instead_of_poisoning_the_weights():
+    from train.common import GuardedStep
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=0.1)
+    step = GuardedStep(opt, [w], "ckpt.pt", max_skipped=2)
+    (w * torch.tensor([1.0, float("inf"), 1.0])).sum().backward()
+    assert not step(0)
+    assert torch.equal(w.detach(), torch.ones(3)) and not opt.state  # no step, no Adam moments
+    opt.zero_grad()
+    (w * 2).sum().backward()
+    assert step(1)
+    assert (w.detach() < 1).all()
+    for i in range(3):
+        opt.zero_grad()
+        (w * float("nan")).sum().backward()
+        if i < 2:
+            assert not step(2 + i)
+    try:
+        step(4)
+    except SystemExit as e:
+        assert "3 batches in a row" in str(e) and "ckpt.pt" in str(e)
+    else:
+        raise AssertionError("a third non-finite batch in a row was accepted")
+    assert w.isfinite().all()
