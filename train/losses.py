@@ -64,7 +64,16 @@ def contextual_loss(x, y, h=0.1):
     mu = y.reshape(b, c, -1).mean(-1)[..., None, None]
     xn = l2_normalize(x - mu).reshape(b, c, -1)
     yn = l2_normalize(y - mu).reshape(b, c, -1)
-    d = 1 - torch.bmm(xn.transpose(1, 2), yn)
+    return contextual_from_distances(1 - torch.bmm(xn.transpose(1, 2), yn), h)
+
+
+def contextual_from_distances(d, h=0.1):
+    """The contextual loss of cosine distances d [B, N_x, N_y]. They are clamped at 0: a cosine
+    distance is never negative, but a TF32 matmul (on by default on CUDA, `setup_device`) returns
+    cosines up to about 1e-3 above 1 for matching features. A minimum below -1e-5 flips the sign of
+    d / (min d + 1e-5), exp overflows to inf and inf / inf is NaN: a likely cause of the e2e run
+    that diverged on an H100 (2026-11-27), which CPU runs never showed."""
+    d = d.clamp(min=0)
     d_norm = d / (d.min(dim=-1, keepdim=True)[0] + 1e-5)
     w = torch.exp((1 - d_norm) / h)
     a = w / w.sum(dim=-1, keepdim=True)

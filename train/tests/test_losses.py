@@ -48,6 +48,17 @@ def test_contextual_loss_by_hand():
     assert L.contextual_loss(x, y).item() == pytest.approx(math.log(2.0), abs=1e-4)
 
 
+def test_contextual_loss_stays_finite_when_a_cosine_rounds_above_one():
+    # What a TF32 matmul gives for matching features: a distance of -5e-4 instead of 0.
+    d = torch.tensor([[[-5e-4, 0.5], [0.5, 0.3]]])
+    d.requires_grad_(True)
+    loss = L.contextual_from_distances(d).sum()
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(d.grad).all()
+    exact = L.contextual_from_distances(torch.tensor([[[0.0, 0.5], [0.5, 0.3]]])).sum()
+    assert loss.item() == pytest.approx(exact.item(), abs=1e-6)
+
+
 def test_soft_warp_by_hand():
     src = torch.tensor([10.0, 20.0]).view(1, 1, 1, 2)
     corr = torch.zeros(1, 1, 1, 1, 2)
