@@ -249,7 +249,7 @@ def setup_device(name):
 class GuardedStep:
     """Clips the gradients to `max_norm` and steps the optimiser, unless their norm is not finite:
     then the step is skipped, so that one overflowing batch cannot turn every weight into NaN (an
-    e2e run on an H100 did, 2026-11-27, after 700 good steps). After `max_skipped` batches in a row
+    e2e run on an H100 did, 2026-11-27, at about step 700). After `max_skipped` batches in a row
     the stage gives up, its last checkpoint intact. Under torchrun the gradients are already
     averaged, so every rank takes the same decision."""
 
@@ -257,7 +257,6 @@ class GuardedStep:
         self.opt, self.params, self.ckpt = opt, list(params), ckpt
         self.max_norm, self.max_skipped = max_norm, max_skipped
         self.skipped = 0
-        self.total_skipped = 0
 
     def __call__(self, step):
         """Returns whether the optimiser stepped."""
@@ -268,7 +267,6 @@ class GuardedStep:
             return True
         self.opt.zero_grad()
         self.skipped += 1
-        self.total_skipped += 1
         print(f"step {step}: non-finite gradient norm, batch skipped", flush=True)
         if self.skipped > self.max_skipped:
             raise SystemExit(f"step {step}: {self.skipped} batches in a row gave non-finite gradients; "
