@@ -4,7 +4,8 @@
 #   scripts/gpu-train.sh FONT SECONDS [EXPORT]
 # FONT: NotoColorEmoji.ttf (the GPU machine has no package registry: carry it); SECONDS: wall-clock
 # budget of this script, packing included; EXPORT: an exported model to continue (e.g. weights)
-# instead of training from scratch.
+# instead of training from scratch. FLUENT=PKG in the environment adds Fluent Emoji Flat to the
+# training split (train.data --fluent; PKG: the tarball of `npm pack @iconify-json/fluent-emoji-flat`).
 set -u
 font=$1
 budget=$2
@@ -19,11 +20,11 @@ mkdir -p "$data" "$runs"
 left() { echo $((budget - ($(date +%s) - start))); }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, skimage, fontTools, safetensors, yaml, tqdm; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
+python3 -c "import torch, skimage, fontTools, safetensors, yaml, tqdm${FLUENT:+, resvg_py}; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 >"$runs/gpu-util.csv" 2>&1 &
 smi=$!
 
-python3 -m train.data --out "$data" --size 128 --font "$font" || exit 1
+python3 -m train.data --out "$data" --size 128 --font "$font" ${FLUENT:+--fluent "$FLUENT"} || exit 1
 echo "data built at +$(( $(date +%s) - start )) s"
 
 pack_s=25

@@ -16,11 +16,22 @@ Each glyph is composited on white, padded to a square, resized to SIZE x SIZE (L
   emoji is never its exemplar, but neighbouring faces, hands, animals, flags are). Unicode assigns
   neighbouring codepoints to related emoji (e.g. U+1F600..1F64F smileys), so these are related
   content, as the paper's training pairs are. Geometric augmentation is applied at training time.
+
+Optional second source, training split only: `--fluent PKG` adds Microsoft's Fluent Emoji Flat
+(MIT), from the npm package @iconify-json/fluent-emoji-flat (`npm pack
+@iconify-json/fluent-emoji-flat` gives the tarball; 3,174 SVG icons), rasterised with resvg at
+SIZE x SIZE on white. Its key codepoint is the first codepoint of the icon's sequence (the
+package's chars.json). An icon whose key is the key of a Noto validation glyph is dropped, so the
+validation split, its exemplars and the evaluation stay exactly as without it, and no validation
+emoji is seen in another style during training; every other icon joins the training split, with
+exemplars by the same rule (a Fluent icon's candidates may be Noto glyphs and the reverse).
 """
 import argparse
 import hashlib
 import io
+import json
 import os
+import tarfile
 
 import numpy as np
 from PIL import Image
@@ -93,6 +104,43 @@ def extract(size=64, font_path=FONT):
     return names, np.stack(imgs), keys
 
 
+def _iconify_json(pkg):
+    """icons.json and chars.json of an iconify-json package: its npm tarball or unpacked folder."""
+    if os.path.isdir(pkg):
+        return [json.load(open(os.path.join(pkg, f))) for f in ("icons.json", "chars.json")]
+    with tarfile.open(pkg) as t:
+        return [json.load(t.extractfile(f"package/{f}")) for f in ("icons.json", "chars.json")]
+
+
+def extract_iconify(pkg, size=64):
+    """Icons of an iconify-json package (e.g. Fluent Emoji Flat) rasterised to SIZE x SIZE RGB on
+    white; returns names ("fluent-flat:<icon>"), images and (key codepoint, order) pairs. Aliases
+    (mirrored copies of other icons) and icons without a codepoint are skipped."""
+    import resvg_py
+
+    icons, chars = _iconify_json(pkg)
+    key_of = {}
+    for seq, name in chars.items():
+        key_of.setdefault(name, int(seq.split("-")[0], 16))
+    names, imgs, keys = [], [], []
+    for n, (name, icon) in enumerate(sorted(icons["icons"].items())):
+        if name not in key_of:
+            continue
+        w, h = icon.get("width", icons.get("width", 16)), icon.get("height", icons.get("height", 16))
+        side = max(w, h)  # a square view box centred on the icon: pads it as the Noto glyphs are
+        x0, y0 = icon.get("left", 0) - (side - w) / 2, icon.get("top", 0) - (side - h) / 2
+        svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{x0} {y0} {side} {side}">'
+               f'{icon["body"]}</svg>')
+        png = resvg_py.svg_to_bytes(svg_string=svg, width=size, height=size)
+        im = Image.open(io.BytesIO(bytes(png))).convert("RGBA")
+        canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        canvas.alpha_composite(im)
+        names.append(f"{icons.get('prefix', 'iconify')}:{name}")
+        imgs.append(np.asarray(canvas.convert("RGB"), dtype=np.uint8))
+        keys.append((key_of[name], 1_000_000 + n))  # after the Noto glyphs of the same key
+    return names, np.stack(imgs), keys
+
+
 def split_of(name):
     return 1 if int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10 == 0 else 0
 
@@ -113,10 +161,19 @@ def exemplar_candidates(keys, idx):
     return cands
 
 
-def build(out, size=64, font_path=FONT):
+def build(out, size=64, font_path=FONT, fluent=None):
     names, imgs, keys = extract(size, font_path)
+    split = [split_of(n) for n in names]
+    if fluent:
+        val_keys = {k[0] for k, s in zip(keys, split) if s}
+        fn, fi, fk = extract_iconify(fluent, size)
+        keep = [i for i, k in enumerate(fk) if k[0] not in val_keys]
+        names += [fn[i] for i in keep]
+        imgs = np.concatenate([imgs, fi[keep]])
+        keys += [fk[i] for i in keep]
+        split += [0] * len(keep)
     edges = np.stack([edge_map(im) for im in imgs]).astype(np.uint8)
-    split = np.array([split_of(n) for n in names], np.uint8)
+    split = np.array(split, np.uint8)
     cand = np.zeros((len(names), K_CANDIDATES), np.int64)
     for s in (0, 1):
         c = exemplar_candidates(keys, [i for i in range(len(names)) if split[i] == s])
@@ -139,10 +196,14 @@ def main():
     ap.add_argument("--out", default="train/data")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--font", default=FONT, help="NotoColorEmoji.ttf (default: Debian's fonts-noto-color-emoji)")
+    ap.add_argument("--fluent", default=None,
+                    help="also train on Fluent Emoji Flat: the tarball of `npm pack @iconify-json/fluent-emoji-flat`")
     a = ap.parse_args()
     if not os.path.exists(a.font):
         raise SystemExit(f"{a.font} not found: apt-get install fonts-noto-color-emoji")
-    path, n, nval = build(a.out, a.size, a.font)
+    if a.fluent and not os.path.exists(a.fluent):
+        raise SystemExit(f"{a.fluent} not found: npm pack @iconify-json/fluent-emoji-flat")
+    path, n, nval = build(a.out, a.size, a.font, a.fluent)
     print(f"wrote {path}: {n} glyphs, {n - nval} train, {nval} val")
 
 
