@@ -114,7 +114,7 @@ def _iconify_json(pkg):
 
 def extract_iconify(pkg, size=64):
     """Icons of an iconify-json package (e.g. Fluent Emoji Flat) rasterised to SIZE x SIZE RGB on
-    white; returns names ("fluent-flat:<icon>"), images and (key codepoint, order) pairs. Aliases
+    white; returns names ("<package prefix>:<icon>", e.g. "fluent-emoji-flat:cat-face"), images and (key codepoint, order) pairs. Aliases
     (mirrored copies of other icons) and icons without a codepoint are skipped."""
     import resvg_py
 

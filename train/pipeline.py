@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from .train import seed_run
+from .train import run_config, seed_run
 
 # Batch sizes per device; the CPU ones are train.train's defaults.
 BATCH = {
@@ -32,8 +32,8 @@ STARTUP_S = 25  # python + torch import, CUDA context, data load, end-of-stage s
 
 
 def stage_cmd(a, stage, minutes):
+    # Size, codebook and UNet width come from the run folder's config.json, written before any stage.
     cmd = [sys.executable, "-m", "train.train", stage, "--run", a.run, "--data", a.data, "--device", a.device,
-           "--size", str(a.size), "--unet-channels", str(a.unet_channels), "--n-embed", str(a.n_embed),
            "--threads", str(a.threads), "--steps", "1000000", "--minutes", f"{minutes:.3f}",
            "--finish-on-timeout", "--batch", str(BATCH["cuda" if a.device.startswith("cuda") else "cpu"][stage])]
     if stage == "ae":
@@ -50,9 +50,11 @@ def run_parallel(a, stages, seconds):
     for st in stages:
         log = open(os.path.join(a.run, f"{st}.log"), "a")
         print(f"[pipeline] {st}: {minutes:.2f} min of training, log {log.name}", flush=True)
-        procs.append((st, subprocess.Popen(stage_cmd(a, st, minutes), stdout=log, stderr=subprocess.STDOUT)))
-    for st, p in procs:
-        if p.wait() != 0:
+        procs.append((st, subprocess.Popen(stage_cmd(a, st, minutes), stdout=log, stderr=subprocess.STDOUT), log))
+    for st, p, log in procs:
+        p.wait()
+        log.close()
+        if p.returncode != 0:
             raise SystemExit(f"[pipeline] stage {st} failed (exit {p.returncode}): see {a.run}/{st}.log")
         if not os.path.exists(os.path.join(a.run, f"midm_{st}.pt")):
             raise SystemExit(f"[pipeline] stage {st} did not finish: see {a.run}/{st}.log")
@@ -80,13 +82,9 @@ def main():
         raise SystemExit(f"{a.run} already holds a run: the pipeline starts new runs only")
     end = time.time() + a.minutes * 60
     if a.init_from:
-        cfg = seed_run(a.run, a.init_from)
-        p = cfg["model"]["params"]
-        # The stages check these against the run's config.json: take the export's.
-        a.size = cfg["midms"]["image_size"]
-        a.n_embed = p["first_stage_config"]["params"]["n_embed"]
-        a.unet_channels = p["unet_config"]["params"]["model_channels"]
-    os.makedirs(a.run, exist_ok=True)
+        seed_run(a.run, a.init_from)  # size, codebook and width are the export's
+    else:
+        run_config(a.run, a.unet_channels, a.size, a.n_embed)
     export_s = 20
     left = lambda: end - time.time() - export_s
     if a.init_from:

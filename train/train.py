@@ -28,9 +28,17 @@ from .midm import MIDM
 PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"}
 
 
-def build(run_dir, unet_channels=None, size=None, n_embed=None):
-    """The run folder's model; `unet_channels`, `size` (image side) and `n_embed` (codebook size) set
-    up a new run folder and must agree with an existing one's config.json."""
+def _write_json(path, obj):
+    """Written whole or not at all: torchrun's ranks all set up a new folder at the same moment."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def run_config(run_dir, unet_channels=None, size=None, n_embed=None):
+    """The run folder's config.json, written for a new folder; `unet_channels`, `size` (image side)
+    and `n_embed` (codebook size) set up a new run folder and must agree with an existing one's."""
     cfg_path = os.path.join(run_dir, "config.json")
     if os.path.exists(cfg_path):
         cfg = json.load(open(cfg_path))
@@ -41,18 +49,20 @@ def build(run_dir, unet_channels=None, size=None, n_embed=None):
         for flag, (want, got) in have.items():
             if want and want != got:
                 raise SystemExit(f"{cfg_path} fixes {flag} at {got}; {flag} applies to new runs only")
-    else:
-        cfg = default_config(size or 64)
-        if unet_channels:
-            cfg["model"]["params"]["unet_config"]["params"]["model_channels"] = unet_channels
-        if n_embed:
-            cfg["model"]["params"]["first_stage_config"]["params"]["n_embed"] = n_embed
-        os.makedirs(run_dir, exist_ok=True)
-        # Written whole or not at all: torchrun's ranks all set up a new folder at the same moment.
-        tmp = f"{cfg_path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(cfg, f, indent=1)
-        os.replace(tmp, cfg_path)
+        return cfg
+    cfg = default_config(size or 64)
+    if unet_channels:
+        cfg["model"]["params"]["unet_config"]["params"]["model_channels"] = unet_channels
+    if n_embed:
+        cfg["model"]["params"]["first_stage_config"]["params"]["n_embed"] = n_embed
+    os.makedirs(run_dir, exist_ok=True)
+    _write_json(cfg_path, cfg)
+    return cfg
+
+
+def build(run_dir, unet_channels=None, size=None, n_embed=None):
+    """The run folder's config (see `run_config`) and a model built from it."""
+    cfg = run_config(run_dir, unet_channels, size, n_embed)
     return cfg, MIDM(cfg, **corr_kwargs(cfg))
 
 
@@ -73,46 +83,45 @@ def seed_run(run_dir, export_dir):
     MIDM(cfg, **corr_kwargs(cfg)).load_state_dict(sd)  # refuses an export that does not fit its config
     os.makedirs(run_dir, exist_ok=True)
     torch.save(sd, os.path.join(run_dir, INIT))
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({"model": cfg["model"], "midms": cfg["midms"]}, f, indent=1)
+    _write_json(os.path.join(run_dir, "config.json"), {"model": cfg["model"], "midms": cfg["midms"]})
     return cfg
 
 
 def load_prev(model, run_dir, stage):
+    """Starts `stage` from what the run has: the previous stage's result, or in a run seeded from an
+    export (`init.pt`) the exported weights."""
+    path = lambda n: os.path.join(run_dir, f"midm_{n}.pt")
+    load = lambda p: torch.load(p, map_location="cpu")
     init = os.path.join(run_dir, INIT)
-    if os.path.exists(init):
+    seeded = os.path.exists(init)
+    if seeded:
         if stage == "ae":
             raise SystemExit(f"{run_dir} continues an exported model: its autoencoder stays frozen "
                              "(retraining it would invalidate the latents of the UNet and the matching)")
-        sd = torch.load(init, map_location="cpu")
-        if stage == "e2e":
-            # The UNet (and correspondence networks) this run trained, where it did, win over the export's.
-            for name, prefixes in (("unet", (UNET_PREFIX,)), ("warmup", CORR_PREFIXES)):
-                path = os.path.join(run_dir, f"midm_{name}.pt")
-                if os.path.exists(path):
-                    sd.update({k: v for k, v in torch.load(path, map_location="cpu").items() if k.startswith(prefixes)})
-        model.load_state_dict(sd)
-        return
-    p = PREV[stage]
-    if p is None:
-        return
-    path = os.path.join(run_dir, f"midm_{p}.pt")
-    if not os.path.exists(path):
-        raise SystemExit(f"stage {stage} needs {path}: run `python -m train.train {p}` first")
-    sd = torch.load(path, map_location="cpu")
-    if stage in ("unet", "decoder"):
-        # Only the frozen autoencoder carries over; the UNet starts from its initialisation (its width
-        # may differ from the one the autoencoder stage was built with).
-        sd = {k: v for k, v in sd.items() if not k.startswith(UNET_PREFIX)}
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        assert not unexpected and all(k.startswith(UNET_PREFIX) for k in missing), (missing, unexpected)
-        return
+        sd = load(init)
+    else:
+        p = PREV[stage]
+        if p is None:
+            return
+        if not os.path.exists(path(p)):
+            raise SystemExit(f"stage {stage} needs {path(p)}: run `python -m train.train {p}` first")
+        sd = load(path(p))
+        if stage in ("unet", "decoder"):
+            # Only the frozen autoencoder carries over; the UNet starts from its initialisation (its
+            # width may differ from the one the autoencoder stage was built with).
+            sd = {k: v for k, v in sd.items() if not k.startswith(UNET_PREFIX)}
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+            assert not unexpected and all(k.startswith(UNET_PREFIX) for k in missing), (missing, unexpected)
+            return
     if stage == "e2e":
-        # UNet from the unet stage, correspondence networks from the warm-up stage.
-        wpath = os.path.join(run_dir, "midm_warmup.pt")
-        if not os.path.exists(wpath):
-            raise SystemExit(f"stage e2e needs {wpath}: run `python -m train.train warmup` first")
-        sd.update({k: v for k, v in torch.load(wpath, map_location="cpu").items() if k.startswith(CORR_PREFIXES)})
+        # UNet from the unet stage, correspondence networks from the warm-up stage (a seeded run
+        # keeps the export's where it did not train them again).
+        if seeded and os.path.exists(path("unet")):
+            sd.update({k: v for k, v in load(path("unet")).items() if k.startswith(UNET_PREFIX)})
+        if os.path.exists(path("warmup")):
+            sd.update({k: v for k, v in load(path("warmup")).items() if k.startswith(CORR_PREFIXES)})
+        elif not seeded:
+            raise SystemExit(f"stage e2e needs {path('warmup')}: run `python -m train.train warmup` first")
     model.load_state_dict(sd)
 
 
@@ -324,6 +333,12 @@ def train_unet(model, a, stage, train, val):
         torch.save(ema, ema_path + ".tmp")
         os.replace(ema_path + ".tmp", ema_path)
 
+    # The EMA update runs every step: two fused ops over these lists (state_dict's tensors share the
+    # parameters' storage, so the lists stay current as the optimiser steps in place).
+    floats = [k for k, v in unet.state_dict().items() if v.dtype.is_floating_point]
+    ema_now = [ema[k] for k in floats]
+    weights_now = [unet.state_dict()[k] for k in floats]
+
     zs = encode_training_set(model.ae, train)[1]
 
     unet.train()
@@ -342,9 +357,8 @@ def train_unet(model, a, stage, train, val):
         # initialisation (5 % after 3,000 steps).
         decay = min(a.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for k, v in unet.state_dict().items():
-                if v.dtype.is_floating_point:
-                    ema[k].mul_(decay).add_(v, alpha=1 - decay)
+            torch._foreach_mul_(ema_now, decay)
+            torch._foreach_add_(ema_now, weights_now, alpha=1 - decay)
         step += 1
         run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
         pbar.update(1)
