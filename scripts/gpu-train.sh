@@ -4,8 +4,11 @@
 #   scripts/gpu-train.sh FONT SECONDS [EXPORT]
 # FONT: NotoColorEmoji.ttf (the GPU machine has no package registry: carry it); SECONDS: wall-clock
 # budget of this script, packing included; EXPORT: an exported model to continue (e.g. weights)
-# instead of training from scratch. FLUENT=PKG in the environment adds Fluent Emoji Flat to the
-# training split (train.data --fluent; PKG: the tarball of `npm pack @iconify-json/fluent-emoji-flat`).
+# instead of training from scratch. PACKS=DIR in the environment adds the iconify-json tarballs in DIR
+# as more styles (train.data --packs; `npm pack @iconify-json/fluent-emoji-flat` etc.; twemoji in DIR
+# is held out). RECIPE=v2 trains model v2 (train.pairs, config.RECIPE_V2): from an EXPORT of model v1
+# it keeps the autoencoder, UNet and decoder and trains new correspondence networks. DTYPE=f16
+# exports float16 weights.
 set -u
 font=$1
 budget=$2
@@ -20,23 +23,23 @@ mkdir -p "$data" "$runs"
 left() { echo $((budget - ($(date +%s) - start))); }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, skimage, fontTools, safetensors, yaml, tqdm${FLUENT:+, resvg_py}; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
+python3 -c "import torch, skimage, fontTools, safetensors, yaml, tqdm${PACKS:+, resvg_py}; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 >"$runs/gpu-util.csv" 2>&1 &
 smi=$!
 
-python3 -m train.data --out "$data" --size 128 --font "$font" ${FLUENT:+--fluent "$FLUENT"} || exit 1
+python3 -m train.data --out "$data" --size 128 --font "$font" ${PACKS:+--packs "$PACKS"} || exit 1
 echo "data built at +$(( $(date +%s) - start )) s"
 
 pack_s=25
 minutes=$(python3 -c "print(($(left) - $pack_s) / 60)")
 echo "pipeline: $minutes min"
 python3 -m train.pipeline --run "$runs/gpu128" --data "$data" --size 128 --device cuda --minutes "$minutes" \
-    ${init:+--init-from "$init"} --shares 0.28 0.55 0.92 >"$runs/gpu128.log" 2>&1
+    ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" --shares 0.28 0.55 0.92 >"$runs/gpu128.log" 2>&1
 echo "gpu128 pipeline exit $?"
 kill $smi 2>/dev/null
 
 # A run that stopped early still exports its latest finished stage.
-[ -f "$runs/gpu128/export/model.safetensors" ] || python3 -m train.export --run "$runs/gpu128" --out "$runs/gpu128/export"
+python3 -m train.export --run "$runs/gpu128" --out "$runs/gpu128/export" --dtype "${DTYPE:-f32}"
 (cd "$runs/gpu128/export" && split -b 15M model.safetensors "$out/w128.safetensors.part-" && cp config.yaml "$out/")
 (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='model*.safetensors' .)
 ls -la "$out"

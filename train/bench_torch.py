@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .config import corr_kwargs, default_config
 from .midm import MIDM, DdimSchedule
-from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
 
 
 def official_config():
@@ -111,8 +111,8 @@ def stages(model, size, device):
     ae = model.ae
     latent = ae.encode(ex)
     hw = latent.shape[2:]
-    label_ds = F.interpolate(cond, size=hw, mode="nearest")
-    ref_label_ds = F.interpolate(ex_label, size=hw, mode="nearest")
+    label_ds = downsample_label(cond, hw, model.label_downsample)
+    ref_label_ds = downsample_label(ex_label, hw, model.label_downsample)
     trg_m = model.seg_enc(label_ds)
     ref_m = model.real_enc(latent)
     trg_out = feature_normalize(model.theta(model.layer(torch.cat([trg_m, label_ds], 1))))

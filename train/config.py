@@ -72,6 +72,21 @@ def default_config(size=64):
     return cfg
 
 
+# Model v2 (the recipe of train.pairs): what a new run folder takes with `--recipe v2`. Wider
+# correspondence networks (the authors' are 256 / 64 wide at 64x64 latents; ours were 32 / 8), and
+# conditions brought to the latent grid by max-pooling (ops.downsample_label), so thin strokes survive.
+RECIPE_V2 = {"N_CH": 64, "corr_ndf": 16, "spade_nhidden": 32, "label_downsample": "max",
+             "condition": "user-like strokes: 1-px sketch lines drawn 1-4 px wide (at 128), 1 = line"}
+
+
+def apply_recipe(cfg, recipe):
+    if recipe == "v2":
+        cfg["midms"].update(RECIPE_V2)
+    elif recipe != "v1":
+        raise SystemExit(f"unknown recipe {recipe!r} (v1, v2)")
+    return cfg
+
+
 def corr_kwargs(cfg):
     m = cfg["midms"]
     return dict(label_nc=m["label_nc"], n_ch=m["N_CH"], ndf=m["corr_ndf"], spade_nhidden=m["spade_nhidden"])

@@ -1,36 +1,43 @@
-"""Emoji dataset: `python -m train.data --out train/data`.
+"""Emoji dataset: `python -m train.data --out train/data --size 128 [--packs DIR]`.
 
-Source: the Noto Color Emoji bitmaps of Debian's `fonts-noto-color-emoji`
-(/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf, CBDT PNG strikes of 136x128, Apache-2.0).
-Each glyph is composited on white, padded to a square, resized to SIZE x SIZE (Lanczos).
+Sources (several styles of the same emoji; licences in weights/MODEL_CARD.md):
+- Noto Color Emoji bitmaps of Debian's `fonts-noto-color-emoji` (Apache-2.0): the CBDT PNG strikes
+  of /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf, padded to a square on white, resized
+  (Lanczos) to SIZE x SIZE.
+- With `--packs DIR`: the iconify-json npm tarballs in DIR (`npm pack @iconify-json/NAME`), rasterised
+  with resvg at SIZE x SIZE: Fluent Emoji Flat (MIT), fxemoji (Apache-2.0), Emoji One (CC-BY-4.0),
+  Streamline Emojis (CC-BY-4.0) join training and validation; Twemoji (CC-BY-4.0) is the held-out
+  style (split 2: evaluation only, never trained on). OpenMoji (CC-BY-SA) is refused: share-alike.
+  A pack's key codepoint comes from its chars.json, or, for packs without one (fxemoji, Emoji One,
+  Streamline), from its icon name looked up in the names of the packs that have one
+  (`grinning-face`, `cloud-1` -> `cloud`, `loveletter` -> `love-letter`); an icon whose name
+  matches none is its own emoji.
 
-- Split: a glyph is in the validation split when sha1(glyph name) % 10 == 0 (fixed, ~10%).
-- Condition (label_nc = 1): Canny edges (skimage, sigma 1.0 on the luminance in [0,1]) of the
-  target, dilated with a 3x3 square so lines are 3 px wide at 64x64. Lines that thick survive the
-  reference's nearest-neighbour downsampling to the 16x16 latent grid (which keeps one pixel of
-  every 4x4 block), and look like a brush sketch.
-- Exemplar rule: every glyph gets a "key codepoint": its own codepoint, or, for a sequence glyph
-  (ZWJ sequences, skin tones, flags, keycaps), the first codepoint of its GSUB ligature. Glyphs are
-  ordered by (key codepoint, glyph id) inside each split; the exemplar candidates of a glyph are the
-  K = 6 nearest glyphs in that order whose key codepoint differs (so a skin-tone variant of the same
-  emoji is never its exemplar, but neighbouring faces, hands, animals, flags are). Unicode assigns
-  neighbouring codepoints to related emoji (e.g. U+1F600..1F64F smileys), so these are related
-  content, as the paper's training pairs are. Geometric augmentation is applied at training time.
+Per glyph: `images` (RGB on white), `alpha` (coverage, 0..255), `style` (index into `styles`),
+`keys` (key codepoint: its own, or for a sequence glyph the first codepoint of its GSUB ligature or
+sequence), `split` (0 train, 1 validation, 2 held-out style), and two conditions:
+- `edges` (the first models' condition): Canny edges (skimage, sigma 1.0 on the luminance in [0,1])
+  dilated with a 3x3 square, lines 3 px wide: double lines along dark outlines, shading contours.
+- `sketch`: one thin line per drawn line, as a user draws: the outline of the glyph's coverage
+  plus Canny edges at sigma 1.5, closed by a 5x5 dilation (which merges the parallel edges of an
+  outline stroke) and skeletonised to 1 px; components under 6 px dropped. Training makes the
+  condition from it (train.pairs: width 1-4 px, dropout, jitter, scale and position).
 
-Optional second source, training split only: `--fluent PKG` adds Microsoft's Fluent Emoji Flat
-(MIT), from the npm package @iconify-json/fluent-emoji-flat (`npm pack
-@iconify-json/fluent-emoji-flat` gives the tarball; 3,174 SVG icons), rasterised with resvg at
-SIZE x SIZE on white. Its key codepoint is the first codepoint of the icon's sequence (the
-package's chars.json). An icon whose key is the key of a Noto validation glyph is dropped, so the
-validation split, its exemplars and the evaluation stay exactly as without it, and no validation
-emoji is seen in another style during training; every other icon joins the training split, with
-exemplars by the same rule (a Fluent icon's candidates may be Noto glyphs and the reverse).
+Split by emoji, not by glyph: a key codepoint is in validation when sha1(hex key) % 10 == 0, so
+every variant (skin tone, gender) and every style of one emoji is in one split.
+
+Exemplar rule: `candidates` holds, per glyph, the K = 6 nearest glyphs of its split in (key, style,
+order) order whose key differs (Unicode assigns neighbouring codepoints to related emoji);
+`same_key` the glyphs of its split with the same key in another style (-1 padded): the same emoji
+drawn by another designer. train.pairs mixes these with the glyph itself as exemplar.
 """
 import argparse
+import glob
 import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 
 import numpy as np
@@ -38,6 +45,11 @@ from PIL import Image
 
 FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 K_CANDIDATES = 6
+K_SAME = 4
+# Styles by package prefix; split 2 marks the held-out style.
+HELD_OUT = {"twemoji"}
+REFUSED = {"openmoji": "OpenMoji is CC-BY-SA (share-alike): not used"}
+TRAIN, VAL, HELDOUT = 0, 1, 2
 
 
 def edge_map(rgb_u8):
@@ -49,6 +61,25 @@ def edge_map(rgb_u8):
     e = canny(g, sigma=1.0, low_threshold=0.05, high_threshold=0.15)
     e = binary_dilation(e, structure=np.ones((3, 3), bool))
     return e.astype(np.float32)
+
+
+def sketch_lines(rgb_u8, alpha_u8):
+    """One 1-px line per drawn line (see the module docstring) -> bool [H, W]."""
+    from scipy.ndimage import binary_dilation, binary_erosion, label
+    from skimage.feature import canny
+    from skimage.morphology import skeletonize
+
+    g = (rgb_u8.astype(np.float32) / 255.0) @ np.array([0.299, 0.587, 0.114], np.float32)
+    inner = canny(g, sigma=1.5, low_threshold=0.08, high_threshold=0.2)
+    cover = alpha_u8 > 127
+    outline = cover & ~binary_erosion(cover, structure=np.ones((3, 3), bool))
+    m = binary_dilation(inner | outline, structure=np.ones((5, 5), bool))
+    sk = skeletonize(m)
+    lab, n = label(sk, structure=np.ones((3, 3), bool))
+    if n:
+        sizes = np.bincount(lab.ravel())
+        sk &= sizes[lab] >= 6
+    return sk
 
 
 def _ligature_first_codepoints(font):
@@ -68,7 +99,14 @@ def _ligature_first_codepoints(font):
     return first
 
 
-def extract(size=64, font_path=FONT):
+def _on_white(im_rgba):
+    canvas = Image.new("RGBA", im_rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(im_rgba)
+    return np.asarray(canvas.convert("RGB"), dtype=np.uint8), np.asarray(im_rgba)[..., 3].copy()
+
+
+def extract_rgba(size=64, font_path=FONT):
+    """Noto glyphs: names, RGB on white [N, S, S, 3], alpha [N, S, S], (key codepoint, order)."""
     from fontTools.ttLib import TTFont
 
     font = TTFont(font_path)
@@ -78,16 +116,16 @@ def extract(size=64, font_path=FONT):
         rev.setdefault(g, cp)
     first = _ligature_first_codepoints(font)
     order = {g: i for i, g in enumerate(font.getGlyphOrder())}
-    names, imgs, keys = [], [], []
+    names, imgs, alphas, keys = [], [], [], []
     for name, bmp in strike.items():
         try:
             im = Image.open(io.BytesIO(bmp.imageData)).convert("RGBA")
         except Exception:
             continue
         side = max(im.size)
-        canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
+        canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))
         canvas.alpha_composite(im, ((side - im.size[0]) // 2, (side - im.size[1]) // 2))
-        rgb = canvas.convert("RGB").resize((size, size), Image.LANCZOS)
+        rgb, alpha = _on_white(canvas.resize((size, size), Image.LANCZOS))
         key = rev.get(name)
         seen = 0
         g = name
@@ -99,32 +137,80 @@ def extract(size=64, font_path=FONT):
             # keycaps and the like: keep, ordered at the end
             key = 0x10FFFF if key is None else key
         names.append(name)
-        imgs.append(np.asarray(rgb, dtype=np.uint8))
+        imgs.append(rgb)
+        alphas.append(alpha)
         keys.append((key, order.get(name, 0)))
-    return names, np.stack(imgs), keys
+    return names, np.stack(imgs), np.stack(alphas), keys
+
+
+def extract(size=64, font_path=FONT):
+    names, imgs, _, keys = extract_rgba(size, font_path)
+    return names, imgs, keys
 
 
 def _iconify_json(pkg):
-    """icons.json and chars.json of an iconify-json package: its npm tarball or unpacked folder."""
-    if os.path.isdir(pkg):
-        return [json.load(open(os.path.join(pkg, f))) for f in ("icons.json", "chars.json")]
-    with tarfile.open(pkg) as t:
-        return [json.load(t.extractfile(f"package/{f}")) for f in ("icons.json", "chars.json")]
+    """icons.json and chars.json ({} when absent) of an iconify-json package: its npm tarball or
+    unpacked folder."""
+    def read(f):
+        if os.path.isdir(pkg):
+            p = os.path.join(pkg, f)
+            return json.load(open(p)) if os.path.exists(p) else {}
+        with tarfile.open(pkg) as t:
+            try:
+                return json.load(t.extractfile(f"package/{f}"))
+            except KeyError:
+                return {}
+    return read("icons.json"), read("chars.json")
 
 
-def extract_iconify(pkg, size=64):
-    """Icons of an iconify-json package (e.g. Fluent Emoji Flat) rasterised to SIZE x SIZE RGB on
-    white; returns names ("<package prefix>:<icon>", e.g. "fluent-emoji-flat:cat-face"), images and (key codepoint, order) pairs. Aliases
-    (mirrored copies of other icons) and icons without a codepoint are skipped."""
+def pack_prefix(pkg):
+    return _iconify_json(pkg)[0].get("prefix", "iconify")
+
+
+def _compact(name):
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def name_keys(pkgs):
+    """Icon name -> key codepoint from the chars.json of `pkgs`; also under the name without
+    hyphens (fxemoji writes `loveletter`)."""
+    out = {}
+    for p in pkgs:
+        for seq, name in _iconify_json(p)[1].items():
+            k = int(seq.split("-")[0], 16)
+            out.setdefault(name, k)
+            out.setdefault(_compact(name), k)
+    return out
+
+
+def key_by_name(name, names):
+    for n in (name, re.sub(r"-\d+$", "", name)):
+        for cand in (n, _compact(n)):
+            if cand in names:
+                return names[cand]
+    return None
+
+
+def extract_iconify_rgba(pkg, size=64, names_to_keys=None):
+    """Icons of an iconify-json package rasterised to SIZE x SIZE: names ("<prefix>:<icon>"), RGB
+    on white, alpha, (key codepoint, order) pairs. Aliases (mirrored copies) are skipped; an icon
+    without a codepoint is looked up by name in `names_to_keys`, else skipped when that is None,
+    else given a private key of its own (above the Unicode range)."""
     import resvg_py
 
     icons, chars = _iconify_json(pkg)
+    prefix = icons.get("prefix", "iconify")
     key_of = {}
     for seq, name in chars.items():
         key_of.setdefault(name, int(seq.split("-")[0], 16))
-    names, imgs, keys = [], [], []
+    names, imgs, alphas, keys = [], [], [], []
     for n, (name, icon) in enumerate(sorted(icons["icons"].items())):
-        if name not in key_of:
+        key = key_of.get(name)
+        if key is None and names_to_keys is not None:
+            key = key_by_name(name, names_to_keys)
+            if key is None:
+                key = 0x110000 + int(hashlib.sha1(f"{prefix}:{name}".encode()).hexdigest(), 16) % (1 << 24)
+        if key is None:
             continue
         w, h = icon.get("width", icons.get("width", 16)), icon.get("height", icons.get("height", 16))
         side = max(w, h)  # a square view box centred on the icon: pads it as the Noto glyphs are
@@ -132,17 +218,23 @@ def extract_iconify(pkg, size=64):
         svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{x0} {y0} {side} {side}">'
                f'{icon["body"]}</svg>')
         png = resvg_py.svg_to_bytes(svg_string=svg, width=size, height=size)
-        im = Image.open(io.BytesIO(bytes(png))).convert("RGBA")
-        canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        canvas.alpha_composite(im)
-        names.append(f"{icons.get('prefix', 'iconify')}:{name}")
-        imgs.append(np.asarray(canvas.convert("RGB"), dtype=np.uint8))
-        keys.append((key_of[name], 1_000_000 + n))  # after the Noto glyphs of the same key
-    return names, np.stack(imgs), keys
+        rgb, alpha = _on_white(Image.open(io.BytesIO(bytes(png))).convert("RGBA"))
+        names.append(f"{prefix}:{name}")
+        imgs.append(rgb)
+        alphas.append(alpha)
+        keys.append((key, 1_000_000 + n))  # after the Noto glyphs of the same key
+    return names, np.stack(imgs), np.stack(alphas), keys
 
 
-def split_of(name):
-    return 1 if int(hashlib.sha1(name.encode()).hexdigest(), 16) % 10 == 0 else 0
+def extract_iconify(pkg, size=64):
+    """Icons with a codepoint of an iconify-json package: names, RGB on white, (key, order)."""
+    names, imgs, _, keys = extract_iconify_rgba(pkg, size)
+    return names, imgs, keys
+
+
+def split_of_key(key):
+    """Validation when sha1 of the key's hex % 10 == 0: every variant and style of an emoji alike."""
+    return VAL if int(hashlib.sha1(f"{key:x}".encode()).hexdigest(), 16) % 10 == 0 else TRAIN
 
 
 def exemplar_candidates(keys, idx):
@@ -161,34 +253,68 @@ def exemplar_candidates(keys, idx):
     return cands
 
 
-def build(out, size=64, font_path=FONT, fluent=None):
-    names, imgs, keys = extract(size, font_path)
-    split = [split_of(n) for n in names]
-    if fluent:
-        val_keys = {k[0] for k, s in zip(keys, split) if s}
-        fn, fi, fk = extract_iconify(fluent, size)
-        keep = [i for i, k in enumerate(fk) if k[0] not in val_keys]
-        names += [fn[i] for i in keep]
-        imgs = np.concatenate([imgs, fi[keep]])
-        keys += [fk[i] for i in keep]
-        split += [0] * len(keep)
+def same_key_table(keys, style, split):
+    """[N, K_SAME]: glyphs of the same split and key in another style (-1 padded)."""
+    by_key = {}
+    for i, (k, s) in enumerate(zip(keys, split)):
+        by_key.setdefault((k, s), []).append(i)
+    out = np.full((len(keys), K_SAME), -1, np.int64)
+    for i, (k, s) in enumerate(zip(keys, split)):
+        others = [j for j in by_key[(k, s)] if style[j] != style[i]]
+        # one per other style first, so that a style with many variants does not crowd the rest
+        seen, pick = set(), []
+        for j in others:
+            if style[j] not in seen:
+                seen.add(style[j])
+                pick.append(j)
+        pick += [j for j in others if j not in pick]
+        out[i, :len(pick[:K_SAME])] = pick[:K_SAME]
+    return out
+
+
+def build(out, size=64, font_path=FONT, packs=()):
+    """Writes <out>/emoji<size>.npz; returns (path, glyph count, counts per split)."""
+    names, imgs, alphas, keys = extract_rgba(size, font_path)
+    styles = ["noto"]
+    style = [0] * len(names)
+    packs = list(packs)
+    for p in packs:
+        if pack_prefix(p) in REFUSED:
+            raise SystemExit(f"{p}: {REFUSED[pack_prefix(p)]}")
+    lookup = name_keys(packs)
+    for p in packs:
+        fn, fi, fa, fk = extract_iconify_rgba(p, size, lookup)
+        styles.append(pack_prefix(p))
+        names += fn
+        imgs = np.concatenate([imgs, fi])
+        alphas = np.concatenate([alphas, fa])
+        keys += fk
+        style += [len(styles) - 1] * len(fn)
+    split = [HELDOUT if styles[s] in HELD_OUT else split_of_key(k[0]) for k, s in zip(keys, style)]
     edges = np.stack([edge_map(im) for im in imgs]).astype(np.uint8)
-    split = np.array(split, np.uint8)
+    sketch = np.stack([sketch_lines(im, a) for im, a in zip(imgs, alphas)])
+    order = [(k[0], s, k[1]) for k, s in zip(keys, style)]
     cand = np.zeros((len(names), K_CANDIDATES), np.int64)
-    for s in (0, 1):
-        c = exemplar_candidates(keys, [i for i in range(len(names)) if split[i] == s])
+    for sp in (TRAIN, VAL, HELDOUT):
+        c = exemplar_candidates(order, [i for i in range(len(names)) if split[i] == sp])
         for i, lst in c.items():
-            cand[i] = lst
+            cand[i, :len(lst)] = lst
+    key0 = [k[0] for k in keys]
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"emoji{size}.npz")
-    np.savez_compressed(path, images=imgs, edges=edges, split=split, candidates=cand,
-                        names=np.array(names), keys=np.array([k[0] for k in keys], np.int64))
-    return path, len(names), int(split.sum())
+    np.savez_compressed(path, images=imgs, alpha=alphas, edges=edges, sketch=np.packbits(sketch, axis=-1),
+                        split=np.array(split, np.uint8), candidates=cand,
+                        same_key=same_key_table(key0, style, split), names=np.array(names),
+                        keys=np.array(key0, np.int64), style=np.array(style, np.uint8), styles=np.array(styles))
+    return path, len(names), np.bincount(split, minlength=3).tolist()
 
 
 def load(data_dir, size=64):
     d = np.load(os.path.join(data_dir, f"emoji{size}.npz"))
-    return {k: d[k] for k in d.files}
+    out = {k: d[k] for k in d.files}
+    if "sketch" in out:
+        out["sketch"] = np.unpackbits(out["sketch"], axis=-1, count=out["images"].shape[2]).astype(bool)
+    return out
 
 
 def main():
@@ -196,15 +322,20 @@ def main():
     ap.add_argument("--out", default="train/data")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--font", default=FONT, help="NotoColorEmoji.ttf (default: Debian's fonts-noto-color-emoji)")
-    ap.add_argument("--fluent", default=None,
-                    help="also train on Fluent Emoji Flat: the tarball of `npm pack @iconify-json/fluent-emoji-flat`")
+    ap.add_argument("--packs", default=None,
+                    help="a folder of iconify-json npm tarballs (`npm pack @iconify-json/fluent-emoji-flat` ...); "
+                         "twemoji becomes the held-out style")
+    ap.add_argument("--pack", action="append", default=[], help="one iconify-json tarball (repeatable)")
     a = ap.parse_args()
     if not os.path.exists(a.font):
         raise SystemExit(f"{a.font} not found: apt-get install fonts-noto-color-emoji")
-    if a.fluent and not os.path.exists(a.fluent):
-        raise SystemExit(f"{a.fluent} not found: npm pack @iconify-json/fluent-emoji-flat")
-    path, n, nval = build(a.out, a.size, a.font, a.fluent)
-    print(f"wrote {path}: {n} glyphs, {n - nval} train, {nval} val")
+    packs = sorted(glob.glob(os.path.join(a.packs, "*.tgz"))) if a.packs else []
+    packs += a.pack
+    for p in packs:
+        if not os.path.exists(p):
+            raise SystemExit(f"{p} not found")
+    path, n, counts = build(a.out, a.size, a.font, packs)
+    print(f"wrote {path}: {n} glyphs, {counts[0]} train, {counts[1]} val, {counts[2]} held-out style")
 
 
 if __name__ == "__main__":

@@ -145,11 +145,19 @@ def run_variant(model, batch, name, seed, chunk=32):
     return torch.cat(outs).clamp(-1, 1)
 
 
-def evaluate(model, data_dir, n=128, seed=0, variants=None, size=64, metric_size=None):
+def evaluate(model, data_dir, n=128, seed=0, variants=None, size=64, metric_size=None, pairs="neighbours"):
     """`size`: the model's image side (data from emoji<size>.npz); `metric_size`: the side at which
     the metrics compare (outputs and targets area-downsampled to it), so that models of different
-    sizes can be compared on the same footing; default `size`."""
-    val = EmojiBatches(data_dir, "val", size=size, seed=seed)
+    sizes can be compared on the same footing; default `size`. `pairs`: "neighbours" (the first
+    models' validation pairs: Canny-edge conditions, a Unicode neighbour as exemplar) or "authors"
+    (train.pairs: the one-line sketch drawn 2 px wide, the same emoji in another style as exemplar
+    where there is one)."""
+    if pairs == "authors":
+        from .pairs import PairBatches
+
+        val = PairBatches(data_dir, "val", size=size, seed=seed)
+    else:
+        val = EmojiBatches(data_dir, "val", size=size, seed=seed)
     n = min(n, len(val))
     idx = val.idx[:n]
     batch = val.batch(n, augment=False, indices=idx, exemplar_k=torch.zeros(n, dtype=torch.long))
@@ -176,17 +184,20 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--metric-size", type=int, default=None,
                     help="compare at this image side (e.g. 64 to put a 128 model beside a 64 one)")
+    ap.add_argument("--pairs", choices=["neighbours", "authors"], default=None,
+                    help="validation pairs (see evaluate()); default: authors for a v2 model, else neighbours")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from .export import load_exported
 
     model, cfg = load_exported(a.weights)
     size = cfg["midms"]["image_size"]
+    pairs = a.pairs or ("authors" if model.label_downsample == "max" else "neighbours")
     results = {}
     for seed in a.seeds:
-        rows, n = evaluate(model, a.data, a.n, seed, a.variants, size, a.metric_size)
+        rows, n = evaluate(model, a.data, a.n, seed, a.variants, size, a.metric_size, pairs)
         results[seed] = rows
-    print(f"validation pairs: {n}, seeds: {a.seeds}, model {size}x{size}, metrics at {a.metric_size or size}")
+    print(f"validation pairs ({pairs}): {n}, seeds: {a.seeds}, model {size}x{size}, metrics at {a.metric_size or size}")
     print("| variant | SWD x1e3 (lower better) | colour relevance (higher better) | L1 to target | shape IoU |")
     print("|---|---|---|---|---|")
     for name in results[a.seeds[0]]:

@@ -1,6 +1,6 @@
 """Export the trained model: `python -m train.export [--run train/runs] [--out weights]`.
 
-Writes `<out>/model.safetensors` (float32, canonical MIDMs key names: `diff_model.first_stage_model.*`,
+Writes `<out>/model.safetensors` (float32, or float16 with `--dtype f16`; canonical MIDMs key names: `diff_model.first_stage_model.*`,
 `diff_model.model.diffusion_model.*`, the DDPM schedule buffers `diff_model.betas` ...,
 `seg_enc.*`, `real_enc.*`, `iter_enc.*` with spectral norm as `weight_orig/_u/_v`, `layer.*`,
 `phi.*`, `theta.*`) and `<out>/config.yaml` in the LDM model-zoo layout (plus a `midms:` block).
@@ -41,7 +41,7 @@ def latest_state(run):
 DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_stage_model.post_quant_conv.")
 
 
-def export(run, out, unet_from=None, decoder_from=None):
+def export(run, out, unet_from=None, decoder_from=None, dtype="f32"):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one)."""
@@ -63,7 +63,12 @@ def export(run, out, unet_from=None, decoder_from=None):
         raise SystemExit(f"{dec} does not exist: run the decoder stage in {decoder_from} first")
     model = MIDM(cfg, **corr_kwargs(cfg))
     model.load_state_dict(sd)
-    tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    # f16 halves the file (a GPU lease moves weights both ways); the schedule buffers
+    # (`diff_model.betas`, ...) stay f32: 1 - alpha_bar near 1e-5 loses the digits DDIM needs in f16.
+    schedule = lambda k: k.startswith("diff_model.") and k.count(".") == 1
+    half = lambda k, v: dtype == "f16" and v.is_floating_point() and not schedule(k)
+    tensors = {k: (v.detach().half() if half(k, v) else v.detach().float()).contiguous()
+               for k, v in model.state_dict().items()}
     os.makedirs(out, exist_ok=True)
     save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt", "stages": which})
     with open(os.path.join(out, "config.yaml"), "w") as f:
@@ -87,8 +92,10 @@ def main():
     ap.add_argument("--out", default="weights")
     ap.add_argument("--unet-from", default=None, help="run folder whose unet stage replaces the UNet (same autoencoder)")
     ap.add_argument("--decoder-from", default=None, help="run folder whose decoder stage supplies the decoder")
+    ap.add_argument("--dtype", choices=["f32", "f16"], default="f32",
+                    help="f16: network weights in float16 (half the size; schedule buffers stay float32)")
     a = ap.parse_args()
-    which, n = export(a.run, a.out, a.unet_from, a.decoder_from)
+    which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .autoencoder import VQModel
 from .correspondence import build_correspondence
-from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
 from .unet import UNetModel
 
 SCHEDULE_BUFFERS = [
@@ -109,6 +109,8 @@ class MIDM(nn.Module):
         self.diff_model = LatentDiffusion(ldm_cfg)
         fs = ldm_cfg["model"]["params"]["first_stage_config"]["params"]
         self.label_nc = label_nc
+        # Not in the authors' code: "max" for our models that set it (ops.downsample_label).
+        self.label_downsample = ldm_cfg.get("midms", {}).get("label_downsample", "nearest")
         build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden)
 
     @property
@@ -119,8 +121,8 @@ class MIDM(nn.Module):
     def match(self, label, ref_feats, ref_label, trace=None):
         """Initial matching. Returns dict with trg/ref matching feats, corr_ref, warped_ref_feat."""
         hw = ref_feats.shape[2:]
-        label_ds = F.interpolate(label, size=hw, mode="nearest")
-        ref_label_ds = F.interpolate(ref_label, size=hw, mode="nearest")
+        label_ds = downsample_label(label, hw, self.label_downsample)
+        ref_label_ds = downsample_label(ref_label, hw, self.label_downsample)
         trg_m = self.seg_enc(label_ds, trace=trace, name="seg_enc")
         ref_m = self.real_enc(ref_feats)
         trg_lo = self.layer(torch.cat([trg_m, label_ds], 1))

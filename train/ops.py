@@ -3,6 +3,22 @@ import torch
 import torch.nn.functional as F
 
 TEMPERATURE = 0.005
+LABEL_DOWNSAMPLE = ("nearest", "max")
+
+
+def downsample_label(label, hw, mode="nearest"):
+    """The condition label brought to the latent grid. "nearest" is the authors' (it keeps one pixel
+    of every f x f block, so a 1-2 px stroke breaks into dots and a diagonal into a dotted line);
+    "max" (our models' `midms.label_downsample: max`) max-pools f x f blocks, so every stroke that
+    crosses a block marks it. The Rust sampler implements both (`label_downsample`)."""
+    if mode == "nearest":
+        return F.interpolate(label, size=hw, mode="nearest")
+    if mode == "max":
+        h, w = label.shape[-2:]
+        if h % hw[0] == 0 and w % hw[1] == 0:
+            return F.max_pool2d(label, kernel_size=(h // hw[0], w // hw[1]))
+        return F.adaptive_max_pool2d(label, hw)
+    raise ValueError(f"label_downsample: {mode!r} (expected one of {LABEL_DOWNSAMPLE})")
 
 
 def feature_normalize(f):

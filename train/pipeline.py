@@ -26,20 +26,33 @@ BATCH = {
     "cpu": {"ae": 16, "unet": 32, "warmup": 4, "decoder": 16, "e2e": 4},
     "cuda": {"ae": 64, "unet": 128, "warmup": 32, "decoder": 32, "e2e": 16},
 }
+# Model v2 (train.pairs): bigger batches, since a GPU step is latency-bound at 16 (17-41 % use).
+BATCH_V2 = {"cpu": {"warmup": 8, "e2e": 4}, "cuda": {"warmup": 64, "e2e": 48}}
+# Batch-making processes of the v2 stages (the device has 16 cores; the warm-up shares them with
+# the unet and decoder stages).
+WORKERS_V2 = {"cpu": {"warmup": 0, "e2e": 0}, "cuda": {"warmup": 6, "e2e": 12}}
 # The shipped model's re-weighting of the paper's losses for our feature network (losses.py).
 CORR_FLAGS = {"warmup": ["--w-perc", "1"], "e2e": ["--w-perc", "1", "--w-style", "0.1", "--iter-align", "10", "--unet-lr", "0"]}
+# v2 also trains F_Y^iter in the warm-up.
+CORR_FLAGS_V2 = {"warmup": CORR_FLAGS["warmup"] + ["--warm-iter", "1"], "e2e": CORR_FLAGS["e2e"]}
 STARTUP_S = 25  # python + torch import, CUDA context, data load, end-of-stage samples and saving
 
 
 def stage_cmd(a, stage, minutes):
-    # Size, codebook and UNet width come from the run folder's config.json, written before any stage.
+    # Size, codebook, UNet width and recipe come from the run folder's config.json, written before
+    # any stage.
+    dev = "cuda" if a.device.startswith("cuda") else "cpu"
+    v2 = a.recipe == "v2" and stage in ("warmup", "e2e")
+    batch = BATCH_V2[dev][stage] if v2 else BATCH[dev][stage]
     cmd = [sys.executable, "-m", "train.train", stage, "--run", a.run, "--data", a.data, "--device", a.device,
            "--threads", str(a.threads), "--steps", "1000000", "--minutes", f"{minutes:.3f}",
-           "--finish-on-timeout", "--batch", str(BATCH["cuda" if a.device.startswith("cuda") else "cpu"][stage])]
+           "--finish-on-timeout", "--batch", str(batch)]
     if stage == "ae":
         cmd += ["--crop", "0"]
     if stage == "unet":
         cmd += ["--lr", str(a.unet_stage_lr)]
+    if v2:
+        return cmd + ["--workers", str(WORKERS_V2[dev][stage])] + CORR_FLAGS_V2[stage]
     return cmd + CORR_FLAGS.get(stage, [])
 
 
@@ -77,18 +90,29 @@ def main():
                          "and e2e take")
     ap.add_argument("--init-from", default=None,
                     help="an exported model (folder with model.safetensors and config.yaml) to continue")
+    ap.add_argument("--recipe", choices=["v1", "v2"], default="v1",
+                    help="v2: config.RECIPE_V2 for a new run, train.pairs for warmup and e2e (with --init-from, "
+                         "the export's config decides)")
     a = ap.parse_args()
     if os.path.exists(os.path.join(a.run, "config.json")):
         raise SystemExit(f"{a.run} already holds a run: the pipeline starts new runs only")
     end = time.time() + a.minutes * 60
+    fresh_corr = False
     if a.init_from:
-        seed_run(a.run, a.init_from)  # size, codebook and width are the export's
+        # size, codebook and width are the export's; a v1 export with --recipe v2 keeps its
+        # autoencoder, UNet and decoder and gets new correspondence networks
+        import yaml
+
+        was_v2 = yaml.safe_load(open(os.path.join(a.init_from, "config.yaml")))["midms"].get("label_downsample") == "max"
+        cfg = seed_run(a.run, a.init_from, a.recipe)
+        fresh_corr = a.recipe == "v2" and not was_v2
+        a.recipe = "v2" if cfg["midms"].get("label_downsample") == "max" else "v1"
     else:
-        run_config(a.run, a.unet_channels, a.size, a.n_embed)
+        run_config(a.run, a.unet_channels, a.size, a.n_embed, a.recipe)
     export_s = 20
     left = lambda: end - time.time() - export_s
     if a.init_from:
-        run_parallel(a, ["unet", "decoder"], left() * a.shares[1])
+        run_parallel(a, ["unet", "decoder"] + (["warmup"] if fresh_corr else []), left() * a.shares[1])
     else:
         run_parallel(a, ["ae"], left() * a.shares[0])
         run_parallel(a, ["unet", "warmup", "decoder"], left() * a.shares[1])

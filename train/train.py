@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .common import Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, randint, randn, save_grid, setup_device
-from .config import CORR_PREFIXES, UNET_PREFIX, corr_kwargs, default_config
+from .config import CORR_PREFIXES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_STYLE
 from .midm import MIDM
@@ -36,9 +36,10 @@ def _write_json(path, obj):
     os.replace(tmp, path)
 
 
-def run_config(run_dir, unet_channels=None, size=None, n_embed=None):
-    """The run folder's config.json, written for a new folder; `unet_channels`, `size` (image side)
-    and `n_embed` (codebook size) set up a new run folder and must agree with an existing one's."""
+def run_config(run_dir, unet_channels=None, size=None, n_embed=None, recipe=None):
+    """The run folder's config.json, written for a new folder; `unet_channels`, `size` (image side),
+    `n_embed` (codebook size) and `recipe` (config.RECIPE_V2's widths and label rule for "v2") set
+    up a new run folder and must agree with an existing one's."""
     cfg_path = os.path.join(run_dir, "config.json")
     if os.path.exists(cfg_path):
         cfg = json.load(open(cfg_path))
@@ -46,11 +47,12 @@ def run_config(run_dir, unet_channels=None, size=None, n_embed=None):
         have = {"--unet-channels": (unet_channels, p["unet_config"]["params"]["model_channels"]),
                 "--size": (size, cfg["midms"]["image_size"]),
                 "--n-embed": (n_embed, p["first_stage_config"]["params"]["n_embed"])}
+        have["--recipe"] = (recipe, "v2" if cfg["midms"].get("label_downsample") == "max" else "v1")
         for flag, (want, got) in have.items():
             if want and want != got:
                 raise SystemExit(f"{cfg_path} fixes {flag} at {got}; {flag} applies to new runs only")
         return cfg
-    cfg = default_config(size or 64)
+    cfg = apply_recipe(default_config(size or 64), recipe or "v1")
     if unet_channels:
         cfg["model"]["params"]["unet_config"]["params"]["model_channels"] = unet_channels
     if n_embed:
@@ -60,19 +62,21 @@ def run_config(run_dir, unet_channels=None, size=None, n_embed=None):
     return cfg
 
 
-def build(run_dir, unet_channels=None, size=None, n_embed=None):
+def build(run_dir, unet_channels=None, size=None, n_embed=None, recipe=None):
     """The run folder's config (see `run_config`) and a model built from it."""
-    cfg = run_config(run_dir, unet_channels, size, n_embed)
+    cfg = run_config(run_dir, unet_channels, size, n_embed, recipe)
     return cfg, MIDM(cfg, **corr_kwargs(cfg))
 
 
 INIT = "init.pt"
 
 
-def seed_run(run_dir, export_dir):
+def seed_run(run_dir, export_dir, recipe=None):
     """A new run folder that continues an exported model (`train.export`'s safetensors and config):
     its config.json comes from the export's config.yaml and every stage starts from the exported
-    weights (`init.pt`) instead of a fresh initialisation. The autoencoder stays as exported."""
+    weights (`init.pt`) instead of a fresh initialisation. The autoencoder stays as exported.
+    `recipe="v2"` on a v1 export keeps its autoencoder, UNet and decoder and starts the (wider)
+    correspondence networks afresh, for the warm-up to train."""
     import yaml
     from safetensors.torch import load_file
 
@@ -81,6 +85,9 @@ def seed_run(run_dir, export_dir):
     cfg = yaml.safe_load(open(os.path.join(export_dir, "config.yaml")))
     sd = load_file(os.path.join(export_dir, "model.safetensors"))
     MIDM(cfg, **corr_kwargs(cfg)).load_state_dict(sd)  # refuses an export that does not fit its config
+    if recipe == "v2" and cfg["midms"].get("label_downsample") != "max":
+        apply_recipe(cfg, "v2")
+        sd = {k: v for k, v in sd.items() if not k.startswith(CORR_PREFIXES)}
     os.makedirs(run_dir, exist_ok=True)
     torch.save(sd, os.path.join(run_dir, INIT))
     _write_json(os.path.join(run_dir, "config.json"), {"model": cfg["model"], "midms": cfg["midms"]})
@@ -113,6 +120,10 @@ def load_prev(model, run_dir, stage):
             missing, unexpected = model.load_state_dict(sd, strict=False)
             assert not unexpected and all(k.startswith(UNET_PREFIX) for k in missing), (missing, unexpected)
             return
+    if seeded and not any(k.startswith(CORR_PREFIXES) for k in sd):
+        # seeded for a new recipe: fresh correspondence networks, which the warm-up trains first
+        if stage == "e2e" and not os.path.exists(path("warmup")):
+            raise SystemExit(f"stage e2e needs {path('warmup')}: this run's correspondence networks are new")
     if stage == "e2e":
         # UNet from the unet stage, correspondence networks from the warm-up stage (a seeded run
         # keeps the export's where it did not train them again).
@@ -122,7 +133,10 @@ def load_prev(model, run_dir, stage):
             sd.update({k: v for k, v in load(path("warmup")).items() if k.startswith(CORR_PREFIXES)})
         elif not seeded:
             raise SystemExit(f"stage e2e needs {path('warmup')}: run `python -m train.train warmup` first")
-    model.load_state_dict(sd)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    # Only a recipe change may leave the correspondence networks at their initialisation.
+    assert not unexpected and all(k.startswith(CORR_PREFIXES) for k in missing), (missing[:5], unexpected[:5])
+    assert not missing or seeded and stage in ("warmup", "unet", "decoder"), missing[:5]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,6 +435,14 @@ def main():
                     help="image side of a new run (default 64; 128 = latent 32x32, data from emoji128.npz)")
     ap.add_argument("--n-embed", type=int, default=None, help="VQ codebook size of a new run (default 512)")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+    ap.add_argument("--recipe", choices=["v1", "v2"], default=None,
+                    help="model of a new run: v1 (default; the first models) or v2 (config.RECIPE_V2)")
+    ap.add_argument("--pairs", choices=["neighbours", "authors"], default=None,
+                    help="warmup/e2e training pairs: neighbours (EmojiBatches) or authors (train.pairs: self, "
+                         "other style, neighbour; user-like strokes); default: authors for a v2 run")
+    ap.add_argument("--workers", type=int, default=0, help="warmup/e2e with --pairs authors: batch-making processes")
+    ap.add_argument("--warm-iter", type=float, default=0.0,
+                    help="warmup: train F_Y^iter too, with this weight on its alignment term (0 = the authors' warm-up)")
     a = ap.parse_args()
     a.device = Dist.init(setup_device(a.device))
     torch.set_num_threads(a.threads)
@@ -428,7 +450,7 @@ def main():
     defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4), "decoder": (3000, 16)}
     a.steps = a.steps or defaults[a.stage][0]
     a.batch = a.batch or defaults[a.stage][1]
-    cfg, model = build(a.run, a.unet_channels, a.size, a.n_embed)
+    cfg, model = build(a.run, a.unet_channels, a.size, a.n_embed, a.recipe)
     model.latent_size = cfg["model"]["params"]["image_size"]
     size = cfg["midms"]["image_size"]
     stage = Stage(a.run, a.stage)
@@ -438,8 +460,15 @@ def main():
     Dist.broadcast_model(model)  # identical start on every rank (also guards against init drift)
     # Ranks draw different batches (the seed only has to differ; the folder listing may not agree).
     seed = len(os.listdir(stage.dir)) + 7919 * Dist.rank
-    train = EmojiBatches(a.data, "train", size=size, seed=seed, device=a.device)
-    val = EmojiBatches(a.data, "val", size=size, seed=1, device=a.device)
+    pairs = a.pairs or ("authors" if cfg["midms"].get("label_downsample") == "max" else "neighbours")
+    if pairs == "authors" and a.stage in ("warmup", "e2e"):
+        from .pairs import PairBatches
+
+        train = PairBatches(a.data, "train", size=size, seed=seed)
+        val = PairBatches(a.data, "val", size=size, seed=1)
+    else:
+        train = EmojiBatches(a.data, "train", size=size, seed=seed, device=a.device)
+        val = EmojiBatches(a.data, "val", size=size, seed=1, device=a.device)
     if a.stage == "ae":
         train_ae(model, a, stage, train, val)
     elif a.stage == "unet":

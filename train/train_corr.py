@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import losses as L
 from .common import Clock, Dist, GuardedStep, Logger, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
-from .ops import correlation, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
 
 TRAIN_DDIM_STEPS = 8
 
@@ -35,12 +35,13 @@ def one_step(diff, sched, x0, s, param, g):
     return pred, (a_prev_sqrt, dir_xt)
 
 
-def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE):
+def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE, warm_iter=0.0):
     """One training step's losses. `iter_align` > 0 adds an L_dom-like term (not in the paper)
     that keeps F_Y^iter's features of the target latent aligned with F_Y's: without it, a
     session-2 end-to-end run ended with every re-matching cosine negative, which the clamped
     correlation turns into a uniform, gradient-free match. `w_perc`, `w_style`: the weights of
-    L_perc and L_style (default: the paper's; losses.py says why the shipped model changes them)."""
+    L_perc and L_style (default: the paper's; losses.py says why the shipped model changes them).
+    `warm_iter` > 0 trains F_Y^iter in the warm-up too (weight of its alignment term)."""
     diff = model.diff_model
     ae = model.ae
     src, ref = batch["image"], batch["ref"]
@@ -49,8 +50,8 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
         src_feats = ae.encode(src)
         ref_feats = ae.encode(ref)
     hw = src_feats.shape[2:]
-    label_ds = F.interpolate(label, size=hw, mode="nearest")
-    ref_label_ds = F.interpolate(ref_label, size=hw, mode="nearest")
+    label_ds = downsample_label(label, hw, model.label_downsample)
+    ref_label_ds = downsample_label(ref_label, hw, model.label_downsample)
     trg_m = model.seg_enc(label_ds)
     src_m = model.real_enc(src_feats)
     ref_m = model.real_enc(ref_feats)
@@ -63,10 +64,19 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     warped_ref_feat = soft_warp(ref_feats, corr_ref)
     out = {}
     l_cycle = L.cycle_loss(ref_feats, corr_ref)
+    l_iter = torch.zeros((), device=src.device)
     if warm:
         l_diff = F.mse_loss(warped_src_feat, src_feats)
         pred_ref, pred_src = warped_ref_feat, warped_src_feat
         l_cycle = l_cycle + F.l1_loss(soft_warp(warped_ref_feat, corr_ref.permute(0, 3, 4, 1, 2)), ref_feats)
+        if warm_iter > 0:
+            # F_Y^iter trained from the start (the authors' warm-up leaves it to e2e): re-match the
+            # warp, as the first interleaved step will, with its own cycle term, and keep its
+            # features of the target latent aligned with F_Y's.
+            new_ref, ci, _, _ = model.rematch(warped_ref_feat, trg_m, ref_m, ref_feats)
+            l_cycle = l_cycle + F.l1_loss(soft_warp(new_ref, ci.permute(0, 3, 4, 1, 2)), ref_feats)
+            l_iter = L.domain_loss(model.iter_enc(src_feats, seg=trg_m), src_m, ref_m)
+            pred_ref = 0.5 * (warped_ref_feat + new_ref)
     else:
         sched = DdimSchedule(diff.alphas_cumprod, TRAIN_DDIM_STEPS, 0.0, diff.num_timesteps)
         q = TRAIN_DDIM_STEPS // 4
@@ -102,8 +112,9 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     l_src = L.src_loss(f_wsrc, f_src)
     l_perc = L.perc_loss(f_wref, f_src)
     total = L.W_DOM * l_dom + L.W_CYCLE * l_cycle + L.W_SRC * l_src + w_perc * l_perc + L.W_DIFF * l_diff
-    l_iter = torch.zeros((), device=total.device)
-    if not warm and iter_align > 0:
+    if warm:
+        total = total + warm_iter * l_iter
+    elif iter_align > 0:
         l_iter = L.domain_loss(model.iter_enc(src_feats, seg=trg_m), src_m, ref_m)
         total = total + iter_align * l_iter
     l_style = torch.zeros((), device=total.device)
@@ -124,6 +135,17 @@ def corr_parameters(model):
             ("seg_enc", "real_enc", "iter_enc", "layer", "phi", "theta")]
 
 
+def batches(train, a, step):
+    """The stage's batch source: EmojiBatches draws on its device in this process; PairBatches
+    (train.pairs) are made in `--workers` processes and copied over without blocking."""
+    from .pairs import Loader, PairBatches
+
+    if isinstance(train, PairBatches):
+        loader = Loader(train, a.batch, a.device, getattr(a, "workers", 0), seed=train.seed + 7 * step)
+        return loader.next
+    return lambda: train.batch(a.batch)
+
+
 def train_corr(model, a, stage, train, val, warm_stage):
     """`warm_stage`: True for the warm-up stage (UNet frozen, not called), False for end-to-end."""
     model.ae.eval()
@@ -138,6 +160,8 @@ def train_corr(model, a, stage, train, val, warm_stage):
     g = torch.Generator().manual_seed(2000 + step + 7919 * Dist.rank)
     random.seed(step)
     vb = val.batch(8, augment=False, indices=val.idx[:8], exemplar_k=torch.zeros(8, dtype=torch.long))
+    vb = {k: v.to(a.device) for k, v in vb.items()}
+    next_batch = batches(train, a, step)
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="corr", disable=not Dist.main())
     acc = {}
     guarded_step = GuardedStep(opt, model.parameters(), stage.ckpt)
@@ -148,8 +172,8 @@ def train_corr(model, a, stage, train, val, warm_stage):
         model.ae.eval()
         if warm:
             unet.eval()
-        b = train.batch(a.batch)
-        o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style)
+        b = next_batch()
+        o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style, getattr(a, "warm_iter", 0.0))
         opt.zero_grad()
         o["loss"].backward()
         Dist.average_grads(opt)

@@ -1,53 +1,93 @@
-"""The optional Fluent Emoji Flat source (`train.data --fluent`): icons rasterised on white, added to
-the training split only, and none whose emoji is in the validation split."""
+"""train.data: several styles of one emoji, the split by emoji, the held-out style, the one-line
+sketches, and the exemplar tables (on synthetic glyphs and packages: CI has no font or tarballs)."""
 import json
 
 import numpy as np
+import pytest
 
 import train.data as data
 
 
-def fake_noto(size):
-    """16 glyphs standing in for the font (CI has no font): 8 of each split (exemplar candidates
-    need at least 7 glyphs of a split)."""
-    names = [f"u1F{n:03X}" for n in range(0x600, 0x700)]
-    picked = [n for n in names if not data.split_of(n)][:8] + [n for n in names if data.split_of(n)][:8]
+def fake_noto(size, n=16):
+    """`n` glyphs standing in for the font: half of them with a validation key."""
+    keys = list(range(0x1F600, 0x1F800))
+    picked = [k for k in keys if data.split_of_key(k) == data.TRAIN][: n // 2] + \
+             [k for k in keys if data.split_of_key(k) == data.VAL][: n // 2]
     imgs = np.full((len(picked), size, size, 3), 255, np.uint8)
+    alpha = np.zeros((len(picked), size, size), np.uint8)
     imgs[:, 8:24, 8:24] = (0, 0, 200)
-    return picked, imgs, [(int(n[1:], 16), i) for i, n in enumerate(picked)]
+    alpha[:, 8:24, 8:24] = 255
+    return [f"u{k:X}" for k in picked], imgs, alpha, [(k, i) for i, k in enumerate(picked)]
 
 
-def test_fluent_icons_join_the_training_split_only(tmp_path, monkeypatch):
+def write_pack(path, prefix, icons, chars=None):
+    path.mkdir()
+    json.dump({"prefix": prefix, "width": 32, "height": 32, "icons": icons}, open(path / "icons.json", "w"))
+    if chars is not None:
+        json.dump(chars, open(path / "chars.json", "w"))
+    return str(path)
+
+
+RED = '<rect x="4" y="4" width="24" height="24" fill="#ff0000"/>'
+
+
+def test_styles_split_by_emoji_and_held_out(tmp_path, monkeypatch):
     size = 32
-    monkeypatch.setattr(data, "extract", lambda size, font_path: fake_noto(size))
-    noto_names, _, noto_keys = fake_noto(size)
-    val_key = noto_keys[8][0]
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    red = '<rect x="0" y="0" width="32" height="16" fill="#ff0000"/>'
-    icons = {"prefix": "fluent-emoji-flat", "width": 32, "height": 32, "icons": {
-        "red-square": {"body": red.replace('height="16"', 'height="32"')},
-        "wide-banner": {"body": red, "height": 16},  # not square: padded, centred
-        "same-as-val": {"body": red},
-        "no-codepoint": {"body": red},
-    }}
-    chars = {"1f7e5": "red-square", "1f3f3-fe0f": "wide-banner", f"{val_key:x}-200d-2642": "same-as-val"}
-    json.dump(icons, open(pkg / "icons.json", "w"))
-    json.dump(chars, open(pkg / "chars.json", "w"))
+    monkeypatch.setattr(data, "extract_rgba", lambda size, font_path: fake_noto(size))
+    names, _, _, keys = fake_noto(size)
+    train_key, val_key = keys[0][0], keys[8][0]
+    fluent = write_pack(tmp_path / "fl", "fluent-emoji-flat", {
+        "smile": {"body": RED}, "val-smile": {"body": RED}, "wide": {"body": RED, "height": 16}},
+        {f"{train_key:x}": "smile", f"{val_key:x}-200d-2642": "val-smile", "1f7e5": "wide"})
+    # no chars.json: keys by name (via fluent's names), hyphen-less names and "-1" suffixes too
+    fx = write_pack(tmp_path / "fx", "fxemoji", {"valsmile": {"body": RED}, "smile-1": {"body": RED},
+                                                 "nothing-known": {"body": RED}})
+    tw = write_pack(tmp_path / "tw", "twemoji", {"smile": {"body": RED}}, {f"{train_key:x}": "smile"})
+    path, n, counts = data.build(str(tmp_path / "out"), size=size, font_path=None, packs=[fluent, fx, tw])
+    d = data.load(str(tmp_path / "out"), size)
+    got = [str(x) for x in d["names"]]
+    assert got[:16] == names
+    i = {nm: got.index(nm) for nm in got}
+    k = d["keys"]
+    assert k[i["fxemoji:valsmile"]] == val_key and k[i["fxemoji:smile-1"]] == train_key
+    assert k[i["fxemoji:nothing-known"]] > 0x10FFFF  # an emoji of its own
+    # every style of an emoji is in that emoji's split; Twemoji is held out whatever its key
+    assert d["split"][i["fluent-emoji-flat:val-smile"]] == data.VAL == d["split"][i["fxemoji:valsmile"]]
+    assert d["split"][i["fluent-emoji-flat:smile"]] == data.TRAIN
+    assert d["split"][i["twemoji:smile"]] == data.HELDOUT
+    assert counts[2] == 1 and sum(counts) == n == len(got)
+    assert [str(s) for s in d["styles"]] == ["noto", "fluent-emoji-flat", "fxemoji", "twemoji"]
+    # same emoji, other style, same split: never the held-out style, never itself
+    same = d["same_key"][0]
+    assert set(same[same >= 0].tolist()) == {i["fluent-emoji-flat:smile"], i["fxemoji:smile-1"]}
+    assert (d["same_key"][i["twemoji:smile"]] == -1).all()
+    # neighbours stay inside a split
+    val_idx = set(np.nonzero(d["split"] == data.VAL)[0].tolist())
+    assert set(d["candidates"][8].tolist()) <= val_idx
+    # one-line sketches: the outline of the 24x24 square, 1 px wide
+    sk = d["sketch"][i["fluent-emoji-flat:smile"]]
+    assert sk.dtype == bool and 60 < sk.sum() < 110
+    assert d["alpha"][i["fluent-emoji-flat:smile"]][16, 16] == 255
 
-    path, n, nval = data.build(str(tmp_path / "out"), size=size, font_path=None, fluent=str(pkg))
-    d = np.load(path)
-    names = [str(x) for x in d["names"]]
-    assert names == noto_names + ["fluent-emoji-flat:red-square", "fluent-emoji-flat:wide-banner"]
-    assert (n, nval) == (18, 8) and d["split"].tolist() == [0] * 8 + [1] * 8 + [0, 0]
-    assert d["keys"].tolist()[16:] == [0x1F7E5, 0x1F3F3]
-    sq, banner = d["images"][16], d["images"][17]
-    assert sq[16, 16, 0] > 200 and sq[16, 16, 1:].max() < 60
-    # The 32x16 banner fills the middle rows of its square and leaves white above and below.
-    assert banner[16, 16, 0] > 200 and banner[16, 16, 1:].max() < 60
-    assert (banner[2, 16] > 240).all() and (banner[29, 16] > 240).all()
-    assert d["edges"][17].any()  # Canny finds the banner's border
-    # Exemplars stay inside a split: validation glyphs keep validation exemplars; the Fluent icons
-    # get training glyphs.
-    assert set(d["candidates"][8:16].flatten().tolist()) <= set(range(8, 16))
-    assert set(d["candidates"][16:].flatten().tolist()) <= set(range(8)) | {16, 17}
+
+def test_share_alike_pack_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "extract_rgba", lambda size, font_path: fake_noto(size))
+    om = write_pack(tmp_path / "om", "openmoji", {"smile": {"body": RED}}, {"1f600": "smile"})
+    with pytest.raises(SystemExit, match="share-alike"):
+        data.build(str(tmp_path / "out"), size=32, font_path=None, packs=[om])
+
+
+def test_sketch_lines_merge_the_two_edges_of_a_stroke():
+    """A 4-px dark ring: Canny finds its inner and outer edge; the sketch is one line."""
+    size = 64
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - 32, xx - 32)
+    img = np.full((size, size, 3), 255, np.uint8)
+    img[(r > 14) & (r < 18)] = 30
+    alpha = np.where(r < 18, 255, 0).astype(np.uint8)
+    sk = data.sketch_lines(img, alpha)
+    # one closed ring of ~2 pi 16 px; each row crossing the ring through its centre sees 2 runs
+    row = sk[32]
+    runs = np.count_nonzero(np.diff(row.astype(int)) == 1)
+    assert runs == 2, row.nonzero()
+    assert 80 < sk.sum() < 140

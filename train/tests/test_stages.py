@@ -215,3 +215,62 @@ def test_a_non_finite_gradient_skips_the_step_instead_of_poisoning_the_weights()
     else:
         raise AssertionError("a third non-finite batch in a row was accepted")
     assert w.isfinite().all()
+
+
+def test_f16_export_loads_and_keeps_the_schedule_in_f32(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from train.export import export, load_exported
+    from train.tests.test_train_steps import tiny_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    a = tiny_model()
+    torch.save(a.state_dict(), run / "midm_e2e.pt")
+    json.dump(tiny_config(), open(run / "config.json", "w"))
+    export(str(run), str(tmp_path / "f16"), dtype="f16")
+    raw = load_file(str(tmp_path / "f16" / "model.safetensors"))
+    assert raw["diff_model.betas"].dtype == torch.float32
+    assert raw["seg_enc.layer1.0.weight_orig"].dtype == torch.float16
+    assert raw["diff_model.first_stage_model.quantize.embedding.weight"].dtype == torch.float16
+    model, _ = load_exported(str(tmp_path / "f16"))
+    for k, v in a.state_dict().items():
+        got = model.state_dict()[k]
+        assert got.dtype == v.dtype and torch.allclose(got, v, rtol=1e-3, atol=1e-4), k
+
+
+def test_a_v1_export_seeds_a_v2_run_with_new_correspondence_networks(tmp_path):
+    """`train.pipeline --init-from weights --recipe v2`: autoencoder, UNet and decoder carry over,
+    the wider correspondence networks start fresh, and e2e waits for their warm-up."""
+    import json
+
+    from train.config import CORR_PREFIXES
+    from train.export import export
+    from train.tests.test_train_steps import tiny_config, tiny_v2_model
+    from train.train import seed_run
+
+    run, out, seeded = tmp_path / "a", tmp_path / "out", tmp_path / "seeded"
+    run.mkdir()
+    a = tiny_model()
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.125)
+    torch.save(a.state_dict(), run / "midm_e2e.pt")
+    json.dump(tiny_config(), open(run / "config.json", "w"))
+    export(str(run), str(out))
+    cfg = seed_run(str(seeded), str(out), recipe="v2")
+    assert cfg["midms"]["label_downsample"] == "max" and cfg["midms"]["N_CH"] == 64
+    warm = tiny_v2_model()
+    fresh = {k: v.clone() for k, v in warm.state_dict().items()}
+    load_prev(warm, str(seeded), "warmup")
+    for k, v in warm.state_dict().items():
+        want = fresh[k] if k.startswith(CORR_PREFIXES) else a.state_dict()[k]
+        assert torch.equal(v, want), k
+    try:
+        load_prev(tiny_v2_model(), str(seeded), "e2e")
+    except SystemExit as e:
+        assert "correspondence networks are new" in str(e)
+    else:
+        raise AssertionError("e2e started on untrained correspondence networks")
