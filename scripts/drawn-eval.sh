@@ -4,7 +4,7 @@
 # warp_only, no_interleave, no_mask, no_refine, exemplar) -> WEIGHTS/drawn_eval.json (per pair,
 # per row, means) and WEIGHTS/drawn.png (contact sheet: sketch | exemplar | full output of each
 # seed | ablations at seed 0); the markdown table goes to stdout. PyTorch on the CPU, one thread
-# (about 20 minutes on one shared core). scripts/drawn-demo.sh is the older, Rust-binary demo.
+# (16 minutes on one shared core for the shipped model). scripts/drawn-demo.sh is the older, Rust-binary demo.
 set -eu
 weights=${1:-weights}
 python3 -m train.drawn_eval --weights "$weights" --seeds 0 1 \
