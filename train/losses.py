@@ -14,6 +14,10 @@ one term that makes the warped *exemplar* look like the target does nothing, whi
 12-17 and outweighs every other term by an order of magnitude (end-to-end runs with it drift
 towards copying the exemplar and away from the sketch). `--w-perc W` and `--w-style W` (train.py)
 set the two weights; the shipped model uses 1 and 0.1 (and `--unet-lr 0`), see weights/MODEL_CARD.md.
+
+`--features vgg --vgg FILE` (train.py) computes L_perc and L_style on VGG16 features instead
+(relu1_2 .. relu4_2 of the HED model's trunk, train/vgg.py), with their own default weights below;
+L_src keeps the autoencoder's features.
 """
 import sys
 
@@ -81,14 +85,44 @@ def contextual_from_distances(d, h=0.1):
     return -torch.log(cx)
 
 
-def style_loss(feats_out, feats_ref):
-    """L_style: contextual loss against the exemplar on the 4 feature levels (weights 8, 4, 2, 1,
-    shallow levels average-pooled to 16x16 as the authors pool relu3/relu2)."""
+def style_loss(feats_out, feats_ref, weights=(1.0, 2.0, 4.0, 8.0)):
+    """L_style: contextual loss against the exemplar on the feature levels (by default the autoencoder's
+    4, weights 8, 4, 2, 1 deep to shallow; shallow levels average-pooled to 16x16 as the authors pool
+    relu3/relu2). A level of weight 0 is skipped."""
     def pooled(f):
         k = f.shape[-1] // 16
         return F.avg_pool2d(f, k) if k > 1 else f
 
     total = 0
-    for w, a, r in zip([1.0, 2.0, 4.0, 8.0], feats_out, feats_ref):
-        total = total + w * contextual_loss(pooled(a), pooled(r.detach())).mean()
+    for w, a, r in zip(weights, feats_out, feats_ref):
+        if w:
+            total = total + w * contextual_loss(pooled(a.float()), pooled(r.detach().float())).mean()
     return total
+
+
+# --features vgg: VGG16 relu1_2, relu2_2, relu3_2, relu4_2 (train/vgg.py) instead of the autoencoder.
+# L_perc: the per-layer weighted L1 of the authors' VGG feature loss (weights 1/32 .. 1/4 for their r12
+# .. r42; their r52, weight 1, has no counterpart here). L_style: their contextual levels r22, r32, r42
+# with weights 1, 2, 4 (r52 x 8 left out), relu1_2 not used, as in their code.
+VGG_PERC_LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4)
+VGG_STYLE_LAYER_WEIGHTS = (0.0, 1.0, 2.0, 4.0)
+# Default --w-perc / --w-style under --features vgg, set by logged magnitudes (CPU, batch 8, the shipped
+# model at 128x128: 10 warm-up steps and 3 end-to-end forwards; at 64x64 also from fresh correspondence
+# networks: 20 and 4). L_perc / L_style on the autoencoder: 1.00 / 18.0 (128), 1.02 / 17.4 and 1.28 / 24.9
+# (64); on VGG: 3.71 / 6.81, 4.56 / 6.50 and 6.15 / 8.26. 0.25 and 0.3 give both terms the share of the
+# total that the shipped weights (1, 0.1) give them on the autoencoder (ratios 0.21-0.27, 0.27-0.30);
+# the other terms do not change. For L_style that is also the paper's ratio to its per-layer VGG L1
+# (their L_src, weight 1: 2.6 at 128 with these features; 1 x 7.9 : 2.6 is 0.32 x 7.9 : 0.84, our
+# L_src; their r52 level aside). For L_perc the paper's 0.002 x L1(relu4_2) (4.4) would be 0.3 % of
+# that term, i.e. --w-perc 0.0007 here: inert (see the module docstring).
+W_PERC_VGG, W_STYLE_VGG = 0.25, 0.3
+
+
+def vgg_perc_loss(feats_out, feats_src):
+    """L_perc on VGG features: weighted L1 per layer between the translation and the target."""
+    return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(VGG_PERC_LAYER_WEIGHTS, feats_out, feats_src))
+
+
+def vgg_style_loss(feats_out, feats_ref):
+    """L_style on VGG features: contextual loss against the exemplar on relu2_2, relu3_2, relu4_2."""
+    return style_loss(feats_out, feats_ref, VGG_STYLE_LAYER_WEIGHTS)

@@ -308,3 +308,28 @@ class Loader:
     def next(self):
         b = next(self.it)
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
+
+
+def main():
+    """`python -m train.pairs --data train/data --size 128 --out pairs.png`: one batch as a grid (rows:
+    target, condition, exemplar, exemplar label), to look at what training sees."""
+    import argparse
+
+    from .common import edge_to_pm1, save_grid
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--data", default="train/data")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--out", default="pairs.png")
+    a = ap.parse_args()
+    b = PairBatches(a.data, a.split, a.size, a.seed).batch(a.n)
+    save_grid(a.out, [b["image"], edge_to_pm1(b["edge"]) * -1, b["ref"], edge_to_pm1(b["ref_edge"]) * -1])
+    print(f"{a.out}: modes {b['mode'].tolist()} (0 self, 1 other style, 2 neighbour), "
+          f"backgrounds {b['background'].int().tolist()}")
+
+
+if __name__ == "__main__":
+    main()

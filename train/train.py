@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .common import Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, randint, randn, save_grid, setup_device
 from .config import CORR_PREFIXES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
-from .losses import W_PERC, W_STYLE
+from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG
 from .midm import MIDM
 
 PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"}
@@ -422,10 +422,17 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iter-align", type=float, default=0.0,
                     help="e2e: weight of an extra term keeping F_Y^iter aligned with F_Y (0 = the paper's losses)")
-    ap.add_argument("--w-perc", type=float, default=W_PERC,
-                    help="warmup/e2e: weight of L_perc (default: the paper's, see train/losses.py)")
-    ap.add_argument("--w-style", type=float, default=W_STYLE,
-                    help="e2e: weight of L_style (default: the paper's, see train/losses.py)")
+    ap.add_argument("--w-perc", type=float, default=None,
+                    help="warmup/e2e: weight of L_perc (default: the paper's, or under --features vgg "
+                         "W_PERC_VGG; see train/losses.py)")
+    ap.add_argument("--w-style", type=float, default=None,
+                    help="e2e: weight of L_style (default: the paper's, or under --features vgg "
+                         "W_STYLE_VGG; see train/losses.py)")
+    ap.add_argument("--features", choices=["ae", "vgg"], default="ae",
+                    help="warmup/e2e: features of L_perc and L_style: the autoencoder's (default) or "
+                         "VGG16's from --vgg (train/vgg.py)")
+    ap.add_argument("--vgg", default="train/data/vgg16_hed.safetensors",
+                    help="--features vgg: the converted VGG16 weights (python -m train.vgg)")
     ap.add_argument("--unet-lr", type=float, default=1e-5,
                     help="e2e: the UNet's learning rate (0 = keep the unet stage's UNet frozen)")
     ap.add_argument("--unet-channels", type=int, default=None,
@@ -444,6 +451,13 @@ def main():
     ap.add_argument("--warm-iter", type=float, default=0.0,
                     help="warmup: train F_Y^iter too, with this weight on its alignment term (0 = the authors' warm-up)")
     a = ap.parse_args()
+    vgg = a.features == "vgg"
+    if a.w_perc is None:
+        a.w_perc = W_PERC_VGG if vgg else W_PERC
+    if a.w_style is None:
+        a.w_style = W_STYLE_VGG if vgg else W_STYLE
+    if vgg and a.stage in ("warmup", "e2e") and not os.path.exists(a.vgg):
+        raise SystemExit(f"--features vgg: {a.vgg} missing: python -m train.vgg --wheel WHEEL --out {a.vgg}")
     a.device = Dist.init(setup_device(a.device))
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

@@ -35,12 +35,15 @@ def one_step(diff, sched, x0, s, param, g):
     return pred, (a_prev_sqrt, dir_xt)
 
 
-def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE, warm_iter=0.0):
+def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE, vgg=None,
+                  warm_iter=0.0):
     """One training step's losses. `iter_align` > 0 adds an L_dom-like term (not in the paper)
     that keeps F_Y^iter's features of the target latent aligned with F_Y's: without it, a
     session-2 end-to-end run ended with every re-matching cosine negative, which the clamped
     correlation turns into a uniform, gradient-free match. `w_perc`, `w_style`: the weights of
     L_perc and L_style (default: the paper's; losses.py says why the shipped model changes them).
+    `vgg`: a frozen `vgg.VGGFeatures` for L_perc and L_style (`--features vgg`); None: the
+    autoencoder's features, as before. L_src keeps the autoencoder's features either way.
     `warm_iter` > 0 trains F_Y^iter in the warm-up too (weight of its alignment term)."""
     diff = model.diff_model
     ae = model.ae
@@ -105,12 +108,19 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     warped_ref = ae.decode(pred_ref)
     warped_src = ae.decode(pred_src)
     f_src = ae.features(src)
-    f_ref = ae.features(ref)
     f_wsrc = ae.features(warped_src)
-    f_wref = ae.features(warped_ref)
+    if vgg is None:
+        f_ref = ae.features(ref)
+        f_wref = ae.features(warped_ref)
+    else:
+        # float32 features; the targets' need no graph.
+        with torch.no_grad():
+            v_src = vgg(src.float())
+            v_ref = None if warm else vgg(ref.float())
+        v_wref = vgg(warped_ref.float())
     l_dom = L.domain_loss(trg_m, src_m, ref_m)
     l_src = L.src_loss(f_wsrc, f_src)
-    l_perc = L.perc_loss(f_wref, f_src)
+    l_perc = L.perc_loss(f_wref, f_src) if vgg is None else L.vgg_perc_loss(v_wref, v_src)
     total = L.W_DOM * l_dom + L.W_CYCLE * l_cycle + L.W_SRC * l_src + w_perc * l_perc + L.W_DIFF * l_diff
     if warm:
         total = total + warm_iter * l_iter
@@ -119,7 +129,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
         total = total + iter_align * l_iter
     l_style = torch.zeros((), device=total.device)
     if not warm:
-        l_style = L.style_loss(f_wref, f_ref)
+        l_style = L.style_loss(f_wref, f_ref) if vgg is None else L.vgg_style_loss(v_wref, v_ref)
         total = total + w_style * l_style
     out.update({"loss": total, "dom": l_dom, "cycle": l_cycle, "src": l_src, "perc": l_perc, "style": l_style,
                 "diff": l_diff, "iter_align": l_iter, "warped_ref": warped_ref, "warped_src": warped_src})
@@ -165,6 +175,11 @@ def train_corr(model, a, stage, train, val, warm_stage):
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="corr", disable=not Dist.main())
     acc = {}
     guarded_step = GuardedStep(opt, model.parameters(), stage.ckpt)
+    vgg = None
+    if getattr(a, "features", "ae") == "vgg":
+        from .vgg import load_vgg
+
+        vgg = load_vgg(a.vgg, a.device)
     while step < a.steps and not clock.out_of_time():
         warm = warm_stage
         set_unet_trainable(model, not warm and a.unet_lr > 0)
@@ -173,7 +188,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
         if warm:
             unet.eval()
         b = next_batch()
-        o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style, getattr(a, "warm_iter", 0.0))
+        o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style, vgg, getattr(a, "warm_iter", 0.0))
         opt.zero_grad()
         o["loss"].backward()
         Dist.average_grads(opt)
