@@ -7,8 +7,10 @@
 # instead of training from scratch. PACKS=DIR in the environment adds the iconify-json tarballs in DIR
 # as more styles (train.data --packs; `npm pack @iconify-json/fluent-emoji-flat` etc.; twemoji in DIR
 # is held out). RECIPE=v2 trains model v2 (train.pairs, config.RECIPE_V2): from an EXPORT of model v1
-# it keeps the autoencoder, UNet and decoder and trains new correspondence networks. DTYPE=f16
-# exports float16 weights.
+# it keeps the autoencoder, UNet and decoder and trains new correspondence networks. VGG=FILE (the
+# output of `python -m train.vgg`, carried) puts its perceptual and contextual losses on VGG16
+# features. DTYPE=f16 exports float16 weights. With RECIPE=v2 the export is then scored on the
+# hand-drawn set (train.drawn_eval, seed 0) into $OUT.
 set -u
 font=$1
 budget=$2
@@ -31,10 +33,12 @@ python3 -m train.data --out "$data" --size 128 --font "$font" ${PACKS:+--packs "
 echo "data built at +$(( $(date +%s) - start )) s"
 
 pack_s=25
+[ "${RECIPE:-v1}" = v2 ] && pack_s=120  # and the hand-drawn evaluation
 minutes=$(python3 -c "print(($(left) - $pack_s) / 60)")
 echo "pipeline: $minutes min"
 python3 -m train.pipeline --run "$runs/gpu128" --data "$data" --size 128 --device cuda --minutes "$minutes" \
-    ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" --shares 0.28 0.55 0.92 >"$runs/gpu128.log" 2>&1
+    ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" ${VGG:+--vgg "$VGG"} --shares 0.28 0.55 0.92 \
+    >"$runs/gpu128.log" 2>&1
 echo "gpu128 pipeline exit $?"
 kill $smi 2>/dev/null
 
@@ -42,5 +46,9 @@ kill $smi 2>/dev/null
 python3 -m train.export --run "$runs/gpu128" --out "$runs/gpu128/export" --dtype "${DTYPE:-f32}"
 (cd "$runs/gpu128/export" && split -b 15M model.safetensors "$out/w128.safetensors.part-" && cp config.yaml "$out/")
 (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='model*.safetensors' .)
+if [ "${RECIPE:-v1}" = v2 ]; then
+    python3 -m train.drawn_eval --weights "$runs/gpu128/export" --variants full exemplar --seeds 0 --threads 8 \
+        --json "$out/drawn_eval.json" --sheet "$out/drawn.png" | tail -n 12
+fi
 ls -la "$out"
 echo "done at +$(( $(date +%s) - start )) s"

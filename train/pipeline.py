@@ -33,8 +33,9 @@ BATCH_V2 = {"cpu": {"warmup": 8, "e2e": 4}, "cuda": {"warmup": 64, "e2e": 48}}
 WORKERS_V2 = {"cpu": {"warmup": 0, "e2e": 0}, "cuda": {"warmup": 6, "e2e": 12}}
 # The shipped model's re-weighting of the paper's losses for our feature network (losses.py).
 CORR_FLAGS = {"warmup": ["--w-perc", "1"], "e2e": ["--w-perc", "1", "--w-style", "0.1", "--iter-align", "10", "--unet-lr", "0"]}
-# v2 also trains F_Y^iter in the warm-up.
-CORR_FLAGS_V2 = {"warmup": CORR_FLAGS["warmup"] + ["--warm-iter", "1"], "e2e": CORR_FLAGS["e2e"]}
+# v2 also trains F_Y^iter in the warm-up; with --vgg the perceptual and contextual losses use VGG16
+# features at train.train's weights for them (losses.W_PERC_VGG / W_STYLE_VGG, measured magnitudes).
+CORR_FLAGS_VGG = {"warmup": ["--features", "vgg"], "e2e": ["--features", "vgg", "--iter-align", "10", "--unet-lr", "0"]}
 STARTUP_S = 25  # python + torch import, CUDA context, data load, end-of-stage samples and saving
 
 
@@ -52,7 +53,8 @@ def stage_cmd(a, stage, minutes):
     if stage == "unet":
         cmd += ["--lr", str(a.unet_stage_lr)]
     if v2:
-        return cmd + ["--workers", str(WORKERS_V2[dev][stage])] + CORR_FLAGS_V2[stage]
+        flags = CORR_FLAGS_VGG[stage] + ["--vgg", a.vgg] if a.vgg else CORR_FLAGS[stage]
+        return cmd + ["--workers", str(WORKERS_V2[dev][stage])] + flags + (["--warm-iter", "1"] if stage == "warmup" else [])
     return cmd + CORR_FLAGS.get(stage, [])
 
 
@@ -90,6 +92,8 @@ def main():
                          "and e2e take")
     ap.add_argument("--init-from", default=None,
                     help="an exported model (folder with model.safetensors and config.yaml) to continue")
+    ap.add_argument("--vgg", default=None,
+                    help="v2: L_perc and L_style on these VGG16 features (python -m train.vgg) instead of the autoencoder's")
     ap.add_argument("--recipe", choices=["v1", "v2"], default="v1",
                     help="v2: config.RECIPE_V2 for a new run, train.pairs for warmup and e2e (with --init-from, "
                          "the export's config decides)")
