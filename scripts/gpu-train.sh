@@ -9,7 +9,7 @@
 # is held out). RECIPE=v2 trains model v2 (train.pairs, config.RECIPE_V2): from an EXPORT of model v1
 # it keeps the autoencoder, UNet and decoder and trains new correspondence networks. VGG=FILE (the
 # output of `python -m train.vgg`, carried) puts its perceptual and contextual losses on VGG16
-# features. DTYPE=f16 exports float16 weights. With RECIPE=v2 the export is then scored on the
+# features. AMP=bf16 trains under bf16 autocast (not yet run on a GPU). DTYPE=f16 exports float16 weights. With RECIPE=v2 the export is then scored on the
 # hand-drawn set (train.drawn_eval, seed 0) into $OUT.
 set -u
 font=$1
@@ -37,7 +37,7 @@ pack_s=25
 minutes=$(python3 -c "print(($(left) - $pack_s) / 60)")
 echo "pipeline: $minutes min"
 python3 -m train.pipeline --run "$runs/gpu128" --data "$data" --size 128 --device cuda --minutes "$minutes" \
-    ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" ${VGG:+--vgg "$VGG"} --shares 0.28 0.55 0.92 \
+    ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" ${VGG:+--vgg "$VGG"} --amp "${AMP:-f32}" --shares 0.28 0.55 0.92 \
     >"$runs/gpu128.log" 2>&1
 echo "gpu128 pipeline exit $?"
 kill $smi 2>/dev/null

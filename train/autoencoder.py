@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ops import full_precision
+
 
 def norm(c):
     return nn.GroupNorm(32, c, eps=1e-6, affine=True)
@@ -157,6 +159,7 @@ class VectorQuantizer(nn.Module):
         self.embedding = nn.Embedding(n_e, e_dim)
         self.embedding.weight.data.uniform_(-1.0 / n_e, 1.0 / n_e)
 
+    @full_precision
     def indices(self, z):
         zf = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         e = self.embedding.weight

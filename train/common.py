@@ -234,6 +234,12 @@ def randint(high, shape, g, device):
     return torch.randint(high, shape, generator=g).to(device)
 
 
+def autocast(a):
+    """bf16 autocast for `--amp bf16` (ops.full_precision keeps the sensitive operations in f32)."""
+    return torch.autocast(device_type=torch.device(a.device).type, dtype=torch.bfloat16,
+                          enabled=getattr(a, "amp", "f32") == "bf16")
+
+
 def setup_device(name):
     """The torch device for `--device`; on CUDA, TF32 matmuls/convolutions and cuDNN autotuning."""
     dev = torch.device(name)

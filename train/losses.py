@@ -24,6 +24,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from .ops import full_precision
+
 W_DOM, W_CYCLE, W_SRC, W_PERC, W_STYLE, W_DIFF = 10.0, 1.0, 1.0, 0.002, 1.0, 1.0
 SRC_LEVEL_WEIGHTS = [1.0 / 8, 1.0 / 4, 1.0 / 2, 1.0]
 
@@ -60,6 +62,7 @@ def perc_loss(feats_out, feats_src):
     return F.l1_loss(feats_out[-2], feats_src[-2].detach())
 
 
+@full_precision
 def contextual_loss(x, y, h=0.1):
     """Contextual loss (Mechrez et al. 2018) per sample, features [B, C, H, W]; as the authors':
     centre by the spatial mean of y, L2-normalise, cosine distances d, d / (min_j d + 1e-5),

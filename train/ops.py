@@ -1,8 +1,24 @@
 """Matching operations of MIDMs: correlation, soft warp, flows, forward-backward consistency mask."""
+import functools
+
 import torch
 import torch.nn.functional as F
 
 TEMPERATURE = 0.005
+
+
+def full_precision(fn):
+    """Runs `fn` in float32 with autocast off. Training under bf16 autocast (`--amp bf16`) keeps
+    correlations, softmaxes, flows, the cycle check, the contextual loss and VQ distances here: a
+    temperature of 0.005 turns bf16's 3 significant digits of a cosine into a different match. In a
+    float32 run it changes nothing (`.float()` of a float32 tensor is the tensor itself)."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kw):
+        dev = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+        with torch.autocast(device_type=dev, enabled=False):
+            args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+            return fn(*args, **kw)
+    return wrapped
 LABEL_DOWNSAMPLE = ("nearest", "max")
 
 
@@ -21,12 +37,14 @@ def downsample_label(label, hw, mode="nearest"):
     raise ValueError(f"label_downsample: {mode!r} (expected one of {LABEL_DOWNSAMPLE})")
 
 
+@full_precision
 def feature_normalize(f):
     """Subtract the channel mean, divide by the channel L2 norm (no epsilon, as the reference)."""
     f = f - f.mean(dim=1, keepdim=True)
     return f / torch.norm(f, 2, 1, keepdim=True)
 
 
+@full_precision
 def correlation(q, s):
     """[B, C, h, w] x [B, C, h, w] -> [B, h_t, w_t, h_r, w_r] cosine similarity, clamped at 0."""
     q = q / (torch.norm(q, 2, 1, keepdim=True) + 1e-5)
@@ -34,6 +52,7 @@ def correlation(q, s):
     return torch.einsum("bcij,bckl->bijkl", q, s).clamp(min=0)
 
 
+@full_precision
 def soft_warp(src, corr, temp=TEMPERATURE):
     """Softmax over reference positions; src [B, C, h_r, w_r] -> [B, C, h_t, w_t]."""
     b, ht, wt, hr, wr = corr.shape
@@ -50,6 +69,7 @@ def _grid(h, w, device):
     return torch.stack([gx, gy], dim=-1)  # [h, w, 2], (x, y)
 
 
+@full_precision
 def get_flow(corr, temp=TEMPERATURE):
     """Returns (map_trg, map_src, flow_trg, flow_src), each [B, h, w, 2] in (x, y) order."""
     b, h, w, hr, wr = corr.shape
@@ -62,6 +82,7 @@ def get_flow(corr, temp=TEMPERATURE):
     return map_trg, map_src, map_trg - grid, map_src - grid
 
 
+@full_precision
 def fbcheck(map_trg, map_src, flow_trg, flow_src):
     """Forward-backward errors (the reference samples flow_trg at map_trg, flow_src at map_src)."""
     ts = F.grid_sample(flow_trg.permute(0, 3, 1, 2), map_trg, mode="bilinear", padding_mode="zeros",
@@ -73,6 +94,7 @@ def fbcheck(map_trg, map_src, flow_trg, flow_src):
     return fb_ts, fb_st
 
 
+@full_precision
 def fb_mask(fb_ts, trace=None, prefix=None):
     """1 where >= 3 of the 4 pixels of each 2x2 block pass the forward-backward check."""
     raw = (fb_ts < 0.5).float().unsqueeze(1)

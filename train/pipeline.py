@@ -48,6 +48,8 @@ def stage_cmd(a, stage, minutes):
     cmd = [sys.executable, "-m", "train.train", stage, "--run", a.run, "--data", a.data, "--device", a.device,
            "--threads", str(a.threads), "--steps", "1000000", "--minutes", f"{minutes:.3f}",
            "--finish-on-timeout", "--batch", str(batch)]
+    if stage in ("unet", "warmup", "e2e"):
+        cmd += ["--amp", a.amp]
     if stage == "ae":
         cmd += ["--crop", "0"]
     if stage == "unet":
@@ -92,6 +94,8 @@ def main():
                          "and e2e take")
     ap.add_argument("--init-from", default=None,
                     help="an exported model (folder with model.safetensors and config.yaml) to continue")
+    ap.add_argument("--amp", choices=["f32", "bf16"], default="f32",
+                    help="bf16 autocast for the unet, warmup and e2e stages (train.train --amp)")
     ap.add_argument("--vgg", default=None,
                     help="v2: L_perc and L_style on these VGG16 features (python -m train.vgg) instead of the autoencoder's")
     ap.add_argument("--recipe", choices=["v1", "v2"], default="v1",

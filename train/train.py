@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .common import Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, randint, randn, save_grid, setup_device
+from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, autocast, randint, randn, save_grid,
+                     setup_device)
 from .config import CORR_PREFIXES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG
@@ -361,7 +362,8 @@ def train_unet(model, a, stage, train, val):
     guarded_step = GuardedStep(opt, unet.parameters(), stage.ckpt)
     while step < a.steps and not clock.out_of_time():
         z = zs[randint(len(zs), (a.batch,), train.g, zs.device)]
-        loss = diffusion_loss(model, z, g)
+        with autocast(a):
+            loss = diffusion_loss(model, z, g)
         opt.zero_grad()
         loss.backward()
         Dist.average_grads(opt)
@@ -374,7 +376,7 @@ def train_unet(model, a, stage, train, val):
             torch._foreach_mul_(ema_now, decay)
             torch._foreach_add_(ema_now, weights_now, alpha=1 - decay)
         step += 1
-        run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
+        run = loss.detach() if run is None else 0.98 * run + 0.02 * loss.detach()  # no per-step sync
         pbar.update(1)
         if step % 100 == 0:
             with torch.no_grad():
@@ -382,8 +384,8 @@ def train_unet(model, a, stage, train, val):
                 gv.manual_seed(7)
                 vl = diffusion_loss(model, zval, gv).item()
                 unet.train()
-            log.log(step, clock.elapsed(), loss=run, val_loss=vl)
-            pbar.set_postfix(loss=f"{run:.4f}", val=f"{vl:.4f}")
+            log.log(step, clock.elapsed(), loss=run.item(), val_loss=vl)
+            pbar.set_postfix(loss=f"{run.item():.4f}", val=f"{vl:.4f}")
         if step % 1000 == 0 or step == a.steps:
             unet.eval()
             imgs = ddim_sample(model, 8, 50, torch.Generator().manual_seed(0))
@@ -442,6 +444,8 @@ def main():
                     help="image side of a new run (default 64; 128 = latent 32x32, data from emoji128.npz)")
     ap.add_argument("--n-embed", type=int, default=None, help="VQ codebook size of a new run (default 512)")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+    ap.add_argument("--amp", choices=["f32", "bf16"], default="f32",
+                    help="unet/warmup/e2e: bf16 autocast (matching, softmaxes, contextual loss and VQ stay f32)")
     ap.add_argument("--recipe", choices=["v1", "v2"], default=None,
                     help="model of a new run: v1 (default; the first models) or v2 (config.RECIPE_V2)")
     ap.add_argument("--pairs", choices=["neighbours", "authors"], default=None,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import losses as L
-from .common import Clock, Dist, GuardedStep, Logger, edge_to_pm1, randn, save_grid
+from .common import Clock, Dist, GuardedStep, Logger, autocast, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
 from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
 
@@ -97,9 +97,9 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
                 with torch.no_grad():
                     m = fb_mask(fbcheck(*get_flow(ci))[0])
                     # Spread of the re-matching correlation: 0 means a collapsed, uniform match.
-                    out["rematch_spread"] = ci.std().item()
+                    out["rematch_spread"] = ci.std()
                 pred_ref = new_ref * m + pred_ref * (1 - m)
-                out["mask_mean"] = m.mean().item()
+                out["mask_mean"] = m.mean().detach()
             pred_ref, p_ref = one_step(diff, sched, pred_ref, s, p_ref, g)
             pred_src, p_src = one_step(diff, sched, pred_src, s, p_src, g)
             if k == rand_idx:
@@ -188,7 +188,8 @@ def train_corr(model, a, stage, train, val, warm_stage):
         if warm:
             unet.eval()
         b = next_batch()
-        o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style, vgg, getattr(a, "warm_iter", 0.0))
+        with autocast(a):
+            o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style, vgg, getattr(a, "warm_iter", 0.0))
         opt.zero_grad()
         o["loss"].backward()
         Dist.average_grads(opt)
@@ -199,10 +200,11 @@ def train_corr(model, a, stage, train, val, warm_stage):
         for k in logged:
             if k not in o:
                 continue
-            v = o[k].item() if torch.is_tensor(o[k]) else float(o[k])
-            acc[k] = acc.get(k, []) + [v]
+            # kept on the device until the log line: no host round trip per step
+            v = o[k].detach().float() if torch.is_tensor(o[k]) else torch.tensor(float(o[k]))
+            acc[k] = acc.get(k, []) + [v.to(a.device)]
         if step % 25 == 0:
-            means = {k: sum(v) / len(v) for k, v in acc.items()}
+            means = {k: torch.stack(v).mean().item() for k, v in acc.items()}
             acc = {}
             log.log(step, clock.elapsed(), phase=0.0 if warm else 1.0, **means)
             pbar.set_postfix(loss=f"{means['loss']:.3f}", phase="warm" if warm else "e2e")

@@ -148,3 +148,31 @@ def test_v2_warmup_trains_the_iteration_encoder_and_decreases_loss():
     m.zero_grad()
     adam_step(corr_parameters(m), loss(), 1e-4)
     assert loss().item() < before.item()
+
+
+def test_bf16_autocast_keeps_matching_in_f32_and_trains():
+    """`--amp bf16`: convolutions run in bf16, but correlation, soft warp and the contextual loss
+    come out float32 (ops.full_precision), and a warm-up and an e2e step give finite losses."""
+    from train.losses import contextual_loss
+    from train.ops import correlation, soft_warp
+
+    q = torch.randn(1, 8, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv = torch.nn.functional.conv2d(q, torch.randn(8, 8, 1, 1))
+        c = correlation(conv, conv)
+        w = soft_warp(conv, c)
+        cx = contextual_loss(conv, conv)
+    assert conv.dtype == torch.bfloat16
+    assert c.dtype == w.dtype == cx.dtype == torch.float32
+    m = tiny_v2_model()
+    m.train()
+    m.ae.eval()
+    b = synthetic_batch()
+    for warm in (True, False):
+        random.seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            o = forward_train(m, b, warm, torch.Generator().manual_seed(5), warm_iter=1.0)
+        o["loss"].backward()
+        assert torch.isfinite(o["loss"]) and o["loss"].dtype == torch.float32
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())
+        m.zero_grad()
