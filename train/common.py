@@ -313,10 +313,32 @@ class Stage:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp)
         os.replace(tmp, self.ckpt)
 
-    def finish(self, model):
+    def keep_best(self, model, score, step):
+        """Keeps the weights of the best validation score so far in `best.pt` (a stage finishes with
+        them: later steps may overfit or diverge)."""
         if not Dist.main():
             return
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, self.model_out)
+        path = os.path.join(self.dir, "best.pt")
+        if not hasattr(self, "best_score"):  # a resumed stage competes with its earlier best
+            self.best_score = (torch.load(path, map_location="cpu", weights_only=False)["score"]
+                               if os.path.exists(path) else float("-inf"))
+        if score <= self.best_score:
+            return
+        self.best_score = score
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "score": score,
+                    "step": step}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    def finish(self, model, best=False):
+        """Writes midm_<stage>.pt: the current weights, or with `best` those of `best.pt` when the
+        stage kept one. Returns the best record used (or None)."""
+        if not Dist.main():
+            return None
+        path = os.path.join(self.dir, "best.pt")
+        rec = torch.load(path, map_location="cpu", weights_only=False) if best and os.path.exists(path) else None
+        sd = rec["model"] if rec else {k: v.cpu() for k, v in model.state_dict().items()}
+        torch.save(sd, self.model_out)
+        return rec
 
 
 class Clock:

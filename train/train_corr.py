@@ -10,6 +10,7 @@ one-step denoising term of L_diff.
 import os
 import random
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -156,6 +157,18 @@ def batches(train, a, step):
     return lambda: train.batch(a.batch)
 
 
+def val_score(out, batch):
+    """The checkpoint-selection score: the hand-drawn metrics (train.drawn_eval) on validation pairs,
+    silhouette IoU + a*b* colour intersection - chamfer / 10 px, mean over the pairs (higher is
+    better; the hand-drawn set itself stays a test set)."""
+    from .drawn_eval import score, to_u8_images
+
+    outs, refs = to_u8_images(out.float().cpu()), to_u8_images(batch["ref"].float().cpu())
+    lines = (batch["edge"][:, 0].cpu().numpy() > 0.5)
+    s = [score(ln, o, r, False) for ln, o, r in zip(lines, outs, refs)]
+    return float(np.mean([x["iou"] + x["colour"] - x["chamfer"] / 10 for x in s]))
+
+
 def train_corr(model, a, stage, train, val, warm_stage):
     """`warm_stage`: True for the warm-up stage (UNet frozen, not called), False for end-to-end."""
     model.ae.eval()
@@ -165,11 +178,13 @@ def train_corr(model, a, stage, train, val, warm_stage):
                             {"params": list(unet.parameters()), "lr": a.unet_lr}], betas=(0.5, 0.999))
     step, elapsed = stage.resume(model, opt)
     logged = ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]
-    log = Logger(os.path.join(stage.dir, "losses.csv"), ["phase"] + logged)
+    log = Logger(os.path.join(stage.dir, "losses.csv"), ["phase"] + logged + ["val_score"])
     clock = Clock(elapsed, a.minutes)
     g = torch.Generator().manual_seed(2000 + step + 7919 * Dist.rank)
     random.seed(step)
-    vb = val.batch(8, augment=False, indices=val.idx[:8], exemplar_k=torch.zeros(8, dtype=torch.long))
+    nv = 32 if torch.device(a.device).type == "cuda" else 8
+    vb = val.batch(nv, augment=False, indices=val.idx[:: max(1, len(val) // nv)][:nv],
+                   exemplar_k=torch.zeros(nv, dtype=torch.long))
     vb = {k: v.to(a.device) for k, v in vb.items()}
     next_batch = batches(train, a, step)
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="corr", disable=not Dist.main())
@@ -214,9 +229,15 @@ def train_corr(model, a, stage, train, val, warm_stage):
                 out, _ = model.translate(vb["edge"], vb["ref"], vb["ref_edge"],
                                          generator=torch.Generator().manual_seed(0))
             save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"),
-                      [edge_to_pm1(vb["edge"]), vb["ref"], out, vb["image"]])
+                      [edge_to_pm1(vb[k][:8]) if k == "edge" else vb[k][:8] for k in ("edge", "ref")] +
+                      [out[:8], vb["image"][:8]])
+            sc = val_score(out, vb)
+            log.log(step, clock.elapsed(), phase=0.0 if warm else 1.0, val_score=sc)
+            stage.keep_best(model, sc, step)
             stage.save(model, opt, step, clock.elapsed())
     stage.save(model, opt, step, clock.elapsed())
     if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
-        stage.finish(model)
+        best = stage.finish(model, best=True)
+        if best:
+            print(f"finished with the best validation score: step {best['step']}, {best['score']:.4f}")
         print(f"{'warmup' if warm_stage else 'e2e'} done: {step} steps, {clock.elapsed() / 60:.1f} min")

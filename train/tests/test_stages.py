@@ -274,3 +274,37 @@ def test_a_v1_export_seeds_a_v2_run_with_new_correspondence_networks(tmp_path):
         assert "correspondence networks are new" in str(e)
     else:
         raise AssertionError("e2e started on untrained correspondence networks")
+
+
+def test_a_stage_finishes_with_its_best_validation_weights(tmp_path):
+    stage = Stage(str(tmp_path), "warmup")
+    m = tiny_model()
+    stage.keep_best(m, 0.5, step=100)
+    good = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    stage.keep_best(m, 0.4, step=200)  # worse: not kept
+    assert stage.finish(m, best=True)["step"] == 100
+    saved = torch.load(stage.model_out)
+    for k, v in good.items():
+        assert torch.equal(saved[k], v), k
+    # a resumed stage (new Stage object) still knows the best score
+    again = Stage(str(tmp_path), "warmup")
+    again.keep_best(m, 0.45, step=300)
+    assert again.finish(m, best=True)["step"] == 100
+    assert Stage(str(tmp_path / "other"), "warmup").finish(m, best=True) is None  # none kept: current weights
+
+
+def test_val_score_rewards_following_the_sketch_in_the_exemplars_colours():
+    from train.train_corr import val_score
+
+    edge = torch.zeros(2, 1, 32, 32)
+    edge[:, :, 8, 8:24] = edge[:, :, 23, 8:24] = edge[:, :, 8:24, 8] = edge[:, :, 8:24, 23] = 1
+    red = torch.full((2, 3, 32, 32), 1.0)
+    red[:, 0, 8:24, 8:24], red[:, 1:, 8:24, 8:24] = 1.0, -1.0
+    good = red.clone()
+    blob = torch.full((2, 3, 32, 32), 1.0)
+    blob[:, 1, 2:12, 18:30], blob[:, 0, 2:12, 18:30], blob[:, 2, 2:12, 18:30] = 1.0, -1.0, -1.0  # green, elsewhere
+    b = {"edge": edge, "ref": red}
+    assert val_score(good, b) > val_score(blob, b) + 1.0
