@@ -151,16 +151,22 @@ def evaluate(model, data_dir, n=128, seed=0, variants=None, size=64, metric_size
     sizes can be compared on the same footing; default `size`. `pairs`: "neighbours" (the first
     models' validation pairs: Canny-edge conditions, a Unicode neighbour as exemplar) or "authors"
     (train.pairs: the one-line sketch drawn 2 px wide, the same emoji in another style as exemplar
-    where there is one)."""
-    if pairs == "authors":
+    where there is one) or "heldout" (the same, with the exemplar in the held-out style, Twemoji:
+    colours from a designer never trained on)."""
+    if pairs in ("authors", "heldout"):
         from .pairs import PairBatches
 
         val = PairBatches(data_dir, "val", size=size, seed=seed)
     else:
         val = EmojiBatches(data_dir, "val", size=size, seed=seed)
-    n = min(n, len(val))
-    idx = val.idx[:n]
-    batch = val.batch(n, augment=False, indices=idx, exemplar_k=torch.zeros(n, dtype=torch.long))
+    if pairs == "heldout":
+        idx = val.heldout_indices()[:n]
+        n = len(idx)
+        batch = val._plain(idx, heldout=True)
+    else:
+        n = min(n, len(val))
+        idx = val.idx[:n]
+        batch = val.batch(n, augment=False, indices=idx, exemplar_k=torch.zeros(n, dtype=torch.long))
     rows = {}
     at = lambda x: x if not metric_size or metric_size == size else F.interpolate(x, size=metric_size, mode="area")
     target, ref = at(batch["image"]), at(batch["ref"])
@@ -184,8 +190,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--metric-size", type=int, default=None,
                     help="compare at this image side (e.g. 64 to put a 128 model beside a 64 one)")
-    ap.add_argument("--pairs", choices=["neighbours", "authors"], default=None,
-                    help="validation pairs (see evaluate()); default: authors for a v2 model, else neighbours")
+    ap.add_argument("--pairs", choices=["neighbours", "authors", "heldout"], default=None,
+                    help="validation pairs (see evaluate(); heldout: the exemplar is the same emoji in the held-out "
+                         "Twemoji style); default: authors for a v2 model, else neighbours")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from .export import load_exported

@@ -205,6 +205,9 @@ class PairBatches:
         self.same = torch.from_numpy(d["same_key"])
         self.names = d["names"]
         self.idx = torch.from_numpy(np.nonzero(d["split"] == want)[0])
+        # the held-out style's glyph of the same emoji (-1: none), for evaluation with unseen exemplars
+        held = {int(k): i for i, (k, sp) in enumerate(zip(d["keys"], d["split"])) if sp == emoji_data.HELDOUT}
+        self.heldout_of = torch.tensor([held.get(int(k), -1) for k in d["keys"]])
         self.seed = seed
         self.g = torch.Generator().manual_seed(seed)
 
@@ -267,12 +270,17 @@ class PairBatches:
         return {"image": img, "edge": edge, "ref": ref, "ref_edge": canny_label(ref), "idx": i, "ref_idx": j,
                 "mode": mode, "background": bg_on}
 
-    def _plain(self, i, exemplar_k=None):
+    def heldout_indices(self):
+        """Glyphs of this split whose emoji the held-out style (Twemoji) also draws."""
+        return self.idx[self.heldout_of[self.idx] >= 0]
+
+    def _plain(self, i, exemplar_k=None, heldout=False):
         """Validation pairs: the same emoji in another style where there is one (else the neighbour
-        `exemplar_k`), the sketch 2 px wide (at 128) in place, no jitter."""
+        `exemplar_k`), or with `heldout` in the held-out style; the sketch 2 px wide (at 128) in
+        place, no jitter."""
         b = len(i)
         k = torch.zeros(b, dtype=torch.long) if exemplar_k is None else torch.as_tensor(exemplar_k)
-        st = self.same[i, 0]
+        st = self.heldout_of[i] if heldout else self.same[i, 0]
         j = torch.where(st >= 0, st, self.cand[i, k])
         img = self.images[i].float() / 127.5 - 1
         ref = self.images[j].float() / 127.5 - 1

@@ -132,3 +132,16 @@ def test_loader_in_workers_is_deterministic(tmp_path):
     a = pairs.Loader(pairs.PairBatches(d, "train", size=32, seed=1), 4, "cpu", workers=1, seed=9).next()
     b = pairs.Loader(pairs.PairBatches(d, "train", size=32, seed=1), 4, "cpu", workers=1, seed=9).next()
     assert torch.equal(a["edge"], b["edge"]) and torch.equal(a["ref"], b["ref"])
+
+
+def test_heldout_pairs_take_the_held_out_style(tmp_path):
+    d, n = fake_set(tmp_path)
+    z = dict(np.load(f"{d}/emoji32.npz"))
+    z["split"][n:] = data.HELDOUT  # style 1 becomes the held-out style
+    z["same_key"] = data.same_key_table(z["keys"].tolist(), z["style"].tolist(), z["split"].tolist())
+    np.savez_compressed(f"{d}/emoji32.npz", **z)
+    pb = pairs.PairBatches(d, "train", size=32, seed=0)
+    idx = pb.heldout_indices()
+    assert len(idx) == n and (pb.same[idx] == -1).all()
+    b = pb._plain(idx, heldout=True)
+    assert (b["ref_idx"] == idx + n).all()
