@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, autocast, randint, randn, save_grid,
-                     setup_device)
+                     setup_device, to_pm1)
 from .config import CORR_PREFIXES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG
@@ -241,13 +241,13 @@ def decoder_losses(ae, zq, x):
 
 @torch.no_grad()
 def encode_training_set(ae, train, quantize=False):
-    """Every training image and its mirror image, with their latents (or codes). The unet and
-    decoder stages keep the autoencoder frozen and augment only by flipping, so each latent is
+    """Every training image and its mirror image (uint8), with their latents (or codes). The unet
+    and decoder stages keep the autoencoder frozen and augment only by flipping, so each latent is
     encoded once instead of every step (half of a step's time otherwise)."""
     imgs = train.images[train.idx]
     imgs = torch.cat([imgs, imgs.flip(3)])
     code = (lambda c: ae.quantize(ae.encode(c))[0]) if quantize else ae.encode
-    return imgs, torch.cat([code(c) for c in imgs.split(256)])
+    return imgs, torch.cat([code(to_pm1(c)) for c in imgs.split(256)])
 
 
 def train_decoder(model, a, stage, train, val):
@@ -266,12 +266,12 @@ def train_decoder(model, a, stage, train, val):
     ae.eval()  # no dropout or batch statistics in the decoder; eval keeps the frozen parts exact
     imgs, zqs = encode_training_set(ae, train, quantize=True)
     with torch.no_grad():
-        vb = val.images[val.idx[:64]]
+        vb = val.pixels(val.idx[:64])
         vzq = ae.quantize(ae.encode(vb))[0]
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="decoder", disable=not Dist.main())
     while step < a.steps and not clock.out_of_time():
         i = randint(len(imgs), (a.batch,), train.g, imgs.device)
-        losses, _ = decoder_losses(ae, zqs[i], imgs[i])
+        losses, _ = decoder_losses(ae, zqs[i], to_pm1(imgs[i]))
         opt.zero_grad()
         losses["loss"].backward()
         Dist.average_grads(opt)
@@ -336,7 +336,7 @@ def train_unet(model, a, stage, train, val):
     g = torch.Generator().manual_seed(1000 + step + 7919 * Dist.rank)
     gv = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        zval = model.ae.encode(val.images[val.idx[:64]])
+        zval = model.ae.encode(val.pixels(val.idx[:64]))
     # EMA of the UNet weights (decay 0.999, ~1000-step horizon): what ships. It lives next to the
     # stage checkpoint so that resuming keeps it; a run without one starts it from the current weights.
     ema_path = os.path.join(stage.dir, "ema.pt")

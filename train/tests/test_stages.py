@@ -308,3 +308,28 @@ def test_val_score_rewards_following_the_sketch_in_the_exemplars_colours():
     blob[:, 1, 2:12, 18:30], blob[:, 0, 2:12, 18:30], blob[:, 2, 2:12, 18:30] = 1.0, -1.0, -1.0  # green, elsewhere
     b = {"edge": edge, "ref": red}
     assert val_score(good, b) > val_score(blob, b) + 1.0
+
+
+def test_the_training_set_is_encoded_from_uint8_images(tmp_path):
+    """EmojiBatches keeps uint8 images (a quarter of float32's memory); the unet/decoder stages'
+    one-off encoding gives the latents of the [-1, 1] images and their mirror images."""
+    import numpy as np
+
+    from train.common import EmojiBatches
+    from train.train import encode_training_set
+
+    rng = np.random.default_rng(1)
+    n = 6
+    np.savez_compressed(tmp_path / "emoji32.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                        edges=(rng.random((n, 32, 32)) < 0.1).astype(np.uint8), split=np.array([0] * 4 + [1] * 2, np.uint8),
+                        candidates=rng.integers(0, n, (n, 6)), names=np.array([f"g{i}" for i in range(n)]),
+                        keys=np.arange(n))
+    tr = EmojiBatches(str(tmp_path), "train", size=32, seed=0)
+    assert tr.images.dtype == torch.uint8
+    m = tiny_model().eval()
+    imgs, z = encode_training_set(m.ae, tr)
+    x = tr.pixels(tr.idx)
+    assert imgs.dtype == torch.uint8 and len(imgs) == 8
+    with torch.no_grad():
+        assert torch.allclose(z[:4], m.ae.encode(x), atol=1e-5)
+        assert torch.allclose(z[4:], m.ae.encode(x.flip(3)), atol=1e-5)
