@@ -1,11 +1,11 @@
 """Evaluation on the hand-drawn set (`assets/drawn`, made by `python -m train.drawn`):
 `python -m train.drawn_eval [--weights weights] [--variants ...] [--seeds 0 1] [--json out.json] [--sheet out.png]`.
 
-Inputs, as the Rust CLI builds them (`src/imageio.rs`):
+Inputs, as the CLI and the editor build them (`src/image/`):
 - condition: the sketch PNG read as one grey channel (RGB as the `image` crate's luma,
   floor((2126 R + 7152 G + 722 B) / 10000); alpha ignored), resized to the model's side if it
-  differs (bilinear, the crate's Triangle filter), scaled to [0, 1] and inverted when its mean is
-  above 0.5 (a sketch drawn dark on light), not thresholded;
+  differs, binarised at mid-grey and inverted when its mean grey is above 127 (a sketch drawn dark
+  on light): the edge-map rule the CLI and the editor share;
 - exemplar: the PNG as RGB in [-1, 1] (alpha on white); its label is its Canny edge map as
   `train.evaluate`, `train.demo` and `train.fixture` make it (`train.data.edge_map`: skimage Canny,
   sigma 1.0, thresholds 0.05 / 0.15, 3x3 dilation). The Rust CLI computes the same label with
@@ -69,16 +69,18 @@ def rust_luma(img):
 
 
 def read_condition(path, size=128):
-    """A sketch PNG -> float32 [size, size] in [0, 1], 1 = edge, by the Rust CLI's rule
-    (`load_condition` / `edge_map_values` in src/imageio.rs, label_nc = 1)."""
+    """A sketch PNG -> float32 [size, size] in {0, 1}, 1 = edge, by the rule the CLI and the editor
+    share (`image::edge_map` in src/image/raster.rs): resized to the model's side, binarised at
+    mid-grey, and inverted when its mean grey is above 127 (drawn dark on light)."""
     from PIL import Image
 
     img = Image.open(path)
     img.load()
     if img.size != (size, size):
         img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-    v = rust_luma(img).astype(np.float32) / 255.0
-    return 1.0 - v if v.mean() > 0.5 else v
+    g = rust_luma(img)
+    dark_lines = int(g.astype(np.uint64).sum()) // max(g.size, 1) > 127
+    return ((g < 128) if dark_lines else (g >= 128)).astype(np.float32)
 
 
 def read_rgb(path):
@@ -274,6 +276,23 @@ def contact_sheet(path, pairs, cond, ex, outs, per, seeds, variants, cell=128, p
     sheet.save(path)
 
 
+def compact_sheet(path, cond, ex, out, per_row=4, cell=96, pad=4):
+    """A grid of (sketch, exemplar, output) triples, `per_row` triples a row: the README's view."""
+    from PIL import Image
+
+    n = len(cond)
+    rows = (n + per_row - 1) // per_row
+    tw = 3 * cell + 2 * pad  # one triple
+    sheet = Image.new("RGB", (per_row * tw + (per_row + 1) * 3 * pad, rows * (cell + pad) + pad), (255, 255, 255))
+    for i in range(n):
+        r, c = divmod(i, per_row)
+        x0, y0 = 3 * pad + c * (tw + 3 * pad), pad + r * (cell + pad)
+        tiles = [np.repeat(((1 - cond[i]) * 255).round().astype(np.uint8)[..., None], 3, 2), ex[i], out[i]]
+        for j, t in enumerate(tiles):
+            sheet.paste(Image.fromarray(t).resize((cell, cell), Image.BILINEAR), (x0 + j * (cell + pad), y0))
+    sheet.save(path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="weights")
@@ -283,6 +302,8 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--sheet", default=None, help="contact sheet PNG")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compact", default=None,
+                    help="also a compact sheet PNG: (sketch, exemplar, full output of the first seed) triples")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     variants = [ALIASES.get(v, v) for v in (a.variants or list(ROWS))]
@@ -309,6 +330,9 @@ def main():
     if a.sheet:
         contact_sheet(a.sheet, pairs, cond, ex, outs, per, a.seeds, variants)
         print(f"wrote {a.sheet}")
+    if a.compact and ("full", a.seeds[0]) in outs:
+        compact_sheet(a.compact, cond, ex, outs[("full", a.seeds[0])])
+        print(f"wrote {a.compact}")
 
 
 if __name__ == "__main__":
