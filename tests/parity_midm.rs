@@ -1,6 +1,6 @@
 //! Parity of the correspondence networks, the matching operations, the schedules, the
 //! interleaved loop, the refinement and the whole chain against the reference fixtures
-//! (`MIDM_PARITY_DIR`, default `../shared/parity`). Every stage is fed its STORED inputs, so that
+//! (`MIDM_PARITY_DIR`, default `tests/fixtures/parity`). Every stage is fed its STORED inputs, so that
 //! the float noise of one stage cannot flip a later threshold; the end-to-end test then runs
 //! everything from `input.*` with the reference's noise injected.
 //!

@@ -1,5 +1,5 @@
 //! The worker without any UI, on the fixture model of `MIDM_PARITY_DIR` (default
-//! `../shared/parity`): events arrive in order, the newest job wins, cancel stops a run within
+//! `tests/fixtures/parity`): events arrive in order, the newest job wins, cancel stops a run within
 //! one UNet pass, a panic or a failed load is reported and the worker keeps serving.
 mod common;
 

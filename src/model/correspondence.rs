@@ -2,7 +2,7 @@
 //! iteration encoder `iter_enc` (SPADE on the condition features), the shared residual trunk
 //! `layer` and the 1x1 projections `theta` (target side) and `phi` (reference side).
 //!
-//! Semantics follow the authors' code in evaluation mode (see `../shared/parity/README.md`,
+//! Semantics follow the authors' code in evaluation mode (see `tests/fixtures/parity/README.md`,
 //! section 4): spectral norm without power iteration, instance norm without affine, SPADE with a
 //! positional (per-pixel, over channels) normalisation, reflection padding in the SPADE paths.
 use candle_core::{Module, Result, Tensor};

@@ -1,7 +1,7 @@
 //! The MIDM networks. Every module follows candle-transformers' style: a Config struct, a
 //! `new(vb, &cfg)` whose VarBuilder paths mirror the official checkpoint keys, a plain `forward`.
 //!
-//! Canonical key space (the one of a MIDMs fine-tuning checkpoint, see `../shared/parity`):
+//! Canonical key space (the one of a MIDMs fine-tuning checkpoint, see `tests/fixtures/parity`):
 //! - `diff_model.first_stage_model.*`: autoencoder ([`autoencoder`]);
 //! - `diff_model.model.diffusion_model.*`: UNet denoiser ([`unet`]);
 //! - `diff_model.{betas, alphas_cumprod, ...}`: DDPM schedule buffers (recomputed, see `sampling::schedule`);

@@ -1,6 +1,6 @@
 //! Matching operations of MIDMs: normalised correlation, soft warp, soft flow, the
 //! forward-backward cycle check and the confidence mask, exactly as the reference builds them
-//! (see `../shared/parity/README.md`, section 4, steps 4-7).
+//! (see `tests/fixtures/parity/README.md`, section 4, steps 4-7).
 //!
 //! Correlations are kept as matrices [B, h*w (target), h*w (reference)]; the reference's
 //! [B, h, w, h, w] layout is the same memory.
