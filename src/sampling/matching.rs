@@ -6,7 +6,7 @@
 //! [B, h, w, h, w] layout is the same memory.
 use candle_core::{DType, Device, Result, Tensor};
 
-use crate::model::activations::softmax_last_dim;
+use crate::model::kernels::activations::softmax_last_dim;
 
 /// Epsilon of the second normalisation inside `correlation`.
 const CORR_EPS: f64 = 1e-5;

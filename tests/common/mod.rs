@@ -90,6 +90,12 @@ pub fn fixture_config() -> MidmConfig {
             spade_nhidden: mi["spade_nhidden"].as_u64().unwrap() as usize,
             trunk_blocks: 4,
         },
+        // Absent from the authors' sets (nearest); a trainer-emitted set may name it.
+        label_downsample: mi["label_downsample"]
+            .as_str()
+            .map_or(Default::default(), |s| {
+                midm::model::LabelDownsample::parse(s).unwrap()
+            }),
     }
 }
 
