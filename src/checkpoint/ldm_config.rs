@@ -205,8 +205,11 @@ fn head_option(name: &str, v: i64) -> Result<Option<usize>, String> {
     }
 }
 
+fn unsupported<T>(what: &str) -> Result<T, String> {
+    Err(format!("{what} is not supported by midm"))
+}
+
 fn convert(p: Params) -> Result<LdmConfig, String> {
-    let unsupported = |what: &str| Err(format!("{what} is not supported by midm"));
     if let Some(s) = p.beta_schedule.as_deref().filter(|s| *s != "linear") {
         return unsupported(&format!("beta_schedule {s:?}"));
     }
@@ -221,7 +224,22 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
             "conditioning_key {c:?} (MIDMs uses an unconditional LDM)"
         ));
     }
-    let u = p.unet_config.params;
+    let ddpm = DdpmConfig {
+        timesteps: p.timesteps,
+        linear_start: p.linear_start,
+        linear_end: p.linear_end,
+    };
+    let autoencoder = autoencoder_config(p.first_stage_config.params)?;
+    Ok(LdmConfig {
+        image_size: autoencoder.resolution,
+        autoencoder,
+        unet: unet_config(p.unet_config.params)?,
+        ddpm,
+        label_downsample: LabelDownsample::Nearest,
+    })
+}
+
+fn unet_config(u: UnetParams) -> Result<UNetConfig, String> {
     let flags = [
         (u.use_scale_shift_norm, "unet use_scale_shift_norm"),
         (u.resblock_updown, "unet resblock_updown"),
@@ -256,7 +274,20 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
                 .into(),
         );
     }
-    let f = p.first_stage_config.params;
+    Ok(UNetConfig {
+        image_size: u.image_size,
+        in_channels: u.in_channels,
+        out_channels: u.out_channels,
+        model_channels: u.model_channels,
+        channel_mult: u.channel_mult,
+        num_res_blocks: u.num_res_blocks,
+        attention_resolutions: u.attention_resolutions,
+        num_head_channels,
+        num_heads,
+    })
+}
+
+fn autoencoder_config(f: FirstStageParams) -> Result<AutoencoderConfig, String> {
     let d = f.ddconfig;
     let flags = [
         (!d.resamp_with_conv, "first stage resamp_with_conv: false"),
@@ -286,38 +317,18 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         Some(n_embed) => AutoencoderKind::Vq { n_embed },
         None => AutoencoderKind::Kl,
     };
-    Ok(LdmConfig {
-        image_size: d.resolution,
-        autoencoder: AutoencoderConfig {
-            kind,
-            embed_dim: f.embed_dim,
-            z_channels: d.z_channels,
-            double_z: d.double_z,
-            in_channels: d.in_channels,
-            out_ch: d.out_ch,
-            ch: d.ch,
-            ch_mult: d.ch_mult,
-            num_res_blocks: d.num_res_blocks,
-            attn_resolutions: d.attn_resolutions,
-            resolution: d.resolution,
-        },
-        unet: UNetConfig {
-            image_size: u.image_size,
-            in_channels: u.in_channels,
-            out_channels: u.out_channels,
-            model_channels: u.model_channels,
-            channel_mult: u.channel_mult,
-            num_res_blocks: u.num_res_blocks,
-            attention_resolutions: u.attention_resolutions,
-            num_head_channels,
-            num_heads,
-        },
-        ddpm: DdpmConfig {
-            timesteps: p.timesteps,
-            linear_start: p.linear_start,
-            linear_end: p.linear_end,
-        },
-        label_downsample: LabelDownsample::Nearest,
+    Ok(AutoencoderConfig {
+        kind,
+        embed_dim: f.embed_dim,
+        z_channels: d.z_channels,
+        double_z: d.double_z,
+        in_channels: d.in_channels,
+        out_ch: d.out_ch,
+        ch: d.ch,
+        ch_mult: d.ch_mult,
+        num_res_blocks: d.num_res_blocks,
+        attn_resolutions: d.attn_resolutions,
+        resolution: d.resolution,
     })
 }
 
