@@ -8,42 +8,27 @@ use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::DeviceChoice;
-use crate::imageio;
 use crate::model::{MidmModel, Precision};
-use crate::sampling::midm::{
-    translate, MidmInputs, Noise, RefineOptions, SamplerOptions, StepEvent, StepKind, StepSink,
-};
+use crate::params::{default_model_path, Params, ResultInfo};
+use crate::sampling::midm::{translate, MidmInputs, Noise, SamplerOptions, StepEvent, StepSink};
 
-/// Where the default model lives: `$MIDM_MODEL`, else `./weights`, else the `weights/` folder
-/// of the source tree this binary was built from.
-pub fn default_model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("MIDM_MODEL") {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from("weights");
-    if local.join("config.yaml").exists() {
-        return local;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights")
-}
-
-/// Sampler settings shared by the CLI commands.
+/// Sampler settings shared by the CLI commands; the defaults are the editor's ([`Params`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SamplerArgs {
     /// Random seed of the diffusion noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Params::default().seed)]
     pub seed: u64,
     /// DDIM steps of the interleaved schedule.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = Params::default().ddim_steps)]
     pub ddim_steps: usize,
     /// Interleaved (matching + DDIM) steps at the end of that schedule.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = Params::default().interleaved_steps)]
     pub interleaved_steps: usize,
     /// Softmax temperature of the soft warp.
-    #[arg(long, default_value_t = 0.005)]
+    #[arg(long, default_value_t = Params::default().temperature)]
     pub temperature: f64,
     /// Forward-backward consistency threshold of the confidence mask.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = Params::default().fb_threshold)]
     pub fb_threshold: f64,
     /// Take every re-warp, without the confidence mask.
     #[arg(long)]
@@ -54,25 +39,25 @@ pub struct SamplerArgs {
 }
 
 impl SamplerArgs {
-    pub fn options(&self) -> SamplerOptions {
-        let defaults = SamplerOptions::default();
-        SamplerOptions {
+    /// The parameters these flags give (the editor's type, so that both record the same).
+    pub fn params(&self, device: DeviceChoice, precision: Precision) -> Params {
+        Params {
+            seed: self.seed,
             ddim_steps: self.ddim_steps,
             interleaved_steps: self.interleaved_steps,
             temperature: self.temperature,
             fb_threshold: self.fb_threshold,
             use_mask: !self.no_mask,
-            refine: if self.no_refine {
-                None
-            } else {
-                Some(RefineOptions {
-                    ddim_steps: 200,
-                    eta: 1.0,
-                    hijack_step: 180,
-                })
-            },
-            ..defaults
+            refine: !self.no_refine,
+            device,
+            precision,
+            ..Params::default()
         }
+    }
+
+    pub fn options(&self) -> SamplerOptions {
+        self.params(DeviceChoice::Cpu, Precision::F32)
+            .sampler_options()
     }
 }
 
@@ -93,7 +78,7 @@ pub struct TranslateArgs {
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
-    /// Model folder or checkpoint file (default: the shipped model in weights/).
+    /// Model folder or checkpoint file (default: $MIDM_MODEL, else the shipped model in weights/).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Write every step's r~n, R and M as PNGs into this folder.
@@ -129,8 +114,8 @@ pub fn load_inputs(
     let size = model.config.image_size;
     let nc = model.config.label_nc();
     let device = &model.device;
-    let (condition, mut notes) = imageio::load_condition(condition, nc, size, device)?;
-    let (exemplar_t, exemplar_rgb, n2) = imageio::load_exemplar(exemplar, size, device)?;
+    let (condition, mut notes) = crate::image::load_condition(condition, nc, size, device)?;
+    let (exemplar_t, exemplar_rgb, n2) = crate::image::load_exemplar(exemplar, size, device)?;
     notes.extend(n2);
     let exemplar_label = if exemplar_label.is_empty() {
         anyhow::ensure!(
@@ -138,9 +123,9 @@ pub fn load_inputs(
             "this model's condition has {nc} channels: give the exemplar's label with --exemplar-label \
              (one PNG per channel or one .safetensors tensor)"
         );
-        imageio::edge_label(&exemplar_rgb, device)?
+        crate::image::edge_label(&exemplar_rgb, device)?
     } else {
-        let (l, n3) = imageio::load_condition(exemplar_label, nc, size, device)?;
+        let (l, n3) = crate::image::load_condition(exemplar_label, nc, size, device)?;
         notes.extend(n3);
         l
     };
@@ -157,7 +142,7 @@ pub fn load_inputs(
 /// Decode a latent and return an RGB image.
 pub fn decode_rgb(model: &MidmModel, latent: &Tensor) -> anyhow::Result<DynamicImage> {
     let img = model.autoencoder.decode(latent)?;
-    Ok(DynamicImage::ImageRgb8(imageio::tensor_to_rgb(&img)?))
+    Ok(DynamicImage::ImageRgb8(crate::image::tensor_to_rgb(&img)?))
 }
 
 /// Progress on stderr and, optionally, every step written as PNGs.
@@ -168,20 +153,16 @@ struct CliSink<'a> {
     error: Option<anyhow::Error>,
 }
 
+/// `NNN_<step>`: the event index, then the step's name as the editor shows it.
 fn step_name(e: &StepEvent) -> String {
-    match e.kind {
-        StepKind::InitialWarp => format!("{:03}_initial", e.index),
-        StepKind::Interleaved { k, .. } => format!("{:03}_loop{k}", e.index),
-        StepKind::Refine { i } => format!("{:03}_refine{i:02}", e.index),
-        StepKind::Final => format!("{:03}_final", e.index),
-    }
+    format!("{:03}_{}", e.index, e.kind.name())
 }
 
 impl CliSink<'_> {
     fn write_step(&self, dir: &Path, e: &StepEvent) -> anyhow::Result<()> {
         let name = step_name(e);
         let save = |suffix: &str, img: DynamicImage| -> anyhow::Result<()> {
-            imageio::save_png(&dir.join(format!("{name}_{suffix}.png")), &img, &[])?;
+            crate::image::save_png(&dir.join(format!("{name}_{suffix}.png")), &img, &[])?;
             Ok(())
         };
         save("pred_x0", decode_rgb(self.model, &e.pred_x0)?)?;
@@ -190,7 +171,7 @@ impl CliSink<'_> {
         }
         if let Some(m) = &e.mask {
             let size = self.model.config.image_size as u32;
-            let grey = imageio::tensor_to_grey(&m.get(0)?)?;
+            let grey = crate::image::tensor_to_grey(&m.get(0)?)?;
             let big =
                 image::imageops::resize(&grey, size, size, image::imageops::FilterType::Nearest);
             save("mask", DynamicImage::ImageLuma8(big))?;
@@ -216,7 +197,8 @@ impl StepSink for CliSink<'_> {
 }
 
 pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?.to_device()?;
+    let device_choice = parse_device(&args.device)?;
+    let device = device_choice.to_device()?;
     let model_path = args.model.clone().unwrap_or_else(default_model_path);
     let t0 = Instant::now();
     let loaded = crate::checkpoint::inspect(&model_path)
@@ -224,6 +206,7 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading the model from {}", model_path.display()))?;
     eprintln!("{}", loaded.report.summary());
     eprintln!("loaded in {:.2} s", t0.elapsed().as_secs_f64());
+    let model_hash = loaded.report.model_hash()?;
     let model = loaded.model;
     let inputs = load_inputs(
         &model,
@@ -254,28 +237,50 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
     if let Some(e) = sink.error {
         return Err(e.context("writing the steps"));
     }
-    let img = DynamicImage::ImageRgb8(imageio::tensor_to_rgb(&out.image)?);
-    let text = vec![
-        ("midm.seed".to_string(), args.sampler.seed.to_string()),
-        (
-            "midm.condition".to_string(),
-            format!("{:?}", args.condition),
-        ),
-        ("midm.precision".to_string(), args.precision.to_string()),
-        (
-            "midm.exemplar".to_string(),
-            args.exemplar.display().to_string(),
-        ),
-        (
-            "midm.options".to_string(),
-            serde_json::to_string(&args.sampler.options())?,
-        ),
-    ];
-    imageio::save_png(&args.out, &img, &text)?;
+    let img = DynamicImage::ImageRgb8(crate::image::tensor_to_rgb(&out.image)?);
+    let condition: Vec<String> = args
+        .condition
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let exemplar = args.exemplar.display().to_string();
+    let text = ResultInfo {
+        params: &args.sampler.params(device_choice, args.precision),
+        model_hash: Some(model_hash.as_str()),
+        model: Some(model_path.as_path()),
+        condition: &condition.join(", "),
+        exemplar: Some(exemplar.as_str()),
+    }
+    .png_text();
+    crate::image::save_png(&args.out, &img, &text)?;
     eprintln!(
         "wrote {} ({:.2} s translation)",
         args.out.display(),
         t1.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sampler: SamplerArgs,
+    }
+
+    /// `midm translate` without sampler flags runs what the editor runs by default.
+    #[test]
+    fn cli_defaults_are_the_editors() {
+        let args = Cli::parse_from(["midm"]).sampler;
+        let editor = Params::default();
+        assert_eq!(args.params(editor.device, editor.precision), editor);
+        assert_eq!(args.options(), SamplerOptions::default());
+        let off = Cli::parse_from(["midm", "--no-refine", "--seed", "3"]).sampler;
+        assert_eq!(off.options().refine, None);
+        assert_eq!(off.params(editor.device, editor.precision).seed, 3);
+    }
 }

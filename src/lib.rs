@@ -6,25 +6,28 @@
 //!   [`model::MidmConfig`] with VarBuilder paths equal to the official checkpoint keys;
 //! - [`checkpoint`]: finding and loading weights (safetensors, PyTorch zip/pickle) and the LDM config;
 //! - [`sampling`]: DDPM/DDIM schedules, the matching operations and the MIDM loop;
-//! - [`imageio`]: images <-> tensors, condition labels;
-//! - [`edges`]: Canny edges and condition labels from edges and part strokes (no tensors);
+//! - [`params`]: what the CLI and the editor share (parameters, defaults, PNG metadata);
+//! - [`image`]: image files, edge maps, Canny, condition labels, tensors, PNG metadata;
 //! - [`worker`]: the background thread the editor talks to;
-//! - [`ui`]: the eframe editor (never touches tensors).
+//! - `ui`: the eframe editor (never touches tensors), behind the default `gui` feature.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod device;
-pub mod edges;
-pub mod imageio;
+pub mod error;
+pub mod image;
 pub mod model;
+pub mod params;
 pub mod sampling;
+#[cfg(feature = "gui")]
 pub mod ui;
 pub mod worker;
 
 pub use checkpoint::{load_model, LoadError};
+pub use error::{Error, Result};
 pub use model::{MidmConfig, MidmModel};
 pub use sampling::midm::{
-    translate, Cancelled, InjectedNoise, MidmInputs, MidmOutput, Noise, SamplerOptions, StepEvent,
-    StepKind, StepSink,
+    translate, InjectedNoise, MidmInputs, MidmOutput, Noise, SamplerOptions, StepEvent, StepKind,
+    StepSink,
 };

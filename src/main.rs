@@ -110,7 +110,7 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         let path = args
             .model
             .clone()
-            .unwrap_or_else(midm::cli::default_model_path);
+            .unwrap_or_else(midm::params::default_model_path);
         let torch = if args.compare_torch {
             let p = path.to_string_lossy().to_string();
             Some(run_torch(args, &["--weights", &p])?)
@@ -298,6 +298,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Translate(args)) => midm::cli::run_translate(&args),
         Some(Command::Bench(args)) => run_bench(&args),
+        #[cfg(feature = "gui")]
         None => midm::ui::run_app(midm::ui::AppArgs {
             model: cli.model,
             condition: cli.condition,
@@ -305,5 +306,10 @@ fn main() -> anyhow::Result<()> {
             run: cli.run,
             fresh: false,
         }),
+        #[cfg(not(feature = "gui"))]
+        None => {
+            let _ = (cli.model, cli.condition, cli.exemplar, cli.run);
+            anyhow::bail!("this midm was built without the editor (feature `gui`); use `midm translate` or `midm bench`")
+        }
     }
 }

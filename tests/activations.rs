@@ -1,10 +1,10 @@
-//! The CPU f32 kernels of `midm::model::activations` (vectorised exp, SiLU, softmax, fused
+//! The CPU f32 kernels of `midm::model::kernels::activations` (vectorised exp, SiLU, softmax, fused
 //! GroupNorm(+SiLU)) against libm and candle's own ops.
 mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::max_abs_diff;
-use midm::model::activations::{exp_f32, group_norm_cpu, silu, softmax_last_dim};
+use midm::model::kernels::activations::{exp_f32, group_norm_cpu, silu, softmax_last_dim};
 
 #[test]
 fn exp_matches_libm_to_a_few_ulps() {

@@ -1,5 +1,5 @@
 //! Networks built from the authors' checkpoint files against the reference outputs of
-//! `expected.safetensors` (`../shared/checkpoints`, or `MIDM_CHECKPOINTS_DIR`): the UNet with the
+//! `expected.safetensors` (`tests/fixtures/checkpoints`, or `MIDM_CHECKPOINTS_DIR`): the UNet with the
 //! LDM, the LDM-EMA and the fine-tuned weights, the VQ first stage, and a full translation after
 //! loading the folder the official way (the `.pth` on top of the LDM file).
 //!
@@ -21,10 +21,7 @@ use midm::model::{Autoencoder, UNetModel};
 use midm::{translate, InjectedNoise, MidmInputs, Noise, SamplerOptions};
 
 fn ckpt_dir() -> PathBuf {
-    match std::env::var_os("MIDM_CHECKPOINTS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/checkpoints"),
-    }
+    common::checkpoints_dir()
 }
 
 fn expected() -> HashMap<String, Tensor> {

@@ -1,4 +1,4 @@
-//! Loading checkpoints in the authors' formats (`../shared/checkpoints`, or `MIDM_CHECKPOINTS_DIR`)
+//! Loading checkpoints in the authors' formats (`tests/fixtures/checkpoints`, or `MIDM_CHECKPOINTS_DIR`)
 //! and the parity set's safetensors, and every bad-input case of issue 2 (missing, empty, truncated
 //! and misnamed files, renamed keys, wrong shapes, a pickle that tries to run a command). None of
 //! these tests needs the networks: they stop before `MidmModel::new`.
@@ -17,10 +17,7 @@ use midm::checkpoint::{
 use midm::model::AutoencoderKind;
 
 fn ckpt_dir() -> PathBuf {
-    match std::env::var_os("MIDM_CHECKPOINTS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/checkpoints"),
-    }
+    common::checkpoints_dir()
 }
 
 fn open(name: &str) -> WeightsFile {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use midm::imageio;
 
 fn midm() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_midm"));
@@ -33,7 +32,7 @@ fn fixture_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         common::get(&trace, "input.exemplar_label").get(0).unwrap(),
     );
     let ex = dir.join("exemplar.png");
-    let img = imageio::tensor_to_rgb(&common::get(&trace, "input.exemplar")).unwrap();
+    let img = midm::image::tensor_to_rgb(&common::get(&trace, "input.exemplar")).unwrap();
     img.save(&ex).unwrap();
     (cond, label, ex)
 }
@@ -98,8 +97,8 @@ fn translate_writes_image_and_every_step() {
     let size = common::fixture_config().image_size as u32;
     let img = image::open(&out).unwrap();
     assert_eq!((img.width(), img.height()), (size, size));
-    let text = imageio::read_png_text(&out).unwrap();
-    assert!(text.iter().any(|(k, v)| k == "midm.seed" && v == "7"));
+    let text = midm::image::read_png_text(&out).unwrap();
+    assert!(text.iter().any(|(k, v)| k == "midm:seed" && v == "7"));
     let names: Vec<String> = std::fs::read_dir(&steps)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -115,7 +114,58 @@ fn translate_writes_image_and_every_step() {
         2 + 1,
         "{names:?}"
     );
-    assert!(names.iter().any(|n| n.contains("loop1_warped")));
+    assert!(names.iter().any(|n| n.contains("k1_warped")));
+}
+
+/// The CLI records its parameters and the model hash the way the editor does, so that dropping
+/// its PNG on the editor restores them.
+#[cfg(feature = "gui")]
+#[test]
+fn a_cli_png_restores_its_parameters_in_the_editor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cond, label, ex) = fixture_inputs(dir.path());
+    let out = dir.path().join("out.png");
+    let model = common::parity_dir();
+    let flags = [
+        "--seed",
+        "4243",
+        "--ddim-steps",
+        "12",
+        "--interleaved-steps",
+        "3",
+        "--temperature",
+        "0.01",
+        "--no-mask",
+        "--no-refine",
+    ];
+    let (ok, stderr) = translate(&model, &cond, &ex, &label, &out, &flags);
+    assert!(ok, "{stderr}");
+    let text = midm::image::read_png_text(&out).unwrap();
+    let hash = midm::checkpoint::inspect(&model)
+        .unwrap()
+        .report
+        .model_hash()
+        .unwrap();
+    assert_eq!(
+        midm::params::text_value(&text, midm::params::KEY_MODEL_HASH),
+        Some(hash.as_str()),
+        "the CLI records the hash the editor shows"
+    );
+    let mut app = midm::ui::MidmApp::new(
+        &egui::Context::default(),
+        midm::ui::AppArgs {
+            fresh: true,
+            ..Default::default()
+        },
+        None,
+    );
+    assert!(app.restore_from_png(&out));
+    let p = &app.params;
+    assert_eq!(
+        (p.seed, p.ddim_steps, p.interleaved_steps, p.temperature),
+        (4243, 12, 3, 0.01)
+    );
+    assert!(!p.use_mask && !p.refine);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Parity of the correspondence networks, the matching operations, the schedules, the
 //! interleaved loop, the refinement and the whole chain against the reference fixtures
-//! (`MIDM_PARITY_DIR`, default `../shared/parity`). Every stage is fed its STORED inputs, so that
+//! (`MIDM_PARITY_DIR`, default `tests/fixtures/parity`). Every stage is fed its STORED inputs, so that
 //! the float noise of one stage cannot flip a later threshold; the end-to-end test then runs
 //! everything from `input.*` with the reference's noise injected.
 //!
@@ -19,7 +19,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{assert_close, get, max_abs_diff};
-use midm::model::correspondence::{interpolate_nearest, spectral_norm_weight, Correspondence};
+use midm::model::correspondence::{spectral_norm_weight, Correspondence};
+use midm::model::ops::interpolate_nearest;
 use midm::sampling::ddim::{ddim_step, q_sample};
 use midm::sampling::matching;
 use midm::sampling::schedule::{DdimSchedule, DdpmSchedule};
@@ -276,7 +277,7 @@ fn parity_matching() {
     // Re-matching of the loop steps that have one.
     let inter_ref = get(&trace, "loop.inter_ref_feat");
     let ref_matching = get(&trace, "corr.ref_matching_feats");
-    let ours_inter = midm::model::correspondence::center_and_normalize(&ref_matching).unwrap();
+    let ours_inter = midm::model::ops::center_and_normalize(&ref_matching).unwrap();
     assert_close("loop.inter_ref_feat", &ours_inter, &inter_ref, 1e-5);
     for k in rewarp_steps(&trace) {
         let p = format!("loop.{k}");

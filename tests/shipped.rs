@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
-use midm::{imageio, Noise, SamplerOptions};
+use midm::{Noise, SamplerOptions};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,7 +36,7 @@ fn translate_asset_pair(model: &midm::MidmModel, name: &str) -> image::RgbImage 
         &mut (),
     )
     .unwrap();
-    imageio::tensor_to_rgb(&out.image).unwrap()
+    midm::image::tensor_to_rgb(&out.image).unwrap()
 }
 
 #[test]

@@ -216,10 +216,8 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
 
     // Correspondence probe: a heat map over the exemplar's latent grid, peaked somewhere.
     h.state_mut().set_probe(Some((3, 4)));
-    let heat = h
-        .state()
-        .probe_heat()
-        .expect("probe heat at the initial warp");
+    step_until(&mut h, "the probe row", |a| a.probe_heat().is_some());
+    let heat = h.state().probe_heat().unwrap();
     let l = h.state().frames()[0].latent_size;
     assert_eq!(heat.len(), l * l);
     assert!(heat.iter().any(|v| (*v - 1.0).abs() < 1e-6));
@@ -230,7 +228,7 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
     let out = dir.join("result.png");
     h.state_mut().params.seed = 4242;
     h.state_mut().export_png(&out).unwrap();
-    let text = midm::ui::export::read_png_text(&out).unwrap();
+    let text = midm::image::read_png_text(&out).unwrap();
     for key in [
         "midm:params",
         "midm:seed",
@@ -239,7 +237,7 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
         "midm:exemplar",
     ] {
         assert!(
-            midm::ui::export::text_value(&text, key).is_some(),
+            midm::params::text_value(&text, key).is_some(),
             "{key} missing"
         );
     }

@@ -1,5 +1,5 @@
 //! The worker without any UI, on the fixture model of `MIDM_PARITY_DIR` (default
-//! `../shared/parity`): events arrive in order, the newest job wins, cancel stops a run within
+//! `tests/fixtures/parity`): events arrive in order, the newest job wins, cancel stops a run within
 //! one UNet pass, a panic or a failed load is reported and the worker keeps serving.
 mod common;
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 use midm::device::DeviceChoice;
-use midm::edges::{build_label, empty_parts};
+use midm::image::{build_label, empty_parts};
 use midm::worker::{RunRequest, WorkerEvent, WorkerHandle};
 use midm::{MidmModel, SamplerOptions, StepKind};
 
@@ -51,9 +51,9 @@ pub fn request(size: u32, label_nc: usize, seed: u64, refine: bool) -> RunReques
         options.refine = None;
     }
     RunRequest {
-        condition,
+        condition: condition.into(),
         exemplar,
-        exemplar_label,
+        exemplar_label: exemplar_label.into(),
         options,
         seed,
     }
@@ -123,10 +123,21 @@ fn events_arrive_in_order_and_end_with_the_final_image() {
         );
     }
     assert_eq!(frames[0].kind, StepKind::InitialWarp);
-    assert!(frames[0]
-        .warp_weights
-        .as_ref()
-        .is_some_and(|w| w.len() == frames[0].latent_size.pow(4)));
+    // The probe row of a pixel, from the warp matrix the worker kept: normalised to max 1.
+    let l = frames[0].latent_size;
+    w.probe(g, 0, (1, 2));
+    match collect(&w, |e| matches!(e, WorkerEvent::Probe { .. })).pop() {
+        Some(WorkerEvent::Probe {
+            index: 0,
+            pixel: (1, 2),
+            heat: Some(heat),
+            ..
+        }) => {
+            assert_eq!(heat.len(), l * l);
+            assert!(heat.iter().any(|v| (*v - 1.0).abs() < 1e-6));
+        }
+        other => panic!("expected a probe row, got {other:?}"),
+    }
     let rewarped: Vec<_> = frames
         .iter()
         .filter(|f| matches!(f.kind, StepKind::Interleaved { rewarped: true, .. }))
@@ -280,10 +291,9 @@ fn refinement_steps_in_between_are_decoded_on_request() {
     );
     assert!(lazy
         .iter()
-        .all(|f| matches!(f.kind, StepKind::Refine { .. }) && f.latent.is_some()));
+        .all(|f| matches!(f.kind, StepKind::Refine { .. })));
     let f = lazy[0];
-    let (latent, shape) = f.latent.clone().unwrap();
-    w.decode(g, f.index, latent, shape);
+    w.decode(g, f.index);
     let events = collect(&w, |e| matches!(e, WorkerEvent::Decoded { .. }));
     match events.last() {
         Some(WorkerEvent::Decoded {

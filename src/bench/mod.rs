@@ -51,6 +51,7 @@ pub fn official_config() -> MidmConfig {
             spade_nhidden: 128,
             trunk_blocks: 4,
         },
+        label_downsample: Default::default(),
     }
 }
 
@@ -167,13 +168,13 @@ fn sync(device: &Device) -> candle_core::Result<()> {
     device.synchronize()
 }
 
-fn time<T, F: FnMut() -> anyhow::Result<T>>(
+fn time<T, F: FnMut() -> crate::Result<T>>(
     (key, name): (&'static str, &'static str),
     device: &Device,
     warmup: usize,
     runs: usize,
     mut f: F,
-) -> anyhow::Result<StageTiming> {
+) -> crate::Result<StageTiming> {
     for _ in 0..warmup {
         f()?;
         sync(device)?;
@@ -225,7 +226,7 @@ pub fn bench_model(
     warmup: usize,
     runs: usize,
     whole: bool,
-) -> anyhow::Result<Vec<StageTiming>> {
+) -> crate::Result<Vec<StageTiming>> {
     let cfg = &model.config;
     let device = &model.device;
     let size = cfg.image_size;
@@ -240,8 +241,8 @@ pub fn bench_model(
 
     let latent = ae.encode(&exemplar)?;
     let (_, _, h, w) = latent.dims4()?;
-    let label_ds = crate::model::correspondence::interpolate_nearest(&condition, h, w)?;
-    let ref_label_ds = crate::model::correspondence::interpolate_nearest(&exemplar_label, h, w)?;
+    let label_ds = cfg.label_downsample.apply(&condition, h, w)?;
+    let ref_label_ds = cfg.label_downsample.apply(&exemplar_label, h, w)?;
     let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
     let (ref_out, _) = corr_net.reference_features(&latent, &ref_label_ds)?;
     let corr = matching::correlation(&trg_out, &ref_out)?;
@@ -385,7 +386,7 @@ fn first_step_latency(
     inputs: &midm::MidmInputs,
     opts: &midm::SamplerOptions,
     runs: usize,
-) -> anyhow::Result<StageTiming> {
+) -> crate::Result<StageTiming> {
     struct FirstEvent(Option<Duration>);
     impl midm::StepSink for FirstEvent {
         fn on_event(&mut self, e: &midm::StepEvent) {
@@ -399,8 +400,9 @@ fn first_step_latency(
     for _ in 0..runs {
         let mut sink = FirstEvent(None);
         let result = midm::translate(model, inputs, opts, &midm::Noise::Seeded(0), &mut sink);
-        if let Err(e) = result {
-            anyhow::ensure!(e.downcast_ref::<midm::Cancelled>().is_some(), e);
+        match result {
+            Ok(_) | Err(crate::Error::Cancelled) => {}
+            Err(e) => return Err(e),
         }
         times.push(sink.0.unwrap_or_default());
     }

@@ -8,7 +8,8 @@
 use serde::Deserialize;
 
 use crate::model::{
-    AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, DdpmConfig, MidmConfig, UNetConfig,
+    AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, DdpmConfig, LabelDownsample,
+    MidmConfig, UNetConfig,
 };
 
 /// What an LDM config determines: everything except the correspondence widths (those are read
@@ -20,6 +21,8 @@ pub struct LdmConfig {
     pub autoencoder: AutoencoderConfig,
     pub unet: UNetConfig,
     pub ddpm: DdpmConfig,
+    /// `midms.label_downsample` (our own models' section; absent in the authors' configs).
+    pub label_downsample: LabelDownsample,
 }
 
 impl LdmConfig {
@@ -30,6 +33,7 @@ impl LdmConfig {
             unet: self.unet,
             ddpm: self.ddpm,
             correspondence,
+            label_downsample: self.label_downsample,
         }
     }
 }
@@ -37,6 +41,21 @@ impl LdmConfig {
 #[derive(Deserialize)]
 struct File {
     model: Model,
+    /// Our own models' top-level section (label_nc, N_CH, ...: informative, except the key below).
+    #[serde(default)]
+    midms: Option<Midms>,
+}
+
+#[derive(Deserialize)]
+struct Midms {
+    label_downsample: Option<String>,
+}
+
+fn label_downsample(m: Option<&Midms>) -> Result<LabelDownsample, String> {
+    match m.and_then(|m| m.label_downsample.as_deref()) {
+        None => Ok(LabelDownsample::Nearest),
+        Some(s) => LabelDownsample::parse(s),
+    }
 }
 
 #[derive(Deserialize)]
@@ -149,20 +168,33 @@ struct DdConfig {
 /// Parses `config.yaml` text.
 pub fn parse_yaml(text: &str) -> Result<LdmConfig, String> {
     let file: File = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    convert(file.model.params)
+    let down = label_downsample(file.midms.as_ref())?;
+    Ok(LdmConfig {
+        label_downsample: down,
+        ..convert(file.model.params)?
+    })
 }
 
 /// Parses JSON text: either the LDM structure itself (`{"model": ...}`) or a document holding it
 /// under `ldm_config` (a parity set's `config.json`).
 pub fn parse_json(text: &str) -> Result<LdmConfig, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    // A parity set keeps its `midms` section beside `ldm_config`, at the top level.
+    let midms: Option<Midms> = match v.get("midms") {
+        Some(m) => serde_json::from_value(m.clone()).map_err(|e| format!("midms: {e}"))?,
+        None => None,
+    };
     let ldm = match v.get("ldm_config") {
         Some(inner) => inner.clone(),
         None if v.get("model").is_some() => v,
         None => return Err("no `ldm_config` object and no `model` object".into()),
     };
     let file: File = serde_json::from_value(ldm).map_err(|e| format!("ldm_config: {e}"))?;
-    convert(file.model.params)
+    let down = label_downsample(midms.as_ref().or(file.midms.as_ref()))?;
+    Ok(LdmConfig {
+        label_downsample: down,
+        ..convert(file.model.params)?
+    })
 }
 
 fn head_option(name: &str, v: i64) -> Result<Option<usize>, String> {
@@ -173,8 +205,11 @@ fn head_option(name: &str, v: i64) -> Result<Option<usize>, String> {
     }
 }
 
+fn unsupported<T>(what: &str) -> Result<T, String> {
+    Err(format!("{what} is not supported by midm"))
+}
+
 fn convert(p: Params) -> Result<LdmConfig, String> {
-    let unsupported = |what: &str| Err(format!("{what} is not supported by midm"));
     if let Some(s) = p.beta_schedule.as_deref().filter(|s| *s != "linear") {
         return unsupported(&format!("beta_schedule {s:?}"));
     }
@@ -189,7 +224,22 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
             "conditioning_key {c:?} (MIDMs uses an unconditional LDM)"
         ));
     }
-    let u = p.unet_config.params;
+    let ddpm = DdpmConfig {
+        timesteps: p.timesteps,
+        linear_start: p.linear_start,
+        linear_end: p.linear_end,
+    };
+    let autoencoder = autoencoder_config(p.first_stage_config.params)?;
+    Ok(LdmConfig {
+        image_size: autoencoder.resolution,
+        autoencoder,
+        unet: unet_config(p.unet_config.params)?,
+        ddpm,
+        label_downsample: LabelDownsample::Nearest,
+    })
+}
+
+fn unet_config(u: UnetParams) -> Result<UNetConfig, String> {
     let flags = [
         (u.use_scale_shift_norm, "unet use_scale_shift_norm"),
         (u.resblock_updown, "unet resblock_updown"),
@@ -224,7 +274,20 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
                 .into(),
         );
     }
-    let f = p.first_stage_config.params;
+    Ok(UNetConfig {
+        image_size: u.image_size,
+        in_channels: u.in_channels,
+        out_channels: u.out_channels,
+        model_channels: u.model_channels,
+        channel_mult: u.channel_mult,
+        num_res_blocks: u.num_res_blocks,
+        attention_resolutions: u.attention_resolutions,
+        num_head_channels,
+        num_heads,
+    })
+}
+
+fn autoencoder_config(f: FirstStageParams) -> Result<AutoencoderConfig, String> {
     let d = f.ddconfig;
     let flags = [
         (!d.resamp_with_conv, "first stage resamp_with_conv: false"),
@@ -254,36 +317,87 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         Some(n_embed) => AutoencoderKind::Vq { n_embed },
         None => AutoencoderKind::Kl,
     };
-    Ok(LdmConfig {
-        image_size: d.resolution,
-        autoencoder: AutoencoderConfig {
-            kind,
-            embed_dim: f.embed_dim,
-            z_channels: d.z_channels,
-            double_z: d.double_z,
-            in_channels: d.in_channels,
-            out_ch: d.out_ch,
-            ch: d.ch,
-            ch_mult: d.ch_mult,
-            num_res_blocks: d.num_res_blocks,
-            attn_resolutions: d.attn_resolutions,
-            resolution: d.resolution,
-        },
-        unet: UNetConfig {
-            image_size: u.image_size,
-            in_channels: u.in_channels,
-            out_channels: u.out_channels,
-            model_channels: u.model_channels,
-            channel_mult: u.channel_mult,
-            num_res_blocks: u.num_res_blocks,
-            attention_resolutions: u.attention_resolutions,
-            num_head_channels,
-            num_heads,
-        },
-        ddpm: DdpmConfig {
-            timesteps: p.timesteps,
-            linear_start: p.linear_start,
-            linear_end: p.linear_end,
-        },
+    Ok(AutoencoderConfig {
+        kind,
+        embed_dim: f.embed_dim,
+        z_channels: d.z_channels,
+        double_z: d.double_z,
+        in_channels: d.in_channels,
+        out_ch: d.out_ch,
+        ch: d.ch,
+        ch_mult: d.ch_mult,
+        num_res_blocks: d.num_res_blocks,
+        attn_resolutions: d.attn_resolutions,
+        resolution: d.resolution,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = "model:
+  params:
+    linear_start: 0.0015
+    linear_end: 0.0195
+    unet_config:
+      params: {image_size: 8, in_channels: 3, out_channels: 3, model_channels: 32,
+               num_res_blocks: 1, attention_resolutions: [2], channel_mult: [1, 1],
+               num_head_channels: 16}
+    first_stage_config:
+      params:
+        embed_dim: 3
+        n_embed: 64
+        ddconfig: {double_z: false, z_channels: 3, resolution: 32, in_channels: 3, out_ch: 3,
+                   ch: 32, ch_mult: [1, 2, 1], num_res_blocks: 1, attn_resolutions: []}
+";
+
+    #[test]
+    fn label_downsample_from_the_midms_section() {
+        let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
+        assert_eq!(
+            parse("").unwrap().label_downsample,
+            LabelDownsample::Nearest
+        );
+        assert_eq!(
+            parse("midms:\n  label_nc: 1\n").unwrap().label_downsample,
+            LabelDownsample::Nearest
+        );
+        assert_eq!(
+            parse("midms:\n  label_downsample: nearest\n")
+                .unwrap()
+                .label_downsample,
+            LabelDownsample::Nearest
+        );
+        assert_eq!(
+            parse("midms:\n  label_nc: 1\n  label_downsample: max\n")
+                .unwrap()
+                .label_downsample,
+            LabelDownsample::Max
+        );
+        let err = parse("midms:\n  label_downsample: area\n").unwrap_err();
+        assert!(
+            err.contains("label_downsample") && err.contains("area"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn label_downsample_in_a_parity_config_json() {
+        let ldm =
+            serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(TINY).unwrap()).unwrap();
+        let doc = |midms: serde_json::Value| {
+            serde_json::json!({ "ldm_config": ldm, "midms": midms }).to_string()
+        };
+        let down = |m| parse_json(&doc(m)).map(|c| c.label_downsample);
+        assert_eq!(
+            down(serde_json::json!({"label_nc": 15})),
+            Ok(LabelDownsample::Nearest)
+        );
+        assert_eq!(
+            down(serde_json::json!({"label_downsample": "max"})),
+            Ok(LabelDownsample::Max)
+        );
+        assert!(down(serde_json::json!({"label_downsample": 4})).is_err());
+    }
 }

@@ -21,325 +21,31 @@
 //! headers alone, before any tensor is read: missing keys, unexpected keys inside a needed module
 //! and shape mismatches are errors that name the keys and files. Only then are the needed tensors
 //! read (each PyTorch storage once) and the networks built.
+mod error;
+mod keys;
 pub mod ldm_config;
 pub mod pickle;
+mod report;
 pub mod spec;
 pub mod weights;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
-use sha2::{Digest, Sha256};
 
 use crate::model::{CorrespondenceConfig, MidmConfig, MidmModel, Precision};
+pub use error::LoadError;
+use error::{io_error, list, paths};
+pub use keys::{
+    canonical_key, classify, KeyFate, WeightsKind, DROP_EMA, DROP_LOSS, DROP_OTHER, DROP_SAMPLER,
+    DROP_SCHEDULE,
+};
 pub use ldm_config::LdmConfig;
+pub use report::{model_hash, FileReport, LoadReport};
 pub use weights::{Format, TensorEntry, WeightsFile};
-
-/// Why a model could not be loaded. Every variant names the file or keys involved.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("{0}: not found")]
-    NotFound(PathBuf),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}: empty file (0 bytes)")]
-    EmptyFile(PathBuf),
-    #[error("{path}: no model weights found{detail}")]
-    NoWeights { path: PathBuf, detail: String },
-    #[error("{path}: not a safetensors file: {reason}")]
-    NotSafetensors { path: PathBuf, reason: String },
-    #[error("{path}: truncated or damaged: {reason}")]
-    Truncated { path: PathBuf, reason: String },
-    #[error("{path}: not a PyTorch checkpoint: {reason}")]
-    NotCheckpoint { path: PathBuf, reason: String },
-    #[error("{path}: unreadable pickle (nothing in it was executed): {reason}")]
-    Pickle { path: PathBuf, reason: String },
-    #[error("{path}: not MIDM weights: {reason}")]
-    UnknownWeights { path: PathBuf, reason: String },
-    #[error("{path}: {reason}")]
-    Ambiguous { path: PathBuf, reason: String },
-    #[error("config {path}: {reason}")]
-    Config { path: PathBuf, reason: String },
-    #[error(
-        "no correspondence weights (seg_enc.*, real_enc.*, iter_enc.*, layer.*, phi.*, theta.*) in {}: \
-         an LDM checkpoint alone is not a MIDM; add the MIDMs fine-tuned .pth (or a safetensors export)",
-        paths(.files)
-    )]
-    NoCorrespondence { files: Vec<PathBuf> },
-    #[error("{} missing weight(s) in {}: {}{}", .keys.len(), paths(.files), list(.keys), renamed_hint(.unexpected))]
-    MissingKeys {
-        files: Vec<PathBuf>,
-        keys: Vec<String>,
-        unexpected: Vec<String>,
-    },
-    #[error("{} unexpected weight(s) of a needed module in {}: {}", .keys.len(), paths(.files), list(.keys))]
-    UnexpectedKeys {
-        files: Vec<PathBuf>,
-        keys: Vec<String>,
-    },
-    #[error("{}: shape mismatch for {key}: the config needs {expected:?}, the file has {found:?}{}", .file.display(), more_hint(*.more))]
-    ShapeMismatch {
-        file: PathBuf,
-        key: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-        more: usize,
-    },
-    #[error("building the networks failed: {reason}")]
-    Build { reason: String },
-}
-
-fn paths(files: &[PathBuf]) -> String {
-    files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn renamed_hint(unexpected: &[String]) -> String {
-    if unexpected.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; present but not expected (renamed?): {}",
-            list(unexpected)
-        )
-    }
-}
-
-fn more_hint(more: usize) -> String {
-    if more > 0 {
-        format!(" (and {more} more mismatched keys)")
-    } else {
-        String::new()
-    }
-}
-
-fn list(keys: &[String]) -> String {
-    const SHOWN: usize = 12;
-    let mut s = keys
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if keys.len() > SHOWN {
-        s += &format!(", ... ({} more)", keys.len() - SHOWN);
-    }
-    s
-}
-
-/// What a weight file holds, recognised from its keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum WeightsKind {
-    /// Standalone first stage (`encoder.*`, `decoder.*`, `quantize.*`, `loss.*`, ...), e.g. LDM's vq-f4 `model.ckpt`.
-    FirstStage,
-    /// LDM model-zoo checkpoint (`model.diffusion_model.*`, `first_stage_model.*`, `model_ema.*`).
-    Ldm,
-    /// MIDMs checkpoint or export in the canonical key space (`diff_model.*`, `seg_enc.*`, ...).
-    Midms,
-}
-
-impl WeightsKind {
-    pub fn describe(self) -> &'static str {
-        match self {
-            WeightsKind::FirstStage => "first-stage autoencoder",
-            WeightsKind::Ldm => "LDM checkpoint",
-            WeightsKind::Midms => "MIDMs weights",
-        }
-    }
-}
-
-/// Recognises a file from its keys; `None` for anything else (e.g. a parity trace).
-pub fn classify(entries: &[TensorEntry]) -> Option<WeightsKind> {
-    let any = |p: &str| entries.iter().any(|e| e.name.starts_with(p));
-    if any("diff_model.") || spec::CORRESPONDENCE.iter().any(|p| any(p)) {
-        Some(WeightsKind::Midms)
-    } else if any("model.diffusion_model.") {
-        Some(WeightsKind::Ldm)
-    } else if any("encoder.") && any("decoder.") {
-        Some(WeightsKind::FirstStage)
-    } else {
-        None
-    }
-}
-
-/// Groups of keys dropped on purpose (as named in the [`LoadReport`]).
-pub const DROP_SAMPLER: &str = "diffusion_sampler.* (the DDIM sampler's duplicate and buffers)";
-pub const DROP_EMA: &str = "model_ema.* (EMA copy of the UNet, unused by MIDMs inference)";
-pub const DROP_SCHEDULE: &str = "DDPM schedule buffers (recomputed from the config)";
-pub const DROP_LOSS: &str = "loss.* (first-stage training loss)";
-pub const DROP_OTHER: &str = "other keys no network uses";
-
-const SCHEDULE_BUFFERS: [&str; 12] = [
-    "betas",
-    "alphas_cumprod",
-    "alphas_cumprod_prev",
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance",
-    "posterior_log_variance_clipped",
-    "posterior_mean_coef1",
-    "posterior_mean_coef2",
-];
-
-/// What becomes of one key of a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyFate {
-    /// Used, under this canonical key.
-    Use(String),
-    /// Dropped on purpose (one of the `DROP_*` groups).
-    Drop(&'static str),
-}
-
-/// Maps a key of a file of `kind` into the canonical key space (that of a MIDMs checkpoint).
-pub fn canonical_key(kind: WeightsKind, key: &str) -> KeyFate {
-    let c = match kind {
-        WeightsKind::Midms => key.to_string(),
-        WeightsKind::Ldm => format!("diff_model.{key}"),
-        WeightsKind::FirstStage if key.starts_with("loss.") => return KeyFate::Drop(DROP_LOSS),
-        WeightsKind::FirstStage => format!("{}{key}", spec::FIRST_STAGE),
-    };
-    if c.starts_with("diffusion_sampler.") {
-        KeyFate::Drop(DROP_SAMPLER)
-    } else if c.contains("model_ema") {
-        KeyFate::Drop(DROP_EMA)
-    } else if c
-        .strip_prefix("diff_model.")
-        .is_some_and(|b| SCHEDULE_BUFFERS.contains(&b))
-    {
-        KeyFate::Drop(DROP_SCHEDULE)
-    } else if spec::in_needed_module(&c) {
-        KeyFate::Use(c)
-    } else {
-        KeyFate::Drop(DROP_OTHER)
-    }
-}
-
-/// One weight file of a load, as reported to the user.
-#[derive(Debug, Clone)]
-pub struct FileReport {
-    pub path: PathBuf,
-    pub kind: WeightsKind,
-    pub format: Format,
-    /// Tensors in the file (its state dict for PyTorch files).
-    pub tensors: usize,
-    /// Tensors the model takes from this file (after later files override earlier ones).
-    pub used: usize,
-    /// Tensors overridden by a later file.
-    pub overridden: usize,
-    /// Keys dropped on purpose, per group (`DROP_*`), with a few example keys.
-    pub dropped: Vec<(&'static str, usize, Vec<String>)>,
-    /// State-dict entries that are not tensors (skipped).
-    pub non_tensors: usize,
-}
-
-/// What a load used and ignored, for the CLI and the editor to show.
-#[derive(Debug, Clone)]
-pub struct LoadReport {
-    /// The path the user gave.
-    pub source: PathBuf,
-    pub config_file: PathBuf,
-    /// Weight files in load order (later ones win).
-    pub files: Vec<FileReport>,
-    /// Files looked at and not used, with the reason.
-    pub ignored_files: Vec<(PathBuf, String)>,
-    /// Number of tensors the model is built from.
-    pub used_keys: usize,
-    /// Validated keys the networks did not ask for when built (should be empty; filled by `build`).
-    pub unrequested: Vec<String>,
-}
-
-impl LoadReport {
-    /// A few lines saying what was loaded.
-    pub fn summary(&self) -> String {
-        let mut s = format!(
-            "{}: {} tensors, config {}",
-            self.source.display(),
-            self.used_keys,
-            self.config_file.display()
-        );
-        for f in &self.files {
-            s += &format!(
-                "\n  {} ({}): {} tensors, {} used, {} overridden by a later file",
-                f.path.display(),
-                f.kind.describe(),
-                f.tensors,
-                f.used,
-                f.overridden
-            );
-            for (group, n, _) in &f.dropped {
-                s += &format!("\n    ignored {n}: {group}");
-            }
-            if f.non_tensors > 0 {
-                s += &format!(
-                    "\n    skipped {} non-tensor state-dict entries",
-                    f.non_tensors
-                );
-            }
-        }
-        for (p, why) in &self.ignored_files {
-            s += &format!("\n  ignored file {}: {why}", p.display());
-        }
-        s
-    }
-
-    /// Short hash identifying the loaded model (for export metadata): sha256 over the config file
-    /// and every weight file that contributed a tensor, in load order; first 16 hex digits.
-    pub fn model_hash(&self) -> Result<String, LoadError> {
-        let mut files = vec![self.config_file.clone()];
-        files.extend(
-            self.files
-                .iter()
-                .filter(|f| f.used > 0)
-                .map(|f| f.path.clone()),
-        );
-        model_hash(&files)
-    }
-}
-
-/// sha256 over the contents of `files`, in order; the first 16 hex digits.
-pub fn model_hash(files: &[PathBuf]) -> Result<String, LoadError> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for p in files {
-        let mut f = std::fs::File::open(p).map_err(|e| io_error(p, e))?;
-        loop {
-            let n = f.read(&mut buf).map_err(|e| io_error(p, e))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-    }
-    Ok(h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-fn io_error(path: &Path, e: std::io::Error) -> LoadError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        LoadError::NotFound(path.to_path_buf())
-    } else {
-        LoadError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        }
-    }
-}
 
 /// A checkpoint that has been found, configured and validated, before any tensor is read.
 pub struct Checkpoint {
@@ -442,6 +148,59 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// Finds the files, reads the config, indexes the weights and validates every key and shape
 /// against the config, without reading tensor data.
 pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
+    let (dir, candidates, single) = candidates(path)?;
+    let (files, kinds, ignored_files) = recognise(path, candidates, single)?;
+    // The config.
+    let names = if single {
+        list_dir(&dir).unwrap_or_default()
+    } else {
+        list_dir(&dir)?
+    };
+    let config_file = find_config(&dir, &names)?.ok_or_else(|| LoadError::Config {
+        path: dir.join("config.yaml"),
+        reason: "not found: the LDM config.yaml that ships with the checkpoint is needed beside the weights \
+                 (the attention head width and image size are not recorded in the weights)"
+            .into(),
+    })?;
+    let ldm = read_config(&config_file)?;
+
+    let file_paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    let (plan, shapes, mut reports) = map_keys(&files, &kinds);
+    // Correspondence widths come from the weights' shapes.
+    let correspondence = infer_correspondence(&shapes, &file_paths)?;
+    if correspondence.latent_channels != ldm.autoencoder.embed_dim {
+        return Err(LoadError::Config {
+            path: config_file,
+            reason: format!(
+                "the autoencoder's embed_dim is {}, but real_enc takes {} latent channels",
+                ldm.autoencoder.embed_dim, correspondence.latent_channels
+            ),
+        });
+    }
+    let config = ldm.with_correspondence(correspondence);
+
+    validate(&config, &plan, &shapes, &files)?;
+    for (i, _) in plan.values() {
+        reports[*i].used += 1;
+    }
+    let report = LoadReport {
+        source: path.to_path_buf(),
+        config_file,
+        files: reports,
+        ignored_files,
+        used_keys: plan.len(),
+        unrequested: Vec::new(),
+    };
+    Ok(Checkpoint {
+        config,
+        report,
+        files,
+        plan,
+    })
+}
+
+/// The folder of a load, its weight files to look at, and whether a single file was given.
+fn candidates(path: &Path) -> Result<(PathBuf, Vec<PathBuf>, bool), LoadError> {
     if !path.exists() {
         return Err(LoadError::NotFound(path.to_path_buf()));
     }
@@ -474,7 +233,16 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
         });
     }
 
-    // Index and recognise the weight files.
+    Ok((dir, candidates, single))
+}
+
+/// Weight files recognised by their keys, one per kind, in load order; and the files ignored.
+#[allow(clippy::type_complexity)]
+fn recognise(
+    path: &Path,
+    candidates: Vec<PathBuf>,
+    single: bool,
+) -> Result<(Vec<WeightsFile>, Vec<WeightsKind>, Vec<(PathBuf, String)>), LoadError> {
     let mut ignored_files = Vec::new();
     let mut by_kind: BTreeMap<WeightsKind, Vec<WeightsFile>> = BTreeMap::new();
     for p in candidates {
@@ -535,26 +303,24 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
         });
     }
 
-    // The config.
-    let names = if single {
-        list_dir(&dir).unwrap_or_default()
-    } else {
-        list_dir(&dir)?
-    };
-    let config_file = find_config(&dir, &names)?.ok_or_else(|| LoadError::Config {
-        path: dir.join("config.yaml"),
-        reason: "not found: the LDM config.yaml that ships with the checkpoint is needed beside the weights \
-                 (the attention head width and image size are not recorded in the weights)"
-            .into(),
-    })?;
-    let ldm = read_config(&config_file)?;
+    Ok((files, kinds, ignored_files))
+}
 
-    // Map every key into the canonical space; later files win.
-    let file_paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+/// Canonical key -> (file index, key in that file), later files winning; the shapes by
+/// canonical key; and a report per file.
+#[allow(clippy::type_complexity)]
+fn map_keys(
+    files: &[WeightsFile],
+    kinds: &[WeightsKind],
+) -> (
+    BTreeMap<String, (usize, String)>,
+    HashMap<String, Vec<usize>>,
+    Vec<FileReport>,
+) {
     let mut reports: Vec<FileReport> = Vec::new();
     let mut plan: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, (file, &kind)) in files.iter().zip(&kinds).enumerate() {
+    for (i, (file, &kind)) in files.iter().zip(kinds).enumerate() {
         let mut dropped: Vec<(&'static str, usize, Vec<String>)> = Vec::new();
         for e in &file.entries {
             match canonical_key(kind, &e.name) {
@@ -587,21 +353,19 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
         });
     }
 
-    // Correspondence widths come from the weights' shapes.
-    let correspondence = infer_correspondence(&shapes, &file_paths)?;
-    if correspondence.latent_channels != ldm.autoencoder.embed_dim {
-        return Err(LoadError::Config {
-            path: config_file,
-            reason: format!(
-                "the autoencoder's embed_dim is {}, but real_enc takes {} latent channels",
-                ldm.autoencoder.embed_dim, correspondence.latent_channels
-            ),
-        });
-    }
-    let config = ldm.with_correspondence(correspondence);
+    (plan, shapes, reports)
+}
 
-    // Validate against what the config needs.
-    let expected = spec::expected_keys(&config);
+/// Every key the config needs is there, nothing unexpected inside a needed module, and every
+/// shape matches.
+fn validate(
+    config: &MidmConfig,
+    plan: &BTreeMap<String, (usize, String)>,
+    shapes: &HashMap<String, Vec<usize>>,
+    files: &[WeightsFile],
+) -> Result<(), LoadError> {
+    let file_paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    let expected = spec::expected_keys(config);
     let missing: Vec<String> = expected
         .keys()
         .filter(|k| !plan.contains_key(*k))
@@ -646,23 +410,7 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
             more: mismatched.len() - 1,
         });
     }
-    for (i, _) in plan.values() {
-        reports[*i].used += 1;
-    }
-    let report = LoadReport {
-        source: path.to_path_buf(),
-        config_file,
-        files: reports,
-        ignored_files,
-        used_keys: plan.len(),
-        unrequested: Vec::new(),
-    };
-    Ok(Checkpoint {
-        config,
-        report,
-        files,
-        plan,
-    })
+    Ok(())
 }
 
 /// Reads the correspondence widths from the weights' shapes (they are not in the LDM config).

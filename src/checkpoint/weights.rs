@@ -1,6 +1,7 @@
-//! One weight file, indexed without reading tensor data: safetensors, or a PyTorch zip checkpoint
-//! (`.ckpt` / `.pth` / `.pt`). Tensors are read on demand, only those asked for.
-use std::collections::HashMap;
+//! One weight file, indexed without reading tensor data: safetensors (header parsed by the
+//! `safetensors` crate, data memory-mapped by candle), or a PyTorch zip checkpoint (`.ckpt` /
+//! `.pth` / `.pt`, our own pickle reader). Tensors are read on demand, only those asked for.
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -28,8 +29,7 @@ pub struct TensorEntry {
 
 enum Inner {
     Safetensors {
-        data_start: u64,
-        ranges: HashMap<String, (u64, u64)>,
+        names: HashSet<String>,
     },
     Torch {
         root: String,
@@ -128,62 +128,11 @@ impl WeightsFile {
         }
         let mut header = vec![0u8; n as usize];
         f.read_exact(&mut header).map_err(|e| io_err(path, e))?;
-        let header: serde_json::Value = serde_json::from_slice(&header)
-            .map_err(|e| not_st(format!("header is not valid JSON ({e})")))?;
-        let serde_json::Value::Object(map) = header else {
-            return Err(not_st("header is not a JSON object".into()));
-        };
-        let mut entries = Vec::new();
-        let mut ranges = HashMap::new();
-        let mut data_len = 0u64;
-        for (name, info) in &map {
-            if name == "__metadata__" {
-                continue;
-            }
-            let bad = |what: &str| not_st(format!("tensor {name}: {what}"));
-            let dtype = info
-                .get("dtype")
-                .and_then(|d| d.as_str())
-                .ok_or_else(|| bad("no dtype"))?;
-            let dtype = match dtype {
-                "F32" => DType::F32,
-                "F16" => DType::F16,
-                "BF16" => DType::BF16,
-                "F64" => DType::F64,
-                "I64" => DType::I64,
-                "I32" => DType::I32,
-                "I16" => DType::I16,
-                "U32" => DType::U32,
-                "U8" | "BOOL" => DType::U8,
-                other => return Err(bad(&format!("unsupported dtype {other}"))),
-            };
-            let shape: Vec<usize> = info
-                .get("shape")
-                .and_then(|s| s.as_array())
-                .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-                .ok_or_else(|| bad("bad shape"))?;
-            let offs: Vec<u64> = info
-                .get("data_offsets")
-                .and_then(|s| s.as_array())
-                .and_then(|s| s.iter().map(|d| d.as_u64()).collect())
-                .filter(|o: &Vec<u64>| o.len() == 2 && o[0] <= o[1])
-                .ok_or_else(|| bad("bad data_offsets"))?;
-            let numel: u64 = shape.iter().map(|&d| d as u64).product();
-            if numel * dtype.size_in_bytes() as u64 != offs[1] - offs[0] {
-                return Err(bad(&format!(
-                    "shape {shape:?} does not match its {} data bytes",
-                    offs[1] - offs[0]
-                )));
-            }
-            data_len = data_len.max(offs[1]);
-            ranges.insert(name.clone(), (offs[0], offs[1]));
-            entries.push(TensorEntry {
-                name: name.clone(),
-                shape,
-                dtype,
-            });
-        }
-        let expected = 8 + n + data_len;
+        // The safetensors crate parses and validates the header (dtypes, shapes against data
+        // offsets, contiguous offsets); what it finds wrong makes this "not a safetensors file".
+        let meta: safetensors::tensor::Metadata =
+            serde_json::from_slice(&header).map_err(|e| not_st(format!("invalid header ({e})")))?;
+        let expected = 8 + n + meta.data_len() as u64;
         if len < expected {
             return Err(truncated(format!(
                 "the header describes {expected} bytes, but the file has only {len} (cut short?)"
@@ -195,17 +144,26 @@ impl WeightsFile {
                 len - expected
             )));
         }
-        // Keep a stable, meaningful order: by data offset, which is the writer's order.
-        entries.sort_by_key(|e| ranges[&e.name].0);
+        // In the writer's order (by data offset).
+        let mut entries = Vec::new();
+        for name in meta.offset_keys() {
+            let info = meta.info(&name).expect("a key of this header");
+            let dtype = DType::try_from(info.dtype).map_err(|_| {
+                not_st(format!("tensor {name}: unsupported dtype {:?}", info.dtype))
+            })?;
+            entries.push(TensorEntry {
+                name,
+                shape: info.shape.clone(),
+                dtype,
+            });
+        }
+        let names = entries.iter().map(|e| e.name.clone()).collect();
         Ok(Self {
             path: path.to_path_buf(),
             format: Format::Safetensors,
             entries,
             non_tensors: Vec::new(),
-            inner: Inner::Safetensors {
-                data_start: 8 + n,
-                ranges,
-            },
+            inner: Inner::Safetensors { names },
         })
     }
 
@@ -285,7 +243,7 @@ impl WeightsFile {
 
     pub fn contains(&self, name: &str) -> bool {
         match &self.inner {
-            Inner::Safetensors { ranges, .. } => ranges.contains_key(name),
+            Inner::Safetensors { names } => names.contains(name),
             Inner::Torch { refs, .. } => refs.contains_key(name),
         }
     }
@@ -322,21 +280,16 @@ impl WeightsFile {
         };
         let mut out = HashMap::with_capacity(names.len());
         match &self.inner {
-            Inner::Safetensors { data_start, ranges } => {
-                let mut f = File::open(path).map_err(|e| io_err(path, e))?;
+            Inner::Safetensors { names: known } => {
+                // Memory-mapped by candle, which also converts the stored dtype on load.
+                // SAFETY: the file is only read; it is not expected to change while loading.
+                let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
+                    .map_err(cerr)?;
                 for &name in names {
-                    let &(a, b) = ranges.get(name).ok_or_else(|| missing(name))?;
-                    let entry = self.entries.iter().find(|e| e.name == name).unwrap();
-                    let mut buf = vec![0u8; (b - a) as usize];
-                    f.seek(SeekFrom::Start(data_start + a))
-                        .map_err(|e| io_err(path, e))?;
-                    f.read_exact(&mut buf).map_err(|e| LoadError::Truncated {
-                        path: path.clone(),
-                        reason: format!("reading tensor {name}: {e}"),
-                    })?;
-                    let t = Tensor::from_raw_buffer(&buf, entry.dtype, &entry.shape, device)
-                        .map_err(cerr)?;
-                    out.insert(name.to_string(), t);
+                    if !known.contains(name) {
+                        return Err(missing(name));
+                    }
+                    out.insert(name.to_string(), st.load(name, device).map_err(cerr)?);
                 }
             }
             Inner::Torch { root, refs } => {

@@ -2,13 +2,14 @@
 //! iteration encoder `iter_enc` (SPADE on the condition features), the shared residual trunk
 //! `layer` and the 1x1 projections `theta` (target side) and `phi` (reference side).
 //!
-//! Semantics follow the authors' code in evaluation mode (see `../shared/parity/README.md`,
+//! Semantics follow the authors' code in evaluation mode (see `tests/fixtures/parity/README.md`,
 //! section 4): spectral norm without power iteration, instance norm without affine, SPADE with a
 //! positional (per-pixel, over channels) normalisation, reflection padding in the SPADE paths.
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-use super::conv::Conv2d;
+use super::layers::Conv2d;
+use super::ops::{center_and_normalize, interpolate_nearest};
 use serde::{Deserialize, Serialize};
 
 const NORM_EPS: f64 = 1e-5;
@@ -57,26 +58,6 @@ fn positional_norm(x: &Tensor) -> Result<Tensor> {
     let centered = x.broadcast_sub(&mean)?;
     let var = (centered.sqr()?.sum_keepdim(1)? / (c as f64 - 1.0))?;
     centered.broadcast_div(&(var + NORM_EPS)?.sqrt()?)
-}
-
-/// Subtract the channel mean, divide by the channel L2 norm (no epsilon, as the reference).
-pub fn center_and_normalize(f: &Tensor) -> Result<Tensor> {
-    let f = f.broadcast_sub(&f.mean_keepdim(1)?)?;
-    f.broadcast_div(&f.sqr()?.sum_keepdim(1)?.sqrt()?)
-}
-
-/// `F.interpolate(x, (h, w), mode="nearest")`: source index floor(i * H / h).
-pub fn interpolate_nearest(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-    let (_, _, src_h, src_w) = x.dims4()?;
-    if (src_h, src_w) == (h, w) {
-        return Ok(x.clone());
-    }
-    let index = |dst: usize, src: usize| -> Result<Tensor> {
-        let idx: Vec<u32> = (0..dst).map(|i| ((i * src) / dst) as u32).collect();
-        Tensor::from_vec(idx, dst, x.device())
-    };
-    x.index_select(&index(h, src_h)?, 2)?
-        .index_select(&index(w, src_w)?, 3)
 }
 
 /// A plain conv (with or without bias) at `vb`.
@@ -395,17 +376,6 @@ mod tests {
         assert_eq!(rows[1], vec![1., 0., 1., 2., 1.]);
         assert_eq!(rows[2], vec![4., 3., 4., 5., 4.]);
         assert_eq!(rows[4], vec![4., 3., 4., 5., 4.]);
-        Ok(())
-    }
-
-    #[test]
-    fn nearest_takes_top_left_of_each_block() -> Result<()> {
-        let x = Tensor::arange(0f32, 16f32, &Device::Cpu)?.reshape((1, 1, 4, 4))?;
-        let y: Vec<Vec<f32>> = interpolate_nearest(&x, 2, 2)?
-            .squeeze(0)?
-            .squeeze(0)?
-            .to_vec2()?;
-        assert_eq!(y, vec![vec![0., 2.], vec![8., 10.]]);
         Ok(())
     }
 

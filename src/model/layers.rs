@@ -5,7 +5,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
-pub use super::conv::Conv2d;
+pub use super::kernels::conv::Conv2d;
 
 /// GroupNorm with 32 groups and affine parameters, as both LDM networks use it
 /// (`eps` is 1e-6 in the autoencoder's `Normalize`, 1e-5 in the UNet's `GroupNorm32`).
@@ -33,7 +33,7 @@ pub fn group_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm
     })
 }
 
-/// candle-nn's GroupNorm, with a fused CPU f32 kernel ([`super::activations::group_norm_cpu`])
+/// candle-nn's GroupNorm, with a fused CPU f32 kernel ([`super::kernels::activations::group_norm_cpu`])
 /// that can also apply the SiLU that follows most norms in both networks.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
@@ -55,7 +55,7 @@ impl GroupNorm {
     }
 
     fn fused(&self, x: &Tensor, with_silu: bool) -> Result<Tensor> {
-        let fast = super::activations::group_norm_cpu(
+        let fast = super::kernels::activations::group_norm_cpu(
             x,
             self.groups,
             self.eps,
@@ -171,7 +171,7 @@ impl Module for Conv1x1 {
     }
 }
 
-pub use super::activations::{silu, softmax_last_dim};
+pub use super::kernels::activations::{silu, softmax_last_dim};
 
 /// Nearest-neighbour upsampling by 2 (`F.interpolate(x, scale_factor=2, mode="nearest")`).
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {

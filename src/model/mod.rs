@@ -1,17 +1,17 @@
 //! The MIDM networks. Every module follows candle-transformers' style: a Config struct, a
 //! `new(vb, &cfg)` whose VarBuilder paths mirror the official checkpoint keys, a plain `forward`.
 //!
-//! Canonical key space (the one of a MIDMs fine-tuning checkpoint, see `../shared/parity`):
+//! Canonical key space (the one of a MIDMs fine-tuning checkpoint, see `tests/fixtures/parity`):
 //! - `diff_model.first_stage_model.*`: autoencoder ([`autoencoder`]);
 //! - `diff_model.model.diffusion_model.*`: UNet denoiser ([`unet`]);
 //! - `diff_model.{betas, alphas_cumprod, ...}`: DDPM schedule buffers (recomputed, see `sampling::schedule`);
 //! - `seg_enc.*`, `real_enc.*`, `iter_enc.*`, `layer.*`, `phi.*`, `theta.*`: correspondence ([`correspondence`]).
 
-pub mod activations;
 pub mod autoencoder;
-pub mod conv;
 pub mod correspondence;
+pub mod kernels;
 pub mod layers;
+pub mod ops;
 pub mod unet;
 
 use candle_core::{DType, Device, Result};
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use autoencoder::{Autoencoder, AutoencoderConfig, AutoencoderKind};
 pub use correspondence::{Correspondence, CorrespondenceConfig};
+pub use ops::LabelDownsample;
 pub use unet::{UNetConfig, UNetModel};
 
 /// DDPM noise schedule parameters (LDM `model.params`).
@@ -49,6 +50,10 @@ pub struct MidmConfig {
     pub unet: UNetConfig,
     pub ddpm: DdpmConfig,
     pub correspondence: CorrespondenceConfig,
+    /// How the condition labels reach the latent grid (`midms.label_downsample`; nearest
+    /// sampling, the official behaviour, unless a model's config says otherwise).
+    #[serde(default)]
+    pub label_downsample: LabelDownsample,
 }
 
 impl MidmConfig {

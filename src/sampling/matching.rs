@@ -1,12 +1,12 @@
 //! Matching operations of MIDMs: normalised correlation, soft warp, soft flow, the
 //! forward-backward cycle check and the confidence mask, exactly as the reference builds them
-//! (see `../shared/parity/README.md`, section 4, steps 4-7).
+//! (see `tests/fixtures/parity/README.md`, section 4, steps 4-7).
 //!
 //! Correlations are kept as matrices [B, h*w (target), h*w (reference)]; the reference's
 //! [B, h, w, h, w] layout is the same memory.
 use candle_core::{DType, Device, Result, Tensor};
 
-use crate::model::activations::softmax_last_dim;
+use crate::model::kernels::activations::softmax_last_dim;
 
 /// Epsilon of the second normalisation inside `correlation`.
 const CORR_EPS: f64 = 1e-5;

@@ -8,7 +8,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::schedule::{DdimSchedule, DdpmSchedule};
 use super::{ddim, matching};
-use crate::model::correspondence::interpolate_nearest;
+use crate::error::{ensure, Error, Result};
 use crate::model::MidmModel;
 
 /// Inputs of one translation (batch B; the sampler does not resize).
@@ -28,6 +28,17 @@ pub struct RefineOptions {
     pub ddim_steps: usize,
     pub eta: f64,
     pub hijack_step: usize,
+}
+
+impl RefineOptions {
+    /// The authors' refinement settings (the only ones the front ends offer).
+    pub fn official() -> Self {
+        Self {
+            ddim_steps: 200,
+            eta: 1.0,
+            hijack_step: 180,
+        }
+    }
 }
 
 /// Sampler settings. `Default` is the official inference configuration.
@@ -60,11 +71,7 @@ impl Default for SamplerOptions {
             temperature: 0.005,
             fb_threshold: 0.5,
             use_mask: true,
-            refine: Some(RefineOptions {
-                ddim_steps: 200,
-                eta: 1.0,
-                hijack_step: 180,
-            }),
+            refine: Some(RefineOptions::official()),
             emit_warp_weights: false,
         }
     }
@@ -102,6 +109,45 @@ pub enum StepKind {
     Final,
 }
 
+impl StepKind {
+    /// Short name for timelines, sheets and file names: `warp`, `k1`, `r7`, `final`.
+    pub fn name(self) -> String {
+        match self {
+            StepKind::InitialWarp => "warp".into(),
+            StepKind::Interleaved { k, .. } => format!("k{k}"),
+            StepKind::Refine { i } => format!("r{i}"),
+            StepKind::Final => "final".into(),
+        }
+    }
+
+    /// [`Self::name`] with a `*` on the interleaved steps that re-matched (timeline, sheet).
+    pub fn label(self) -> String {
+        match self {
+            StepKind::Interleaved { rewarped: true, .. } => format!("{}*", self.name()),
+            _ => self.name(),
+        }
+    }
+
+    /// One sentence for the step view.
+    pub fn describe(self) -> String {
+        match self {
+            StepKind::InitialWarp => {
+                "Initial warp (exemplar latent warped by the first matching)".into()
+            }
+            StepKind::Interleaved { k, rewarped } => format!(
+                "Interleaved step {k}{}",
+                if rewarped {
+                    " (re-matched and re-warped)"
+                } else {
+                    ""
+                }
+            ),
+            StepKind::Refine { i } => format!("Refinement step {i}"),
+            StepKind::Final => "Final image".into(),
+        }
+    }
+}
+
 /// One event of a run, streamed to the [`StepSink`]. Latent tensors are [B, c, h, w].
 #[derive(Debug, Clone)]
 pub struct StepEvent {
@@ -124,11 +170,6 @@ pub struct StepEvent {
     /// Time since the run started.
     pub elapsed: Duration,
 }
-
-/// The run was cancelled by the sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("run cancelled")]
-pub struct Cancelled;
 
 /// Receives events; `cancelled` is polled between UNet passes.
 pub trait StepSink {
@@ -153,15 +194,15 @@ pub struct MidmOutput {
     pub mask: Option<Tensor>,
 }
 
-/// Run a full MIDM translation. Errors: candle errors, invalid options, or [`Cancelled`]
-/// (find it with `err.downcast_ref::<Cancelled>()`).
+/// Run a full MIDM translation. Errors: candle errors, invalid inputs or options
+/// ([`Error::Invalid`]), or [`Error::Cancelled`] when the sink asked to stop.
 pub fn translate(
     model: &MidmModel,
     inputs: &MidmInputs,
     opts: &SamplerOptions,
     noise: &Noise,
     sink: &mut dyn StepSink,
-) -> anyhow::Result<MidmOutput> {
+) -> Result<MidmOutput> {
     let mut run = Run::new(model, inputs, opts, noise, sink)?;
     run.go()
 }
@@ -177,7 +218,7 @@ enum NoiseStream<'a> {
 }
 
 impl NoiseStream<'_> {
-    fn draw(&mut self, shape: &[usize], device: &Device) -> anyhow::Result<Tensor> {
+    fn draw(&mut self, shape: &[usize], device: &Device) -> Result<Tensor> {
         match self {
             NoiseStream::Seeded(rng) => {
                 let n: usize = shape.iter().product();
@@ -188,14 +229,14 @@ impl NoiseStream<'_> {
         }
     }
 
-    fn loop_q(&mut self, shape: &[usize], device: &Device) -> anyhow::Result<Tensor> {
+    fn loop_q(&mut self, shape: &[usize], device: &Device) -> Result<Tensor> {
         match self {
             NoiseStream::Injected { noise, .. } => checked(&noise.loop_q, shape, device, "loop_q"),
             _ => self.draw(shape, device),
         }
     }
 
-    fn refine_q(&mut self, shape: &[usize], device: &Device) -> anyhow::Result<Tensor> {
+    fn refine_q(&mut self, shape: &[usize], device: &Device) -> Result<Tensor> {
         match self {
             NoiseStream::Injected { noise, .. } => {
                 checked(&noise.refine_q, shape, device, "refine_q")
@@ -204,15 +245,14 @@ impl NoiseStream<'_> {
         }
     }
 
-    fn refine_step(&mut self, shape: &[usize], device: &Device) -> anyhow::Result<Tensor> {
+    fn refine_step(&mut self, shape: &[usize], device: &Device) -> Result<Tensor> {
         match self {
             NoiseStream::Injected { noise, refine_step } => {
                 let j = *refine_step;
                 *refine_step += 1;
-                let z = noise
-                    .refine_steps
-                    .get(j)
-                    .ok_or_else(|| anyhow::anyhow!("injected noise has no refinement step {j}"))?;
+                let z = noise.refine_steps.get(j).ok_or_else(|| {
+                    Error::Invalid(format!("injected noise has no refinement step {j}"))
+                })?;
                 checked(z, shape, device, "refine step")
             }
             _ => self.draw(shape, device),
@@ -220,8 +260,8 @@ impl NoiseStream<'_> {
     }
 }
 
-fn checked(t: &Tensor, shape: &[usize], device: &Device, what: &str) -> anyhow::Result<Tensor> {
-    anyhow::ensure!(
+fn checked(t: &Tensor, shape: &[usize], device: &Device, what: &str) -> Result<Tensor> {
+    ensure!(
         t.dims() == shape,
         "injected {what} noise has shape {:?}, expected {shape:?}",
         t.dims()
@@ -248,7 +288,7 @@ impl<'a> Run<'a> {
         opts: &'a SamplerOptions,
         noise: &'a Noise,
         sink: &'a mut dyn StepSink,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         validate(model, inputs, opts)?;
         let noise = match noise {
             Noise::Seeded(seed) => {
@@ -278,9 +318,9 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn check_cancel(&self) -> anyhow::Result<()> {
+    fn check_cancel(&self) -> Result<()> {
         if self.sink.cancelled() {
-            return Err(Cancelled.into());
+            return Err(Error::Cancelled);
         }
         Ok(())
     }
@@ -316,18 +356,38 @@ impl<'a> Run<'a> {
         self.sink.on_event(&event);
     }
 
-    fn q_sample(&self, x0: &Tensor, t: usize, noise: &Tensor) -> anyhow::Result<Tensor> {
+    fn q_sample(&self, x0: &Tensor, t: usize, noise: &Tensor) -> Result<Tensor> {
         Ok(ddim::q_sample(&self.ddpm, x0, t, noise)?)
     }
 
-    fn unet(&self, x: &Tensor, t: usize) -> anyhow::Result<Tensor> {
+    fn unet(&self, x: &Tensor, t: usize) -> Result<Tensor> {
         self.check_cancel()?;
         let b = x.dim(0)?;
         let t = Tensor::from_vec(vec![t as u32; b], b, x.device())?;
         Ok(self.model.unet.forward(x, &t)?)
     }
 
-    fn go(&mut self) -> anyhow::Result<MidmOutput> {
+    /// Refinement: a stochastic DDIM pass over the last steps of a long schedule, from `x0`.
+    fn refine(&mut self, mut x0: Tensor, refine: &RefineOptions) -> Result<Tensor> {
+        let device = &self.model.device;
+        let shape = x0.dims().to_vec();
+        let ddim = DdimSchedule::new(&self.ddpm, refine.ddim_steps, refine.eta);
+        let q = self.noise.refine_q(&shape, device)?;
+        let mut x = self.q_sample(&x0, ddim.time_range(refine.hijack_step - 1), &q)?;
+        for (i, s) in (refine.hijack_step..ddim.len()).enumerate() {
+            let t = ddim.time_range(s);
+            let c = ddim.coefficients(ddim.index_of_step(s));
+            let eps = self.unet(&x, t)?;
+            let step = ddim::ddim_step(&x, &eps, &c)?;
+            let z = self.noise.refine_step(&shape, device)?;
+            x = step.x_prev(&c, Some(&z))?;
+            x0 = step.pred_x0;
+            self.emit(StepKind::Refine { i }, Some(t), &x0, None, None, None, None);
+        }
+        Ok(x0)
+    }
+
+    fn go(&mut self) -> Result<MidmOutput> {
         let model = self.model;
         let opts = self.opts;
         let device = &model.device;
@@ -351,11 +411,12 @@ impl<'a> Run<'a> {
         // Exemplar side, computed once for the whole run.
         let ref_latent = model.autoencoder.encode(&exemplar)?;
         let (_, _, h, w) = ref_latent.dims4()?;
-        let label_ds = interpolate_nearest(&condition, h, w)?;
-        let ref_label_ds = interpolate_nearest(&exemplar_label, h, w)?;
+        let down = model.config.label_downsample;
+        let label_ds = down.apply(&condition, h, w)?;
+        let ref_label_ds = down.apply(&exemplar_label, h, w)?;
         let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
         let (ref_out, ref_matching) = corr_net.reference_features(&ref_latent, &ref_label_ds)?;
-        let inter_ref = crate::model::correspondence::center_and_normalize(&ref_matching)?;
+        let inter_ref = crate::model::ops::center_and_normalize(&ref_matching)?;
 
         // Initial warp.
         let corr = matching::correlation(&trg_out, &ref_out)?;
@@ -429,21 +490,8 @@ impl<'a> Run<'a> {
             }
         }
 
-        // Refinement: a stochastic DDIM pass over the last steps of a long schedule.
         if let Some(refine) = &opts.refine {
-            let ddim = DdimSchedule::new(&self.ddpm, refine.ddim_steps, refine.eta);
-            let q = self.noise.refine_q(&shape, device)?;
-            let mut x = self.q_sample(&x0, ddim.time_range(refine.hijack_step - 1), &q)?;
-            for (i, s) in (refine.hijack_step..ddim.len()).enumerate() {
-                let t = ddim.time_range(s);
-                let c = ddim.coefficients(ddim.index_of_step(s));
-                let eps = self.unet(&x, t)?;
-                let step = ddim::ddim_step(&x, &eps, &c)?;
-                let z = self.noise.refine_step(&shape, device)?;
-                x = step.x_prev(&c, Some(&z))?;
-                x0 = step.pred_x0;
-                self.emit(StepKind::Refine { i }, Some(t), &x0, None, None, None, None);
-            }
+            x0 = self.refine(x0, refine)?;
         }
 
         self.check_cancel()?;
@@ -465,45 +513,45 @@ impl<'a> Run<'a> {
     }
 }
 
-fn validate(model: &MidmModel, inputs: &MidmInputs, opts: &SamplerOptions) -> anyhow::Result<()> {
+fn validate(model: &MidmModel, inputs: &MidmInputs, opts: &SamplerOptions) -> Result<()> {
     let cfg = &model.config;
     let size = cfg.image_size;
     let (b, c, h, w) = inputs.condition.dims4()?;
-    anyhow::ensure!(
+    ensure!(
         c == cfg.label_nc(),
         "the condition has {c} channels, the model expects {}",
         cfg.label_nc()
     );
-    anyhow::ensure!(
+    ensure!(
         (h, w) == (size, size),
         "the condition is {w}x{h}, the model expects {size}x{size}"
     );
     let (be, ce, he, we) = inputs.exemplar.dims4()?;
-    anyhow::ensure!(ce == 3, "the exemplar has {ce} channels, expected 3 (RGB)");
-    anyhow::ensure!(
+    ensure!(ce == 3, "the exemplar has {ce} channels, expected 3 (RGB)");
+    ensure!(
         (he, we) == (size, size),
         "the exemplar is {we}x{he}, the model expects {size}x{size}"
     );
     let (bl, cl, hl, wl) = inputs.exemplar_label.dims4()?;
-    anyhow::ensure!(
+    ensure!(
         cl == cfg.label_nc() && (hl, wl) == (size, size),
         "the exemplar label is {cl}x{hl}x{wl}, expected {}x{size}x{size}",
         cfg.label_nc()
     );
-    anyhow::ensure!(
+    ensure!(
         b == be && b == bl,
         "batch sizes differ: condition {b}, exemplar {be}, label {bl}"
     );
-    anyhow::ensure!(opts.ddim_steps >= 1, "ddim_steps must be at least 1");
-    anyhow::ensure!(
+    ensure!(opts.ddim_steps >= 1, "ddim_steps must be at least 1");
+    ensure!(
         opts.interleaved_steps < opts.ddim_steps,
         "interleaved steps ({}) must be fewer than DDIM steps ({})",
         opts.interleaved_steps,
         opts.ddim_steps
     );
-    anyhow::ensure!(opts.temperature > 0.0, "temperature must be positive");
+    ensure!(opts.temperature > 0.0, "temperature must be positive");
     if let Some(r) = &opts.refine {
-        anyhow::ensure!(
+        ensure!(
             r.hijack_step >= 1 && r.hijack_step < r.ddim_steps,
             "refinement start step {} must be in 1..{}",
             r.hijack_step,

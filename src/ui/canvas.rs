@@ -3,7 +3,7 @@
 use image::{imageops::FilterType, DynamicImage, GrayImage, Luma};
 use imageproc::drawing::{draw_filled_circle_mut, BresenhamLineIter};
 
-use crate::edges::{build_label, Label, LabelError, PARTS};
+use crate::image::{build_label, Label, LabelError, PARTS};
 
 /// Undo depth (whole-canvas snapshots; 64 x 14 x 256^2 bits-as-bytes is at most ~60 MB).
 const MAX_UNDO: usize = 64;
@@ -188,18 +188,7 @@ impl Canvas {
     /// Replace the edge layer with an edge map image (undoable). Lines may be dark on light
     /// (a sketch) or light on dark (a Canny map): the majority tone is taken as background.
     pub fn set_edges_from_image(&mut self, image: &DynamicImage) {
-        let gray = image
-            .resize_exact(self.size, self.size, FilterType::Triangle)
-            .to_luma8();
-        let mean = gray.as_raw().iter().map(|v| *v as u64).sum::<u64>()
-            / gray.as_raw().len().max(1) as u64;
-        let dark_lines = mean > 127;
-        let edges = GrayImage::from_fn(self.size, self.size, |x, y| {
-            let v = gray.get_pixel(x, y).0[0];
-            let on = if dark_lines { v < 128 } else { v >= 128 };
-            Luma([if on { 255 } else { 0 }])
-        });
-        self.set_layer(0, edges);
+        self.set_layer(0, crate::image::edge_map(image, self.size));
     }
 
     /// Replace one layer (undoable); the image must be `size` x `size`.

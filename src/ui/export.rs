@@ -1,36 +1,18 @@
-//! PNG export with the run's parameters in text chunks (written atomically by
-//! [`crate::imageio::save_png`]), the steps sheet, and reading the parameters back.
+//! PNG export with the run's parameters in text chunks (the format of [`crate::params`], written
+//! atomically by [`crate::image::save_png`]) and the steps sheet.
 use std::path::Path;
 
 use image::{imageops::FilterType, Rgba, RgbaImage};
 
-use crate::worker::{step_label, StepFrame};
-
-/// Text chunk keyword prefix; every value is UTF-8 (iTXt).
-pub const KEY_PARAMS: &str = "midm:params";
-pub const KEY_SEED: &str = "midm:seed";
-pub const KEY_MODEL_HASH: &str = "midm:model_hash";
-pub const KEY_MODEL: &str = "midm:model";
-pub const KEY_CONDITION: &str = "midm:condition";
-pub const KEY_EXEMPLAR: &str = "midm:exemplar";
+use crate::worker::StepFrame;
 
 /// Save `image` with `text` chunks, atomically (temporary file + rename).
 pub fn save_png(path: &Path, image: &RgbaImage, text: &[(String, String)]) -> anyhow::Result<()> {
-    Ok(crate::imageio::save_png(
+    Ok(crate::image::save_png(
         path,
         &image::DynamicImage::ImageRgba8(image.clone()),
         text,
     )?)
-}
-
-/// All text chunks (tEXt and iTXt) of a PNG file.
-pub fn read_png_text(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    Ok(crate::imageio::read_png_text(path)?)
-}
-
-/// The value of one text chunk.
-pub fn text_value<'a>(text: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    text.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// One PNG sheet of a run: a column per step (label strip, r~n, R, M), scaled to `cell` pixels.
@@ -43,7 +25,7 @@ pub fn steps_sheet(frames: &[StepFrame], cell: u32) -> RgbaImage {
     let mut sheet = RgbaImage::from_pixel(w, h, Rgba([24, 24, 24, 255]));
     for (col, f) in frames.iter().enumerate() {
         let x = pad + col as u32 * (cell + pad);
-        draw_label(&mut sheet, x, 2, &step_label(f.kind));
+        draw_label(&mut sheet, x, 2, &f.kind.label());
         let shown = f.image.as_ref().or(f.pred_x0.as_ref());
         let cells = [shown, f.warped.as_ref(), f.mask.as_ref()];
         for (row, img) in cells.iter().enumerate() {
@@ -103,12 +85,13 @@ fn draw_label(img: &mut RgbaImage, x0: u32, y0: u32, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::read_png_text;
+    use crate::params::{text_value, KEY_CONDITION, KEY_SEED};
 
     #[test]
     fn text_chunks_round_trip() {
-        let dir = std::env::temp_dir().join(format!("midm-export-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("out.png");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.png");
         let img = RgbaImage::from_pixel(4, 4, Rgba([1, 2, 3, 255]));
         let text = vec![
             (KEY_SEED.to_string(), "42".to_string()),
@@ -119,7 +102,6 @@ mod tests {
         assert_eq!(text_value(&back, KEY_SEED), Some("42"));
         assert_eq!(text_value(&back, KEY_CONDITION), Some("ä.png"));
         assert_eq!(image::open(&path).unwrap().to_rgba8(), img);
-        assert!(save_png(&dir.join("missing/out.png"), &img, &text).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(save_png(&dir.path().join("missing/out.png"), &img, &text).is_err());
     }
 }

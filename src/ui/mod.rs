@@ -1,16 +1,47 @@
 //! The eframe/egui editor. Never touches tensors: it sends jobs to the [`crate::worker`] and
 //! shows the RGBA images of the step events it gets back.
 //!
+//! - [`app`]: the window ([`MidmApp`]): layout, shortcuts, dispatch of the panels' actions;
+//! - `panels`: toolbar, parameters, model, drawing, exemplar, steps (each a struct with `ui`);
+//! - `actions`, `events`: what the app does for the user, and the worker's events;
 //! - [`canvas`]: the condition's layers, strokes, undo/redo;
-//! - [`export`]: PNGs with parameters in text chunks, atomic writes, the steps sheet;
-//! - [`app`]: the window itself ([`MidmApp`]).
+//! - [`compose`]: pure image compositing of the views (canvas, mask overlay, probe, edges);
+//! - [`export`]: PNGs with parameters in text chunks, the steps sheet;
+//! - [`session`]: what is kept across restarts.
+mod actions;
 pub mod app;
 pub mod canvas;
+pub mod compose;
+mod events;
 pub mod export;
+mod panels;
+pub mod session;
 
 use std::path::PathBuf;
 
-pub use app::{AppArgs, MidmApp, Params};
+pub use app::{MidmApp, Params};
+
+/// Command-line inputs of the editor.
+#[derive(Debug, Clone, Default)]
+pub struct AppArgs {
+    /// Model folder or file; default: `$MIDM_MODEL`, the shipped `weights/`, else the last one used.
+    pub model: Option<PathBuf>,
+    /// Condition edge map to start from.
+    pub condition: Option<PathBuf>,
+    /// Exemplar image to start from.
+    pub exemplar: Option<PathBuf>,
+    /// Start a run as soon as the model is loaded.
+    pub run: bool,
+    /// Start empty: no persisted session, no default model or sample pair (tests).
+    pub fresh: bool,
+}
+
+/// The file name of `p` (for messages and export metadata).
+pub(crate) fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
 
 /// Open the editor window and block until it is closed.
 pub fn run_app(args: AppArgs) -> anyhow::Result<()> {
@@ -28,17 +59,6 @@ pub fn run_app(args: AppArgs) -> anyhow::Result<()> {
         Box::new(move |cc| Ok(Box::new(MidmApp::new(&cc.egui_ctx, args, cc.storage)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
-}
-
-/// The shipped model folder, if present (`weights/` in the working directory or the crate).
-pub fn default_model_dir() -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from("weights"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights"),
-    ];
-    candidates
-        .into_iter()
-        .find(|d| d.join("config.yaml").exists() || d.join("config.json").exists())
 }
 
 /// A sample sketch and exemplar pair from `assets/` (`NAME_sketch.png`, `NAME_exemplar.png`).

@@ -1,5 +1,5 @@
 //! Shared helpers for the parity tests: the fixture set comes from `MIDM_PARITY_DIR`
-//! (default `../shared/parity`), and everything is built from that set's `config.json` and
+//! (default `tests/fixtures/parity`), and everything is built from that set's `config.json` and
 //! weights, so the same tests run on any fixture set of the same layout.
 #![allow(dead_code)]
 
@@ -15,7 +15,15 @@ use midm::model::{
 pub fn parity_dir() -> PathBuf {
     match std::env::var_os("MIDM_PARITY_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/parity"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity"),
+    }
+}
+
+/// The checkpoint-format fixtures: `MIDM_CHECKPOINTS_DIR`, default `tests/fixtures/checkpoints`.
+pub fn checkpoints_dir() -> PathBuf {
+    match std::env::var_os("MIDM_CHECKPOINTS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoints"),
     }
 }
 
@@ -82,6 +90,12 @@ pub fn fixture_config() -> MidmConfig {
             spade_nhidden: mi["spade_nhidden"].as_u64().unwrap() as usize,
             trunk_blocks: 4,
         },
+        // Absent from the authors' sets (nearest); a trainer-emitted set may name it.
+        label_downsample: mi["label_downsample"]
+            .as_str()
+            .map_or(Default::default(), |s| {
+                midm::model::LabelDownsample::parse(s).unwrap()
+            }),
     }
 }
 

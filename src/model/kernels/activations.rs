@@ -7,7 +7,8 @@
 //! loops over it compile to SIMD (8 lanes where AVX2 is detected at run time, else SSE2's 4).
 //! Other devices and dtypes use candle's ops. The matching code keeps candle's softmax.
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+
+use super::for_each_chunk;
 
 /// exp(x) in f32 with at most a few ulps of error (Cephes `expf`): x = n ln2 + r with
 /// |r| <= ln2 / 2, e^r by its degree-7 minimax polynomial, 2^n written into the exponent bits.
@@ -95,28 +96,6 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
 
 /// Elements per parallel task: enough to amortise rayon, small enough to spread a 1 MB tensor.
 const GRAIN: usize = 1 << 14;
-
-/// Below this many elements an op runs on the calling thread: handing work to rayon's pool
-/// costs a futex wake-up of its workers and a sleep of the caller per op, which at the shipped
-/// model's sizes (16x16 latents, 32-128 channels) costs more than the op itself.
-const PARALLEL_MIN: usize = 1 << 15;
-
-/// `f(i, chunk i)` over the `chunk`-sized pieces of `dst`, on rayon's pool when it has several
-/// threads and `dst` is big enough ([`PARALLEL_MIN`]), else right here. Measured with one
-/// thread: the handoff alone was ~6 % of a decode of the shipped model and about half of its
-/// UNet pass.
-pub(crate) fn for_each_chunk<F>(dst: &mut [f32], chunk: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Send + Sync,
-{
-    if rayon::current_num_threads() <= 1 || dst.len() < PARALLEL_MIN {
-        dst.chunks_mut(chunk).enumerate().for_each(|(i, d)| f(i, d));
-    } else {
-        dst.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, d)| f(i, d));
-    }
-}
 
 /// A new buffer of `src.len()` floats, filled by `f(i, out chunk i, src chunk i)` over
 /// `chunk`-sized pieces (see [`for_each_chunk`]).

@@ -107,7 +107,7 @@ impl Label {
 /// (imageproc blurs with sigma 1.4 where scikit-image uses 1.0; the thresholds are the same.)
 pub fn canny_edges(image: &DynamicImage, size: u32, params: CannyParams) -> GrayImage {
     let resized = image.resize_exact(size, size, FilterType::Triangle);
-    let gray = DynamicImage::ImageRgb8(crate::imageio::flatten_alpha(&resized)).to_luma8();
+    let gray = DynamicImage::ImageRgb8(super::raster::flatten_alpha(&resized)).to_luma8();
     // imageproc asserts high >= low; a UI slider may cross them, so order them here.
     let (low, high) = if params.low <= params.high {
         (params.low, params.high)

@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::Conv2dConfig;
 
-use super::activations::for_each_chunk;
+use super::{for_each_chunk, threads};
 
 /// Target size of one im2col band (floats): 4 Mi floats = 16 MiB, about half the L3 here.
 const BAND_FLOATS: usize = 4 << 20;
@@ -104,13 +104,6 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("conv2d: {what} is not contiguous"),
     }
-}
-
-/// Thread count for the GEMM, read once (candle re-reads it, and without `RAYON_NUM_THREADS` that
-/// means parsing /proc/cpuinfo on every matmul).
-fn threads() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(candle_core::utils::get_num_threads)
 }
 
 impl CustomOp3 for Im2colConv {

@@ -1,0 +1,296 @@
+//! The drawing panel: the condition canvas (and, for part-label models, the exemplar's traced
+//! parts), brush / eraser, layers, undo / redo, loading edge maps.
+use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
+use image::{GrayImage, RgbaImage};
+
+use super::{color_image, Action, Dialog};
+use crate::image::PARTS;
+use crate::ui::canvas::{Canvas, Tool};
+use crate::ui::compose;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrawTarget {
+    Condition,
+    ExemplarParts,
+}
+
+/// What the drawing panel is shown with.
+pub struct DrawView<'a> {
+    pub label_nc: usize,
+    /// The exemplar image, its name and version (its edges can become the condition, and its
+    /// parts are traced over it).
+    pub exemplar: Option<(&'a RgbaImage, &'a str, u64)>,
+    pub exemplar_edges: Option<&'a GrayImage>,
+}
+
+pub struct DrawPanel {
+    pub canvas: Canvas,
+    pub exemplar_parts: Canvas,
+    pub target: DrawTarget,
+    pub tool: Tool,
+    pub brush_size: f32,
+    pub layer: usize,
+    pub zoom: f32,
+    /// What the condition came from, for the export metadata (`None` = drawn).
+    pub condition_name: Option<String>,
+    line_start: Option<(f32, f32)>,
+    stroking: bool,
+    tex: Option<(TextureHandle, u64)>,
+    /// Where the canvas was drawn in the last frame (screen points).
+    pub rect: Option<Rect>,
+}
+
+/// Colours of the canvas layers: edges black, parts distinct hues.
+pub fn layer_color(layer: usize) -> Color32 {
+    let [r, g, b] = compose::layer_rgb(layer);
+    Color32::from_rgb(r, g, b)
+}
+
+fn layer_name(layer: usize) -> &'static str {
+    if layer == 0 {
+        "edges"
+    } else {
+        PARTS[layer - 1]
+    }
+}
+
+/// Canvas zoom that shows a `size`-pixel condition at 256 screen pixels (4x for the 64-pixel
+/// models, 2x for 128), whole steps so every canvas pixel is a square of screen pixels.
+pub fn fit_zoom(size: u32) -> f32 {
+    (256 / size.max(1)).clamp(1, 16) as f32
+}
+
+impl DrawPanel {
+    pub fn new(canvas: Canvas, exemplar_parts: Canvas, condition_name: Option<String>) -> Self {
+        Self {
+            zoom: fit_zoom(canvas.size()),
+            canvas,
+            exemplar_parts,
+            target: DrawTarget::Condition,
+            tool: Tool::Brush,
+            brush_size: 3.0,
+            layer: 0,
+            condition_name,
+            line_start: None,
+            stroking: false,
+            tex: None,
+            rect: None,
+        }
+    }
+
+    pub fn active_mut(&mut self) -> &mut Canvas {
+        match self.target {
+            DrawTarget::Condition => &mut self.canvas,
+            DrawTarget::ExemplarParts => &mut self.exemplar_parts,
+        }
+    }
+
+    /// Resample both canvases to a model's resolution; `refit` also resets the zoom, so the
+    /// canvas keeps its on-screen size.
+    pub fn resize(&mut self, size: u32, refit: bool) {
+        if self.canvas.size() != size {
+            self.canvas = self.canvas.resized(size);
+            self.exemplar_parts = self.exemplar_parts.resized(size);
+            if refit {
+                self.zoom = fit_zoom(size);
+            }
+        }
+    }
+
+    /// Edits of the inputs (to cancel a run whose result would no longer match them).
+    pub fn version(&self) -> (u64, u64) {
+        (self.canvas.version(), self.exemplar_parts.version())
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, view: &DrawView, actions: &mut Vec<Action>) {
+        let multi = view.label_nc > 1;
+        ui.horizontal(|ui| {
+            ui.strong("Condition");
+            if multi {
+                ui.selectable_value(&mut self.target, DrawTarget::Condition, "sketch");
+                let parts = DrawTarget::ExemplarParts;
+                ui.selectable_value(&mut self.target, parts, "trace exemplar parts");
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.tool, Tool::Brush, "Brush");
+            ui.selectable_value(&mut self.tool, Tool::Eraser, "Eraser");
+            let size = egui::Slider::new(&mut self.brush_size, 1.0..=12.0).step_by(1.0);
+            ui.add(size.text("size"));
+        });
+        if multi {
+            egui::ComboBox::from_label("Layer")
+                .selected_text(layer_name(self.layer))
+                .show_ui(ui, |ui| {
+                    for l in 0..=PARTS.len() {
+                        let text = egui::RichText::new(layer_name(l)).color(layer_color(l));
+                        ui.selectable_value(&mut self.layer, l, text);
+                    }
+                });
+        }
+        ui.horizontal(|ui| self.edit_buttons(ui));
+        ui.horizontal(|ui| {
+            if ui.button("Load edge map...").clicked() {
+                actions.push(Action::Dialog(Dialog::OpenEdgeMap));
+            }
+            if ui.button("Edges from photo...").clicked() {
+                actions.push(Action::Dialog(Dialog::EdgesFromPhoto));
+            }
+            let of_exemplar = egui::Button::new("Edges of exemplar");
+            if ui
+                .add_enabled(view.exemplar.is_some(), of_exemplar)
+                .clicked()
+            {
+                if let (Some(e), Some((_, name, _))) = (view.exemplar_edges, view.exemplar) {
+                    self.canvas.set_layer(0, e.clone());
+                    self.condition_name = Some(format!("edges of {name}"));
+                }
+            }
+        });
+        self.canvas_widget(ui, view);
+        ui.weak("Shift-drag: straight line");
+    }
+
+    fn edit_buttons(&mut self, ui: &mut egui::Ui) {
+        let (can_undo, can_redo) = {
+            let c = self.active_mut();
+            (c.can_undo(), c.can_redo())
+        };
+        let undo = egui::Button::new("Undo");
+        if ui
+            .add_enabled(can_undo, undo)
+            .on_hover_text("Ctrl+Z")
+            .clicked()
+        {
+            self.active_mut().undo();
+        }
+        let redo = egui::Button::new("Redo");
+        if ui
+            .add_enabled(can_redo, redo)
+            .on_hover_text("Ctrl+Shift+Z")
+            .clicked()
+        {
+            self.active_mut().redo();
+        }
+        if ui.button("Clear").clicked() {
+            self.active_mut().clear();
+            if self.target == DrawTarget::Condition {
+                self.condition_name = None;
+            }
+        }
+        ui.add(egui::Slider::new(&mut self.zoom, 1.0..=16.0).text("zoom"));
+    }
+
+    /// Re-upload the canvas texture when the canvas (or the exemplar under traced parts) changed.
+    fn update_texture(&mut self, ctx: &egui::Context, view: &DrawView) {
+        let (canvas, background, version) = match self.target {
+            DrawTarget::Condition => (&self.canvas, None, self.canvas.version()),
+            DrawTarget::ExemplarParts => {
+                let ex_version = view.exemplar.map_or(0, |e| e.2);
+                let v = self.exemplar_parts.version() ^ (ex_version << 32) ^ (1 << 63);
+                (&self.exemplar_parts, view.exemplar.map(|e| e.0), v)
+            }
+        };
+        if self.tex.as_ref().is_some_and(|(_, v)| *v == version) {
+            return;
+        }
+        let img = compose::canvas_image(canvas.layers(), canvas.size(), background);
+        let img = color_image(&img);
+        match &mut self.tex {
+            Some((tex, v)) => {
+                tex.set(img, TextureOptions::NEAREST);
+                *v = version;
+            }
+            None => {
+                let tex = ctx.load_texture("canvas", img, TextureOptions::NEAREST);
+                self.tex = Some((tex, version));
+            }
+        }
+    }
+
+    fn canvas_widget(&mut self, ui: &mut egui::Ui, view: &DrawView) {
+        self.update_texture(ui.ctx(), view);
+        let size = self.active_mut().size() as f32;
+        let display = Vec2::splat(size * self.zoom);
+        let (response, painter) = ui.allocate_painter(display, Sense::click_and_drag());
+        let rect = response.rect;
+        self.rect = Some(rect);
+        if let Some((tex, _)) = &self.tex {
+            let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+            painter.image(tex.id(), rect, uv, Color32::WHITE);
+        }
+        let frame = Stroke::new(1.0, Color32::GRAY);
+        painter.rect_stroke(rect, 0.0, frame, egui::StrokeKind::Outside);
+        let layer = if view.label_nc > 1 { self.layer } else { 0 };
+        self.strokes(ui, &response, &painter, layer);
+        if self.target == DrawTarget::Condition && (response.drag_started() || response.clicked()) {
+            if let Some(n) = &self.condition_name {
+                if !n.ends_with(" (edited)") {
+                    self.condition_name = Some(format!("{n} (edited)"));
+                }
+            }
+        }
+        if let Some(h) = response.hover_pos() {
+            let radius = (self.brush_size * self.zoom / 2.0).max(2.0);
+            let ring = Stroke::new(1.0, Color32::from_rgb(255, 120, 0));
+            painter.circle_stroke(h, radius, ring);
+        }
+    }
+
+    /// Brush strokes, clicks and shift-dragged straight lines on `layer`.
+    fn strokes(
+        &mut self,
+        ui: &egui::Ui,
+        response: &egui::Response,
+        painter: &egui::Painter,
+        layer: usize,
+    ) {
+        let (rect, zoom) = (response.rect, self.zoom);
+        let to_canvas = move |p: Pos2| ((p.x - rect.min.x) / zoom, (p.y - rect.min.y) / zoom);
+        let (tool, radius) = (self.tool, self.brush_size / 2.0);
+        if response.drag_started() {
+            let origin = ui
+                .input(|i| i.pointer.press_origin())
+                .or(response.interact_pointer_pos());
+            if let Some(o) = origin {
+                if ui.input(|i| i.modifiers.shift) {
+                    self.line_start = Some(to_canvas(o));
+                } else {
+                    self.stroking = true;
+                    self.active_mut()
+                        .begin_stroke(layer, tool, radius, to_canvas(o));
+                }
+            }
+        }
+        if response.dragged() {
+            if let Some(pos) = response.interact_pointer_pos() {
+                if let Some(a) = self.line_start {
+                    let start = Pos2::new(rect.min.x + a.0 * zoom, rect.min.y + a.1 * zoom);
+                    let color = layer_color(layer).gamma_multiply(0.6);
+                    painter.line_segment([start, pos], Stroke::new(self.brush_size * zoom, color));
+                } else if self.stroking {
+                    self.active_mut()
+                        .continue_stroke(layer, tool, radius, to_canvas(pos));
+                }
+            }
+        }
+        if response.drag_stopped() {
+            if let (Some(a), Some(pos)) = (self.line_start.take(), response.interact_pointer_pos())
+            {
+                self.active_mut()
+                    .line(layer, tool, radius, a, to_canvas(pos));
+            }
+            if self.stroking {
+                self.stroking = false;
+                self.active_mut().end_stroke();
+            }
+        }
+        if response.clicked() {
+            if let Some(pos) = response.interact_pointer_pos() {
+                let c = self.active_mut();
+                c.begin_stroke(layer, tool, radius, to_canvas(pos));
+                c.end_stroke();
+            }
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The background worker: owns the model, runs jobs, streams step events back to the UI.
+//!
+//! Requests go in over one crossbeam channel, [`WorkerEvent`]s come back over another. Every
+//! event carries only what the UI shows (RGBA images, one probe row), so the UI never sees a
+//! tensor: the worker keeps each run's latents and soft-warp matrices and the UI asks for a
+//! decode of step i ([`WorkerHandle::decode`]) or the probe row of a pixel at step i
+//! ([`WorkerHandle::probe`]). Condition labels (Canny, distance transforms) are built here too,
+//! from the canvas layers a [`RunRequest`] carries. Each run gets a generation number;
+//! submitting a run or calling [`WorkerHandle::cancel`] bumps the shared counter, and the
+//! sampler's sink reports `cancelled()` as soon as its generation is no longer the newest, so a
+//! stale run stops at the next UNet pass. Panics in a job are caught and reported; the thread keeps serving, and
+//! [`WorkerHandle::ensure_alive`] respawns it should it ever die.
+mod serve;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use image::{GrayImage, RgbaImage};
+
+use crate::device::DeviceChoice;
+use crate::image::{CannyParams, Label};
+use crate::model::{MidmModel, Precision};
+use crate::sampling::midm::{SamplerOptions, StepKind};
+use serve::Worker;
+
+/// What the UI needs to know about the loaded model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub image_size: usize,
+    pub latent_size: usize,
+    pub label_nc: usize,
+    /// [`crate::checkpoint::LoadReport::model_hash`] (the hash the CLI records too).
+    pub hash: String,
+    pub device: DeviceChoice,
+    pub precision: Precision,
+    pub load_time: Duration,
+}
+
+/// A condition label, or what the worker builds it from with [`crate::image::build_label`].
+#[derive(Debug, Clone)]
+pub enum LabelInput {
+    Built(Label),
+    /// The editor's canvas: the edge layer and the part layers, at the model's size.
+    Layers {
+        edges: GrayImage,
+        parts: Vec<GrayImage>,
+    },
+    /// The exemplar's own label: its Canny edges (at the model's size) merged with `traced`
+    /// edges, plus the traced part layers.
+    ExemplarEdges {
+        canny: CannyParams,
+        traced: GrayImage,
+        parts: Vec<GrayImage>,
+    },
+}
+
+impl From<Label> for LabelInput {
+    fn from(l: Label) -> Self {
+        LabelInput::Built(l)
+    }
+}
+
+/// One translation request.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub condition: LabelInput,
+    /// Exemplar photo at any size (resized to the model's resolution here).
+    pub exemplar: RgbaImage,
+    pub exemplar_label: LabelInput,
+    /// The worker always records the soft-warp weights (for [`WorkerHandle::probe`]).
+    pub options: SamplerOptions,
+    pub seed: u64,
+}
+
+/// One step of a run, converted for display.
+#[derive(Debug, Clone)]
+pub struct StepFrame {
+    pub kind: StepKind,
+    pub index: usize,
+    pub total: usize,
+    pub t: Option<usize>,
+    /// Decoded x0 estimate r~n, at image resolution. `None` for refinement steps decoded only
+    /// on request ([`WorkerHandle::decode`]): a decode costs several UNet passes, so decoding
+    /// all 20 refinement steps eagerly would multiply the run time.
+    pub pred_x0: Option<RgbaImage>,
+    /// Decoded warped exemplar R, at image resolution.
+    pub warped: Option<RgbaImage>,
+    /// Confidence mask M at latent resolution (white = re-warp kept).
+    pub mask: Option<RgbaImage>,
+    pub latent_size: usize,
+    /// Final decoded image (`Final` only).
+    pub image: Option<RgbaImage>,
+    /// Time since the run started, as measured by the sampler.
+    pub elapsed: Duration,
+    /// Time spent converting this event (decodes, copies) inside the sink.
+    pub convert_time: Duration,
+    /// When the worker sent it (to measure latencies on the UI side).
+    pub sent_at: Instant,
+}
+
+/// Messages from the worker.
+#[derive(Debug, Clone)]
+pub enum WorkerEvent {
+    ModelLoaded(ModelInfo),
+    LoadFailed {
+        path: PathBuf,
+        error: String,
+    },
+    Started {
+        generation: u64,
+    },
+    Step {
+        generation: u64,
+        frame: Box<StepFrame>,
+    },
+    /// Answer to [`WorkerHandle::decode`].
+    Decoded {
+        generation: u64,
+        index: usize,
+        result: Result<RgbaImage, String>,
+    },
+    /// Answer to [`WorkerHandle::probe`]: the soft-warp weights of latent pixel `pixel` over
+    /// the exemplar's latent grid (normalised to max 1), from the latest matching at or before
+    /// step `index`; `None` when no matching happened yet.
+    Probe {
+        generation: u64,
+        index: usize,
+        pixel: (usize, usize),
+        heat: Option<Vec<f32>>,
+    },
+    Finished {
+        generation: u64,
+        elapsed: Duration,
+    },
+    Cancelled {
+        generation: u64,
+    },
+    Failed {
+        generation: u64,
+        error: String,
+    },
+    /// The worker thread had died and was started again (without a model).
+    Restarted,
+}
+
+pub(crate) enum Request {
+    Load {
+        path: PathBuf,
+        device: DeviceChoice,
+        precision: Precision,
+    },
+    Install {
+        model: Box<MidmModel>,
+        path: PathBuf,
+        device: DeviceChoice,
+    },
+    Run {
+        generation: u64,
+        request: Box<RunRequest>,
+    },
+    Panic {
+        generation: u64,
+    },
+    Decode {
+        generation: u64,
+        index: usize,
+    },
+    Probe {
+        generation: u64,
+        index: usize,
+        pixel: (usize, usize),
+    },
+    Shutdown,
+}
+
+pub(crate) type Repaint = Arc<dyn Fn() + Send + Sync>;
+
+/// The UI's end of the worker.
+pub struct WorkerHandle {
+    requests: Sender<Request>,
+    events: Receiver<WorkerEvent>,
+    events_tx: Sender<WorkerEvent>,
+    generation: Arc<AtomicU64>,
+    repaint: Repaint,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Start the worker thread; `repaint` is called after every event (e.g. `ctx.request_repaint()`).
+    pub fn spawn(repaint: impl Fn() + Send + Sync + 'static) -> Self {
+        let (events_tx, events) = unbounded();
+        let repaint: Repaint = Arc::new(repaint);
+        let generation = Arc::new(AtomicU64::new(0));
+        let (requests, thread) =
+            start_thread(events_tx.clone(), generation.clone(), repaint.clone());
+        Self {
+            requests,
+            events,
+            events_tx,
+            generation,
+            repaint,
+            thread: Some(thread),
+        }
+    }
+
+    /// Load a model in float32 (on the worker thread). The previous model stays loaded if this fails.
+    pub fn load(&self, path: impl Into<PathBuf>, device: DeviceChoice) {
+        self.load_with(path, device, Precision::F32);
+    }
+
+    /// [`Self::load`] with the UNet and autoencoder in `precision`.
+    pub fn load_with(&self, path: impl Into<PathBuf>, device: DeviceChoice, precision: Precision) {
+        self.send(Request::Load {
+            path: path.into(),
+            device,
+            precision,
+        });
+    }
+
+    /// Hand an already built model to the worker (e.g. one built from fixture weights).
+    pub fn install(&self, model: MidmModel, path: impl Into<PathBuf>, device: DeviceChoice) {
+        self.send(Request::Install {
+            model: Box::new(model),
+            path: path.into(),
+            device,
+        });
+    }
+
+    /// Submit a run; it cancels the run in flight. Returns the new run's generation.
+    pub fn run(&self, request: RunRequest) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.send(Request::Run {
+            generation,
+            request: Box::new(request),
+        });
+        generation
+    }
+
+    /// Decode step `index` of run `generation` (answered by `Decoded`, after any run in
+    /// flight; dropped if a newer run started meanwhile).
+    pub fn decode(&self, generation: u64, index: usize) {
+        self.send(Request::Decode { generation, index });
+    }
+
+    /// Where latent pixel `pixel` (row, column) of step `index` is matched in the exemplar
+    /// (answered by `Probe`; dropped if a newer run started meanwhile).
+    pub fn probe(&self, generation: u64, index: usize, pixel: (usize, usize)) {
+        self.send(Request::Probe {
+            generation,
+            index,
+            pixel,
+        });
+    }
+
+    /// Cancel whatever run is in flight (it stops at its next UNet pass).
+    pub fn cancel(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The newest generation; events of older ones are stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Test hook: submit a job that panics inside the worker, as a model bug would.
+    #[doc(hidden)]
+    pub fn run_panicking_job(&self) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.send(Request::Panic { generation });
+        generation
+    }
+
+    /// Next event, if any (non-blocking).
+    pub fn try_recv(&self) -> Option<WorkerEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Next event, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<WorkerEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Respawn the worker thread if it died; returns true when it did.
+    pub fn ensure_alive(&mut self) -> bool {
+        let dead = self.thread.as_ref().is_none_or(|t| t.is_finished());
+        if dead {
+            let (requests, thread) = start_thread(
+                self.events_tx.clone(),
+                self.generation.clone(),
+                self.repaint.clone(),
+            );
+            self.requests = requests;
+            self.thread = Some(thread);
+            let _ = self.events_tx.send(WorkerEvent::Restarted);
+            (self.repaint)();
+        }
+        dead
+    }
+
+    fn send(&self, request: Request) {
+        // A dead thread is noticed by `ensure_alive`; the request is lost with it.
+        let _ = self.requests.send(request);
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.cancel();
+        let _ = self.requests.send(Request::Shutdown);
+        // Do not join: a run on a big model may take a while to reach its next cancel point.
+    }
+}
+
+fn start_thread(
+    events: Sender<WorkerEvent>,
+    generation: Arc<AtomicU64>,
+    repaint: Repaint,
+) -> (Sender<Request>, JoinHandle<()>) {
+    let (tx, rx) = unbounded();
+    let thread = std::thread::Builder::new()
+        .name("midm-worker".into())
+        .spawn(move || Worker::new(events, generation, repaint).serve(rx))
+        .expect("spawning the worker thread");
+    (tx, thread)
+}

@@ -1,0 +1,435 @@
+//! The worker thread: serves requests one at a time, keeps the model and the current run's
+//! tensors, and turns step events into what the UI shows.
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use crossbeam_channel::{Receiver, Sender};
+use image::{imageops::FilterType, DynamicImage, GrayImage, RgbaImage};
+
+use super::{LabelInput, ModelInfo, Repaint, Request, RunRequest, StepFrame, WorkerEvent};
+use crate::device::DeviceChoice;
+use crate::error::{ensure, Error, Result};
+use crate::image::{build_label, canny_edges, Label};
+use crate::model::{MidmModel, Precision};
+use crate::sampling::midm::{translate, MidmInputs, Noise, StepEvent, StepKind, StepSink};
+
+/// What the worker keeps of the current run, by step index: the x0 latent of each step (for
+/// decodes on request) and the soft-warp weights [h*w, h*w] of each matching step (for the
+/// probe). At the official 64x64 latent one warp matrix is 67 MB: it stays here.
+#[derive(Default)]
+struct RunStore {
+    generation: u64,
+    latents: Vec<Option<Tensor>>,
+    warps: Vec<Option<Tensor>>,
+}
+
+pub(super) struct Worker {
+    model: Option<(MidmModel, ModelInfo)>,
+    store: RunStore,
+    events: Sender<WorkerEvent>,
+    generation: Arc<AtomicU64>,
+    repaint: Repaint,
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// Runs `f`, turning a panic into an error message that says what panicked.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(p) => Err(format!("the {what} panicked: {}", panic_message(p))),
+    }
+}
+
+impl Worker {
+    pub(super) fn new(
+        events: Sender<WorkerEvent>,
+        generation: Arc<AtomicU64>,
+        repaint: Repaint,
+    ) -> Self {
+        Self {
+            model: None,
+            store: RunStore::default(),
+            events,
+            generation,
+            repaint,
+        }
+    }
+
+    fn emit(&self, event: WorkerEvent) {
+        let _ = self.events.send(event);
+        (self.repaint)();
+    }
+
+    fn is_current(&self, generation: u64) -> bool {
+        generation == self.generation.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn serve(mut self, rx: Receiver<Request>) {
+        while let Ok(request) = rx.recv() {
+            match request {
+                Request::Shutdown => break,
+                Request::Load {
+                    path,
+                    device,
+                    precision,
+                } => {
+                    let result = catch_unwind(AssertUnwindSafe(|| load(&path, device, precision)))
+                        .unwrap_or_else(|p| {
+                            Err(format!("the loader panicked: {}", panic_message(p)))
+                        });
+                    match result {
+                        Ok((model, info)) => {
+                            self.model = Some((model, info.clone()));
+                            self.emit(WorkerEvent::ModelLoaded(info));
+                        }
+                        Err(error) => self.emit(WorkerEvent::LoadFailed { path, error }),
+                    }
+                }
+                Request::Install {
+                    model,
+                    path,
+                    device,
+                } => self.install(*model, path, device),
+                Request::Run {
+                    generation,
+                    request,
+                } => self.serve_run(generation, &request),
+                Request::Decode { generation, index } if self.is_current(generation) => {
+                    let result = guarded("decoder", || self.decode(generation, index));
+                    self.emit(WorkerEvent::Decoded {
+                        generation,
+                        index,
+                        result,
+                    });
+                }
+                Request::Probe {
+                    generation,
+                    index,
+                    pixel,
+                } if self.is_current(generation) => {
+                    // A probe outside the grid or before any matching has no answer to show.
+                    let heat = guarded("probe", || self.probe(generation, index, pixel))
+                        .ok()
+                        .flatten();
+                    self.emit(WorkerEvent::Probe {
+                        generation,
+                        index,
+                        pixel,
+                        heat,
+                    });
+                }
+                Request::Decode { .. } | Request::Probe { .. } => {} // a newer run started
+                Request::Panic { generation } => {
+                    self.emit(WorkerEvent::Started { generation });
+                    let error = guarded("run", || -> Result<()> { panic!("injected failure") })
+                        .unwrap_err();
+                    self.emit(WorkerEvent::Failed { generation, error });
+                }
+            }
+        }
+    }
+
+    fn install(&mut self, model: MidmModel, path: std::path::PathBuf, device: DeviceChoice) {
+        let hash = crate::checkpoint::inspect(&path)
+            .and_then(|c| c.report.model_hash())
+            .unwrap_or_else(|_| "unknown".into());
+        let info = ModelInfo {
+            image_size: model.config.image_size,
+            latent_size: model.config.latent_size(),
+            label_nc: model.config.label_nc(),
+            path,
+            hash,
+            device,
+            precision: model.precision,
+            load_time: Duration::ZERO,
+        };
+        self.model = Some((model, info.clone()));
+        self.emit(WorkerEvent::ModelLoaded(info));
+    }
+
+    fn serve_run(&mut self, generation: u64, request: &RunRequest) {
+        if !self.is_current(generation) {
+            return; // superseded before it started
+        }
+        self.emit(WorkerEvent::Started { generation });
+        let result = catch_unwind(AssertUnwindSafe(|| self.run(generation, request)));
+        let event = match result {
+            Ok(Ok(elapsed)) => WorkerEvent::Finished {
+                generation,
+                elapsed,
+            },
+            Ok(Err(Error::Cancelled)) => WorkerEvent::Cancelled { generation },
+            Ok(Err(e)) => WorkerEvent::Failed {
+                generation,
+                error: e.to_string(),
+            },
+            Err(p) => WorkerEvent::Failed {
+                generation,
+                error: format!("the run panicked: {}", panic_message(p)),
+            },
+        };
+        self.emit(event);
+    }
+
+    fn decode(&self, generation: u64, index: usize) -> Result<RgbaImage> {
+        let (model, _) = self.model.as_ref().ok_or_else(no_model)?;
+        let latent = (self.store.generation == generation)
+            .then(|| self.store.latents.get(index).cloned().flatten())
+            .flatten()
+            .ok_or_else(|| Error::Invalid(format!("step {index} of this run is not kept")))?;
+        tensor_to_image(&model.autoencoder.decode(&latent)?)
+    }
+
+    /// The probe row of `pixel` from the latest matching at or before step `index`.
+    fn probe(
+        &self,
+        generation: u64,
+        index: usize,
+        (r, c): (usize, usize),
+    ) -> Result<Option<Vec<f32>>> {
+        let (_, info) = self.model.as_ref().ok_or_else(no_model)?;
+        let l = info.latent_size;
+        if self.store.generation != generation || r >= l || c >= l {
+            return Ok(None);
+        }
+        let end = (index + 1).min(self.store.warps.len());
+        let Some(w) = self.store.warps[..end]
+            .iter()
+            .rev()
+            .find_map(|w| w.as_ref())
+        else {
+            return Ok(None);
+        };
+        let row: Vec<f32> = w.get(r * l + c)?.to_dtype(DType::F32)?.to_vec1()?;
+        let max = row.iter().cloned().fold(f32::MIN, f32::max).max(1e-12);
+        Ok(Some(row.iter().map(|v| v / max).collect()))
+    }
+
+    fn run(&mut self, generation: u64, request: &RunRequest) -> Result<Duration> {
+        let start = Instant::now();
+        self.store = RunStore {
+            generation,
+            ..RunStore::default()
+        };
+        let Some((model, info)) = &self.model else {
+            return Err(no_model());
+        };
+        let (size, nc) = (info.image_size, info.label_nc);
+        let condition = build(&request.condition, &request.exemplar, nc, size)?;
+        let exemplar_label = build(&request.exemplar_label, &request.exemplar, nc, size)?;
+        for (what, label) in [
+            ("condition", &condition),
+            ("exemplar label", &exemplar_label),
+        ] {
+            ensure!(
+                label.channels == nc && label.size == size,
+                "{what} is {}x{}x{}, the model expects {nc}x{size}x{size}",
+                label.channels,
+                label.size,
+                label.size,
+            );
+        }
+        let device = &model.device;
+        let label_tensor =
+            |l: &Label| Tensor::from_vec(l.data.clone(), (1, l.channels, l.size, l.size), device);
+        let inputs = MidmInputs {
+            condition: label_tensor(&condition)?,
+            exemplar: image_to_tensor(&request.exemplar, size, device)?,
+            exemplar_label: label_tensor(&exemplar_label)?,
+        };
+        let mut sink = DisplaySink {
+            model,
+            generation,
+            newest: &self.generation,
+            events: &self.events,
+            repaint: &self.repaint,
+            store: &mut self.store,
+            error: None,
+            latent_size: info.latent_size,
+        };
+        let options = crate::SamplerOptions {
+            emit_warp_weights: true,
+            ..request.options.clone()
+        };
+        let noise = Noise::Seeded(request.seed);
+        let result = translate(model, &inputs, &options, &noise, &mut sink);
+        if let Some(e) = sink.error {
+            return Err(e); // a failed display conversion stopped the run
+        }
+        result?;
+        Ok(start.elapsed())
+    }
+}
+
+/// Builds a label on this thread (Canny and the distance transforms are too slow for the UI's).
+fn build(input: &LabelInput, exemplar: &RgbaImage, nc: usize, size: usize) -> Result<Label> {
+    Ok(match input {
+        LabelInput::Built(l) => l.clone(),
+        LabelInput::Layers { edges, parts } => build_label(nc, edges, parts)?,
+        LabelInput::ExemplarEdges {
+            canny,
+            traced,
+            parts,
+        } => {
+            let image = DynamicImage::ImageRgba8(exemplar.clone());
+            let mut edges: GrayImage = canny_edges(&image, size as u32, *canny);
+            for (e, t) in edges.iter_mut().zip(traced.as_raw()) {
+                *e |= *t;
+            }
+            build_label(nc, &edges, parts)?
+        }
+    })
+}
+
+/// Converts each step event to RGBA images on the worker thread, streams it to the UI and
+/// keeps the tensors the UI may ask about later.
+struct DisplaySink<'a> {
+    model: &'a MidmModel,
+    generation: u64,
+    newest: &'a AtomicU64,
+    events: &'a Sender<WorkerEvent>,
+    repaint: &'a Repaint,
+    store: &'a mut RunStore,
+    /// First conversion error; it stops the run (through `cancelled`) and is reported.
+    error: Option<Error>,
+    latent_size: usize,
+}
+
+impl DisplaySink<'_> {
+    fn convert(&mut self, e: &StepEvent) -> Result<StepFrame> {
+        let t0 = Instant::now();
+        let model = self.model;
+        let first = |t: &Tensor| t.get(0)?.unsqueeze(0);
+        let decode = |z: &Tensor| -> Result<RgbaImage> {
+            tensor_to_image(&model.autoencoder.decode(&first(z)?)?)
+        };
+        // Decode eagerly the warp and the interleaved steps; refinement steps only on request
+        // (the last one equals the final image, which is the sampler's own decode).
+        let eager = !matches!(e.kind, StepKind::Refine { .. });
+        let pred_x0 = match &e.image {
+            Some(img) => Some(tensor_to_image(img)?),
+            None if eager => Some(decode(&e.pred_x0)?),
+            None => None,
+        };
+        // At the initial warp, r~n is R itself: decode it once.
+        let warped = match (e.kind, &pred_x0) {
+            (StepKind::InitialWarp, Some(img)) if e.warped.is_some() => Some(img.clone()),
+            _ => e.warped.as_ref().map(decode).transpose()?,
+        };
+        let mask = e
+            .mask
+            .as_ref()
+            .map(|m| mask_to_image(&m.get(0)?))
+            .transpose()?;
+        let image = e.image.as_ref().map(tensor_to_image).transpose()?;
+        self.store.latents.push(Some(first(&e.pred_x0)?));
+        self.store
+            .warps
+            .push(e.warp_weights.as_ref().map(|w| w.get(0)).transpose()?);
+        Ok(StepFrame {
+            kind: e.kind,
+            index: e.index,
+            total: e.total,
+            t: e.t,
+            pred_x0,
+            warped,
+            mask,
+            latent_size: self.latent_size,
+            image,
+            elapsed: e.elapsed,
+            convert_time: t0.elapsed(),
+            sent_at: Instant::now(),
+        })
+    }
+}
+
+impl StepSink for DisplaySink<'_> {
+    fn on_event(&mut self, event: &StepEvent) {
+        if self.error.is_some() || self.cancelled() {
+            return;
+        }
+        match self.convert(event) {
+            Ok(frame) => {
+                let _ = self.events.send(WorkerEvent::Step {
+                    generation: self.generation,
+                    frame: Box::new(frame),
+                });
+                (self.repaint)();
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.error.is_some() || self.newest.load(Ordering::SeqCst) != self.generation
+    }
+}
+
+fn load(
+    path: &Path,
+    device: DeviceChoice,
+    precision: Precision,
+) -> Result<(MidmModel, ModelInfo), String> {
+    let start = Instant::now();
+    let dev = device
+        .to_device()
+        .map_err(|e| format!("device {device:?}: {e}"))?;
+    let loaded = crate::checkpoint::inspect(path)
+        .and_then(|c| c.build_with(&dev, precision))
+        .map_err(|e| e.to_string())?;
+    // The hash the CLI records too: the config and the weight files that were used.
+    let hash = loaded.report.model_hash().map_err(|e| e.to_string())?;
+    let model = loaded.model;
+    let info = ModelInfo {
+        path: path.to_path_buf(),
+        image_size: model.config.image_size,
+        latent_size: model.config.latent_size(),
+        label_nc: model.config.label_nc(),
+        hash,
+        device,
+        precision,
+        load_time: start.elapsed(),
+    };
+    Ok((model, info))
+}
+
+/// RGBA image -> [1, 3, size, size] in [-1, 1] (bilinear resize, alpha composited on white as
+/// the training data is).
+fn image_to_tensor(image: &RgbaImage, size: usize, device: &Device) -> Result<Tensor> {
+    let s = size as u32;
+    let resized = image::imageops::resize(image, s, s, FilterType::Triangle);
+    let rgb = crate::image::flatten_alpha(&DynamicImage::ImageRgba8(resized));
+    Ok(crate::image::rgb_to_tensor(&rgb, device)?)
+}
+
+/// [1, 3, H, W] in about [-1, 1] -> RGBA (clamped).
+fn tensor_to_image(t: &Tensor) -> Result<RgbaImage> {
+    Ok(DynamicImage::ImageRgb8(crate::image::tensor_to_rgb(t)?).to_rgba8())
+}
+
+/// [1, h, w] mask in [0, 1] -> grey RGBA.
+fn mask_to_image(m: &Tensor) -> Result<RgbaImage> {
+    let (_, h, w) = m.dims3()?;
+    let v = m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(RgbaImage::from_fn(w as u32, h as u32, |x, y| {
+        let g = (v[y as usize * w + x as usize].clamp(0.0, 1.0) * 255.0).round() as u8;
+        image::Rgba([g, g, g, 255])
+    }))
+}
+
+fn no_model() -> Error {
+    Error::Invalid("no model is loaded".into())
+}
