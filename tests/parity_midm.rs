@@ -20,7 +20,6 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{assert_close, get, max_abs_diff};
 use midm::model::correspondence::{spectral_norm_weight, Correspondence};
-use midm::model::ops::interpolate_nearest;
 use midm::sampling::ddim::{ddim_step, q_sample};
 use midm::sampling::matching;
 use midm::sampling::schedule::{DdimSchedule, DdpmSchedule};
@@ -146,13 +145,17 @@ fn parity_correspondence_features() {
         let r = get(&trace, "corr.ref_feats");
         (r.dim(2).unwrap(), r.dim(3).unwrap())
     };
-    // Nearest downsampling is a pure gather: exact.
-    let label_ds = interpolate_nearest(&get(&trace, "input.cond_label"), h, w).unwrap();
+    // Nearest downsampling is a pure gather, max-pooling (`midms.label_downsample: max`, our
+    // models' option) a pure selection: both exact.
+    let down = common::fixture_config().label_downsample;
+    let label_ds = down.apply(&get(&trace, "input.cond_label"), h, w).unwrap();
     assert_eq!(
         max_abs_diff(&label_ds, &get(&trace, "corr.cond_label_ds")),
         0.0
     );
-    let ref_label_ds = interpolate_nearest(&get(&trace, "input.exemplar_label"), h, w).unwrap();
+    let ref_label_ds = down
+        .apply(&get(&trace, "input.exemplar_label"), h, w)
+        .unwrap();
     assert_eq!(
         max_abs_diff(&ref_label_ds, &get(&trace, "corr.exemplar_label_ds")),
         0.0

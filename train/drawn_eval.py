@@ -4,8 +4,9 @@
 Inputs, as the CLI and the editor build them (`src/image/`):
 - condition: the sketch PNG read as one grey channel (RGB as the `image` crate's luma,
   floor((2126 R + 7152 G + 722 B) / 10000); alpha ignored), resized to the model's side if it
-  differs, binarised at mid-grey and inverted when its mean grey is above 127 (a sketch drawn dark
-  on light): the edge-map rule the CLI and the editor share;
+  differs (a larger drawing: a model pixel is ink when any pixel of its block is), binarised at
+  mid-grey and inverted when its mean grey is above 127 (a sketch drawn dark on light): the
+  edge-map rule the CLI and the editor share;
 - exemplar: the PNG as RGB in [-1, 1] (alpha on white); its label is its Canny edge map as
   `train.evaluate`, `train.demo` and `train.fixture` make it (`train.data.edge_map`: skimage Canny,
   sigma 1.0, thresholds 0.05 / 0.15, 3x3 dilation). The Rust CLI computes the same label with
@@ -76,11 +77,18 @@ def read_condition(path, size=128):
 
     img = Image.open(path)
     img.load()
-    if img.size != (size, size):
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
     g = rust_luma(img)
     dark_lines = int(g.astype(np.uint64).sum()) // max(g.size, 1) > 127
-    return ((g < 128) if dark_lines else (g >= 128)).astype(np.float32)
+    ink = lambda v: (v < 128) if dark_lines else (v >= 128)
+    h, w = g.shape
+    if w > size or h > size:  # a larger drawing: a model pixel is ink when any pixel of its block is
+        out = np.zeros((size, size), np.float32)
+        ys, xs = np.nonzero(ink(g))
+        out[ys * size // h, xs * size // w] = 1
+        return out
+    if (w, h) != (size, size):
+        g = rust_luma(Image.fromarray(g).resize((size, size), Image.BILINEAR))
+    return ink(g).astype(np.float32)
 
 
 def read_rgb(path):
