@@ -1,6 +1,6 @@
 """Emit a parity fixture set from OUR modules: `python -m train.fixture --out DIR`.
 
-Same layout as ../shared/parity (weights.safetensors, trace.safetensors with the same tensor
+Same layout as tests/fixtures/parity (weights.safetensors, trace.safetensors with the same tensor
 names, config.json with the fields the Rust tests read), so the Rust parity tests run on it with
 MIDM_PARITY_DIR=DIR. Weights: `--weights weights` (the shipped model, default when present) or
 `--random` (fresh initialisation with spectral-norm u, v after 2 power iterations, as the reference
@@ -133,7 +133,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
     s16 = DdimSchedule(model.diff_model.alphas_cumprod, 16, 0.0)
     s200 = DdimSchedule(model.diff_model.alphas_cumprod, 200, 1.0)
     return {
-        "source": {"implementation": "midm trainer (train/), PyTorch modules checked against ../shared/parity"},
+        "source": {"implementation": "midm trainer (train/), PyTorch modules checked against the authors' reference fixtures (tests/fixtures/parity)"},
         "set": "trainer", "seed": seed, "dtype": "float32 (int64 for index/timestep tensors)", "batch_size": 2,
         "image_size": mi.get("image_size", 64), "latent_size": p["image_size"], "label_nc": mi["label_nc"],
         "ldm_config": {"model": cfg["model"]},

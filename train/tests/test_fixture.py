@@ -1,4 +1,4 @@
-"""The fixture emitter writes a set in the layout of ../shared/parity that replays exactly."""
+"""The fixture emitter writes a set in the layout of tests/fixtures/parity that replays exactly."""
 import json
 import os
 import struct
@@ -10,7 +10,7 @@ from train.config import corr_kwargs, default_config
 from train.fixture import build_fixture
 from train.midm import MIDM
 
-REF = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "parity")
+REF = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "parity")
 
 
 def header(path):

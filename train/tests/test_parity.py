@@ -1,4 +1,4 @@
-"""Our PyTorch modules against the reference trace (`../shared/parity` or MIDM_PARITY_DIR)."""
+"""Our PyTorch modules against the reference trace (`tests/fixtures/parity` or MIDM_PARITY_DIR)."""
 import json
 import os
 
@@ -8,7 +8,7 @@ import torch
 from train.midm import MIDM, DdimSchedule
 
 DIR = os.environ.get("MIDM_PARITY_DIR",
-                     os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "parity"))
+                     os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "parity"))
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(DIR, "trace.safetensors")),
                                 reason="no parity fixture set")
 
