@@ -3,10 +3,10 @@
 # lavapipe, the shipped model, the cat pair from assets/, a real run.
 #   screenshots/editor.png       after the run (final image selected)
 #   screenshots/editor-step.png  interleaved step k1 selected, correspondence probe on r~n
-# Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick.
+# Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
+[ -n "${MIDM_NO_BUILD:-}" ] || cargo build --release -q
 # A fresh HOME: no persisted session from earlier runs.
 HOME=$(mktemp -d)
 export HOME DISPLAY=:77
