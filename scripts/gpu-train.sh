@@ -24,6 +24,8 @@ runs=/tmp/midm-runs
 mkdir -p "$data" "$runs"
 left() { echo $((budget - ($(date +%s) - start))); }
 
+# SITE=DIR: carried pure-Python or abi3 packages (resvg_py) the machine lacks
+[ -n "${SITE:-}" ] && export PYTHONPATH="$(cd "$SITE" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, skimage, fontTools, safetensors, yaml, tqdm${PACKS:+, resvg_py}; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 >"$runs/gpu-util.csv" 2>&1 &
