@@ -427,3 +427,47 @@ fn following_a_run_decodes_refinement_steps_only_when_one_is_picked() {
         a.frames()[i].pred_x0.is_some()
     });
 }
+
+#[test]
+fn ctrl_s_saves_to_the_outputs_folder_numbered_and_restorable() {
+    let mut h = ready_app(false);
+    let out = tempfile::tempdir().unwrap();
+    h.state_mut().set_outputs_root(out.path().to_path_buf());
+    h.get_by_label("Run").click();
+    h.step();
+    step_until(&mut h, "the run", |a| !a.is_running());
+    assert!(h.state().final_image().is_some());
+    for _ in 0..2 {
+        h.key_press_modifiers(Modifiers::COMMAND, Key::S);
+        h.step();
+    }
+    // one dated folder, two numbered files that never overwrite each other
+    let days: Vec<_> = std::fs::read_dir(out.path()).unwrap().flatten().collect();
+    assert_eq!(days.len(), 1);
+    let mut files: Vec<String> = std::fs::read_dir(days[0].path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let seed = h.state().params.seed;
+    assert_eq!(
+        files,
+        [
+            format!("00001-seed{seed}.png"),
+            format!("00002-seed{seed}.png")
+        ]
+    );
+    // the status line names the file, and the file carries the parameters
+    let last = h.state().messages().last().unwrap();
+    assert!(
+        !last.error && last.text.contains("00002-seed"),
+        "{}",
+        last.text
+    );
+    let text = midm::image::read_png_text(&days[0].path().join(&files[0])).unwrap();
+    assert_eq!(
+        midm::params::text_value(&text, midm::params::KEY_SEED),
+        Some(seed.to_string().as_str())
+    );
+}

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, RgbaImage};
 
-use super::app::{repaint, MidmApp};
+use super::app::{repaint, DialogOutcome, MidmApp};
 use super::export;
 use super::file_name;
 use super::panels::Dialog;
@@ -201,6 +201,62 @@ impl MidmApp {
         export::save_png(path, &img, &self.export_text())
     }
 
+    /// Save the result into today's folder of the outputs folder under the next free number;
+    /// returns the file written.
+    pub fn quick_save(&mut self) -> anyhow::Result<PathBuf> {
+        anyhow::ensure!(
+            self.final_image().is_some(),
+            "Nothing to save yet: run first."
+        );
+        let dir = super::outputs::dated(&self.outputs_root, std::time::SystemTime::now());
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            anyhow::anyhow!("cannot create the outputs folder {}: {e}", dir.display())
+        })?;
+        let path = super::outputs::next_path(&dir, self.params.seed);
+        self.export_png(&path)?;
+        self.info(format!("Saved {}", path.display()));
+        Ok(path)
+    }
+
+    /// The outputs folder Ctrl+S saves into (its dated subfolders).
+    pub fn set_outputs_root(&mut self, root: PathBuf) {
+        self.outputs_root = root;
+    }
+
+    /// A file dialog that could not be shown: say so, and save to the outputs folder instead of
+    /// doing nothing.
+    pub(super) fn no_dialog(&mut self, which: Dialog) {
+        let why = "No file dialog is available on this desktop (no xdg portal or zenity)";
+        match which {
+            Dialog::ExportPng => match self.quick_save() {
+                Ok(p) => self.error(format!(
+                    "{why}: saved to the outputs folder instead, {}",
+                    p.display()
+                )),
+                Err(e) => self.error(format!(
+                    "{why}, and saving to the outputs folder failed: {e:#}"
+                )),
+            },
+            Dialog::ExportSheet => {
+                let dir = super::outputs::dated(&self.outputs_root, std::time::SystemTime::now());
+                let path = dir.join(format!("steps-seed{}.png", self.params.seed));
+                match std::fs::create_dir_all(&dir)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|_| self.export_sheet(&path))
+                {
+                    Ok(()) => self.error(format!(
+                        "{why}: writing the steps sheet to {}",
+                        path.display()
+                    )),
+                    Err(e) => self.error(format!(
+                        "{why}, and the steps sheet could not be written: {e:#}"
+                    )),
+                }
+            }
+            _ => self.error(format!("{why}: drop the file on the window instead.")),
+        }
+    }
+
     /// Write the steps sheet of the current run to `path`, once every step is decoded (the
     /// missing decodes are requested here; the sheet is written when the last one arrives).
     pub fn export_sheet(&mut self, path: &Path) -> anyhow::Result<()> {
@@ -242,6 +298,7 @@ impl MidmApp {
         let cell = self.ctx_cell.clone();
         let images = ["png", "jpg", "jpeg", "bmp", "webp"];
         std::thread::spawn(move || {
+            let shown = std::time::Instant::now();
             let d = rfd::FileDialog::new();
             let path = match which {
                 Dialog::OpenExemplar | Dialog::OpenEdgeMap | Dialog::EdgesFromPhoto => {
@@ -260,7 +317,16 @@ impl MidmApp {
                     .set_file_name("midm-steps.png")
                     .save_file(),
             };
-            let _ = tx.send((which, path));
+            // rfd answers "no path" both for a cancel and for a desktop without a dialog backend
+            // (it logs the error instead); no person cancels within a quarter of a second.
+            let outcome = match path {
+                Some(p) => DialogOutcome::Picked(p),
+                None if shown.elapsed() < std::time::Duration::from_millis(250) => {
+                    DialogOutcome::Unavailable
+                }
+                None => DialogOutcome::Cancelled,
+            };
+            let _ = tx.send((which, outcome));
             repaint(&cell);
         });
     }

@@ -26,7 +26,15 @@ pub use crate::params::Params;
 use crate::worker::{ModelInfo, StepFrame, WorkerHandle};
 
 /// A file dialog's answer, sent back from its thread.
-pub(super) type DialogResult = (Dialog, Option<PathBuf>);
+pub(super) type DialogResult = (Dialog, DialogOutcome);
+
+/// How a file dialog ended.
+pub(super) enum DialogOutcome {
+    Picked(PathBuf),
+    Cancelled,
+    /// No dialog could be shown (no xdg portal or zenity): rfd returns at once, as for a cancel.
+    Unavailable,
+}
 /// Edges of a photo (and its name), from their helper thread.
 pub(super) type PhotoEdges = Result<(image::GrayImage, String), String>;
 
@@ -45,6 +53,8 @@ pub struct MidmApp {
     pub(super) dialogs: (Sender<DialogResult>, Receiver<DialogResult>),
     pub(super) photo_edges: (Sender<PhotoEdges>, Receiver<PhotoEdges>),
     pub(super) pending_run: bool,
+    /// Where Ctrl+S saves (a dated folder below it): `$MIDM_OUTPUTS`, else ~/Pictures/midm.
+    pub(super) outputs_root: PathBuf,
     last_edit_version: (u64, u64, u64),
     last_frame_ms: f32,
 }
@@ -77,6 +87,7 @@ impl MidmApp {
             dialogs: unbounded(),
             photo_edges: unbounded(),
             pending_run: args.run,
+            outputs_root: super::outputs::default_root(),
             last_edit_version: (0, 0, 0),
             last_frame_ms: 0.0,
         };
@@ -247,9 +258,11 @@ impl MidmApp {
         }
         self.poll_worker(&ctx);
         self.poll_photo_edges();
-        while let Ok((which, path)) = self.dialogs.1.try_recv() {
-            if let Some(p) = path {
-                self.handle_dialog(which, p);
+        while let Ok((which, outcome)) = self.dialogs.1.try_recv() {
+            match outcome {
+                DialogOutcome::Picked(p) => self.handle_dialog(which, p),
+                DialogOutcome::Cancelled => {}
+                DialogOutcome::Unavailable => self.no_dialog(which),
             }
         }
         let dropped: Vec<PathBuf> = ctx.input(|i| {
@@ -335,6 +348,11 @@ impl MidmApp {
             Action::Run => self.request_run(),
             Action::Cancel => self.cancel(),
             Action::Dialog(d) => self.open_dialog(d),
+            Action::QuickSave => {
+                if let Err(e) = self.quick_save() {
+                    self.error(format!("{e:#}"));
+                }
+            }
             Action::PasteExemplar => self.paste_exemplar(),
             Action::LoadModel(p) => self.load_model(p),
             Action::ReloadModel => {
@@ -376,7 +394,7 @@ impl MidmApp {
         }
         if do_save {
             match self.final_image() {
-                Some(_) => actions.push(Action::Dialog(Dialog::ExportPng)),
+                Some(_) => actions.push(Action::QuickSave),
                 None => self.error("Nothing to export yet: run first."),
             }
         }

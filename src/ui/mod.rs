@@ -14,6 +14,7 @@ pub mod canvas;
 pub mod compose;
 mod events;
 pub mod export;
+pub mod outputs;
 mod panels;
 pub mod session;
 

@@ -32,6 +32,8 @@ pub enum Action {
     Run,
     Cancel,
     Dialog(Dialog),
+    /// Save the result to the outputs folder at once (Ctrl+S).
+    QuickSave,
     PasteExemplar,
     LoadModel(PathBuf),
     /// Reload the current model (after a device or precision change).

@@ -29,10 +29,18 @@ pub fn ui(ui: &mut egui::Ui, view: &ToolbarView, actions: &mut Vec<Action>) {
             actions.push(Action::Cancel);
         }
         ui.separator();
+        let save = egui::Button::new("Save");
+        if ui
+            .add_enabled(steps.final_image().is_some(), save)
+            .on_hover_text("Ctrl+S: into the outputs folder, numbered, with the parameters")
+            .clicked()
+        {
+            actions.push(Action::QuickSave);
+        }
         let export = egui::Button::new("Export PNG...");
         if ui
             .add_enabled(steps.final_image().is_some(), export)
-            .on_hover_text("Ctrl+S")
+            .on_hover_text("Save as: choose the file")
             .clicked()
         {
             actions.push(Action::Dialog(Dialog::ExportPng));
