@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::error::io_error;
 use super::pickle::{self, TensorRef};
 use super::LoadError;
 
@@ -48,17 +49,6 @@ pub struct WeightsFile {
     inner: Inner,
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> LoadError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        LoadError::NotFound(path.to_path_buf())
-    } else {
-        LoadError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        }
-    }
-}
-
 /// First bytes of the legacy (pre-1.6, non-zip) `torch.save` format: a pickled magic number.
 const LEGACY_TORCH_MAGIC: [u8; 4] = [0x80, 0x02, 0x8a, 0x0a];
 
@@ -66,13 +56,13 @@ impl WeightsFile {
     /// Indexes `path`, choosing the format from the file's first bytes (not its name), so that a
     /// misnamed file gets an error about what it is.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let mut f = File::open(path).map_err(|e| io_err(path, e))?;
-        let len = f.metadata().map_err(|e| io_err(path, e))?.len();
+        let mut f = File::open(path).map_err(|e| io_error(path, e))?;
+        let len = f.metadata().map_err(|e| io_error(path, e))?.len();
         if len == 0 {
             return Err(LoadError::EmptyFile(path.to_path_buf()));
         }
         let mut head = [0u8; 4];
-        let n = f.read(&mut head).map_err(|e| io_err(path, e))?;
+        let n = f.read(&mut head).map_err(|e| io_error(path, e))?;
         let is_zip = n == 4 && &head == b"PK\x03\x04";
         let ext = path
             .extension()
@@ -113,9 +103,9 @@ impl WeightsFile {
                 "{len} bytes, shorter than the 8-byte header length"
             )));
         }
-        f.seek(SeekFrom::Start(0)).map_err(|e| io_err(path, e))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| io_error(path, e))?;
         let mut n = [0u8; 8];
-        f.read_exact(&mut n).map_err(|e| io_err(path, e))?;
+        f.read_exact(&mut n).map_err(|e| io_error(path, e))?;
         let n = u64::from_le_bytes(n);
         // The format caps headers at 100 MB; a bigger number means this is not safetensors.
         if n > 100_000_000 {
@@ -127,7 +117,7 @@ impl WeightsFile {
             )));
         }
         let mut header = vec![0u8; n as usize];
-        f.read_exact(&mut header).map_err(|e| io_err(path, e))?;
+        f.read_exact(&mut header).map_err(|e| io_error(path, e))?;
         // The safetensors crate parses and validates the header (dtypes, shapes against data
         // offsets, contiguous offsets); what it finds wrong makes this "not a safetensors file".
         let meta: safetensors::tensor::Metadata =
@@ -195,7 +185,7 @@ impl WeightsFile {
         };
         if let Ok(mut rec) = zip.by_name(&format!("{root}byteorder")) {
             let mut s = String::new();
-            rec.read_to_string(&mut s).map_err(|e| io_err(path, e))?;
+            rec.read_to_string(&mut s).map_err(|e| io_error(path, e))?;
             if s.trim() != "little" {
                 return Err(pickle_err(format!(
                     "byte order {:?} is not supported",
@@ -293,7 +283,7 @@ impl WeightsFile {
                 }
             }
             Inner::Torch { root, refs } => {
-                let f = File::open(path).map_err(|e| io_err(path, e))?;
+                let f = File::open(path).map_err(|e| io_error(path, e))?;
                 let mut zip =
                     zip::ZipArchive::new(BufReader::new(f)).map_err(|e| LoadError::Truncated {
                         path: path.clone(),
