@@ -243,6 +243,8 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
     }
     let sheet = dir.join("sheet.png");
     h.state_mut().export_sheet(&sheet).unwrap();
+    // The sheet waits for the exact decodes of the streamed (previewed) steps.
+    step_until(&mut h, "the steps sheet", |a| !a.sheet_pending());
     let sheet_img = image::open(&sheet).unwrap();
     assert!(sheet_img.width() > sheet_img.height());
     let mut other = fresh_app();
@@ -395,7 +397,7 @@ fn a_model_of_another_size_keeps_the_canvas_on_screen_at_the_same_size() {
 }
 
 #[test]
-fn following_a_run_decodes_refinement_steps_only_when_one_is_picked() {
+fn following_a_run_shows_previews_and_decodes_a_step_only_when_one_is_picked() {
     let mut h = ready_app(true);
     h.get_by_label("Run").click();
     h.step();
@@ -405,27 +407,23 @@ fn following_a_run_decodes_refinement_steps_only_when_one_is_picked() {
         h.step();
         std::thread::sleep(Duration::from_millis(10));
     }
-    let refine: Vec<usize> = h
-        .state()
-        .frames()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| matches!(f.kind, StepKind::Refine { .. }))
-        .map(|(i, _)| i)
-        .collect();
-    assert!(!refine.is_empty());
-    for &i in &refine {
-        assert!(
-            h.state().frames()[i].pred_x0.is_none(),
-            "refinement step {i} was decoded although it was only passed while following"
-        );
-    }
-    // Picking one decodes it on demand.
-    let i = refine[refine.len() / 2];
+    let frames = h.state().frames();
+    assert!(
+        frames.iter().all(|f| f.pred_x0.is_some()),
+        "a step without preview"
+    );
+    let previews: Vec<usize> = (0..frames.len()).filter(|&i| !frames[i].exact).collect();
+    assert_eq!(
+        previews.len(),
+        frames.len() - 1,
+        "a step passed while following was decoded exactly"
+    );
+    // Picking one decodes it exactly on demand, replacing the preview.
+    let i = previews[previews.len() / 2];
+    let preview = frames[i].pred_x0.clone();
     h.state_mut().select_step(i);
-    step_until(&mut h, "the picked step's decode", |a| {
-        a.frames()[i].pred_x0.is_some()
-    });
+    step_until(&mut h, "the picked step's decode", |a| a.frames()[i].exact);
+    assert_ne!(h.state().frames()[i].pred_x0, preview);
 }
 
 #[test]

@@ -280,7 +280,7 @@ impl MidmApp {
         let Some(path) = self.steps.sheet_pending.clone() else {
             return;
         };
-        let undecoded = self.steps.frames.iter().any(|f| f.pred_x0.is_none());
+        let undecoded = self.steps.frames.iter().any(|f| !f.exact);
         if undecoded && !self.steps.pending_decodes.is_empty() {
             return; // still decoding
         }

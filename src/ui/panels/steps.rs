@@ -11,7 +11,7 @@ use image::RgbaImage;
 use super::{texture, Action};
 use crate::sampling::midm::StepKind;
 use crate::ui::compose;
-use crate::worker::StepFrame;
+use crate::worker::{DecodedStep, StepFrame};
 
 /// Latencies of the current run and UI frame times while it streams.
 #[derive(Debug, Clone, Default)]
@@ -40,9 +40,8 @@ impl RunTimings {
     }
 }
 
-/// Textures of one received step.
+/// Textures of one received step (previews until the exact decode arrives).
 struct FrameTextures {
-    /// `None` until the step is decoded (refinement steps are decoded on demand).
     pred: Option<TextureHandle>,
     warped: Option<TextureHandle>,
     mask: Option<TextureHandle>,
@@ -143,12 +142,20 @@ impl StepsPanel {
         }
     }
 
-    pub fn on_decoded(&mut self, ctx: &egui::Context, index: usize, img: RgbaImage) {
+    /// The exact decodes of step `index` replace its previews.
+    pub fn on_decoded(&mut self, ctx: &egui::Context, index: usize, decoded: DecodedStep) {
         self.pending_decodes.remove(&index);
-        if let Some(f) = self.frames.get_mut(index) {
-            f.pred_x0 = Some(img);
-            self.make_pred_textures(ctx, index);
+        let Some(f) = self.frames.get_mut(index) else {
+            return;
+        };
+        f.pred_x0 = Some(decoded.pred_x0);
+        if decoded.warped.is_some() {
+            f.warped = decoded.warped;
         }
+        f.exact = true;
+        let warped = f.warped.as_ref();
+        self.tex[index].warped = warped.map(|w| texture(ctx, &format!("step{index}-R"), w));
+        self.make_pred_textures(ctx, index);
     }
 
     /// The run finished: record the final-image latency.
@@ -177,10 +184,9 @@ impl StepsPanel {
         self.tex[i].overlay = overlay;
     }
 
-    /// Ask for the decode of step `i` if it is not decoded or asked for yet.
+    /// Ask for the exact decode of step `i` if it is not decoded or asked for yet.
     pub fn want_decode(&mut self, i: usize, actions: &mut Vec<Action>) {
-        if self.frames.get(i).is_some_and(|f| f.pred_x0.is_none()) && self.pending_decodes.insert(i)
-        {
+        if self.frames.get(i).is_some_and(|f| !f.exact) && self.pending_decodes.insert(i) {
             actions.push(Action::Decode(i));
         }
     }
@@ -226,8 +232,9 @@ impl StepsPanel {
         if slider.changed() {
             self.select(sel);
         }
-        // While a run streams and the view follows it, refinement frames fly past: decoding each
-        // (queued behind the run on the worker) would only spend CPU on frames no longer shown.
+        // While a run streams and the view follows it, frames fly past and show their previews:
+        // decoding each (queued behind the run on the worker) would only spend CPU on frames no
+        // longer shown.
         if !(self.running && self.follow) {
             self.want_decode(self.selected, actions);
         }
@@ -256,10 +263,10 @@ impl StepsPanel {
         let size = Vec2::splat(side);
         let latent = frame.latent_size;
         let mut hovered = None;
-        let first = if frame.image.is_some() {
-            "output"
-        } else {
-            "r~n (x0 estimate)"
+        let first = match (frame.image.is_some(), frame.exact) {
+            (true, _) => "output",
+            (false, true) => "r~n (x0 estimate)",
+            (false, false) => "r~n (x0 estimate, preview)",
         };
         let mut show = |ui: &mut egui::Ui, title: &str, t: Option<egui::TextureId>, probe: bool| {
             ui.vertical(|ui| {
@@ -303,14 +310,33 @@ impl StepsPanel {
                 .rev()
                 .find_map(|i| pick(&self.tex[i]).map(|t| (i, t)))
         };
-        let title = |name: &str, found: Option<(usize, egui::TextureId)>| match found {
-            Some((i, _)) if i != sel => format!("{name} (from {})", self.frames[i].kind.label()),
-            _ => name.to_string(),
+        let title = |name: &str, found: Option<(usize, egui::TextureId)>, decoded: bool| {
+            let preview = match found {
+                Some((i, _)) if decoded && !self.frames[i].exact => ", preview",
+                _ => "",
+            };
+            match found {
+                Some((i, _)) if i != sel => {
+                    format!("{name} (from {}{preview})", self.frames[i].kind.label())
+                }
+                _ if preview.is_empty() => name.to_string(),
+                _ => format!("{name} (preview)"),
+            }
         };
         let r = latest(&|t| t.warped.as_ref().map(|t| t.id()));
-        show(ui, &title("R (warped exemplar)", r), r.map(|x| x.1), false);
+        show(
+            ui,
+            &title("R (warped exemplar)", r, true),
+            r.map(|x| x.1),
+            false,
+        );
         let m = latest(&|t| t.mask.as_ref().map(|t| t.id()));
-        show(ui, &title("M (confidence)", m), m.map(|x| x.1), false);
+        show(
+            ui,
+            &title("M (confidence)", m, false),
+            m.map(|x| x.1),
+            false,
+        );
         let overlay = self.tex[sel].overlay.as_ref().map(|t| t.id());
         show(ui, "M over r~n", overlay, true);
         ui.vertical(|ui| {
