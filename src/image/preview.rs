@@ -175,7 +175,7 @@ mod tests {
             .max()
             .unwrap();
         assert!(max_diff <= 6, "max difference {max_diff}"); // the ridge biases a little
-        // A flat exemplar still fits (the ridge) and previews its colour.
+                                                             // A flat exemplar still fits (the ridge) and previews its colour.
         let flat = RgbImage::from_pixel(8, 8, Rgb([200, 100, 50]));
         let zero = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu)?;
         let p = LatentPreview::fit(&zero, &flat)?.render(&zero, 16)?;

@@ -130,6 +130,8 @@ impl MidmApp {
         let generation = self.worker.run(request);
         self.steps.start(generation);
         self.inputs_seen(); // the resize above is no edit that should cancel this run
+        let inputs = (self.edit_version(), self.params.clone());
+        self.live.ran(inputs);
     }
 
     pub fn cancel(&mut self) {

@@ -55,7 +55,10 @@ impl MidmApp {
                 } if current(generation) => self.on_finished(elapsed),
                 WorkerEvent::Cancelled { generation } if current(generation) => {
                     self.steps.running = false;
-                    self.info("Run cancelled.");
+                    // In live mode every edit cancels a run: no news worth a message.
+                    if !self.live() {
+                        self.info("Run cancelled.");
+                    }
                 }
                 WorkerEvent::Failed { generation, error }
                     if current(generation) || !self.steps.running =>

@@ -7,6 +7,7 @@
 //! - [`canvas`]: the condition's layers, strokes, undo/redo;
 //! - [`compose`]: pure image compositing of the views (canvas, mask overlay, probe, edges);
 //! - [`export`]: PNGs with parameters in text chunks, the steps sheet;
+//! - [`live`]: live mode, runs that follow the pen;
 //! - [`session`]: what is kept across restarts.
 mod actions;
 pub mod app;
@@ -14,6 +15,7 @@ pub mod canvas;
 pub mod compose;
 mod events;
 pub mod export;
+pub mod live;
 pub mod outputs;
 mod panels;
 pub mod session;

@@ -74,18 +74,36 @@ pub struct StepsPanel {
     pub pending_decodes: HashSet<usize>,
     /// A steps sheet waiting for the remaining decodes.
     pub sheet_pending: Option<PathBuf>,
+    /// The frames are the previous run's, shown until the new run's first step arrives (so
+    /// that live mode does not flash an empty panel on every stroke).
+    stale: bool,
 }
 
 impl StepsPanel {
-    /// Forget the previous run; `generation` is the new one's.
+    /// A new run (`generation`) started: its steps replace the previous run's as they come.
     pub fn start(&mut self, generation: u64) {
-        *self = Self {
-            generation: Some(generation),
-            running: true,
-            run_started: Some(Instant::now()),
-            follow: true,
-            ..Self::default()
-        };
+        self.generation = Some(generation);
+        self.running = true;
+        self.run_started = Some(Instant::now());
+        self.timings = RunTimings::default();
+        self.pending_decodes.clear();
+        self.sheet_pending = None;
+        self.probe_requested = None;
+        match self.frames.is_empty() {
+            true => self.clear_frames(),
+            false => self.stale = true,
+        }
+    }
+
+    /// Forget the previous run's frames (at the new run's first step).
+    fn clear_frames(&mut self) {
+        self.frames.clear();
+        self.tex.clear();
+        self.selected = 0;
+        self.follow = true;
+        self.probe_tex = None;
+        self.probe_heat = None;
+        self.stale = false;
     }
 
     pub fn select(&mut self, i: usize) {
@@ -95,9 +113,12 @@ impl StepsPanel {
         }
     }
 
-    /// The final image of the last completed run.
+    /// The final image of the current run, once it is there.
     pub fn final_image(&self) -> Option<&RgbaImage> {
-        self.frames.iter().rev().find_map(|f| f.image.as_ref())
+        match self.stale {
+            true => None, // the previous run's, made with other inputs
+            false => self.frames.iter().rev().find_map(|f| f.image.as_ref()),
+        }
     }
 
     /// The latest probe row the worker sent for the shown step (see
@@ -114,6 +135,9 @@ impl StepsPanel {
     }
 
     pub fn push(&mut self, ctx: &egui::Context, frame: StepFrame) {
+        if self.stale {
+            self.clear_frames();
+        }
         if self.frames.is_empty() {
             self.timings.first_step = self.run_started.map(|s| s.elapsed());
             self.timings.first_step_parts =
@@ -186,7 +210,10 @@ impl StepsPanel {
 
     /// Ask for the exact decode of step `i` if it is not decoded or asked for yet.
     pub fn want_decode(&mut self, i: usize, actions: &mut Vec<Action>) {
-        if self.frames.get(i).is_some_and(|f| !f.exact) && self.pending_decodes.insert(i) {
+        if !self.stale
+            && self.frames.get(i).is_some_and(|f| !f.exact)
+            && self.pending_decodes.insert(i)
+        {
             actions.push(Action::Decode(i));
         }
     }
@@ -199,7 +226,8 @@ impl StepsPanel {
             .probe_heat
             .as_ref()
             .is_some_and(|(p, i, _)| (*p, *i) == key);
-        if !answered && self.probe_requested != Some(key) && !self.frames.is_empty() {
+        let fresh = !self.stale && !self.frames.is_empty();
+        if !answered && self.probe_requested != Some(key) && fresh {
             actions.push(Action::Probe(self.selected, pixel));
             self.probe_requested = Some(key);
         }
