@@ -57,6 +57,21 @@ pub struct Cursor {
     units: usize,
 }
 
+impl Cursor {
+    /// Where a replay continues after the first `n` steps.
+    pub fn after(n: usize) -> Self {
+        Cursor { op: n, units: 0 }
+    }
+
+    /// How many of `ops` this cursor has applied completely.
+    pub fn applied(&self, ops: &[Op]) -> usize {
+        match ops.get(self.op) {
+            Some(op) if self.units >= op.units() => self.op + 1,
+            _ => self.op,
+        }
+    }
+}
+
 /// What steps are replayed onto: the model-size layers here, the display raster in the view.
 pub trait Raster {
     fn clear(&mut self);
@@ -124,9 +139,9 @@ fn stamp_segment(img: &mut GrayImage, tool: Tool, radius: f32, a: (f32, f32), b:
     }
 }
 
-/// A fresh id for a canvas's step list, unique across canvases, so a view that cached a
+/// A fresh id (for a step list or a step), unique across canvases, so a view that cached a
 /// replay knows when to start over.
-fn fresh_generation() -> u64 {
+fn fresh_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
@@ -135,7 +150,9 @@ fn fresh_generation() -> u64 {
 pub struct Canvas {
     size: u32,
     ops: Vec<Op>,
-    redo: Vec<Op>,
+    /// A unique id per step (as `ops`), so a view can tell which steps it already rendered.
+    ids: Vec<u64>,
+    redo: Vec<(u64, Op)>,
     /// Steps before this index can no longer be undone.
     floor: usize,
     /// The model input (each `size` x `size`, 255 where painted), kept up to date incrementally.
@@ -153,6 +170,7 @@ impl Clone for Canvas {
         Self {
             size: self.size,
             ops: self.ops.clone(),
+            ids: self.ids.clone(),
             redo: self.redo.clone(),
             floor: self.floor,
             layers: self.layers.clone(),
@@ -160,7 +178,7 @@ impl Clone for Canvas {
             drawing: self.drawing,
             version: self.version,
             // the copies may diverge: a view must not take one's replay for the other's
-            generation: fresh_generation(),
+            generation: fresh_id(),
         }
     }
 }
@@ -181,6 +199,7 @@ impl Canvas {
         Self {
             size,
             ops: Vec::new(),
+            ids: Vec::new(),
             redo: Vec::new(),
             floor: 0,
             layers: (0..=PARTS.len())
@@ -189,7 +208,7 @@ impl Canvas {
             cursor: Cursor::default(),
             drawing: false,
             version: 0,
-            generation: fresh_generation(),
+            generation: fresh_id(),
         }
     }
 
@@ -197,6 +216,7 @@ impl Canvas {
     fn with_ops(size: u32, ops: Vec<Op>, version: u64) -> Self {
         let mut c = Canvas::new(size);
         c.floor = ops.len();
+        c.ids = ops.iter().map(|_| fresh_id()).collect();
         c.ops = ops;
         c.version = version;
         c.render();
@@ -219,6 +239,11 @@ impl Canvas {
     /// The steps, oldest first (for views that replay them at their own resolution).
     pub fn ops(&self) -> &[Op] {
         &self.ops
+    }
+
+    /// The steps' ids (as [`Self::ops`]): an id names one step with all the steps before it.
+    pub fn op_ids(&self) -> &[u64] {
+        &self.ids
     }
 
     /// A stroke is in progress (between `begin_stroke` and `end_stroke`).
@@ -270,7 +295,7 @@ impl Canvas {
     fn rerender(&mut self) {
         ModelLayers(&mut self.layers).clear();
         self.cursor = Cursor::default();
-        self.generation = fresh_generation();
+        self.generation = fresh_id();
         self.render();
     }
 
@@ -279,6 +304,7 @@ impl Canvas {
         self.drawing = false;
         self.redo.clear();
         self.ops.push(op);
+        self.ids.push(fresh_id());
         self.render();
         self.limit_undo();
         self.touched();
@@ -293,9 +319,10 @@ impl Canvas {
         if let Some(i) = cleared {
             // the layers stay as they are: replaying what follows a clear gives the same
             self.ops.drain(..=i);
+            self.ids.drain(..=i);
             self.floor -= i + 1;
             self.cursor.op -= i + 1;
-            self.generation = fresh_generation();
+            self.generation = fresh_id();
         }
     }
 
@@ -358,7 +385,7 @@ impl Canvas {
             return false;
         }
         self.drawing = false;
-        self.redo.extend(self.ops.pop());
+        self.redo.extend(self.ids.pop().zip(self.ops.pop()));
         self.rerender();
         self.touched();
         true
@@ -366,8 +393,9 @@ impl Canvas {
 
     pub fn redo(&mut self) -> bool {
         match self.redo.pop() {
-            Some(op) => {
+            Some((id, op)) => {
                 self.drawing = false;
+                self.ids.push(id);
                 self.ops.push(op);
                 self.render();
                 self.limit_undo();

@@ -5,12 +5,17 @@ use egui::{Color32, Pos2, Rect, TextureHandle, TextureOptions};
 use image::{imageops::FilterType, GrayImage, Rgba, RgbaImage};
 
 use super::color_image;
-use crate::ui::canvas::{replay, Canvas, Cursor, Raster, Stroke, Tool};
+use crate::ui::canvas::{replay, Canvas, Cursor, Op, Raster, Stroke, Tool};
 use crate::ui::compose;
 
 /// The display raster's largest side in pixels: above it the GPU scales it up (linearly, so
 /// edges stay smooth) rather than the CPU rendering ever larger images on every undo.
 const MAX_SIDE: u32 = 1024;
+
+/// The display keeps its coverage every this many steps (the latest `SNAPSHOTS` of them), so
+/// undo replays a few steps instead of the whole drawing.
+const SNAPSHOT_EVERY: usize = 16;
+const SNAPSHOTS: usize = 8;
 
 /// Display-raster pixels per model pixel for a `size`-pixel canvas shown at `scale` screen
 /// pixels per model pixel: a whole number (so raster bases stay crisp squares), at least the
@@ -85,6 +90,8 @@ struct DisplayRaster {
     cursor: Cursor,
     k: u32,
     cover: Vec<Option<GrayImage>>,
+    /// `cover` after the first n steps, with the id of step n-1.
+    snapshots: Vec<(usize, u64, Vec<Option<GrayImage>>)>,
     background: RgbaImage,
     image: RgbaImage,
     dirty: Option<[u32; 4]>,
@@ -112,6 +119,7 @@ impl DisplayRaster {
             cursor: Cursor::default(),
             k,
             cover: vec![None; layers],
+            snapshots: Vec::new(),
             image: background.clone(),
             background,
             dirty: None,
@@ -133,6 +141,54 @@ impl DisplayRaster {
     fn mark_all(&mut self) {
         let (w, h) = self.image.dimensions();
         self.mark([0, 0, w, h]);
+    }
+
+    /// Start from the latest snapshot still valid for steps `ids` (else from nothing).
+    fn restore(&mut self, ids: &[u64]) {
+        self.snapshots
+            .retain(|(n, id, _)| *n <= ids.len() && ids[*n - 1] == *id);
+        match self.snapshots.last() {
+            Some((n, _, cover)) => {
+                self.cover.clone_from(cover);
+                self.cursor = Cursor::after(*n);
+                self.mark_all();
+            }
+            None => {
+                self.clear();
+                self.cursor = Cursor::default();
+            }
+        }
+    }
+
+    /// Bring the coverage up to `canvas`'s steps.
+    fn sync(&mut self, canvas: &Canvas) {
+        if self.generation != canvas.generation() {
+            self.generation = canvas.generation();
+            self.restore(canvas.op_ids());
+        }
+        self.catch_up(canvas.ops(), canvas.op_ids());
+    }
+
+    /// Render the steps not yet shown, keeping a snapshot every `SNAPSHOT_EVERY` steps (of
+    /// finished steps only: the last one may be a stroke still growing).
+    fn catch_up(&mut self, ops: &[Op], ids: &[u64]) {
+        loop {
+            let taken = self.snapshots.last().map_or(0, |s| s.0);
+            let applied = self.cursor.applied(ops).max(taken + 1);
+            let next = applied.div_ceil(SNAPSHOT_EVERY) * SNAPSHOT_EVERY;
+            if next >= ops.len() {
+                break;
+            }
+            let from = self.cursor;
+            self.cursor = replay(&ops[..next], self, from);
+            self.snapshots
+                .push((next, ids[next - 1], self.cover.clone()));
+            if self.snapshots.len() > SNAPSHOTS {
+                self.snapshots.remove(0);
+            }
+        }
+        let from = self.cursor;
+        self.cursor = replay(ops, self, from);
     }
 
     /// Recompose the dirty rectangle; returns it.
@@ -218,7 +274,7 @@ impl CanvasView {
         painter.image(id, rect, uv, Color32::WHITE);
     }
 
-    /// The display raster brought up to date: rebuilt when steps were undone or the zoom,
+    /// The display raster brought up to date: rebuilt (from a snapshot) when steps were undone or the zoom,
     /// size or background changed, else only the new segments rendered and uploaded.
     fn display_texture(
         &mut self,
@@ -236,13 +292,7 @@ impl CanvasView {
         let raster = self.raster.get_or_insert_with(|| {
             DisplayRaster::new(bg_key, canvas.layer_count(), background.map(|b| b.0))
         });
-        if raster.generation != canvas.generation() {
-            raster.clear();
-            raster.cursor = Cursor::default();
-            raster.generation = canvas.generation();
-        }
-        let from = raster.cursor;
-        raster.cursor = replay(canvas.ops(), raster, from);
+        raster.sync(canvas);
         let dirty = raster.compose();
         let opts = TextureOptions::LINEAR;
         let side = raster.image.width();
@@ -320,6 +370,36 @@ mod tests {
         capsule(&mut cov, (20.0, 0.0), (20.0, 40.0), 2.0, true).unwrap();
         assert_eq!(cov.get_pixel(20, 12).0[0], 0);
         assert_eq!(cov.get_pixel(5, 5).0[0], 255);
+    }
+
+    #[test]
+    fn undo_from_a_snapshot_shows_what_a_full_render_shows() {
+        let mut c = Canvas::new(32);
+        let mut shown = DisplayRaster::new((32, 2, 0), c.layer_count(), None);
+        for i in 0..45 {
+            let (x, y) = ((i * 7 % 29) as f32 + 0.4, (i * 5 % 31) as f32 + 0.2);
+            let tool = if i % 4 == 3 {
+                Tool::Eraser
+            } else {
+                Tool::Brush
+            };
+            c.begin_stroke(i % 2, tool, 1.5, (x, y));
+            shown.sync(&c);
+            c.continue_stroke(i % 2, tool, 1.5, (x + 4.2, y + 1.7));
+            c.end_stroke();
+            shown.sync(&c);
+        }
+        assert_eq!(shown.snapshots.len(), 2);
+        for _ in 0..6 {
+            c.undo();
+            shown.sync(&c);
+        }
+        c.line(0, Tool::Brush, 2.0, (1.0, 30.0), (30.0, 1.0));
+        shown.sync(&c);
+        let mut fresh = DisplayRaster::new((32, 2, 0), c.layer_count(), None);
+        fresh.sync(&c);
+        assert!(shown.cover == fresh.cover, "undo restored another picture");
+        assert!(shown.cover[0].is_some() && shown.cover[1].is_some());
     }
 
     #[test]
