@@ -241,7 +241,10 @@ impl Raster for DisplayRaster {
         let cov = slot.get_or_insert_with(|| GrayImage::new(side, side));
         let k = self.k as f32;
         let (a, b) = ((a.0 * k, a.1 * k), (b.0 * k, b.1 * k));
-        if let Some(r) = capsule(cov, a, b, s.radius * k, s.tool == Tool::Eraser) {
+        // As wide as the model input: its disks of radius round(radius - 0.5) cover
+        // 2 * that + 1 pixels (even brush sizes round up).
+        let shown = (s.radius - 0.5).max(0.0).round() + 0.5;
+        if let Some(r) = capsule(cov, a, b, shown * k, s.tool == Tool::Eraser) {
             self.mark(r);
         }
     }
