@@ -364,7 +364,8 @@ impl MidmApp {
         egui::Panel::bottom("messages").show(ui, |ui| self.messages.ui(ui));
         let (label_nc, size) = (self.label_nc(), self.model_size());
         egui::CentralPanel::default().show(ui, |ui| {
-            egui::ScrollArea::both().show(ui, |ui| {
+            // Vertical scrolling only: the panels scale to the width they have.
+            egui::ScrollArea::vertical().show(ui, |ui| {
                 ui.horizontal_top(|ui| {
                     let ctx = ui.ctx().clone();
                     let edges = self.exemplar.edges(&ctx, size, self.params.canny).cloned();
