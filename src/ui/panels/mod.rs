@@ -6,6 +6,7 @@ pub mod draw;
 pub mod exemplar;
 pub mod messages;
 pub mod model;
+pub mod outputs;
 pub mod params;
 pub mod steps;
 pub mod toolbar;
@@ -39,6 +40,8 @@ pub enum Action {
     LoadModel(PathBuf),
     /// Reload the current model (after a device or precision change).
     ReloadModel,
+    /// Save into this outputs folder from now on (remembered).
+    SetOutputs(PathBuf),
     /// Turn live mode on or off.
     SetLive(bool),
     /// Decode step i of the current run.
