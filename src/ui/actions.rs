@@ -140,6 +140,18 @@ impl MidmApp {
             options: self.params.sampler_options(),
             seed: self.params.seed,
         };
+        if self.steps.running {
+            // Live mode supersedes runs all the time: keep their figures in the log.
+            let t = &self.steps.timings;
+            let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1e3);
+            let max = t.frame_time_summary().map(|(_, max)| max);
+            tracing::info!(
+                "Run superseded: first step after {:.0} ms, UI frame time {:.2} ms max over {} frames",
+                ms(t.first_step),
+                ms(max),
+                t.frame_times.len()
+            );
+        }
         let generation = self.worker.run(request);
         self.steps.start(generation);
         self.inputs_seen(); // the resize above is no edit that should cancel this run
