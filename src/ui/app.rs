@@ -13,6 +13,7 @@ use image::RgbaImage;
 use super::canvas::Canvas;
 use super::panels::draw::{DrawPanel, DrawView};
 use super::panels::exemplar::ExemplarPanel;
+use super::panels::gallery::GalleryPanel;
 pub use super::panels::messages::Message;
 use super::panels::messages::Messages;
 use super::panels::model::ModelPanel;
@@ -49,6 +50,7 @@ pub struct MidmApp {
     pub(super) draw: DrawPanel,
     pub(super) exemplar: ExemplarPanel,
     pub(super) steps: StepsPanel,
+    pub(super) gallery: GalleryPanel,
     pub(super) messages: Messages,
     pub(super) dialogs: (Sender<DialogResult>, Receiver<DialogResult>),
     pub(super) photo_edges: (Sender<PhotoEdges>, Receiver<PhotoEdges>),
@@ -83,6 +85,7 @@ impl MidmApp {
             draw: session.draw.panel(),
             exemplar: session.exemplar.panel(),
             steps: StepsPanel::default(),
+            gallery: GalleryPanel::new(session.gallery_folder.clone()),
             messages: Messages::default(),
             dialogs: unbounded(),
             photo_edges: unbounded(),
@@ -314,6 +317,7 @@ impl MidmApp {
                 });
             });
         egui::Panel::bottom("messages").show(ui, |ui| self.messages.ui(ui));
+        self.gallery_ui(ui, actions);
         let (label_nc, size) = (self.label_nc(), self.model_size());
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::both().show(ui, |ui| {
@@ -354,6 +358,7 @@ impl MidmApp {
                 }
             }
             Action::PasteExemplar => self.paste_exemplar(),
+            Action::UseExemplar(p) => self.use_gallery_exemplar(&p),
             Action::LoadModel(p) => self.load_model(p),
             Action::ReloadModel => {
                 if let Some(m) = self.model.info.clone() {

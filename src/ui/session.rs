@@ -34,6 +34,9 @@ pub struct Session {
     pub exemplar: ExemplarSession,
     pub params: Params,
     pub model_path: Option<PathBuf>,
+    /// The exemplar gallery's user folder.
+    #[serde(default)]
+    pub gallery_folder: Option<PathBuf>,
 }
 
 impl DrawSession {
@@ -92,6 +95,7 @@ impl MidmApp {
             exemplar: ExemplarSession::of(&self.exemplar),
             params: self.params.clone(),
             model_path: self.model.info.as_ref().map(|m| m.path.clone()),
+            gallery_folder: self.gallery.folder.clone(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! [`Action`] and the app carries it out.
 pub mod draw;
 pub mod exemplar;
+pub mod gallery;
 pub mod messages;
 pub mod model;
 pub mod params;
@@ -22,6 +23,7 @@ pub enum Dialog {
     EdgesFromPhoto,
     OpenModelFolder,
     OpenModelFile,
+    GalleryFolder,
     ExportPng,
     ExportSheet,
 }
@@ -35,6 +37,8 @@ pub enum Action {
     /// Save the result to the outputs folder at once (Ctrl+S).
     QuickSave,
     PasteExemplar,
+    /// Use this gallery image as the exemplar.
+    UseExemplar(PathBuf),
     LoadModel(PathBuf),
     /// Reload the current model (after a device or precision change).
     ReloadModel,
