@@ -83,6 +83,10 @@ impl MidmApp {
         self.gallery.set_folder(folder);
     }
 
+    pub fn gallery_folder(&self) -> Option<&Path> {
+        self.gallery.folder.as_deref()
+    }
+
     /// The name of the current exemplar (its file name when opened from a file).
     pub fn exemplar_name(&self) -> Option<&str> {
         self.exemplar.exemplar.as_ref().map(|e| e.name.as_str())

@@ -2,6 +2,13 @@
 //! exemplar at a time (a `Ranked` event each, so the UI fills in as they come). A ranking
 //! yields to runs: between exemplars it stops as soon as a run was submitted (or cancelled)
 //! after it was asked, or a newer ranking was asked.
+//!
+//! An exemplar's features do not depend on the sketch, and re-ranking after every stroke is
+//! the common case: they are kept per image (and Canny settings) for the loaded model, so a
+//! re-ranking only matches them against the new sketch.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -32,6 +39,27 @@ impl RankJob {
         self.rankings.load(Ordering::SeqCst) != self.ranking
             || self.generations.load(Ordering::SeqCst) != self.generation
     }
+}
+
+/// Most exemplars whose features are kept (about 130 KB each at a 32x32 latent).
+const CACHE_LIMIT: usize = 1024;
+
+/// Exemplar features of one model, by hash of (image, Canny settings).
+#[derive(Default)]
+struct Cache {
+    model: u64,
+    features: HashMap<u64, ExemplarFeatures>,
+}
+
+thread_local! {
+    // Only the worker thread ranks; a respawned worker starts empty, as its model does.
+    static CACHE: RefCell<Cache> = RefCell::default();
+}
+
+fn hash_of(h: impl Hash) -> u64 {
+    let mut s = DefaultHasher::new();
+    h.hash(&mut s);
+    s.finish()
 }
 
 /// Serves `job`, reporting through `emit`; ends with `RankDone`.
@@ -67,12 +95,20 @@ pub(super) fn serve(
             return done(true);
         }
     };
+    // The model's identity: an installed model may share a path, not an address and a hash.
+    let model_key = hash_of((
+        model as *const MidmModel as usize,
+        &info.hash,
+        info.precision.name(),
+    ));
     for (id, image) in &job.exemplars {
         if job.superseded() {
             return done(false);
         }
         let score = guarded("ranking", || {
-            let ex = exemplar_features(model, info, image, job.canny)?;
+            let ex = cached_features(model_key, image, job.canny, || {
+                exemplar_features(model, info, image, job.canny)
+            })?;
             score(&condition, &ex, RankOptions::default())
         });
         emit(WorkerEvent::Ranked {
@@ -82,6 +118,30 @@ pub(super) fn serve(
         });
     }
     done(true)
+}
+
+fn cached_features(
+    model: u64,
+    image: &RgbaImage,
+    canny: CannyParams,
+    compute: impl FnOnce() -> Result<ExemplarFeatures>,
+) -> Result<ExemplarFeatures> {
+    let key = hash_of((image.dimensions(), image.as_raw(), format!("{canny:?}")));
+    let hit = CACHE.with_borrow_mut(|c| {
+        if c.model != model || c.features.len() >= CACHE_LIMIT {
+            *c = Cache {
+                model,
+                ..Cache::default()
+            };
+        }
+        c.features.get(&key).cloned()
+    });
+    if let Some(f) = hit {
+        return Ok(f);
+    }
+    let f = compute()?;
+    CACHE.with_borrow_mut(|c| c.features.insert(key, f.clone()));
+    Ok(f)
 }
 
 fn label_tensor(model: &MidmModel, l: &Label) -> Result<Tensor> {
