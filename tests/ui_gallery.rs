@@ -142,6 +142,18 @@ fn the_gallery_ranks_the_shipped_exemplars_for_the_sketch_and_a_click_uses_one()
     assert_eq!(h.state().exemplar_name(), Some(file.as_str()));
     assert_eq!(h.state().last_error(), None);
 
+    // The gallery hides and comes back.
+    h.get_by_label("»").click();
+    for _ in 0..30 {
+        h.step(); // the panel's slide animation
+    }
+    assert!(h.query_by_label(&best).is_none(), "hidden");
+    h.get_by_label("«").click();
+    for _ in 0..30 {
+        h.step();
+    }
+    assert!(h.query_by_label(&best).is_some(), "shown again");
+
     // A new stroke ranks again.
     stroke(&mut h, (5.0, 55.0), (55.0, 55.0));
     step_until(&mut h, "the ranking to start", |a| a.gallery_busy());

@@ -72,8 +72,9 @@ pub struct GalleryPanel {
     reload: bool,
     failed: Vec<String>,
     channel: (Sender<Loaded>, Receiver<Loaded>),
-    /// The ranking in flight.
+    /// The ranking in flight, and how many entries it scored so far.
     ranking: Option<u64>,
+    scored: usize,
     /// The key of the last ranking asked (in flight or done); `None`: ask again.
     ranked: Option<RankKey>,
     /// The key seen last and since when (the debounce).
@@ -96,6 +97,7 @@ impl GalleryPanel {
             failed: Vec::new(),
             channel: unbounded(),
             ranking: None,
+            scored: 0,
             ranked: None,
             seen: None,
             picked: None,
@@ -217,6 +219,7 @@ impl GalleryPanel {
 
     pub fn ranking_started(&mut self, ranking: u64, key: RankKey) {
         self.ranking = Some(ranking);
+        self.scored = 0;
         self.ranked = Some(key);
     }
 
@@ -225,6 +228,7 @@ impl GalleryPanel {
             WorkerEvent::Ranked { ranking, id, score } if Some(ranking) == self.ranking => {
                 if let Some(e) = self.entries.get_mut(id) {
                     e.score = Some(score);
+                    self.scored += 1;
                 }
             }
             WorkerEvent::RankDone { ranking, complete } if Some(ranking) == self.ranking => {
@@ -246,7 +250,8 @@ impl GalleryPanel {
             .resizable(true)
             .default_size(190.0)
             .min_size(90.0);
-        let mut open = self.open;
+        let before = self.open;
+        let mut open = before;
         egui::Panel::show_switched(ui, &mut open, collapsed, expanded, |ui, expanded| {
             if expanded {
                 self.ui(ui, view, actions);
@@ -258,8 +263,9 @@ impl GalleryPanel {
                 self.open = true;
             }
         });
-        if !open {
-            self.open = false;
+        // Dragging the panel's edge may open or close it too.
+        if open != before {
+            self.open = open;
         }
     }
 
@@ -268,7 +274,7 @@ impl GalleryPanel {
             ui.strong("Gallery");
             if self.ranking.is_some() {
                 ui.spinner();
-                ui.weak("ranking...");
+                ui.weak(format!("ranking {}/{}", self.scored, self.entries.len()));
             } else if self.is_loading() {
                 ui.spinner();
             }
@@ -388,7 +394,7 @@ impl GalleryPanel {
             .is_some_and(|(p, v)| *p == e.path && *v == view.exemplar_version);
         let visuals = ui.visuals();
         let stroke = match (current, response.hovered()) {
-            (true, _) => Stroke::new(3.0, visuals.selection.bg_fill),
+            (true, _) => Stroke::new(3.0, visuals.selection.stroke.color),
             (false, true) => Stroke::new(1.0, visuals.strong_text_color()),
             (false, false) => Stroke::new(1.0, visuals.weak_text_color().gamma_multiply(0.5)),
         };
