@@ -83,9 +83,11 @@ fn stroke(h: &mut Harness<'static, MidmApp>, a: (f32, f32), b: (f32, f32)) {
     h.step();
 }
 
-/// An app with the fixture model loaded, an exemplar and a drawn stroke.
+/// An app with the fixture model loaded, an exemplar and a drawn stroke; live mode off (runs
+/// start with Run).
 fn ready_app(refine: bool) -> Harness<'static, MidmApp> {
     let mut app = fresh_app();
+    app.set_live(false);
     app.install_model(fixture_model(), common::parity_dir());
     app.set_exemplar(exemplar(), "gradient".into());
     app.params.refine = refine;
@@ -243,6 +245,8 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
     }
     let sheet = dir.join("sheet.png");
     h.state_mut().export_sheet(&sheet).unwrap();
+    // The sheet waits for the exact decodes of the streamed (previewed) steps.
+    step_until(&mut h, "the steps sheet", |a| !a.sheet_pending());
     let sheet_img = image::open(&sheet).unwrap();
     assert!(sheet_img.width() > sheet_img.height());
     let mut other = fresh_app();
@@ -250,6 +254,84 @@ fn run_streams_into_the_scrubber_and_scrubbing_changes_the_view() {
     assert!(other.restore_from_png(&out));
     assert_eq!(other.params.seed, 4242);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn live_mode_runs_on_each_stroke_and_on_a_pause_and_the_newest_run_wins() {
+    let mut app = fresh_app();
+    app.install_model(fixture_model(), common::parity_dir());
+    app.set_exemplar(exemplar(), "gradient".into());
+    app.params.refine = true; // a long run, so that the next stroke finds it in flight
+    let mut h = harness(app);
+    step_until(&mut h, "the model", |a| a.model_info().is_some());
+    assert!(
+        h.state().live(),
+        "live mode is on by default for a small model"
+    );
+    for _ in 0..5 {
+        h.step();
+    }
+    assert_eq!(h.state().run_generation(), None, "a run on an empty canvas");
+    // The end of a stroke starts a run.
+    stroke(&mut h, (10.0, 10.0), (50.0, 40.0));
+    let first = h
+        .state()
+        .run_generation()
+        .expect("the stroke started no run");
+    assert!(h.state().is_running());
+    step_until(&mut h, "the first run's first step", |a| {
+        !a.frames().is_empty()
+    });
+    // The next stroke cancels it and starts another, which runs to the final image.
+    stroke(&mut h, (5.0, 55.0), (40.0, 55.0));
+    let second = h.state().run_generation().unwrap();
+    assert!(second > first);
+    step_until(&mut h, "the second run", |a| a.final_image().is_some());
+    assert!(!h.state().is_running());
+    assert_eq!(h.state().run_generation(), Some(second));
+    assert!(h
+        .state()
+        .frames()
+        .iter()
+        .all(|f| f.total == h.state().frames()[0].total));
+    assert!(
+        h.state().last_error().is_none(),
+        "{:?}",
+        h.state().messages()
+    );
+    // Nothing changed: no new run.
+    for _ in 0..20 {
+        h.step();
+    }
+    assert_eq!(h.state().run_generation(), Some(second));
+
+    // A pause with the pen down starts a run before the stroke ends.
+    let rect = h.state().canvas_rect().unwrap();
+    let zoom = rect.width() / h.state().canvas().size() as f32;
+    let at = |x: f32, y: f32| Pos2::new(rect.min.x + x * zoom, rect.min.y + y * zoom);
+    h.hover_at(at(30.0, 5.0));
+    h.step();
+    h.drag_at(at(30.0, 5.0));
+    h.step();
+    h.hover_at(at(30.0, 25.0));
+    h.step();
+    assert_eq!(
+        h.state().run_generation(),
+        Some(second),
+        "ran while the pen moved"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    h.step();
+    let third = h.state().run_generation().unwrap();
+    assert!(third > second, "no run after a pause while drawing");
+    h.drop_at(at(30.0, 25.0));
+    h.step();
+    // Turning it off: a stroke starts nothing.
+    h.state_mut().set_live(false);
+    step_until(&mut h, "the third run", |a| !a.is_running());
+    let last = h.state().run_generation();
+    stroke(&mut h, (50.0, 5.0), (60.0, 20.0));
+    assert_eq!(h.state().run_generation(), last);
 }
 
 fn frames_len(h: &Harness<'static, MidmApp>) -> usize {
@@ -395,7 +477,7 @@ fn a_model_of_another_size_keeps_the_canvas_on_screen_at_the_same_size() {
 }
 
 #[test]
-fn following_a_run_decodes_refinement_steps_only_when_one_is_picked() {
+fn following_a_run_shows_previews_and_decodes_a_step_only_when_one_is_picked() {
     let mut h = ready_app(true);
     h.get_by_label("Run").click();
     h.step();
@@ -405,27 +487,23 @@ fn following_a_run_decodes_refinement_steps_only_when_one_is_picked() {
         h.step();
         std::thread::sleep(Duration::from_millis(10));
     }
-    let refine: Vec<usize> = h
-        .state()
-        .frames()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| matches!(f.kind, StepKind::Refine { .. }))
-        .map(|(i, _)| i)
-        .collect();
-    assert!(!refine.is_empty());
-    for &i in &refine {
-        assert!(
-            h.state().frames()[i].pred_x0.is_none(),
-            "refinement step {i} was decoded although it was only passed while following"
-        );
-    }
-    // Picking one decodes it on demand.
-    let i = refine[refine.len() / 2];
+    let frames = h.state().frames();
+    assert!(
+        frames.iter().all(|f| f.pred_x0.is_some()),
+        "a step without preview"
+    );
+    let previews: Vec<usize> = (0..frames.len()).filter(|&i| !frames[i].exact).collect();
+    assert_eq!(
+        previews.len(),
+        frames.len() - 1,
+        "a step passed while following was decoded exactly"
+    );
+    // Picking one decodes it exactly on demand, replacing the preview.
+    let i = previews[previews.len() / 2];
+    let preview = frames[i].pred_x0.clone();
     h.state_mut().select_step(i);
-    step_until(&mut h, "the picked step's decode", |a| {
-        a.frames()[i].pred_x0.is_some()
-    });
+    step_until(&mut h, "the picked step's decode", |a| a.frames()[i].exact);
+    assert_ne!(h.state().frames()[i].pred_x0, preview);
 }
 
 #[test]

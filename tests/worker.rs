@@ -272,7 +272,7 @@ fn running_without_a_model_is_an_error() {
 }
 
 #[test]
-fn refinement_steps_in_between_are_decoded_on_request() {
+fn steps_stream_as_previews_and_are_decoded_exactly_on_request() {
     let (w, size, nc) = worker_with_model();
     let g = w.run(request(size as u32, nc, 5, true));
     let events = collect(&w, |e| is_end(e, g));
@@ -284,25 +284,36 @@ fn refinement_steps_in_between_are_decoded_on_request() {
         })
         .collect();
     assert_eq!(frames.len(), frames[0].total);
-    let lazy: Vec<_> = frames.iter().filter(|f| f.pred_x0.is_none()).collect();
-    assert!(
-        !lazy.is_empty(),
-        "every refinement step was decoded eagerly"
-    );
-    assert!(lazy
+    // Every step streams with a preview; only the final image is an exact decode.
+    for f in &frames {
+        assert_eq!(f.exact, f.kind == StepKind::Final, "step {}", f.index);
+        let shown = f.pred_x0.as_ref().expect("a preview of every step");
+        assert_eq!(shown.dimensions(), (size as u32, size as u32));
+    }
+    let f = frames
         .iter()
-        .all(|f| matches!(f.kind, StepKind::Refine { .. })));
-    let f = lazy[0];
+        .find(|f| matches!(f.kind, StepKind::Interleaved { rewarped: true, .. }))
+        .expect("a re-warp step");
     w.decode(g, f.index);
     let events = collect(&w, |e| matches!(e, WorkerEvent::Decoded { .. }));
     match events.last() {
         Some(WorkerEvent::Decoded {
             index,
-            result: Ok(img),
+            result: Ok(decoded),
             ..
         }) => {
             assert_eq!(*index, f.index);
-            assert_eq!(img.dimensions(), (size as u32, size as u32));
+            assert_eq!(decoded.pred_x0.dimensions(), (size as u32, size as u32));
+            assert_ne!(
+                Some(&decoded.pred_x0),
+                f.pred_x0.as_ref(),
+                "no exact decode"
+            );
+            let warped = decoded
+                .warped
+                .as_ref()
+                .expect("the exact R of a re-warp step");
+            assert_eq!(warped.dimensions(), (size as u32, size as u32));
         }
         other => panic!("expected Decoded, got {other:?}"),
     }

@@ -167,6 +167,9 @@ pub struct StepEvent {
     pub warp_weights: Option<Tensor>,
     /// Decoded image [B, 3, H, W] in about [-1, 1] (`Final` only).
     pub image: Option<Tensor>,
+    /// The encoded exemplar E(y) [B, c, h, w] (`InitialWarp` only): with the exemplar image it
+    /// lets a viewer fit a cheap latent-to-colour preview (see `crate::image::LatentPreview`).
+    pub exemplar_latent: Option<Tensor>,
     /// Time since the run started.
     pub elapsed: Duration,
 }
@@ -279,6 +282,7 @@ struct Run<'a> {
     start: Instant,
     events: usize,
     total: usize,
+    exemplar_latent: Option<Tensor>,
 }
 
 impl<'a> Run<'a> {
@@ -315,6 +319,7 @@ impl<'a> Run<'a> {
             start: Instant::now(),
             events: 0,
             total: 1 + opts.interleaved_steps + refine_steps + 1,
+            exemplar_latent: None,
         })
     }
 
@@ -350,6 +355,10 @@ impl<'a> Run<'a> {
                 None
             },
             image: image.cloned(),
+            exemplar_latent: match kind {
+                StepKind::InitialWarp => self.exemplar_latent.clone(),
+                _ => None,
+            },
             elapsed: self.start.elapsed(),
         };
         self.events += 1;
@@ -410,6 +419,7 @@ impl<'a> Run<'a> {
 
         // Exemplar side, computed once for the whole run.
         let ref_latent = model.autoencoder.encode(&exemplar)?;
+        self.exemplar_latent = Some(ref_latent.clone());
         let (_, _, h, w) = ref_latent.dims4()?;
         let down = model.config.label_downsample;
         let label_ds = down.apply(&condition, h, w)?;

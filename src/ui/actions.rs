@@ -130,6 +130,8 @@ impl MidmApp {
         let generation = self.worker.run(request);
         self.steps.start(generation);
         self.inputs_seen(); // the resize above is no edit that should cancel this run
+        let inputs = (self.edit_version(), self.params.clone());
+        self.live.ran(inputs);
     }
 
     pub fn cancel(&mut self) {
@@ -284,7 +286,7 @@ impl MidmApp {
         let Some(path) = self.steps.sheet_pending.clone() else {
             return;
         };
-        let undecoded = self.steps.frames.iter().any(|f| f.pred_x0.is_none());
+        let undecoded = self.steps.frames.iter().any(|f| !f.exact);
         if undecoded && !self.steps.pending_decodes.is_empty() {
             return; // still decoding
         }

@@ -11,6 +11,7 @@ use egui::{Key, KeyboardShortcut, Modifiers, Rect};
 use image::RgbaImage;
 
 use super::canvas::Canvas;
+use super::live::{LiveMode, LiveStep};
 use super::panels::draw::{DrawPanel, DrawView};
 use super::panels::exemplar::ExemplarPanel;
 use super::panels::gallery::GalleryPanel;
@@ -55,6 +56,7 @@ pub struct MidmApp {
     pub(super) dialogs: (Sender<DialogResult>, Receiver<DialogResult>),
     pub(super) photo_edges: (Sender<PhotoEdges>, Receiver<PhotoEdges>),
     pub(super) pending_run: bool,
+    pub(super) live: LiveMode,
     /// Where Ctrl+S saves (a dated folder below it): `$MIDM_OUTPUTS`, else ~/Pictures/midm.
     pub(super) outputs_root: PathBuf,
     last_edit_version: (u64, u64, u64),
@@ -90,6 +92,7 @@ impl MidmApp {
             dialogs: unbounded(),
             photo_edges: unbounded(),
             pending_run: args.run,
+            live: LiveMode::new(session.live),
             outputs_root: super::outputs::default_root(),
             last_edit_version: (0, 0, 0),
             last_frame_ms: 0.0,
@@ -140,6 +143,11 @@ impl MidmApp {
 
     pub fn is_loading(&self) -> bool {
         self.model.loading.is_some()
+    }
+
+    /// The generation of the latest run started, if any.
+    pub fn run_generation(&self) -> Option<u64> {
+        self.steps.generation
     }
 
     pub fn is_running(&self) -> bool {
@@ -238,7 +246,7 @@ impl MidmApp {
         self.model.info.as_ref().map_or(1, |m| m.label_nc)
     }
 
-    fn edit_version(&self) -> (u64, u64, u64) {
+    pub(super) fn edit_version(&self) -> (u64, u64, u64) {
         let (a, b) = self.draw.version();
         (a, b, self.exemplar.version)
     }
@@ -290,10 +298,35 @@ impl MidmApp {
                 self.cancel();
             }
         }
+        self.live_step(&ctx);
         let dt = t0.elapsed();
         self.last_frame_ms = dt.as_secs_f32() * 1e3;
         if self.steps.running {
             self.steps.timings.frame_times.push(dt);
+        }
+    }
+
+    /// Whether live mode is on (the user's choice, else on for fast models).
+    pub fn live(&self) -> bool {
+        self.live.enabled(self.model.info.as_ref())
+    }
+
+    pub fn set_live(&mut self, on: bool) {
+        self.live.choice = Some(on);
+    }
+
+    /// Live mode: start a run when the inputs changed and the pen is up or has paused.
+    fn live_step(&mut self, ctx: &egui::Context) {
+        let ready = self.model.info.is_some() && self.model.loading.is_none();
+        if !self.live() || !ready || !self.has_exemplar() || self.draw.canvas.is_empty() {
+            return;
+        }
+        let pen_down = ctx.input(|i| i.pointer.primary_down());
+        let inputs = (self.edit_version(), self.params.clone());
+        match self.live.poll(Instant::now(), inputs, pen_down) {
+            LiveStep::Run => self.request_run(),
+            LiveStep::WaitFor(d) => ctx.request_repaint_after(d),
+            LiveStep::Idle => {}
         }
     }
 
@@ -304,6 +337,7 @@ impl MidmApp {
                 loading: self.model.loading.as_deref(),
                 has_exemplar: self.has_exemplar(),
                 steps: &self.steps,
+                live: self.live(),
             };
             toolbar::ui(ui, &view, actions);
         });
@@ -359,6 +393,7 @@ impl MidmApp {
             }
             Action::PasteExemplar => self.paste_exemplar(),
             Action::UseExemplar(p) => self.use_gallery_exemplar(&p),
+            Action::SetLive(on) => self.set_live(on),
             Action::LoadModel(p) => self.load_model(p),
             Action::ReloadModel => {
                 if let Some(m) = self.model.info.clone() {

@@ -113,6 +113,8 @@ impl Canvas {
     /// Continue the stroke in progress to `p`.
     pub fn continue_stroke(&mut self, layer: usize, tool: Tool, radius: f32, p: (f32, f32)) {
         match self.last {
+            // The pen held still: no change (live mode waits for such a pause).
+            Some(prev) if prev == p => {}
             Some(prev) => {
                 self.stamp_segment(layer, tool, radius, prev, p);
                 self.last = Some(p);

@@ -35,7 +35,7 @@ impl MidmApp {
                     result,
                 } if current(generation) && index < self.steps.frames.len() => {
                     match result {
-                        Ok(img) => self.steps.on_decoded(ctx, index, img),
+                        Ok(decoded) => self.steps.on_decoded(ctx, index, decoded),
                         Err(e) => {
                             self.steps.pending_decodes.remove(&index);
                             self.error(format!("Could not decode step {index}: {e}"));
@@ -55,7 +55,10 @@ impl MidmApp {
                 } if current(generation) => self.on_finished(elapsed),
                 WorkerEvent::Cancelled { generation } if current(generation) => {
                     self.steps.running = false;
-                    self.info("Run cancelled.");
+                    // In live mode every edit cancels a run: no news worth a message.
+                    if !self.live() {
+                        self.info("Run cancelled.");
+                    }
                 }
                 WorkerEvent::Failed { generation, error }
                     if current(generation) || !self.steps.running =>
@@ -144,7 +147,7 @@ impl MidmApp {
             None => String::new(),
         };
         let text = format!(
-            "Run done: first step after {:.0} ms{first_parts}, final image after {:.0} ms (worker {:.0} ms, of which {:.0} ms decoding steps for display){frames}",
+            "Run done: first step after {:.0} ms{first_parts}, final image after {:.0} ms (worker {:.0} ms, of which {:.0} ms making step previews){frames}",
             ms(t.first_step.unwrap_or_default()),
             ms(t.final_image.unwrap_or_default()),
             ms(elapsed),

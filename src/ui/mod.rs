@@ -8,6 +8,7 @@
 //! - [`canvas`]: the condition's layers, strokes, undo/redo;
 //! - [`compose`]: pure image compositing of the views (canvas, mask overlay, probe, edges);
 //! - [`export`]: PNGs with parameters in text chunks, the steps sheet;
+//! - [`live`]: live mode, runs that follow the pen;
 //! - [`session`]: what is kept across restarts.
 mod actions;
 pub mod app;
@@ -16,6 +17,7 @@ pub mod compose;
 mod events;
 pub mod export;
 mod gallery;
+pub mod live;
 pub mod outputs;
 mod panels;
 pub mod session;

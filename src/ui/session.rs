@@ -34,6 +34,8 @@ pub struct Session {
     pub exemplar: ExemplarSession,
     pub params: Params,
     pub model_path: Option<PathBuf>,
+    /// Live mode as the user set it (`None`: on for fast models).
+    pub live: Option<bool>,
     /// The exemplar gallery's user folder.
     #[serde(default)]
     pub gallery_folder: Option<PathBuf>,
@@ -95,6 +97,7 @@ impl MidmApp {
             exemplar: ExemplarSession::of(&self.exemplar),
             params: self.params.clone(),
             model_path: self.model.info.as_ref().map(|m| m.path.clone()),
+            live: self.live.choice,
             gallery_folder: self.gallery.folder.clone(),
         }
     }

@@ -88,11 +88,14 @@ pub struct StepFrame {
     pub index: usize,
     pub total: usize,
     pub t: Option<usize>,
-    /// Decoded x0 estimate r~n, at image resolution. `None` for refinement steps decoded only
-    /// on request ([`WorkerHandle::decode`]): a decode costs several UNet passes, so decoding
-    /// all 20 refinement steps eagerly would multiply the run time.
+    /// Whether `pred_x0` and `warped` are exact decodes. While a run streams they are latent
+    /// previews ([`crate::image::LatentPreview`]): a decode costs several UNet passes, so
+    /// decoding every step would multiply the run time. [`WorkerHandle::decode`] gives the
+    /// exact images of a step; only the `Final` step comes exact.
+    pub exact: bool,
+    /// x0 estimate r~n at image resolution (`None` if no preview could be made).
     pub pred_x0: Option<RgbaImage>,
-    /// Decoded warped exemplar R, at image resolution.
+    /// Warped exemplar R at image resolution, if the step matched.
     pub warped: Option<RgbaImage>,
     /// Confidence mask M at latent resolution (white = re-warp kept).
     pub mask: Option<RgbaImage>,
@@ -105,6 +108,14 @@ pub struct StepFrame {
     pub convert_time: Duration,
     /// When the worker sent it (to measure latencies on the UI side).
     pub sent_at: Instant,
+}
+
+/// The exact decodes of one step.
+#[derive(Debug, Clone)]
+pub struct DecodedStep {
+    pub pred_x0: RgbaImage,
+    /// R, where the step matched.
+    pub warped: Option<RgbaImage>,
 }
 
 /// Messages from the worker.
@@ -126,7 +137,7 @@ pub enum WorkerEvent {
     Decoded {
         generation: u64,
         index: usize,
-        result: Result<RgbaImage, String>,
+        result: Result<DecodedStep, String>,
     },
     /// Answer to [`WorkerHandle::probe`]: the soft-warp weights of latent pixel `pixel` over
     /// the exemplar's latent grid (normalised to max 1), from the latest matching at or before
@@ -259,8 +270,8 @@ impl WorkerHandle {
         generation
     }
 
-    /// Decode step `index` of run `generation` (answered by `Decoded`, after any run in
-    /// flight; dropped if a newer run started meanwhile).
+    /// Decode step `index` of run `generation` exactly (answered by `Decoded`, after any run
+    /// in flight; dropped if a newer run started meanwhile).
     pub fn decode(&self, generation: u64, index: usize) {
         self.send(Request::Decode { generation, index });
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use image::{GrayImage, RgbaImage};
 
-use super::serve::{build, guarded, image_to_tensor};
+use super::serve::{build, exemplar_at, guarded};
 use super::{LabelInput, ModelInfo, WorkerEvent};
 use crate::error::Result;
 use crate::image::{empty_parts, CannyParams, Label};
@@ -178,6 +178,6 @@ fn exemplar_features(
         parts: empty_parts(size),
     };
     let label = build(&input, image, info.label_nc, info.image_size)?;
-    let tensor = image_to_tensor(image, info.image_size, &model.device)?;
+    let tensor = crate::image::rgb_to_tensor(&exemplar_at(image, info.image_size), &model.device)?;
     ExemplarFeatures::new(model, &tensor, &label_tensor(model, &label)?)
 }

@@ -6,24 +6,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use crossbeam_channel::{Receiver, Sender};
-use image::{imageops::FilterType, DynamicImage, GrayImage, RgbaImage};
+use image::{imageops::FilterType, DynamicImage, GrayImage, RgbImage, RgbaImage};
 
-use super::{LabelInput, ModelInfo, Repaint, Request, RunRequest, StepFrame, WorkerEvent};
+use super::{
+    DecodedStep, LabelInput, ModelInfo, Repaint, Request, RunRequest, StepFrame, WorkerEvent,
+};
 use crate::device::DeviceChoice;
 use crate::error::{ensure, Error, Result};
-use crate::image::{build_label, canny_edges, Label};
+use crate::image::{build_label, canny_edges, Label, LatentPreview};
 use crate::model::{MidmModel, Precision};
 use crate::sampling::midm::{translate, MidmInputs, Noise, StepEvent, StepKind, StepSink};
 
-/// What the worker keeps of the current run, by step index: the x0 latent of each step (for
-/// decodes on request) and the soft-warp weights [h*w, h*w] of each matching step (for the
-/// probe). At the official 64x64 latent one warp matrix is 67 MB: it stays here.
+/// What the worker keeps of the current run, by step index: the x0 latent and the warped
+/// exemplar latent of each step (for exact decodes on request) and the soft-warp weights
+/// [h*w, h*w] of each matching step (for the probe). At the official 64x64 latent one warp
+/// matrix is 67 MB: it stays here.
 #[derive(Default)]
 struct RunStore {
     generation: u64,
     latents: Vec<Option<Tensor>>,
+    warped: Vec<Option<Tensor>>,
     warps: Vec<Option<Tensor>>,
 }
 
@@ -187,13 +191,23 @@ impl Worker {
         self.emit(event);
     }
 
-    fn decode(&self, generation: u64, index: usize) -> Result<RgbaImage> {
+    /// The exact decodes of step `index`: r~n, and R where the step matched.
+    fn decode(&self, generation: u64, index: usize) -> Result<DecodedStep> {
         let (model, _) = self.model.as_ref().ok_or_else(no_model)?;
-        let latent = (self.store.generation == generation)
-            .then(|| self.store.latents.get(index).cloned().flatten())
+        let store = &self.store;
+        let latent = (store.generation == generation)
+            .then(|| store.latents.get(index).cloned().flatten())
             .flatten()
             .ok_or_else(|| Error::Invalid(format!("step {index} of this run is not kept")))?;
-        tensor_to_image(&model.autoencoder.decode(&latent)?)
+        let decode = |z: &Tensor| tensor_to_image(&model.autoencoder.decode(z)?);
+        let pred_x0 = decode(&latent)?;
+        let warped = match store.warped.get(index).cloned().flatten() {
+            // At the initial warp r~n is R itself.
+            Some(_) if index == 0 => Some(pred_x0.clone()),
+            Some(w) => Some(decode(&w)?),
+            None => None,
+        };
+        Ok(DecodedStep { pred_x0, warped })
     }
 
     /// The probe row of `pixel` from the latest matching at or before step `index`.
@@ -248,13 +262,13 @@ impl Worker {
         let device = &model.device;
         let label_tensor =
             |l: &Label| Tensor::from_vec(l.data.clone(), (1, l.channels, l.size, l.size), device);
+        let exemplar_rgb = exemplar_at(&request.exemplar, size);
         let inputs = MidmInputs {
             condition: label_tensor(&condition)?,
-            exemplar: image_to_tensor(&request.exemplar, size, device)?,
+            exemplar: crate::image::rgb_to_tensor(&exemplar_rgb, device)?,
             exemplar_label: label_tensor(&exemplar_label)?,
         };
         let mut sink = DisplaySink {
-            model,
             generation,
             newest: &self.generation,
             events: &self.events,
@@ -262,6 +276,9 @@ impl Worker {
             store: &mut self.store,
             error: None,
             latent_size: info.latent_size,
+            image_size: size as u32,
+            exemplar_rgb,
+            preview: None,
         };
         let options = crate::SamplerOptions {
             emit_warp_weights: true,
@@ -305,7 +322,6 @@ pub(super) fn build(
 /// Converts each step event to RGBA images on the worker thread, streams it to the UI and
 /// keeps the tensors the UI may ask about later.
 struct DisplaySink<'a> {
-    model: &'a MidmModel,
     generation: u64,
     newest: &'a AtomicU64,
     events: &'a Sender<WorkerEvent>,
@@ -314,36 +330,47 @@ struct DisplaySink<'a> {
     /// First conversion error; it stops the run (through `cancelled`) and is reported.
     error: Option<Error>,
     latent_size: usize,
+    image_size: u32,
+    /// The exemplar as the model sees it, to fit `preview` on.
+    exemplar_rgb: RgbImage,
+    /// This run's latent-to-colour preview, fitted at the initial warp.
+    preview: Option<LatentPreview>,
 }
 
 impl DisplaySink<'_> {
+    /// Streams previews only: nothing but the sampler's own final decode is on its critical
+    /// path. Exact decodes of a step are made when the UI asks ([`WorkerHandle::decode`]).
+    ///
+    /// [`WorkerHandle::decode`]: super::WorkerHandle::decode
     fn convert(&mut self, e: &StepEvent) -> Result<StepFrame> {
         let t0 = Instant::now();
-        let model = self.model;
         let first = |t: &Tensor| t.get(0)?.unsqueeze(0);
-        let decode = |z: &Tensor| -> Result<RgbaImage> {
-            tensor_to_image(&model.autoencoder.decode(&first(z)?)?)
+        if let Some(z) = &e.exemplar_latent {
+            self.preview = Some(LatentPreview::fit(&first(z)?, &self.exemplar_rgb)?);
+        }
+        let (preview, size) = (self.preview.as_ref(), self.image_size);
+        let show = |z: &Tensor| -> Result<Option<RgbaImage>> {
+            preview.map(|p| p.render(&first(z)?, size)).transpose()
         };
-        // Decode eagerly the warp and the interleaved steps; refinement steps only on request
-        // (the last one equals the final image, which is the sampler's own decode).
-        let eager = !matches!(e.kind, StepKind::Refine { .. });
-        let pred_x0 = match &e.image {
-            Some(img) => Some(tensor_to_image(img)?),
-            None if eager => Some(decode(&e.pred_x0)?),
-            None => None,
+        let image = e.image.as_ref().map(tensor_to_image).transpose()?;
+        let pred_x0 = match &image {
+            Some(img) => Some(img.clone()),
+            None => show(&e.pred_x0)?,
         };
-        // At the initial warp, r~n is R itself: decode it once.
+        // At the initial warp, r~n is R itself.
         let warped = match (e.kind, &pred_x0) {
             (StepKind::InitialWarp, Some(img)) if e.warped.is_some() => Some(img.clone()),
-            _ => e.warped.as_ref().map(decode).transpose()?,
+            _ => e.warped.as_ref().map(show).transpose()?.flatten(),
         };
         let mask = e
             .mask
             .as_ref()
             .map(|m| mask_to_image(&m.get(0)?))
             .transpose()?;
-        let image = e.image.as_ref().map(tensor_to_image).transpose()?;
         self.store.latents.push(Some(first(&e.pred_x0)?));
+        self.store
+            .warped
+            .push(e.warped.as_ref().map(first).transpose()?);
         self.store
             .warps
             .push(e.warp_weights.as_ref().map(|w| w.get(0)).transpose()?);
@@ -352,6 +379,7 @@ impl DisplaySink<'_> {
             index: e.index,
             total: e.total,
             t: e.t,
+            exact: image.is_some(),
             pred_x0,
             warped,
             mask,
@@ -414,13 +442,12 @@ fn load(
     Ok((model, info))
 }
 
-/// RGBA image -> [1, 3, size, size] in [-1, 1] (bilinear resize, alpha composited on white as
-/// the training data is).
-pub(super) fn image_to_tensor(image: &RgbaImage, size: usize, device: &Device) -> Result<Tensor> {
+/// The exemplar at the model's size (bilinear resize, alpha composited on white as the
+/// training data is).
+pub(super) fn exemplar_at(image: &RgbaImage, size: usize) -> RgbImage {
     let s = size as u32;
     let resized = image::imageops::resize(image, s, s, FilterType::Triangle);
-    let rgb = crate::image::flatten_alpha(&DynamicImage::ImageRgba8(resized));
-    Ok(crate::image::rgb_to_tensor(&rgb, device)?)
+    crate::image::flatten_alpha(&DynamicImage::ImageRgba8(resized))
 }
 
 /// [1, 3, H, W] in about [-1, 1] -> RGBA (clamped).

@@ -42,6 +42,8 @@ pub enum Action {
     LoadModel(PathBuf),
     /// Reload the current model (after a device or precision change).
     ReloadModel,
+    /// Turn live mode on or off.
+    SetLive(bool),
     /// Decode step i of the current run.
     Decode(usize),
     /// The probe row of latent pixel (row, column) at step i.

@@ -11,7 +11,7 @@ use image::RgbaImage;
 use super::{texture, Action};
 use crate::sampling::midm::StepKind;
 use crate::ui::compose;
-use crate::worker::StepFrame;
+use crate::worker::{DecodedStep, StepFrame};
 
 /// Latencies of the current run and UI frame times while it streams.
 #[derive(Debug, Clone, Default)]
@@ -40,9 +40,8 @@ impl RunTimings {
     }
 }
 
-/// Textures of one received step.
+/// Textures of one received step (previews until the exact decode arrives).
 struct FrameTextures {
-    /// `None` until the step is decoded (refinement steps are decoded on demand).
     pred: Option<TextureHandle>,
     warped: Option<TextureHandle>,
     mask: Option<TextureHandle>,
@@ -75,18 +74,36 @@ pub struct StepsPanel {
     pub pending_decodes: HashSet<usize>,
     /// A steps sheet waiting for the remaining decodes.
     pub sheet_pending: Option<PathBuf>,
+    /// The frames are the previous run's, shown until the new run's first step arrives (so
+    /// that live mode does not flash an empty panel on every stroke).
+    stale: bool,
 }
 
 impl StepsPanel {
-    /// Forget the previous run; `generation` is the new one's.
+    /// A new run (`generation`) started: its steps replace the previous run's as they come.
     pub fn start(&mut self, generation: u64) {
-        *self = Self {
-            generation: Some(generation),
-            running: true,
-            run_started: Some(Instant::now()),
-            follow: true,
-            ..Self::default()
-        };
+        self.generation = Some(generation);
+        self.running = true;
+        self.run_started = Some(Instant::now());
+        self.timings = RunTimings::default();
+        self.pending_decodes.clear();
+        self.sheet_pending = None;
+        self.probe_requested = None;
+        match self.frames.is_empty() {
+            true => self.clear_frames(),
+            false => self.stale = true,
+        }
+    }
+
+    /// Forget the previous run's frames (at the new run's first step).
+    fn clear_frames(&mut self) {
+        self.frames.clear();
+        self.tex.clear();
+        self.selected = 0;
+        self.follow = true;
+        self.probe_tex = None;
+        self.probe_heat = None;
+        self.stale = false;
     }
 
     pub fn select(&mut self, i: usize) {
@@ -96,9 +113,12 @@ impl StepsPanel {
         }
     }
 
-    /// The final image of the last completed run.
+    /// The final image of the current run, once it is there.
     pub fn final_image(&self) -> Option<&RgbaImage> {
-        self.frames.iter().rev().find_map(|f| f.image.as_ref())
+        match self.stale {
+            true => None, // the previous run's, made with other inputs
+            false => self.frames.iter().rev().find_map(|f| f.image.as_ref()),
+        }
     }
 
     /// The latest probe row the worker sent for the shown step (see
@@ -115,6 +135,9 @@ impl StepsPanel {
     }
 
     pub fn push(&mut self, ctx: &egui::Context, frame: StepFrame) {
+        if self.stale {
+            self.clear_frames();
+        }
         if self.frames.is_empty() {
             self.timings.first_step = self.run_started.map(|s| s.elapsed());
             self.timings.first_step_parts =
@@ -143,12 +166,20 @@ impl StepsPanel {
         }
     }
 
-    pub fn on_decoded(&mut self, ctx: &egui::Context, index: usize, img: RgbaImage) {
+    /// The exact decodes of step `index` replace its previews.
+    pub fn on_decoded(&mut self, ctx: &egui::Context, index: usize, decoded: DecodedStep) {
         self.pending_decodes.remove(&index);
-        if let Some(f) = self.frames.get_mut(index) {
-            f.pred_x0 = Some(img);
-            self.make_pred_textures(ctx, index);
+        let Some(f) = self.frames.get_mut(index) else {
+            return;
+        };
+        f.pred_x0 = Some(decoded.pred_x0);
+        if decoded.warped.is_some() {
+            f.warped = decoded.warped;
         }
+        f.exact = true;
+        let warped = f.warped.as_ref();
+        self.tex[index].warped = warped.map(|w| texture(ctx, &format!("step{index}-R"), w));
+        self.make_pred_textures(ctx, index);
     }
 
     /// The run finished: record the final-image latency.
@@ -177,9 +208,11 @@ impl StepsPanel {
         self.tex[i].overlay = overlay;
     }
 
-    /// Ask for the decode of step `i` if it is not decoded or asked for yet.
+    /// Ask for the exact decode of step `i` if it is not decoded or asked for yet.
     pub fn want_decode(&mut self, i: usize, actions: &mut Vec<Action>) {
-        if self.frames.get(i).is_some_and(|f| f.pred_x0.is_none()) && self.pending_decodes.insert(i)
+        if !self.stale
+            && self.frames.get(i).is_some_and(|f| !f.exact)
+            && self.pending_decodes.insert(i)
         {
             actions.push(Action::Decode(i));
         }
@@ -193,7 +226,8 @@ impl StepsPanel {
             .probe_heat
             .as_ref()
             .is_some_and(|(p, i, _)| (*p, *i) == key);
-        if !answered && self.probe_requested != Some(key) && !self.frames.is_empty() {
+        let fresh = !self.stale && !self.frames.is_empty();
+        if !answered && self.probe_requested != Some(key) && fresh {
             actions.push(Action::Probe(self.selected, pixel));
             self.probe_requested = Some(key);
         }
@@ -226,8 +260,9 @@ impl StepsPanel {
         if slider.changed() {
             self.select(sel);
         }
-        // While a run streams and the view follows it, refinement frames fly past: decoding each
-        // (queued behind the run on the worker) would only spend CPU on frames no longer shown.
+        // While a run streams and the view follows it, frames fly past and show their previews:
+        // decoding each (queued behind the run on the worker) would only spend CPU on frames no
+        // longer shown.
         if !(self.running && self.follow) {
             self.want_decode(self.selected, actions);
         }
@@ -256,10 +291,10 @@ impl StepsPanel {
         let size = Vec2::splat(side);
         let latent = frame.latent_size;
         let mut hovered = None;
-        let first = if frame.image.is_some() {
-            "output"
-        } else {
-            "r~n (x0 estimate)"
+        let first = match (frame.image.is_some(), frame.exact) {
+            (true, _) => "output",
+            (false, true) => "r~n (x0 estimate)",
+            (false, false) => "r~n (x0 estimate, preview)",
         };
         let mut show = |ui: &mut egui::Ui, title: &str, t: Option<egui::TextureId>, probe: bool| {
             ui.vertical(|ui| {
@@ -303,14 +338,33 @@ impl StepsPanel {
                 .rev()
                 .find_map(|i| pick(&self.tex[i]).map(|t| (i, t)))
         };
-        let title = |name: &str, found: Option<(usize, egui::TextureId)>| match found {
-            Some((i, _)) if i != sel => format!("{name} (from {})", self.frames[i].kind.label()),
-            _ => name.to_string(),
+        let title = |name: &str, found: Option<(usize, egui::TextureId)>, decoded: bool| {
+            let preview = match found {
+                Some((i, _)) if decoded && !self.frames[i].exact => ", preview",
+                _ => "",
+            };
+            match found {
+                Some((i, _)) if i != sel => {
+                    format!("{name} (from {}{preview})", self.frames[i].kind.label())
+                }
+                _ if preview.is_empty() => name.to_string(),
+                _ => format!("{name} (preview)"),
+            }
         };
         let r = latest(&|t| t.warped.as_ref().map(|t| t.id()));
-        show(ui, &title("R (warped exemplar)", r), r.map(|x| x.1), false);
+        show(
+            ui,
+            &title("R (warped exemplar)", r, true),
+            r.map(|x| x.1),
+            false,
+        );
         let m = latest(&|t| t.mask.as_ref().map(|t| t.id()));
-        show(ui, &title("M (confidence)", m), m.map(|x| x.1), false);
+        show(
+            ui,
+            &title("M (confidence)", m, false),
+            m.map(|x| x.1),
+            false,
+        );
         let overlay = self.tex[sel].overlay.as_ref().map(|t| t.id());
         show(ui, "M over r~n", overlay, true);
         ui.vertical(|ui| {

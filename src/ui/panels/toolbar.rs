@@ -9,6 +9,7 @@ pub struct ToolbarView<'a> {
     pub loading: Option<&'a std::path::Path>,
     pub has_exemplar: bool,
     pub steps: &'a StepsPanel,
+    pub live: bool,
 }
 
 pub fn ui(ui: &mut egui::Ui, view: &ToolbarView, actions: &mut Vec<Action>) {
@@ -27,6 +28,17 @@ pub fn ui(ui: &mut egui::Ui, view: &ToolbarView, actions: &mut Vec<Action>) {
             .clicked()
         {
             actions.push(Action::Cancel);
+        }
+        let mut live = view.live;
+        if ui
+            .checkbox(&mut live, "Live")
+            .on_hover_text(
+                "Run on every finished stroke, a pause while drawing, and every change of \
+                 exemplar or parameter",
+            )
+            .changed()
+        {
+            actions.push(Action::SetLive(live));
         }
         ui.separator();
         let save = egui::Button::new("Save");
