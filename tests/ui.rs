@@ -549,3 +549,48 @@ fn ctrl_s_saves_to_the_outputs_folder_numbered_and_restorable() {
         Some(seed.to_string().as_str())
     );
 }
+
+#[test]
+fn errors_stay_in_sight_and_run_does_not_start_on_stale_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, b"not a png at all").unwrap();
+    let missing = dir.path().join("missing.png");
+    let ctx = egui::Context::default();
+    let args = AppArgs {
+        fresh: true,
+        run: true,
+        condition: Some(broken),
+        exemplar: Some(missing),
+        ..Default::default()
+    };
+    let mut app = MidmApp::new(&ctx, args, None);
+    app.install_model(fixture_model(), common::parity_dir());
+    let mut h = harness(app);
+    step_until(&mut h, "the model", |a| a.model_info().is_some());
+    for _ in 0..10 {
+        h.step();
+    }
+    // The model's "Loaded ..." info did not replace the errors, and nothing ran.
+    assert_eq!(h.state().run_generation(), None, "ran on stale inputs");
+    let open = h.state().open_errors().len();
+    assert_eq!(open, 3, "{:?}", h.state().open_errors());
+    assert!(h
+        .query_by_label_contains("Could not load the sketch")
+        .is_some());
+    assert!(h
+        .query_by_label_contains("Could not load the exemplar")
+        .is_some());
+    assert!(h.query_by_label_contains("Loaded").is_some());
+    // Dismissing one leaves the others.
+    h.get_all_by_label("Dismiss").next().unwrap().click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().open_errors().len(), 2);
+    assert!(h
+        .query_by_label_contains("Could not load the sketch")
+        .is_none());
+    assert!(h
+        .query_by_label_contains("Could not load the exemplar")
+        .is_some());
+}

@@ -33,22 +33,35 @@ impl MidmApp {
         self.exemplar.set(img, name);
     }
 
-    pub fn load_exemplar(&mut self, path: &Path) {
+    /// Returns false (and says why in the window) when the image does not load.
+    pub fn load_exemplar(&mut self, path: &Path) -> bool {
         match image::open(path) {
-            Ok(img) => self.set_exemplar(img, file_name(path)),
-            Err(e) => self.error(format!("{}: {e}", path.display())),
+            Ok(img) => {
+                self.set_exemplar(img, file_name(path));
+                true
+            }
+            Err(e) => {
+                let shown = path.display();
+                self.error(format!("Could not load the exemplar {shown}: {e}"));
+                false
+            }
         }
     }
 
     /// A sketch or edge map as the condition's edge layer (binarised by
     /// [`crate::image::edge_map`], as the CLI reads it).
-    pub fn load_edge_map(&mut self, path: &Path) {
+    /// Returns false (and says why in the window) when the image does not load.
+    pub fn load_edge_map(&mut self, path: &Path) -> bool {
         match image::open(path) {
             Ok(img) => {
                 self.draw.canvas.set_edges_from_image(&img);
                 self.draw.condition_name = Some(file_name(path));
+                true
             }
-            Err(e) => self.error(format!("{}: {e}", path.display())),
+            Err(e) => {
+                self.error(format!("Could not load the sketch {}: {e}", path.display()));
+                false
+            }
         }
     }
 
@@ -339,8 +352,12 @@ impl MidmApp {
 
     pub(super) fn handle_dialog(&mut self, which: Dialog, path: PathBuf) {
         match which {
-            Dialog::OpenExemplar => self.load_exemplar(&path),
-            Dialog::OpenEdgeMap => self.load_edge_map(&path),
+            Dialog::OpenExemplar => {
+                self.load_exemplar(&path);
+            }
+            Dialog::OpenEdgeMap => {
+                self.load_edge_map(&path);
+            }
             Dialog::EdgesFromPhoto => self.edges_from_photo(&path),
             Dialog::OpenModelFolder | Dialog::OpenModelFile => self.load_model(path),
             Dialog::GalleryFolder => self.gallery.set_folder(Some(path)),

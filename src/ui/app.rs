@@ -102,11 +102,17 @@ impl MidmApp {
         let sample = (!args.fresh && args.condition.is_none() && args.exemplar.is_none() && empty)
             .then(super::default_sample)
             .flatten();
+        let mut given_ok = true;
         if let Some(c) = args.condition.clone().or(sample.clone().map(|s| s.0)) {
-            app.load_edge_map(&c);
+            given_ok &= app.load_edge_map(&c);
         }
         if let Some(e) = args.exemplar.clone().or(sample.map(|s| s.1)) {
-            app.load_exemplar(&e);
+            given_ok &= app.load_exemplar(&e);
+        }
+        if !given_ok && app.pending_run {
+            // The canvas and exemplar still hold the previous session's: not what was asked for.
+            app.pending_run = false;
+            app.error("Not running: an input given on the command line did not load.");
         }
         let model = match args.fresh {
             true => args.model.clone(),
@@ -192,6 +198,14 @@ impl MidmApp {
 
     pub fn last_error(&self) -> Option<&str> {
         self.messages.last_error()
+    }
+
+    /// The errors shown in the window (not dismissed yet), oldest first.
+    pub fn open_errors(&self) -> Vec<&str> {
+        self.messages
+            .open_errors()
+            .map(|m| m.text.as_str())
+            .collect()
     }
 
     pub fn timings(&self) -> &RunTimings {

@@ -1,9 +1,10 @@
 //! The drawing panel: the condition canvas (and, for part-label models, the exemplar's traced
 //! parts), brush / eraser, layers, undo / redo, loading edge maps.
-use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
+use egui::{Color32, Pos2, Rect, Sense, Stroke, Vec2};
 use image::{GrayImage, RgbaImage};
 
-use super::{color_image, Action, Dialog};
+use super::canvas_view::CanvasView;
+use super::{Action, Dialog};
 use crate::image::PARTS;
 use crate::ui::canvas::{Canvas, Tool};
 use crate::ui::compose;
@@ -33,9 +34,11 @@ pub struct DrawPanel {
     pub zoom: f32,
     /// What the condition came from, for the export metadata (`None` = drawn).
     pub condition_name: Option<String>,
+    /// Show the binary model-size raster the model gets instead of the smooth display.
+    pub show_model_input: bool,
     line_start: Option<(f32, f32)>,
     stroking: bool,
-    tex: Option<(TextureHandle, u64)>,
+    view: CanvasView,
     /// Where the canvas was drawn in the last frame (screen points).
     pub rect: Option<Rect>,
 }
@@ -71,9 +74,10 @@ impl DrawPanel {
             brush_size: 3.0,
             layer: 0,
             condition_name,
+            show_model_input: false,
             line_start: None,
             stroking: false,
-            tex: None,
+            view: CanvasView::default(),
             rect: None,
         }
     }
@@ -95,6 +99,12 @@ impl DrawPanel {
                 self.zoom = fit_zoom(size);
             }
         }
+    }
+
+    /// A stroke is in progress on either canvas (a shift-dragged line changes nothing until
+    /// it is dropped, so it does not count).
+    pub fn drawing(&self) -> bool {
+        self.canvas.drawing() || self.exemplar_parts.drawing()
     }
 
     /// Edits of the inputs (to cancel a run whose result would no longer match them).
@@ -179,46 +189,23 @@ impl DrawPanel {
             }
         }
         ui.add(egui::Slider::new(&mut self.zoom, 1.0..=16.0).text("zoom"));
-    }
-
-    /// Re-upload the canvas texture when the canvas (or the exemplar under traced parts) changed.
-    fn update_texture(&mut self, ctx: &egui::Context, view: &DrawView) {
-        let (canvas, background, version) = match self.target {
-            DrawTarget::Condition => (&self.canvas, None, self.canvas.version()),
-            DrawTarget::ExemplarParts => {
-                let ex_version = view.exemplar.map_or(0, |e| e.2);
-                let v = self.exemplar_parts.version() ^ (ex_version << 32) ^ (1 << 63);
-                (&self.exemplar_parts, view.exemplar.map(|e| e.0), v)
-            }
-        };
-        if self.tex.as_ref().is_some_and(|(_, v)| *v == version) {
-            return;
-        }
-        let img = compose::canvas_image(canvas.layers(), canvas.size(), background);
-        let img = color_image(&img);
-        match &mut self.tex {
-            Some((tex, v)) => {
-                tex.set(img, TextureOptions::NEAREST);
-                *v = version;
-            }
-            None => {
-                let tex = ctx.load_texture("canvas", img, TextureOptions::NEAREST);
-                self.tex = Some((tex, version));
-            }
-        }
+        ui.checkbox(&mut self.show_model_input, "show model input")
+            .on_hover_text("The binary model-size raster, exactly as the model gets it");
     }
 
     fn canvas_widget(&mut self, ui: &mut egui::Ui, view: &DrawView) {
-        self.update_texture(ui.ctx(), view);
         let size = self.active_mut().size() as f32;
         let display = Vec2::splat(size * self.zoom);
         let (response, painter) = ui.allocate_painter(display, Sense::click_and_drag());
         let rect = response.rect;
         self.rect = Some(rect);
-        if let Some((tex, _)) = &self.tex {
-            let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
-            painter.image(tex.id(), rect, uv, Color32::WHITE);
-        }
+        let (canvas, background) = match self.target {
+            DrawTarget::Condition => (&self.canvas, None),
+            DrawTarget::ExemplarParts => (&self.exemplar_parts, view.exemplar.map(|e| (e.0, e.2))),
+        };
+        let model_input = self.show_model_input;
+        self.view
+            .paint(&painter, rect, canvas, background, model_input);
         let frame = Stroke::new(1.0, Color32::GRAY);
         painter.rect_stroke(rect, 0.0, frame, egui::StrokeKind::Outside);
         let layer = if view.label_nc > 1 { self.layer } else { 0 };

@@ -1,6 +1,7 @@
 //! The editor's panels, in the style of egui's demo app: each a struct with its own state and a
 //! `ui` method. Panels never talk to the worker, the file dialogs or the disk: they push an
 //! [`Action`] and the app carries it out.
+pub mod canvas_view;
 pub mod draw;
 pub mod exemplar;
 pub mod gallery;
