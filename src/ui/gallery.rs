@@ -41,6 +41,7 @@ impl MidmApp {
         // A ranking waits for runs and strokes: it would only be stopped by them.
         let busy = self.steps.running
             || self.model.loading.is_some()
+            || self.draw.drawing()
             || ctx.input(|i| i.pointer.any_down());
         match self.gallery.due(key.clone(), Instant::now(), busy) {
             Ok(true) => {
