@@ -594,3 +594,47 @@ fn errors_stay_in_sight_and_run_does_not_start_on_stale_inputs() {
         .query_by_label_contains("Could not load the exemplar")
         .is_some());
 }
+
+/// At 1280x800 and 1920x1080 every panel of a finished run lies inside the window (the
+/// central area scrolls vertically only, so anything wider would be cut off).
+#[test]
+fn the_layout_fits_1280x800_and_1920x1080() {
+    for (w, h_px) in [(1280.0, 800.0), (1920.0, 1080.0)] {
+        let mut app = fresh_app();
+        app.set_live(false);
+        app.install_model(fixture_model(), common::parity_dir());
+        app.set_exemplar(exemplar(), "gradient".into());
+        app.params.refine = false;
+        let mut h = Harness::builder()
+            .with_size(Vec2::new(w, h_px))
+            .build_ui_state(|ui, app: &mut MidmApp| app.ui(ui), app);
+        step_until(&mut h, "the model", |a| a.model_info().is_some());
+        stroke(&mut h, (10.0, 10.0), (50.0, 40.0));
+        h.get_by_label("Run").click();
+        h.step();
+        step_until(&mut h, "the run", |a| a.final_image().is_some());
+        h.step();
+        for label in [
+            "Run",
+            "Live",
+            "Condition",
+            "Exemplar",
+            "Steps",
+            "output",
+            "M over r~n",
+            "match in exemplar",
+            "gradient",
+        ] {
+            let r = h.get_by_label(label).rect();
+            assert!(
+                r.max.x <= w && r.max.y <= h_px && r.min.x >= 0.0,
+                "{label} at {r:?} is outside the {w}x{h_px} window"
+            );
+        }
+        let canvas = h.state().canvas_rect().unwrap();
+        assert!(
+            canvas.max.x <= w && canvas.max.y <= h_px,
+            "canvas at {canvas:?}"
+        );
+    }
+}

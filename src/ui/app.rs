@@ -59,6 +59,9 @@ pub struct MidmApp {
     pub(super) live: LiveMode,
     /// Where Ctrl+S saves (a dated folder below it): `$MIDM_OUTPUTS`, else ~/Pictures/midm.
     pub(super) outputs_root: PathBuf,
+    /// The outputs folder the user set in the editor (remembered).
+    pub(super) outputs_setting: Option<PathBuf>,
+    outputs_panel: super::panels::outputs::OutputsPanel,
     last_edit_version: (u64, u64, u64),
     last_frame_ms: f32,
 }
@@ -93,7 +96,9 @@ impl MidmApp {
             photo_edges: unbounded(),
             pending_run: args.run,
             live: LiveMode::new(session.live),
-            outputs_root: super::outputs::default_root(),
+            outputs_root: super::outputs::root(session.outputs.as_deref()),
+            outputs_setting: session.outputs.clone(),
+            outputs_panel: Default::default(),
             last_edit_version: (0, 0, 0),
             last_frame_ms: 0.0,
         };
@@ -362,13 +367,17 @@ impl MidmApp {
                     panels::params::ui(ui, &mut self.params);
                     ui.separator();
                     self.model.ui(ui, &mut self.params, actions);
+                    ui.separator();
+                    let env = super::outputs::env_root().is_some();
+                    self.outputs_panel.ui(ui, &self.outputs_root, env, actions);
                 });
             });
         egui::Panel::bottom("messages").show(ui, |ui| self.messages.ui(ui));
         self.gallery_ui(ui, actions);
         let (label_nc, size) = (self.label_nc(), self.model_size());
         egui::CentralPanel::default().show(ui, |ui| {
-            egui::ScrollArea::both().show(ui, |ui| {
+            // Vertical scrolling only: the panels scale to the width they have.
+            egui::ScrollArea::vertical().show(ui, |ui| {
                 ui.horizontal_top(|ui| {
                     let ctx = ui.ctx().clone();
                     let edges = self.exemplar.edges(&ctx, size, self.params.canny).cloned();
@@ -408,6 +417,12 @@ impl MidmApp {
             Action::PasteExemplar => self.paste_exemplar(),
             Action::UseExemplar(p) => self.use_gallery_exemplar(&p),
             Action::SetLive(on) => self.set_live(on),
+            Action::SetOutputs(p) => {
+                self.outputs_setting = Some(p.clone());
+                self.set_outputs_root(super::outputs::root(Some(&p)));
+                let now = self.outputs_root.display().to_string();
+                self.info(format!("Ctrl+S saves into {now} from now on."));
+            }
             Action::LoadModel(p) => self.load_model(p),
             Action::ReloadModel => {
                 if let Some(m) = self.model.info.clone() {

@@ -4,12 +4,25 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `$MIDM_OUTPUTS`, else `~/Pictures/midm` (`~/midm-outputs` where there is no Pictures folder),
-/// else `midm-outputs` in the working directory.
+/// `$MIDM_OUTPUTS` (a launch's own choice), if set.
+pub fn env_root() -> Option<PathBuf> {
+    std::env::var_os("MIDM_OUTPUTS")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `$MIDM_OUTPUTS`, else the folder the user set (`setting`), else `~/Pictures/midm`
+/// (`~/midm-outputs` where there is no Pictures folder), else `midm-outputs` in the working
+/// directory.
+pub fn root(setting: Option<&Path>) -> PathBuf {
+    env_root()
+        .or(setting.map(Path::to_path_buf))
+        .unwrap_or_else(default_root)
+}
+
+/// `~/Pictures/midm` (`~/midm-outputs` where there is no Pictures folder), else `midm-outputs`
+/// in the working directory.
 pub fn default_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("MIDM_OUTPUTS").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(home) => {
             let pictures = Path::new(&home).join("Pictures");
@@ -65,6 +78,18 @@ pub fn next_path(dir: &Path, seed: u64) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_setting_overrides_the_default_and_the_environment_overrides_both() {
+        let set = Path::new("/tmp/my-outputs");
+        match env_root() {
+            None => {
+                assert_eq!(root(Some(set)), set);
+                assert_eq!(root(None), default_root());
+            }
+            Some(env) => assert_eq!(root(Some(set)), env),
+        }
+    }
     use std::time::Duration;
 
     #[test]

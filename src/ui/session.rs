@@ -36,6 +36,8 @@ pub struct Session {
     pub model_path: Option<PathBuf>,
     /// Live mode as the user set it (`None`: on for fast models).
     pub live: Option<bool>,
+    /// The outputs folder the user set (`None`: the default).
+    pub outputs: Option<PathBuf>,
     /// The exemplar gallery's user folder.
     #[serde(default)]
     pub gallery_folder: Option<PathBuf>,
@@ -98,6 +100,7 @@ impl MidmApp {
             params: self.params.clone(),
             model_path: self.model.info.as_ref().map(|m| m.path.clone()),
             live: self.live.choice,
+            outputs: self.outputs_setting.clone(),
             gallery_folder: self.gallery.folder.clone(),
         }
     }

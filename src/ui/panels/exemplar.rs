@@ -116,7 +116,12 @@ impl ExemplarPanel {
                 *canny = CannyParams::for_label_nc(label_nc);
             }
         });
-        let side = (model_size as f32 * 2.0).clamp(128.0, 256.0);
+        // The exemplar and its edges side by side, in the width the window leaves.
+        let fit = (ui.available_width() - ui.spacing().item_spacing.x) / 2.0;
+        let side = (model_size as f32 * 2.0)
+            .clamp(128.0, 256.0)
+            .min(fit)
+            .max(64.0);
         let Some(ex) = &self.exemplar else {
             return drop_here(ui, side);
         };

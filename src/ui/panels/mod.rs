@@ -7,6 +7,7 @@ pub mod exemplar;
 pub mod gallery;
 pub mod messages;
 pub mod model;
+pub mod outputs;
 pub mod params;
 pub mod steps;
 pub mod toolbar;
@@ -43,6 +44,8 @@ pub enum Action {
     LoadModel(PathBuf),
     /// Reload the current model (after a device or precision change).
     ReloadModel,
+    /// Save into this outputs folder from now on (remembered).
+    SetOutputs(PathBuf),
     /// Turn live mode on or off.
     SetLive(bool),
     /// Decode step i of the current run.

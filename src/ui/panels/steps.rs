@@ -277,7 +277,13 @@ impl StepsPanel {
             frame.t.map(|t| format!(", t = {t}")).unwrap_or_default(),
             frame.elapsed.as_secs_f64() * 1e3
         ));
-        let side = (view.model_size as f32 * 2.5).clamp(128.0, 256.0);
+        // Five views side by side in the width the window leaves (no horizontal scrolling).
+        let gaps = 4.0 * ui.spacing().item_spacing.x;
+        let fit = ((ui.available_width() - gaps) / 5.0).floor();
+        let side = (view.model_size as f32 * 2.5)
+            .clamp(128.0, 256.0)
+            .min(fit)
+            .max(48.0);
         let hovered = ui.horizontal_top(|ui| self.views(ui, side)).inner;
         if hovered.is_some() || self.probe.is_some() {
             self.probe = hovered;
@@ -298,7 +304,7 @@ impl StepsPanel {
         };
         let mut show = |ui: &mut egui::Ui, title: &str, t: Option<egui::TextureId>, probe: bool| {
             ui.vertical(|ui| {
-                ui.label(title);
+                title_label(ui, title, side);
                 let Some(t) = t else {
                     return placeholder(ui, size, "no matching\nat this step");
                 };
@@ -327,7 +333,7 @@ impl StepsPanel {
             Some(t) => show(ui, first, Some(t.id()), true),
             None => {
                 ui.vertical(|ui| {
-                    ui.label(first);
+                    title_label(ui, first, side);
                     placeholder(ui, size, "decoding...");
                 });
             }
@@ -368,7 +374,7 @@ impl StepsPanel {
         let overlay = self.tex[sel].overlay.as_ref().map(|t| t.id());
         show(ui, "M over r~n", overlay, true);
         ui.vertical(|ui| {
-            ui.label("match in exemplar");
+            title_label(ui, "match in exemplar", side);
             match self.probe.and(self.probe_tex.as_ref()) {
                 Some((tex, _)) => {
                     ui.add(egui::Image::from_texture(SizedTexture::new(tex.id(), size)));
@@ -441,6 +447,13 @@ fn kind_color(kind: Option<StepKind>) -> Color32 {
         Some(StepKind::Refine { .. }) => Color32::from_rgb(80, 170, 90),
         Some(StepKind::Final) => Color32::from_gray(230),
     }
+}
+
+/// A view's title, cut to the view's width (the whole of it on hover).
+fn title_label(ui: &mut egui::Ui, title: &str, width: f32) {
+    ui.set_max_width(width);
+    ui.add(egui::Label::new(title).truncate())
+        .on_hover_text(title);
 }
 
 fn placeholder(ui: &mut egui::Ui, size: Vec2, text: &str) {
