@@ -2,4 +2,5 @@
 pub mod ddim;
 pub mod matching;
 pub mod midm;
+pub mod rank;
 pub mod schedule;

@@ -280,6 +280,10 @@ impl MidmApp {
                     )),
                 }
             }
+            Dialog::GalleryFolder => {
+                self.gallery.folder_text = Some(String::new());
+                self.error(format!("{why}: type the folder's path in the gallery."));
+            }
             _ => self.error(format!("{why}: drop the file on the window instead.")),
         }
     }
@@ -331,7 +335,7 @@ impl MidmApp {
                 Dialog::OpenExemplar | Dialog::OpenEdgeMap | Dialog::EdgesFromPhoto => {
                     d.add_filter("images", &images).pick_file()
                 }
-                Dialog::OpenModelFolder => d.pick_folder(),
+                Dialog::OpenModelFolder | Dialog::GalleryFolder => d.pick_folder(),
                 Dialog::OpenModelFile => d
                     .add_filter("checkpoints", &["safetensors", "ckpt", "pth"])
                     .pick_file(),
@@ -368,6 +372,7 @@ impl MidmApp {
             }
             Dialog::EdgesFromPhoto => self.edges_from_photo(&path),
             Dialog::OpenModelFolder | Dialog::OpenModelFile => self.load_model(path),
+            Dialog::GalleryFolder => self.gallery.set_folder(Some(path)),
             Dialog::ExportPng => match self.export_png(&path) {
                 Ok(()) => self.info(format!("Saved {}", path.display())),
                 Err(e) => self.error(format!("{e:#}")),

@@ -14,6 +14,7 @@ use super::canvas::Canvas;
 use super::live::{LiveMode, LiveStep};
 use super::panels::draw::{DrawPanel, DrawView};
 use super::panels::exemplar::ExemplarPanel;
+use super::panels::gallery::GalleryPanel;
 pub use super::panels::messages::Message;
 use super::panels::messages::Messages;
 use super::panels::model::ModelPanel;
@@ -50,6 +51,7 @@ pub struct MidmApp {
     pub(super) draw: DrawPanel,
     pub(super) exemplar: ExemplarPanel,
     pub(super) steps: StepsPanel,
+    pub(super) gallery: GalleryPanel,
     pub(super) messages: Messages,
     pub(super) dialogs: (Sender<DialogResult>, Receiver<DialogResult>),
     pub(super) photo_edges: (Sender<PhotoEdges>, Receiver<PhotoEdges>),
@@ -88,6 +90,7 @@ impl MidmApp {
             draw: session.draw.panel(),
             exemplar: session.exemplar.panel(),
             steps: StepsPanel::default(),
+            gallery: GalleryPanel::new(session.gallery_folder.clone()),
             messages: Messages::default(),
             dialogs: unbounded(),
             photo_edges: unbounded(),
@@ -370,6 +373,7 @@ impl MidmApp {
                 });
             });
         egui::Panel::bottom("messages").show(ui, |ui| self.messages.ui(ui));
+        self.gallery_ui(ui, actions);
         let (label_nc, size) = (self.label_nc(), self.model_size());
         egui::CentralPanel::default().show(ui, |ui| {
             // Vertical scrolling only: the panels scale to the width they have.
@@ -411,6 +415,7 @@ impl MidmApp {
                 }
             }
             Action::PasteExemplar => self.paste_exemplar(),
+            Action::UseExemplar(p) => self.use_gallery_exemplar(&p),
             Action::SetLive(on) => self.set_live(on),
             Action::SetOutputs(p) => {
                 self.outputs_setting = Some(p.clone());

@@ -72,6 +72,9 @@ impl MidmApp {
                         self.load_model(m.path);
                     }
                 }
+                e @ (WorkerEvent::Ranked { .. } | WorkerEvent::RankDone { .. }) => {
+                    self.gallery.on_worker_event(e)
+                }
                 // Events of a superseded run.
                 WorkerEvent::Step { .. }
                 | WorkerEvent::Decoded { .. }

@@ -4,6 +4,7 @@
 //! - [`app`]: the window ([`MidmApp`]): layout, shortcuts, dispatch of the panels' actions;
 //! - `panels`: toolbar, parameters, model, drawing, exemplar, steps (each a struct with `ui`);
 //! - `actions`, `events`: what the app does for the user, and the worker's events;
+//! - `gallery`: the exemplar gallery's rankings (asked of the worker) and picks;
 //! - [`canvas`]: the condition's layers, strokes, undo/redo;
 //! - [`compose`]: pure image compositing of the views (canvas, mask overlay, probe, edges);
 //! - [`export`]: PNGs with parameters in text chunks, the steps sheet;
@@ -15,6 +16,7 @@ pub mod canvas;
 pub mod compose;
 mod events;
 pub mod export;
+mod gallery;
 pub mod live;
 pub mod outputs;
 mod panels;

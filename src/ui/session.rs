@@ -38,6 +38,9 @@ pub struct Session {
     pub live: Option<bool>,
     /// The outputs folder the user set (`None`: the default).
     pub outputs: Option<PathBuf>,
+    /// The exemplar gallery's user folder.
+    #[serde(default)]
+    pub gallery_folder: Option<PathBuf>,
 }
 
 impl DrawSession {
@@ -98,6 +101,7 @@ impl MidmApp {
             model_path: self.model.info.as_ref().map(|m| m.path.clone()),
             live: self.live.choice,
             outputs: self.outputs_setting.clone(),
+            gallery_folder: self.gallery.folder.clone(),
         }
     }
 

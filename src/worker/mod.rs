@@ -9,7 +9,9 @@
 //! submitting a run or calling [`WorkerHandle::cancel`] bumps the shared counter, and the
 //! sampler's sink reports `cancelled()` as soon as its generation is no longer the newest, so a
 //! stale run stops at the next UNet pass. Panics in a job are caught and reported; the thread keeps serving, and
-//! [`WorkerHandle::ensure_alive`] respawns it should it ever die.
+//! [`WorkerHandle::ensure_alive`] respawns it should it ever die. A ranking of exemplars
+//! ([`WorkerHandle::rank`]) yields to runs: it stops between exemplars once a run was submitted.
+mod rank;
 mod serve;
 
 use std::path::PathBuf;
@@ -25,6 +27,8 @@ use crate::device::DeviceChoice;
 use crate::image::{CannyParams, Label};
 use crate::model::{MidmModel, Precision};
 use crate::sampling::midm::{SamplerOptions, StepKind};
+pub use crate::sampling::rank::RankScore;
+use rank::RankJob;
 use serve::Worker;
 
 /// What the UI needs to know about the loaded model.
@@ -157,6 +161,17 @@ pub enum WorkerEvent {
     },
     /// The worker thread had died and was started again (without a model).
     Restarted,
+    /// Answer to [`WorkerHandle::rank`]: the score of exemplar `id`, one event per exemplar.
+    Ranked {
+        ranking: u64,
+        id: usize,
+        score: Result<RankScore, String>,
+    },
+    /// The ranking ended; `complete` is false when a run or a newer ranking stopped it.
+    RankDone {
+        ranking: u64,
+        complete: bool,
+    },
 }
 
 pub(crate) enum Request {
@@ -186,6 +201,7 @@ pub(crate) enum Request {
         index: usize,
         pixel: (usize, usize),
     },
+    Rank(Box<RankJob>),
     Shutdown,
 }
 
@@ -197,6 +213,7 @@ pub struct WorkerHandle {
     events: Receiver<WorkerEvent>,
     events_tx: Sender<WorkerEvent>,
     generation: Arc<AtomicU64>,
+    ranking: Arc<AtomicU64>,
     repaint: Repaint,
     thread: Option<JoinHandle<()>>,
 }
@@ -214,6 +231,7 @@ impl WorkerHandle {
             events,
             events_tx,
             generation,
+            ranking: Arc::default(),
             repaint,
             thread: Some(thread),
         }
@@ -266,6 +284,29 @@ impl WorkerHandle {
             index,
             pixel,
         });
+    }
+
+    /// Score each exemplar for `condition` by the model's correspondence confidence (exemplar
+    /// labels from their Canny edges with `canny`). Answered by one `Ranked` per exemplar and
+    /// a `RankDone`, after any run in flight; a run or a newer ranking asked later stops it
+    /// after the exemplar being scored. Returns the ranking's number.
+    pub fn rank(
+        &self,
+        condition: LabelInput,
+        exemplars: Vec<(usize, RgbaImage)>,
+        canny: CannyParams,
+    ) -> u64 {
+        let ranking = self.ranking.fetch_add(1, Ordering::SeqCst) + 1;
+        self.send(Request::Rank(Box::new(RankJob {
+            ranking,
+            generation: self.generation(),
+            condition,
+            exemplars,
+            canny,
+            rankings: self.ranking.clone(),
+            generations: self.generation.clone(),
+        })));
+        ranking
     }
 
     /// Cancel whatever run is in flight (it stops at its next UNet pass).

@@ -50,7 +50,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Runs `f`, turning a panic into an error message that says what panicked.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T, String> {
+pub(super) fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(p) => Err(format!("the {what} panicked: {}", panic_message(p))),
@@ -136,6 +136,9 @@ impl Worker {
                     });
                 }
                 Request::Decode { .. } | Request::Probe { .. } => {} // a newer run started
+                Request::Rank(job) => super::rank::serve(self.model.as_ref(), &job, &|e| {
+                    self.emit(e);
+                }),
                 Request::Panic { generation } => {
                     self.emit(WorkerEvent::Started { generation });
                     let error = guarded("run", || -> Result<()> { panic!("injected failure") })
@@ -292,7 +295,12 @@ impl Worker {
 }
 
 /// Builds a label on this thread (Canny and the distance transforms are too slow for the UI's).
-fn build(input: &LabelInput, exemplar: &RgbaImage, nc: usize, size: usize) -> Result<Label> {
+pub(super) fn build(
+    input: &LabelInput,
+    exemplar: &RgbaImage,
+    nc: usize,
+    size: usize,
+) -> Result<Label> {
     Ok(match input {
         LabelInput::Built(l) => l.clone(),
         LabelInput::Layers { edges, parts } => build_label(nc, edges, parts)?,
@@ -436,7 +444,7 @@ fn load(
 
 /// The exemplar at the model's size (bilinear resize, alpha composited on white as the
 /// training data is).
-fn exemplar_at(image: &RgbaImage, size: usize) -> RgbImage {
+pub(super) fn exemplar_at(image: &RgbaImage, size: usize) -> RgbImage {
     let s = size as u32;
     let resized = image::imageops::resize(image, s, s, FilterType::Triangle);
     crate::image::flatten_alpha(&DynamicImage::ImageRgba8(resized))

@@ -4,6 +4,7 @@
 pub mod canvas_view;
 pub mod draw;
 pub mod exemplar;
+pub mod gallery;
 pub mod messages;
 pub mod model;
 pub mod outputs;
@@ -24,6 +25,7 @@ pub enum Dialog {
     EdgesFromPhoto,
     OpenModelFolder,
     OpenModelFile,
+    GalleryFolder,
     ExportPng,
     ExportSheet,
 }
@@ -37,6 +39,8 @@ pub enum Action {
     /// Save the result to the outputs folder at once (Ctrl+S).
     QuickSave,
     PasteExemplar,
+    /// Use this gallery image as the exemplar.
+    UseExemplar(PathBuf),
     LoadModel(PathBuf),
     /// Reload the current model (after a device or precision change).
     ReloadModel,

@@ -1,0 +1,180 @@
+//! Ranking exemplars for a condition by the model's own correspondence confidence: how well
+//! the initial matching of the sampler (F_X of the condition against F_Y of the exemplar)
+//! passes its forward-backward cycle check. No diffusion step is run, so scoring an exemplar
+//! costs one autoencoder encode and the correspondence networks.
+//!
+//! The condition side is computed once ([`ConditionFeatures`]) and reused for every exemplar;
+//! an exemplar's side ([`ExemplarFeatures`]) does not depend on the condition, so a caller that
+//! ranks many conditions against one gallery can keep it too.
+use std::cmp::Ordering;
+
+use candle_core::{DType, Tensor};
+
+use super::matching;
+use super::midm::SamplerOptions;
+use crate::error::{ensure, Result};
+use crate::model::MidmModel;
+
+/// How well an exemplar fits a condition. Both values are in [0, 1], higher is better.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RankScore {
+    /// Share of the condition's latent cells kept by the sampler's confidence mask M of the
+    /// initial correlation (the cycle check, with its 2x2 three-of-four rule).
+    pub cycle_share: f32,
+    /// Mean over the condition's latent cells of their best correlation with any exemplar cell.
+    pub mean_max_corr: f32,
+}
+
+impl RankScore {
+    /// Best first: the larger `cycle_share`, ties (it moves in steps of 4 cells) broken by the
+    /// larger `mean_max_corr`.
+    pub fn best_first(a: &Self, b: &Self) -> Ordering {
+        b.cycle_share
+            .total_cmp(&a.cycle_share)
+            .then(b.mean_max_corr.total_cmp(&a.mean_max_corr))
+    }
+}
+
+/// The matching settings of the score: those of the sampler's initial warp.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankOptions {
+    pub temperature: f64,
+    pub fb_threshold: f64,
+}
+
+impl From<&SamplerOptions> for RankOptions {
+    fn from(o: &SamplerOptions) -> Self {
+        Self {
+            temperature: o.temperature,
+            fb_threshold: o.fb_threshold,
+        }
+    }
+}
+
+impl Default for RankOptions {
+    fn default() -> Self {
+        (&SamplerOptions::default()).into()
+    }
+}
+
+/// F_X of a condition at latent resolution (the sampler's `trg_out`).
+#[derive(Debug, Clone)]
+pub struct ConditionFeatures {
+    features: Tensor,
+}
+
+/// F_Y of an exemplar and its label (the sampler's `ref_out`).
+#[derive(Debug, Clone)]
+pub struct ExemplarFeatures {
+    features: Tensor,
+}
+
+/// Checks a [1, channels, size, size] input and brings it to the model's device in float32,
+/// as the sampler does.
+fn input(model: &MidmModel, t: &Tensor, channels: usize, what: &str) -> Result<Tensor> {
+    let size = model.config.image_size;
+    let (b, c, h, w) = t.dims4()?;
+    ensure!(
+        (b, c, h, w) == (1, channels, size, size),
+        "the {what} is {b}x{c}x{h}x{w}, ranking expects 1x{channels}x{size}x{size}"
+    );
+    Ok(t.to_device(&model.device)?.to_dtype(DType::F32)?)
+}
+
+impl ConditionFeatures {
+    /// `condition`: [1, label_nc, H, W] in [0, 1].
+    pub fn new(model: &MidmModel, condition: &Tensor) -> Result<Self> {
+        let condition = input(model, condition, model.config.label_nc(), "condition")?;
+        let l = model.config.latent_size();
+        let label_ds = model.config.label_downsample.apply(&condition, l, l)?;
+        let (features, _) = model.correspondence.target_features(&label_ds)?;
+        Ok(Self { features })
+    }
+}
+
+impl ExemplarFeatures {
+    /// `exemplar`: [1, 3, H, W] in [-1, 1]; `label`: [1, label_nc, H, W], built like the
+    /// condition.
+    pub fn new(model: &MidmModel, exemplar: &Tensor, label: &Tensor) -> Result<Self> {
+        let exemplar = input(model, exemplar, 3, "exemplar")?;
+        let label = input(model, label, model.config.label_nc(), "exemplar label")?;
+        let latent = model.autoencoder.encode(&exemplar)?;
+        let (_, _, h, w) = latent.dims4()?;
+        let label_ds = model.config.label_downsample.apply(&label, h, w)?;
+        let (features, _) = model
+            .correspondence
+            .reference_features(&latent, &label_ds)?;
+        Ok(Self { features })
+    }
+}
+
+/// The score of one exemplar for one condition.
+pub fn score(
+    condition: &ConditionFeatures,
+    exemplar: &ExemplarFeatures,
+    opts: RankOptions,
+) -> Result<RankScore> {
+    let (_, _, h, w) = condition.features.dims4()?;
+    ensure!(
+        exemplar.features.dims() == condition.features.dims(),
+        "exemplar features {:?} and condition features {:?} differ",
+        exemplar.features.dims(),
+        condition.features.dims()
+    );
+    let corr = matching::correlation(&condition.features, &exemplar.features)?;
+    let (_, _, mask) = matching::cycle_mask(&corr, h, w, opts.temperature, opts.fb_threshold)?;
+    let cycle_share = mask.mean_all()?.to_scalar::<f32>()?;
+    let mean_max_corr = corr.max(2)?.mean_all()?.to_scalar::<f32>()?;
+    Ok(RankScore {
+        cycle_share,
+        mean_max_corr,
+    })
+}
+
+/// Scores every `(exemplar, exemplar label)` for `condition` (tensors as in
+/// [`ConditionFeatures::new`] and [`ExemplarFeatures::new`]); returns `(index, score)` best
+/// first.
+pub fn rank(
+    model: &MidmModel,
+    condition: &Tensor,
+    exemplars: &[(Tensor, Tensor)],
+    opts: RankOptions,
+) -> Result<Vec<(usize, RankScore)>> {
+    let cond = ConditionFeatures::new(model, condition)?;
+    let mut scores = exemplars
+        .iter()
+        .enumerate()
+        .map(|(i, (image, label))| {
+            let ex = ExemplarFeatures::new(model, image, label)?;
+            Ok((i, score(&cond, &ex, opts)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    scores.sort_by(|a, b| RankScore::best_first(&a.1, &b.1));
+    Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_first_orders_by_cycle_share_then_correlation() {
+        let s = |cycle_share, mean_max_corr| RankScore {
+            cycle_share,
+            mean_max_corr,
+        };
+        let mut v = [s(0.5, 0.9), s(0.75, 0.1), s(0.5, 0.95), s(0.0, 1.0)];
+        v.sort_by(RankScore::best_first);
+        assert_eq!(v, [s(0.75, 0.1), s(0.5, 0.95), s(0.5, 0.9), s(0.0, 1.0)]);
+    }
+
+    #[test]
+    fn default_options_are_the_samplers() {
+        let o = SamplerOptions::default();
+        let r = RankOptions::default();
+        assert_eq!(
+            (r.temperature, r.fb_threshold),
+            (o.temperature, o.fb_threshold)
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The exemplar gallery in the real editor UI, driven through egui_kittest on the fixture
+//! model of `MIDM_PARITY_DIR`: it lists the shipped exemplars, ranks them for the sketch (one
+//! score per entry, shown best first), a click makes a thumbnail the exemplar, and the user
+//! folder is remembered.
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use egui::{Pos2, Vec2};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use midm::sampling::rank::RankScore;
+use midm::ui::{AppArgs, MidmApp};
+use midm::MidmModel;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn fresh_app() -> MidmApp {
+    let ctx = egui::Context::default();
+    let args = AppArgs {
+        fresh: true,
+        ..Default::default()
+    };
+    MidmApp::new(&ctx, args, None)
+}
+
+fn harness(app: MidmApp) -> Harness<'static, MidmApp> {
+    Harness::builder()
+        .with_size(Vec2::new(1400.0, 1000.0))
+        .build_ui_state(|ui, app: &mut MidmApp| app.ui(ui), app)
+}
+
+fn fixture_model() -> MidmModel {
+    MidmModel::new(common::fixture_vb(), &common::fixture_config())
+        .expect("building the fixture model")
+}
+
+fn step_until(
+    h: &mut Harness<'static, MidmApp>,
+    what: &str,
+    mut cond: impl FnMut(&MidmApp) -> bool,
+) {
+    let start = Instant::now();
+    while !cond(h.state()) {
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Drag on the canvas from canvas pixel `a` to `b`.
+fn stroke(h: &mut Harness<'static, MidmApp>, a: (f32, f32), b: (f32, f32)) {
+    let rect = h.state().canvas_rect().expect("canvas drawn");
+    let zoom = rect.width() / h.state().canvas().size() as f32;
+    let at = |p: (f32, f32)| {
+        Pos2::new(
+            rect.min.x + (p.0 + 0.5) * zoom,
+            rect.min.y + (p.1 + 0.5) * zoom,
+        )
+    };
+    h.hover_at(at(a));
+    h.step();
+    h.drag_at(at(a));
+    h.step();
+    for i in 1..=8 {
+        let t = i as f32 / 8.0;
+        h.hover_at(at((a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t)));
+        h.step();
+    }
+    h.drop_at(at(b));
+    h.step();
+    h.step();
+}
+
+/// Names the gallery gives the shipped exemplars: `cat`, `drawn/cat`, ...
+fn shipped_names() -> Vec<String> {
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let mut names = Vec::new();
+    for (dir, prefix) in [(assets.clone(), ""), (assets.join("drawn"), "drawn/")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let file = e.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(n) = file.strip_suffix("_exemplar.png") {
+                names.push(format!("{prefix}{n}"));
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+fn ranked(app: &MidmApp) -> bool {
+    !app.gallery_busy() && app.gallery_entries().iter().all(|(_, s)| s.is_some())
+}
+
+#[test]
+fn the_gallery_ranks_the_shipped_exemplars_for_the_sketch_and_a_click_uses_one() {
+    let mut app = fresh_app();
+    app.install_model(fixture_model(), common::parity_dir());
+    let mut h = harness(app);
+    step_until(&mut h, "the model", |a| a.model_info().is_some());
+    step_until(&mut h, "the thumbnails", |a| !a.gallery_busy());
+
+    let mut listed: Vec<String> = h
+        .state()
+        .gallery_entries()
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, shipped_names());
+    assert!(
+        h.state().gallery_entries().iter().all(|(_, s)| s.is_none()),
+        "nothing to rank without a sketch"
+    );
+
+    stroke(&mut h, (10.0, 10.0), (50.0, 40.0));
+    let asked = Instant::now();
+    step_until(&mut h, "the ranking", ranked);
+    eprintln!("ranked {} entries in {:?}", listed.len(), asked.elapsed());
+    let entries = h.state().gallery_entries();
+    assert_eq!(entries.len(), listed.len(), "one score per entry");
+    let scores: Vec<RankScore> = entries.iter().map(|(_, s)| s.unwrap()).collect();
+    assert!(
+        scores
+            .windows(2)
+            .all(|w| RankScore::best_first(&w[0], &w[1]).is_le()),
+        "not shown best first: {entries:?}"
+    );
+    for (name, s) in entries.iter().take(5) {
+        eprintln!("{name}: {s:?}");
+    }
+
+    // The first thumbnail (the best fit) becomes the exemplar when clicked.
+    let best = entries[0].0.clone();
+    assert!(!h.state().has_exemplar());
+    h.get_by_label(&best).click();
+    h.step();
+    h.step();
+    let file = format!("{}_exemplar.png", best.rsplit('/').next().unwrap());
+    assert_eq!(h.state().exemplar_name(), Some(file.as_str()));
+    assert_eq!(h.state().last_error(), None);
+
+    // The gallery hides and comes back.
+    h.get_by_label("»").click();
+    for _ in 0..30 {
+        h.step(); // the panel's slide animation
+    }
+    assert!(h.query_by_label(&best).is_none(), "hidden");
+    h.get_by_label("«").click();
+    for _ in 0..30 {
+        h.step();
+    }
+    assert!(h.query_by_label(&best).is_some(), "shown again");
+
+    // A new stroke ranks again.
+    stroke(&mut h, (5.0, 55.0), (55.0, 55.0));
+    step_until(&mut h, "the ranking to start", |a| a.gallery_busy());
+    step_until(&mut h, "the new ranking", ranked);
+}
+
+/// In-memory eframe storage.
+#[derive(Default)]
+struct MemStorage(HashMap<String, String>);
+
+impl eframe::Storage for MemStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn a_user_folder_is_listed_and_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image::RgbaImage::from_pixel(40, 30, image::Rgba([200, 30, 30, 255]));
+    img.save(dir.path().join("red.png")).unwrap();
+    std::fs::write(dir.path().join("broken.jpg"), b"not an image").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"skipped").unwrap();
+
+    let mut h = harness(fresh_app());
+    h.state_mut()
+        .set_gallery_folder(Some(dir.path().to_path_buf()));
+    step_until(&mut h, "the thumbnails", |a| !a.gallery_busy());
+    let names: Vec<String> = h
+        .state()
+        .gallery_entries()
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(names.len(), shipped_names().len() + 1, "{names:?}");
+    assert!(names.contains(&"red".to_string()));
+
+    let mut storage = MemStorage::default();
+    h.state().save_to(&mut storage);
+    let ctx = egui::Context::default();
+    let args = AppArgs {
+        model: Some(PathBuf::from("/nonexistent-model")),
+        ..Default::default()
+    };
+    let restored = MidmApp::new(&ctx, args, Some(&storage));
+    assert_eq!(restored.gallery_folder(), Some(dir.path()));
+}
