@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 [ -n "${MIDM_NO_BUILD:-}" ] || cargo build --release -q
 RUNS=${RUNS:-5} STROKES=${STROKES:-6}
 HOME=$(mktemp -d)
-export HOME DISPLAY=:79 RAYON_NUM_THREADS=2
+export HOME DISPLAY=:79 RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2} LP_NUM_THREADS=${LP_NUM_THREADS:-}
 log=${LOG:-$(mktemp)}
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 ./target/release/midm bench --runs 3 | grep -E "whole translation|first streamed"

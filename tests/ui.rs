@@ -614,6 +614,22 @@ fn the_layout_fits_1280x800_and_1920x1080() {
         h.step();
         step_until(&mut h, "the run", |a| a.final_image().is_some());
         h.step();
+        // The central panel ends where the gallery panel begins.
+        let right = h.get_by_label("Gallery").rect().min.x;
+        for label in [
+            "Exemplar",
+            "Steps",
+            "output",
+            "M over r~n",
+            "match in exemplar",
+            "gradient",
+        ] {
+            let r = h.get_by_label(label).rect();
+            assert!(
+                r.max.x <= right,
+                "{label} at {r:?} is under the gallery (from x = {right})"
+            );
+        }
         for label in [
             "Run",
             "Live",

@@ -141,22 +141,26 @@ impl MidmApp {
             seed: self.params.seed,
         };
         if self.steps.running {
-            // Live mode supersedes runs all the time: keep their figures in the log.
-            let t = &self.steps.timings;
-            let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1e3);
-            let max = t.frame_time_summary().map(|(_, max)| max);
-            tracing::info!(
-                "Run superseded: first step after {:.0} ms, UI frame time {:.2} ms max over {} frames",
-                ms(t.first_step),
-                ms(max),
-                t.frame_times.len()
-            );
+            self.log_superseded();
         }
         let generation = self.worker.run(request);
         self.steps.start(generation);
         self.inputs_seen(); // the resize above is no edit that should cancel this run
         let inputs = (self.edit_version(), self.params.clone());
         self.live.ran(inputs);
+    }
+
+    /// Live mode supersedes runs all the time: keep their figures in the log.
+    pub(super) fn log_superseded(&self) {
+        let t = &self.steps.timings;
+        let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1e3);
+        let max = t.frame_time_summary().map(|(_, max)| max);
+        tracing::info!(
+            "Run superseded: first step after {:.0} ms, UI frame time {:.2} ms max over {} frames",
+            ms(t.first_step),
+            ms(max),
+            t.frame_times.len()
+        );
     }
 
     pub fn cancel(&mut self) {

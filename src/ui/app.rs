@@ -314,6 +314,7 @@ impl MidmApp {
         if v != self.last_edit_version {
             self.last_edit_version = v;
             if self.steps.running {
+                self.log_superseded();
                 self.cancel();
             }
         }
@@ -376,8 +377,11 @@ impl MidmApp {
         self.gallery_ui(ui, actions);
         let (label_nc, size) = (self.label_nc(), self.model_size());
         egui::CentralPanel::default().show(ui, |ui| {
-            // Vertical scrolling only: the panels scale to the width they have.
+            // Vertical scrolling only: the panels scale to the width the side panels leave
+            // (taken here: inside the scroll area a row that overflows would widen it).
+            let width = ui.available_width() - ui.spacing().scroll.bar_width;
             egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.set_max_width(width);
                 ui.horizontal_top(|ui| {
                     let ctx = ui.ctx().clone();
                     let edges = self.exemplar.edges(&ctx, size, self.params.canny).cloned();
@@ -387,9 +391,11 @@ impl MidmApp {
                         exemplar: ex.map(|e| (&e.image, e.name.as_str(), self.exemplar.version)),
                         exemplar_edges: edges.as_ref(),
                     };
-                    ui.vertical(|ui| self.draw.ui(ui, &view, actions));
+                    let drawn = ui.vertical(|ui| self.draw.ui(ui, &view, actions));
                     ui.add_space(24.0);
+                    let left = width - drawn.response.rect.width() - 24.0;
                     ui.vertical(|ui| {
+                        ui.set_max_width(left - ui.spacing().item_spacing.x);
                         let canny = &mut self.params.canny;
                         self.exemplar.ui(ui, canny, (label_nc, size), actions)
                     });
@@ -398,6 +404,7 @@ impl MidmApp {
                 let view = StepsView {
                     exemplar: self.exemplar.exemplar.as_ref().map(|e| &e.image),
                     model_size: size,
+                    width,
                 };
                 self.steps.ui(ui, &view, actions);
             });

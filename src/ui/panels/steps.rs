@@ -52,6 +52,8 @@ struct FrameTextures {
 pub struct StepsView<'a> {
     pub exemplar: Option<&'a RgbaImage>,
     pub model_size: u32,
+    /// The width the steps may take.
+    pub width: f32,
 }
 
 #[derive(Default)]
@@ -279,7 +281,7 @@ impl StepsPanel {
         ));
         // Five views side by side in the width the window leaves (no horizontal scrolling).
         let gaps = 4.0 * ui.spacing().item_spacing.x;
-        let fit = ((ui.available_width() - gaps) / 5.0).floor();
+        let fit = ((view.width.min(ui.available_width()) - gaps) / 5.0).floor();
         let side = (view.model_size as f32 * 2.5)
             .clamp(128.0, 256.0)
             .min(fit)
