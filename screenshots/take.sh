@@ -3,6 +3,8 @@
 # lavapipe, the shipped model, the cat pair from assets/, a real run.
 #   screenshots/editor.png       after the run (final image selected)
 #   screenshots/editor-step.png  interleaved step k1 selected, correspondence probe on r~n
+#   screenshots/live-gallery.png live mode: a stroke drawn by hand restarted the run; the
+#                                gallery ranked for the sketch
 # Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,7 @@ cd "$(dirname "$0")/.."
 # A fresh HOME: no persisted session from earlier runs.
 HOME=$(mktemp -d)
 export HOME DISPLAY=:77
-Xvfb :77 -screen 0 1280x860x24 >/dev/null 2>&1 &
+Xvfb :77 -screen 0 1280x800x24 >/dev/null 2>&1 &
 xvfb=$!
 app=
 trap 'kill $app $xvfb 2>/dev/null || true' EXIT
@@ -19,15 +21,24 @@ sleep 1
   >/tmp/midm-screenshots.log 2>&1 &
 app=$!
 win=$(xdotool search --sync --onlyvisible --name midm | head -1)
-xdotool windowmove "$win" 0 0 windowsize "$win" 1280 860
+xdotool windowmove "$win" 0 0 windowsize "$win" 1280 800
 # Load, run, and the editor's own status line reporting the finished run.
 sleep "${MIDM_SCREENSHOT_WAIT:-20}"
 import -window root screenshots/editor.png
 # Third cell of the step bar (interleaved step k1), then the probe on r~n (positions for the
-# 1280x860 window as laid out now; check the result when the panels change).
-xdotool mousemove 427 458 click 1
+# 1280x800 window as laid out now; check the result when the panels change).
+xdotool mousemove 427 440 click 1
 sleep 1
 xdotool mousemove 410 585 click 1
 sleep 2
 import -window root screenshots/editor-step.png
-echo "wrote screenshots/editor.png and screenshots/editor-step.png"
+# Live mode: a stroke drawn in small steps (as a hand does) starts a run when it ends.
+xdotool mousemove 420 170 mousedown 1
+for i in $(seq 24); do
+  xdotool mousemove $((420 + i * 4)) $((170 + i * 6))
+  sleep 0.02
+done
+xdotool mouseup 1
+sleep "${MIDM_SCREENSHOT_WAIT:-20}"
+import -window root screenshots/live-gallery.png
+echo "wrote screenshots/editor.png, editor-step.png and live-gallery.png"

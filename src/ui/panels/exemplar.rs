@@ -99,6 +99,8 @@ impl ExemplarPanel {
         (label_nc, model_size): (usize, u32),
         actions: &mut Vec<Action>,
     ) {
+        // Taken first: a row wider than the column (the sliders) would widen what is left.
+        let width = ui.available_width();
         ui.strong("Exemplar");
         ui.horizontal(|ui| {
             if ui.button("Open...").clicked() {
@@ -117,7 +119,7 @@ impl ExemplarPanel {
             }
         });
         // The exemplar and its edges side by side, in the width the window leaves.
-        let fit = (ui.available_width() - ui.spacing().item_spacing.x) / 2.0;
+        let fit = (width - ui.spacing().item_spacing.x) / 2.0;
         let side = (model_size as f32 * 2.0)
             .clamp(128.0, 256.0)
             .min(fit)
