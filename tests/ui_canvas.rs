@@ -3,31 +3,16 @@
 //! model input stays a binary model-size raster; erasing shows; drawing stays fast on a canvas
 //! with hundreds of strokes.
 #![cfg(feature = "gui")]
+mod common;
 
-use egui::{Pos2, Rect, Vec2};
+use common::editor::{fresh_app, harness};
+
+use egui::{Pos2, Rect};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use image::RgbaImage;
 use midm::ui::canvas::Tool;
-use midm::ui::{AppArgs, MidmApp};
-
-fn fresh_app() -> MidmApp {
-    let ctx = egui::Context::default();
-    MidmApp::new(
-        &ctx,
-        AppArgs {
-            fresh: true,
-            ..Default::default()
-        },
-        None,
-    )
-}
-
-fn harness(app: MidmApp) -> Harness<'static, MidmApp> {
-    Harness::builder()
-        .with_size(Vec2::new(1400.0, 1000.0))
-        .build_ui_state(|ui, app: &mut MidmApp| app.ui(ui), app)
-}
+use midm::ui::MidmApp;
 
 fn set_zoom(h: &mut Harness<'static, MidmApp>, zoom: f64) {
     let slider = egui::accesskit::Role::Slider;

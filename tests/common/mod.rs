@@ -3,6 +3,9 @@
 //! weights, so the same tests run on any fixture set of the same layout.
 #![allow(dead_code)]
 
+#[cfg(feature = "gui")]
+pub mod editor;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
