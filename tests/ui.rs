@@ -487,6 +487,18 @@ fn ctrl_s_saves_to_the_outputs_folder_numbered_and_restorable() {
         midm::params::text_value(&text, midm::params::KEY_SEED),
         Some(seed.to_string().as_str())
     );
+
+    // Export PNG... on a desktop without a dialog backend: the window says so (an error that
+    // stays) and the image goes to the outputs folder all the same.
+    h.state_mut().export_dialog_unavailable();
+    h.step();
+    let errors = h.state().open_errors().join("\n");
+    assert!(errors.contains("No file dialog"), "{errors}");
+    assert!(errors.contains("00003-seed"), "{errors}");
+    assert!(days[0]
+        .path()
+        .join(format!("00003-seed{seed}.png"))
+        .is_file());
 }
 
 #[test]

@@ -254,6 +254,13 @@ impl MidmApp {
         self.outputs_root = root;
     }
 
+    /// Test hook: the export dialog found no backend (what rfd's immediate return on a desktop
+    /// without an xdg portal or zenity is taken as).
+    #[doc(hidden)]
+    pub fn export_dialog_unavailable(&mut self) {
+        self.no_dialog(Dialog::ExportPng);
+    }
+
     /// A file dialog that could not be shown: say so, and save to the outputs folder instead of
     /// doing nothing.
     pub(super) fn no_dialog(&mut self, which: Dialog) {
