@@ -6,7 +6,7 @@
 #   3. live mode: STROKES strokes drawn in small mouse steps, each starting as the previous
 #      run streams; the run each stroke's end starts, and the UI frame times while it streamed.
 # The editor's own log lines (RUST_LOG=info) are the figures. Positions are for the 1280x800
-# layout; check screenshots/measure-*.png when the panels move.
+# layout; check target/measure-*.png when the panels move.
 # Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,7 @@ for _ in $(seq "$RUNS"); do
   sleep 4
 done
 grep -o "Run done.*" "$log" | tail -n "$RUNS"
-import -window root screenshots/measure-run.png
+import -window root target/measure-run.png
 echo "Live mode, $STROKES strokes:"
 before=$(grep -cE "Run (done|superseded)" "$log" || true)
 for s in $(seq "$STROKES"); do
@@ -49,4 +49,4 @@ for s in $(seq "$STROKES"); do
 done
 sleep 5
 grep -oE "Run (done|superseded).*" "$log" | tail -n +"$((before + 1))" || echo "(no run logged: see $log)"
-import -window root screenshots/measure-live.png
+import -window root target/measure-live.png
