@@ -3,9 +3,8 @@
 //! persistence. The model is built from the fixture weights of `MIDM_PARITY_DIR`.
 mod common;
 
-use common::editor::{fixture_model, fresh_app, harness, step_until, stroke};
+use common::editor::{fixture_model, fresh_app, harness, step_until, stroke, MemStorage};
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use egui::{Key, Modifiers, Pos2, Vec2};
@@ -327,23 +326,6 @@ fn a_failing_model_load_shows_an_error_and_keeps_the_old_model() {
         "{:?}",
         h.state().last_error()
     );
-}
-
-/// In-memory eframe storage.
-#[derive(Default)]
-struct MemStorage(HashMap<String, String>);
-
-impl eframe::Storage for MemStorage {
-    fn get_string(&self, key: &str) -> Option<String> {
-        self.0.get(key).cloned()
-    }
-    fn set_string(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_string(), value);
-    }
-    fn remove_string(&mut self, key: &str) {
-        self.0.remove(key);
-    }
-    fn flush(&mut self) {}
 }
 
 #[test]

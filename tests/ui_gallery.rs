@@ -4,9 +4,8 @@
 //! folder is remembered.
 mod common;
 
-use common::editor::{fixture_model, fresh_app, harness, step_until, stroke};
+use common::editor::{fixture_model, fresh_app, harness, step_until, stroke, MemStorage};
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -98,23 +97,6 @@ fn the_gallery_ranks_the_shipped_exemplars_for_the_sketch_and_a_click_uses_one()
     stroke(&mut h, (5.0, 55.0), (55.0, 55.0));
     step_until(&mut h, "the ranking to start", |a| a.gallery_busy());
     step_until(&mut h, "the new ranking", ranked);
-}
-
-/// In-memory eframe storage.
-#[derive(Default)]
-struct MemStorage(HashMap<String, String>);
-
-impl eframe::Storage for MemStorage {
-    fn get_string(&self, key: &str) -> Option<String> {
-        self.0.get(key).cloned()
-    }
-    fn set_string(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_string(), value);
-    }
-    fn remove_string(&mut self, key: &str) {
-        self.0.remove(key);
-    }
-    fn flush(&mut self) {}
 }
 
 #[test]

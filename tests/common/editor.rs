@@ -1,5 +1,6 @@
 //! Shared helpers of the editor tests (egui_kittest): a fresh app, a harness, the fixture
 //! model, stepping until a condition holds, and a stroke dragged in small steps.
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use egui::{Pos2, Vec2};
@@ -69,4 +70,21 @@ pub fn stroke(h: &mut Harness<'static, MidmApp>, a: (f32, f32), b: (f32, f32)) {
     h.drop_at(at(b));
     h.step();
     h.step();
+}
+
+/// In-memory eframe storage.
+#[derive(Default)]
+pub struct MemStorage(pub HashMap<String, String>);
+
+impl eframe::Storage for MemStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
 }
