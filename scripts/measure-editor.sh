@@ -7,22 +7,24 @@
 #      run streams; the run each stroke's end starts, and the UI frame times while it streamed.
 # The editor's own log lines (RUST_LOG=info) are the figures. Positions are for the 1280x800
 # layout; check target/measure-*.png when the panels move.
-# Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
+# Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build;
+# MIDM_BIN=path measures that binary instead of target/release/midm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${MIDM_NO_BUILD:-}" ] || cargo build --release -q
 RUNS=${RUNS:-5} STROKES=${STROKES:-6}
+bin=${MIDM_BIN:-./target/release/midm}
 HOME=$(mktemp -d)
 export HOME DISPLAY=:79 RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2} LP_NUM_THREADS=${LP_NUM_THREADS:-}
 log=${LOG:-$(mktemp)}
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-./target/release/midm bench --runs 3 | grep -E "whole translation|first streamed"
+"$bin" bench --runs 3 | grep -E "whole translation|first streamed"
 Xvfb :79 -screen 0 1280x800x24 >/dev/null 2>&1 &
 xvfb=$!
 app=
 trap 'kill $app $xvfb 2>/dev/null || true' EXIT
 sleep 1
-RUST_LOG=info ./target/release/midm --condition assets/cat_sketch.png \
+RUST_LOG=info "$bin" --condition assets/cat_sketch.png \
   --exemplar assets/cat_exemplar.png >"$log" 2>&1 &
 app=$!
 win=$(xdotool search --sync --onlyvisible --name midm | head -1)

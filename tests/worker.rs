@@ -318,3 +318,42 @@ fn steps_stream_as_previews_and_are_decoded_exactly_on_request() {
         other => panic!("expected Decoded, got {other:?}"),
     }
 }
+
+/// The final image of one run of `request` on `w`.
+fn final_image(w: &WorkerHandle, request: RunRequest) -> RgbaImage {
+    let g = w.run(request);
+    let events = collect(w, |e| is_end(e, g));
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            WorkerEvent::Step { generation, frame } if generation == g => frame.image,
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("run {g} gave no final image"))
+}
+
+#[test]
+fn the_exemplar_side_is_reused_only_for_the_same_exemplar_and_changes_nothing() {
+    let (w, size, nc) = worker_with_model();
+    let first = request(size as u32, nc, 1, false);
+    // Another sketch (the oval mirrored) on the same exemplar: the worker reuses E(y).
+    let mut other_sketch = request(size as u32, nc, 2, false);
+    if let midm::worker::LabelInput::Built(label) = &mut other_sketch.condition {
+        label.data.reverse();
+    }
+    // The same sketch on another exemplar: the kept exemplar side must not be used.
+    let mut other_exemplar = request(size as u32, nc, 2, false);
+    other_exemplar.exemplar = RgbaImage::from_fn(size as u32, size as u32, |x, y| {
+        Rgba([255 - (y * 4) as u8, 90, (x * 4) as u8, 255])
+    });
+    final_image(&w, first);
+    for (what, r) in [("sketch", other_sketch), ("exemplar", other_exemplar)] {
+        let after_another = final_image(&w, r.clone());
+        let (fresh, _, _) = worker_with_model();
+        let alone = final_image(&fresh, r);
+        assert!(
+            after_another == alone,
+            "a run on another {what} after a run differs from the same run on a fresh worker"
+        );
+    }
+}

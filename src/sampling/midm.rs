@@ -206,8 +206,63 @@ pub fn translate(
     noise: &Noise,
     sink: &mut dyn StepSink,
 ) -> Result<MidmOutput> {
+    validate(model, inputs, opts)?;
+    let exemplar = ExemplarSide::new(model, &inputs.exemplar, &inputs.exemplar_label)?;
+    translate_with_exemplar(model, inputs, &exemplar, opts, noise, sink)
+}
+
+/// [`translate`] with the exemplar side computed beforehand (it must be that of
+/// `inputs.exemplar` and `inputs.exemplar_label`; the result is the same, bit for bit).
+pub fn translate_with_exemplar(
+    model: &MidmModel,
+    inputs: &MidmInputs,
+    exemplar: &ExemplarSide,
+    opts: &SamplerOptions,
+    noise: &Noise,
+    sink: &mut dyn StepSink,
+) -> Result<MidmOutput> {
     let mut run = Run::new(model, inputs, opts, noise, sink)?;
-    run.go()
+    let batch = inputs.condition.dim(0)?;
+    ensure!(
+        exemplar.latent.dim(0)? == batch,
+        "the exemplar side has batch {}, the inputs {batch}",
+        exemplar.latent.dim(0)?
+    );
+    run.go(exemplar)
+}
+
+/// The exemplar side of a run: the exemplar's latent E(y) and its matching features. It depends
+/// on the exemplar and its label only, so a caller that runs many sketches against one exemplar
+/// (the editor's live mode) computes it once: it is most of the time to the first step.
+#[derive(Debug, Clone)]
+pub struct ExemplarSide {
+    /// E(y) [B, c, h, w].
+    pub latent: Tensor,
+    /// Correlation features of (E(y), label) for the initial warp.
+    out: Tensor,
+    /// Centred and normalised matching features, for the re-matching of the loop.
+    matching: Tensor,
+}
+
+impl ExemplarSide {
+    /// `exemplar` [B, 3, H, W] in [-1, 1]; `label` [B, label_nc, H, W] in [0, 1].
+    pub fn new(model: &MidmModel, exemplar: &Tensor, label: &Tensor) -> Result<Self> {
+        let device = &model.device;
+        let exemplar = exemplar.to_device(device)?.to_dtype(DType::F32)?;
+        let label = label.to_device(device)?.to_dtype(DType::F32)?;
+        let latent = model.autoencoder.encode(&exemplar)?;
+        let (_, _, h, w) = latent.dims4()?;
+        let label_ds = model.config.label_downsample.apply(&label, h, w)?;
+        let (out, matching) = model
+            .correspondence
+            .reference_features(&latent, &label_ds)?;
+        let matching = crate::model::ops::center_and_normalize(&matching)?;
+        Ok(Self {
+            latent,
+            out,
+            matching,
+        })
+    }
 }
 
 /// Draws noise in the order the reference consumes it.
@@ -396,7 +451,7 @@ impl<'a> Run<'a> {
         Ok(x0)
     }
 
-    fn go(&mut self) -> Result<MidmOutput> {
+    fn go(&mut self, exemplar: &ExemplarSide) -> Result<MidmOutput> {
         let model = self.model;
         let opts = self.opts;
         let device = &model.device;
@@ -406,32 +461,17 @@ impl<'a> Run<'a> {
             .condition
             .to_device(device)?
             .to_dtype(DType::F32)?;
-        let exemplar = self
-            .inputs
-            .exemplar
-            .to_device(device)?
-            .to_dtype(DType::F32)?;
-        let exemplar_label = self
-            .inputs
-            .exemplar_label
-            .to_device(device)?
-            .to_dtype(DType::F32)?;
-
-        // Exemplar side, computed once for the whole run.
-        let ref_latent = model.autoencoder.encode(&exemplar)?;
+        let (ref_latent, ref_out, inter_ref) =
+            (&exemplar.latent, &exemplar.out, &exemplar.matching);
         self.exemplar_latent = Some(ref_latent.clone());
         let (_, _, h, w) = ref_latent.dims4()?;
-        let down = model.config.label_downsample;
-        let label_ds = down.apply(&condition, h, w)?;
-        let ref_label_ds = down.apply(&exemplar_label, h, w)?;
+        let label_ds = model.config.label_downsample.apply(&condition, h, w)?;
         let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
-        let (ref_out, ref_matching) = corr_net.reference_features(&ref_latent, &ref_label_ds)?;
-        let inter_ref = crate::model::ops::center_and_normalize(&ref_matching)?;
 
         // Initial warp.
-        let corr = matching::correlation(&trg_out, &ref_out)?;
+        let corr = matching::correlation(&trg_out, ref_out)?;
         let weights = matching::warp_weights(&corr, opts.temperature)?;
-        let mut x0 = matching::apply_warp(&weights, &ref_latent)?;
+        let mut x0 = matching::apply_warp(&weights, ref_latent)?;
         self.emit(
             StepKind::InitialWarp,
             None,
@@ -455,9 +495,9 @@ impl<'a> Run<'a> {
             let mut rewarp = None;
             if k > 0 && opts.rewarp_at.contains(&k) {
                 let feat = corr_net.iteration_features(&x0, &trg_matching)?;
-                let corr_inter = matching::correlation(&feat, &inter_ref)?;
+                let corr_inter = matching::correlation(&feat, inter_ref)?;
                 let weights = matching::warp_weights(&corr_inter, opts.temperature)?;
-                let x0_new = matching::apply_warp(&weights, &ref_latent)?;
+                let x0_new = matching::apply_warp(&weights, ref_latent)?;
                 let mask = if opts.use_mask {
                     matching::cycle_mask(&corr_inter, h, w, opts.temperature, opts.fb_threshold)?.2
                 } else {

@@ -150,15 +150,22 @@ impl MidmApp {
         self.live.ran(inputs);
     }
 
-    /// Live mode supersedes runs all the time: keep their figures in the log.
-    pub(super) fn log_superseded(&self) {
+    /// Live mode supersedes runs all the time: keep their figures in the log (once per run:
+    /// a cancelled run counts as running until the worker confirms).
+    pub(super) fn log_superseded(&mut self) {
+        if std::mem::replace(&mut self.steps.superseded, true) {
+            return;
+        }
         let t = &self.steps.timings;
-        let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1e3);
-        let max = t.frame_time_summary().map(|(_, max)| max);
+        let first = match t.first_step {
+            Some(d) => format!("first step after {:.0} ms", d.as_secs_f64() * 1e3),
+            None => "before its first step".into(),
+        };
+        let (mean, max) = t.frame_time_summary().unwrap_or_default();
         tracing::info!(
-            "Run superseded: first step after {:.0} ms, UI frame time {:.2} ms max over {} frames",
-            ms(t.first_step),
-            ms(max),
+            "Run superseded: {first}, UI frame time {:.2} ms mean / {:.2} ms max over {} frames",
+            mean.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
             t.frame_times.len()
         );
     }

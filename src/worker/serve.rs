@@ -17,7 +17,9 @@ use crate::device::DeviceChoice;
 use crate::error::{ensure, Error, Result};
 use crate::image::{build_label, canny_edges, Label, LatentPreview};
 use crate::model::{MidmModel, Precision};
-use crate::sampling::midm::{translate, MidmInputs, Noise, StepEvent, StepKind, StepSink};
+use crate::sampling::midm::{
+    translate_with_exemplar, ExemplarSide, MidmInputs, Noise, StepEvent, StepKind, StepSink,
+};
 
 /// What the worker keeps of the current run, by step index: the x0 latent and the warped
 /// exemplar latent of each step (for exact decodes on request) and the soft-warp weights
@@ -31,9 +33,19 @@ struct RunStore {
     warps: Vec<Option<Tensor>>,
 }
 
+/// The exemplar side of the last run, for the next run on the same exemplar and label (in live
+/// mode, every stroke): it saves the exemplar's encode and features, most of the time to the
+/// first step.
+struct ExemplarCache {
+    rgb: RgbImage,
+    label: Vec<f32>,
+    side: ExemplarSide,
+}
+
 pub(super) struct Worker {
     model: Option<(MidmModel, ModelInfo)>,
     store: RunStore,
+    exemplar_cache: Option<ExemplarCache>,
     events: Sender<WorkerEvent>,
     generation: Arc<AtomicU64>,
     repaint: Repaint,
@@ -66,6 +78,7 @@ impl Worker {
         Self {
             model: None,
             store: RunStore::default(),
+            exemplar_cache: None,
             events,
             generation,
             repaint,
@@ -96,6 +109,7 @@ impl Worker {
                         });
                     match result {
                         Ok((model, info)) => {
+                            self.exemplar_cache = None;
                             self.model = Some((model, info.clone()));
                             self.emit(WorkerEvent::ModelLoaded(info));
                         }
@@ -163,6 +177,7 @@ impl Worker {
             precision: model.precision,
             load_time: Duration::ZERO,
         };
+        self.exemplar_cache = None;
         self.model = Some((model, info.clone()));
         self.emit(WorkerEvent::ModelLoaded(info));
     }
@@ -285,7 +300,20 @@ impl Worker {
             ..request.options.clone()
         };
         let noise = Noise::Seeded(request.seed);
-        let result = translate(model, &inputs, &options, &noise, &mut sink);
+        let cache = &mut self.exemplar_cache;
+        let hit = cache
+            .as_ref()
+            .is_some_and(|c| c.rgb == sink.exemplar_rgb && c.label == exemplar_label.data);
+        if !hit {
+            let side = ExemplarSide::new(model, &inputs.exemplar, &inputs.exemplar_label)?;
+            *cache = Some(ExemplarCache {
+                rgb: sink.exemplar_rgb.clone(),
+                label: exemplar_label.data.clone(),
+                side,
+            });
+        }
+        let side = &cache.as_ref().expect("filled above").side;
+        let result = translate_with_exemplar(model, &inputs, side, &options, &noise, &mut sink);
         if let Some(e) = sink.error {
             return Err(e); // a failed display conversion stopped the run
         }

@@ -79,6 +79,8 @@ pub struct StepsPanel {
     /// The frames are the previous run's, shown until the new run's first step arrives (so
     /// that live mode does not flash an empty panel on every stroke).
     stale: bool,
+    /// The running run was superseded (cancelled by an edit or replaced) and its figures logged.
+    pub superseded: bool,
 }
 
 impl StepsPanel {
@@ -86,6 +88,7 @@ impl StepsPanel {
     pub fn start(&mut self, generation: u64) {
         self.generation = Some(generation);
         self.running = true;
+        self.superseded = false;
         self.run_started = Some(Instant::now());
         self.timings = RunTimings::default();
         self.pending_decodes.clear();
