@@ -130,3 +130,39 @@ fn a_user_folder_is_listed_and_remembered() {
     let restored = MidmApp::new(&ctx, args, Some(&storage));
     assert_eq!(restored.gallery_folder(), Some(dir.path()));
 }
+
+#[test]
+fn run_all_translates_the_sketch_with_every_exemplar_and_an_edit_drops_the_results() {
+    let mut app = fresh_app();
+    app.install_model(fixture_model(), common::parity_dir());
+    let mut h = harness(app);
+    step_until(&mut h, "the model", |a| a.model_info().is_some());
+    step_until(&mut h, "the thumbnails", |a| !a.gallery_busy());
+    stroke(&mut h, (10.0, 10.0), (50.0, 40.0));
+    h.get_by_label("Run all").click();
+    let asked = Instant::now();
+    step_until(&mut h, "every result", |a| {
+        !a.gallery_sweeping() && a.gallery_results().iter().all(|(_, r)| r.is_some())
+    });
+    let results = h.state().gallery_results();
+    eprintln!("{} results in {:?}", results.len(), asked.elapsed());
+    assert_eq!(results.len(), shipped_names().len());
+    let images: Vec<_> = results
+        .iter()
+        .map(|(name, r)| match r {
+            Some(Ok(img)) => img.clone(),
+            other => panic!("{name}: {other:?}"),
+        })
+        .collect();
+    assert!(
+        images.iter().any(|i| *i != images[0]),
+        "every exemplar gave the same image"
+    );
+    assert!(h.query_by_label("results").is_some(), "the results toggle");
+
+    // Another stroke: the results were for the old sketch.
+    stroke(&mut h, (5.0, 55.0), (55.0, 55.0));
+    h.step();
+    assert!(h.state().gallery_results().iter().all(|(_, r)| r.is_none()));
+    assert!(!h.state().gallery_sweeping());
+}

@@ -357,3 +357,78 @@ fn the_exemplar_side_is_reused_only_for_the_same_exemplar_and_changes_nothing() 
         );
     }
 }
+
+#[test]
+fn a_sweep_gives_each_exemplar_the_image_a_run_gives_and_yields_to_runs() {
+    let (w, size, nc) = worker_with_model();
+    let base = request(size as u32, nc, 3, false);
+    let canny = midm::image::CannyParams::edge_model();
+    let exemplars: Vec<(usize, RgbaImage)> = (0..3u8)
+        .map(|k| {
+            let img = RgbaImage::from_fn(size as u32, size as u32, |x, y| {
+                Rgba([(x * 4) as u8 ^ (k * 60), (y * 4) as u8, 40 * k, 255])
+            });
+            (usize::from(k) + 10, img)
+        })
+        .collect();
+    let sweep = w.sweep(
+        base.condition.clone(),
+        exemplars.clone(),
+        canny,
+        base.options.clone(),
+        base.seed,
+    );
+    let events = collect(&w, |e| matches!(e, WorkerEvent::SweepDone { .. }));
+    let swept: Vec<(usize, RgbaImage)> = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Swept {
+                sweep: s,
+                id,
+                result,
+            } if *s == sweep => Some((*id, result.clone().expect("a sweep result"))),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(
+        events.last(),
+        Some(WorkerEvent::SweepDone { complete: true, .. })
+    ));
+    assert_eq!(swept.len(), exemplars.len());
+    for ((id, img), (want_id, exemplar)) in swept.iter().zip(&exemplars) {
+        assert_eq!(id, want_id, "results in the order asked");
+        let mut run = base.clone();
+        run.exemplar = exemplar.clone();
+        run.exemplar_label = midm::worker::LabelInput::ExemplarEdges {
+            canny,
+            traced: GrayImage::new(size as u32, size as u32),
+            parts: midm::image::empty_parts(size as u32),
+        };
+        assert!(final_image(&w, run) == *img, "exemplar {id}: sweep != run");
+    }
+
+    // A run asked during a sweep stops it.
+    w.sweep(
+        base.condition.clone(),
+        exemplars.iter().cycle().take(60).cloned().collect(),
+        canny,
+        base.options.clone(),
+        base.seed,
+    );
+    let g = w.run(base);
+    let events = collect(&w, |e| is_end(e, g));
+    let stopped = events.iter().any(|e| {
+        matches!(
+            e,
+            WorkerEvent::SweepDone {
+                complete: false,
+                ..
+            }
+        )
+    });
+    let swept = events
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::Swept { .. }))
+        .count();
+    assert!(stopped && swept < 60, "the sweep went on: {swept} results");
+}

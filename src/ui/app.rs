@@ -424,6 +424,11 @@ impl MidmApp {
             Action::PasteExemplar => self.paste_exemplar(),
             Action::UseExemplar(p) => self.use_gallery_exemplar(&p),
             Action::SetLive(on) => self.set_live(on),
+            Action::Sweep(true) => self.gallery.want_sweep(),
+            Action::Sweep(false) => {
+                self.gallery.stop_sweep();
+                self.worker.stop_sweep();
+            }
             Action::SetOutputs(p) => {
                 self.outputs_setting = Some(p.clone());
                 self.set_outputs_root(super::outputs::root(Some(&p)));

@@ -72,9 +72,10 @@ impl MidmApp {
                         self.load_model(m.path);
                     }
                 }
-                e @ (WorkerEvent::Ranked { .. } | WorkerEvent::RankDone { .. }) => {
-                    self.gallery.on_worker_event(e)
-                }
+                e @ (WorkerEvent::Ranked { .. }
+                | WorkerEvent::RankDone { .. }
+                | WorkerEvent::Swept { .. }
+                | WorkerEvent::SweepDone { .. }) => self.gallery.on_worker_event(e),
                 // Events of a superseded run.
                 WorkerEvent::Step { .. }
                 | WorkerEvent::Decoded { .. }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::app::MidmApp;
-use super::panels::gallery::{GalleryView, RankKey};
+use super::panels::gallery::{GalleryView, RankKey, SweepDue, SweepKey};
 use super::panels::Action;
 use crate::worker::{LabelInput, RankScore};
 
@@ -16,6 +16,7 @@ impl MidmApp {
         let size = self.model.info.as_ref().map(|m| m.image_size as u32);
         self.gallery.poll(&ctx, size);
         self.maybe_rank(&ctx);
+        self.maybe_sweep(&ctx);
         let view = GalleryView {
             has_model: self.model.info.is_some(),
             has_sketch: !self.draw.canvas.is_empty(),
@@ -58,6 +59,42 @@ impl MidmApp {
         }
     }
 
+    /// "Run all": asks the worker for the entries without a result, when the editor is idle
+    /// (a run stops a sweep; it resumes after); a changed sketch or parameter drops the results.
+    fn maybe_sweep(&mut self, ctx: &egui::Context) {
+        let Some(info) = &self.model.info else {
+            return;
+        };
+        let canvas = &self.draw.canvas;
+        if canvas.size() != info.image_size as u32 {
+            return;
+        }
+        let options = self.params.sampler_options();
+        let key = SweepKey {
+            sketch: self.draw.version(),
+            model: format!("{} {} {}", info.path.display(), info.hash, info.precision),
+            params: format!("{:?} {options:?} {}", self.params.canny, self.params.seed),
+            batch: self.gallery.batch(),
+        };
+        let busy = self.steps.running
+            || self.model.loading.is_some()
+            || self.draw.drawing()
+            || ctx.input(|i| i.pointer.any_down());
+        match self.gallery.sweep_due(key, busy || canvas.is_empty()) {
+            SweepDue::Start(images) => {
+                let condition = LabelInput::Layers {
+                    edges: canvas.layer(0).clone(),
+                    parts: canvas.layers()[1..].to_vec(),
+                };
+                let (canny, seed) = (self.params.canny, self.params.seed);
+                let sweep = self.worker.sweep(condition, images, canny, options, seed);
+                self.gallery.sweep_started(sweep);
+            }
+            SweepDue::Stale => self.worker.stop_sweep(),
+            SweepDue::Nothing => {}
+        }
+    }
+
     /// A gallery thumbnail was clicked.
     pub(super) fn use_gallery_exemplar(&mut self, path: &Path) {
         self.load_exemplar(path);
@@ -72,6 +109,20 @@ impl MidmApp {
         let score = |i: usize| entries[i].score.as_ref().and_then(|s| s.clone().ok());
         let order = self.gallery.order().into_iter();
         order.map(|i| (entries[i].name.clone(), score(i))).collect()
+    }
+
+    /// "Run all" results by entry name, in the gallery's order (`None`: not there yet).
+    pub fn gallery_results(&self) -> Vec<(String, Option<Result<image::RgbaImage, String>>)> {
+        let entries = self.gallery.entries();
+        let order = self.gallery.order().into_iter();
+        order
+            .map(|i| (entries[i].name.clone(), entries[i].result.clone()))
+            .collect()
+    }
+
+    /// Whether "Run all" still wants results.
+    pub fn gallery_sweeping(&self) -> bool {
+        self.gallery.is_sweeping()
     }
 
     /// Whether the gallery is loading images or waiting for a ranking.

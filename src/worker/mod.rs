@@ -13,6 +13,7 @@
 //! ([`WorkerHandle::rank`]) yields to runs: it stops between exemplars once a run was submitted.
 mod rank;
 mod serve;
+mod sweep;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use crate::sampling::midm::{SamplerOptions, StepKind};
 pub use crate::sampling::rank::RankScore;
 use rank::RankJob;
 use serve::Worker;
+use sweep::SweepJob;
 
 /// What the UI needs to know about the loaded model.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +174,17 @@ pub enum WorkerEvent {
         ranking: u64,
         complete: bool,
     },
+    /// Answer to [`WorkerHandle::sweep`]: the final image with exemplar `id`, as each finishes.
+    Swept {
+        sweep: u64,
+        id: usize,
+        result: Result<RgbaImage, String>,
+    },
+    /// The sweep ended; `complete` is false when a run or a newer sweep stopped it.
+    SweepDone {
+        sweep: u64,
+        complete: bool,
+    },
 }
 
 pub(crate) enum Request {
@@ -202,6 +215,7 @@ pub(crate) enum Request {
         pixel: (usize, usize),
     },
     Rank(Box<RankJob>),
+    Sweep(Box<SweepJob>),
     Shutdown,
 }
 
@@ -214,6 +228,7 @@ pub struct WorkerHandle {
     events_tx: Sender<WorkerEvent>,
     generation: Arc<AtomicU64>,
     ranking: Arc<AtomicU64>,
+    sweeps: Arc<AtomicU64>,
     repaint: Repaint,
     thread: Option<JoinHandle<()>>,
 }
@@ -232,6 +247,7 @@ impl WorkerHandle {
             events_tx,
             generation,
             ranking: Arc::default(),
+            sweeps: Arc::default(),
             repaint,
             thread: Some(thread),
         }
@@ -307,6 +323,38 @@ impl WorkerHandle {
             generations: self.generation.clone(),
         })));
         ranking
+    }
+
+    /// Translate `condition` with each exemplar (labels from their Canny edges with `canny`),
+    /// with the run's `options` and `seed`: one `Swept` per exemplar, then a `SweepDone`, after
+    /// any run in flight. A run or a newer sweep asked later stops it within one UNet pass.
+    /// Returns the sweep's number.
+    pub fn sweep(
+        &self,
+        condition: LabelInput,
+        exemplars: Vec<(usize, RgbaImage)>,
+        canny: CannyParams,
+        options: crate::SamplerOptions,
+        seed: u64,
+    ) -> u64 {
+        let sweep = self.sweeps.fetch_add(1, Ordering::SeqCst) + 1;
+        self.send(Request::Sweep(Box::new(SweepJob {
+            sweep,
+            generation: self.generation(),
+            condition,
+            exemplars,
+            canny,
+            options,
+            seed,
+            sweeps: self.sweeps.clone(),
+            generations: self.generation.clone(),
+        })));
+        sweep
+    }
+
+    /// Stop the sweep in flight (within one UNet pass).
+    pub fn stop_sweep(&self) {
+        self.sweeps.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Cancel whatever run is in flight (it stops at its next UNet pass).

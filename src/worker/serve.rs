@@ -153,6 +153,9 @@ impl Worker {
                 Request::Rank(job) => super::rank::serve(self.model.as_ref(), &job, &|e| {
                     self.emit(e);
                 }),
+                Request::Sweep(job) => super::sweep::serve(self.model.as_ref(), &job, &|e| {
+                    self.emit(e);
+                }),
                 Request::Panic { generation } => {
                     self.emit(WorkerEvent::Started { generation });
                     let error = guarded("run", || -> Result<()> { panic!("injected failure") })
@@ -479,7 +482,7 @@ pub(super) fn exemplar_at(image: &RgbaImage, size: usize) -> RgbImage {
 }
 
 /// [1, 3, H, W] in about [-1, 1] -> RGBA (clamped).
-fn tensor_to_image(t: &Tensor) -> Result<RgbaImage> {
+pub(super) fn tensor_to_image(t: &Tensor) -> Result<RgbaImage> {
     Ok(DynamicImage::ImageRgb8(crate::image::tensor_to_rgb(t)?).to_rgba8())
 }
 

@@ -32,6 +32,9 @@ pub struct Entry {
     /// The image resized to the model's size (what ranking sends to the worker).
     rank_image: Option<RgbaImage>,
     pub score: Option<Result<RankScore, String>>,
+    /// The sketch translated with this exemplar by "Run all", and its texture.
+    pub result: Option<Result<RgbaImage, String>>,
+    result_tex: Option<TextureHandle>,
 }
 
 /// What the loading thread sends, tagged with its batch.
@@ -48,6 +51,36 @@ pub struct RankKey {
     pub model: String,
     pub canny: CannyParams,
     pub batch: u64,
+}
+
+/// What a "Run all" is computed for: a change drops its results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepKey {
+    pub sketch: (u64, u64),
+    pub model: String,
+    /// Canny settings, sampler options and seed.
+    pub params: String,
+    pub batch: u64,
+}
+
+/// What the app should do about "Run all" this frame.
+pub enum SweepDue {
+    Nothing,
+    /// Ask the worker for these entries (those without a result yet).
+    Start(Vec<(usize, RgbaImage)>),
+    /// The sketch or parameters changed: stop the sweep in flight, its results were dropped.
+    Stale,
+}
+
+/// The state of "Run all".
+#[derive(Default)]
+struct Sweep {
+    key: Option<SweepKey>,
+    /// Results are wanted for every entry (until all came or the user stopped it).
+    wanted: bool,
+    in_flight: Option<u64>,
+    /// Show results in place of the exemplars.
+    show: bool,
 }
 
 /// What the gallery shows of the rest of the editor.
@@ -81,6 +114,7 @@ pub struct GalleryPanel {
     seen: Option<(RankKey, Instant)>,
     /// The entry last used as exemplar, with the exemplar version it became.
     pub picked: Option<(PathBuf, u64)>,
+    sweep: Sweep,
 }
 
 impl GalleryPanel {
@@ -101,6 +135,7 @@ impl GalleryPanel {
             ranked: None,
             seen: None,
             picked: None,
+            sweep: Sweep::default(),
         }
     }
 
@@ -217,6 +252,59 @@ impl GalleryPanel {
             .collect()
     }
 
+    /// "Run all" was clicked for `key`.
+    pub fn want_sweep(&mut self) {
+        self.sweep.wanted = true;
+        self.sweep.show = true;
+    }
+
+    /// "Stop" was clicked: what came so far stays.
+    pub fn stop_sweep(&mut self) {
+        self.sweep.wanted = false;
+        self.sweep.in_flight = None;
+    }
+
+    pub fn is_sweeping(&self) -> bool {
+        self.sweep.wanted
+    }
+
+    /// Whether to start (or resume) a sweep now; drops the results when `key` changed.
+    pub fn sweep_due(&mut self, key: SweepKey, busy: bool) -> SweepDue {
+        if self.sweep.key.as_ref() != Some(&key) {
+            let had = self.sweep.key.is_some();
+            let running = self.sweep.in_flight.take().is_some();
+            for e in &mut self.entries {
+                (e.result, e.result_tex) = (None, None);
+            }
+            self.sweep.key = Some(key);
+            if had {
+                self.sweep.wanted = false;
+                return if running {
+                    SweepDue::Stale
+                } else {
+                    SweepDue::Nothing
+                };
+            }
+        }
+        if !self.sweep.wanted || self.sweep.in_flight.is_some() || busy || self.is_loading() {
+            return SweepDue::Nothing;
+        }
+        let todo: Vec<_> = self
+            .rank_inputs()
+            .into_iter()
+            .filter(|(i, _)| self.entries[*i].result.is_none())
+            .collect();
+        if todo.is_empty() {
+            self.sweep.wanted = false;
+            return SweepDue::Nothing;
+        }
+        SweepDue::Start(todo)
+    }
+
+    pub fn sweep_started(&mut self, sweep: u64) {
+        self.sweep.in_flight = Some(sweep);
+    }
+
     pub fn ranking_started(&mut self, ranking: u64, key: RankKey) {
         self.ranking = Some(ranking);
         self.scored = 0;
@@ -236,6 +324,17 @@ impl GalleryPanel {
                 if !complete {
                     self.ranked = None; // stopped by a run: rank again once idle
                 }
+            }
+            WorkerEvent::Swept { sweep, id, result } if Some(sweep) == self.sweep.in_flight => {
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.result = Some(result);
+                    e.result_tex = None;
+                }
+            }
+            WorkerEvent::SweepDone { sweep, complete } if Some(sweep) == self.sweep.in_flight => {
+                self.sweep.in_flight = None;
+                // Stopped by a run: the rest follows once the editor is idle again.
+                self.sweep.wanted &= !complete;
             }
             _ => {}
         }
@@ -289,6 +388,7 @@ impl GalleryPanel {
             });
         });
         self.folder_ui(ui, actions);
+        self.sweep_ui(ui, view, actions);
         let ranked = self.entries.iter().any(|e| e.score.is_some());
         let hint = match (view.has_model, view.has_sketch, ranked) {
             (false, _, _) => "Load a model to rank these for the sketch.",
@@ -349,6 +449,33 @@ impl GalleryPanel {
         }
     }
 
+    /// "Run all" and its progress.
+    fn sweep_ui(&mut self, ui: &mut egui::Ui, view: &GalleryView, actions: &mut Vec<Action>) {
+        let n = self.entries.len();
+        let done = self.entries.iter().filter(|e| e.result.is_some()).count();
+        ui.horizontal(|ui| {
+            if self.sweep.wanted {
+                ui.spinner();
+                ui.weak(format!("results {done}/{n}"));
+                if ui.small_button("Stop").clicked() {
+                    actions.push(Action::Sweep(false));
+                }
+            } else {
+                let can = view.has_model && view.has_sketch && n > 0;
+                let tip = "Translate the sketch with every exemplar here (current parameters \
+                           and seed); each result shows in place of its exemplar, the exemplar \
+                           in its corner. Click one to use its exemplar.";
+                let button = ui.add_enabled(can, egui::Button::new("Run all"));
+                if button.on_hover_text(tip).clicked() {
+                    actions.push(Action::Sweep(true));
+                }
+            }
+            if done > 0 {
+                ui.checkbox(&mut self.sweep.show, "results");
+            }
+        });
+    }
+
     fn folder_display(&self) -> String {
         self.folder
             .as_ref()
@@ -382,12 +509,33 @@ impl GalleryPanel {
             e.thumb.dimensions(),
         );
         let painter = ui.painter_at(rect);
-        painter.image(
-            tex.id(),
-            img_rect,
-            Rect::from_min_max([0.0, 0.0].into(), [1.0, 1.0].into()),
-            Color32::WHITE,
-        );
+        let uv = Rect::from_min_max([0.0, 0.0].into(), [1.0, 1.0].into());
+        let result = match (&e.result, self.sweep.show) {
+            (Some(Ok(img)), true) => Some(e.result_tex.get_or_insert_with(|| {
+                let name = format!("gallery-result-{}", e.path.display());
+                ui.ctx()
+                    .load_texture(name, color_image(img), egui::TextureOptions::LINEAR)
+            })),
+            _ => None,
+        };
+        match result {
+            // The result fills the square; its exemplar sits in the corner.
+            Some(res) => {
+                let square = Rect::from_min_size(rect.min, Vec2::splat(THUMB));
+                painter.image(res.id(), square, uv, Color32::WHITE);
+                let inset = Rect::from_min_max(square.lerp_inside(Vec2::splat(0.62)), square.max);
+                painter.rect_filled(inset.expand(1.0), 0.0, Color32::WHITE);
+                painter.image(
+                    tex.id(),
+                    fit(inset, e.thumb.dimensions()),
+                    uv,
+                    Color32::WHITE,
+                );
+            }
+            None => {
+                painter.image(tex.id(), img_rect, uv, Color32::WHITE);
+            }
+        }
         let current = self
             .picked
             .as_ref()
@@ -410,6 +558,11 @@ impl GalleryPanel {
         if let Some(score) = &e.score {
             badge(&painter, square, score);
         }
+        let result_tip = match &e.result {
+            Some(Ok(_)) => "\nThe sketch translated with it is shown (\"Run all\")",
+            Some(Err(_)) => "\n\"Run all\" failed for it",
+            None => "",
+        };
         let tip = match &e.score {
             Some(Ok(s)) => format!(
                 "{}\n{:.0}% of the sketch's cells pass the cycle check\nmean best correlation {:.3}\nClick to use as exemplar",
@@ -419,6 +572,10 @@ impl GalleryPanel {
             ),
             Some(Err(why)) => format!("{}\nnot ranked: {why}", e.name),
             None => format!("{}\nClick to use as exemplar", e.name),
+        };
+        let tip = match &e.result {
+            Some(Err(why)) => format!("{tip}{result_tip}: {why}"),
+            _ => format!("{tip}{result_tip}"),
         };
         if response.on_hover_text(tip).clicked() {
             actions.push(Action::UseExemplar(e.path.clone()));
@@ -518,6 +675,8 @@ fn load_entry(path: &Path, name: String, size: Option<u32>) -> Result<Entry, Str
         tex: None,
         rank_image,
         score: None,
+        result: None,
+        result_tex: None,
     })
 }
 

@@ -48,6 +48,8 @@ pub enum Action {
     SetOutputs(PathBuf),
     /// Turn live mode on or off.
     SetLive(bool),
+    /// "Run all" in the gallery (true) or stop it (false).
+    Sweep(bool),
     /// Decode step i of the current run.
     Decode(usize),
     /// The probe row of latent pixel (row, column) at step i.
