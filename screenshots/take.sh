@@ -5,6 +5,7 @@
 #   screenshots/editor-step.png  interleaved step k1 selected, correspondence probe on r~n
 #   screenshots/live-gallery.png live mode: a stroke drawn by hand restarted the run; the
 #                                gallery ranked for the sketch
+#   screenshots/run-all.png      the gallery's "Run all": the sketch with every exemplar
 # Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ xvfb=$!
 app=
 trap 'kill $app $xvfb 2>/dev/null || true' EXIT
 sleep 1
-./target/release/midm --condition assets/cat_sketch.png --exemplar assets/cat_exemplar.png --run \
+RUST_LOG=info ./target/release/midm --condition assets/cat_sketch.png --exemplar assets/cat_exemplar.png --run \
   >/tmp/midm-screenshots.log 2>&1 &
 app=$!
 win=$(xdotool search --sync --onlyvisible --name midm | head -1)
@@ -41,4 +42,14 @@ done
 xdotool mouseup 1
 sleep "${MIDM_SCREENSHOT_WAIT:-20}"
 import -window root screenshots/live-gallery.png
-echo "wrote screenshots/editor.png, editor-step.png and live-gallery.png"
+# The gallery's "Run all" (a minute or more on a CPU); the log says when every result is in.
+xdotool mousemove 1126 83 click 1
+for _ in $(seq 120); do
+  sleep 5
+  grep -q "Run all:" /tmp/midm-screenshots.log && break
+done
+grep -o "Run all:.*" /tmp/midm-screenshots.log || echo "Run all did not finish"
+xdotool mousemove 700 300
+sleep 1
+import -window root screenshots/run-all.png
+echo "wrote screenshots/editor.png, editor-step.png, live-gallery.png and run-all.png"

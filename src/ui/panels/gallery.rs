@@ -81,6 +81,8 @@ struct Sweep {
     in_flight: Option<u64>,
     /// Show results in place of the exemplars.
     show: bool,
+    /// When "Run all" was clicked.
+    asked: Option<Instant>,
 }
 
 /// What the gallery shows of the rest of the editor.
@@ -256,6 +258,7 @@ impl GalleryPanel {
     pub fn want_sweep(&mut self) {
         self.sweep.wanted = true;
         self.sweep.show = true;
+        self.sweep.asked = Some(Instant::now());
     }
 
     /// "Stop" was clicked: what came so far stays.
@@ -335,6 +338,11 @@ impl GalleryPanel {
                 self.sweep.in_flight = None;
                 // Stopped by a run: the rest follows once the editor is idle again.
                 self.sweep.wanted &= !complete;
+                if complete {
+                    let n = self.entries.iter().filter(|e| e.result.is_some()).count();
+                    let secs = self.sweep.asked.map_or(0.0, |t| t.elapsed().as_secs_f32());
+                    tracing::info!("Run all: {n} results in {secs:.1} s");
+                }
             }
             _ => {}
         }
@@ -454,21 +462,23 @@ impl GalleryPanel {
         let n = self.entries.len();
         let done = self.entries.iter().filter(|e| e.result.is_some()).count();
         ui.horizontal(|ui| {
+            // Kept narrow: a wider row would widen the panel and squeeze the central one.
             if self.sweep.wanted {
                 ui.spinner();
-                ui.weak(format!("results {done}/{n}"));
+                ui.weak(format!("{done}/{n}"));
                 if ui.small_button("Stop").clicked() {
                     actions.push(Action::Sweep(false));
                 }
-            } else {
-                let can = view.has_model && view.has_sketch && n > 0;
-                let tip = "Translate the sketch with every exemplar here (current parameters \
-                           and seed); each result shows in place of its exemplar, the exemplar \
-                           in its corner. Click one to use its exemplar.";
-                let button = ui.add_enabled(can, egui::Button::new("Run all"));
-                if button.on_hover_text(tip).clicked() {
-                    actions.push(Action::Sweep(true));
-                }
+                return;
+            }
+            let can = view.has_model && view.has_sketch && n > 0;
+            let tip = "Translate the sketch with every exemplar here (current parameters and \
+                       seed); each result shows in place of its exemplar, the exemplar in its \
+                       corner. Click one to use its exemplar. A run pauses it; a change of \
+                       sketch or parameters drops the results.";
+            let button = ui.add_enabled(can, egui::Button::new("Run all"));
+            if button.on_hover_text(tip).clicked() {
+                actions.push(Action::Sweep(true));
             }
             if done > 0 {
                 ui.checkbox(&mut self.sweep.show, "results");
@@ -523,7 +533,11 @@ impl GalleryPanel {
             Some(res) => {
                 let square = Rect::from_min_size(rect.min, Vec2::splat(THUMB));
                 painter.image(res.id(), square, uv, Color32::WHITE);
-                let inset = Rect::from_min_max(square.lerp_inside(Vec2::splat(0.62)), square.max);
+                // Bottom left: the score badge takes the bottom right.
+                let inset = Rect::from_min_max(
+                    square.lerp_inside(Vec2::new(0.0, 0.62)),
+                    square.lerp_inside(Vec2::new(0.38, 1.0)),
+                );
                 painter.rect_filled(inset.expand(1.0), 0.0, Color32::WHITE);
                 painter.image(
                     tex.id(),
