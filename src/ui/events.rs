@@ -138,14 +138,15 @@ impl MidmApp {
             ),
             None => String::new(),
         };
-        let first_parts = match t.first_step_parts {
-            Some((sampler, convert, delivery)) => format!(
-                " (sampler {:.0} + display conversion {:.0} + delivery {:.0} ms)",
+        let first_parts = match (t.first_step, t.first_step_parts) {
+            (Some(first), Some((sampler, convert, delivery))) => format!(
+                " (worker queue and inputs {:.0} + sampler {:.0} + display conversion {:.0} + delivery {:.0} ms)",
+                ms(first.saturating_sub(sampler + convert + delivery)),
                 ms(sampler),
                 ms(convert),
                 ms(delivery)
             ),
-            None => String::new(),
+            _ => String::new(),
         };
         let text = format!(
             "Run done: first step after {:.0} ms{first_parts}, final image after {:.0} ms (worker {:.0} ms, of which {:.0} ms making step previews){frames}",
