@@ -39,6 +39,9 @@ struct Cli {
 enum Command {
     /// Translate a condition (edge map) into an image in the style of an exemplar.
     Translate(midm::cli::TranslateArgs),
+    /// Translate many pairs (a CSV / JSON Lines manifest, or a --grid) with one model load,
+    /// B pairs per sampler call; resumable, shardable across machines (--shard i/N).
+    Batch(midm::cli::BatchArgs),
     /// Time every stage of a translation (shipped model, and/or the official size with random weights).
     Bench(BenchArgs),
 }
@@ -297,6 +300,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Translate(args)) => midm::cli::run_translate(&args),
+        Some(Command::Batch(args)) => midm::cli::run_batch(&args),
         Some(Command::Bench(args)) => run_bench(&args),
         #[cfg(feature = "gui")]
         None => midm::ui::run_app(midm::ui::AppArgs {
