@@ -264,9 +264,15 @@ pub struct BatchArgs {
     /// Output folder (results, and sheet.png).
     #[arg(long)]
     pub out: PathBuf,
-    /// Pairs per sampler call (real batched tensors; each pair keeps its own seed).
+    /// Pairs per chunk: loaded together, translated as batched tensors (each pair keeps its own
+    /// seed), written together.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Concurrent sub-batches a chunk is cut into, each on one thread with single-threaded ops
+    /// (default: one per thread, at most one per pair). 1: the whole chunk in one sampler call,
+    /// its ops spread over all threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// i/N: run only the entries j with j % N == i (0-based), e.g. one task of an array job.
     #[arg(long, default_value = "0/1")]
     pub shard: crate::batch::Shard,
@@ -313,14 +319,18 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     let config = crate::batch::BatchConfig {
         out_dir: args.out.clone(),
         batch: args.batch,
+        workers: args.workers.unwrap_or_else(rayon::current_num_threads),
         params: args.sampler.params(device_choice, args.precision),
         shard,
         model_hash: loaded.report.model_hash()?,
         model_path: model_path.clone(),
     };
     eprintln!(
-        "{mine} of {total} pairs (shard {}/{}), {} per sampler call",
-        shard.index, shard.count, args.batch
+        "{mine} of {total} pairs (shard {}/{}), {} per chunk in {} sub-batches",
+        shard.index,
+        shard.count,
+        args.batch,
+        config.workers.clamp(1, args.batch.max(1))
     );
     let bar = ProgressBar::new(mine as u64);
     bar.set_style(

@@ -84,6 +84,10 @@ struct BenchArgs {
     /// (each pair with its own seed) and every stage, per image, side by side (shipped model).
     #[arg(long, value_delimiter = ',')]
     batch: Vec<usize>,
+    /// With --batch: concurrent sub-batches per batch, as `midm batch --workers` (default: one
+    /// per thread).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Also time the same stages in PyTorch on the same weights (`python -m train.bench_torch`,
     /// run from --torch-dir) and print candle/PyTorch ratios. With --official the random
     /// official-size model is built by PyTorch and exported, so both load the same file.
@@ -205,7 +209,9 @@ fn bench_batches(args: &BenchArgs, device: &candle_core::Device) -> anyhow::Resu
         .clone()
         .unwrap_or_else(midm::params::default_model_path);
     let model = midm::checkpoint::load_model_with(&path, device, args.precision)?;
-    let results = midm::bench::bench_batches(&model, &args.batch, args.warmup, args.runs)?;
+    let workers = args.workers.unwrap_or_else(rayon::current_num_threads);
+    println!("whole translations in {workers} concurrent sub-batches (at most one per pair)");
+    let results = midm::bench::bench_batches(&model, &args.batch, workers, args.warmup, args.runs)?;
     let title = format!(
         "model {} ({}x{})",
         path.display(),

@@ -249,11 +249,14 @@ fn batched_output_equals_single_runs() {
         &mut (),
     )
     .unwrap();
+    // As `midm batch` runs them: two concurrent sub-batches (of 1 and 2), one thread each.
+    let split = midm::batch::run::translate_seeded(model, &batched, &opts, &seeds, 2).unwrap();
     let mut worst = 0f32;
     for (i, (inputs, seed)) in items.iter().zip(seeds).enumerate() {
         let single = midm::translate(model, inputs, &opts, &Noise::Seeded(seed), &mut ()).unwrap();
-        let d = max_abs_diff(&out.image.get(i).unwrap(), &single.image.get(0).unwrap());
-        worst = worst.max(d);
+        let single = single.image.get(0).unwrap();
+        worst = worst.max(max_abs_diff(&out.image.get(i).unwrap(), &single));
+        worst = worst.max(max_abs_diff(&split.get(i).unwrap(), &single));
     }
     eprintln!("batched vs single: max abs difference {worst:e} (images in [-1, 1])");
     assert!(
@@ -282,6 +285,7 @@ fn config(out: &Path, batch: usize) -> BatchConfig {
     BatchConfig {
         out_dir: out.to_path_buf(),
         batch,
+        workers: 2,
         params: Params {
             ddim_steps: 4,
             interleaved_steps: 3,
@@ -348,7 +352,12 @@ fn a_rerun_skips_results_with_matching_metadata() {
     let sketch = dir.path().join("cat_sketch.png");
     std::fs::copy(asset("cat_sketch.png"), &sketch).unwrap();
     let m2 = Manifest::Grid(
-        Grid::new(&[sketch.clone()], &[asset("cat_exemplar.png")], vec![1]).unwrap(),
+        Grid::new(
+            std::slice::from_ref(&sketch),
+            &[asset("cat_exemplar.png")],
+            vec![1],
+        )
+        .unwrap(),
     );
     assert_eq!(run(&m2, &other).0.skipped, 1, "same contents, same result");
     image::open(asset("face_sketch.png"))

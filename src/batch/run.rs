@@ -10,7 +10,7 @@ use crate::error::{ensure, Error, Result};
 use crate::image::Notes;
 use crate::model::MidmModel;
 use crate::params::{params_from_png_text, text_value, Params, ResultInfo, KEY_MODEL_HASH};
-use crate::sampling::midm::{translate, MidmInputs, Noise};
+use crate::sampling::midm::{translate, MidmInputs, Noise, SamplerOptions};
 
 /// PNG text key of a batch result: the hash of its input files' contents (see [`inputs_hash`]),
 /// so that a re-run recognises a result of other inputs under the same name.
@@ -64,8 +64,10 @@ pub fn inputs_hash(pair: &Pair) -> Result<String> {
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
     pub out_dir: PathBuf,
-    /// Pairs per sampler call.
+    /// Pairs per chunk (loaded, translated and written together).
     pub batch: usize,
+    /// Concurrent sub-batches a chunk is cut into ([`translate_seeded`]).
+    pub workers: usize,
     pub params: Params,
     pub shard: Shard,
     /// [`crate::checkpoint::LoadReport::model_hash`] of the model, and where it was loaded from.
@@ -288,7 +290,7 @@ impl Runner<'_> {
     /// One sampler call for the chunk; if it fails, each pair alone (so that one pair the
     /// sampler refuses does not take the others with it).
     fn run_chunk(&mut self, chunk: Vec<Ready>) {
-        let result = translate_chunk(self.model, &self.config.params, &chunk);
+        let result = translate_chunk(self.model, &self.config.params, self.config.workers, &chunk);
         match result {
             Ok(images) => {
                 for (ready, img) in chunk.into_iter().zip(images) {
@@ -332,11 +334,12 @@ impl Runner<'_> {
     }
 }
 
-/// Translate a chunk in one batched sampler call, each pair with its own seed; the images in
+/// Translate a chunk in batched sampler calls, each pair with its own seed; the images in
 /// chunk order.
 fn translate_chunk(
     model: &MidmModel,
     params: &Params,
+    workers: usize,
     chunk: &[Ready],
 ) -> Result<Vec<DynamicImage>> {
     let cat = |f: fn(&MidmInputs) -> &Tensor| -> Result<Tensor> {
@@ -348,20 +351,72 @@ fn translate_chunk(
         exemplar: cat(|i| &i.exemplar)?,
         exemplar_label: cat(|i| &i.exemplar_label)?,
     };
-    let seeds = chunk.iter().map(|r| r.pair.seed).collect();
-    let out = translate(
-        model,
-        &inputs,
-        &params.sampler_options(),
-        &Noise::SeededEach(seeds),
-        &mut (),
-    )?;
+    let seeds: Vec<u64> = chunk.iter().map(|r| r.pair.seed).collect();
+    let images = translate_seeded(model, &inputs, &params.sampler_options(), &seeds, workers)?;
     (0..chunk.len())
         .map(|i| {
-            let rgb = crate::image::tensor_to_rgb(&out.image.get(i)?)?;
+            let rgb = crate::image::tensor_to_rgb(&images.get(i)?)?;
             Ok(DynamicImage::ImageRgb8(rgb))
         })
         .collect()
+}
+
+/// The decoded images [B, 3, H, W] of a batch whose item i has seed `seeds[i]` (each equal to
+/// a run of that item alone). With `workers` > 1 the batch is cut into that many sub-batches
+/// (sizes differing by at most one) that run concurrently, each a batched tensor on its own
+/// thread with single-threaded ops: at the shipped model's size most ops are too small to
+/// split across cores (one thread is faster than two on a single image), while whole
+/// sub-batches keep every core busy without synchronising inside each op.
+pub fn translate_seeded(
+    model: &MidmModel,
+    inputs: &MidmInputs,
+    opts: &SamplerOptions,
+    seeds: &[u64],
+    workers: usize,
+) -> Result<Tensor> {
+    let b = inputs.condition.dim(0)?;
+    ensure!(seeds.len() == b, "{} seeds for a batch of {b}", seeds.len());
+    let workers = workers.clamp(1, b.max(1));
+    let run = |start: usize, len: usize| -> Result<Tensor> {
+        let part = |t: &Tensor| t.narrow(0, start, len);
+        let sub = MidmInputs {
+            condition: part(&inputs.condition)?,
+            exemplar: part(&inputs.exemplar)?,
+            exemplar_label: part(&inputs.exemplar_label)?,
+        };
+        let noise = Noise::SeededEach(seeds[start..start + len].to_vec());
+        Ok(translate(model, &sub, opts, &noise, &mut ())?.image)
+    };
+    if workers == 1 {
+        return run(0, b);
+    }
+    let spans: Vec<(usize, usize)> = (0..workers)
+        .map(|w| (w * b / workers, (w + 1) * b / workers - w * b / workers))
+        .collect();
+    let results: Vec<Result<Tensor>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = spans
+            .iter()
+            .map(|&(start, len)| {
+                scope.spawn(move || -> Result<Tensor> {
+                    // A one-thread pool: the ops' own rayon work stays on this thread.
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .map_err(|e| Error::Invalid(format!("starting a worker: {e}")))?;
+                    pool.install(|| run(start, len))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Invalid("a batch worker panicked".into())))
+            })
+            .collect()
+    });
+    let images = results.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&images, 0)?)
 }
 
 /// Whether the PNG at `out` records the same parameters (the device aside: it changes where a

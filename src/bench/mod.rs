@@ -372,9 +372,13 @@ pub fn bench_model_batch(
 /// whole translation). The whole translations of the sizes are timed in turns (one run of each
 /// size per round), so that load from other processes on a shared machine falls on all sizes
 /// alike instead of on whichever ran while it lasted.
+///
+/// Whole translations go through [`crate::batch::run::translate_seeded`] with `workers`
+/// concurrent sub-batches, as `midm batch` runs them; the stages are one batched call each.
 pub fn bench_batches(
     model: &MidmModel,
     batches: &[usize],
+    workers: usize,
     warmup: usize,
     runs: usize,
 ) -> crate::Result<Vec<(usize, Vec<StageTiming>)>> {
@@ -387,12 +391,13 @@ pub fn bench_batches(
         inputs.push(random_inputs(model, b)?);
     }
     let opts = midm::SamplerOptions::default();
-    let run = |b: usize, inputs: &midm::MidmInputs| -> crate::Result<Duration> {
-        let t = Instant::now();
-        let seeds = midm::Noise::SeededEach((0..b as u64).collect());
-        midm::translate(model, inputs, &opts, &seeds, &mut ())?;
+    // (wall time, CPU time of the process)
+    let run = |b: usize, inputs: &midm::MidmInputs| -> crate::Result<(Duration, Duration)> {
+        let (t, cpu) = (Instant::now(), process_cpu_time());
+        let seeds: Vec<u64> = (0..b as u64).collect();
+        crate::batch::run::translate_seeded(model, inputs, &opts, &seeds, workers)?;
         sync(&model.device)?;
-        Ok(t.elapsed())
+        Ok((t.elapsed(), process_cpu_time().saturating_sub(cpu)))
     };
     if warmup > 0 {
         for (&b, inputs) in batches.iter().zip(&inputs) {
@@ -400,23 +405,51 @@ pub fn bench_batches(
         }
     }
     let mut times = vec![Vec::new(); batches.len()];
+    let mut cpu = vec![Vec::new(); batches.len()];
     for _ in 0..runs.max(1) {
         for (i, (&b, inputs)) in batches.iter().zip(&inputs).enumerate() {
-            times[i].push(run(b, inputs)?);
+            let (wall, c) = run(b, inputs)?;
+            times[i].push(wall);
+            cpu[i].push(c);
         }
     }
     let fl = flops::StageFlops::new(&model.config);
     let (passes, rematches) = pass_counts(&opts);
-    for ((_, t), times) in results.iter_mut().zip(times) {
+    for (((_, t), times), cpu) in results.iter_mut().zip(times).zip(cpu) {
+        let runs = times.len();
         t.push(StageTiming {
             key: "translation",
             name: "whole translation (16-step loop + refinement)",
-            runs: times.len(),
+            runs,
             median: median(times),
             flops: Some(fl.translation(passes, rematches)),
         });
+        t.push(StageTiming {
+            key: "translation_cpu",
+            name: "  CPU time of it (all threads)",
+            runs,
+            median: median(cpu),
+            flops: None,
+        });
     }
     Ok(results)
+}
+
+/// CPU time (user + system, all threads) of this process so far, from `/proc/self/stat` (zero
+/// where there is none). Unlike wall time it does not grow when other processes take the CPU,
+/// so on a shared machine it tells throughput apart from contention.
+pub fn process_cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces), from field 3 on.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // USER_HZ: 100 on every Linux architecture we build for.
+    Duration::from_millis(ticks * 10)
 }
 
 /// A batch of `b` random inputs at the model's size.
@@ -461,6 +494,20 @@ pub fn print_batches(title: &str, results: &[(usize, Vec<StageTiming>)]) {
             .map(|s| *b as f64 / s.median.as_secs_f64())
     };
     let base = rate(&results[0]);
+    let cpu_rate = |(b, t): &(usize, Vec<StageTiming>)| {
+        t.iter()
+            .find(|s| s.key == "translation_cpu")
+            .filter(|s| !s.median.is_zero())
+            .map(|s| *b as f64 / s.median.as_secs_f64())
+    };
+    print!("{:<48}", "images per CPU-second (all threads)");
+    for r in results {
+        print!(
+            " {:>10}",
+            cpu_rate(r).map_or("-".into(), |v| format!("{v:.3}"))
+        );
+    }
+    println!();
     print!("{:<48}", "images per second (whole translations)");
     for r in results {
         print!(" {:>10}", rate(r).map_or("-".into(), |v| format!("{v:.3}")));
