@@ -276,8 +276,13 @@ pub struct BatchArgs {
     /// i/N: run only the entries j with j % N == i (0-based), e.g. one task of an array job.
     #[arg(long, default_value = "0/1")]
     pub shard: crate::batch::Shard,
-    /// Do not write DIR/sheet.png.
+    /// Contact sheet of the results (condition, exemplar, output): default DIR/sheet.png, or
+    /// DIR/sheet-shard{i}of{N}.png with --shard, so that the shards of one folder do not
+    /// overwrite each other's.
     #[arg(long)]
+    pub sheet: Option<PathBuf>,
+    /// Write no contact sheet.
+    #[arg(long, conflicts_with = "sheet")]
     pub no_sheet: bool,
     /// Model folder or checkpoint file (default: $MIDM_MODEL, else the shipped model in weights/).
     #[arg(long)]
@@ -357,7 +362,12 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     if !args.no_sheet && !summary.rows.is_empty() {
-        let sheet = args.out.join("sheet.png");
+        let sheet = args.sheet.clone().unwrap_or_else(|| {
+            args.out.join(match shard.count {
+                1 => "sheet.png".to_string(),
+                n => format!("sheet-shard{}of{n}.png", shard.index),
+            })
+        });
         let layout = crate::batch::SheetLayout::default();
         crate::batch::write_sheet(&sheet, &summary.rows, &layout)
             .with_context(|| format!("writing {}", sheet.display()))?;
