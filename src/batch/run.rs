@@ -414,8 +414,8 @@ pub fn translate_seeded(
 
 /// `n` one-thread rayon pools, kept for the whole process: the ops of a sub-batch run inside
 /// one, so that their own rayon work stays on its thread. Kept rather than made per chunk, so
-/// that each worker's thread-local buffers and allocator heap are reused from chunk to chunk
-/// (fresh threads per chunk grew the peak memory of a 544-pair batch by a third).
+/// that each worker's thread-local im2col buffer and allocator heap are reused from chunk to
+/// chunk instead of set up again.
 fn worker_pools(n: usize) -> Result<Vec<std::sync::Arc<rayon::ThreadPool>>> {
     static POOLS: std::sync::Mutex<Vec<std::sync::Arc<rayon::ThreadPool>>> =
         std::sync::Mutex::new(Vec::new());
