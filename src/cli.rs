@@ -1,4 +1,4 @@
-//! The headless side of the `midm` binary: `midm translate`.
+//! The headless side of the `midm` binary: `midm translate`, `midm batch`.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -111,32 +111,11 @@ pub fn load_inputs(
     exemplar: &Path,
     exemplar_label: &[PathBuf],
 ) -> anyhow::Result<MidmInputs> {
-    let size = model.config.image_size;
-    let nc = model.config.label_nc();
-    let device = &model.device;
-    let (condition, mut notes) = crate::image::load_condition(condition, nc, size, device)?;
-    let (exemplar_t, exemplar_rgb, n2) = crate::image::load_exemplar(exemplar, size, device)?;
-    notes.extend(n2);
-    let exemplar_label = if exemplar_label.is_empty() {
-        anyhow::ensure!(
-            nc == 1,
-            "this model's condition has {nc} channels: give the exemplar's label with --exemplar-label \
-             (one PNG per channel or one .safetensors tensor)"
-        );
-        crate::image::edge_label(&exemplar_rgb, device)?
-    } else {
-        let (l, n3) = crate::image::load_condition(exemplar_label, nc, size, device)?;
-        notes.extend(n3);
-        l
-    };
+    let (inputs, notes) = crate::batch::load_inputs(model, condition, exemplar, exemplar_label)?;
     for n in notes {
         eprintln!("note: {n}");
     }
-    Ok(MidmInputs {
-        condition,
-        exemplar: exemplar_t,
-        exemplar_label,
-    })
+    Ok(inputs)
 }
 
 /// Decode a latent and return an RGB image.
@@ -257,6 +236,152 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
         "wrote {} ({:.2} s translation)",
         args.out.display(),
         t1.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `midm batch`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BatchArgs {
+    /// Manifest: CSV with a header (condition,exemplar[,exemplar_label][,seed][,output]) or
+    /// JSON Lines (one object per line with those keys). Relative paths are relative to the
+    /// manifest's folder. Not with --grid.
+    #[arg(required_unless_present = "grid", conflicts_with = "grid")]
+    pub manifest: Option<PathBuf>,
+    /// Every sketch with every exemplar and every seed (--sketches, --exemplars, --seeds);
+    /// results are named {sketch}__{exemplar}__s{seed}.png.
+    #[arg(long, requires_all = ["sketches", "exemplars"])]
+    pub grid: bool,
+    /// Grid: sketch files or folders (a folder gives its image files, sorted by name).
+    #[arg(long, num_args = 1..)]
+    pub sketches: Vec<PathBuf>,
+    /// Grid: exemplar files or folders.
+    #[arg(long, num_args = 1..)]
+    pub exemplars: Vec<PathBuf>,
+    /// Grid: seeds, comma-separated (default: --seed).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Output folder (results, and sheet.png).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Pairs per chunk: loaded together, translated as batched tensors (each pair keeps its own
+    /// seed), written together.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Concurrent sub-batches a chunk is cut into, each on one thread with single-threaded ops
+    /// (default: one per thread, at most one per pair). 1: the whole chunk in one sampler call,
+    /// its ops spread over all threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// i/N: run only the entries j with j % N == i (0-based), e.g. one task of an array job.
+    #[arg(long, default_value = "0/1")]
+    pub shard: crate::batch::Shard,
+    /// Contact sheet of the results (condition, exemplar, output): default DIR/sheet.png, or
+    /// DIR/sheet-shard{i}of{N}.png with --shard, so that the shards of one folder do not
+    /// overwrite each other's.
+    #[arg(long)]
+    pub sheet: Option<PathBuf>,
+    /// Write no contact sheet.
+    #[arg(long, conflicts_with = "sheet")]
+    pub no_sheet: bool,
+    /// Model folder or checkpoint file (default: $MIDM_MODEL, else the shipped model in weights/).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Number format of the UNet and autoencoder (matching always runs in f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// Sampler settings for every pair; --seed is the seed of manifest rows that give none.
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+}
+
+/// `midm batch`: prints a summary line; an error (nonzero exit) when any pair failed.
+pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
+    use crate::batch::{Grid, Manifest, Outcome};
+    let manifest = match &args.manifest {
+        Some(path) => Manifest::open(path, args.sampler.seed)?,
+        None => {
+            let seeds = match args.seeds.is_empty() {
+                true => vec![args.sampler.seed],
+                false => args.seeds.clone(),
+            };
+            Manifest::Grid(Grid::new(&args.sketches, &args.exemplars, seeds)?)
+        }
+    };
+    let shard = args.shard;
+    let total = manifest.count()?;
+    let mine = (0..total).filter(|j| shard.contains(*j)).count();
+    let device_choice = parse_device(&args.device)?;
+    let device = device_choice.to_device()?;
+    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let loaded = crate::checkpoint::inspect(&model_path)
+        .and_then(|c| c.build_with(&device, args.precision))
+        .with_context(|| format!("loading the model from {}", model_path.display()))?;
+    eprintln!("{}", loaded.report.summary());
+    let config = crate::batch::BatchConfig {
+        out_dir: args.out.clone(),
+        batch: args.batch,
+        workers: args.workers.unwrap_or_else(rayon::current_num_threads),
+        params: args.sampler.params(device_choice, args.precision),
+        shard,
+        model_hash: loaded.report.model_hash()?,
+        model_path: model_path.clone(),
+    };
+    eprintln!(
+        "{mine} of {total} pairs (shard {}/{}), {} per chunk in {} sub-batches",
+        shard.index,
+        shard.count,
+        args.batch,
+        config.workers.clamp(1, args.batch.max(1))
+    );
+    let bar = ProgressBar::new(mine as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed} < {eta}] {per_sec} {msg}")
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    let mut report = |r: &crate::batch::PairReport| {
+        let name = r
+            .output
+            .as_ref()
+            .map_or_else(|| format!("entry {}", r.index), |p| p.display().to_string());
+        for n in &r.notes {
+            bar.suspend(|| eprintln!("note: {n}"));
+        }
+        if let Outcome::Failed(why) = &r.outcome {
+            bar.suspend(|| eprintln!("failed: entry {} ({name}): {why}", r.index));
+        }
+        bar.set_message(name);
+        bar.inc(1);
+    };
+    let summary =
+        crate::batch::run_batch(&loaded.model, manifest.entries()?, &config, &mut report)?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    if !args.no_sheet && !summary.rows.is_empty() {
+        let sheet = args.sheet.clone().unwrap_or_else(|| {
+            args.out.join(match shard.count {
+                1 => "sheet.png".to_string(),
+                n => format!("sheet-shard{}of{n}.png", shard.index),
+            })
+        });
+        let layout = crate::batch::SheetLayout::default();
+        crate::batch::write_sheet(&sheet, &summary.rows, &layout)
+            .with_context(|| format!("writing {}", sheet.display()))?;
+        eprintln!("wrote {} ({} results)", sheet.display(), summary.rows.len());
+    }
+    eprintln!(
+        "{} in {secs:.1} s ({:.3} images/s)",
+        summary.line(),
+        summary.done as f64 / secs.max(1e-9)
+    );
+    anyhow::ensure!(
+        summary.failed == 0,
+        "{} of {mine} pairs failed (see above)",
+        summary.failed
     );
     Ok(())
 }

@@ -8,9 +8,11 @@
 //! - [`sampling`]: DDPM/DDIM schedules, the matching operations and the MIDM loop;
 //! - [`params`]: what the CLI and the editor share (parameters, defaults, PNG metadata);
 //! - [`image`]: image files, edge maps, Canny, condition labels, tensors, PNG metadata;
+//! - [`batch`]: `midm batch` (manifests, resumable batched runs, shards, contact sheets);
 //! - [`worker`]: the background thread the editor talks to;
 //! - `ui`: the eframe editor (never touches tensors), behind the default `gui` feature.
 
+pub mod batch;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;

@@ -39,6 +39,9 @@ struct Cli {
 enum Command {
     /// Translate a condition (edge map) into an image in the style of an exemplar.
     Translate(midm::cli::TranslateArgs),
+    /// Translate many pairs (a CSV / JSON Lines manifest, or a --grid) with one model load,
+    /// B pairs per sampler call; resumable, shardable across machines (--shard i/N).
+    Batch(midm::cli::BatchArgs),
     /// Time every stage of a translation (shipped model, and/or the official size with random weights).
     Bench(BenchArgs),
 }
@@ -77,6 +80,14 @@ struct BenchArgs {
     /// Print the timings as JSON.
     #[arg(long)]
     json: bool,
+    /// Batch sizes to compare, e.g. 1,8: whole translations of B random pairs per sampler call
+    /// (each pair with its own seed) and every stage, per image, side by side (shipped model).
+    #[arg(long, value_delimiter = ',')]
+    batch: Vec<usize>,
+    /// With --batch: concurrent sub-batches per batch, as `midm batch --workers` (default: one
+    /// per thread).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Also time the same stages in PyTorch on the same weights (`python -m train.bench_torch`,
     /// run from --torch-dir) and print candle/PyTorch ratios. With --official the random
     /// official-size model is built by PyTorch and exported, so both load the same file.
@@ -106,6 +117,9 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let mut report = serde_json::Map::new();
+    if !args.batch.is_empty() {
+        return bench_batches(args, &device);
+    }
     if !args.official_only {
         let path = args
             .model
@@ -179,6 +193,39 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.json {
         println!("{}", serde_json::Value::Object(report));
+    }
+    Ok(())
+}
+
+/// `midm bench --batch 1,8`: images per second at each batch size, in one process (the same
+/// warm caches and thread pool for every size).
+fn bench_batches(args: &BenchArgs, device: &candle_core::Device) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.batch.iter().all(|&b| b >= 1),
+        "batch sizes must be at least 1"
+    );
+    let path = args
+        .model
+        .clone()
+        .unwrap_or_else(midm::params::default_model_path);
+    let model = midm::checkpoint::load_model_with(&path, device, args.precision)?;
+    let workers = args.workers.unwrap_or_else(rayon::current_num_threads);
+    println!("whole translations in {workers} concurrent sub-batches (at most one per pair)");
+    let results = midm::bench::bench_batches(&model, &args.batch, workers, args.warmup, args.runs)?;
+    let title = format!(
+        "model {} ({}x{})",
+        path.display(),
+        model.config.image_size,
+        model.config.image_size
+    );
+    if args.json {
+        let m: serde_json::Map<String, serde_json::Value> = results
+            .iter()
+            .map(|(b, t)| (format!("batch_{b}"), midm::bench::to_json(t)))
+            .collect();
+        println!("{}", serde_json::Value::Object(m));
+    } else {
+        midm::bench::print_batches(&title, &results);
     }
     Ok(())
 }
@@ -297,6 +344,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Translate(args)) => midm::cli::run_translate(&args),
+        Some(Command::Batch(args)) => midm::cli::run_batch(&args),
         Some(Command::Bench(args)) => run_bench(&args),
         #[cfg(feature = "gui")]
         None => midm::ui::run_app(midm::ui::AppArgs {

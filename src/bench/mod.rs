@@ -227,13 +227,27 @@ pub fn bench_model(
     runs: usize,
     whole: bool,
 ) -> crate::Result<Vec<StageTiming>> {
+    bench_model_batch(model, 1, warmup, runs, whole)
+}
+
+/// [`bench_model`] on a batch of `batch` random pairs (each with its own seed): every time is
+/// that of the whole batch, and the FLOPs are those of one pair (so divide by `batch`).
+pub fn bench_model_batch(
+    model: &MidmModel,
+    batch: usize,
+    warmup: usize,
+    runs: usize,
+    whole: bool,
+) -> crate::Result<Vec<StageTiming>> {
     let cfg = &model.config;
     let device = &model.device;
-    let size = cfg.image_size;
-    let nc = cfg.label_nc();
-    let condition = Tensor::rand(0f32, 1f32, (1, nc, size, size), device)?;
-    let exemplar = Tensor::rand(-1f32, 1f32, (1, 3, size, size), device)?;
-    let exemplar_label = Tensor::rand(0f32, 1f32, (1, nc, size, size), device)?;
+    let b = batch.max(1);
+    let midm::MidmInputs {
+        condition,
+        exemplar,
+        exemplar_label,
+    } = random_inputs(model, b)?;
+    let seeds = midm::Noise::SeededEach((0..b as u64).collect());
     let ae = &model.autoencoder;
     let corr_net = &model.correspondence;
     let opts = midm::SamplerOptions::default();
@@ -246,7 +260,7 @@ pub fn bench_model(
     let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
     let (ref_out, _) = corr_net.reference_features(&latent, &ref_label_ds)?;
     let corr = matching::correlation(&trg_out, &ref_out)?;
-    let t = Tensor::new(&[500u32], device)?;
+    let t = Tensor::new(vec![500u32; b], device)?;
 
     let mut out = vec![
         time(
@@ -341,12 +355,176 @@ pub fn bench_model(
             device,
             warmup.min(1),
             whole_runs,
-            || midm::translate(model, &inputs, &opts, &midm::Noise::Seeded(0), &mut ()),
+            || midm::translate(model, &inputs, &opts, &seeds, &mut ()),
         )?
         .with_flops(fl.translation(passes, rematches)),
     );
-    out.push(first_step_latency(model, &inputs, &opts, whole_runs)?.with_flops(fl.first_step()));
+    if b == 1 {
+        out.push(
+            first_step_latency(model, &inputs, &opts, whole_runs)?.with_flops(fl.first_step()),
+        );
+    }
     Ok(out)
+}
+
+/// Every stage and whole translations at each batch size in `batches`, for `midm bench
+/// --batch 1,8`: (batch size, timings of [`bench_model_batch`] with the stages only, then the
+/// whole translation). The whole translations of the sizes are timed in turns (one run of each
+/// size per round), so that load from other processes on a shared machine falls on all sizes
+/// alike instead of on whichever ran while it lasted.
+///
+/// Whole translations go through [`crate::batch::run::translate_seeded`] with `workers`
+/// concurrent sub-batches, as `midm batch` runs them; the stages are one batched call each.
+pub fn bench_batches(
+    model: &MidmModel,
+    batches: &[usize],
+    workers: usize,
+    warmup: usize,
+    runs: usize,
+) -> crate::Result<Vec<(usize, Vec<StageTiming>)>> {
+    let mut results = Vec::new();
+    let mut inputs = Vec::new();
+    for &b in batches {
+        let mut t = bench_model_batch(model, b, warmup, runs, false)?;
+        t.retain(|s| s.key != "translation_est");
+        results.push((b, t));
+        inputs.push(random_inputs(model, b)?);
+    }
+    let opts = midm::SamplerOptions::default();
+    // (wall time, CPU time of the process)
+    let run = |b: usize, inputs: &midm::MidmInputs| -> crate::Result<(Duration, Duration)> {
+        let (t, cpu) = (Instant::now(), process_cpu_time());
+        let seeds: Vec<u64> = (0..b as u64).collect();
+        crate::batch::run::translate_seeded(model, inputs, &opts, &seeds, workers)?;
+        sync(&model.device)?;
+        Ok((t.elapsed(), process_cpu_time().saturating_sub(cpu)))
+    };
+    if warmup > 0 {
+        for (&b, inputs) in batches.iter().zip(&inputs) {
+            run(b, inputs)?;
+        }
+    }
+    let mut times = vec![Vec::new(); batches.len()];
+    let mut cpu = vec![Vec::new(); batches.len()];
+    for _ in 0..runs.max(1) {
+        for (i, (&b, inputs)) in batches.iter().zip(&inputs).enumerate() {
+            let (wall, c) = run(b, inputs)?;
+            times[i].push(wall);
+            cpu[i].push(c);
+        }
+    }
+    let fl = flops::StageFlops::new(&model.config);
+    let (passes, rematches) = pass_counts(&opts);
+    for (((_, t), times), cpu) in results.iter_mut().zip(times).zip(cpu) {
+        let runs = times.len();
+        t.push(StageTiming {
+            key: "translation",
+            name: "whole translation (16-step loop + refinement)",
+            runs,
+            median: median(times),
+            flops: Some(fl.translation(passes, rematches)),
+        });
+        t.push(StageTiming {
+            key: "translation_cpu",
+            name: "  CPU time of it (all threads)",
+            runs,
+            median: median(cpu),
+            flops: None,
+        });
+    }
+    Ok(results)
+}
+
+/// CPU time (user + system, all threads) of this process so far, from `/proc/self/stat` (zero
+/// where there is none). Unlike wall time it does not grow when other processes take the CPU,
+/// so on a shared machine it tells throughput apart from contention.
+pub fn process_cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces), from field 3 on.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // USER_HZ: 100 on every Linux architecture we build for.
+    Duration::from_millis(ticks * 10)
+}
+
+/// A batch of `b` random inputs at the model's size.
+fn random_inputs(model: &MidmModel, b: usize) -> crate::Result<midm::MidmInputs> {
+    let (size, nc, device) = (
+        model.config.image_size,
+        model.config.label_nc(),
+        &model.device,
+    );
+    Ok(midm::MidmInputs {
+        condition: Tensor::rand(0f32, 1f32, (b, nc, size, size), device)?,
+        exemplar: Tensor::rand(-1f32, 1f32, (b, 3, size, size), device)?,
+        exemplar_label: Tensor::rand(0f32, 1f32, (b, nc, size, size), device)?,
+    })
+}
+
+/// Print [`bench_batches`] side by side: milliseconds per image of every stage at each batch
+/// size, then images per second of whole translations and their ratio to the first size.
+pub fn print_batches(title: &str, results: &[(usize, Vec<StageTiming>)]) {
+    println!("\n{title}: per image at each batch size");
+    print!("{:<48}", "stage (ms per image)");
+    for (b, _) in results {
+        print!(" {:>10}", format!("B={b}"));
+    }
+    println!();
+    let Some((_, first)) = results.first() else {
+        return;
+    };
+    for (i, stage) in first.iter().enumerate() {
+        print!("{:<48}", stage.name);
+        for (b, t) in results {
+            let ms = t
+                .get(i)
+                .map_or(f64::NAN, |t| t.median.as_secs_f64() * 1e3 / *b as f64);
+            print!(" {ms:>10.2}");
+        }
+        println!();
+    }
+    let rate = |(b, t): &(usize, Vec<StageTiming>)| {
+        t.iter()
+            .find(|s| s.key == "translation")
+            .map(|s| *b as f64 / s.median.as_secs_f64())
+    };
+    let base = rate(&results[0]);
+    let cpu_rate = |(b, t): &(usize, Vec<StageTiming>)| {
+        t.iter()
+            .find(|s| s.key == "translation_cpu")
+            .filter(|s| !s.median.is_zero())
+            .map(|s| *b as f64 / s.median.as_secs_f64())
+    };
+    print!("{:<48}", "images per CPU-second (all threads)");
+    for r in results {
+        print!(
+            " {:>10}",
+            cpu_rate(r).map_or("-".into(), |v| format!("{v:.3}"))
+        );
+    }
+    println!();
+    print!("{:<48}", "images per second (whole translations)");
+    for r in results {
+        print!(" {:>10}", rate(r).map_or("-".into(), |v| format!("{v:.3}")));
+    }
+    println!();
+    print!("{:<48}", "speed-up over the first batch size");
+    for r in results {
+        let x = rate(r).zip(base).map(|(v, b)| v / b);
+        print!(" {:>10}", x.map_or("-".into(), |v| format!("{v:.2}x")));
+    }
+    println!();
+    if let Some(peak) = peak_memory_bytes() {
+        println!(
+            "peak resident memory so far: {:.1} MiB",
+            peak as f64 / (1024.0 * 1024.0)
+        );
+    }
 }
 
 /// A translation's time as the sum of its measured stages (each UNet pass and re-matching

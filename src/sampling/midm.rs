@@ -93,6 +93,9 @@ pub struct InjectedNoise {
 pub enum Noise {
     /// Deterministic standard-normal draws from a seeded generator.
     Seeded(u64),
+    /// One seeded generator per batch item, each drawn in the order of a single run: item i of
+    /// a batch gets exactly the noise of a run of its inputs alone with `Seeded(seeds[i])`.
+    SeededEach(Vec<u64>),
     Injected(InjectedNoise),
 }
 
@@ -269,6 +272,8 @@ impl ExemplarSide {
 enum NoiseStream<'a> {
     // Boxed: the generator's state is large next to the injected variant.
     Seeded(Box<rand::rngs::StdRng>),
+    /// One generator per batch item.
+    SeededEach(Vec<rand::rngs::StdRng>),
     Injected {
         noise: &'a InjectedNoise,
         refine_step: usize,
@@ -281,6 +286,21 @@ impl NoiseStream<'_> {
             NoiseStream::Seeded(rng) => {
                 let n: usize = shape.iter().product();
                 let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+                Ok(Tensor::from_vec(v, shape, device)?)
+            }
+            NoiseStream::SeededEach(rngs) => {
+                ensure!(
+                    shape.first() == Some(&rngs.len()),
+                    "{} seeds for a batch of shape {shape:?}",
+                    rngs.len()
+                );
+                // Item by item, each [1, ...] from its own generator, concatenated on the batch
+                // dim: the same values as a batch-1 run of that item with its seed.
+                let n: usize = shape[1..].iter().product();
+                let mut v = Vec::with_capacity(n * rngs.len());
+                for rng in rngs.iter_mut() {
+                    v.extend((0..n).map(|_| -> f32 { StandardNormal.sample(rng) }));
+                }
                 Ok(Tensor::from_vec(v, shape, device)?)
             }
             NoiseStream::Injected { .. } => unreachable!("injected noise is taken by name"),
@@ -352,6 +372,20 @@ impl<'a> Run<'a> {
         let noise = match noise {
             Noise::Seeded(seed) => {
                 NoiseStream::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(*seed)))
+            }
+            Noise::SeededEach(seeds) => {
+                let b = inputs.condition.dim(0)?;
+                ensure!(
+                    seeds.len() == b,
+                    "{} seeds for a batch of {b} (one per item)",
+                    seeds.len()
+                );
+                NoiseStream::SeededEach(
+                    seeds
+                        .iter()
+                        .map(|s| rand::rngs::StdRng::seed_from_u64(*s))
+                        .collect(),
+                )
             }
             Noise::Injected(n) => NoiseStream::Injected {
                 noise: n,

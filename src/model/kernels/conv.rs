@@ -106,6 +106,132 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     }
 }
 
+/// Columns one GEMM should at least have: below this, a batch's images share one GEMM (see
+/// [`Geom::group`]).
+const GROUP_COLUMNS: usize = 2048;
+
+/// Shapes of one conv call.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    cin: usize,
+    ih: usize,
+    iw: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    p: usize,
+    s: usize,
+    d: usize,
+}
+
+impl Geom {
+    fn ksize(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+
+    /// Images per GEMM. One, except for a batch of small images: at the shipped model's 8x8
+    /// and 16x16 UNet levels one image is a GEMM of 64 or 256 columns, too narrow for the
+    /// kernel to run at speed and a thread handoff per call; side by side, several images
+    /// make one GEMM of >= [`GROUP_COLUMNS`] columns (within the im2col band's size).
+    fn group(&self, b: usize) -> usize {
+        let hw = self.oh * self.ow;
+        if b < 2 || hw >= GROUP_COLUMNS {
+            return 1;
+        }
+        let fits = (BAND_FLOATS / (self.ksize() * hw).max(1)).max(1);
+        GROUP_COLUMNS.div_ceil(hw).min(b).min(fits)
+    }
+
+    /// im2col row `r` = (ci, ky, kx) of image `xb` for output rows `y0..`, into `dst`
+    /// (`dst.len() / ow` rows of `ow`).
+    fn fill_row(&self, xb: &[f32], r: usize, y0: usize, dst: &mut [f32]) {
+        let Geom {
+            ih,
+            iw,
+            kh,
+            kw,
+            ow,
+            p,
+            s,
+            d,
+            ..
+        } = *self;
+        let ci = r / (kh * kw);
+        let ky = (r / kw) % kh;
+        let kx = r % kw;
+        let plane = &xb[ci * ih * iw..(ci + 1) * ih * iw];
+        for (j, drow) in dst.chunks_exact_mut(ow).enumerate() {
+            let iy = ((y0 + j) * s + ky * d) as isize - p as isize;
+            if iy < 0 || iy >= ih as isize {
+                drow.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * iw..(iy as usize + 1) * iw];
+            let off = (kx * d) as isize - p as isize;
+            if s == 1 {
+                // ix = ox + off: one shifted copy with zeros at the borders.
+                let lo = (-off).clamp(0, ow as isize) as usize;
+                let hi = ((iw as isize - off).clamp(0, ow as isize) as usize).max(lo);
+                drow[..lo].fill(0.0);
+                drow[hi..].fill(0.0);
+                let start = (lo as isize + off) as usize;
+                drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+            } else {
+                for (ox, v) in drow.iter_mut().enumerate() {
+                    let ix = (ox * s) as isize + off;
+                    *v = if ix >= 0 && ix < iw as isize {
+                        src[ix as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `dst[cout, n] (row stride dst_stride) += w[cout, ksize] @ col[ksize, n]`.
+///
+/// SAFETY: `dst` must point to `cout` rows of at least `n` floats at stride `dst_stride`.
+unsafe fn gemm_into(
+    dst: *mut f32,
+    dst_stride: usize,
+    w: &[f32],
+    col: &[f32],
+    cout: usize,
+    n: usize,
+) {
+    let ksize = col.len() / n;
+    let t = threads();
+    gemm::gemm(
+        cout,
+        n,
+        ksize,
+        dst,
+        1,
+        dst_stride as isize,
+        true,
+        w.as_ptr(),
+        1,
+        ksize as isize,
+        col.as_ptr(),
+        1,
+        n as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        if t > 1 {
+            gemm::Parallelism::Rayon(t)
+        } else {
+            gemm::Parallelism::None
+        },
+    );
+}
+
 impl CustomOp3 for Im2colConv {
     fn name(&self) -> &'static str {
         "midm-im2col-conv2d"
@@ -134,98 +260,115 @@ impl CustomOp3 for Im2colConv {
             Ok((i + 2 * p - span) / s + 1)
         };
         let (oh, ow) = (out_dim(ih, kh)?, out_dim(iw, kw)?);
+        let g = Geom {
+            cin,
+            ih,
+            iw,
+            cout,
+            kh,
+            kw,
+            oh,
+            ow,
+            p,
+            s,
+            d,
+        };
         let x = slice(xs, xl, "input")?;
         let w = slice(ws, wl, "weight")?;
         let bias = slice(bs, bl, "bias")?;
-        let ksize = cin * kh * kw;
         let hw = oh * ow;
         // Output pre-filled with the bias (one pass, no zeroing first); the GEMM accumulates into it.
         let mut out: Vec<f32> = Vec::with_capacity(b * cout * hw);
         for i in 0..b * cout {
             out.extend(std::iter::repeat_n(bias[i % cout], hw));
         }
-        let band_rows = (BAND_FLOATS / (ksize * ow).max(1)).clamp(1, oh);
         let mut col = COL.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        if col.len() < ksize * band_rows * ow {
-            col.resize(ksize * band_rows * ow, 0.0);
-        }
-        for bi in 0..b {
-            let xb = &x[bi * cin * ih * iw..(bi + 1) * cin * ih * iw];
-            let mut y0 = 0;
-            while y0 < oh {
-                let rows = band_rows.min(oh - y0);
-                let n = rows * ow;
-                let col = &mut col[..ksize * n];
-                // One im2col row per (ci, ky, kx); rows are independent.
-                let fill_row = |r: usize, dst: &mut [f32]| {
-                    let ci = r / (kh * kw);
-                    let ky = (r / kw) % kh;
-                    let kx = r % kw;
-                    let plane = &xb[ci * ih * iw..(ci + 1) * ih * iw];
-                    for (j, drow) in dst.chunks_exact_mut(ow).enumerate() {
-                        let iy = ((y0 + j) * s + ky * d) as isize - p as isize;
-                        if iy < 0 || iy >= ih as isize {
-                            drow.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[iy as usize * iw..(iy as usize + 1) * iw];
-                        let off = (kx * d) as isize - p as isize;
-                        if s == 1 {
-                            // ix = ox + off: one shifted copy with zeros at the borders.
-                            let lo = (-off).clamp(0, ow as isize) as usize;
-                            let hi = ((iw as isize - off).clamp(0, ow as isize) as usize).max(lo);
-                            drow[..lo].fill(0.0);
-                            drow[hi..].fill(0.0);
-                            let start = (lo as isize + off) as usize;
-                            drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-                        } else {
-                            for (ox, v) in drow.iter_mut().enumerate() {
-                                let ix = (ox * s) as isize + off;
-                                *v = if ix >= 0 && ix < iw as isize {
-                                    src[ix as usize]
-                                } else {
-                                    0.0
-                                };
-                            }
-                        }
-                    }
-                };
-                for_each_chunk(col, n, fill_row);
-                let t = threads();
-                // SAFETY: dst is [cout, hw] at row stride hw (column block y0*ow .. +n of this
-                // batch element), lhs [cout, ksize] and rhs [ksize, n] are dense and in bounds.
-                unsafe {
-                    gemm::gemm(
-                        cout,
-                        n,
-                        ksize,
-                        out.as_mut_ptr().add(bi * cout * hw + y0 * ow),
-                        1,
-                        hw as isize,
-                        true,
-                        w.as_ptr(),
-                        1,
-                        ksize as isize,
-                        col.as_ptr(),
-                        1,
-                        n as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        if t > 1 {
-                            gemm::Parallelism::Rayon(t)
-                        } else {
-                            gemm::Parallelism::None
-                        },
-                    );
-                }
-                y0 += rows;
-            }
+        let group = g.group(b);
+        if group > 1 {
+            grouped(&g, x, w, bias, b, group, &mut col, &mut out);
+        } else {
+            banded(&g, x, w, b, &mut col, &mut out);
         }
         COL.with(|c| *c.borrow_mut() = col);
         Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))))
+    }
+}
+
+/// One image at a time, in bands of output rows (each band one GEMM).
+fn banded(g: &Geom, x: &[f32], w: &[f32], b: usize, col: &mut Vec<f32>, out: &mut [f32]) {
+    let (ksize, hw, ow, oh) = (g.ksize(), g.oh * g.ow, g.ow, g.oh);
+    let image = g.cin * g.ih * g.iw;
+    let band_rows = (BAND_FLOATS / (ksize * ow).max(1)).clamp(1, oh);
+    if col.len() < ksize * band_rows * ow {
+        col.resize(ksize * band_rows * ow, 0.0);
+    }
+    for bi in 0..b {
+        let xb = &x[bi * image..(bi + 1) * image];
+        let mut y0 = 0;
+        while y0 < oh {
+            let rows = band_rows.min(oh - y0);
+            let n = rows * ow;
+            let col = &mut col[..ksize * n];
+            // One im2col row per (ci, ky, kx); rows are independent.
+            for_each_chunk(col, n, |r, dst| g.fill_row(xb, r, y0, dst));
+            // SAFETY: dst is [cout, hw] at row stride hw (column block y0*ow .. +n of this
+            // batch element), in bounds of `out`.
+            unsafe {
+                gemm_into(
+                    out.as_mut_ptr().add(bi * g.cout * hw + y0 * ow),
+                    hw,
+                    w,
+                    col,
+                    g.cout,
+                    n,
+                )
+            };
+            y0 += rows;
+        }
+    }
+}
+
+/// `group` whole images side by side per GEMM (columns image-major), computed into a scratch
+/// [cout, group * hw] and copied to each image's [cout, hw] block of `out`.
+#[allow(clippy::too_many_arguments)]
+fn grouped(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    b: usize,
+    group: usize,
+    col: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (ksize, hw, cout) = (g.ksize(), g.oh * g.ow, g.cout);
+    let image = g.cin * g.ih * g.iw;
+    if col.len() < ksize * group * hw {
+        col.resize(ksize * group * hw, 0.0);
+    }
+    let mut scratch = vec![0f32; cout * group * hw];
+    for first in (0..b).step_by(group) {
+        let k = group.min(b - first);
+        let n = k * hw;
+        let col = &mut col[..ksize * n];
+        for_each_chunk(col, n, |r, dst| {
+            for (i, part) in dst.chunks_exact_mut(hw).enumerate() {
+                let bi = first + i;
+                g.fill_row(&x[bi * image..(bi + 1) * image], r, 0, part);
+            }
+        });
+        let scratch = &mut scratch[..cout * n];
+        for (row, &bv) in scratch.chunks_exact_mut(n).zip(bias) {
+            row.fill(bv);
+        }
+        // SAFETY: scratch is [cout, n] at row stride n.
+        unsafe { gemm_into(scratch.as_mut_ptr(), n, w, col, cout, n) };
+        for i in 0..k {
+            let dst = &mut out[(first + i) * cout * hw..(first + i + 1) * cout * hw];
+            for (co, drow) in dst.chunks_exact_mut(hw).enumerate() {
+                drow.copy_from_slice(&scratch[co * n + i * hw..co * n + (i + 1) * hw]);
+            }
+        }
     }
 }
 
@@ -234,10 +377,43 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Against candle's conv2d on odd shapes, strides, paddings and a non-contiguous input.
+    /// Against candle's conv2d on odd shapes, strides, paddings and a non-contiguous input, one
+    /// image (banded path) and batches of small images (grouped, with a partial last group).
     #[test]
     fn matches_candle_conv2d() -> Result<()> {
         let dev = Device::Cpu;
+        for b in [1, 2, 5] {
+            check_against_candle(&dev, b)?;
+        }
+        // 40 x 40 = 1600 columns: two images per GEMM, the fifth alone.
+        let g = Geom {
+            cin: 1,
+            ih: 40,
+            iw: 40,
+            cout: 1,
+            kh: 3,
+            kw: 3,
+            oh: 40,
+            ow: 40,
+            p: 1,
+            s: 1,
+            d: 1,
+        };
+        assert_eq!((g.group(1), g.group(5)), (1, 2));
+        let x = Tensor::randn(0f32, 1., (5, 3, 40, 40), &dev)?;
+        let wt = Tensor::randn(0f32, 1., (4, 3, 3, 3), &dev)?;
+        let cfg = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let a = Conv2d::new(wt.clone(), None, cfg).forward(&x)?;
+        let r = candle_nn::Conv2d::new(wt, None, cfg).forward(&x)?;
+        let err = (a - r)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(err < 1e-4, "{err}");
+        Ok(())
+    }
+
+    fn check_against_candle(dev: &Device, b: usize) -> Result<()> {
         for &(cin, cout, k, pad, stride, h, w) in &[
             (3, 5, 3, 1, 1, 7, 9),
             (4, 6, 3, 0, 2, 9, 8),
@@ -245,9 +421,9 @@ mod tests {
             (5, 4, 3, 1, 2, 6, 6),
             (3, 2, 3, 0, 1, 4, 11),
         ] {
-            let x = Tensor::randn(0f32, 1., (2, cin, h, w), &dev)?;
-            let wt = Tensor::randn(0f32, 1., (cout, cin, k, k), &dev)?;
-            let bias = Tensor::randn(0f32, 1., cout, &dev)?;
+            let x = Tensor::randn(0f32, 1., (b, cin, h, w), dev)?;
+            let wt = Tensor::randn(0f32, 1., (cout, cin, k, k), dev)?;
+            let bias = Tensor::randn(0f32, 1., cout, dev)?;
             let cfg = Conv2dConfig {
                 padding: pad,
                 stride,
@@ -258,12 +434,12 @@ mod tests {
             let xt = x.transpose(2, 3)?.contiguous()?.transpose(2, 3)?; // strided view
             for input in [&x, &xt] {
                 let a = ours.forward(input)?;
-                let b = reference.forward(input)?;
-                assert_eq!(a.dims(), b.dims());
-                let err = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                let r = reference.forward(input)?;
+                assert_eq!(a.dims(), r.dims());
+                let err = (a - r)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(
                     err < 1e-4,
-                    "cin {cin} k {k} pad {pad} stride {stride}: {err}"
+                    "b {b} cin {cin} k {k} pad {pad} stride {stride}: {err}"
                 );
             }
         }

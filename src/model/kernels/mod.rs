@@ -31,8 +31,9 @@ where
 }
 
 /// Thread count for the GEMM, read once (candle re-reads it, and without `RAYON_NUM_THREADS` that
-/// means parsing /proc/cpuinfo on every matmul).
+/// means parsing /proc/cpuinfo on every matmul), and at most the current rayon pool's: inside a
+/// one-thread pool (`midm batch`'s concurrent sub-batches) the GEMM runs on the calling thread.
 fn threads() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(candle_core::utils::get_num_threads)
+    (*N.get_or_init(candle_core::utils::get_num_threads)).min(rayon::current_num_threads())
 }
