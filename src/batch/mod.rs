@@ -9,5 +9,8 @@ pub mod run;
 pub mod sheet;
 
 pub use manifest::{Entry, Grid, Manifest, Pair, Shard};
-pub use run::{load_inputs, run_batch, BatchConfig, Outcome, PairReport, SheetRow, Summary};
+pub use run::{
+    load_inputs, run_batch, translate_seeded, translate_seeded_until, BatchConfig, Outcome,
+    PairReport, SheetRow, Summary,
+};
 pub use sheet::{write_sheet, SheetLayout};

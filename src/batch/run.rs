@@ -10,7 +10,7 @@ use crate::error::{ensure, Error, Result};
 use crate::image::Notes;
 use crate::model::MidmModel;
 use crate::params::{params_from_png_text, text_value, Params, ResultInfo, KEY_MODEL_HASH};
-use crate::sampling::midm::{translate, MidmInputs, Noise, SamplerOptions};
+use crate::sampling::midm::{translate, MidmInputs, Noise, SamplerOptions, StepEvent, StepSink};
 
 /// PNG text key of a batch result: the hash of its input files' contents (see [`inputs_hash`]),
 /// so that a re-run recognises a result of other inputs under the same name.
@@ -374,6 +374,29 @@ pub fn translate_seeded(
     seeds: &[u64],
     workers: usize,
 ) -> Result<Tensor> {
+    translate_seeded_until(model, inputs, opts, seeds, workers, &|| false)
+}
+
+/// Stops a translation when its caller says so (checked between UNet passes).
+struct CancelSink<'a>(&'a (dyn Fn() -> bool + Sync));
+
+impl StepSink for CancelSink<'_> {
+    fn on_event(&mut self, _event: &StepEvent) {}
+    fn cancelled(&self) -> bool {
+        (self.0)()
+    }
+}
+
+/// [`translate_seeded`] that stops with [`Error::Cancelled`] within one UNet pass of
+/// `cancelled` turning true (the editor's "Run all" yields to runs this way).
+pub fn translate_seeded_until(
+    model: &MidmModel,
+    inputs: &MidmInputs,
+    opts: &SamplerOptions,
+    seeds: &[u64],
+    workers: usize,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Tensor> {
     let b = inputs.condition.dim(0)?;
     ensure!(seeds.len() == b, "{} seeds for a batch of {b}", seeds.len());
     let workers = workers.clamp(1, b.max(1));
@@ -385,7 +408,7 @@ pub fn translate_seeded(
             exemplar_label: part(&inputs.exemplar_label)?,
         };
         let noise = Noise::SeededEach(seeds[start..start + len].to_vec());
-        Ok(translate(model, &sub, opts, &noise, &mut ())?.image)
+        Ok(translate(model, &sub, opts, &noise, &mut CancelSink(cancelled))?.image)
     };
     if workers == 1 {
         return run(0, b);

@@ -1,7 +1,8 @@
 //! "Run with all gallery exemplars": the current sketch translated with every exemplar of the
 //! gallery, one final image per exemplar (`Swept`, as each finishes), then `SweepDone`. A sweep
 //! yields to runs like a ranking does: a run submitted (or cancelled) after the sweep was
-//! asked, or a newer sweep, stops it within one UNet pass.
+//! asked, or a newer sweep, stops it within one UNet pass. Exemplars go through the sampler a
+//! few at a time, as `midm batch` runs them.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -10,10 +11,11 @@ use image::{GrayImage, RgbaImage};
 
 use super::serve::{build, exemplar_at, guarded, tensor_to_image};
 use super::{LabelInput, ModelInfo, WorkerEvent};
+use crate::batch::translate_seeded_until;
 use crate::error::Result;
 use crate::image::{empty_parts, CannyParams, Label};
 use crate::model::MidmModel;
-use crate::sampling::midm::{translate, MidmInputs, Noise, StepEvent, StepSink};
+use crate::sampling::midm::MidmInputs;
 use crate::SamplerOptions;
 
 /// One sweep request (see [`super::WorkerHandle::sweep`]).
@@ -34,16 +36,6 @@ impl SweepJob {
     fn superseded(&self) -> bool {
         self.sweeps.load(Ordering::SeqCst) != self.sweep
             || self.generations.load(Ordering::SeqCst) != self.generation
-    }
-}
-
-/// Stops a translation of the sweep as soon as the sweep is superseded; shows no steps.
-struct SweepSink<'a>(&'a SweepJob);
-
-impl StepSink for SweepSink<'_> {
-    fn on_event(&mut self, _event: &StepEvent) {}
-    fn cancelled(&self) -> bool {
-        self.0.superseded()
     }
 }
 
@@ -82,49 +74,69 @@ pub(super) fn serve(
         }
         (None, Ok(_)) => unreachable!("a condition needs a model"),
     };
-    for (id, image) in &job.exemplars {
+    // A chunk of exemplars at a time, as concurrent one-thread sub-batches (what `midm batch`
+    // does): at this model's size one image per core beats one image on all cores.
+    let workers = rayon::current_num_threads().max(1);
+    for chunk in job.exemplars.chunks(workers) {
         if job.superseded() {
             return done(false);
         }
-        let result = guarded("sweep", || {
-            translate_one(model, info, job, &condition, image)
+        let results = guarded("sweep", || {
+            translate_chunk(model, info, job, &condition, chunk)
         });
         if job.superseded() {
             return done(false); // a cancelled translation is no result
         }
-        emit(WorkerEvent::Swept {
-            sweep,
-            id: *id,
-            result,
-        });
+        for (k, (id, _)) in chunk.iter().enumerate() {
+            let result = match &results {
+                Ok(images) => Ok(images[k].clone()),
+                Err(e) => Err(e.clone()),
+            };
+            emit(WorkerEvent::Swept {
+                sweep,
+                id: *id,
+                result,
+            });
+        }
     }
     done(true)
 }
 
-/// The final image of the sketch with `image` as exemplar, its label built from its Canny
-/// edges as a run builds it when nothing is traced on the exemplar.
-fn translate_one(
+/// The final images of the sketch with each exemplar of `chunk`, their labels built from their
+/// Canny edges as a run builds them when nothing is traced on the exemplar. Each equals the
+/// image of a run of that pair alone with the sweep's seed.
+fn translate_chunk(
     model: &MidmModel,
     info: &ModelInfo,
     job: &SweepJob,
     condition: &Tensor,
-    image: &RgbaImage,
-) -> Result<RgbaImage> {
+    chunk: &[(usize, RgbaImage)],
+) -> Result<Vec<RgbaImage>> {
     let size = info.image_size as u32;
     let label_input = LabelInput::ExemplarEdges {
         canny: job.canny,
         traced: GrayImage::new(size, size),
         parts: empty_parts(size),
     };
-    let label = build(&label_input, image, info.label_nc, info.image_size)?;
+    let (mut exemplars, mut labels) = (Vec::new(), Vec::new());
+    for (_, image) in chunk {
+        let label = build(&label_input, image, info.label_nc, info.image_size)?;
+        labels.push(label_tensor(model, &label)?);
+        let rgb = exemplar_at(image, info.image_size);
+        exemplars.push(crate::image::rgb_to_tensor(&rgb, &model.device)?);
+    }
+    let n = chunk.len();
     let inputs = MidmInputs {
-        condition: condition.clone(),
-        exemplar: crate::image::rgb_to_tensor(&exemplar_at(image, info.image_size), &model.device)?,
-        exemplar_label: label_tensor(model, &label)?,
+        condition: condition.repeat((n, 1, 1, 1))?,
+        exemplar: Tensor::cat(&exemplars, 0)?,
+        exemplar_label: Tensor::cat(&labels, 0)?,
     };
-    let noise = Noise::Seeded(job.seed);
-    let out = translate(model, &inputs, &job.options, &noise, &mut SweepSink(job))?;
-    tensor_to_image(&out.image)
+    let seeds = vec![job.seed; n];
+    let cancelled = || job.superseded();
+    let images = translate_seeded_until(model, &inputs, &job.options, &seeds, n, &cancelled)?;
+    (0..n)
+        .map(|i| tensor_to_image(&images.narrow(0, i, 1)?))
+        .collect()
 }
 
 fn label_tensor(model: &MidmModel, l: &Label) -> Result<Tensor> {
