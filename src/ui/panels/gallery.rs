@@ -379,8 +379,8 @@ impl GalleryPanel {
     pub fn ui(&mut self, ui: &mut egui::Ui, view: &GalleryView, actions: &mut Vec<Action>) {
         ui.horizontal(|ui| {
             ui.strong("Gallery");
+            // Counts, not spinners, while the worker computes: see the toolbar's run progress.
             if self.ranking.is_some() {
-                ui.spinner();
                 ui.weak(format!("ranking {}/{}", self.scored, self.entries.len()));
             } else if self.is_loading() {
                 ui.spinner();
@@ -464,8 +464,7 @@ impl GalleryPanel {
         ui.horizontal(|ui| {
             // Kept narrow: a wider row would widen the panel and squeeze the central one.
             if self.sweep.wanted {
-                ui.spinner();
-                ui.weak(format!("{done}/{n}"));
+                ui.weak(format!("running {done}/{n}"));
                 if ui.small_button("Stop").clicked() {
                     actions.push(Action::Sweep(false));
                 }

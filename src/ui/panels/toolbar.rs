@@ -63,7 +63,13 @@ pub fn ui(ui: &mut egui::Ui, view: &ToolbarView, actions: &mut Vec<Action>) {
         }
         ui.separator();
         ui.label(status(view));
-        if steps.running || view.loading.is_some() {
+        // No spinner while a run streams: its animation repaints every frame, and on a
+        // software renderer each frame takes CPU from the sampler (a run took ~2x longer).
+        if steps.running {
+            let total = steps.frames.last().map_or(0, |f| f.total).max(1);
+            let done = steps.frames.len() as f32 / total as f32;
+            ui.add(egui::ProgressBar::new(done.min(1.0)).desired_width(60.0));
+        } else if view.loading.is_some() {
             ui.spinner();
         }
         let t = &steps.timings;
