@@ -325,6 +325,21 @@ fn rayon_threads() -> String {
     })
 }
 
+/// The editor leaves one core to the UI: on a software renderer (no GPU, e.g. lavapipe under
+/// Xvfb) every frame is drawn on the CPU, and a sampler on all cores made a run ~1.8x slower in
+/// the window than in `midm bench`; with one core left free, 1.3-1.5x (2-core AMD EPYC,
+/// `scripts/measure-editor.sh`). Candle's own element-wise pool gets as many threads. An
+/// explicit RAYON_NUM_THREADS / CANDLE_NUM_THREADS wins.
+fn editor_threads() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores - 1).max(1).to_string();
+    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, &threads);
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     // Keep freed memory for reuse: measured on the official-size stage bench (1 thread), system
     // time 8.8 -> 3.7 s, decode 14.4 -> 12.2 s, peak memory 2.08 -> 2.23 GB.
@@ -351,6 +366,9 @@ fn main() -> anyhow::Result<()> {
     };
     if workers.is_some_and(|w| w != Some(1)) && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if cli.command.is_none() {
+        editor_threads();
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
