@@ -1,11 +1,14 @@
 //! `midm batch`: manifests (CSV, JSON Lines, grid), shards, batched sampling equal to single
 //! runs, resume, and bad inputs skipped without stopping the batch. The runs use the shipped
 //! model with a short schedule (a few UNet passes), so that the tests stay quick in debug builds.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
+use common::max_abs_diff;
 use midm::batch::{BatchConfig, Entry, Grid, Manifest, Outcome, Pair, PairReport, Shard};
 use midm::params::Params;
 use midm::sampling::midm::RefineOptions;
@@ -208,19 +211,6 @@ fn load(model: &midm::MidmModel, sketch: &str, exemplar: &str) -> MidmInputs {
     midm::batch::load_inputs(model, &[asset(sketch)], &asset(exemplar), &[])
         .unwrap()
         .0
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]
