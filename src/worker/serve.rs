@@ -189,7 +189,9 @@ impl Worker {
         if !self.is_current(generation) {
             return; // superseded before it started
         }
-        self.emit(WorkerEvent::Started { generation });
+        // Nothing to paint yet: a repaint now would take the slot the first step needs (the
+        // editor coalesces worker repaints).
+        let _ = self.events.send(WorkerEvent::Started { generation });
         let result = catch_unwind(AssertUnwindSafe(|| self.run(generation, request)));
         let event = match result {
             Ok(Ok(elapsed)) => WorkerEvent::Finished {
