@@ -241,8 +241,8 @@ pub fn translate_with_exemplar(
 pub struct ExemplarSide {
     /// E(y) [B, c, h, w].
     pub latent: Tensor,
-    /// Correlation features of (E(y), label) for the initial warp.
-    out: Tensor,
+    /// Correlation features of (E(y), label) for the initial warp (what the gallery ranks by).
+    pub(crate) out: Tensor,
     /// Centred and normalised matching features, for the re-matching of the loop.
     matching: Tensor,
 }

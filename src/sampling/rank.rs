@@ -98,13 +98,9 @@ impl ExemplarFeatures {
     pub fn new(model: &MidmModel, exemplar: &Tensor, label: &Tensor) -> Result<Self> {
         let exemplar = input(model, exemplar, 3, "exemplar")?;
         let label = input(model, label, model.config.label_nc(), "exemplar label")?;
-        let latent = model.autoencoder.encode(&exemplar)?;
-        let (_, _, h, w) = latent.dims4()?;
-        let label_ds = model.config.label_downsample.apply(&label, h, w)?;
-        let (features, _) = model
-            .correspondence
-            .reference_features(&latent, &label_ds)?;
-        Ok(Self { features })
+        // The same features the sampler's initial warp matches against.
+        let side = super::midm::ExemplarSide::new(model, &exemplar, &label)?;
+        Ok(Self { features: side.out })
     }
 }
 

@@ -12,13 +12,12 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use candle_core::Tensor;
-use image::{GrayImage, RgbaImage};
+use image::RgbaImage;
 
-use super::serve::{build, exemplar_at, guarded};
+use super::serve::{build, exemplar_at, guarded, label_tensor, plain_exemplar_label};
 use super::{LabelInput, ModelInfo, WorkerEvent};
 use crate::error::Result;
-use crate::image::{empty_parts, CannyParams, Label};
+use crate::image::CannyParams;
 use crate::model::MidmModel;
 use crate::sampling::rank::{score, ConditionFeatures, ExemplarFeatures, RankOptions};
 
@@ -144,11 +143,6 @@ fn cached_features(
     Ok(f)
 }
 
-fn label_tensor(model: &MidmModel, l: &Label) -> Result<Tensor> {
-    let shape = (1, l.channels, l.size, l.size);
-    Ok(Tensor::from_vec(l.data.clone(), shape, &model.device)?)
-}
-
 fn condition_features(
     model: &MidmModel,
     info: &ModelInfo,
@@ -171,13 +165,7 @@ fn exemplar_features(
     image: &RgbaImage,
     canny: CannyParams,
 ) -> Result<ExemplarFeatures> {
-    let size = info.image_size as u32;
-    let input = LabelInput::ExemplarEdges {
-        canny,
-        traced: GrayImage::new(size, size),
-        parts: empty_parts(size),
-    };
-    let label = build(&input, image, info.label_nc, info.image_size)?;
+    let label = plain_exemplar_label(image, canny, info.label_nc, info.image_size)?;
     let tensor = crate::image::rgb_to_tensor(&exemplar_at(image, info.image_size), &model.device)?;
     ExemplarFeatures::new(model, &tensor, &label_tensor(model, &label)?)
 }

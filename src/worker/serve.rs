@@ -280,13 +280,11 @@ impl Worker {
             );
         }
         let device = &model.device;
-        let label_tensor =
-            |l: &Label| Tensor::from_vec(l.data.clone(), (1, l.channels, l.size, l.size), device);
         let exemplar_rgb = exemplar_at(&request.exemplar, size);
         let inputs = MidmInputs {
-            condition: label_tensor(&condition)?,
+            condition: label_tensor(model, &condition)?,
             exemplar: crate::image::rgb_to_tensor(&exemplar_rgb, device)?,
-            exemplar_label: label_tensor(&exemplar_label)?,
+            exemplar_label: label_tensor(model, &exemplar_label)?,
         };
         let mut sink = DisplaySink {
             generation,
@@ -477,6 +475,29 @@ fn load(
 
 /// The exemplar at the model's size (bilinear resize, alpha composited on white as the
 /// training data is).
+/// A label as a [1, C, H, W] tensor on the model's device.
+pub(super) fn label_tensor(model: &MidmModel, l: &Label) -> Result<Tensor> {
+    let shape = (1, l.channels, l.size, l.size);
+    Ok(Tensor::from_vec(l.data.clone(), shape, &model.device)?)
+}
+
+/// An exemplar's label as a run builds it when nothing is traced on the exemplar: its Canny
+/// edges (ranking and Run all label gallery images this way).
+pub(super) fn plain_exemplar_label(
+    image: &RgbaImage,
+    canny: crate::image::CannyParams,
+    nc: usize,
+    size: usize,
+) -> Result<Label> {
+    let s = size as u32;
+    let input = LabelInput::ExemplarEdges {
+        canny,
+        traced: GrayImage::new(s, s),
+        parts: crate::image::empty_parts(s),
+    };
+    build(&input, image, nc, size)
+}
+
 pub(super) fn exemplar_at(image: &RgbaImage, size: usize) -> RgbImage {
     let s = size as u32;
     let resized = image::imageops::resize(image, s, s, FilterType::Triangle);

@@ -7,13 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use image::{GrayImage, RgbaImage};
+use image::RgbaImage;
 
-use super::serve::{build, exemplar_at, guarded, tensor_to_image};
+use super::serve::{
+    build, exemplar_at, guarded, label_tensor, plain_exemplar_label, tensor_to_image,
+};
 use super::{LabelInput, ModelInfo, WorkerEvent};
 use crate::batch::translate_seeded_until;
 use crate::error::Result;
-use crate::image::{empty_parts, CannyParams, Label};
+use crate::image::CannyParams;
 use crate::model::MidmModel;
 use crate::sampling::midm::MidmInputs;
 use crate::SamplerOptions;
@@ -47,21 +49,19 @@ pub(super) fn serve(
 ) {
     let sweep = job.sweep;
     let done = |complete| emit(WorkerEvent::SweepDone { sweep, complete });
-    let condition = match model {
+    let prepared = match model {
         None => Err("no model is loaded".to_string()),
         Some((model, info)) => guarded("sweep", || {
-            let label = build(
-                &job.condition,
-                &RgbaImage::new(1, 1),
-                info.label_nc,
-                info.image_size,
-            )?;
+            let blank = RgbaImage::new(1, 1); // only an exemplar's own label needs the exemplar
+            let label = build(&job.condition, &blank, info.label_nc, info.image_size)?;
             label_tensor(model, &label)
-        }),
+        })
+        .map(|condition| (model, info, condition)),
     };
-    let (model, info, condition) = match (model, condition) {
-        (Some((model, info)), Ok(c)) => (model, info, c),
-        (_, Err(error)) => {
+    let (model, info, condition) = match prepared {
+        Ok(p) => p,
+        Err(error) => {
+            // Nothing can be translated: say why for every exemplar.
             for (id, _) in &job.exemplars {
                 let result = Err(error.clone());
                 emit(WorkerEvent::Swept {
@@ -72,7 +72,6 @@ pub(super) fn serve(
             }
             return done(true);
         }
-        (None, Ok(_)) => unreachable!("a condition needs a model"),
     };
     // A chunk of exemplars at a time, as concurrent one-thread sub-batches (what `midm batch`
     // does): at this model's size one image per core beats one image on all cores.
@@ -112,15 +111,9 @@ fn translate_chunk(
     condition: &Tensor,
     chunk: &[(usize, RgbaImage)],
 ) -> Result<Vec<RgbaImage>> {
-    let size = info.image_size as u32;
-    let label_input = LabelInput::ExemplarEdges {
-        canny: job.canny,
-        traced: GrayImage::new(size, size),
-        parts: empty_parts(size),
-    };
     let (mut exemplars, mut labels) = (Vec::new(), Vec::new());
     for (_, image) in chunk {
-        let label = build(&label_input, image, info.label_nc, info.image_size)?;
+        let label = plain_exemplar_label(image, job.canny, info.label_nc, info.image_size)?;
         labels.push(label_tensor(model, &label)?);
         let rgb = exemplar_at(image, info.image_size);
         exemplars.push(crate::image::rgb_to_tensor(&rgb, &model.device)?);
@@ -137,9 +130,4 @@ fn translate_chunk(
     (0..n)
         .map(|i| tensor_to_image(&images.narrow(0, i, 1)?))
         .collect()
-}
-
-fn label_tensor(model: &MidmModel, l: &Label) -> Result<Tensor> {
-    let shape = (1, l.channels, l.size, l.size);
-    Ok(Tensor::from_vec(l.data.clone(), shape, &model.device)?)
 }
