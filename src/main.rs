@@ -343,8 +343,11 @@ fn editor_threads() {
 fn main() -> anyhow::Result<()> {
     // Keep freed memory for reuse: measured on the official-size stage bench (1 thread), system
     // time 8.8 -> 3.7 s, decode 14.4 -> 12.2 s, peak memory 2.08 -> 2.23 GB.
-    // SAFETY: sets a plain integer option; mimalloc reads it at each purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // MIMALLOC_PURGE_DELAY (milliseconds, mimalloc's own variable) still overrides it.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc reads it at each purge.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
     // candle and gemm ask for the thread count on every matmul; without RAYON_NUM_THREADS candle
     // answers by parsing /proc/cpuinfo each time (seen in `perf`). Fix it once, before any thread
     // starts, to the cores this process may use.
