@@ -60,7 +60,7 @@ fn rank(
 #[ignore = "a measurement on the shipped model (minutes in a debug build)"]
 fn shipped_model_ranking_time_and_own_exemplar_rank() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let w = WorkerHandle::spawn(|| {});
+    let w = WorkerHandle::spawn(|_| {});
     w.load(root.join("weights"), DeviceChoice::Cpu);
     let info = match w.recv_timeout(TIMEOUT) {
         Some(WorkerEvent::ModelLoaded(info)) => info,

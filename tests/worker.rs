@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 use midm::device::DeviceChoice;
 use midm::image::{build_label, empty_parts};
-use midm::worker::{RunRequest, WorkerEvent, WorkerHandle};
+use midm::worker::{RunRequest, Urgency, WorkerEvent, WorkerHandle};
 use midm::{MidmModel, SamplerOptions, StepKind};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -62,7 +62,7 @@ pub fn request(size: u32, label_nc: usize, seed: u64, refine: bool) -> RunReques
 fn worker_with_model() -> (WorkerHandle, usize, usize) {
     let model = fixture_model();
     let (size, nc) = (model.config.image_size, model.config.label_nc());
-    let w = WorkerHandle::spawn(|| {});
+    let w = WorkerHandle::spawn(|_| {});
     w.install(model, common::parity_dir(), DeviceChoice::Cpu);
     match w.recv_timeout(TIMEOUT) {
         Some(WorkerEvent::ModelLoaded(info)) => assert_eq!(info.image_size, size),
@@ -154,6 +154,31 @@ fn events_arrive_in_order_and_end_with_the_final_image() {
     for w in frames.windows(2) {
         assert!(w[0].elapsed <= w[1].elapsed);
     }
+}
+
+/// The editor paces repaints by these: streamed steps may wait for the next paint, a run's
+/// start paints nothing, everything else paints at once.
+#[test]
+fn each_event_asks_for_a_repaint_of_its_urgency() {
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = asked.clone();
+    let w = WorkerHandle::spawn(move |u| record.lock().unwrap().push(u));
+    let model = fixture_model();
+    let (size, nc) = (model.config.image_size, model.config.label_nc());
+    w.install(model, common::parity_dir(), DeviceChoice::Cpu);
+    let mut events = collect(&w, |e| matches!(e, WorkerEvent::ModelLoaded(_)));
+    let g = w.run(request(size as u32, nc, 1, false));
+    events.extend(collect(&w, |e| is_end(e, g)));
+    let expected: Vec<Urgency> = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Started { .. } => None,
+            WorkerEvent::Step { .. } => Some(Urgency::Stream),
+            _ => Some(Urgency::Now),
+        })
+        .collect();
+    assert_eq!(*asked.lock().unwrap(), expected);
+    assert_eq!(expected.last(), Some(&Urgency::Now), "the run's end paints at once");
 }
 
 #[test]
@@ -262,7 +287,7 @@ fn bad_input_and_failed_loads_are_errors_and_keep_the_model() {
 
 #[test]
 fn running_without_a_model_is_an_error() {
-    let w = WorkerHandle::spawn(|| {});
+    let w = WorkerHandle::spawn(|_| {});
     let g = w.run(request(64, 1, 1, false));
     let events = collect(&w, |e| is_end(e, g));
     match events.last() {

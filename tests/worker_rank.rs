@@ -15,7 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 fn worker_with_model() -> (WorkerHandle, u32, usize) {
     let model = MidmModel::new(common::fixture_vb(), &common::fixture_config()).unwrap();
     let (size, nc) = (model.config.image_size, model.config.label_nc());
-    let w = WorkerHandle::spawn(|| {});
+    let w = WorkerHandle::spawn(|_| {});
     w.install(model, common::parity_dir(), DeviceChoice::Cpu);
     match w.recv_timeout(TIMEOUT) {
         Some(WorkerEvent::ModelLoaded(_)) => {}

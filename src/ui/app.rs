@@ -25,7 +25,7 @@ use super::panels::{self, Action, Dialog};
 use super::session::{Session, STORAGE_KEY};
 use super::AppArgs;
 pub use crate::params::Params;
-use crate::worker::{ModelInfo, StepFrame, WorkerHandle};
+use crate::worker::{ModelInfo, StepFrame, Urgency, WorkerHandle};
 
 /// A file dialog's answer, sent back from its thread.
 pub(super) type DialogResult = (Dialog, DialogOutcome);
@@ -66,31 +66,50 @@ pub struct MidmApp {
     last_frame_ms: f32,
 }
 
-/// Worker events repaint at most once per this gap (a later one is coalesced into a repaint
-/// scheduled at the end of the gap). A run streams an event every UNet pass; on a software
+/// A run's streamed steps repaint at most once per this gap; the steps between two paints are
+/// shown together by the later one. A run streams a step every UNet pass, and on a software
 /// renderer every frame is CPU taken from the sampler (measured: 25-28 ms of llvmpipe CPU per
-/// 1280x800 frame), so painting each one slowed the run. The first event after a quiet spell
-/// (a run's first step) still paints at once.
-const WORKER_REPAINT_GAP: Duration = Duration::from_millis(150);
+/// 1280x800 frame). A run's first step, its end and every other event paint at once.
+const STREAM_REPAINT_GAP: Duration = Duration::from_millis(150);
+
+/// Paces the worker's repaint requests (see [`STREAM_REPAINT_GAP`]).
+#[derive(Default)]
+struct RepaintPacer {
+    /// When the latest paint was asked for (now, or at the end of a gap).
+    slot: Mutex<Option<Instant>>,
+}
+
+impl RepaintPacer {
+    fn on_event(&self, ctx: &egui::Context, urgency: Urgency) {
+        let now = Instant::now();
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let at = paint_at(urgency, *slot, now);
+        *slot = Some(at);
+        if urgency == Urgency::Now {
+            ctx.request_repaint();
+        } else {
+            // Even "now" as a delay: egui answers a zero-delay request with two passes (the
+            // second to let layout settle), and a step needs only one.
+            ctx.request_repaint_after((at - now).max(Duration::from_millis(1)));
+        }
+    }
+}
+
+/// When to paint for an event at `now`, given the latest paint asked for (`slot`).
+fn paint_at(urgency: Urgency, slot: Option<Instant>, now: Instant) -> Instant {
+    match (urgency, slot) {
+        (Urgency::Now, _) => now,
+        // A paint is already due then, and will show this step too. Asked again, because a
+        // paint from another cause in between makes eframe forget a deferred one.
+        (Urgency::Stream, Some(t)) if t > now => t,
+        (Urgency::Stream, Some(t)) if now < t + STREAM_REPAINT_GAP => t + STREAM_REPAINT_GAP,
+        (Urgency::Stream, _) => now,
+    }
+}
 
 pub(super) fn repaint(cell: &Mutex<Option<egui::Context>>) {
     if let Some(ctx) = cell.lock().ok().and_then(|c| c.clone()) {
         ctx.request_repaint();
-    }
-}
-
-fn repaint_coalesced(cell: &Mutex<Option<egui::Context>>, next_free: &Mutex<Option<Instant>>) {
-    let Some(ctx) = cell.lock().ok().and_then(|c| c.clone()) else {
-        return;
-    };
-    let now = Instant::now();
-    let mut next = next_free.lock().unwrap_or_else(|e| e.into_inner());
-    match *next {
-        Some(t) if t > now => ctx.request_repaint_after(t - now),
-        _ => {
-            *next = Some(now + WORKER_REPAINT_GAP);
-            ctx.request_repaint();
-        }
     }
 }
 
@@ -99,8 +118,12 @@ impl MidmApp {
     pub fn new(ctx: &egui::Context, args: AppArgs, storage: Option<&dyn eframe::Storage>) -> Self {
         let ctx_cell = Arc::new(Mutex::new(Some(ctx.clone())));
         let cell = ctx_cell.clone();
-        let next_free = Mutex::new(None);
-        let worker = WorkerHandle::spawn(move || repaint_coalesced(&cell, &next_free));
+        let pacer = RepaintPacer::default();
+        let worker = WorkerHandle::spawn(move |urgency| {
+            if let Some(ctx) = cell.lock().ok().and_then(|c| c.clone()) {
+                pacer.on_event(&ctx, urgency);
+            }
+        });
         let session: Session = match (args.fresh, storage) {
             (false, Some(s)) => eframe::get_value(s, STORAGE_KEY).unwrap_or_default(),
             _ => Session::default(),
@@ -529,5 +552,40 @@ impl eframe::App for MidmApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         self.save_to(storage);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_steps_paint_once_per_gap_and_the_rest_at_once() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // A run's first step paints at once; the next, inside the gap, at the gap's end.
+        assert_eq!(paint_at(Urgency::Stream, None, ms(0)), ms(0));
+        assert_eq!(paint_at(Urgency::Stream, Some(ms(0)), ms(60)), ms(150));
+        // Steps before that paint ride on it.
+        assert_eq!(paint_at(Urgency::Stream, Some(ms(150)), ms(120)), ms(150));
+        // A step after a quiet spell paints at once again; a run's end never waits.
+        assert_eq!(paint_at(Urgency::Stream, Some(ms(150)), ms(400)), ms(400));
+        assert_eq!(paint_at(Urgency::Now, Some(ms(150)), ms(120)), ms(120));
+
+        // A 2 s run streaming a step every 60 ms: one paint per gap, none lost.
+        let (mut slot, mut paints) = (None, std::collections::BTreeSet::new());
+        for step in 0..34 {
+            let at = paint_at(Urgency::Stream, slot, ms(step * 60));
+            assert!(at >= ms(step * 60) && at <= ms(step * 60) + STREAM_REPAINT_GAP);
+            paints.insert(at);
+            slot = Some(at);
+        }
+        let paints: Vec<Instant> = paints.into_iter().collect();
+        assert!(paints.windows(2).all(|w| w[1] - w[0] == STREAM_REPAINT_GAP));
+        assert_eq!(
+            paints.len(),
+            15,
+            "0, 150, ..., 2100 ms for steps up to 1980 ms"
+        );
     }
 }

@@ -219,7 +219,17 @@ pub(crate) enum Request {
     Shutdown,
 }
 
-pub(crate) type Repaint = Arc<dyn Fn() + Send + Sync>;
+/// How soon the UI should paint after a worker event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// A streamed step of a run: a newer one follows within a UNet pass, so the UI may show
+    /// several at once.
+    Stream,
+    /// Anything else (a run's end, a failure, an answer to a request): paint now.
+    Now,
+}
+
+pub(crate) type Repaint = Arc<dyn Fn(Urgency) + Send + Sync>;
 
 /// The UI's end of the worker.
 pub struct WorkerHandle {
@@ -234,8 +244,9 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Start the worker thread; `repaint` is called after every event (e.g. `ctx.request_repaint()`).
-    pub fn spawn(repaint: impl Fn() + Send + Sync + 'static) -> Self {
+    /// Start the worker thread; `repaint` is called after every event (e.g. with
+    /// `ctx.request_repaint()`), told how soon the event needs painting.
+    pub fn spawn(repaint: impl Fn(Urgency) + Send + Sync + 'static) -> Self {
         let (events_tx, events) = unbounded();
         let repaint: Repaint = Arc::new(repaint);
         let generation = Arc::new(AtomicU64::new(0));
@@ -397,7 +408,7 @@ impl WorkerHandle {
             self.requests = requests;
             self.thread = Some(thread);
             let _ = self.events_tx.send(WorkerEvent::Restarted);
-            (self.repaint)();
+            (self.repaint)(Urgency::Now);
         }
         dead
     }

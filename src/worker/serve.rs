@@ -11,7 +11,8 @@ use crossbeam_channel::{Receiver, Sender};
 use image::{imageops::FilterType, DynamicImage, GrayImage, RgbImage, RgbaImage};
 
 use super::{
-    DecodedStep, LabelInput, ModelInfo, Repaint, Request, RunRequest, StepFrame, WorkerEvent,
+    DecodedStep, LabelInput, ModelInfo, Repaint, Request, RunRequest, StepFrame, Urgency,
+    WorkerEvent,
 };
 use crate::device::DeviceChoice;
 use crate::error::{ensure, Error, Result};
@@ -87,7 +88,7 @@ impl Worker {
 
     fn emit(&self, event: WorkerEvent) {
         let _ = self.events.send(event);
-        (self.repaint)();
+        (self.repaint)(Urgency::Now);
     }
 
     fn is_current(&self, generation: u64) -> bool {
@@ -434,7 +435,7 @@ impl StepSink for DisplaySink<'_> {
                     generation: self.generation,
                     frame: Box::new(frame),
                 });
-                (self.repaint)();
+                (self.repaint)(Urgency::Stream);
             }
             Err(e) => self.error = Some(e),
         }
