@@ -178,7 +178,11 @@ fn each_event_asks_for_a_repaint_of_its_urgency() {
         })
         .collect();
     assert_eq!(*asked.lock().unwrap(), expected);
-    assert_eq!(expected.last(), Some(&Urgency::Now), "the run's end paints at once");
+    assert_eq!(
+        expected.last(),
+        Some(&Urgency::Now),
+        "the run's end paints at once"
+    );
 }
 
 #[test]
