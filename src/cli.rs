@@ -78,12 +78,21 @@ pub struct TranslateArgs {
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
-    /// Model folder or checkpoint file (default: $MIDM_MODEL, else the shipped model in weights/).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
     /// Write every step's r~n, R and M as PNGs into this folder.
     #[arg(long)]
     pub steps_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+}
+
+/// Which model to load, on which device, in which number format (`translate` and `batch`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Model folder or checkpoint file (default: $MIDM_MODEL, else the shipped model in weights/).
+    #[arg(long = "model")]
+    pub path: Option<PathBuf>,
     /// cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -91,8 +100,31 @@ pub struct TranslateArgs {
     /// pays off on a GPU; on a CPU it is slower than f32.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
-    #[command(flatten)]
-    pub sampler: SamplerArgs,
+}
+
+/// A model loaded from [`ModelArgs`], with what a result's metadata records of it.
+pub struct CliModel {
+    pub loaded: crate::checkpoint::LoadedModel,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+}
+
+impl ModelArgs {
+    /// Load the model, printing the load report on stderr.
+    pub fn load(&self) -> anyhow::Result<CliModel> {
+        let device = parse_device(&self.device)?.to_device()?;
+        let path = self.path.clone().unwrap_or_else(default_model_path);
+        let loaded = crate::checkpoint::inspect(&path)
+            .and_then(|c| c.build_with(&device, self.precision))
+            .with_context(|| format!("loading the model from {}", path.display()))?;
+        eprintln!("{}", loaded.report.summary());
+        Ok(CliModel { loaded, path })
+    }
+
+    /// The sampler settings of `sampler` as recorded with a result of this model.
+    pub fn params(&self, sampler: &SamplerArgs) -> anyhow::Result<Params> {
+        Ok(sampler.params(parse_device(&self.device)?, self.precision))
+    }
 }
 
 pub fn parse_device(s: &str) -> anyhow::Result<DeviceChoice> {
@@ -176,14 +208,8 @@ impl StepSink for CliSink<'_> {
 }
 
 pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
-    let device_choice = parse_device(&args.device)?;
-    let device = device_choice.to_device()?;
-    let model_path = args.model.clone().unwrap_or_else(default_model_path);
     let t0 = Instant::now();
-    let loaded = crate::checkpoint::inspect(&model_path)
-        .and_then(|c| c.build_with(&device, args.precision))
-        .with_context(|| format!("loading the model from {}", model_path.display()))?;
-    eprintln!("{}", loaded.report.summary());
+    let CliModel { loaded, path } = args.model.load()?;
     eprintln!("loaded in {:.2} s", t0.elapsed().as_secs_f64());
     let model_hash = loaded.report.model_hash()?;
     let model = loaded.model;
@@ -224,9 +250,9 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
         .collect();
     let exemplar = args.exemplar.display().to_string();
     let text = ResultInfo {
-        params: &args.sampler.params(device_choice, args.precision),
+        params: &args.model.params(&args.sampler)?,
         model_hash: Some(model_hash.as_str()),
-        model: Some(model_path.as_path()),
+        model: Some(path.as_path()),
         condition: &condition.join(", "),
         exemplar: Some(exemplar.as_str()),
     }
@@ -284,15 +310,8 @@ pub struct BatchArgs {
     /// Write no contact sheet.
     #[arg(long, conflicts_with = "sheet")]
     pub no_sheet: bool,
-    /// Model folder or checkpoint file (default: $MIDM_MODEL, else the shipped model in weights/).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// cpu or cuda[:N].
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Number format of the UNet and autoencoder (matching always runs in f32).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Sampler settings for every pair; --seed is the seed of manifest rows that give none.
     #[command(flatten)]
     pub sampler: SamplerArgs,
@@ -314,21 +333,15 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     let shard = args.shard;
     let total = manifest.count()?;
     let mine = (0..total).filter(|j| shard.contains(*j)).count();
-    let device_choice = parse_device(&args.device)?;
-    let device = device_choice.to_device()?;
-    let model_path = args.model.clone().unwrap_or_else(default_model_path);
-    let loaded = crate::checkpoint::inspect(&model_path)
-        .and_then(|c| c.build_with(&device, args.precision))
-        .with_context(|| format!("loading the model from {}", model_path.display()))?;
-    eprintln!("{}", loaded.report.summary());
+    let CliModel { loaded, path } = args.model.load()?;
     let config = crate::batch::BatchConfig {
         out_dir: args.out.clone(),
         batch: args.batch,
         workers: args.workers.unwrap_or_else(rayon::current_num_threads),
-        params: args.sampler.params(device_choice, args.precision),
+        params: args.model.params(&args.sampler)?,
         shard,
         model_hash: loaded.report.model_hash()?,
-        model_path: model_path.clone(),
+        model_path: path,
     };
     eprintln!(
         "{mine} of {total} pairs (shard {}/{}), {} per chunk in {} sub-batches",
