@@ -8,12 +8,14 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use super::kernels::activations::{instance_norm_cpu, Act};
+use super::kernels::spade::spade_modulate_cpu;
 use super::layers::Conv2d;
 use super::ops::{center_and_normalize, interpolate_nearest};
 use serde::{Deserialize, Serialize};
 
 const NORM_EPS: f64 = 1e-5;
-const LRELU_SLOPE: f64 = 0.2;
+const LRELU_SLOPE: f32 = 0.2;
 
 /// Widths of the correspondence networks (official: n_ch 256, ndf 64, spade_nhidden 128).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +43,27 @@ pub fn reflect_pad1(x: &Tensor) -> Result<Tensor> {
 
 /// `InstanceNorm2d(affine=False)`: per sample and channel over H, W, biased variance.
 pub fn instance_norm(x: &Tensor) -> Result<Tensor> {
+    if let Some(y) = instance_norm_cpu(x, NORM_EPS, Act::Identity)? {
+        return Ok(y);
+    }
+    instance_norm_composite(x)
+}
+
+/// [`instance_norm`] then `LeakyReLU(slope)`, in one pass on the CPU f32 path.
+fn instance_norm_leaky(x: &Tensor, slope: f32) -> Result<Tensor> {
+    if let Some(y) = instance_norm_cpu(x, NORM_EPS, Act::LeakyRelu(slope))? {
+        return Ok(y);
+    }
+    leaky_relu(&instance_norm_composite(x)?, slope)
+}
+
+/// `max(x, 0) + slope * min(x, 0)`: LeakyReLU, and PReLU with one parameter.
+fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
+    x.maximum(0f32)? + (x.minimum(0f32)? * slope as f64)?
+}
+
+/// The tensor-op [`instance_norm`] (other devices and dtypes).
+fn instance_norm_composite(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let flat = x.reshape((b, c, h * w))?;
     let mean = flat.mean_keepdim(2)?;
@@ -140,15 +163,23 @@ impl Spade {
         })
     }
 
-    fn forward(&self, x: &Tensor, seg: &Tensor) -> Result<Tensor> {
+    /// The modulated norm, followed by `LeakyReLU(slope)` when `slope` is given.
+    fn forward(&self, x: &Tensor, seg: &Tensor, slope: Option<f32>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let normalized = positional_norm(x)?;
         let seg = interpolate_nearest(seg, h, w)?;
         let actv = self.mlp_shared.forward(&reflect_pad1(&seg)?)?.relu()?;
         let actv = reflect_pad1(&actv)?;
         let gamma = self.mlp_gamma.forward(&actv)?;
         let beta = self.mlp_beta.forward(&actv)?;
-        normalized.mul(&(gamma + 1.0)?)?.add(&beta)
+        let act = slope.map_or(Act::Identity, Act::LeakyRelu);
+        if let Some(y) = spade_modulate_cpu(x, &gamma, &beta, NORM_EPS, act)? {
+            return Ok(y);
+        }
+        let y = positional_norm(x)?.mul(&(gamma + 1.0)?)?.add(&beta)?;
+        match slope {
+            Some(slope) => leaky_relu(&y, slope),
+            None => Ok(y),
+        }
     }
 }
 
@@ -183,21 +214,11 @@ impl SpadeResnetBlock {
     }
 
     fn forward(&self, x: &Tensor, seg: &Tensor) -> Result<Tensor> {
-        let x_s = self.conv_s.forward(&self.norm_s.forward(x, seg)?)?;
-        let dx = self.norm_0.forward(x, seg)?;
-        let dx = self
-            .conv_0
-            .forward(&reflect_pad1(&candle_nn::ops::leaky_relu(
-                &dx,
-                LRELU_SLOPE,
-            )?)?)?;
-        let dx = self.norm_1.forward(&dx, seg)?;
-        let dx = self
-            .conv_1
-            .forward(&reflect_pad1(&candle_nn::ops::leaky_relu(
-                &dx,
-                LRELU_SLOPE,
-            )?)?)?;
+        let x_s = self.conv_s.forward(&self.norm_s.forward(x, seg, None)?)?;
+        let dx = self.norm_0.forward(x, seg, Some(LRELU_SLOPE))?;
+        let dx = self.conv_0.forward(&reflect_pad1(&dx)?)?;
+        let dx = self.norm_1.forward(&dx, seg, Some(LRELU_SLOPE))?;
+        let dx = self.conv_1.forward(&reflect_pad1(&dx)?)?;
         x_s + dx
     }
 }
@@ -240,17 +261,9 @@ impl FeatureEncoder {
     }
 
     pub fn forward(&self, x: &Tensor, seg: &Tensor) -> Result<Tensor> {
-        let x = self.layer1_out(x)?;
-        let x = instance_norm(
-            &self
-                .layer2
-                .forward(&candle_nn::ops::leaky_relu(&x, LRELU_SLOPE)?)?,
-        )?;
-        let x = instance_norm(
-            &self
-                .layer3
-                .forward(&candle_nn::ops::leaky_relu(&x, LRELU_SLOPE)?)?,
-        )?;
+        let x = instance_norm_leaky(&self.layer1.forward(x)?, LRELU_SLOPE)?;
+        let x = instance_norm_leaky(&self.layer2.forward(&x)?, LRELU_SLOPE)?;
+        let x = instance_norm(&self.layer3.forward(&x)?)?;
         // No activation between layer3 and the SPADE block, as in the reference.
         self.g_middle_1.forward(&x, seg)
     }
@@ -261,7 +274,8 @@ impl FeatureEncoder {
 struct ResidualBlock {
     conv1: Conv2d,
     conv2: Conv2d,
-    prelu: Tensor,
+    /// The PReLU's one parameter.
+    prelu: f32,
 }
 
 impl ResidualBlock {
@@ -269,19 +283,14 @@ impl ResidualBlock {
         Ok(Self {
             conv1: conv(&vb.pp("conv1"), c, c, 3, 0, true)?,
             conv2: conv(&vb.pp("conv2"), c, c, 3, 0, true)?,
-            prelu: vb.get(1, "prelu.weight")?,
+            prelu: vb.get(1, "prelu.weight")?.to_vec1::<f32>()?[0],
         })
     }
 
-    fn prelu(&self, x: &Tensor) -> Result<Tensor> {
-        let negative = x.minimum(0f32)?.broadcast_mul(&self.prelu)?;
-        x.maximum(0f32)? + negative
-    }
-
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let o = self.prelu(&instance_norm(&self.conv1.forward(&reflect_pad1(x)?)?)?)?;
+        let o = instance_norm_leaky(&self.conv1.forward(&reflect_pad1(x)?)?, self.prelu)?;
         let o = instance_norm(&self.conv2.forward(&reflect_pad1(&o)?)?)?;
-        self.prelu(&(o + x)?)
+        leaky_relu(&(o + x)?, self.prelu)
     }
 }
 
@@ -376,6 +385,44 @@ mod tests {
         assert_eq!(rows[1], vec![1., 0., 1., 2., 1.]);
         assert_eq!(rows[2], vec![4., 3., 4., 5., 4.]);
         assert_eq!(rows[4], vec![4., 3., 4., 5., 4.]);
+        Ok(())
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    /// The fused CPU kernels against the tensor-op definitions, in a two-thread pool at a size
+    /// that takes the parallel path (2 x 40 x 24 x 40 = 76,800 elements) and at one that does not.
+    #[test]
+    fn fused_norms_match_the_tensor_ops() -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(fused_norms_match)
+    }
+
+    fn fused_norms_match() -> Result<()> {
+        for (b, c, h, w) in [(2, 40, 24, 40), (1, 3, 5, 7)] {
+            let x = ((Tensor::randn(0f32, 1f32, (b, c, h, w), &Device::Cpu)? * 3.0)? + 0.5)?;
+            let g = Tensor::randn(0f32, 1f32, (b, c, h, w), &Device::Cpu)?;
+            let bt = Tensor::randn(0f32, 1f32, (b, c, h, w), &Device::Cpu)?;
+            let want = instance_norm_composite(&x)?;
+            assert!(max_diff(&instance_norm(&x)?, &want)? < 1e-5);
+            let fused = instance_norm_leaky(&x, 0.2)?;
+            assert!(max_diff(&fused, &leaky_relu(&want, 0.2)?)? < 1e-5);
+            let want = positional_norm(&x)?.mul(&(&g + 1.0)?)?.add(&bt)?;
+            for slope in [None, Some(0.2f32)] {
+                let act = slope.map_or(Act::Identity, Act::LeakyRelu);
+                let got = spade_modulate_cpu(&x, &g, &bt, NORM_EPS, act)?.expect("fast path");
+                let want = match slope {
+                    Some(s) => leaky_relu(&want, s)?,
+                    None => want.clone(),
+                };
+                assert!(max_diff(&got, &want)? < 1e-4, "SPADE, slope {slope:?}");
+            }
+        }
         Ok(())
     }
 

@@ -2,16 +2,18 @@
 //! how much), and the threading rule they share. Other devices and dtypes use candle's ops.
 //!
 //! - [`activations`]: SiLU, softmax and GroupNorm(+SiLU) with a vectorising exp;
-//! - [`conv`]: `Conv2d` with a banded NCHW im2col + GEMM.
+//! - [`conv`]: `Conv2d` with a banded NCHW im2col + GEMM;
+//! - [`spade`]: SPADE's modulated positional norm.
 pub mod activations;
 pub mod conv;
+pub mod spade;
 
 use rayon::prelude::*;
 
 /// Below this many elements an op runs on the calling thread: handing work to rayon's pool
 /// costs a futex wake-up of its workers and a sleep of the caller per op, which at the shipped
 /// model's sizes (16x16 latents, 32-128 channels) costs more than the op itself.
-const PARALLEL_MIN: usize = 1 << 15;
+pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
 /// `f(i, chunk i)` over the `chunk`-sized pieces of `dst`, on rayon's pool when it has several
 /// threads and `dst` is big enough ([`PARALLEL_MIN`]), else right here. Measured with one
