@@ -9,7 +9,9 @@
 #    difference of each GPU image from the CPU image, in 8-bit levels;
 # 2. `midm bench --compare-torch` on the GPU, shipped model and official size (random weights,
 #    whole translations), f32, f16 and bf16, each against PyTorch on the same GPU and weights;
-# 3. `midm bench --batch 1,8,32` on the GPU (one sampler call per batch, --workers 1), f32 and
+# 3. `midm bench --worker` on the GPU, f32 and f16: the editor's worker path on that device (runs
+#    streaming every step, one cancelled half way, then run again);
+# 4. `midm bench --batch 1,8,32` on the GPU (one sampler call per batch, --workers 1), f32 and
 #    f16: images per second against B=1 (the batch issue's GPU target is >= 4x).
 #
 # MIDM_BIN and MIDM_DEVICE override the binary and the device; with MIDM_DEVICE=cpu, a CPU build
@@ -87,7 +89,13 @@ for prec in f32 f16 bf16; do
     } 2>&1 | tee "$out/bench_$prec.txt"
 done
 
-# 3. Batches: one sampler call of B pairs on the GPU.
+# 3. The editor's worker on the device.
+for prec in f32 f16; do
+    "$bin" bench --worker --device "$device" --precision "$prec" --warmup 1 --runs 5 2>&1 |
+        tee "$out/worker_$prec.txt"
+done
+
+# 4. Batches: one sampler call of B pairs on the GPU.
 for prec in f32 f16; do
     "$bin" bench --device "$device" --precision "$prec" --batch 1,8,32 --workers 1 \
         --warmup 1 --runs 3 2>&1 | tee "$out/batch_$prec.txt"

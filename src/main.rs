@@ -1,4 +1,7 @@
 //! `midm`: the editor (no subcommand) and the headless commands.
+use std::path::Path;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
 /// mimalloc, told never to return freed memory to the OS (see `main`): every op allocates its
@@ -84,6 +87,11 @@ struct BenchArgs {
     /// (each pair with its own seed) and every stage, per image, side by side (shipped model).
     #[arg(long, value_delimiter = ',')]
     batch: Vec<usize>,
+    /// Time runs through the editor's worker, without a window: Run -> first streamed step,
+    /// Run -> final image, and a run cancelled half way then run again (the cat pair of
+    /// assets/, the editor's default parameters).
+    #[arg(long, conflicts_with_all = ["batch", "official", "official_only", "compare_torch"])]
+    worker: bool,
     /// With --batch: concurrent sub-batches per batch, as `midm batch --workers` (default: one
     /// per thread).
     #[arg(long)]
@@ -119,6 +127,9 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mut report = serde_json::Map::new();
     if !args.batch.is_empty() {
         return bench_batches(args, &device);
+    }
+    if args.worker {
+        return bench_worker(args);
     }
     if !args.official_only {
         let path = args
@@ -194,6 +205,82 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::Value::Object(report));
     }
+    Ok(())
+}
+
+/// `midm bench --worker`: the editor's path without its window.
+fn bench_worker(args: &BenchArgs) -> anyhow::Result<()> {
+    use midm::worker::{LabelInput, RunRequest};
+    let choice = midm::cli::parse_device(&args.device)?;
+    let path = args
+        .model
+        .clone()
+        .unwrap_or_else(midm::params::default_model_path);
+    let model = midm::checkpoint::load_model_with(&path, &choice.to_device()?, args.precision)?;
+    let size = model.config.image_size as u32;
+    // The assets of the tree the bench runs in, else of the tree this binary was built from.
+    let assets = [
+        "assets".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+    ]
+    .into_iter()
+    .find(|d: &std::path::PathBuf| d.join("cat_sketch.png").is_file())
+    .ok_or_else(|| anyhow::anyhow!("assets/cat_sketch.png not found here or in the source tree"))?;
+    let open = |name: &str| {
+        let p = assets.join(name);
+        image::open(&p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+    };
+    let params = midm::params::Params::default();
+    let request = RunRequest {
+        condition: LabelInput::Layers {
+            edges: midm::image::edge_map(&open("cat_sketch.png")?, size),
+            parts: midm::image::empty_parts(size),
+        },
+        exemplar: open("cat_exemplar.png")?.to_rgba8(),
+        exemplar_label: LabelInput::ExemplarEdges {
+            canny: params.canny,
+            traced: image::GrayImage::new(size, size),
+            parts: midm::image::empty_parts(size),
+        },
+        options: params.sampler_options(),
+        seed: params.seed,
+    };
+    let b =
+        midm::bench::worker::bench_worker(model, &path, choice, &request, args.warmup, args.runs)?;
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let summary = |v: &[Duration]| {
+        let mut v: Vec<f64> = v.iter().map(ms).collect();
+        v.sort_by(f64::total_cmp);
+        format!(
+            "median {:8.1} ms  (min {:.1}, max {:.1})",
+            v[v.len() / 2],
+            v[0],
+            v[v.len() - 1]
+        )
+    };
+    println!(
+        "worker on {:?}, {} runs after {} warm-up, {} steps streamed per run:",
+        choice,
+        b.final_image.len(),
+        args.warmup,
+        b.steps
+    );
+    println!(
+        "  Run -> first streamed step       {}",
+        summary(&b.first_step)
+    );
+    println!(
+        "  Run -> final image               {}",
+        summary(&b.final_image)
+    );
+    println!(
+        "  cancel half way -> Cancelled     {:8.1} ms",
+        ms(&b.cancel)
+    );
+    println!(
+        "  the next run -> final image      {:8.1} ms",
+        ms(&b.after_cancel)
+    );
     Ok(())
 }
 

@@ -461,3 +461,26 @@ fn a_sweep_gives_each_exemplar_the_image_a_run_gives_and_yields_to_runs() {
         .count();
     assert!(stopped && swept < 60, "the sweep went on: {swept} results");
 }
+
+/// `midm bench --worker`'s measurement: timed runs, then a run cancelled half way and another.
+#[test]
+fn worker_bench_times_runs_and_a_cancel_half_way() {
+    let model = fixture_model();
+    let (size, nc) = (model.config.image_size, model.config.label_nc());
+    let req = request(size as u32, nc, 1, true);
+    let b = midm::bench::worker::bench_worker(
+        model,
+        &common::parity_dir(),
+        DeviceChoice::Cpu,
+        &req,
+        1,
+        2,
+    )
+    .expect("bench");
+    assert_eq!((b.first_step.len(), b.final_image.len()), (2, 2));
+    assert!(b.steps > 2, "{} steps", b.steps);
+    for (first, last) in b.first_step.iter().zip(&b.final_image) {
+        assert!(first < last);
+    }
+    assert!(b.after_cancel > Duration::ZERO);
+}

@@ -2,6 +2,7 @@
 //! shipped model or on the official CelebA-HQ size with random weights, with the analytical
 //! FLOPs of each stage ([`flops`]) and the achieved rate.
 pub mod flops;
+pub mod worker;
 
 use std::time::{Duration, Instant};
 
