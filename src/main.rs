@@ -1,7 +1,4 @@
 //! `midm`: the editor (no subcommand) and the headless commands.
-use std::path::Path;
-use std::time::Duration;
-
 use clap::{Parser, Subcommand};
 
 /// mimalloc, told never to return freed memory to the OS (see `main`): every op allocates its
@@ -218,14 +215,12 @@ fn bench_worker(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or_else(midm::params::default_model_path);
     let model = midm::checkpoint::load_model_with(&path, &choice.to_device()?, args.precision)?;
     let size = model.config.image_size as u32;
-    // The assets of the tree the bench runs in, else of the tree this binary was built from.
-    let assets = [
-        "assets".into(),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
-    ]
-    .into_iter()
-    .find(|d: &std::path::PathBuf| d.join("cat_sketch.png").is_file())
-    .ok_or_else(|| anyhow::anyhow!("assets/cat_sketch.png not found here or in the source tree"))?;
+    let assets = midm::params::asset_dirs()
+        .into_iter()
+        .find(|d| d.join("cat_sketch.png").is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!("assets/cat_sketch.png not found here or in the source tree")
+        })?;
     let open = |name: &str| {
         let p = assets.join(name);
         image::open(&p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
@@ -247,40 +242,7 @@ fn bench_worker(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let b =
         midm::bench::worker::bench_worker(model, &path, choice, &request, args.warmup, args.runs)?;
-    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
-    let summary = |v: &[Duration]| {
-        let mut v: Vec<f64> = v.iter().map(ms).collect();
-        v.sort_by(f64::total_cmp);
-        format!(
-            "median {:8.1} ms  (min {:.1}, max {:.1})",
-            v[v.len() / 2],
-            v[0],
-            v[v.len() - 1]
-        )
-    };
-    println!(
-        "worker on {:?}, {} runs after {} warm-up, {} steps streamed per run:",
-        choice,
-        b.final_image.len(),
-        args.warmup,
-        b.steps
-    );
-    println!(
-        "  Run -> first streamed step       {}",
-        summary(&b.first_step)
-    );
-    println!(
-        "  Run -> final image               {}",
-        summary(&b.final_image)
-    );
-    println!(
-        "  cancel half way -> Cancelled     {:8.1} ms",
-        ms(&b.cancel)
-    );
-    println!(
-        "  the next run -> final image      {:8.1} ms",
-        ms(&b.after_cancel)
-    );
+    b.print(choice, args.warmup);
     Ok(())
 }
 

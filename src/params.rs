@@ -87,6 +87,14 @@ pub fn default_model() -> Option<PathBuf> {
     .find(|d| d.join("config.yaml").exists() || d.join("config.json").exists())
 }
 
+/// Where the bundled assets are looked for: `assets/` here, then the source tree's.
+pub fn asset_dirs() -> [PathBuf; 2] {
+    [
+        PathBuf::from("assets"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets"),
+    ]
+}
+
 /// [`default_model`], or the source tree's `weights/` (whose absence the loader then reports).
 pub fn default_model_path() -> PathBuf {
     default_model().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights"))

@@ -41,6 +41,43 @@ fn next_event(w: &WorkerHandle, start: Instant) -> Result<WorkerEvent> {
     }
 }
 
+impl WorkerBench {
+    /// The figures on stdout, for a worker on `device` after `warmup` runs.
+    pub fn print(&self, device: DeviceChoice, warmup: usize) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let summary = |v: &[Duration]| match (v.iter().min(), v.iter().max()) {
+            (Some(&lo), Some(&hi)) => format!(
+                "median {:8.1} ms  (min {:.1}, max {:.1})",
+                ms(super::median(v.to_vec())),
+                ms(lo),
+                ms(hi)
+            ),
+            _ => "no runs".into(),
+        };
+        println!(
+            "worker on {device:?}, {} runs after {warmup} warm-up, {} steps streamed per run:",
+            self.final_image.len(),
+            self.steps
+        );
+        println!(
+            "  Run -> first streamed step       {}",
+            summary(&self.first_step)
+        );
+        println!(
+            "  Run -> final image               {}",
+            summary(&self.final_image)
+        );
+        println!(
+            "  cancel half way -> Cancelled     {:8.1} ms",
+            ms(self.cancel)
+        );
+        println!(
+            "  the next run -> final image      {:8.1} ms",
+            ms(self.after_cancel)
+        );
+    }
+}
+
 /// One run of `request`: (first step, final image, steps), timed from the request.
 fn timed_run(w: &WorkerHandle, request: &RunRequest) -> Result<(Duration, Duration, usize)> {
     let t0 = Instant::now();

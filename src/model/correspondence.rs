@@ -57,9 +57,9 @@ fn instance_norm_leaky(x: &Tensor, slope: f32) -> Result<Tensor> {
     leaky_relu(&instance_norm_composite(x)?, slope)
 }
 
-/// `max(x, 0) + slope * min(x, 0)`: LeakyReLU, and PReLU with one parameter.
+/// LeakyReLU, and PReLU with one parameter (candle-nn's, at our f32 slope).
 fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
-    x.maximum(0f32)? + (x.minimum(0f32)? * slope as f64)?
+    candle_nn::ops::leaky_relu(x, slope as f64)
 }
 
 /// The tensor-op [`instance_norm`] (other devices and dtypes).

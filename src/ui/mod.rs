@@ -68,11 +68,7 @@ pub fn run_app(args: AppArgs) -> anyhow::Result<()> {
 
 /// A sample sketch and exemplar pair from `assets/` (`NAME_sketch.png`, `NAME_exemplar.png`).
 pub fn default_sample() -> Option<(PathBuf, PathBuf)> {
-    let dirs = [
-        PathBuf::from("assets"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets"),
-    ];
-    for dir in dirs {
+    for dir in crate::params::asset_dirs() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
