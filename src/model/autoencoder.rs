@@ -118,11 +118,21 @@ impl AttnBlock {
         let q = qkv.narrow(1, 0, c)?;
         let k = qkv.narrow(1, c, c)?;
         let v = qkv.narrow(1, 2 * c, c)?;
-        // w[i,j] = sum_c q[c,i] k[c,j], scaled after the product as the reference does.
-        let attn = (q.transpose(1, 2)?.matmul(&k)? * (self.channels as f64).powf(-0.5))?;
-        let attn = softmax_last_dim(&attn)?;
-        // out[c,i] = sum_j v[c,j] attn[i,j]; matmul reads the transposed view without a copy.
-        let out = v.matmul(&attn.t()?)?;
+        let t = h * w;
+        // Query positions in chunks whose [rows, t] scores are <= 4 MiB: at the official size
+        // (t = 4096) the whole score matrix is 67 MB, and the scaled copy and the softmax two
+        // more: ~200 MB of the peak memory of encode and decode. Same arithmetic per row.
+        let rows = ((1usize << 20) / t).clamp(1, t);
+        let mut parts = Vec::with_capacity(t.div_ceil(rows));
+        for i0 in (0..t).step_by(rows) {
+            let q = q.narrow(2, i0, rows.min(t - i0))?;
+            // w[i,j] = sum_c q[c,i] k[c,j], scaled after the product as the reference does.
+            let attn = (q.transpose(1, 2)?.matmul(&k)? * (self.channels as f64).powf(-0.5))?;
+            let attn = softmax_last_dim(&attn)?;
+            // out[c,i] = sum_j v[c,j] attn[i,j]; matmul reads the transposed view without a copy.
+            parts.push(v.matmul(&attn.t()?)?);
+        }
+        let out = Tensor::cat(&parts, 2)?;
         let out = self.proj_out.forward(&out)?.reshape((b, c, h, w))?;
         x + out
     }
@@ -362,9 +372,21 @@ impl VectorQuantizer {
         }
         let flat = z.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?;
         let z_sq = flat.sqr()?.sum_keepdim(1)?;
-        let ze = flat.matmul(&self.embedding.t()?)?;
-        let d = (z_sq.broadcast_add(&self.embedding_sq)? - (ze * 2.0)?)?;
-        let idx = d.argmin(1)?;
+        // Latent positions in chunks whose [rows, n_embed] distances are <= 4 MiB: at the
+        // official size (4096 positions, 8192 codes) the whole matrix is 134 MB and the
+        // expression below makes four of them (~400 MB of decode's peak memory). Same
+        // arithmetic per row.
+        let (n, n_embed) = (b * h * w, self.embedding_sq.dim(0)?);
+        let rows = ((1usize << 20) / n_embed.max(1)).clamp(1, n.max(1));
+        let mut parts = Vec::with_capacity(n.div_ceil(rows));
+        for r0 in (0..n).step_by(rows) {
+            let len = rows.min(n - r0);
+            let ze = flat.narrow(0, r0, len)?.matmul(&self.embedding.t()?)?;
+            let z_sq = z_sq.narrow(0, r0, len)?;
+            let d = (z_sq.broadcast_add(&self.embedding_sq)? - (ze * 2.0)?)?;
+            parts.push(d.argmin(1)?);
+        }
+        let idx = Tensor::cat(&parts, 0)?;
         let e = self.embedding.index_select(&idx, 0)?;
         let q = (&flat + (e - &flat)?)?;
         let q = q

@@ -10,10 +10,11 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::Conv2dConfig;
 
+use super::winograd::{self, Shape3x3};
 use super::{for_each_chunk, threads};
 
 /// Target size of one im2col band (floats): 4 Mi floats = 16 MiB, about half the L3 here.
-const BAND_FLOATS: usize = 4 << 20;
+pub(super) const BAND_FLOATS: usize = 4 << 20;
 
 thread_local! {
     /// The im2col band, kept per calling thread and reused: a fresh 16 MiB buffer per conv call
@@ -88,6 +89,13 @@ impl Module for Conv2d {
             },
         )
     }
+}
+
+/// Whether 3x3 stride-1 convs may take the Winograd path; `MIDM_CONV=im2col` turns it off, to
+/// compare the two side by side in one binary (`docs/performance.md`).
+fn winograd_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MIDM_CONV").map_or(true, |v| v != "im2col"))
 }
 
 struct Im2colConv {
@@ -281,6 +289,19 @@ impl CustomOp3 for Im2colConv {
         let mut out: Vec<f32> = Vec::with_capacity(b * cout * hw);
         for i in 0..b * cout {
             out.extend(std::iter::repeat_n(bias[i % cout], hw));
+        }
+        let w3 = Shape3x3 {
+            cin,
+            cout,
+            ih,
+            iw,
+            oh,
+            ow,
+            pad: p,
+        };
+        if kh == 3 && kw == 3 && s == 1 && d == 1 && w3.pays() && winograd_enabled() {
+            winograd::conv3x3(&w3, x, w, b, &mut out);
+            return Ok((CpuStorage::F32(out), Shape::from((b, cout, oh, ow))));
         }
         let mut col = COL.with(|c| std::mem::take(&mut *c.borrow_mut()));
         let group = g.group(b);

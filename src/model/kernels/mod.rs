@@ -3,10 +3,12 @@
 //!
 //! - [`activations`]: SiLU, softmax and GroupNorm(+SiLU) with a vectorising exp;
 //! - [`conv`]: `Conv2d` with a banded NCHW im2col + GEMM;
-//! - [`spade`]: SPADE's modulated positional norm.
+//! - [`spade`]: SPADE's modulated positional norm;
+//! - `winograd`: 3x3 stride-1 convs by F(2x2, 3x3), called by [`conv`].
 pub mod activations;
 pub mod conv;
 pub mod spade;
+mod winograd;
 
 use rayon::prelude::*;
 

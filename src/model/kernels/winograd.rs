@@ -1,0 +1,323 @@
+//! 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3).
+//!
+//! The im2col path spends 9 multiply-adds per input channel and output pixel; F(2x2, 3x3)
+//! spends 16 per 2x2 output tile, 2.25x fewer, at the price of cheap linear transforms of the
+//! input tiles, the kernels and the products (Lavin & Gray, "Fast Algorithms for Convolutional
+//! Neural Networks", 2016). The GEMM is >60 % of the CPU time of every network here, and 3x3
+//! stride-1 convs are most of it (UNet res blocks, the autoencoder, the correspondence
+//! encoders), so they run here whenever the image is large enough that the kernel transform,
+//! done per call (caching it would cost 16/9 of the weights' memory), is negligible.
+//!
+//! Numerics: the transform matrices hold only 0, +-1 and +-1/2, so rounding grows only mildly
+//! over the direct sum (measured in the tests against candle's conv2d and on the parity
+//! fixtures).
+//!
+//! Layout, per band of tile rows of one image (T tiles): V `[cin][16][T]` (input tiles
+//! transformed), U `[cout][16][cin]` (kernels transformed), M `[cout][16][T]`; the 16 GEMMs
+//! M[xi] = U[xi] V[xi] are strided views, so each transform pass is over contiguous blocks and
+//! parallel over channels.
+use rayon::prelude::*;
+
+use super::conv::BAND_FLOATS;
+use super::{for_each_chunk, threads};
+
+/// Tiles one image must have at least (a 16x16 output): below, the kernel transform (16 x cout
+/// x cin per call) is no longer small against the GEMM (16 x cout x cin x 2T flops) and the
+/// GEMMs are too narrow to run at speed; those convs take the im2col path. Shipped model, 2
+/// threads, median of 7: UNet pass 50-52 ms im2col, 42-44 ms from 256 tiles, 35-41 from 64.
+pub(super) const MIN_TILES: usize = 64;
+
+/// Input and output channels at least: with fewer, the transforms (memory-bound, ~4x the
+/// input and the output in size) cost about what the GEMM saves. Shipped model, 2 threads:
+/// its autoencoder's 32-channel convs made encode 45-49 -> 50-62 ms with Winograd.
+const MIN_CHANNELS: usize = 64;
+
+thread_local! {
+    /// V, U and M, kept per calling thread and reused (every element is overwritten), for the
+    /// reason given at the im2col band in `conv.rs`.
+    static BUFS: std::cell::RefCell<[Vec<f32>; 3]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()])
+    };
+}
+
+/// One conv's shape, for a 3x3 kernel at stride 1, dilation 1.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shape3x3 {
+    pub cin: usize,
+    pub cout: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub pad: usize,
+}
+
+impl Shape3x3 {
+    fn tiles(&self) -> (usize, usize) {
+        (self.oh.div_ceil(2), self.ow.div_ceil(2))
+    }
+
+    /// Whether Winograd pays for this conv (see [`MIN_TILES`] and [`MIN_CHANNELS`]).
+    pub fn pays(&self) -> bool {
+        let (ty, tx) = self.tiles();
+        ty * tx >= MIN_TILES && self.cin >= MIN_CHANNELS && self.cout >= MIN_CHANNELS
+    }
+}
+
+/// `out[b][cout][oh][ow] += conv3x3(x, w)`; `out` comes pre-filled with the bias.
+pub(super) fn conv3x3(s: &Shape3x3, x: &[f32], w: &[f32], b: usize, out: &mut [f32]) {
+    let (tiles_y, tiles_x) = s.tiles();
+    // Tile rows per band: V and M of one band within the im2col band's budget each.
+    let per_row = 16 * s.cin.max(s.cout) * tiles_x;
+    let band = (BAND_FLOATS / per_row.max(1)).clamp(1, tiles_y);
+    // Output channels per block of transformed kernels, in the same budget: the UNet's widest
+    // convs (1344 -> 672 channels at the official size) would need 58 MB for all of U.
+    let block = (BAND_FLOATS / (16 * s.cin)).clamp(1, s.cout);
+    let [mut v, mut u, mut m] = BUFS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    resize(&mut u, 16 * block * s.cin);
+    if block == s.cout {
+        transform_kernels(s, w, 0, &mut u[..16 * s.cout * s.cin]);
+    }
+    let (image, plane) = (s.cin * s.ih * s.iw, s.cout * s.oh * s.ow);
+    for bi in 0..b {
+        let xb = &x[bi * image..(bi + 1) * image];
+        let ob = &mut out[bi * plane..(bi + 1) * plane];
+        let mut ty0 = 0;
+        while ty0 < tiles_y {
+            let rows = band.min(tiles_y - ty0);
+            let t = rows * tiles_x;
+            resize(&mut v, 16 * s.cin * t);
+            resize(&mut m, 16 * s.cout * t);
+            let v = &mut v[..16 * s.cin * t];
+            let m = &mut m[..16 * s.cout * t];
+            transform_inputs(s, xb, ty0, rows, v);
+            for co0 in (0..s.cout).step_by(block) {
+                let n = block.min(s.cout - co0);
+                let u = &mut u[..16 * n * s.cin];
+                if block < s.cout {
+                    // Recomputed per band: several bands and several blocks together would
+                    // take a wide conv on a large image, which no network here has.
+                    transform_kernels(s, w, co0, u);
+                }
+                multiply(s, u, v, &mut m[16 * co0 * t..16 * (co0 + n) * t], t);
+            }
+            transform_outputs(s, m, ty0, rows, ob);
+            ty0 += rows;
+        }
+    }
+    BUFS.with(|c| *c.borrow_mut() = [v, u, m]);
+}
+
+/// Grows `buf` to `n` without initialising it twice: every caller overwrites all of `..n`.
+fn resize(buf: &mut Vec<f32>, n: usize) {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+}
+
+/// U = G g G^T per (cout, cin) for the output channels `co0..` that `u` has room for,
+/// G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
+fn transform_kernels(s: &Shape3x3, w: &[f32], co0: usize, u: &mut [f32]) {
+    let cin = s.cin;
+    for_each_chunk(u, 16 * cin, |i, dst| {
+        let co = co0 + i;
+        for ci in 0..cin {
+            let g = &w[(co * cin + ci) * 9..][..9];
+            // Rows: G g (4 x 3).
+            let mut r = [[0f32; 3]; 4];
+            for c in 0..3 {
+                let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
+                r[0][c] = g0;
+                r[1][c] = 0.5 * (g0 + g1 + g2);
+                r[2][c] = 0.5 * (g0 - g1 + g2);
+                r[3][c] = g2;
+            }
+            for (i, row) in r.iter().enumerate() {
+                let (a0, a1, a2) = (row[0], row[1], row[2]);
+                let cols = [a0, 0.5 * (a0 + a1 + a2), 0.5 * (a0 - a1 + a2), a2];
+                for (j, val) in cols.into_iter().enumerate() {
+                    dst[(i * 4 + j) * cin + ci] = val;
+                }
+            }
+        }
+    });
+}
+
+/// V = B^T d B for every 4x4 input tile d of the band, B^T = [[1, 0, -1, 0], [0, 1, 1, 0],
+/// [0, -1, 1, 0], [0, 1, 0, -1]]; one channel per task, through a zero-padded copy of the
+/// rows the band reads so that the tile loop has no bounds checks.
+fn transform_inputs(s: &Shape3x3, xb: &[f32], ty0: usize, rows: usize, v: &mut [f32]) {
+    let (_, tiles_x) = s.tiles();
+    let t = rows * tiles_x;
+    let (pw, ph) = (2 * tiles_x + 2, 2 * rows + 2);
+    let y_first = (2 * ty0) as isize - s.pad as isize;
+    for_each_chunk(v, 16 * t, |ci, dst| {
+        let plane = &xb[ci * s.ih * s.iw..(ci + 1) * s.ih * s.iw];
+        let mut padded = vec![0f32; pw * ph];
+        for (r, prow) in padded.chunks_exact_mut(pw).enumerate() {
+            let iy = y_first + r as isize;
+            if iy < 0 || iy >= s.ih as isize {
+                continue;
+            }
+            let src = &plane[iy as usize * s.iw..][..s.iw];
+            // Column c of the padded row is input column c - pad.
+            let lo = s.pad;
+            let n = s.iw.min(pw - lo);
+            prow[lo..lo + n].copy_from_slice(&src[..n]);
+        }
+        for ty in 0..rows {
+            let rows4: [&[f32]; 4] = std::array::from_fn(|k| &padded[(2 * ty + k) * pw..][..pw]);
+            for tx in 0..tiles_x {
+                let c = 2 * tx;
+                let d: [[f32; 4]; 4] = std::array::from_fn(|k| {
+                    let r = &rows4[k][c..c + 4];
+                    [r[0], r[1], r[2], r[3]]
+                });
+                // B^T d (rows), then (.) B (columns).
+                let bt: [[f32; 4]; 4] = std::array::from_fn(|j| match j {
+                    0 => std::array::from_fn(|k| d[0][k] - d[2][k]),
+                    1 => std::array::from_fn(|k| d[1][k] + d[2][k]),
+                    2 => std::array::from_fn(|k| d[2][k] - d[1][k]),
+                    _ => std::array::from_fn(|k| d[1][k] - d[3][k]),
+                });
+                let ti = ty * tiles_x + tx;
+                for (i, r) in bt.iter().enumerate() {
+                    let vals = [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]];
+                    for (j, val) in vals.into_iter().enumerate() {
+                        dst[(i * 4 + j) * t + ti] = val;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// M[xi] = U[xi] V[xi] for the 16 tile positions xi (for the output channels of `u` and `m`):
+/// independent GEMMs, spread over the threads whole (each one is too narrow to split well; 16
+/// of them balance over 2-16 threads).
+fn multiply(s: &Shape3x3, u: &[f32], v: &[f32], m: &mut [f32], t: usize) {
+    let cin = s.cin;
+    let cout = u.len() / (16 * cin);
+    // As an address: raw pointers are not Send, and the GEMMs write disjoint parts.
+    let mp = m.as_mut_ptr() as usize;
+    let one = |xi: usize| {
+        // SAFETY: the strided views stay inside u ([cout][16][cin]), v ([cin][16][t]) and m
+        // ([cout][16][t]); the 16 GEMMs write disjoint columns xi*t.. of m's rows.
+        unsafe {
+            gemm::gemm(
+                cout,
+                t,
+                cin,
+                (mp as *mut f32).add(xi * t),
+                1,
+                (16 * t) as isize,
+                false,
+                u.as_ptr().add(xi * cin),
+                1,
+                (16 * cin) as isize,
+                v.as_ptr().add(xi * t),
+                1,
+                (16 * t) as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    };
+    if threads() > 1 && rayon::current_num_threads() > 1 {
+        (0..16).into_par_iter().for_each(one);
+    } else {
+        (0..16).for_each(one);
+    }
+}
+
+/// Y = A^T m A per tile, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], added to the output (which holds
+/// the bias); tiles past the image's edge are clipped.
+fn transform_outputs(s: &Shape3x3, m: &[f32], ty0: usize, rows: usize, ob: &mut [f32]) {
+    let (_, tiles_x) = s.tiles();
+    let t = rows * tiles_x;
+    let (oh, ow) = (s.oh, s.ow);
+    for_each_chunk(ob, oh * ow, |co, plane| {
+        let mc = &m[co * 16 * t..(co + 1) * 16 * t];
+        for ty in 0..rows {
+            let oy = 2 * (ty0 + ty);
+            for tx in 0..tiles_x {
+                let ti = ty * tiles_x + tx;
+                let e = |xi: usize| mc[xi * t + ti];
+                // A^T m (rows 0 and 1 over the 4 columns), then (.) A.
+                let s0: [f32; 4] = std::array::from_fn(|k| e(k) + e(4 + k) + e(8 + k));
+                let s1: [f32; 4] = std::array::from_fn(|k| e(4 + k) - e(8 + k) - e(12 + k));
+                let ox = 2 * tx;
+                for (dy, r) in [s0, s1].iter().enumerate() {
+                    if oy + dy >= oh {
+                        break;
+                    }
+                    let row = &mut plane[(oy + dy) * ow..][..ow];
+                    row[ox] += r[0] + r[1] + r[2];
+                    if ox + 1 < ow {
+                        row[ox + 1] += r[1] - r[2] - r[3];
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kernels::conv::Conv2d;
+    use candle_core::{Device, Module, Result, Tensor};
+    use candle_nn::Conv2dConfig;
+
+    /// Against candle's conv2d: padding 1 and 0, odd output sides (clipped tiles), a batch,
+    /// a band split (many channels), with and without bias.
+    #[test]
+    fn matches_candle_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(b, cin, cout, pad, h, w) in &[
+            (2, 64, 70, 1, 17, 19),
+            (1, 72, 64, 0, 18, 21),
+            (1, 65, 67, 1, 32, 32),
+            (1, 1024, 64, 1, 40, 40),
+            (1, 2048, 160, 1, 16, 16),
+        ] {
+            let s = Shape3x3 {
+                cin,
+                cout,
+                ih: h,
+                iw: w,
+                oh: h + 2 * pad - 2,
+                ow: w + 2 * pad - 2,
+                pad,
+            };
+            assert!(s.pays(), "{s:?} would take the im2col path");
+            let x = Tensor::randn(0f32, 1., (b, cin, h, w), &dev)?;
+            let wt =
+                (Tensor::randn(0f32, 1., (cout, cin, 3, 3), &dev)? / (9. * cin as f64).sqrt())?;
+            let bias = Tensor::randn(0f32, 1., cout, &dev)?;
+            let cfg = Conv2dConfig {
+                padding: pad,
+                ..Default::default()
+            };
+            for bias in [Some(bias), None] {
+                let ours = Conv2d::new(wt.clone(), bias.clone(), cfg).forward(&x)?;
+                let reference = candle_nn::Conv2d::new(wt.clone(), bias, cfg).forward(&x)?;
+                assert_eq!(ours.dims(), reference.dims());
+                let err = (ours - reference)?
+                    .abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<f32>()?;
+                assert!(
+                    err < 2e-5,
+                    "b {b} cin {cin} cout {cout} pad {pad} {h}x{w}: {err}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
