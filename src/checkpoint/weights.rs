@@ -349,7 +349,7 @@ fn read_tensor(
     e: &TensorEntry,
     device: &Device,
 ) -> Result<Tensor, ReadError> {
-    if e.dtype == DType::F32 && cfg!(target_endian = "little") && len % 4 == 0 {
+    if e.dtype == DType::F32 && cfg!(target_endian = "little") && len.is_multiple_of(4) {
         let mut v = vec![0f32; len / 4];
         f.read_exact(bytemuck::cast_slice_mut(&mut v))
             .map_err(ReadError::Io)?;
