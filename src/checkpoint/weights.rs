@@ -428,7 +428,10 @@ mod tests {
     fn safetensors_read_by_tensor_equals_candles_reader() -> candle_core::Result<()> {
         let dev = Device::Cpu;
         let mut tensors = HashMap::new();
-        tensors.insert("a.f32".to_string(), Tensor::randn(0f32, 1., (3, 5, 7), &dev)?);
+        tensors.insert(
+            "a.f32".to_string(),
+            Tensor::randn(0f32, 1., (3, 5, 7), &dev)?,
+        );
         tensors.insert(
             "b.f16".to_string(),
             Tensor::randn(0f32, 1., (4, 9), &dev)?.to_dtype(DType::F16)?,
@@ -437,7 +440,10 @@ mod tests {
             "c.u8".to_string(),
             Tensor::arange(0u8, 11, &dev)?.reshape((11,))?,
         );
-        tensors.insert("d.empty".to_string(), Tensor::zeros((0, 3), DType::F32, &dev)?);
+        tensors.insert(
+            "d.empty".to_string(),
+            Tensor::zeros((0, 3), DType::F32, &dev)?,
+        );
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("w.safetensors");
         candle_core::safetensors::save(&tensors, &path)?;

@@ -145,48 +145,79 @@ fn transform_kernels(s: &Shape3x3, w: &[f32], co0: usize, u: &mut [f32]) {
 
 /// V = B^T d B for every 4x4 input tile d of the band, B^T = [[1, 0, -1, 0], [0, 1, 1, 0],
 /// [0, -1, 1, 0], [0, 1, 0, -1]]; one channel per task, through a zero-padded copy of the
-/// rows the band reads so that the tile loop has no bounds checks.
+/// rows the band reads so that the loops have no bounds checks.
+///
+/// Vectorised across a row of tiles: tile tx reads columns 2tx..2tx+3 of four rows, i.e. the
+/// even and odd columns `e[tx], o[tx], e[tx+1], o[tx+1]`, so each padded row is split into its
+/// even and odd columns once and every transform step is an element-wise loop over contiguous
+/// slices (`perf`, model v1's stages: 8.8 % of the time here tile by tile, 5.8 % so).
 fn transform_inputs(s: &Shape3x3, xb: &[f32], ty0: usize, rows: usize, v: &mut [f32]) {
     let (_, tiles_x) = s.tiles();
     let t = rows * tiles_x;
     let (pw, ph) = (2 * tiles_x + 2, 2 * rows + 2);
     let y_first = (2 * ty0) as isize - s.pad as isize;
+    let half = tiles_x + 1;
     for_each_chunk(v, 16 * t, |ci, dst| {
         let plane = &xb[ci * s.ih * s.iw..(ci + 1) * s.ih * s.iw];
-        let mut padded = vec![0f32; pw * ph];
-        for (r, prow) in padded.chunks_exact_mut(pw).enumerate() {
+        // Even and odd columns of every padded row: [ph][2][half].
+        let mut eo = vec![0f32; ph * 2 * half];
+        let mut padded = vec![0f32; pw];
+        let n = s.iw.min(pw - s.pad);
+        for (r, split) in eo.chunks_exact_mut(2 * half).enumerate() {
             let iy = y_first + r as isize;
             if iy < 0 || iy >= s.ih as isize {
                 continue;
             }
-            let src = &plane[iy as usize * s.iw..][..s.iw];
-            // Column c of the padded row is input column c - pad.
-            let lo = s.pad;
-            let n = s.iw.min(pw - lo);
-            prow[lo..lo + n].copy_from_slice(&src[..n]);
+            // Padded column c is input column c - pad; the rest of `padded` stays zero.
+            padded[s.pad..s.pad + n].copy_from_slice(&plane[iy as usize * s.iw..][..n]);
+            let (even, odd) = split.split_at_mut(half);
+            for ((pair, e), o) in padded.chunks_exact(2).zip(even).zip(odd) {
+                *e = pair[0];
+                *o = pair[1];
+            }
         }
+        let mut cols = vec![0f32; 4 * tiles_x];
         for ty in 0..rows {
-            let rows4: [&[f32]; 4] = std::array::from_fn(|k| &padded[(2 * ty + k) * pw..][..pw]);
-            for tx in 0..tiles_x {
-                let c = 2 * tx;
-                let d: [[f32; 4]; 4] = std::array::from_fn(|k| {
-                    let r = &rows4[k][c..c + 4];
-                    [r[0], r[1], r[2], r[3]]
-                });
-                // B^T d (rows), then (.) B (columns).
-                let bt: [[f32; 4]; 4] = std::array::from_fn(|j| match j {
-                    0 => std::array::from_fn(|k| d[0][k] - d[2][k]),
-                    1 => std::array::from_fn(|k| d[1][k] + d[2][k]),
-                    2 => std::array::from_fn(|k| d[2][k] - d[1][k]),
-                    _ => std::array::from_fn(|k| d[1][k] - d[3][k]),
-                });
-                let ti = ty * tiles_x + tx;
-                for (i, r) in bt.iter().enumerate() {
-                    let vals = [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]];
-                    for (j, val) in vals.into_iter().enumerate() {
-                        dst[(i * 4 + j) * t + ti] = val;
+            let base = ty * tiles_x;
+            for j in 0..4 {
+                // d B, column j, for each of the tile's four rows k.
+                for (k, c) in cols.chunks_exact_mut(tiles_x).enumerate() {
+                    let row = &eo[(2 * ty + k) * 2 * half..][..2 * half];
+                    let (e, o) = row.split_at(half);
+                    let (e0, e1, o0, o1) = (&e[..tiles_x], &e[1..], &o[..tiles_x], &o[1..]);
+                    let pairs = match j {
+                        0 => e0.iter().zip(e1),
+                        1 => o0.iter().zip(e1),
+                        2 => e1.iter().zip(o0),
+                        _ => o0.iter().zip(o1),
+                    };
+                    if j == 1 {
+                        c.iter_mut().zip(pairs).for_each(|(c, (a, b))| *c = a + b);
+                    } else {
+                        c.iter_mut().zip(pairs).for_each(|(c, (a, b))| *c = a - b);
                     }
                 }
+                // B^T (.) over the rows: V[i][j] for i = 0..4.
+                let (c0, rest) = cols.split_at(tiles_x);
+                let (c1, rest) = rest.split_at(tiles_x);
+                let (c2, c3) = rest.split_at(tiles_x);
+                let at = |i: usize| (i * 4 + j) * t + base;
+                let row = &mut dst[at(0)..][..tiles_x];
+                row.iter_mut()
+                    .zip(c0.iter().zip(c2))
+                    .for_each(|(d, (a, b))| *d = a - b);
+                let row = &mut dst[at(1)..][..tiles_x];
+                row.iter_mut()
+                    .zip(c1.iter().zip(c2))
+                    .for_each(|(d, (a, b))| *d = a + b);
+                let row = &mut dst[at(2)..][..tiles_x];
+                row.iter_mut()
+                    .zip(c2.iter().zip(c1))
+                    .for_each(|(d, (a, b))| *d = a - b);
+                let row = &mut dst[at(3)..][..tiles_x];
+                row.iter_mut()
+                    .zip(c1.iter().zip(c3))
+                    .for_each(|(d, (a, b))| *d = a - b);
             }
         }
     });
@@ -235,31 +266,52 @@ fn multiply(s: &Shape3x3, u: &[f32], v: &[f32], m: &mut [f32], t: usize) {
 }
 
 /// Y = A^T m A per tile, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], added to the output (which holds
-/// the bias); tiles past the image's edge are clipped.
+/// the bias); tiles past the image's edge are clipped. Vectorised across a row of tiles as
+/// [`transform_inputs`] is: every step is an element-wise loop over contiguous slices of M.
 fn transform_outputs(s: &Shape3x3, m: &[f32], ty0: usize, rows: usize, ob: &mut [f32]) {
     let (_, tiles_x) = s.tiles();
     let t = rows * tiles_x;
     let (oh, ow) = (s.oh, s.ow);
     for_each_chunk(ob, oh * ow, |co, plane| {
         let mc = &m[co * 16 * t..(co + 1) * 16 * t];
+        // A^T m: rows s0 (m0 + m1 + m2) and s1 (m1 - m2 - m3) of each of the 4 columns.
+        let mut sums = vec![0f32; 8 * tiles_x];
+        let mut y = vec![0f32; 4 * tiles_x];
         for ty in 0..rows {
+            let base = ty * tiles_x;
+            let e = |xi: usize| &mc[xi * t + base..][..tiles_x];
+            for k in 0..4 {
+                let (m0, m1, m2, m3) = (e(k), e(4 + k), e(8 + k), e(12 + k));
+                let (s0, s1) = sums[2 * k * tiles_x..(2 * k + 2) * tiles_x].split_at_mut(tiles_x);
+                for x in 0..tiles_x {
+                    s0[x] = m0[x] + m1[x] + m2[x];
+                    s1[x] = m1[x] - m2[x] - m3[x];
+                }
+            }
+            // (.) A: outputs (dy, dx) of every tile, [4][tiles_x].
+            let col = |k: usize, r: usize| &sums[(2 * k + r) * tiles_x..][..tiles_x];
+            for r in 0..2 {
+                let (a, b, c, d) = (col(0, r), col(1, r), col(2, r), col(3, r));
+                let (y0, y1) = y[2 * r * tiles_x..(2 * r + 2) * tiles_x].split_at_mut(tiles_x);
+                for x in 0..tiles_x {
+                    y0[x] = a[x] + b[x] + c[x];
+                    y1[x] = b[x] - c[x] - d[x];
+                }
+            }
             let oy = 2 * (ty0 + ty);
-            for tx in 0..tiles_x {
-                let ti = ty * tiles_x + tx;
-                let e = |xi: usize| mc[xi * t + ti];
-                // A^T m (rows 0 and 1 over the 4 columns), then (.) A.
-                let s0: [f32; 4] = std::array::from_fn(|k| e(k) + e(4 + k) + e(8 + k));
-                let s1: [f32; 4] = std::array::from_fn(|k| e(4 + k) - e(8 + k) - e(12 + k));
-                let ox = 2 * tx;
-                for (dy, r) in [s0, s1].iter().enumerate() {
-                    if oy + dy >= oh {
-                        break;
-                    }
-                    let row = &mut plane[(oy + dy) * ow..][..ow];
-                    row[ox] += r[0] + r[1] + r[2];
-                    if ox + 1 < ow {
-                        row[ox + 1] += r[1] - r[2] - r[3];
-                    }
+            for dy in 0..2 {
+                if oy + dy >= oh {
+                    break;
+                }
+                let row = &mut plane[(oy + dy) * ow..][..ow];
+                let (y0, y1) = y[2 * dy * tiles_x..(2 * dy + 2) * tiles_x].split_at(tiles_x);
+                let mut pairs = row.chunks_exact_mut(2);
+                for ((p, a), b) in (&mut pairs).zip(y0).zip(y1) {
+                    p[0] += a;
+                    p[1] += b;
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last += y0[tiles_x - 1];
                 }
             }
         }
