@@ -90,17 +90,18 @@ fn grid(h: usize, w: usize, device: &Device) -> Result<Tensor> {
 pub fn soft_flow(corr: &Tensor, h: usize, w: usize, temperature: f64) -> Result<SoftFlow> {
     let b = corr.dim(0)?;
     let scaled = (corr / temperature)?;
-    let p_trg = softmax_last_dim(&scaled)?; // over reference positions
-                                            // Softmax over target positions, produced transposed ([B, ref, trg]): the layout the next
-                                            // matmul wants, and one contiguous row per softmax instead of candle's strided dim-1 softmax.
-    let p_src_t = softmax_last_dim(&scaled.transpose(1, 2)?)?;
     let grid = grid(h, w, corr.device())?;
     let grid_b = grid
         .unsqueeze(0)?
         .broadcast_as((b, h * w, 2))?
         .contiguous()?;
-    let map_trg = p_trg.matmul(&grid_b)?;
-    let map_src = p_src_t.matmul(&grid_b)?;
+    // One [hw, hw] softmax alive at a time (67 MB each at the official size); same values.
+    // Over reference positions:
+    let map_trg = softmax_last_dim(&scaled)?.matmul(&grid_b)?;
+    // Over target positions, produced transposed ([B, ref, trg]): the layout the matmul wants,
+    // and one contiguous row per softmax instead of candle's strided dim-1 softmax.
+    let map_src = softmax_last_dim(&scaled.transpose(1, 2)?)?.matmul(&grid_b)?;
+    drop(scaled);
     let flow_trg = (&map_trg - &grid_b)?;
     let flow_src = (&map_src - &grid_b)?;
     let shape = (b, h, w, 2);

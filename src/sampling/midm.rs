@@ -502,19 +502,24 @@ impl<'a> Run<'a> {
         let label_ds = model.config.label_downsample.apply(&condition, h, w)?;
         let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
 
-        // Initial warp.
-        let corr = matching::correlation(&trg_out, ref_out)?;
-        let weights = matching::warp_weights(&corr, opts.temperature)?;
-        let mut x0 = matching::apply_warp(&weights, ref_latent)?;
-        self.emit(
-            StepKind::InitialWarp,
-            None,
-            &x0,
-            Some(&x0),
-            None,
-            Some(&weights),
-            None,
-        );
+        // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
+        // official size they are 67 MB each, and held to the end they added to every later peak.
+        let mut x0 = {
+            let corr = matching::correlation(&trg_out, ref_out)?;
+            let weights = matching::warp_weights(&corr, opts.temperature)?;
+            drop(corr);
+            let x0 = matching::apply_warp(&weights, ref_latent)?;
+            self.emit(
+                StepKind::InitialWarp,
+                None,
+                &x0,
+                Some(&x0),
+                None,
+                Some(&weights),
+                None,
+            );
+            x0
+        };
 
         // Interleaved DDIM steps on the last `interleaved_steps` steps of the S-step schedule.
         let ddim = DdimSchedule::new(&self.ddpm, opts.ddim_steps, 0.0);
@@ -537,6 +542,7 @@ impl<'a> Run<'a> {
                 } else {
                     Tensor::ones((shape[0], 1, h, w), DType::F32, device)?
                 };
+                drop(corr_inter);
                 x0 = matching::masked_mix(&x0_new, &x0, &mask)?;
                 rewarp = Some((x0_new, mask, weights));
             }
