@@ -28,10 +28,18 @@ pub struct TensorEntry {
     pub dtype: DType,
 }
 
+/// A safetensors tensor's data: `len` bytes from file offset `start`; `entry` indexes
+/// [`WeightsFile::entries`] (its shape and dtype).
+struct Stored {
+    start: u64,
+    len: usize,
+    entry: usize,
+}
+
 enum Inner {
     Safetensors {
-        /// Byte range of each tensor's data in the file.
-        ranges: HashMap<String, (u64, usize)>,
+        /// Where each tensor's data lies in the file, by name.
+        stored: HashMap<String, Stored>,
     },
     Torch {
         root: String,
@@ -149,11 +157,14 @@ impl WeightsFile {
             });
         }
         let data_start = 8 + n;
-        let ranges = entries
+        let stored = entries
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(entry, e)| {
                 let (begin, end) = meta.info(&e.name).expect("indexed above").data_offsets;
-                (e.name.clone(), (data_start + begin as u64, end - begin))
+                let start = data_start + begin as u64;
+                let len = end - begin;
+                (e.name.clone(), Stored { start, len, entry })
             })
             .collect();
         Ok(Self {
@@ -161,7 +172,7 @@ impl WeightsFile {
             format: Format::Safetensors,
             entries,
             non_tensors: Vec::new(),
-            inner: Inner::Safetensors { ranges },
+            inner: Inner::Safetensors { stored },
         })
     }
 
@@ -241,7 +252,7 @@ impl WeightsFile {
 
     pub fn contains(&self, name: &str) -> bool {
         match &self.inner {
-            Inner::Safetensors { ranges } => ranges.contains_key(name),
+            Inner::Safetensors { stored } => stored.contains_key(name),
             Inner::Torch { refs, .. } => refs.contains_key(name),
         }
     }
@@ -278,25 +289,18 @@ impl WeightsFile {
         };
         let mut out = HashMap::with_capacity(names.len());
         match &self.inner {
-            Inner::Safetensors { ranges } => {
+            Inner::Safetensors { stored } => {
                 // Read tensor by tensor rather than memory-mapped: a mapping keeps every page it
                 // touched resident until it is dropped, so loading the official UNet (1.1 GB)
                 // from a mapping held file pages and the copied tensors at once (peak memory
                 // 2.8 GB for a 1.3 GB model). Here the peak is the model plus one tensor's bytes.
-                let entry: HashMap<&str, &TensorEntry> =
-                    self.entries.iter().map(|e| (e.name.as_str(), e)).collect();
                 let mut f = BufReader::new(File::open(path).map_err(|e| io_error(path, e))?);
                 for &name in names {
-                    let (&(start, len), e) = ranges
-                        .get(name)
-                        .zip(entry.get(name))
-                        .ok_or_else(|| missing(name))?;
-                    f.seek(SeekFrom::Start(start))
+                    let s = stored.get(name).ok_or_else(|| missing(name))?;
+                    let t = f
+                        .seek(SeekFrom::Start(s.start))
+                        .and_then(|_| read_tensor(&mut f, s.len, &self.entries[s.entry], device))
                         .map_err(|e| io_error(path, e))?;
-                    let t = read_tensor(&mut f, len, e, device).map_err(|err| match err {
-                        ReadError::Io(io) => io_error(path, io),
-                        ReadError::Candle(c) => cerr(c),
-                    })?;
                     out.insert(name.to_string(), t);
                 }
             }
@@ -335,29 +339,27 @@ impl WeightsFile {
     }
 }
 
-enum ReadError {
-    Io(std::io::Error),
-    Candle(candle_core::Error),
-}
-
 /// One safetensors tensor of `len` bytes at the reader's position. f32 data (the official
 /// checkpoints' dtype, and little-endian as the format prescribes) is read straight into the
-/// tensor's storage; other dtypes through a byte buffer (a second transient copy).
+/// tensor's storage; other dtypes through a byte buffer (a second transient copy). candle's
+/// errors come back as I/O errors of the file, as the mapped reader's did.
 fn read_tensor(
     f: &mut impl Read,
     len: usize,
     e: &TensorEntry,
     device: &Device,
-) -> Result<Tensor, ReadError> {
-    if e.dtype == DType::F32 && cfg!(target_endian = "little") && len.is_multiple_of(4) {
+) -> std::io::Result<Tensor> {
+    let tensor = if e.dtype == DType::F32 && cfg!(target_endian = "little") && len.is_multiple_of(4)
+    {
         let mut v = vec![0f32; len / 4];
-        f.read_exact(bytemuck::cast_slice_mut(&mut v))
-            .map_err(ReadError::Io)?;
-        return Tensor::from_vec(v, e.shape.as_slice(), device).map_err(ReadError::Candle);
-    }
-    let mut bytes = vec![0u8; len];
-    f.read_exact(&mut bytes).map_err(ReadError::Io)?;
-    Tensor::from_raw_buffer(&bytes, e.dtype, &e.shape, device).map_err(ReadError::Candle)
+        f.read_exact(bytemuck::cast_slice_mut(&mut v))?;
+        Tensor::from_vec(v, e.shape.as_slice(), device)
+    } else {
+        let mut bytes = vec![0u8; len];
+        f.read_exact(&mut bytes)?;
+        Tensor::from_raw_buffer(&bytes, e.dtype, &e.shape, device)
+    };
+    tensor.map_err(std::io::Error::other)
 }
 
 fn read_storage(

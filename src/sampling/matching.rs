@@ -101,7 +101,6 @@ pub fn soft_flow(corr: &Tensor, h: usize, w: usize, temperature: f64) -> Result<
     // Over target positions, produced transposed ([B, ref, trg]): the layout the matmul wants,
     // and one contiguous row per softmax instead of candle's strided dim-1 softmax.
     let map_src = softmax_last_dim(&scaled.transpose(1, 2)?)?.matmul(&grid_b)?;
-    drop(scaled);
     let flow_trg = (&map_trg - &grid_b)?;
     let flow_src = (&map_src - &grid_b)?;
     let shape = (b, h, w, 2);

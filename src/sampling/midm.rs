@@ -542,7 +542,6 @@ impl<'a> Run<'a> {
                 } else {
                     Tensor::ones((shape[0], 1, h, w), DType::F32, device)?
                 };
-                drop(corr_inter);
                 x0 = matching::masked_mix(&x0_new, &x0, &mask)?;
                 rewarp = Some((x0_new, mask, weights));
             }

@@ -185,42 +185,40 @@ fn transform_inputs(s: &Shape3x3, xb: &[f32], ty0: usize, rows: usize, v: &mut [
                     let row = &eo[(2 * ty + k) * 2 * half..][..2 * half];
                     let (e, o) = row.split_at(half);
                     let (e0, e1, o0, o1) = (&e[..tiles_x], &e[1..], &o[..tiles_x], &o[1..]);
-                    let pairs = match j {
-                        0 => e0.iter().zip(e1),
-                        1 => o0.iter().zip(e1),
-                        2 => e1.iter().zip(o0),
-                        _ => o0.iter().zip(o1),
-                    };
-                    if j == 1 {
-                        c.iter_mut().zip(pairs).for_each(|(c, (a, b))| *c = a + b);
-                    } else {
-                        c.iter_mut().zip(pairs).for_each(|(c, (a, b))| *c = a - b);
+                    match j {
+                        0 => combine(c, e0, e1, false),
+                        1 => combine(c, o0, e1, true),
+                        2 => combine(c, e1, o0, false),
+                        _ => combine(c, o0, o1, false),
                     }
                 }
                 // B^T (.) over the rows: V[i][j] for i = 0..4.
                 let (c0, rest) = cols.split_at(tiles_x);
                 let (c1, rest) = rest.split_at(tiles_x);
                 let (c2, c3) = rest.split_at(tiles_x);
-                let at = |i: usize| (i * 4 + j) * t + base;
-                let row = &mut dst[at(0)..][..tiles_x];
-                row.iter_mut()
-                    .zip(c0.iter().zip(c2))
-                    .for_each(|(d, (a, b))| *d = a - b);
-                let row = &mut dst[at(1)..][..tiles_x];
-                row.iter_mut()
-                    .zip(c1.iter().zip(c2))
-                    .for_each(|(d, (a, b))| *d = a + b);
-                let row = &mut dst[at(2)..][..tiles_x];
-                row.iter_mut()
-                    .zip(c2.iter().zip(c1))
-                    .for_each(|(d, (a, b))| *d = a - b);
-                let row = &mut dst[at(3)..][..tiles_x];
-                row.iter_mut()
-                    .zip(c1.iter().zip(c3))
-                    .for_each(|(d, (a, b))| *d = a - b);
+                let terms = [
+                    (c0, c2, false),
+                    (c1, c2, true),
+                    (c2, c1, false),
+                    (c1, c3, false),
+                ];
+                for (i, (a, b, add)) in terms.into_iter().enumerate() {
+                    combine(&mut dst[(i * 4 + j) * t + base..][..tiles_x], a, b, add);
+                }
             }
         }
     });
+}
+
+/// `dst = a + b` or `a - b`, element by element: the one step of the input transform, as a
+/// loop over contiguous slices that vectorises.
+fn combine(dst: &mut [f32], a: &[f32], b: &[f32], add: bool) {
+    let pairs = dst.iter_mut().zip(a.iter().zip(b));
+    if add {
+        pairs.for_each(|(d, (a, b))| *d = a + b);
+    } else {
+        pairs.for_each(|(d, (a, b))| *d = a - b);
+    }
 }
 
 /// M[xi] = U[xi] V[xi] for the 16 tile positions xi (for the output channels of `u` and `m`):
@@ -258,7 +256,8 @@ fn multiply(s: &Shape3x3, u: &[f32], v: &[f32], m: &mut [f32], t: usize) {
             )
         }
     };
-    if threads() > 1 && rayon::current_num_threads() > 1 {
+    // threads() is already capped by the current pool (one inside `midm batch`'s sub-batches).
+    if threads() > 1 {
         (0..16).into_par_iter().for_each(one);
     } else {
         (0..16).for_each(one);
