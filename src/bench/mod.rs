@@ -145,6 +145,10 @@ pub struct StageTiming {
     pub runs: usize,
     /// Analytical FLOPs of the stage (None: not a compute stage, e.g. a latency).
     pub flops: Option<flops::Flops>,
+    /// The process's peak resident memory once the stage's runs ended (Linux `VmHWM`; None
+    /// elsewhere and for rows that are not measured runs). Stages run in the table's order, so
+    /// the row where it rises is the stage that set a new peak.
+    pub peak_memory: Option<u64>,
 }
 
 impl StageTiming {
@@ -193,7 +197,12 @@ fn time<T, F: FnMut() -> crate::Result<T>>(
         median: median(times),
         runs: runs.max(1),
         flops: None,
+        peak_memory: peak_memory_bytes(),
     })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
@@ -260,7 +269,6 @@ pub fn bench_model_batch(
     let ref_label_ds = cfg.label_downsample.apply(&exemplar_label, h, w)?;
     let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
     let (ref_out, _) = corr_net.reference_features(&latent, &ref_label_ds)?;
-    let corr = matching::correlation(&trg_out, &ref_out)?;
     let t = Tensor::new(vec![500u32; b], device)?;
 
     let mut out = vec![
@@ -307,22 +315,27 @@ pub fn bench_model_batch(
             || Ok(corr_net.iteration_features(&latent, &trg_matching)?),
         )?
         .with_flops(fl.iteration_features),
-        time(
-            ("cycle_check", "cycle check (flow + fb + mask)"),
-            device,
-            warmup,
-            runs,
-            || {
-                Ok(matching::cycle_mask(
-                    &corr,
-                    h,
-                    w,
-                    opts.temperature,
-                    opts.fb_threshold,
-                )?)
-            },
-        )?
-        .with_flops(fl.cycle_check),
+        {
+            // Made here and dropped after the stage, so that it does not count in the later
+            // stages' peak memory (67 MB at the official size).
+            let corr = matching::correlation(&trg_out, &ref_out)?;
+            time(
+                ("cycle_check", "cycle check (flow + fb + mask)"),
+                device,
+                warmup,
+                runs,
+                || {
+                    Ok(matching::cycle_mask(
+                        &corr,
+                        h,
+                        w,
+                        opts.temperature,
+                        opts.fb_threshold,
+                    )?)
+                },
+            )?
+            .with_flops(fl.cycle_check)
+        },
         time(("unet", "UNet pass"), device, warmup, runs, || {
             Ok(model.unet.forward(&latent, &t)?)
         })?
@@ -425,6 +438,7 @@ pub fn bench_batches(
             runs,
             median: median(times),
             flops: Some(fl.translation(passes, rematches)),
+            peak_memory: None,
         });
         // On a shared machine the fastest run is the one least disturbed by other processes.
         t.push(StageTiming {
@@ -433,6 +447,7 @@ pub fn bench_batches(
             runs,
             median: fastest,
             flops: None,
+            peak_memory: None,
         });
         t.push(StageTiming {
             key: "translation_cpu",
@@ -440,6 +455,7 @@ pub fn bench_batches(
             runs,
             median: median(cpu),
             flops: None,
+            peak_memory: None,
         });
     }
     Ok(results)
@@ -546,10 +562,7 @@ pub fn print_batches(title: &str, results: &[(usize, Vec<StageTiming>)]) {
     }
     println!();
     if let Some(peak) = peak_memory_bytes() {
-        println!(
-            "peak resident memory so far: {:.1} MiB",
-            peak as f64 / (1024.0 * 1024.0)
-        );
+        println!("peak resident memory so far: {:.1} MiB", mib(peak));
     }
 }
 
@@ -581,6 +594,7 @@ pub fn estimate_translation(
         median: Duration::from_secs_f64(secs),
         runs: 0,
         flops: Some(fl.translation(passes, rematches)),
+        peak_memory: None,
     }
 }
 
@@ -616,6 +630,7 @@ fn first_step_latency(
         median: median(times),
         runs,
         flops: None,
+        peak_memory: peak_memory_bytes(),
     })
 }
 
@@ -623,28 +638,29 @@ fn first_step_latency(
 pub fn print_table(title: &str, timings: &[StageTiming]) {
     println!("\n{title}");
     println!(
-        "{:<48} {:>11} {:>5} {:>10} {:>9}",
-        "stage", "median ms", "runs", "GFLOP", "GFLOP/s"
+        "{:<48} {:>11} {:>5} {:>10} {:>9} {:>9}",
+        "stage", "median ms", "runs", "GFLOP", "GFLOP/s", "peak MiB"
     );
     for t in timings {
         let (g, r) = match (t.flops, t.gflops_per_s()) {
             (Some(f), Some(r)) => (format!("{:.3}", f.total() as f64 / 1e9), format!("{r:.1}")),
             _ => ("-".into(), "-".into()),
         };
+        let peak = t
+            .peak_memory
+            .map_or("-".into(), |b| format!("{:.0}", mib(b)));
         println!(
-            "{:<48} {:>11.2} {:>5} {:>10} {:>9}",
+            "{:<48} {:>11.2} {:>5} {:>10} {:>9} {:>9}",
             t.name,
             t.median.as_secs_f64() * 1e3,
             t.runs,
             g,
-            r
+            r,
+            peak
         );
     }
     if let Some(peak) = peak_memory_bytes() {
-        println!(
-            "peak resident memory so far: {:.1} MiB",
-            peak as f64 / (1024.0 * 1024.0)
-        );
+        println!("peak resident memory so far: {:.1} MiB", mib(peak));
     }
 }
 
@@ -661,6 +677,7 @@ pub fn to_json(timings: &[StageTiming]) -> serde_json::Value {
                 "runs": t.runs,
                 "gflop": t.flops.map(|f| f.total() as f64 / 1e9),
                 "gflop_mm": t.flops.map(|f| f.mm as f64 / 1e9),
+                "peak_mib": t.peak_memory.map(mib),
             }),
         );
     }
@@ -734,9 +751,6 @@ pub fn print_comparison(title: &str, timings: &[StageTiming], torch: &serde_json
         );
     }
     if let Some(peak) = peak_memory_bytes() {
-        println!(
-            "candle peak resident memory so far: {:.1} MiB",
-            peak as f64 / (1024.0 * 1024.0)
-        );
+        println!("candle peak resident memory so far: {:.1} MiB", mib(peak));
     }
 }

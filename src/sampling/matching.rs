@@ -20,16 +20,50 @@ pub fn correlation(query: &Tensor, support: &Tensor) -> Result<Tensor> {
         let norm = (x.sqr()?.sum_keepdim(1)?.sqrt()? + CORR_EPS)?;
         x.broadcast_div(&norm)?.reshape((b, c, h * w))
     };
-    let q = normalize(query)?;
+    let q = normalize(query)?.transpose(1, 2)?;
     let s = normalize(support)?;
-    q.transpose(1, 2)?.matmul(&s)?.relu()
+    let hw = q.dim(1)?;
+    // In row blocks: the product and its clamp each made a full [hw, hw] matrix (67 MB at the
+    // official size), and one was freed only after the other was made.
+    map_row_blocks(hw, hw, |rows| {
+        q.narrow(1, rows.start, rows.len())?.matmul(&s)?.relu()
+    })
+}
+
+/// Row blocks of a [B, rows, cols] f32 result: at most this many bytes per block.
+const BLOCK_BYTES: usize = 4 << 20;
+
+/// Row ranges of a [B, rows, cols] matrix in blocks of <= [`BLOCK_BYTES`] (at least one row).
+fn row_blocks(rows: usize, cols: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let step = (BLOCK_BYTES / (4 * cols.max(1))).clamp(1, rows.max(1));
+    (0..rows)
+        .step_by(step)
+        .map(move |r| r..(r + step).min(rows))
+}
+
+/// `f` on each row block of a [B, rows, cols] computation, joined along the rows. Every matching
+/// op is row-wise (a matmul's rows, a softmax over the last dim), so the blocks give the same
+/// values as the whole and only one block's temporaries are alive at a time.
+fn map_row_blocks(
+    rows: usize,
+    cols: usize,
+    f: impl Fn(std::ops::Range<usize>) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let blocks = row_blocks(rows, cols).map(f).collect::<Result<Vec<_>>>()?;
+    if blocks.len() == 1 {
+        return Ok(blocks.into_iter().next().expect("one block"));
+    }
+    Tensor::cat(&blocks, 1)
 }
 
 /// Softmax over reference positions of `corr / temperature`: the soft-warp weights P.
 /// (The networks' softmax: same arithmetic as candle's, with a vectorised exp on the CPU; at a
 /// 64x64 latent this is 16.7 M exps per call.)
 pub fn warp_weights(corr: &Tensor, temperature: f64) -> Result<Tensor> {
-    softmax_last_dim(&(corr / temperature)?)
+    let (_, rows, cols) = corr.dims3()?;
+    map_row_blocks(rows, cols, |r| {
+        softmax_last_dim(&(corr.narrow(1, r.start, r.len())? / temperature)?)
+    })
 }
 
 /// Warp `src` [B, C, h, w] (reference grid) to the target grid with weights P [B, hw, hw].
@@ -88,19 +122,24 @@ fn grid(h: usize, w: usize, device: &Device) -> Result<Tensor> {
 
 /// `get_flow(corr, temp)`: soft argmax coordinates in both directions.
 pub fn soft_flow(corr: &Tensor, h: usize, w: usize, temperature: f64) -> Result<SoftFlow> {
-    let b = corr.dim(0)?;
-    let scaled = (corr / temperature)?;
+    let (b, trg, reference) = corr.dims3()?;
     let grid = grid(h, w, corr.device())?;
     let grid_b = grid
         .unsqueeze(0)?
         .broadcast_as((b, h * w, 2))?
         .contiguous()?;
-    // One [hw, hw] softmax alive at a time (67 MB each at the official size); same values.
+    // Both softmaxes in row blocks, each block straight into its expected coordinates: the
+    // whole [hw, hw] scaled matrix and softmaxes were 67 MB each at the official size.
     // Over reference positions:
-    let map_trg = softmax_last_dim(&scaled)?.matmul(&grid_b)?;
+    let map_trg = map_row_blocks(trg, reference, |r| {
+        softmax_last_dim(&(corr.narrow(1, r.start, r.len())? / temperature)?)?.matmul(&grid_b)
+    })?;
     // Over target positions, produced transposed ([B, ref, trg]): the layout the matmul wants,
     // and one contiguous row per softmax instead of candle's strided dim-1 softmax.
-    let map_src = softmax_last_dim(&scaled.transpose(1, 2)?)?.matmul(&grid_b)?;
+    let corr_t = corr.transpose(1, 2)?;
+    let map_src = map_row_blocks(reference, trg, |r| {
+        softmax_last_dim(&(corr_t.narrow(1, r.start, r.len())? / temperature)?)?.matmul(&grid_b)
+    })?;
     let flow_trg = (&map_trg - &grid_b)?;
     let flow_src = (&map_src - &grid_b)?;
     let shape = (b, h, w, 2);
@@ -232,6 +271,49 @@ mod tests {
         assert!(max_flow < 1e-5, "flow {max_flow}");
         assert!(fb.flatten_all()?.max(0)?.to_scalar::<f32>()? < 1e-5);
         assert_eq!(mask.sum_all()?.to_scalar::<f32>()?, (h * w) as f32);
+        Ok(())
+    }
+
+    /// The row-blocked correlation and warp weights equal the whole-matrix formulas bit for bit,
+    /// and the soft flow to float rounding, on a size that splits into several blocks.
+    #[test]
+    fn row_blocks_give_the_whole_matrices_values() -> Result<()> {
+        let (h, w, t) = (48, 48, 0.005);
+        let hw = h * w;
+        assert!(row_blocks(hw, hw).count() > 4);
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 8, h, w), &dev)?;
+        let s = Tensor::randn(0f32, 1.0, (1, 8, h, w), &dev)?;
+        let normalize = |x: &Tensor| -> Result<Tensor> {
+            let norm = (x.sqr()?.sum_keepdim(1)?.sqrt()? + CORR_EPS)?;
+            x.broadcast_div(&norm)?.reshape((1, 8, hw))
+        };
+        let whole = normalize(&q)?
+            .transpose(1, 2)?
+            .matmul(&normalize(&s)?)?
+            .relu()?;
+        let corr = correlation(&q, &s)?;
+        let same = |a: &Tensor, b: &Tensor| -> Result<f32> {
+            (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+        };
+        assert_eq!(same(&corr, &whole)?, 0.0);
+        let scaled = (&whole / t)?;
+        assert_eq!(
+            same(&warp_weights(&corr, t)?, &softmax_last_dim(&scaled)?)?,
+            0.0
+        );
+        let g = grid(h, w, &dev)?.unsqueeze(0)?.contiguous()?;
+        let flow = soft_flow(&corr, h, w, t)?;
+        let map_trg = softmax_last_dim(&scaled)?
+            .matmul(&g)?
+            .reshape((1, h, w, 2))?;
+        let map_src = softmax_last_dim(&scaled.transpose(1, 2)?)?
+            .matmul(&g)?
+            .reshape((1, h, w, 2))?;
+        // The expected coordinates differ by float rounding only: gemm sums a [rows, hw] x
+        // [hw, 2] product in another order for another number of rows.
+        assert!(same(&flow.map_trg, &map_trg)? <= 2e-7);
+        assert!(same(&flow.map_src, &map_src)? <= 2e-7);
         Ok(())
     }
 

@@ -543,7 +543,9 @@ impl<'a> Run<'a> {
                     Tensor::ones((shape[0], 1, h, w), DType::F32, device)?
                 };
                 x0 = matching::masked_mix(&x0_new, &x0, &mask)?;
-                rewarp = Some((x0_new, mask, weights));
+                // Kept through the UNet pass only when the probe asks for them (67 MB at the
+                // official size).
+                rewarp = Some((x0_new, mask, opts.emit_warp_weights.then_some(weights)));
             }
             let x_in = match &carried {
                 None => {
@@ -570,7 +572,7 @@ impl<'a> Run<'a> {
                         &x0,
                         Some(warped),
                         Some(mask),
-                        Some(weights),
+                        weights.as_ref(),
                         None,
                     );
                     last_mask = Some(mask.clone());
