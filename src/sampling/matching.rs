@@ -6,7 +6,7 @@
 //! [B, h, w, h, w] layout is the same memory.
 use candle_core::{DType, Device, Result, Tensor};
 
-use crate::model::kernels::activations::softmax_last_dim;
+use crate::model::kernels::activations::{relu_fresh, softmax_last_dim_scaled};
 
 /// Epsilon of the second normalisation inside `correlation`.
 const CORR_EPS: f64 = 1e-5;
@@ -20,14 +20,11 @@ pub fn correlation(query: &Tensor, support: &Tensor) -> Result<Tensor> {
         let norm = (x.sqr()?.sum_keepdim(1)?.sqrt()? + CORR_EPS)?;
         x.broadcast_div(&norm)?.reshape((b, c, h * w))
     };
-    let q = normalize(query)?.transpose(1, 2)?;
+    let q = normalize(query)?;
     let s = normalize(support)?;
-    let hw = q.dim(1)?;
-    // In row blocks: the product and its clamp each made a full [hw, hw] matrix (67 MB at the
-    // official size), and one was freed only after the other was made.
-    map_row_blocks(hw, hw, |rows| {
-        q.narrow(1, rows.start, rows.len())?.matmul(&s)?.relu()
-    })
+    // Clamped in place: the product and a clamped copy were two [hw, hw] matrices (67 MB each
+    // at the official size) alive at once.
+    relu_fresh(q.transpose(1, 2)?.matmul(&s)?)
 }
 
 /// Row blocks of a [B, rows, cols] f32 result: at most this many bytes per block.
@@ -41,9 +38,9 @@ fn row_blocks(rows: usize, cols: usize) -> impl Iterator<Item = std::ops::Range<
         .map(move |r| r..(r + step).min(rows))
 }
 
-/// `f` on each row block of a [B, rows, cols] computation, joined along the rows. Every matching
-/// op is row-wise (a matmul's rows, a softmax over the last dim), so the blocks give the same
-/// values as the whole and only one block's temporaries are alive at a time.
+/// `f` on each row block of a [B, rows, cols] computation, joined along the rows. The soft
+/// flow's ops are row-wise (a softmax over the last dim, a matmul's rows), so only one block's
+/// temporaries are alive at a time.
 fn map_row_blocks(
     rows: usize,
     cols: usize,
@@ -58,12 +55,10 @@ fn map_row_blocks(
 
 /// Softmax over reference positions of `corr / temperature`: the soft-warp weights P.
 /// (The networks' softmax: same arithmetic as candle's, with a vectorised exp on the CPU; at a
-/// 64x64 latent this is 16.7 M exps per call.)
+/// 64x64 latent this is 16.7 M exps per call. The division is fused into it as candle's
+/// `corr / t` computes it, `corr * (1 / t)`, so no scaled copy of the matrix is made.)
 pub fn warp_weights(corr: &Tensor, temperature: f64) -> Result<Tensor> {
-    let (_, rows, cols) = corr.dims3()?;
-    map_row_blocks(rows, cols, |r| {
-        softmax_last_dim(&(corr.narrow(1, r.start, r.len())? / temperature)?)
-    })
+    softmax_last_dim_scaled(corr, 1.0 / temperature)
 }
 
 /// Warp `src` [B, C, h, w] (reference grid) to the target grid with weights P [B, hw, hw].
@@ -128,17 +123,19 @@ pub fn soft_flow(corr: &Tensor, h: usize, w: usize, temperature: f64) -> Result<
         .unsqueeze(0)?
         .broadcast_as((b, h * w, 2))?
         .contiguous()?;
-    // Both softmaxes in row blocks, each block straight into its expected coordinates: the
-    // whole [hw, hw] scaled matrix and softmaxes were 67 MB each at the official size.
+    // Both softmaxes in row blocks, each block straight into its expected coordinates: whole,
+    // the softmaxes (and the transposed copy) were 67 MB each at the official size.
     // Over reference positions:
     let map_trg = map_row_blocks(trg, reference, |r| {
-        softmax_last_dim(&(corr.narrow(1, r.start, r.len())? / temperature)?)?.matmul(&grid_b)
+        softmax_last_dim_scaled(&corr.narrow(1, r.start, r.len())?, 1.0 / temperature)?
+            .matmul(&grid_b)
     })?;
     // Over target positions, produced transposed ([B, ref, trg]): the layout the matmul wants,
     // and one contiguous row per softmax instead of candle's strided dim-1 softmax.
     let corr_t = corr.transpose(1, 2)?;
     let map_src = map_row_blocks(reference, trg, |r| {
-        softmax_last_dim(&(corr_t.narrow(1, r.start, r.len())? / temperature)?)?.matmul(&grid_b)
+        softmax_last_dim_scaled(&corr_t.narrow(1, r.start, r.len())?, 1.0 / temperature)?
+            .matmul(&grid_b)
     })?;
     let flow_trg = (&map_trg - &grid_b)?;
     let flow_src = (&map_src - &grid_b)?;
@@ -254,6 +251,7 @@ pub fn masked_mix(new: &Tensor, old: &Tensor, mask: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::activations::softmax_last_dim;
 
     #[test]
     fn identity_correlation_gives_consistent_flow_and_full_mask() -> Result<()> {
@@ -274,8 +272,9 @@ mod tests {
         Ok(())
     }
 
-    /// The row-blocked correlation and warp weights equal the whole-matrix formulas bit for bit,
-    /// and the soft flow to float rounding, on a size that splits into several blocks.
+    /// The correlation (clamped in place) and the warp weights (scale fused into the softmax)
+    /// equal the tensor-op formulas bit for bit, and the row-blocked soft flow equals them to
+    /// float rounding, on a size that splits into several blocks.
     #[test]
     fn row_blocks_give_the_whole_matrices_values() -> Result<()> {
         let (h, w, t) = (48, 48, 0.005);

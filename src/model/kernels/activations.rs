@@ -6,7 +6,7 @@
 //! are 14 x 1024 x 1024 exps per block). The exp below is branch-free f32 arithmetic, so the
 //! loops over it compile to SIMD (8 lanes where AVX2 is detected at run time, else SSE2's 4).
 //! Other devices and dtypes use candle's ops. The matching code keeps candle's softmax.
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Result, Shape, Tensor};
 
 use super::for_each_chunk;
 
@@ -133,7 +133,11 @@ impl CustomOp1 for Silu {
     }
 }
 
-struct SoftmaxLastDim;
+/// Softmax over the last dim, of `x * scale` when a scale is given (the matching's
+/// `corr / temperature`, without a scaled copy of the whole [hw, hw] matrix).
+struct SoftmaxLastDim {
+    scale: Option<f32>,
+}
 
 impl CustomOp1 for SoftmaxLastDim {
     fn name(&self) -> &'static str {
@@ -145,8 +149,20 @@ impl CustomOp1 for SoftmaxLastDim {
         let n = *l.shape().dims().last().unwrap_or(&1);
         let avx2 = has_avx2();
         let rows_per_task = (GRAIN / n.max(1)).max(1) * n.max(1);
+        let scale = self.scale;
         let dst = map_chunks(src, rows_per_task, |_, d, s| {
+            let mut scaled = vec![0f32; if scale.is_some() { n } else { 0 }];
             for (d, s) in d.chunks_exact_mut(n).zip(s.chunks_exact(n)) {
+                let s = match scale {
+                    Some(m) => {
+                        // As candle's affine(m, 0) computes it, so the values are unchanged.
+                        for (t, &x) in scaled.iter_mut().zip(s) {
+                            *t = x * m + 0.0;
+                        }
+                        &scaled[..]
+                    }
+                    None => s,
+                };
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
                     // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
@@ -158,6 +174,30 @@ impl CustomOp1 for SoftmaxLastDim {
         });
         let _ = avx2;
         Ok((CpuStorage::F32(dst), l.shape().clone()))
+    }
+}
+
+/// Clamps a tensor at 0 in its own storage.
+struct ReluInPlace;
+
+impl InplaceOp1 for ReluInPlace {
+    fn name(&self) -> &'static str {
+        "midm-relu-in-place"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => {
+                for_each_chunk(&mut v[a..b], GRAIN, |_, c| {
+                    for x in c {
+                        // candle's relu: max(x, 0).
+                        *x = x.max(0.0);
+                    }
+                });
+                Ok(())
+            }
+            _ => candle_core::bail!("relu in place: expected a contiguous f32 tensor"),
+        }
     }
 }
 
@@ -353,8 +393,31 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if fast_path(x) && x.rank() > 0 {
-        x.contiguous()?.apply_op1_no_bwd(&SoftmaxLastDim)
+        x.contiguous()?
+            .apply_op1_no_bwd(&SoftmaxLastDim { scale: None })
     } else {
         candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+/// `softmax_last_dim(x * scale)`, the same values without the scaled copy on the CPU.
+pub fn softmax_last_dim_scaled(x: &Tensor, scale: f64) -> Result<Tensor> {
+    if fast_path(x) && x.rank() > 0 {
+        x.contiguous()?.apply_op1_no_bwd(&SoftmaxLastDim {
+            scale: Some(scale as f32),
+        })
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.affine(scale, 0.0)?)
+    }
+}
+
+/// `x.relu()` in `x`'s own storage on the CPU (a new tensor elsewhere). `x` must be a fresh
+/// result no other tensor shares storage with: a clone of it would change too.
+pub fn relu_fresh(x: Tensor) -> Result<Tensor> {
+    if fast_path(&x) && x.is_contiguous() {
+        x.inplace_op1(&ReluInPlace)?;
+        Ok(x)
+    } else {
+        x.relu()
     }
 }
