@@ -374,18 +374,16 @@ fn rayon_threads() -> String {
     })
 }
 
-/// The editor leaves one core to the UI: on a software renderer (no GPU, e.g. lavapipe under
-/// Xvfb) every frame is drawn on the CPU, and a sampler on all cores made a run ~1.8x slower in
-/// the window than in `midm bench`; with one core left free, 1.3-1.5x (2-core AMD EPYC,
-/// `scripts/measure-editor.sh`). Candle's own element-wise pool gets as many threads. An
-/// explicit RAYON_NUM_THREADS / CANDLE_NUM_THREADS wins.
+/// The editor's sampler: rayon (the convolutions, matmuls and fused kernels: nearly all of its
+/// work) on every core, candle's own element-wise pool on one core fewer. Measured in the
+/// window on a software renderer (2-core AMD EPYC, model v1, cat pair, five runs each,
+/// 2026-12-01), Run -> final image against `midm bench`'s 1368-1402 ms: 1221-1572 ms with
+/// this split, 1545-1924 ms with candle's pool on both cores, 1460-1938 ms with both on one
+/// core. An explicit RAYON_NUM_THREADS / CANDLE_NUM_THREADS wins.
 fn editor_threads() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores - 1).max(1).to_string();
-    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, &threads);
-        }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", (cores - 1).max(1).to_string());
     }
 }
 
@@ -468,7 +466,8 @@ fn main() -> anyhow::Result<()> {
             condition: cli.condition,
             exemplar: cli.exemplar,
             run: cli.run,
-            fresh: false,
+            // Set from the window's renderer once it exists.
+            ..Default::default()
         }),
         #[cfg(not(feature = "gui"))]
         None => {

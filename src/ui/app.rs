@@ -66,24 +66,36 @@ pub struct MidmApp {
     last_frame_ms: f32,
 }
 
-/// A run's streamed steps repaint at most once per this gap; the steps between two paints are
-/// shown together by the later one. A run streams a step every UNet pass, and on a software
-/// renderer every frame is CPU taken from the sampler (measured: 25-28 ms of llvmpipe CPU per
-/// 1280x800 frame). A run's first step, its end and every other event paint at once.
-const STREAM_REPAINT_GAP: Duration = Duration::from_millis(150);
+/// A run's streamed steps repaint at most once per gap; the steps between two paints are shown
+/// together by the later one. A run's first step, its end and every other event paint at once.
+/// On a software renderer (lavapipe) every frame is CPU taken from the sampler: a 1280x800
+/// frame cost 25-37 ms of llvmpipe CPU, and with a 150 ms gap the window took ~0.85 CPU-s per
+/// run (llvmpipe, UI thread, X server) beside the sampler's ~2.2, so the final image came at
+/// 1.15-1.4x `midm bench`'s time. With 300 ms: 7-9 frames a run instead of 12-15, and 0.96-1.10x
+/// (model v1, cat pair, 2-core AMD EPYC, 2026-12-01).
+pub(crate) fn stream_repaint_gap(software_renderer: bool) -> Duration {
+    Duration::from_millis(if software_renderer { 300 } else { 150 })
+}
 
-/// Paces the worker's repaint requests (see [`STREAM_REPAINT_GAP`]).
-#[derive(Default)]
+/// Paces the worker's repaint requests (see [`stream_repaint_gap`]).
 struct RepaintPacer {
     /// When the latest paint was asked for (now, or at the end of a gap).
     slot: Mutex<Option<Instant>>,
+    gap: Duration,
 }
 
 impl RepaintPacer {
+    fn new(gap: Duration) -> Self {
+        Self {
+            slot: Mutex::new(None),
+            gap,
+        }
+    }
+
     fn on_event(&self, ctx: &egui::Context, urgency: Urgency) {
         let now = Instant::now();
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        let at = paint_at(urgency, *slot, now);
+        let at = paint_at(urgency, *slot, now, self.gap);
         *slot = Some(at);
         if urgency == Urgency::Now {
             ctx.request_repaint();
@@ -96,13 +108,13 @@ impl RepaintPacer {
 }
 
 /// When to paint for an event at `now`, given the latest paint asked for (`slot`).
-fn paint_at(urgency: Urgency, slot: Option<Instant>, now: Instant) -> Instant {
+fn paint_at(urgency: Urgency, slot: Option<Instant>, now: Instant, gap: Duration) -> Instant {
     match (urgency, slot) {
         (Urgency::Now, _) => now,
         // A paint is already due then, and will show this step too. Asked again, because a
         // paint from another cause in between makes eframe forget a deferred one.
         (Urgency::Stream, Some(t)) if t > now => t,
-        (Urgency::Stream, Some(t)) if now < t + STREAM_REPAINT_GAP => t + STREAM_REPAINT_GAP,
+        (Urgency::Stream, Some(t)) if now < t + gap => t + gap,
         (Urgency::Stream, _) => now,
     }
 }
@@ -118,7 +130,7 @@ impl MidmApp {
     pub fn new(ctx: &egui::Context, args: AppArgs, storage: Option<&dyn eframe::Storage>) -> Self {
         let ctx_cell = Arc::new(Mutex::new(Some(ctx.clone())));
         let cell = ctx_cell.clone();
-        let pacer = RepaintPacer::default();
+        let pacer = RepaintPacer::new(stream_repaint_gap(args.software_renderer));
         let worker = WorkerHandle::spawn(move |urgency| {
             if let Some(ctx) = cell.lock().ok().and_then(|c| c.clone()) {
                 pacer.on_event(&ctx, urgency);
@@ -563,29 +575,41 @@ mod tests {
     fn streamed_steps_paint_once_per_gap_and_the_rest_at_once() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
+        let gap = stream_repaint_gap(false);
+        assert_eq!(gap, Duration::from_millis(150));
         // A run's first step paints at once; the next, inside the gap, at the gap's end.
-        assert_eq!(paint_at(Urgency::Stream, None, ms(0)), ms(0));
-        assert_eq!(paint_at(Urgency::Stream, Some(ms(0)), ms(60)), ms(150));
+        assert_eq!(paint_at(Urgency::Stream, None, ms(0), gap), ms(0));
+        assert_eq!(paint_at(Urgency::Stream, Some(ms(0)), ms(60), gap), ms(150));
         // Steps before that paint ride on it.
-        assert_eq!(paint_at(Urgency::Stream, Some(ms(150)), ms(120)), ms(150));
-        // A step after a quiet spell paints at once again; a run's end never waits.
-        assert_eq!(paint_at(Urgency::Stream, Some(ms(150)), ms(400)), ms(400));
-        assert_eq!(paint_at(Urgency::Now, Some(ms(150)), ms(120)), ms(120));
-
-        // A 2 s run streaming a step every 60 ms: one paint per gap, none lost.
-        let (mut slot, mut paints) = (None, std::collections::BTreeSet::new());
-        for step in 0..34 {
-            let at = paint_at(Urgency::Stream, slot, ms(step * 60));
-            assert!(at >= ms(step * 60) && at <= ms(step * 60) + STREAM_REPAINT_GAP);
-            paints.insert(at);
-            slot = Some(at);
-        }
-        let paints: Vec<Instant> = paints.into_iter().collect();
-        assert!(paints.windows(2).all(|w| w[1] - w[0] == STREAM_REPAINT_GAP));
         assert_eq!(
-            paints.len(),
-            15,
-            "0, 150, ..., 2100 ms for steps up to 1980 ms"
+            paint_at(Urgency::Stream, Some(ms(150)), ms(120), gap),
+            ms(150)
         );
+        // A step after a quiet spell paints at once again; a run's end never waits.
+        assert_eq!(
+            paint_at(Urgency::Stream, Some(ms(150)), ms(400), gap),
+            ms(400)
+        );
+        assert_eq!(paint_at(Urgency::Now, Some(ms(150)), ms(120), gap), ms(120));
+
+        // A 2 s run streaming a step every 60 ms: one paint per gap, none lost; a software
+        // renderer gets half as many.
+        for (software, expected) in [(false, 15), (true, 8)] {
+            let gap = stream_repaint_gap(software);
+            let (mut slot, mut paints) = (None, std::collections::BTreeSet::new());
+            for step in 0..34 {
+                let at = paint_at(Urgency::Stream, slot, ms(step * 60), gap);
+                assert!(at >= ms(step * 60) && at <= ms(step * 60) + gap);
+                paints.insert(at);
+                slot = Some(at);
+            }
+            let paints: Vec<Instant> = paints.into_iter().collect();
+            assert!(paints.windows(2).all(|w| w[1] - w[0] == gap));
+            assert_eq!(
+                paints.len(),
+                expected,
+                "every {gap:?} up to the gap after the last step (1980 ms)"
+            );
+        }
     }
 }

@@ -39,6 +39,9 @@ pub struct AppArgs {
     pub run: bool,
     /// Start empty: no persisted session, no default model or sample pair (tests).
     pub fresh: bool,
+    /// The window is drawn on the CPU (e.g. Mesa's lavapipe): streamed steps repaint less often,
+    /// so that the frames take less from the sampler (see [`app::stream_repaint_gap`]).
+    pub software_renderer: bool,
 }
 
 /// The file name of `p` (for messages and export metadata).
@@ -61,7 +64,16 @@ pub fn run_app(args: AppArgs) -> anyhow::Result<()> {
     eframe::run_native(
         "midm",
         options,
-        Box::new(move |cc| Ok(Box::new(MidmApp::new(&cc.egui_ctx, args, cc.storage)))),
+        Box::new(move |cc| {
+            let software_renderer = cc.wgpu_render_state.as_ref().is_some_and(|rs| {
+                rs.adapter.get_info().device_type == eframe::wgpu::DeviceType::Cpu
+            });
+            let args = AppArgs {
+                software_renderer,
+                ..args
+            };
+            Ok(Box::new(MidmApp::new(&cc.egui_ctx, args, cc.storage)))
+        }),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }
