@@ -2,7 +2,8 @@
 # Measures the editor's latencies in the real window (release build, Xvfb + lavapipe, xdotool),
 # with the shipped model and the cat pair, as issue "the editor as an artist's tool" asks:
 #   1. `midm bench` right before, for the whole translation;
-#   2. Run clicked RUNS times (warm), each run's "first step after N ms ... final image after N ms";
+#   2. Run clicked RUNS times (warm), each right after a one-run bench, each run's "first step
+#      after N ms ... final image after N ms";
 #   3. live mode: STROKES strokes drawn in small mouse steps, each starting as the previous
 #      run streams; the run each stroke's end starts, and the UI frame times while it streamed.
 # The editor's own log lines (RUST_LOG=info) are the figures. Positions are for the 1280x800
@@ -32,8 +33,11 @@ app=$!
 win=$(xdotool search --sync --onlyvisible --name midm | head -1)
 xdotool windowmove "$win" 0 0 windowsize "$win" 1280 800
 sleep 15 # load, and live mode's first run
-echo "Run clicked $RUNS times:"
-for _ in $(seq "$RUNS"); do
+# This machine's speed drifts by 10-20 % within minutes (a shared VM), so each run gets its own
+# bench right before it (one whole translation after a warm-up, with the editor idle).
+echo "Run clicked $RUNS times, each right after a bench:"
+for i in $(seq "$RUNS"); do
+  "$bin" bench --warmup 1 --runs 1 | awk -v i="$i" '/^whole translation/ {print "bench right before run " i ": " $(NF-4) " ms"}'
   xdotool mousemove 27 12 click 1
   sleep 4
 done
