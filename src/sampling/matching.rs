@@ -276,7 +276,7 @@ mod tests {
     /// equal the tensor-op formulas bit for bit, and the row-blocked soft flow equals them to
     /// float rounding, on a size that splits into several blocks.
     #[test]
-    fn row_blocks_give_the_whole_matrices_values() -> Result<()> {
+    fn fused_and_blocked_matching_equals_the_tensor_ops() -> Result<()> {
         let (h, w, t) = (48, 48, 0.005);
         let hw = h * w;
         assert!(row_blocks(hw, hw).count() > 4);
