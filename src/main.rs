@@ -374,16 +374,23 @@ fn rayon_threads() -> String {
     })
 }
 
-/// The editor's sampler: rayon (the convolutions, matmuls and fused kernels: nearly all of its
-/// work) on every core, candle's own element-wise pool on one core fewer. Measured in the
-/// window on a software renderer (2-core AMD EPYC, model v1, cat pair, five runs each,
-/// 2026-12-01), Run -> final image against `midm bench`'s 1368-1402 ms: 1221-1572 ms with
-/// this split, 1545-1924 ms with candle's pool on both cores, 1460-1938 ms with both on one
-/// core. An explicit RAYON_NUM_THREADS / CANDLE_NUM_THREADS wins.
-fn editor_threads() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// candle's own element-wise pool off (CANDLE_NUM_THREADS=1 unless set): its ops run on the
+/// calling thread, and rayon (the convolutions, matmuls and fused kernels: nearly all the work)
+/// keeps every core. candle hands each element-wise op to a process-wide pool of its own, whose
+/// threads spin between ops beside rayon's. Measured on a 2-core AMD EPYC, 2026-11-30/12-01:
+/// - `midm bench`, model v1, six alternating pairs: whole translation 866-900 ms with the pool
+///   off, 869-1161 ms (median 1088) with it on both cores;
+/// - official size, stage sums in two alternating pairs: 45.4 / 34.5 s off, 46.6 / 33.3 s on
+///   (no difference);
+/// - the editor under Xvfb, five runs each: 1221-1572 ms to the final image with the pool on
+///   one core, 1545-1924 ms with it on both;
+/// - concurrent sub-batches (`midm batch`): 2.0-2.3 CPU-s per image off, 2.75 on, the workers
+///   queueing behind the pool's lock.
+///
+/// Set before any tensor op: candle reads it once.
+fn candle_threads() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", (cores - 1).max(1).to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
 
@@ -433,25 +440,14 @@ fn main() -> anyhow::Result<()> {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    candle_threads();
     let cli = Cli::parse();
-    // Concurrent sub-batches (`midm batch`, `bench --batch`) each keep their ops on their own
-    // thread, but candle's element-wise ops go to one process-wide pool of its own (not
-    // rayon's) behind a lock, where the workers queued and its threads spun: measured under
-    // load, 2.75 CPU-s per image at B=8 against 2.0 for a lone single-threaded run. With
-    // CANDLE_NUM_THREADS=1 that pool has no threads and runs each op on the calling worker.
-    // Set before any tensor op: candle reads it once.
-    let workers = match &cli.command {
-        Some(Command::Batch(a)) => Some(a.workers),
-        Some(Command::Bench(a)) if !a.batch.is_empty() => Some(a.workers),
-        _ => None,
+    let batch = match &cli.command {
+        Some(Command::Batch(_)) => true,
+        Some(Command::Bench(a)) => !a.batch.is_empty(),
+        _ => false,
     };
-    if workers.is_some_and(|w| w != Some(1)) && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-    set_purge_delay(workers.is_some());
-    if cli.command.is_none() {
-        editor_threads();
-    }
+    set_purge_delay(batch);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
