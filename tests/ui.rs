@@ -281,13 +281,17 @@ fn cancel_stops_the_run() {
     let mut h = ready_app(true);
     h.get_by_label("Run").click();
     step_until(&mut h, "the first step", |a| !a.frames().is_empty());
-    let at_cancel = h.state().frames().len();
     h.get_by_label("Cancel").click();
+    // The frame that handles the click first takes the steps that came before it.
+    h.step();
+    let at_cancel = h.state().frames().len();
     step_until(&mut h, "the cancel", |a| !a.is_running());
     let app = h.state();
     let total = app.frames()[0].total;
+    // After it, at most the step in flight (the sampler checks before every UNet pass) and one
+    // the fast fixture model may have sent between that frame's poll and its click.
     assert!(
-        app.frames().len() <= at_cancel + 1,
+        app.frames().len() <= at_cancel + 2,
         "{} steps after cancel",
         app.frames().len() - at_cancel
     );
