@@ -72,7 +72,8 @@ pub struct MidmApp {
 /// frame cost 25-37 ms of llvmpipe CPU, and with a 150 ms gap the window took ~0.85 CPU-s per
 /// run (llvmpipe, UI thread, X server) beside the sampler's ~2.2, so the final image came at
 /// 1.15-1.4x `midm bench`'s time. With 300 ms: 7-9 frames a run instead of 12-15, and 0.96-1.10x
-/// (model v1, cat pair, 2-core AMD EPYC, 2026-12-01).
+/// (model v1, cat pair, 2-core AMD EPYC, 2026-12-01; against a bench that still ran candle's
+/// element-wise pool, about 20 % slower than today's: see docs/performance.md).
 pub(crate) fn stream_repaint_gap(software_renderer: bool) -> Duration {
     Duration::from_millis(if software_renderer { 300 } else { 150 })
 }
