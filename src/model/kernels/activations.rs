@@ -412,8 +412,9 @@ pub fn softmax_last_dim_scaled(x: &Tensor, scale: f64) -> Result<Tensor> {
 }
 
 /// `x.relu()` in `x`'s own storage on the CPU (a new tensor elsewhere). `x` must be a fresh
-/// result no other tensor shares storage with: a clone of it would change too.
-pub fn relu_fresh(x: Tensor) -> Result<Tensor> {
+/// result no other tensor shares storage with: a clone of it would change too. Crate-private
+/// for that reason (the correlation's matmul output is its one caller).
+pub(crate) fn relu_fresh(x: Tensor) -> Result<Tensor> {
     if fast_path(&x) && x.is_contiguous() {
         x.inplace_op1(&ReluInPlace)?;
         Ok(x)
