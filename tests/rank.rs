@@ -66,11 +66,10 @@ fn sampler_mask(model: &MidmModel, cond: &Tensor, ex: &Tensor, ex_label: &Tensor
     let o = midm::SamplerOptions::default();
     let ref_latent = model.autoencoder.encode(ex).unwrap();
     let (_, _, h, w) = ref_latent.dims4().unwrap();
-    let down = model.config.label_downsample;
-    let label_ds = down.apply(cond, h, w).unwrap();
-    let ref_label_ds = down.apply(ex_label, h, w).unwrap();
+    let (seg_in, label_ds) = model.config.condition_on_grid(cond).unwrap();
+    let ref_label_ds = model.config.label_downsample.apply(ex_label, h, w).unwrap();
     let corr_net = &model.correspondence;
-    let (trg_out, _) = corr_net.target_features(&label_ds).unwrap();
+    let (trg_out, _) = corr_net.target_features(&seg_in, &label_ds).unwrap();
     let (ref_out, _) = corr_net
         .reference_features(&ref_latent, &ref_label_ds)
         .unwrap();

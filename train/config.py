@@ -79,14 +79,23 @@ RECIPE_V2 = {"N_CH": 64, "corr_ndf": 16, "spade_nhidden": 32, "label_downsample"
              "condition": "user-like strokes: 1-px sketch lines drawn 1-4 px wide (at 128), 1 = line"}
 
 
+# Model v1.1: model v1's networks with the v2 conditions (max-pooled strokes, train.pairs) and
+# seg_enc seeing the filled drawing (ops.seg_input); trained on from a v1 export, on the CPU.
+RECIPE_V1_1 = {"label_downsample": "max", "label_fill": True, "condition": RECIPE_V2["condition"]}
+RECIPES = ("v1", "v1.1", "v2")
+
+
 def apply_recipe(cfg, recipe):
     if recipe == "v2":
         cfg["midms"].update(RECIPE_V2)
+    elif recipe == "v1.1":
+        cfg["midms"].update(RECIPE_V1_1)
     elif recipe != "v1":
-        raise SystemExit(f"unknown recipe {recipe!r} (v1, v2)")
+        raise SystemExit(f"unknown recipe {recipe!r} {RECIPES}")
     return cfg
 
 
 def corr_kwargs(cfg):
     m = cfg["midms"]
-    return dict(label_nc=m["label_nc"], n_ch=m["N_CH"], ndf=m["corr_ndf"], spade_nhidden=m["spade_nhidden"])
+    return dict(label_nc=m["label_nc"], n_ch=m["N_CH"], ndf=m["corr_ndf"], spade_nhidden=m["spade_nhidden"],
+                label_fill=bool(m.get("label_fill", False)))

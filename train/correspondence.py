@@ -91,11 +91,13 @@ class ResidualBlock(nn.Module):
         return self.prelu(o + x)
 
 
-def build_correspondence(module, latent_channels, label_nc, n_ch, ndf, nhidden):
-    """Adds seg_enc, real_enc, iter_enc, layer, phi, theta to `module` (canonical names)."""
+def build_correspondence(module, latent_channels, label_nc, n_ch, ndf, nhidden, label_fill=False):
+    """Adds seg_enc, real_enc, iter_enc, layer, phi, theta to `module` (canonical names).
+    `label_fill`: seg_enc takes one channel more, the filled drawing (`ops.seg_input`)."""
     module.real_enc = AdaptiveFeatureEncoder(latent_channels, latent_channels, ndf, n_ch, nhidden)
     module.iter_enc = AdaptiveFeatureEncoder(latent_channels, n_ch, ndf, n_ch, nhidden)
-    module.seg_enc = AdaptiveFeatureEncoder(label_nc, label_nc, ndf, n_ch, nhidden)
+    seg_nc = label_nc + int(label_fill)
+    module.seg_enc = AdaptiveFeatureEncoder(seg_nc, seg_nc, ndf, n_ch, nhidden)
     c = n_ch + label_nc
     module.layer = nn.Sequential(*[ResidualBlock(c) for _ in range(4)])
     module.phi = nn.Conv2d(c, n_ch, 1)

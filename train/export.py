@@ -41,12 +41,17 @@ def latest_state(run):
 DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_stage_model.post_quant_conv.")
 
 
-def export(run, out, unet_from=None, decoder_from=None, dtype="f32"):
+def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
-    own, if it has one)."""
+    own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
+    export instead of the latest finished stage."""
     cfg = json.load(open(os.path.join(run, "config.json")))
-    sd, which = latest_state(run)
+    if state:
+        st = torch.load(state, map_location="cpu")
+        sd, which = st["model"], f"{state} (step {st.get('step')})"
+    else:
+        sd, which = latest_state(run)
     if unet_from:
         ucfg = json.load(open(os.path.join(unet_from, "config.json")))
         cfg["model"]["params"]["unet_config"] = ucfg["model"]["params"]["unet_config"]
@@ -94,8 +99,10 @@ def main():
     ap.add_argument("--decoder-from", default=None, help="run folder whose decoder stage supplies the decoder")
     ap.add_argument("--dtype", choices=["f32", "f16"], default="f32",
                     help="f16: network weights in float16 (half the size; schedule buffers stay float32)")
+    ap.add_argument("--state", default=None,
+                    help="a stage checkpoint of the run (e.g. RUN/e2e/ckpt.pt, its last step) instead of the finished stage")
     a = ap.parse_args()
-    which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype)
+    which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 

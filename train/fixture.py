@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from .config import apply_recipe, corr_kwargs, default_config
+from .config import RECIPES, apply_recipe, corr_kwargs, default_config
 from .midm import MIDM, DdimSchedule
 
 
@@ -153,7 +153,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
         "midms": {"backbone": "VQGAN", "phase": "e2e_recurrent", "confidence_masking": True, "maskmix": True,
                   "N_CH": mi["N_CH"], "label_nc": mi["label_nc"], "layer_channels": mi["N_CH"] + mi["label_nc"],
                   "corr_ndf": mi["corr_ndf"], "spade_nhidden": mi["spade_nhidden"],
-                  "label_downsample": model.label_downsample,
+                  "label_downsample": model.label_downsample, "label_fill": model.label_fill,
                   "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],
                                 "rewarp_at_loop_indices": [1, 2],
                                 "refine": {"ddim_num_steps": 200, "eta": 1.0, "hijack_step": 180}}},
@@ -176,8 +176,9 @@ def main():
     ap.add_argument("--weights", default="weights", help="directory with model.safetensors + config.yaml")
     ap.add_argument("--random", action="store_true", help="random weights with the default config")
     ap.add_argument("--seed", type=int, default=1012)
-    ap.add_argument("--recipe", choices=["v1", "v2"], default="v1",
-                    help="with --random: the model recipe (v2: wider matching, max-pooled labels)")
+    ap.add_argument("--recipe", choices=list(RECIPES), default="v1",
+                    help="with --random: the model recipe (v2: wider matching, max-pooled labels; "
+                         "v1.1: max-pooled labels and the filled drawing)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.random or not os.path.exists(os.path.join(a.weights, "model.safetensors")):

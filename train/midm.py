@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .autoencoder import VQModel
 from .correspondence import build_correspondence
-from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, seg_input, soft_warp
 from .unet import UNetModel
 
 SCHEDULE_BUFFERS = [
@@ -104,14 +104,16 @@ def ddim_step(diff, sched, x, index, t_val, noise=None, trace=None, prefix=None)
 
 
 class MIDM(nn.Module):
-    def __init__(self, ldm_cfg, label_nc=1, n_ch=32, ndf=8, spade_nhidden=16):
+    def __init__(self, ldm_cfg, label_nc=1, n_ch=32, ndf=8, spade_nhidden=16, label_fill=False):
         super().__init__()
         self.diff_model = LatentDiffusion(ldm_cfg)
         fs = ldm_cfg["model"]["params"]["first_stage_config"]["params"]
         self.label_nc = label_nc
         # Not in the authors' code: "max" for our models that set it (ops.downsample_label).
         self.label_downsample = ldm_cfg.get("midms", {}).get("label_downsample", "nearest")
-        build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden)
+        # Not in the authors' code either: seg_enc also sees the filled drawing (ops.seg_input).
+        self.label_fill = label_fill
+        build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden, label_fill)
 
     @property
     def ae(self):
@@ -121,9 +123,9 @@ class MIDM(nn.Module):
     def match(self, label, ref_feats, ref_label, trace=None):
         """Initial matching. Returns dict with trg/ref matching feats, corr_ref, warped_ref_feat."""
         hw = ref_feats.shape[2:]
-        label_ds = downsample_label(label, hw, self.label_downsample)
+        seg_in, label_ds = seg_input(label, hw, self.label_downsample, self.label_fill)
         ref_label_ds = downsample_label(ref_label, hw, self.label_downsample)
-        trg_m = self.seg_enc(label_ds, trace=trace, name="seg_enc")
+        trg_m = self.seg_enc(seg_in, trace=trace, name="seg_enc")
         ref_m = self.real_enc(ref_feats)
         trg_lo = self.layer(torch.cat([trg_m, label_ds], 1))
         ref_lo = self.layer(torch.cat([ref_m, ref_label_ds], 1))
@@ -132,6 +134,8 @@ class MIDM(nn.Module):
         corr = correlation(trg_out, ref_out)
         warped = soft_warp(ref_feats, corr)
         if trace is not None:
+            if self.label_fill:
+                trace["corr.cond_seg_in"] = seg_in
             trace.update({
                 "corr.cond_label_ds": label_ds, "corr.exemplar_label_ds": ref_label_ds,
                 "corr.trg_matching_feats": trg_m, "corr.ref_matching_feats": ref_m,

@@ -1,6 +1,7 @@
 """Matching operations of MIDMs: correlation, soft warp, flows, forward-backward consistency mask."""
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +36,29 @@ def downsample_label(label, hw, mode="nearest"):
             return F.max_pool2d(label, kernel_size=(h // hw[0], w // hw[1]))
         return F.adaptive_max_pool2d(label, hw)
     raise ValueError(f"label_downsample: {mode!r} (expected one of {LABEL_DOWNSAMPLE})")
+
+
+def fill_label(label):
+    """[B, 1, H, W] line label (1 = line) -> the region the lines enclose, lines included, in {0, 1}:
+    `scipy.ndimage.binary_fill_holes` (background 4-connected to the border stays 0). The Rust
+    sampler computes the same (`model::ops::fill_label`)."""
+    from scipy.ndimage import binary_fill_holes
+
+    lines = (label[:, 0] > 0.5).cpu().numpy()
+    filled = np.stack([binary_fill_holes(m) for m in lines]).astype(np.float32)
+    return torch.from_numpy(filled)[:, None].to(label.device, label.dtype)
+
+
+def seg_input(label, hw, mode="nearest", fill=False):
+    """(seg_enc's input, the label the `layer` trunk takes) on the latent grid. `fill` (our models'
+    `midms.label_fill: true`, not in the authors' code) adds a channel to seg_enc's input: the share
+    of each latent cell inside the drawing (`fill_label`, area-averaged). Convolutions over a
+    32x32 grid see a few cells around them; without it a cell in the middle of a large closed
+    shape looks like one outside it, and the warp leaves the inside white."""
+    line = downsample_label(label, hw, mode)
+    if not fill:
+        return line, line
+    return torch.cat([line, F.adaptive_avg_pool2d(fill_label(label), hw)], 1), line
 
 
 @full_precision

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, autocast, randint, randn, save_grid,
                      setup_device, to_pm1)
-from .config import CORR_PREFIXES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config
+from .config import CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG
 from .midm import MIDM
@@ -48,7 +48,7 @@ def run_config(run_dir, unet_channels=None, size=None, n_embed=None, recipe=None
         have = {"--unet-channels": (unet_channels, p["unet_config"]["params"]["model_channels"]),
                 "--size": (size, cfg["midms"]["image_size"]),
                 "--n-embed": (n_embed, p["first_stage_config"]["params"]["n_embed"])}
-        have["--recipe"] = (recipe, "v2" if cfg["midms"].get("label_downsample") == "max" else "v1")
+        have["--recipe"] = (recipe, recipe_of(cfg))
         for flag, (want, got) in have.items():
             if want and want != got:
                 raise SystemExit(f"{cfg_path} fixes {flag} at {got}; {flag} applies to new runs only")
@@ -61,6 +61,11 @@ def run_config(run_dir, unet_channels=None, size=None, n_embed=None, recipe=None
     os.makedirs(run_dir, exist_ok=True)
     _write_json(cfg_path, cfg)
     return cfg
+
+
+def recipe_of(cfg):
+    m = cfg["midms"]
+    return "v1.1" if m.get("label_fill") else "v2" if m.get("label_downsample") == "max" else "v1"
 
 
 def build(run_dir, unet_channels=None, size=None, n_embed=None, recipe=None):
@@ -77,7 +82,9 @@ def seed_run(run_dir, export_dir, recipe=None):
     its config.json comes from the export's config.yaml and every stage starts from the exported
     weights (`init.pt`) instead of a fresh initialisation. The autoencoder stays as exported.
     `recipe="v2"` on a v1 export keeps its autoencoder, UNet and decoder and starts the (wider)
-    correspondence networks afresh, for the warm-up to train."""
+    correspondence networks afresh, for the warm-up to train. `recipe="v1.1"` keeps every network;
+    seg_enc's weights for the new fill channel start at zero, so the seeded model computes what the
+    export does on the same (max-pooled) line label."""
     import yaml
     from safetensors.torch import load_file
 
@@ -89,10 +96,27 @@ def seed_run(run_dir, export_dir, recipe=None):
     if recipe == "v2" and cfg["midms"].get("label_downsample") != "max":
         apply_recipe(cfg, "v2")
         sd = {k: v for k, v in sd.items() if not k.startswith(CORR_PREFIXES)}
+    elif recipe == "v1.1" and not cfg["midms"].get("label_fill"):
+        apply_recipe(cfg, "v1.1")
+        sd = zero_padded(sd, MIDM(cfg, **corr_kwargs(cfg)).state_dict())
     os.makedirs(run_dir, exist_ok=True)
     torch.save(sd, os.path.join(run_dir, INIT))
     _write_json(os.path.join(run_dir, "config.json"), {"model": cfg["model"], "midms": cfg["midms"]})
     return cfg
+
+
+def zero_padded(sd, like):
+    """`sd` with every tensor that is smaller than its counterpart in `like` zero-padded to its shape
+    (new input channels, and the spectral norm's `weight_v` of them, start at zero)."""
+    out = dict(sd)
+    for k, v in sd.items():
+        want = like[k].shape
+        if v.shape != want:
+            assert v.dim() == len(want) and all(a <= b for a, b in zip(v.shape, want)), (k, v.shape, want)
+            p = torch.zeros(want, dtype=v.dtype)
+            p[tuple(slice(0, n) for n in v.shape)] = v
+            out[k] = p
+    return out
 
 
 def load_prev(model, run_dir, stage):
@@ -435,6 +459,9 @@ def main():
                          "VGG16's from --vgg (train/vgg.py)")
     ap.add_argument("--vgg", default="train/data/vgg16_hed.safetensors",
                     help="--features vgg: the converted VGG16 weights (python -m train.vgg)")
+    ap.add_argument("--seg-lr", type=float, default=None,
+                    help="warmup/e2e: seg_enc's learning rate (default --lr; a v1.1 run seeded from model v1 "
+                         "starts the weights of its fill channel at zero)")
     ap.add_argument("--unet-lr", type=float, default=1e-5,
                     help="e2e: the UNet's learning rate (0 = keep the unet stage's UNet frozen)")
     ap.add_argument("--unet-channels", type=int, default=None,
@@ -446,7 +473,7 @@ def main():
     ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     ap.add_argument("--amp", choices=["f32", "bf16"], default="f32",
                     help="unet/warmup/e2e: bf16 autocast (matching, softmaxes, contextual loss and VQ stay f32)")
-    ap.add_argument("--recipe", choices=["v1", "v2"], default=None,
+    ap.add_argument("--recipe", choices=list(RECIPES), default=None,
                     help="model of a new run: v1 (default; the first models) or v2 (config.RECIPE_V2)")
     ap.add_argument("--pairs", choices=["neighbours", "authors"], default=None,
                     help="warmup/e2e training pairs: neighbours (EmojiBatches) or authors (train.pairs: self, "

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from . import losses as L
 from .common import Clock, Dist, GuardedStep, Logger, autocast, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
-from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, seg_input, soft_warp
 
 TRAIN_DDIM_STEPS = 8
 
@@ -40,7 +40,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
                   warm_iter=0.0):
     """One training step's losses. `iter_align` > 0 adds an L_dom-like term (not in the paper)
     that keeps F_Y^iter's features of the target latent aligned with F_Y's: without it, a
-    session-2 end-to-end run ended with every re-matching cosine negative, which the clamped
+    an early (2026-11-26) end-to-end run ended with every re-matching cosine negative, which the clamped
     correlation turns into a uniform, gradient-free match. `w_perc`, `w_style`: the weights of
     L_perc and L_style (default: the paper's; losses.py says why the shipped model changes them).
     `vgg`: a frozen `vgg.VGGFeatures` for L_perc and L_style (`--features vgg`); None: the
@@ -54,9 +54,9 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
         src_feats = ae.encode(src)
         ref_feats = ae.encode(ref)
     hw = src_feats.shape[2:]
-    label_ds = downsample_label(label, hw, model.label_downsample)
+    seg_in, label_ds = seg_input(label, hw, model.label_downsample, model.label_fill)
     ref_label_ds = downsample_label(ref_label, hw, model.label_downsample)
-    trg_m = model.seg_enc(label_ds)
+    trg_m = model.seg_enc(seg_in)
     src_m = model.real_enc(src_feats)
     ref_m = model.real_enc(ref_feats)
     trg_out = feature_normalize(model.theta(model.layer(torch.cat([trg_m, label_ds], 1))))
@@ -174,7 +174,11 @@ def train_corr(model, a, stage, train, val, warm_stage):
     model.ae.eval()
     model.ae.requires_grad_(False)
     unet = model.diff_model.model.diffusion_model
-    opt = torch.optim.Adam([{"params": corr_parameters(model), "lr": a.lr or 1e-4},
+    lr = a.lr or 1e-4
+    seg = [p for n, p in model.named_parameters() if n.startswith("seg_enc.")]
+    rest = [p for p in corr_parameters(model) if all(p is not q for q in seg)]
+    # --seg-lr: seg_enc's own rate (a v1.1 run seeded from v1 starts its fill weights at zero)
+    opt = torch.optim.Adam([{"params": rest, "lr": lr}, {"params": seg, "lr": getattr(a, "seg_lr", None) or lr},
                             {"params": list(unet.parameters()), "lr": a.unet_lr}], betas=(0.5, 0.999))
     step, elapsed = stage.resume(model, opt)
     logged = ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]

@@ -51,6 +51,7 @@ pub fn official_config() -> MidmConfig {
             ndf: 64,
             spade_nhidden: 128,
             trunk_blocks: 4,
+            label_fill: false,
         },
         label_downsample: Default::default(),
     }
@@ -265,9 +266,15 @@ pub fn bench_model_batch(
 
     let latent = ae.encode(&exemplar)?;
     let (_, _, h, w) = latent.dims4()?;
-    let label_ds = cfg.label_downsample.apply(&condition, h, w)?;
+    let (seg_in, label_ds) = crate::model::ops::condition_on_grid(
+        &condition,
+        h,
+        w,
+        cfg.label_downsample,
+        cfg.correspondence.label_fill,
+    )?;
     let ref_label_ds = cfg.label_downsample.apply(&exemplar_label, h, w)?;
-    let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
+    let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
     let (ref_out, _) = corr_net.reference_features(&latent, &ref_label_ds)?;
     let t = Tensor::new(vec![500u32; b], device)?;
 
@@ -285,7 +292,7 @@ pub fn bench_model_batch(
             device,
             warmup,
             runs,
-            || Ok(corr_net.target_features(&label_ds)?),
+            || Ok(corr_net.target_features(&seg_in, &label_ds)?),
         )?
         .with_flops(fl.condition_side),
         time(

@@ -23,10 +23,17 @@ pub struct LdmConfig {
     pub ddpm: DdpmConfig,
     /// `midms.label_downsample` (our own models' section; absent in the authors' configs).
     pub label_downsample: LabelDownsample,
+    /// `midms.label_fill` (our own models' section): `seg_enc` also takes the filled drawing.
+    pub label_fill: bool,
 }
 
 impl LdmConfig {
-    pub fn with_correspondence(self, correspondence: CorrespondenceConfig) -> MidmConfig {
+    /// `correspondence` as the weights' shapes give it (`label_nc` counting every `seg_enc` input).
+    pub fn with_correspondence(self, mut correspondence: CorrespondenceConfig) -> MidmConfig {
+        if self.label_fill {
+            correspondence.label_fill = true;
+            correspondence.label_nc -= 1;
+        }
         MidmConfig {
             image_size: self.image_size,
             autoencoder: self.autoencoder,
@@ -49,6 +56,8 @@ struct File {
 #[derive(Deserialize)]
 struct Midms {
     label_downsample: Option<String>,
+    #[serde(default)]
+    label_fill: bool,
 }
 
 fn label_downsample(m: Option<&Midms>) -> Result<LabelDownsample, String> {
@@ -171,6 +180,7 @@ pub fn parse_yaml(text: &str) -> Result<LdmConfig, String> {
     let down = label_downsample(file.midms.as_ref())?;
     Ok(LdmConfig {
         label_downsample: down,
+        label_fill: file.midms.as_ref().is_some_and(|m| m.label_fill),
         ..convert(file.model.params)?
     })
 }
@@ -190,9 +200,11 @@ pub fn parse_json(text: &str) -> Result<LdmConfig, String> {
         None => return Err("no `ldm_config` object and no `model` object".into()),
     };
     let file: File = serde_json::from_value(ldm).map_err(|e| format!("ldm_config: {e}"))?;
-    let down = label_downsample(midms.as_ref().or(file.midms.as_ref()))?;
+    let midms = midms.as_ref().or(file.midms.as_ref());
+    let down = label_downsample(midms)?;
     Ok(LdmConfig {
         label_downsample: down,
+        label_fill: midms.is_some_and(|m| m.label_fill),
         ..convert(file.model.params)?
     })
 }
@@ -236,6 +248,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         unet: unet_config(p.unet_config.params)?,
         ddpm,
         label_downsample: LabelDownsample::Nearest,
+        label_fill: false,
     })
 }
 

@@ -177,6 +177,16 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
             ),
         });
     }
+    if ldm.label_fill && correspondence.label_nc != 2 {
+        return Err(LoadError::Config {
+            path: config_file,
+            reason: format!(
+                "midms.label_fill is set, but seg_enc takes {} input channel(s): the label and the \
+                 filled drawing need two (weights of a model without label_fill?)",
+                correspondence.label_nc
+            ),
+        });
+    }
     let config = ldm.with_correspondence(correspondence);
 
     validate(&config, &plan, &shapes, &files)?;
@@ -462,12 +472,15 @@ fn infer_correspondence(
         });
     }
     Ok(CorrespondenceConfig {
+        // every seg_enc input: the label, and the filled drawing where the config sets label_fill
         label_nc: dim("seg_enc.layer1.0.weight_orig", 1)?,
         ndf: dim("seg_enc.layer1.0.weight_orig", 0)?,
         latent_channels: dim("real_enc.layer1.0.weight_orig", 1)?,
         n_ch: dim("seg_enc.G_middle_1.conv_1.weight_orig", 0)?,
         spade_nhidden: dim("seg_enc.G_middle_1.norm_0.mlp_shared.1.weight", 0)?,
         trunk_blocks,
+        // the config says (LdmConfig::with_correspondence)
+        label_fill: false,
     })
 }
 

@@ -263,7 +263,7 @@ pub fn correspondence_keys(cfg: &CorrespondenceConfig) -> KeySpec {
     let encoders = [
         ("real_enc", cfg.latent_channels, cfg.latent_channels),
         ("iter_enc", cfg.latent_channels, cfg.n_ch),
-        ("seg_enc", cfg.label_nc, cfg.label_nc),
+        ("seg_enc", cfg.seg_channels(), cfg.seg_channels()),
     ];
     for (name, cin, seg_nc) in encoders {
         let mut e = s.at(name);

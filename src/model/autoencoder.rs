@@ -435,7 +435,7 @@ impl Autoencoder {
         };
         // The encoder stays in float32 whatever the decoder's dtype: its latent feeds the
         // correlation, whose softmax at temperature 0.005 amplifies any rounding 200-fold
-        // (measured on the session-1 model, f16 vs f32 image: face 0.49 -> 0.11 / 255 mean abs).
+        // (measured on the first CPU model, f16 vs f32 image: face 0.49 -> 0.11 / 255 mean abs).
         // It runs once per translation, so this costs little.
         let vb_f32 = vb.clone().set_dtype(DType::F32);
         Ok(Self {

@@ -32,6 +32,17 @@ pub struct CorrespondenceConfig {
     pub spade_nhidden: usize,
     /// Residual blocks in the trunk `layer`.
     pub trunk_blocks: usize,
+    /// `midms.label_fill` (our own models; not in the authors' code): `seg_enc` also takes the
+    /// filled drawing as one more channel ([`crate::model::ops::condition_on_grid`]).
+    #[serde(default)]
+    pub label_fill: bool,
+}
+
+impl CorrespondenceConfig {
+    /// Input channels of `seg_enc`: the label, plus the filled drawing where `label_fill` is set.
+    pub fn seg_channels(&self) -> usize {
+        self.label_nc + usize::from(self.label_fill)
+    }
 }
 
 /// Reflection padding by one pixel on both spatial axes (`nn.ReflectionPad2d(1)`).
@@ -314,7 +325,12 @@ impl Correspondence {
             .map(|i| ResidualBlock::new(vb.pp(format!("layer.{i}")), trunk_c))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            seg_enc: FeatureEncoder::new(vb.pp("seg_enc"), cfg.label_nc, cfg.label_nc, cfg)?,
+            seg_enc: FeatureEncoder::new(
+                vb.pp("seg_enc"),
+                cfg.seg_channels(),
+                cfg.seg_channels(),
+                cfg,
+            )?,
             real_enc: FeatureEncoder::new(
                 vb.pp("real_enc"),
                 cfg.latent_channels,
@@ -342,11 +358,12 @@ impl Correspondence {
         Ok(x)
     }
 
-    /// Matching features of the condition side: `theta(layer(cat[seg_enc(label), label]))`,
-    /// centred and normalised over channels. Also returns the raw `seg_enc` output, which
-    /// conditions `iter_enc`.
-    pub fn target_features(&self, label_ds: &Tensor) -> Result<(Tensor, Tensor)> {
-        let matching = self.seg_enc.forward(label_ds, label_ds)?;
+    /// Matching features of the condition side: `theta(layer(cat[seg_enc(seg_in), label]))`,
+    /// centred and normalised over channels; `seg_in` and `label_ds` as
+    /// [`crate::model::ops::condition_on_grid`] makes them (the same tensor unless the model
+    /// fills the drawing). Also returns the raw `seg_enc` output, which conditions `iter_enc`.
+    pub fn target_features(&self, seg_in: &Tensor, label_ds: &Tensor) -> Result<(Tensor, Tensor)> {
+        let matching = self.seg_enc.forward(seg_in, seg_in)?;
         let out = self.theta.forward(&self.trunk(&matching, label_ds)?)?;
         Ok((center_and_normalize(&out)?, matching))
     }

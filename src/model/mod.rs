@@ -14,7 +14,7 @@ pub mod layers;
 pub mod ops;
 pub mod unet;
 
-use candle_core::{DType, Device, Result};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,19 @@ impl MidmConfig {
     /// Latent side: image size divided by the autoencoder's downsampling factor.
     pub fn latent_size(&self) -> usize {
         self.image_size / self.autoencoder.downsample_factor()
+    }
+
+    /// `condition` [B, label_nc, H, W] on the latent grid: (`seg_enc`'s input, the label the
+    /// trunk takes), by the model's `label_downsample` and `label_fill`.
+    pub fn condition_on_grid(&self, condition: &Tensor) -> Result<(Tensor, Tensor)> {
+        let l = self.latent_size();
+        ops::condition_on_grid(
+            condition,
+            l,
+            l,
+            self.label_downsample,
+            self.correspondence.label_fill,
+        )
     }
 
     /// Number of condition channels (1 for plain edge maps, 15 for the CelebA-HQ edge label).

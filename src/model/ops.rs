@@ -32,19 +32,112 @@ pub fn max_pool_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     if src_h.is_multiple_of(h) && src_w.is_multiple_of(w) {
         return x.max_pool2d((src_h / h, src_w / w));
     }
-    // Adaptive cells are rectangles, so the max separates into one pass per axis.
+    adaptive_pool(x, h, w, |cell, dim| cell.max_keepdim(dim))
+}
+
+/// Average pooling of `x` [B, C, H, W] down to [B, C, h, w]: `F.avg_pool2d(x, H / h)` when the
+/// sizes divide, else `F.adaptive_avg_pool2d(x, (h, w))`.
+pub fn avg_pool_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (_, _, src_h, src_w) = x.dims4()?;
+    if (src_h, src_w) == (h, w) {
+        return Ok(x.clone());
+    }
+    if src_h.is_multiple_of(h) && src_w.is_multiple_of(w) {
+        return x.avg_pool2d((src_h / h, src_w / w));
+    }
+    adaptive_pool(x, h, w, |cell, dim| cell.mean_keepdim(dim))
+}
+
+/// PyTorch's adaptive pooling cells (cell i spans floor(i H / h) .. ceil((i + 1) H / h)). They are
+/// rectangles, so a max or a mean separates into one pass per axis.
+fn adaptive_pool(
+    x: &Tensor,
+    h: usize,
+    w: usize,
+    reduce: impl Fn(Tensor, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (_, _, src_h, src_w) = x.dims4()?;
     let pool_axis = |x: &Tensor, dim: usize, src: usize, dst: usize| -> Result<Tensor> {
         let cells = (0..dst)
             .map(|i| {
                 let a = i * src / dst;
                 let b = ((i + 1) * src).div_ceil(dst);
-                x.narrow(dim, a, b - a)?.max_keepdim(dim)
+                reduce(x.narrow(dim, a, b - a)?, dim)
             })
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&cells, dim)
     };
     let x = pool_axis(x, 2, src_h, h)?;
     pool_axis(&x, 3, src_w, w)
+}
+
+/// The region a line label encloses, lines included: `scipy.ndimage.binary_fill_holes` of
+/// `label > 0.5` per image of `label` [B, 1, H, W], 1 inside and 0 outside. A non-line pixel
+/// is outside when a 4-connected path of non-line pixels joins it to the border (scipy's default
+/// structure). The trainer computes the same (`train.ops.fill_label`).
+pub fn fill_label(label: &Tensor) -> Result<Tensor> {
+    use imageproc::region_labelling::{connected_components, Connectivity};
+
+    let (b, c, h, w) = label.dims4()?;
+    if c != 1 {
+        candle_core::bail!("fill_label: a one-channel line label is needed, got {c} channels");
+    }
+    let values = label
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
+    let mut filled = Vec::with_capacity(values.len());
+    for lines in values.chunks(h * w) {
+        // Non-line pixels are the foreground of the labelling; lines (0) separate its regions.
+        let open = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Luma([if lines[y as usize * w + x as usize] > 0.5 {
+                0
+            } else {
+                255
+            }])
+        });
+        let regions = connected_components(&open, Connectivity::Four, image::Luma([0u8]));
+        let mut outside = std::collections::HashSet::new();
+        for x in 0..w as u32 {
+            outside.extend([
+                regions.get_pixel(x, 0)[0],
+                regions.get_pixel(x, h as u32 - 1)[0],
+            ]);
+        }
+        for y in 0..h as u32 {
+            outside.extend([
+                regions.get_pixel(0, y)[0],
+                regions.get_pixel(w as u32 - 1, y)[0],
+            ]);
+        }
+        outside.remove(&0); // 0 labels the lines themselves
+        filled.extend(
+            regions
+                .pixels()
+                .map(|p| f32::from(u8::from(!outside.contains(&p[0])))),
+        );
+    }
+    Tensor::from_vec(filled, (b, 1, h, w), label.device())
+}
+
+/// The condition on the latent grid [B, ., h, w]: (`seg_enc`'s input, the label the trunk takes).
+/// The label is `down` of `condition`; with `fill` (a model's `midms.label_fill`), `seg_enc`
+/// also gets the share of each latent cell inside the drawing ([`fill_label`], area-averaged):
+/// its convolutions see a few cells around them, and without it a cell in the middle of a large
+/// closed shape looks like one outside it. The trainer's `train.ops.seg_input`.
+pub fn condition_on_grid(
+    condition: &Tensor,
+    h: usize,
+    w: usize,
+    down: LabelDownsample,
+    fill: bool,
+) -> Result<(Tensor, Tensor)> {
+    let label = down.apply(condition, h, w)?;
+    if !fill {
+        return Ok((label.clone(), label));
+    }
+    let inside = avg_pool_to(&fill_label(condition)?, h, w)?;
+    Ok((Tensor::cat(&[&label, &inside], 1)?, label))
 }
 
 /// How a condition label is brought to the latent grid (`midms.label_downsample` in a model's
@@ -126,6 +219,92 @@ mod tests {
             .collect();
         assert_eq!(rows(&LabelDownsample::Max.apply(&x, 4, 4)?), diag);
         assert_eq!(rows(&LabelDownsample::Nearest.apply(&x, 4, 4)?), diag);
+        Ok(())
+    }
+
+    /// `rows` of text ('#' = line) as a [1, 1, H, W] label.
+    fn label_of(rows: &[&str]) -> Tensor {
+        let v: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| r.chars().map(|c| f32::from(u8::from(c == '#'))))
+            .collect();
+        Tensor::from_vec(v, (1, 1, rows.len(), rows[0].len()), &Device::Cpu).unwrap()
+    }
+
+    /// A closed square and a diamond of diagonal steps are filled (4-connected background, as
+    /// scipy's binary_fill_holes: a diagonal gap between two line pixels does not leak); an open
+    /// arc and a square with a one-pixel gap are not.
+    #[test]
+    fn fill_label_fills_closed_outlines_only() -> Result<()> {
+        let label = label_of(&[
+            "..........", //
+            ".####..#..",
+            ".#..#.#.#.",
+            ".#..#..#..",
+            ".####.....",
+            "..........",
+            ".###..#...",
+            ".#.#.#....",
+            ".#...#....",
+            ".###......",
+        ]);
+        let want = label_of(&[
+            "..........", //
+            ".####..#..",
+            ".####.###.",
+            ".####..#..",
+            ".####.....",
+            "..........",
+            ".###..#...",
+            ".#.#.#....",
+            ".#...#....",
+            ".###......",
+        ]);
+        assert_eq!(rows(&fill_label(&label)?), rows(&want));
+        Ok(())
+    }
+
+    /// seg_enc's input with `label_fill`: [max-pooled line, inside share per cell]; without it
+    /// the line label alone, for both.
+    #[test]
+    fn condition_on_grid_adds_the_inside_share() -> Result<()> {
+        let label = label_of(&["####", "#..#", "#..#", "####"]);
+        let (seg, line) = condition_on_grid(&label, 2, 2, LabelDownsample::Max, true)?;
+        assert_eq!(seg.dims4()?, (1, 2, 2, 2));
+        assert_eq!(rows(&line), vec![vec![1., 1.], vec![1., 1.]]);
+        assert_eq!(
+            rows(&seg.narrow(1, 1, 1)?),
+            vec![vec![1., 1.], vec![1., 1.]]
+        );
+        let open = label_of(&["#...", "#...", "#...", "#..."]);
+        let (seg, _) = condition_on_grid(&open, 2, 2, LabelDownsample::Max, true)?;
+        assert_eq!(
+            rows(&seg.narrow(1, 1, 1)?),
+            vec![vec![0.5, 0.], vec![0.5, 0.]]
+        );
+        let (seg, line) = condition_on_grid(&open, 2, 2, LabelDownsample::Max, false)?;
+        assert_eq!((seg.dims4()?, rows(&seg)), (line.dims4()?, rows(&line)));
+        Ok(())
+    }
+
+    #[test]
+    fn avg_pool_matches_adaptive_cells_when_sizes_do_not_divide() -> Result<()> {
+        let x = Tensor::arange(0f32, 25f32, &Device::Cpu)?.reshape((1, 1, 5, 5))?;
+        // cells of rows/columns 0..3 and 2..5 (floor(i 5 / 2) .. ceil((i + 1) 5 / 2))
+        let y = rows(&avg_pool_to(&x, 2, 2)?);
+        let mean = |r: std::ops::Range<usize>, c: std::ops::Range<usize>| {
+            let n = (r.len() * c.len()) as f32;
+            r.flat_map(|i| c.clone().map(move |j| (i * 5 + j) as f32))
+                .sum::<f32>()
+                / n
+        };
+        let want = vec![
+            vec![mean(0..3, 0..3), mean(0..3, 2..5)],
+            vec![mean(2..5, 0..3), mean(2..5, 2..5)],
+        ];
+        for (a, b) in y.iter().flatten().zip(want.iter().flatten()) {
+            assert!((a - b).abs() < 1e-5, "{y:?} vs {want:?}");
+        }
         Ok(())
     }
 

@@ -499,8 +499,14 @@ impl<'a> Run<'a> {
             (&exemplar.latent, &exemplar.out, &exemplar.matching);
         self.exemplar_latent = Some(ref_latent.clone());
         let (_, _, h, w) = ref_latent.dims4()?;
-        let label_ds = model.config.label_downsample.apply(&condition, h, w)?;
-        let (trg_out, trg_matching) = corr_net.target_features(&label_ds)?;
+        let (seg_in, label_ds) = crate::model::ops::condition_on_grid(
+            &condition,
+            h,
+            w,
+            model.config.label_downsample,
+            model.config.correspondence.label_fill,
+        )?;
+        let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
 
         // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
         // official size they are 67 MB each, and held to the end they added to every later peak.

@@ -85,9 +85,8 @@ impl ConditionFeatures {
     /// `condition`: [1, label_nc, H, W] in [0, 1].
     pub fn new(model: &MidmModel, condition: &Tensor) -> Result<Self> {
         let condition = input(model, condition, model.config.label_nc(), "condition")?;
-        let l = model.config.latent_size();
-        let label_ds = model.config.label_downsample.apply(&condition, l, l)?;
-        let (features, _) = model.correspondence.target_features(&label_ds)?;
+        let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
+        let (features, _) = model.correspondence.target_features(&seg_in, &label_ds)?;
         Ok(Self { features })
     }
 }

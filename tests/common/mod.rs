@@ -92,6 +92,8 @@ pub fn fixture_config() -> MidmConfig {
             ndf: mi["corr_ndf"].as_u64().unwrap() as usize,
             spade_nhidden: mi["spade_nhidden"].as_u64().unwrap() as usize,
             trunk_blocks: 4,
+            // Absent from the authors' sets; a trainer-emitted set of a model v1.1 sets it.
+            label_fill: mi["label_fill"].as_bool().unwrap_or(false),
         },
         // Absent from the authors' sets (nearest); a trainer-emitted set may name it.
         label_downsample: mi["label_downsample"]

@@ -145,3 +145,20 @@ def test_heldout_pairs_take_the_held_out_style(tmp_path):
     assert len(idx) == n and (pb.same[idx] == -1).all()
     b = pb._plain(idx, heldout=True)
     assert (b["ref_idx"] == idx + n).all()
+
+
+def test_fill_label_fills_closed_outlines_only():
+    """ops.fill_label (scipy binary_fill_holes, 4-connected background) on the Rust test's shapes
+    (model::ops::tests::fill_label_fills_closed_outlines_only): a closed square and a diamond of
+    diagonal steps fill, an open arc does not."""
+    import numpy as np
+    import torch
+
+    from train.ops import fill_label
+
+    rows = ["..........", ".####..#..", ".#..#.#.#.", ".#..#..#..", ".####.....", "..........",
+            ".###..#...", ".#.#.#....", ".#...#....", ".###......"]
+    want = ["..........", ".####..#..", ".####.###.", ".####..#..", ".####.....", "..........",
+            ".###..#...", ".#.#.#....", ".#...#....", ".###......"]
+    grid = lambda rs: torch.tensor(np.array([[c == "#" for c in r] for r in rs], np.float32))[None, None]
+    assert torch.equal(fill_label(grid(rows)), grid(want))

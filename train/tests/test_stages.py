@@ -333,3 +333,42 @@ def test_the_training_set_is_encoded_from_uint8_images(tmp_path):
     with torch.no_grad():
         assert torch.allclose(z[:4], m.ae.encode(x), atol=1e-5)
         assert torch.allclose(z[4:], m.ae.encode(x.flip(3)), atol=1e-5)
+
+
+def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_labels(tmp_path):
+    """`seed_run(..., recipe="v1.1")`: every network carries over; seg_enc's weights for the new
+    fill channel start at zero, so the seeded model translates exactly as the export does with
+    max-pooled labels, and the fill channel gets gradients."""
+    import json
+
+    from train.export import export, load_exported
+    from train.tests.test_train_steps import synthetic_batch, tiny_config
+    from train.train import build, seed_run
+
+    run, out, seeded = tmp_path / "a", tmp_path / "out", tmp_path / "seeded"
+    run.mkdir()
+    a = tiny_model()
+    torch.save(a.state_dict(), run / "midm_e2e.pt")
+    json.dump(tiny_config(), open(run / "config.json", "w"))
+    export(str(run), str(out))
+    cfg = seed_run(str(seeded), str(out), recipe="v1.1")
+    assert cfg["midms"]["label_fill"] and cfg["midms"]["label_downsample"] == "max"
+    _, m = build(str(seeded))
+    load_prev(m, str(seeded), "e2e")
+    m.eval()
+    assert m.seg_enc.layer1[0].weight_orig.shape[1] == 2
+    v1, _ = load_exported(str(out))
+    v1.label_downsample = "max"
+    b = synthetic_batch(2, 32)
+    args = (b["edge"], b["ref"], b["ref_edge"])
+    want, _ = v1.translate(*args, generator=torch.Generator().manual_seed(0))
+    got, _ = m.translate(*args, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    m.train()
+    from train.ops import correlation, feature_normalize, seg_input
+
+    seg_in, label = seg_input(b["edge"], (8, 8), "max", True)
+    assert seg_in.shape[1] == 2 and seg_in[:, 1].sum() > 0
+    f = feature_normalize(m.theta(m.layer(torch.cat([m.seg_enc(seg_in), label], 1))))
+    correlation(f, f).sum().backward()
+    assert m.seg_enc.layer1[0].weight_orig.grad[:, 1].abs().sum() > 0
