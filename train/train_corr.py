@@ -175,11 +175,14 @@ def train_corr(model, a, stage, train, val, warm_stage):
     model.ae.requires_grad_(False)
     unet = model.diff_model.model.diffusion_model
     lr = a.lr or 1e-4
-    seg = [p for n, p in model.named_parameters() if n.startswith("seg_enc.")]
-    rest = [p for p in corr_parameters(model) if all(p is not q for q in seg)]
-    # --seg-lr: seg_enc's own rate (a v1.1 run seeded from v1 starts its fill weights at zero)
-    opt = torch.optim.Adam([{"params": rest, "lr": lr}, {"params": seg, "lr": getattr(a, "seg_lr", None) or lr},
-                            {"params": list(unet.parameters()), "lr": a.unet_lr}], betas=(0.5, 0.999))
+    groups = [{"params": corr_parameters(model), "lr": lr}]
+    if getattr(a, "seg_lr", None):
+        # seg_enc at its own rate (a v1.1 run seeded from v1 starts its fill weights at zero); a
+        # group of its own only then, so that runs without it resume their optimiser state
+        seg = [p for n, p in model.named_parameters() if n.startswith("seg_enc.")]
+        groups = [{"params": [p for p in groups[0]["params"] if all(p is not q for q in seg)], "lr": lr},
+                  {"params": seg, "lr": a.seg_lr}]
+    opt = torch.optim.Adam(groups + [{"params": list(unet.parameters()), "lr": a.unet_lr}], betas=(0.5, 0.999))
     step, elapsed = stage.resume(model, opt)
     logged = ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["phase"] + logged + ["val_score"])
