@@ -25,38 +25,42 @@ pub fn interpolate_nearest(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
 /// Max-pooling of `x` [B, C, H, W] down to [B, C, h, w]: `F.max_pool2d(x, H / h)` when the sizes
 /// divide, else `F.adaptive_max_pool2d(x, (h, w))` (cell i spans floor(i H / h) .. ceil((i + 1) H / h)).
 pub fn max_pool_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-    let (_, _, src_h, src_w) = x.dims4()?;
-    if (src_h, src_w) == (h, w) {
-        return Ok(x.clone());
-    }
-    if src_h.is_multiple_of(h) && src_w.is_multiple_of(w) {
-        return x.max_pool2d((src_h / h, src_w / w));
-    }
-    adaptive_pool(x, h, w, |cell, dim| cell.max_keepdim(dim))
+    pool_to(x, h, w, Pool::Max)
 }
 
 /// Average pooling of `x` [B, C, H, W] down to [B, C, h, w]: `F.avg_pool2d(x, H / h)` when the
 /// sizes divide, else `F.adaptive_avg_pool2d(x, (h, w))`.
 pub fn avg_pool_to(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    pool_to(x, h, w, Pool::Mean)
+}
+
+#[derive(Clone, Copy)]
+enum Pool {
+    Max,
+    Mean,
+}
+
+fn pool_to(x: &Tensor, h: usize, w: usize, pool: Pool) -> Result<Tensor> {
     let (_, _, src_h, src_w) = x.dims4()?;
     if (src_h, src_w) == (h, w) {
         return Ok(x.clone());
     }
-    if src_h.is_multiple_of(h) && src_w.is_multiple_of(w) {
-        return x.avg_pool2d((src_h / h, src_w / w));
+    let kernel = (src_h / h, src_w / w);
+    match pool {
+        _ if !(src_h.is_multiple_of(h) && src_w.is_multiple_of(w)) => adaptive_pool(x, h, w, pool),
+        Pool::Max => x.max_pool2d(kernel),
+        Pool::Mean => x.avg_pool2d(kernel),
     }
-    adaptive_pool(x, h, w, |cell, dim| cell.mean_keepdim(dim))
 }
 
 /// PyTorch's adaptive pooling cells (cell i spans floor(i H / h) .. ceil((i + 1) H / h)). They are
 /// rectangles, so a max or a mean separates into one pass per axis.
-fn adaptive_pool(
-    x: &Tensor,
-    h: usize,
-    w: usize,
-    reduce: impl Fn(Tensor, usize) -> Result<Tensor>,
-) -> Result<Tensor> {
+fn adaptive_pool(x: &Tensor, h: usize, w: usize, pool: Pool) -> Result<Tensor> {
     let (_, _, src_h, src_w) = x.dims4()?;
+    let reduce = |cell: Tensor, dim: usize| match pool {
+        Pool::Max => cell.max_keepdim(dim),
+        Pool::Mean => cell.mean_keepdim(dim),
+    };
     let pool_axis = |x: &Tensor, dim: usize, src: usize, dst: usize| -> Result<Tensor> {
         let cells = (0..dst)
             .map(|i| {
