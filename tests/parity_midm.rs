@@ -153,7 +153,9 @@ fn parity_correspondence_features() {
         max_abs_diff(&label_ds, &get(&trace, "corr.cond_label_ds")),
         0.0
     );
-    if let Some(want) = trace.get("corr.cond_seg_in") {
+    // A model with `label_fill` records seg_enc's two-channel input too.
+    let seg_in = trace.get("corr.cond_seg_in");
+    if let Some(want) = seg_in {
         // the filled drawing (flood fill against scipy's binary_fill_holes) area-averaged: exact
         // on the fixture's cells of 4x4 pixels (sums of sixteen 0/1 values over 16)
         let (seg_in, _) =
@@ -175,16 +177,14 @@ fn parity_correspondence_features() {
     if let Some(want) = trace.get("corr.seg_enc.layer1") {
         assert_close(
             "corr.seg_enc.layer1",
-            &net.seg_enc
-                .layer1_out(trace.get("corr.cond_seg_in").unwrap_or(&label_ds))
-                .unwrap(),
+            &net.seg_enc.layer1_out(seg_in.unwrap_or(&label_ds)).unwrap(),
             want,
             1e-4,
         );
     }
-    // A model with `label_fill` records seg_enc's two-channel input too.
-    let seg_in = trace.get("corr.cond_seg_in").unwrap_or(&label_ds);
-    let (trg_out, trg_matching) = net.target_features(seg_in, &label_ds).unwrap();
+    let (trg_out, trg_matching) = net
+        .target_features(seg_in.unwrap_or(&label_ds), &label_ds)
+        .unwrap();
     assert_close(
         "corr.trg_matching_feats",
         &trg_matching,

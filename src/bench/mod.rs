@@ -266,13 +266,7 @@ pub fn bench_model_batch(
 
     let latent = ae.encode(&exemplar)?;
     let (_, _, h, w) = latent.dims4()?;
-    let (seg_in, label_ds) = crate::model::ops::condition_on_grid(
-        &condition,
-        h,
-        w,
-        cfg.label_downsample,
-        cfg.correspondence.label_fill,
-    )?;
+    let (seg_in, label_ds) = cfg.condition_on_grid(&condition)?;
     let ref_label_ds = cfg.label_downsample.apply(&exemplar_label, h, w)?;
     let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
     let (ref_out, _) = corr_net.reference_features(&latent, &ref_label_ds)?;

@@ -499,13 +499,7 @@ impl<'a> Run<'a> {
             (&exemplar.latent, &exemplar.out, &exemplar.matching);
         self.exemplar_latent = Some(ref_latent.clone());
         let (_, _, h, w) = ref_latent.dims4()?;
-        let (seg_in, label_ds) = crate::model::ops::condition_on_grid(
-            &condition,
-            h,
-            w,
-            model.config.label_downsample,
-            model.config.correspondence.label_fill,
-        )?;
+        let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
         let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
 
         // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
