@@ -7,7 +7,7 @@
 # instead of training from scratch. PACKS=DIR in the environment adds the iconify-json tarballs in DIR
 # as more styles (train.data --packs; `npm pack @iconify-json/fluent-emoji-flat` etc.; twemoji in DIR
 # is held out). RECIPE=v2 trains model v2 (train.pairs, config.RECIPE_V2): from an EXPORT of model v1
-# it keeps the autoencoder, UNet and decoder and trains new correspondence networks. VGG=FILE (the
+# or v1.1 it keeps the autoencoder, UNet and decoder and trains new correspondence networks. VGG=FILE (the
 # output of `python -m train.vgg`, carried) puts its perceptual and contextual losses on VGG16
 # features. AMP=bf16 trains under bf16 autocast (not yet run on a GPU). DTYPE=f16 exports float16 weights. With RECIPE=v2 the export is then scored on the
 # hand-drawn set (train.drawn_eval, seed 0) into $OUT.
@@ -26,10 +26,16 @@ left() { echo $((budget - ($(date +%s) - start))); }
 
 # SITE=DIR: carried pure-Python or abi3 packages (resvg_py) the machine lacks
 [ -n "${SITE:-}" ] && export PYTHONPATH="$(cd "$SITE" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, skimage, fontTools, safetensors, yaml, tqdm${PACKS:+, resvg_py}; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 >"$runs/gpu-util.csv" 2>&1 &
-smi=$!
+# DEVICE=cpu: the same script as a dry run on the CPU (a short budget), so that no GPU minute is
+# spent on a bug in it
+device=${DEVICE:-cuda}
+smi=
+if [ "$device" = cuda ]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 >"$runs/gpu-util.csv" 2>&1 &
+    smi=$!
+fi
+python3 -c "import torch, skimage, fontTools, safetensors, yaml, tqdm${PACKS:+, resvg_py}; print('torch', torch.__version__, torch.cuda.get_device_name() if '$device' == 'cuda' else 'cpu')" || exit 1
 
 python3 -m train.data --out "$data" --size 128 --font "$font" ${PACKS:+--packs "$PACKS"} || exit 1
 echo "data built at +$(( $(date +%s) - start )) s"
@@ -38,11 +44,11 @@ pack_s=25
 [ "${RECIPE:-v1}" = v2 ] && pack_s=120  # and the hand-drawn evaluation
 minutes=$(python3 -c "print(($(left) - $pack_s) / 60)")
 echo "pipeline: $minutes min"
-python3 -m train.pipeline --run "$runs/gpu128" --data "$data" --size 128 --device cuda --minutes "$minutes" \
+python3 -m train.pipeline --run "$runs/gpu128" --data "$data" --size 128 --device "$device" --minutes "$minutes" \
     ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" ${VGG:+--vgg "$VGG"} --amp "${AMP:-f32}" --shares 0.28 0.55 0.92 \
     >"$runs/gpu128.log" 2>&1
 echo "gpu128 pipeline exit $?"
-kill $smi 2>/dev/null
+[ -n "$smi" ] && kill $smi 2>/dev/null
 
 # A run that stopped early still exports its latest finished stage.
 python3 -m train.export --run "$runs/gpu128" --out "$runs/gpu128/export" --dtype "${DTYPE:-f32}"

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+from .config import recipe_of
 from .train import run_config, seed_run
 
 # Batch sizes per device; the CPU ones are train.train's defaults.
@@ -107,13 +108,14 @@ def main():
     end = time.time() + a.minutes * 60
     fresh_corr = False
     if a.init_from:
-        # size, codebook and width are the export's; a v1 export with --recipe v2 keeps its
+        # size, codebook and width are the export's; a v1 or v1.1 export with --recipe v2 keeps its
         # autoencoder, UNet and decoder and gets new correspondence networks
         import yaml
 
-        was_v2 = yaml.safe_load(open(os.path.join(a.init_from, "config.yaml")))["midms"].get("label_downsample") == "max"
+        was_v2 = recipe_of(yaml.safe_load(open(os.path.join(a.init_from, "config.yaml")))) == "v2"
         cfg = seed_run(a.run, a.init_from, a.recipe)
         fresh_corr = a.recipe == "v2" and not was_v2
+        # the stages' pairs and flags: train.pairs for max-pooled conditions (v1.1 and v2)
         a.recipe = "v2" if cfg["midms"].get("label_downsample") == "max" else "v1"
     else:
         run_config(a.run, a.unet_channels, a.size, a.n_embed, a.recipe)

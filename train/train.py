@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, autocast, randint, randn, save_grid,
                      setup_device, to_pm1)
-from .config import CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config
+from .config import (CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config,
+                     recipe_of)
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG
 from .midm import MIDM
@@ -63,11 +64,6 @@ def run_config(run_dir, unet_channels=None, size=None, n_embed=None, recipe=None
     return cfg
 
 
-def recipe_of(cfg):
-    m = cfg["midms"]
-    return "v1.1" if m.get("label_fill") else "v2" if m.get("label_downsample") == "max" else "v1"
-
-
 def build(run_dir, unet_channels=None, size=None, n_embed=None, recipe=None):
     """The run folder's config (see `run_config`) and a model built from it."""
     cfg = run_config(run_dir, unet_channels, size, n_embed, recipe)
@@ -81,7 +77,7 @@ def seed_run(run_dir, export_dir, recipe=None):
     """A new run folder that continues an exported model (`train.export`'s safetensors and config):
     its config.json comes from the export's config.yaml and every stage starts from the exported
     weights (`init.pt`) instead of a fresh initialisation. The autoencoder stays as exported.
-    `recipe="v2"` on a v1 export keeps its autoencoder, UNet and decoder and starts the (wider)
+    `recipe="v2"` on a v1 or v1.1 export keeps its autoencoder, UNet and decoder and starts the (wider)
     correspondence networks afresh, for the warm-up to train. `recipe="v1.1"` keeps every network;
     seg_enc's weights for the new fill channel start at zero, so the seeded model computes what the
     export does on the same (max-pooled) line label."""
@@ -93,7 +89,7 @@ def seed_run(run_dir, export_dir, recipe=None):
     cfg = yaml.safe_load(open(os.path.join(export_dir, "config.yaml")))
     sd = load_file(os.path.join(export_dir, "model.safetensors"))
     MIDM(cfg, **corr_kwargs(cfg)).load_state_dict(sd)  # refuses an export that does not fit its config
-    if recipe == "v2" and cfg["midms"].get("label_downsample") != "max":
+    if recipe == "v2" and recipe_of(cfg) != "v2":
         apply_recipe(cfg, "v2")
         sd = {k: v for k, v in sd.items() if not k.startswith(CORR_PREFIXES)}
     elif recipe == "v1.1" and not cfg["midms"].get("label_fill"):

@@ -1,5 +1,6 @@
 """Stage bookkeeping: resuming keeps the command line's learning rates; the unet stage takes only the
 autoencoder from the previous stage, so a run may choose another UNet width."""
+import pytest
 import torch
 
 from train.common import Stage
@@ -241,27 +242,33 @@ def test_f16_export_loads_and_keeps_the_schedule_in_f32(tmp_path):
         assert got.dtype == v.dtype and torch.allclose(got, v, rtol=1e-3, atol=1e-4), k
 
 
-def test_a_v1_export_seeds_a_v2_run_with_new_correspondence_networks(tmp_path):
+@pytest.mark.parametrize("shipped", ["v1", "v1.1"])
+def test_a_v1_or_v1_1_export_seeds_a_v2_run_with_new_correspondence_networks(tmp_path, shipped):
     """`train.pipeline --init-from weights --recipe v2`: autoencoder, UNet and decoder carry over,
-    the wider correspondence networks start fresh, and e2e waits for their warm-up."""
+    the wider correspondence networks start fresh, and e2e waits for their warm-up. Model v1.1
+    already has v2's max-pooled, filled conditions; its narrow networks must not carry over."""
     import json
 
-    from train.config import CORR_PREFIXES
+    from train.config import CORR_PREFIXES, apply_recipe, corr_kwargs, recipe_of
     from train.export import export
+    from train.midm import MIDM
     from train.tests.test_train_steps import tiny_config, tiny_v2_model
     from train.train import seed_run
 
     run, out, seeded = tmp_path / "a", tmp_path / "out", tmp_path / "seeded"
     run.mkdir()
-    a = tiny_model()
+    cfg = apply_recipe(tiny_config(), shipped)
+    assert recipe_of(cfg) == shipped
+    torch.manual_seed(0)
+    a = MIDM(cfg, **corr_kwargs(cfg))
     with torch.no_grad():
         for p in a.parameters():
             p.add_(0.125)
     torch.save(a.state_dict(), run / "midm_e2e.pt")
-    json.dump(tiny_config(), open(run / "config.json", "w"))
+    json.dump(cfg, open(run / "config.json", "w"))
     export(str(run), str(out))
     cfg = seed_run(str(seeded), str(out), recipe="v2")
-    assert cfg["midms"]["label_downsample"] == "max" and cfg["midms"]["N_CH"] == 64
+    assert recipe_of(cfg) == "v2" and cfg["midms"]["N_CH"] == 64 and cfg["midms"]["label_fill"]
     warm = tiny_v2_model()
     fresh = {k: v.clone() for k, v in warm.state_dict().items()}
     load_prev(warm, str(seeded), "warmup")
