@@ -450,6 +450,9 @@ def main():
     ap.add_argument("--w-style", type=float, default=None,
                     help="e2e: weight of L_style (default: the paper's, or under --features vgg "
                          "W_STYLE_VGG; see train/losses.py)")
+    ap.add_argument("--w-colour", type=float, default=0.0,
+                    help="warmup/e2e: weight of the a*b* colour-histogram term between translation and target "
+                         "(train/losses.py colour_loss; 0 = off, as in the paper)")
     ap.add_argument("--features", choices=["ae", "vgg"], default="ae",
                     help="warmup/e2e: features of L_perc and L_style: the autoencoder's (default) or "
                          "VGG16's from --vgg (train/vgg.py)")

@@ -37,7 +37,7 @@ def one_step(diff, sched, x0, s, param, g):
 
 
 def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE, vgg=None,
-                  warm_iter=0.0):
+                  warm_iter=0.0, w_colour=0.0):
     """One training step's losses. `iter_align` > 0 adds an L_dom-like term (not in the paper)
     that keeps F_Y^iter's features of the target latent aligned with F_Y's: without it, a
     an early (2026-11-26) end-to-end run ended with every re-matching cosine negative, which the clamped
@@ -45,7 +45,8 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     L_perc and L_style (default: the paper's; losses.py says why the shipped model changes them).
     `vgg`: a frozen `vgg.VGGFeatures` for L_perc and L_style (`--features vgg`); None: the
     autoencoder's features, as before. L_src keeps the autoencoder's features either way.
-    `warm_iter` > 0 trains F_Y^iter in the warm-up too (weight of its alignment term)."""
+    `warm_iter` > 0 trains F_Y^iter in the warm-up too (weight of its alignment term). `w_colour` > 0
+    adds losses.colour_loss between the translation and the target (not in the paper)."""
     diff = model.diff_model
     ae = model.ae
     src, ref = batch["image"], batch["ref"]
@@ -132,6 +133,9 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     if not warm:
         l_style = L.style_loss(f_wref, f_ref) if vgg is None else L.vgg_style_loss(v_wref, v_ref)
         total = total + w_style * l_style
+    if w_colour > 0:
+        out["colour"] = L.colour_loss(warped_ref, src)
+        total = total + w_colour * out["colour"]
     out.update({"loss": total, "dom": l_dom, "cycle": l_cycle, "src": l_src, "perc": l_perc, "style": l_style,
                 "diff": l_diff, "iter_align": l_iter, "warped_ref": warped_ref, "warped_src": warped_src})
     return out
@@ -185,6 +189,8 @@ def train_corr(model, a, stage, train, val, warm_stage):
     opt = torch.optim.Adam(groups + [{"params": list(unet.parameters()), "lr": a.unet_lr}], betas=(0.5, 0.999))
     step, elapsed = stage.resume(model, opt)
     logged = ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]
+    if getattr(a, "w_colour", 0.0) > 0:
+        logged.append("colour")
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["phase"] + logged + ["val_score"])
     clock = Clock(elapsed, a.minutes)
     g = torch.Generator().manual_seed(2000 + step + 7919 * Dist.rank)
@@ -211,7 +217,8 @@ def train_corr(model, a, stage, train, val, warm_stage):
             unet.eval()
         b = next_batch()
         with autocast(a):
-            o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style, vgg, getattr(a, "warm_iter", 0.0))
+            o = forward_train(model, b, warm, g, a.iter_align, a.w_perc, a.w_style, vgg, getattr(a, "warm_iter", 0.0),
+                              getattr(a, "w_colour", 0.0))
         opt.zero_grad()
         o["loss"].backward()
         Dist.average_grads(opt)

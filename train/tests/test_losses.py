@@ -77,3 +77,35 @@ def test_shape_iou_by_hand():
     assert abs(shape_iou(a, b) - 1 / 4) < 1e-9
     assert shape_iou(a, a) == 1.0
     assert shape_iou(white, white) == 1.0
+
+
+def test_colour_loss_is_the_hand_drawn_colour_measure_made_differentiable():
+    """rgb_to_ab equals skimage's rgb2lab; the loss is 0 for the target's colours, 1 for a colour in
+    no shared bin, follows drawn_eval's (hard-binned) measure in between, and has gradients."""
+    import numpy as np
+    from skimage.color import rgb2lab
+
+    from train.drawn_eval import colour_intersection
+    from train.losses import colour_loss, rgb_to_ab
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    want = rgb2lab(((x + 1) / 2).permute(0, 2, 3, 1).numpy())[..., 1:]
+    assert np.abs(rgb_to_ab(x).permute(0, 2, 3, 1).numpy() - want).max() < 1e-3
+
+    def square(rgb):
+        a = np.full((64, 64, 3), 255, np.uint8)
+        a[16:48, 16:48] = rgb
+        return a
+
+    pm1 = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
+    red, green = square((221, 46, 68)), square((80, 160, 60))
+    half = red.copy()
+    half[16:32, 16:48] = (80, 160, 60)  # half the drawing in the exemplar's red
+    assert colour_loss(pm1(red), pm1(red)).item() < 1e-4
+    assert colour_loss(pm1(green), pm1(red)).item() > 0.99
+    mid = colour_loss(pm1(half), pm1(red)).item()
+    assert abs((1 - mid) - colour_intersection(half, red)) < 0.1, (mid, colour_intersection(half, red))
+    out = pm1(half).requires_grad_(True)
+    colour_loss(out, pm1(red)).backward()
+    assert out.grad[0, :, 16:32, 16:48].abs().sum() > 0  # the green half is pushed
+    assert out.grad[0, :, :8, :8].abs().sum() == 0  # the white background is not part of it
