@@ -49,16 +49,19 @@ def fill_label(label):
     return torch.from_numpy(filled)[:, None].to(label.device, label.dtype)
 
 
-def seg_input(label, hw, mode="nearest", fill=False):
+def seg_input(label, hw, mode="nearest", fill=False, filled=None):
     """(seg_enc's input, the label the `layer` trunk takes) on the latent grid. `fill` (our models'
     `midms.label_fill: true`, not in the authors' code) adds a channel to seg_enc's input: the share
     of each latent cell inside the drawing (`fill_label`, area-averaged). Convolutions over a
     32x32 grid see a few cells around them; without it a cell in the middle of a large closed
-    shape looks like one outside it, and the warp leaves the inside white."""
+    shape looks like one outside it, and the warp leaves the inside white. `filled`: `fill_label(label)`
+    made beforehand (train.pairs makes it with the batch, in its worker processes: the fill runs on
+    the host, and here it would cost a device round trip every training step)."""
     line = downsample_label(label, hw, mode)
     if not fill:
         return line, line
-    return torch.cat([line, F.adaptive_avg_pool2d(fill_label(label), hw)], 1), line
+    filled = fill_label(label) if filled is None else filled.to(line.dtype)
+    return torch.cat([line, F.adaptive_avg_pool2d(filled, hw)], 1), line
 
 
 @full_precision

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as emoji_data
+from .ops import fill_label
 
 P_SELF, P_STYLE = 0.3, 0.5  # the rest: neighbours
 P_HUE = 0.5
@@ -267,8 +268,8 @@ class PairBatches:
             bg = background(len(k), s, g, behind)
             comp = (ref[k] + (1 - ref_alpha[k]) * (bg - 1)).clamp(-1, 1)  # on white -> on bg
             ref[k] = photo_jitter(comp, g)
-        return {"image": img, "edge": edge, "ref": ref, "ref_edge": canny_label(ref), "idx": i, "ref_idx": j,
-                "mode": mode, "background": bg_on}
+        return {"image": img, "edge": edge, "fill": fill_label(edge), "ref": ref, "ref_edge": canny_label(ref),
+                "idx": i, "ref_idx": j, "mode": mode, "background": bg_on}
 
     def heldout_indices(self):
         """Glyphs of this split whose emoji the held-out style (Twemoji) also draws."""
@@ -284,8 +285,9 @@ class PairBatches:
         j = torch.where(st >= 0, st, self.cand[i, k])
         img = self.images[i].float() / 127.5 - 1
         ref = self.images[j].float() / 127.5 - 1
-        return {"image": img, "edge": val_condition(self.sketch[i].float(), self.size), "ref": ref,
-                "ref_edge": canny_label(ref), "idx": i, "ref_idx": j}
+        edge = val_condition(self.sketch[i].float(), self.size)
+        return {"image": img, "edge": edge, "fill": fill_label(edge), "ref": ref, "ref_edge": canny_label(ref),
+                "idx": i, "ref_idx": j}
 
 
 class _Stream(torch.utils.data.IterableDataset):

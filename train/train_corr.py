@@ -55,7 +55,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
         src_feats = ae.encode(src)
         ref_feats = ae.encode(ref)
     hw = src_feats.shape[2:]
-    seg_in, label_ds = seg_input(label, hw, model.label_downsample, model.label_fill)
+    seg_in, label_ds = seg_input(label, hw, model.label_downsample, model.label_fill, batch.get("fill"))
     ref_label_ds = downsample_label(ref_label, hw, model.label_downsample)
     trg_m = model.seg_enc(seg_in)
     src_m = model.real_enc(src_feats)

@@ -162,3 +162,17 @@ def test_fill_label_fills_closed_outlines_only():
             ".###..#...", ".#.#.#....", ".#...#....", ".###......"]
     grid = lambda rs: torch.tensor(np.array([[c == "#" for c in r] for r in rs], np.float32))[None, None]
     assert torch.equal(fill_label(grid(rows)), grid(want))
+
+
+def test_batches_carry_the_filled_drawing_that_seg_input_would_make(tmp_path):
+    """train.pairs makes `fill` with each batch (in its worker processes), so the training step
+    does not fill on the host; seg_enc's input is the same either way."""
+    from train.ops import fill_label, seg_input
+
+    d, _ = fake_set(tmp_path)
+    pb = pairs.PairBatches(d, "train", size=32, seed=2)
+    for b in (pb.batch(6), pb.batch(6, augment=False)):
+        assert torch.equal(b["fill"], fill_label(b["edge"]))
+        made, _ = seg_input(b["edge"], (8, 8), "max", True)
+        given, _ = seg_input(b["edge"], (8, 8), "max", True, b["fill"])
+        assert torch.equal(given, made)
