@@ -60,6 +60,7 @@ DEFAULT = {
 # State-dict prefixes of the correspondence networks (F_X, F_Y, F_Y^iter and the matching trunk).
 CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
 UNET_PREFIX = "diff_model.model.diffusion_model."
+AE_PREFIX = "diff_model.first_stage_model."
 
 
 def default_config(size=64):

@@ -180,3 +180,10 @@ def colour_loss(out, target, size=64):
             masks.append(torch.where(few, torch.ones_like(m), m))
     h_out, h_trg = soft_ab_hist(ab_out, masks[0]), soft_ab_hist(ab_trg, masks[1])
     return 1 - torch.minimum(h_out, h_trg).sum((1, 2)).mean()
+
+
+def ab_distance(x, y, patch=4):
+    """Mean CIELAB a*b* distance / 128 between the `patch` x `patch` means of two [B, 3, H, W] images
+    in [-1, 1] (`train.train ae --w-ab`): colour at the scale of one latent cell, so that a hue shift
+    costs what a person sees (RGB L1 charges a green turned brown little more than a slight blur)."""
+    return (rgb_to_ab(F.avg_pool2d(x, patch)) - rgb_to_ab(F.avg_pool2d(y, patch))).norm(dim=1).mean() / 128

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, autocast, randint, randn, save_grid,
                      setup_device, to_pm1)
-from .config import (CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config,
+from .config import (AE_PREFIX, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config,
                      recipe_of)
 from .evaluate import laplacian_pyramid
-from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG
+from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG, ab_distance
 from .midm import MIDM
 
 PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"}
@@ -115,18 +115,22 @@ def zero_padded(sd, like):
     return out
 
 
-def load_prev(model, run_dir, stage):
+def load_prev(model, run_dir, stage, anchor=0.0):
     """Starts `stage` from what the run has: the previous stage's result, or in a run seeded from an
-    export (`init.pt`) the exported weights."""
+    export (`init.pt`) the exported weights (with the autoencoder of an anchored ae stage, when the
+    run has one)."""
     path = lambda n: os.path.join(run_dir, f"midm_{n}.pt")
     load = lambda p: torch.load(p, map_location="cpu")
     init = os.path.join(run_dir, INIT)
     seeded = os.path.exists(init)
     if seeded:
-        if stage == "ae":
+        if stage == "ae" and anchor <= 0:
             raise SystemExit(f"{run_dir} continues an exported model: its autoencoder stays frozen "
-                             "(retraining it would invalidate the latents of the UNet and the matching)")
+                             "(retraining it would invalidate the latents of the UNet and the matching), "
+                             "unless --anchor keeps its latents close to the exported encoder's")
         sd = load(init)
+        if stage != "ae" and os.path.exists(path("ae")):
+            sd.update({k: v for k, v in load(path("ae")).items() if k.startswith(AE_PREFIX)})
     else:
         p = PREV[stage]
         if p is None:
@@ -162,10 +166,26 @@ def load_prev(model, run_dir, stage):
 
 # ---------------------------------------------------------------------------------------------
 # Stage 1: VQ autoencoder
-def ae_losses(ae, x):
-    rec, qloss, idx = ae(x)
+def ae_losses(ae, x, anchor_enc=None, anchor=0.0, w_ab=0.0):
+    """L1 + VQ loss; with `anchor_enc` (a frozen copy of the exported encoder) also `anchor` x the
+    MSE between the latents and that encoder's, so that a fine-tuned autoencoder keeps the latent
+    space the UNet and the matching networks were trained in. `w_ab` weighs the mean CIELAB a*b*
+    distance (/ 128) of 4x4-pixel means: RGB L1 lets a brown stand in for a green at a small cost
+    (model v1's autoencoder turns Twemoji's green tree brown and its red heart orange)."""
+    z = ae.encode(x)
+    zq, qloss, idx = ae.quantize(z)
+    rec = ae.decode_noquant(zq)
     l1 = (rec - x).abs().mean()
-    return {"loss": l1 + qloss, "l1": l1, "qloss": qloss}, rec, idx
+    out = {"loss": l1 + qloss, "l1": l1, "qloss": qloss}
+    if w_ab > 0:
+        out["ab"] = ab_distance(rec, x)
+        out["loss"] = out["loss"] + w_ab * out["ab"]
+    if anchor_enc is not None:
+        with torch.no_grad():
+            z0 = anchor_enc(x)
+        out["anchor"] = F.mse_loss(z, z0)
+        out["loss"] = out["loss"] + anchor * out["anchor"]
+    return out, rec, idx
 
 
 @torch.no_grad()
@@ -198,9 +218,20 @@ def train_ae(model, a, stage, train, val):
     ae = model.ae
     opt = torch.optim.Adam(ae.parameters(), lr=a.lr or 3e-4, betas=(0.5, 0.9))
     step, elapsed = stage.resume(model, opt)
-    log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "qloss", "codes_used", "val_l1"])
+    log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "qloss", "anchor", "ab", "codes_used", "val_l1"])
     clock = Clock(elapsed, a.minutes)
     g = torch.Generator().manual_seed(step + 7919 * Dist.rank)
+    anchor_enc = None
+    if a.anchor > 0:
+        # The exported encoder (init.pt; a resumed stage has loaded its own fine-tuned weights instead).
+        import copy
+
+        init = {k[len(AE_PREFIX):]: v for k, v in torch.load(os.path.join(a.run, INIT), map_location="cpu").items()
+                if k.startswith(AE_PREFIX)}
+        ref = copy.deepcopy(ae).cpu()
+        ref.load_state_dict(init)
+        ref.requires_grad_(False)
+        anchor_enc = ref.to(a.device).eval().encode
     usage = torch.zeros(ae.quantize.embedding.num_embeddings, device=a.device)
     vb = val.batch(16, augment=False, indices=val.idx[:16], exemplar_k=torch.zeros(16, dtype=torch.long))
     ae.train()
@@ -208,11 +239,19 @@ def train_ae(model, a, stage, train, val):
     while step < a.steps and not clock.out_of_time():
         b = train.batch(a.batch)
         x = torch.cat([b["image"], b["ref"]])[: a.batch]
+        if a.hue > 0:
+            # Every hue as often as any other: model v1's autoencoder, trained on Noto alone, had
+            # no latent direction for green (Twemoji's green tree came back brown).
+            from .pairs import apply_colour, hue_rotation
+
+            turn = torch.rand(len(x), generator=g) < a.hue
+            x = apply_colour(x, hue_rotation(torch.where(turn, (torch.rand(len(x), generator=g) * 2 - 1) * torch.pi,
+                                                          torch.zeros(len(x)))).to(x.device))
         if a.crop:
             # The autoencoder is convolutional: random crops make a step ~4x cheaper on CPU.
             oy, ox = torch.randint(0, x.shape[-1] - a.crop + 1, (2,), generator=g).tolist()
             x = x[..., oy:oy + a.crop, ox:ox + a.crop]
-        losses, rec, idx = ae_losses(ae, x)
+        losses, rec, idx = ae_losses(ae, x, anchor_enc, a.anchor, a.w_ab)
         opt.zero_grad()
         losses["loss"].backward()
         Dist.average_grads(opt)
@@ -232,7 +271,9 @@ def train_ae(model, a, stage, train, val):
                 vl = ae_losses(ae, vb["image"])[0]["l1"].item()
                 ae.train()
             log.log(step, clock.elapsed(), loss=losses["loss"].item(), l1=losses["l1"].item(),
-                    qloss=losses["qloss"].item(), codes_used=used, val_l1=vl)
+                    qloss=losses["qloss"].item(), anchor=losses["anchor"].item() if anchor_enc else 0.0,
+                    ab=losses["ab"].item() if a.w_ab > 0 else 0.0,
+                    codes_used=used, val_l1=vl)
             pbar.set_postfix(l1=f"{losses['l1'].item():.4f}", val=f"{vl:.4f}", codes=used)
         if step % 500 == 0 or step == a.steps:
             with torch.no_grad():
@@ -243,9 +284,10 @@ def train_ae(model, a, stage, train, val):
     stage.save(model, opt, step, clock.elapsed())
     if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
         ae.eval()
-        xs = train.batch(256, augment=False)["image"]
-        s = normalize_latent_scale(ae, xs)
-        print(f"latent scale factor folded into quant_conv/codebook/post_quant_conv: {s:.4f}")
+        if anchor_enc is None:  # an anchored fine-tune keeps the exported latents' scale
+            xs = train.batch(256, augment=False)["image"]
+            s = normalize_latent_scale(ae, xs)
+            print(f"latent scale factor folded into quant_conv/codebook/post_quant_conv: {s:.4f}")
         stage.finish(model)
         print(f"ae done: {step} steps, {clock.elapsed() / 60:.1f} min")
 
@@ -284,14 +326,30 @@ def train_decoder(model, a, stage, train, val):
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "lap", "val_l1", "val_lap"])
     clock = Clock(elapsed, a.minutes)
     ae.eval()  # no dropout or batch statistics in the decoder; eval keeps the frozen parts exact
-    imgs, zqs = encode_training_set(ae, train, quantize=True)
+    # On a GPU the whole set is encoded once. On the CPU a run sees fewer images than the set holds
+    # (30 min at batch 8: ~3,000 steps, 24,000 images, against 19,524 images and mirrors), and encoding
+    # all of them took over 15 min on 2 cores (half of it the kernel zeroing pages for batches of
+    # 256): there each batch is encoded when drawn.
+    once = torch.device(a.device).type != "cpu"
+    if once:
+        imgs, zqs = encode_training_set(ae, train, quantize=True)
+    else:
+        imgs = train.images[train.idx]
     with torch.no_grad():
         vb = val.pixels(val.idx[:64])
         vzq = ae.quantize(ae.encode(vb))[0]
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="decoder", disable=not Dist.main())
     while step < a.steps and not clock.out_of_time():
         i = randint(len(imgs), (a.batch,), train.g, imgs.device)
-        losses, _ = decoder_losses(ae, zqs[i], to_pm1(imgs[i]))
+        if once:
+            zq, x = zqs[i], to_pm1(imgs[i])
+        else:
+            x = to_pm1(imgs[i])
+            flip = torch.rand(a.batch, generator=train.g) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
+            with torch.no_grad():
+                zq = ae.quantize(ae.encode(x))[0]
+        losses, _ = decoder_losses(ae, zq, x)
         opt.zero_grad()
         losses["loss"].backward()
         Dist.average_grads(opt)
@@ -439,6 +497,14 @@ def main():
     ap.add_argument("--lr", type=float, default=None,
                     help="learning rate (stage default if unset; also replaces a resumed optimiser's)")
     ap.add_argument("--crop", type=int, default=32, help="ae: random crop side (0 = full images)")
+    ap.add_argument("--anchor", type=float, default=0.0,
+                    help="ae in a run seeded from an export: fine-tune the autoencoder with this weight on "
+                         "the MSE between its latents and the exported encoder's (keeps the UNet's and the "
+                         "matching networks' latent space)")
+    ap.add_argument("--hue", type=float, default=0.0,
+                    help="ae: share of the training images whose hue is rotated by a random angle")
+    ap.add_argument("--w-ab", type=float, default=0.0,
+                    help="ae: weight of the a*b* colour term (CIELAB distance of 4x4-pixel means, / 128)")
     ap.add_argument("--finish-on-timeout", action="store_true",
                     help="when --minutes runs out, finish the stage (write midm_<stage>.pt) at the current step")
     ap.add_argument("--threads", type=int, default=1)
@@ -499,7 +565,7 @@ def main():
     size = cfg["midms"]["image_size"]
     stage = Stage(a.run, a.stage)
     if not os.path.exists(stage.ckpt):
-        load_prev(model, a.run, a.stage)
+        load_prev(model, a.run, a.stage, a.anchor)
     model.to(a.device)
     Dist.broadcast_model(model)  # identical start on every rank (also guards against init drift)
     # Ranks draw different batches (the seed only has to differ; the folder listing may not agree).

@@ -109,3 +109,19 @@ def test_colour_loss_is_the_hand_drawn_colour_measure_made_differentiable():
     colour_loss(out, pm1(red)).backward()
     assert out.grad[0, :, 16:32, 16:48].abs().sum() > 0  # the green half is pushed
     assert out.grad[0, :, :8, :8].abs().sum() == 0  # the white background is not part of it
+
+
+def test_ab_distance_charges_a_green_turned_brown_far_more_than_a_darker_green():
+    """`train.train ae --w-ab`: model v1's autoencoder turned Twemoji's green (92, 145, 59) into a
+    brown (107, 87, 71). RGB L1 charges that about 3x a 10 % darker green; the a*b* distance
+    charges it over 5x, and nothing for the identical image."""
+    from train.losses import ab_distance
+
+    def solid(rgb):
+        return (torch.tensor(rgb, dtype=torch.float32) / 127.5 - 1).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+
+    green, brown, darker = solid((92, 145, 59)), solid((107, 87, 71)), solid((83, 130, 53))
+    assert ab_distance(green, green).item() == 0
+    ab_ratio = (ab_distance(green, brown) / ab_distance(green, darker)).item()
+    l1_ratio = ((green - brown).abs().mean() / (green - darker).abs().mean()).item()
+    assert ab_ratio > 5 and l1_ratio < 5, (ab_ratio, l1_ratio)

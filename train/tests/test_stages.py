@@ -191,6 +191,46 @@ def test_a_run_seeded_from_an_export_continues_its_weights(tmp_path):
             raise AssertionError(f"{stage or 'seeding twice'} was accepted")
 
 
+def test_an_anchored_autoencoder_fine_tune_carries_into_the_later_stages(tmp_path):
+    """A seeded run refuses a plain ae stage but takes an anchored one (`--anchor`), which starts from
+    the exported weights; the later stages then take that stage's autoencoder and the export's rest."""
+    import json
+
+    from train.config import AE_PREFIX
+    from train.export import export
+    from train.tests.test_train_steps import tiny_config
+    from train.train import seed_run
+
+    run_a, out, seeded = tmp_path / "a", tmp_path / "out", tmp_path / "seeded"
+    run_a.mkdir()
+    a = tiny_model()
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.125)
+    torch.save(a.state_dict(), run_a / "midm_e2e.pt")
+    json.dump(tiny_config(), open(run_a / "config.json", "w"))
+    export(str(run_a), str(out))
+    seed_run(str(seeded), str(out))
+
+    ae_start = tiny_model()
+    load_prev(ae_start, str(seeded), "ae", anchor=0.3)
+    for k, v in a.state_dict().items():
+        assert torch.equal(ae_start.state_dict()[k], v), k
+
+    tuned = tiny_model()
+    tuned.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        for p in tuned.ae.parameters():
+            p.mul_(0.5)
+    torch.save(tuned.state_dict(), seeded / "midm_ae.pt")
+    for stage in ("unet", "decoder", "e2e"):
+        later = tiny_model()
+        load_prev(later, str(seeded), stage)
+        for k, v in later.state_dict().items():
+            want = (tuned if k.startswith(AE_PREFIX) else a).state_dict()[k]
+            assert torch.equal(v, want), (stage, k)
+
+
 def test_a_non_finite_gradient_skips_the_step_instead_of_poisoning_the_weights():
     from train.common import GuardedStep
 
