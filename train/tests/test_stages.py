@@ -419,3 +419,22 @@ def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_label
     f = feature_normalize(m.theta(m.layer(torch.cat([m.seg_enc(seg_in), label], 1))))
     correlation(f, f).sum().backward()
     assert m.seg_enc.layer1[0].weight_orig.grad[:, 1].abs().sum() > 0
+
+
+def test_the_pipeline_fine_tunes_an_exported_autoencoder_for_colour_only_when_asked():
+    """`train.pipeline --ae-anchor A` gives the ae stage the anchor and the colour terms; a new run's
+    ae stage gets the colour terms with --ae-colour only, and trains on whole images."""
+    from argparse import Namespace
+
+    from train.pipeline import AE_COLOUR_FLAGS, stage_cmd
+
+    base = dict(run="r", data="d", device="cpu", threads=1, amp="f32", recipe="v1", vgg=None, unet_stage_lr=3e-4)
+    anchored = stage_cmd(Namespace(**base, ae_anchor=0.3, ae_colour=False), "ae", 1.0)
+    i = anchored.index("--anchor")
+    assert anchored[i + 1] == "0.3" and "--crop" in anchored and anchored[-len(AE_COLOUR_FLAGS):] == AE_COLOUR_FLAGS
+    plain = stage_cmd(Namespace(**base, ae_anchor=0.0, ae_colour=False), "ae", 1.0)
+    assert "--anchor" not in plain and "--w-ab" not in plain and plain[plain.index("--crop") + 1] == "0"
+    coloured = stage_cmd(Namespace(**base, ae_anchor=0.0, ae_colour=True), "ae", 1.0)
+    assert "--anchor" not in coloured and coloured[-len(AE_COLOUR_FLAGS):] == AE_COLOUR_FLAGS
+    unet = stage_cmd(Namespace(**base, ae_anchor=0.3, ae_colour=True), "unet", 1.0)
+    assert "--anchor" not in unet and "--w-ab" not in unet
