@@ -223,8 +223,11 @@ def train_ae(model, a, stage, train, val):
     g = torch.Generator().manual_seed(step + 7919 * Dist.rank)
     anchor_enc = None
     if a.anchor > 0:
-        # The exported encoder (init.pt; a resumed stage has loaded its own fine-tuned weights instead).
+        # The exported encoder (init.pt), also when the stage resumes its own fine-tuned weights.
         import copy
+
+        if not os.path.exists(os.path.join(a.run, INIT)):
+            raise SystemExit(f"--anchor fine-tunes an exported autoencoder: {a.run} was not seeded from an export")
 
         init = {k[len(AE_PREFIX):]: v for k, v in torch.load(os.path.join(a.run, INIT), map_location="cpu").items()
                 if k.startswith(AE_PREFIX)}
@@ -327,9 +330,9 @@ def train_decoder(model, a, stage, train, val):
     clock = Clock(elapsed, a.minutes)
     ae.eval()  # no dropout or batch statistics in the decoder; eval keeps the frozen parts exact
     # On a GPU the whole set is encoded once. On the CPU a run sees fewer images than the set holds
-    # (30 min at batch 8: ~3,000 steps, 24,000 images, against 19,524 images and mirrors), and encoding
-    # all of them took over 15 min on 2 cores (half of it the kernel zeroing pages for batches of
-    # 256): there each batch is encoded when drawn.
+    # (30 min at 1.1 s per step of batch 8: ~13,000 images, against 19,524 images and mirrors), and
+    # encoding all of them had not finished after 12 min on 2 cores (half of it the kernel zeroing
+    # pages for batches of 256): there each batch is encoded when drawn.
     once = torch.device(a.device).type != "cpu"
     if once:
         imgs, zqs = encode_training_set(ae, train, quantize=True)

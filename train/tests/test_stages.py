@@ -146,9 +146,9 @@ def test_export_takes_the_unet_width_included_from_another_run(tmp_path):
             assert torch.equal(sd[k], v), k
 
 
-def test_a_run_seeded_from_an_export_continues_its_weights(tmp_path):
-    """`train.pipeline --init-from`: every stage starts from the exported weights, the e2e stage
-    takes the UNet the run's own unet stage trained, and the autoencoder stage is refused."""
+def seeded_from_a_trained_export(tmp_path):
+    """A tiny model with trained-looking weights, exported and seeded into a new run folder:
+    (the model, the export folder, the seeded run folder)."""
     import json
 
     from train.export import export
@@ -164,8 +164,16 @@ def test_a_run_seeded_from_an_export_continues_its_weights(tmp_path):
     torch.save(a.state_dict(), run_a / "midm_e2e.pt")
     json.dump(tiny_config(), open(run_a / "config.json", "w"))
     export(str(run_a), str(out))
-
     seed_run(str(seeded), str(out))
+    return a, out, seeded
+
+
+def test_a_run_seeded_from_an_export_continues_its_weights(tmp_path):
+    """`train.pipeline --init-from`: every stage starts from the exported weights, the e2e stage
+    takes the UNet the run's own unet stage trained, and the autoencoder stage is refused."""
+    from train.train import seed_run
+
+    a, out, seeded = seeded_from_a_trained_export(tmp_path)
     fresh = tiny_model()
     load_prev(fresh, str(seeded), "unet")
     for k, v in a.state_dict().items():
@@ -194,23 +202,9 @@ def test_a_run_seeded_from_an_export_continues_its_weights(tmp_path):
 def test_an_anchored_autoencoder_fine_tune_carries_into_the_later_stages(tmp_path):
     """A seeded run refuses a plain ae stage but takes an anchored one (`--anchor`), which starts from
     the exported weights; the later stages then take that stage's autoencoder and the export's rest."""
-    import json
-
     from train.config import AE_PREFIX
-    from train.export import export
-    from train.tests.test_train_steps import tiny_config
-    from train.train import seed_run
 
-    run_a, out, seeded = tmp_path / "a", tmp_path / "out", tmp_path / "seeded"
-    run_a.mkdir()
-    a = tiny_model()
-    with torch.no_grad():
-        for p in a.parameters():
-            p.add_(0.125)
-    torch.save(a.state_dict(), run_a / "midm_e2e.pt")
-    json.dump(tiny_config(), open(run_a / "config.json", "w"))
-    export(str(run_a), str(out))
-    seed_run(str(seeded), str(out))
+    a, out, seeded = seeded_from_a_trained_export(tmp_path)
 
     ae_start = tiny_model()
     load_prev(ae_start, str(seeded), "ae", anchor=0.3)
