@@ -161,7 +161,7 @@ def load_prev(model, run_dir, stage, anchor=0.0):
     missing, unexpected = model.load_state_dict(sd, strict=False)
     # Only a recipe change may leave the correspondence networks at their initialisation.
     assert not unexpected and all(k.startswith(CORR_PREFIXES) for k in missing), (missing[:5], unexpected[:5])
-    assert not missing or seeded and stage in ("warmup", "unet", "decoder"), missing[:5]
+    assert not missing or seeded and stage in ("ae", "warmup", "unet", "decoder"), missing[:5]
 
 
 # ---------------------------------------------------------------------------------------------

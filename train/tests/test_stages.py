@@ -315,6 +315,13 @@ def test_a_v1_or_v1_1_export_seeds_a_v2_run_with_new_correspondence_networks(tmp
         assert "correspondence networks are new" in str(e)
     else:
         raise AssertionError("e2e started on untrained correspondence networks")
+    # `train.pipeline --ae-anchor`: the anchored autoencoder stage starts from the same weights
+    # (its fresh correspondence networks are not its business).
+    ae_start = tiny_v2_model()
+    load_prev(ae_start, str(seeded), "ae", anchor=0.3)
+    for k, v in ae_start.state_dict().items():
+        if not k.startswith(CORR_PREFIXES):
+            assert torch.equal(v, a.state_dict()[k]), k
 
 
 def test_a_stage_finishes_with_its_best_validation_weights(tmp_path):
