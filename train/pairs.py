@@ -71,6 +71,12 @@ def hue_rotation(theta):
     return m
 
 
+def random_hue_rotations(b, g, p):
+    """[B, 3, 3] colour rotations: a random angle in a share `p` of the images, none in the rest."""
+    turn = torch.rand(b, generator=g) < p
+    return hue_rotation(torch.where(turn, (torch.rand(b, generator=g) * 2 - 1) * math.pi, torch.zeros(b)))
+
+
 def apply_colour(img, m):
     """Rotates colours of images in [-1, 1] about the grey axis (in [0, 1] space)."""
     x = (img + 1) / 2
@@ -243,9 +249,7 @@ class PairBatches:
         img = self.images[i].float() / 127.5 - 1
         ref = self.images[j].float() / 127.5 - 1
         ref_alpha = self.alpha[j].float() / 255
-        hue = torch.where(torch.rand(b, generator=g) < P_HUE, (torch.rand(b, generator=g) * 2 - 1) * math.pi,
-                          torch.zeros(b))
-        m = hue_rotation(hue)
+        m = random_hue_rotations(b, g, P_HUE)
         img, ref = apply_colour(img, m), apply_colour(ref, m)
         # the drawing anywhere on the canvas, at any size: target and condition placed alike
         flip = torch.rand(b, generator=g) < 0.5

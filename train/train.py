@@ -26,6 +26,7 @@ from .config import (AE_PREFIX, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recip
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG, ab_distance
 from .midm import MIDM
+from .pairs import apply_colour, random_hue_rotations
 
 PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"}
 
@@ -245,11 +246,7 @@ def train_ae(model, a, stage, train, val):
         if a.hue > 0:
             # Every hue as often as any other: model v1's autoencoder, trained on Noto alone, had
             # no latent direction for green (Twemoji's green tree came back brown).
-            from .pairs import apply_colour, hue_rotation
-
-            turn = torch.rand(len(x), generator=g) < a.hue
-            x = apply_colour(x, hue_rotation(torch.where(turn, (torch.rand(len(x), generator=g) * 2 - 1) * torch.pi,
-                                                          torch.zeros(len(x)))).to(x.device))
+            x = apply_colour(x, random_hue_rotations(len(x), g, a.hue).to(x.device))
         if a.crop:
             # The autoencoder is convolutional: random crops make a step ~4x cheaper on CPU.
             oy, ox = torch.randint(0, x.shape[-1] - a.crop + 1, (2,), generator=g).tolist()

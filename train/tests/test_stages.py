@@ -204,7 +204,7 @@ def test_an_anchored_autoencoder_fine_tune_carries_into_the_later_stages(tmp_pat
     the exported weights; the later stages then take that stage's autoencoder and the export's rest."""
     from train.config import AE_PREFIX
 
-    a, out, seeded = seeded_from_a_trained_export(tmp_path)
+    a, _, seeded = seeded_from_a_trained_export(tmp_path)
 
     ae_start = tiny_model()
     load_prev(ae_start, str(seeded), "ae", anchor=0.3)
