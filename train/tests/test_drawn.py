@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from train import drawn
-from train.drawn_eval import chamfer, colour_intersection, filled, output_edges, read_condition, silhouette_iou
+from train.drawn_eval import chamfer, colour_distance, colour_intersection, filled, output_edges, read_condition, silhouette_iou
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 SET = os.path.join(ROOT, "assets", "drawn")
@@ -80,6 +80,23 @@ def test_colour_intersection():
     # the white background does not count; a photo exemplar counts whole
     assert colour_intersection(red, red[::-1]) == pytest.approx(1.0)
     assert colour_intersection(red, red, ex_is_photo=True) < 0.5
+
+
+def test_colour_distance_is_small_for_a_shade_off_where_the_intersection_misses():
+    red, shade, cyan = white(), white(), white()
+    red[32:96, 32:96] = (220, 30, 30)
+    cyan[32:96, 32:96] = (30, 220, 220)
+    assert colour_distance(red, red[::-1]) == pytest.approx(0.0, abs=1e-6)
+    assert colour_distance(red, cyan) > 100
+    # a red a few a*b* units off: the hard bins may call it a total miss, the distance does not
+    for g in range(20, 60, 4):
+        shade[32:96, 32:96] = (220, g, 30)
+        d, i = colour_distance(shade, red), colour_intersection(shade, red)
+        assert d < 20
+        if i < 0.05:
+            break
+    else:
+        raise AssertionError("no shade within 20 a*b* units fell into another bin")
 
 
 def test_condition_follows_the_rust_rule(tmp_path):
