@@ -21,14 +21,15 @@ from .config import RECIPES, apply_recipe, corr_kwargs, default_config
 from .midm import MIDM, DdimSchedule
 
 
-def asset_inputs(size, n=2):
+def asset_inputs(size, n=2, offset=0):
+    """The assets/ pairs `offset` .. `offset + n - 1` (sorted by name), or None when there are too few."""
     sketches = sorted(glob.glob(os.path.join("assets", "*_sketch.png")))
-    if len(sketches) < n:
+    if len(sketches) < offset + n:
         return None
     conds, exs, exl, srcs = [], [], [], []
     from .data import edge_map
 
-    for s in sketches[:n]:
+    for s in sketches[offset:offset + n]:
         e = np.asarray(Image.open(s).convert("L").resize((size, size), Image.NEAREST), np.float32) / 255.0
         ex = Image.open(s.replace("_sketch", "_exemplar")).convert("RGB").resize((size, size), Image.LANCZOS)
         ex = np.asarray(ex, np.uint8)
@@ -51,13 +52,13 @@ def vq_margin(ae, z):
 
 
 @torch.no_grad()
-def build_fixture(model, cfg, out, seed=1012):
+def build_fixture(model, cfg, out, seed=1012, offset=0):
     torch.manual_seed(seed)
     image = cfg["midms"].get("image_size", 64)
     lnc = model.label_nc
     h = cfg["model"]["params"]["image_size"]
     c = model.ae.quant_conv.out_channels
-    ins = asset_inputs(image) if lnc == 1 else None
+    ins = asset_inputs(image, offset=offset) if lnc == 1 else None
     if ins is None:
         cond = torch.rand(2, lnc, image, image)
         exl = torch.rand(2, lnc, image, image)
@@ -115,12 +116,14 @@ def build_fixture(model, cfg, out, seed=1012):
     save_file(tr, os.path.join(out, "trace.safetensors"))
     margins = {
         "vq_min_distance_to_voronoi_boundary_ae_decode": vq_margin(ae, tr["ae.latent"]),
+        "vq_min_distance_to_voronoi_boundary_warped_ref_decode": vq_margin(ae, tr["corr.warped_ref_feat"]),
         "vq_min_distance_to_voronoi_boundary_final_decode": vq_margin(ae, tr["refine.final_latent"]),
         "min_abs_fb_minus_0.5_flow_ref": (tr["flow_ref.fb_ts"] - 0.5).abs().min().item(),
         "min_abs_fb_minus_0.5_loop_1_and_2": [(tr[f"loop.{k}.fb_ts"] - 0.5).abs().min().item() for k in (1, 2)],
     }
-    json.dump(fixture_config(model, cfg, sn_modules, sigmas, margins, seed), open(os.path.join(out, "config.json"), "w"),
-              indent=1)
+    config = fixture_config(model, cfg, sn_modules, sigmas, margins, seed)
+    config["asset_pair_offset"] = offset if ins is not None else None
+    json.dump(config, open(os.path.join(out, "config.json"), "w"), indent=1)
     return tr, margins
 
 
@@ -199,8 +202,26 @@ def main():
 
         model, cfg = load_exported(a.weights)
         which = a.weights
-    _, margins = build_fixture(model, cfg, a.out, a.seed)
-    print(f"fixture ({which}) written to {a.out}; margins {margins}")
+    # A latent within float noise of a VQ decision boundary, or a cycle-check value within it of the
+    # mask's 0.5 threshold, makes the Rust side pick the other code or mask value: a different image
+    # that is no parity error (model v1.2's weights on the first two asset pairs: the encoded
+    # exemplar 1.3e-6 from a boundary, the decoded warp 1.2e-2 apart). The encoded and warped
+    # latents depend on the inputs only, the later ones on the seed too: so the next asset pairs,
+    # then the next seeds, until every margin is several times the distance at which a code flipped.
+    tries = [(o, s) for o in range(4) for s in range(a.seed, a.seed + 5)]
+    for offset, seed in tries:
+        _, margins = build_fixture(model, cfg, a.out, seed, offset)
+        if margins_clear(margins):
+            break
+        print(f"asset pairs from {offset}, seed {seed}: margins too small for a parity fixture {margins}")
+    else:
+        raise SystemExit("no asset pairs and seed tried give clear margins")
+    print(f"fixture ({which}, asset pairs from {offset}, seed {seed}) written to {a.out}; margins {margins}")
+
+
+def margins_clear(margins, vq=5e-6, fb=1e-5):
+    vals = lambda pre: [x for k, v in margins.items() if k.startswith(pre) for x in (v if isinstance(v, list) else [v])]
+    return min(vals("vq_")) >= vq and min(vals("min_abs_fb")) >= fb
 
 
 if __name__ == "__main__":

@@ -47,3 +47,12 @@ def test_fixture_roundtrip(tmp_path):
         out, _ = fresh.translate(trace["input.cond_label"], trace["input.exemplar"], trace["input.exemplar_label"],
                                  noises=noises)
     assert torch.equal(out, trace["out.warped_ref"])
+
+
+def test_margins_clear_asks_every_vq_and_cycle_check_margin():
+    from train.fixture import margins_clear
+
+    ok = {"vq_a": 2e-5, "vq_b": 1e-5, "min_abs_fb_x": 1e-4, "min_abs_fb_y": [2e-4, 3e-5]}
+    assert margins_clear(ok)
+    assert not margins_clear({**ok, "vq_b": 1.3e-6})  # model v1.2's first asset pairs: a code flipped
+    assert not margins_clear({**ok, "min_abs_fb_y": [2e-4, 1e-6]})
