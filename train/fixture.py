@@ -208,20 +208,31 @@ def main():
     # exemplar 1.3e-6 from a boundary, the decoded warp 1.2e-2 apart). The encoded and warped
     # latents depend on the inputs only, the later ones on the seed too: so the next asset pairs,
     # then the next seeds, until every margin is several times the distance at which a code flipped.
-    tries = [(o, s) for o in range(4) for s in range(a.seed, a.seed + 5)]
-    for offset, seed in tries:
-        _, margins = build_fixture(model, cfg, a.out, seed, offset)
-        if margins_clear(margins):
+    found = False
+    for offset in range(4):
+        for seed in range(a.seed, a.seed + 5):
+            _, margins = build_fixture(model, cfg, a.out, seed, offset)
+            if margins_clear(margins):
+                found = True
+                break
+            print(f"asset pairs from {offset}, seed {seed}: margins too small for a parity fixture {margins}")
+            if not margins_clear({k: v for k, v in margins.items() if k in INPUT_ONLY_MARGINS}):
+                break  # no seed changes these: the next pairs
+        if found:
             break
-        print(f"asset pairs from {offset}, seed {seed}: margins too small for a parity fixture {margins}")
     else:
         raise SystemExit("no asset pairs and seed tried give clear margins")
     print(f"fixture ({which}, asset pairs from {offset}, seed {seed}) written to {a.out}; margins {margins}")
 
 
+# Margins of latents that depend on the inputs only (the encoded exemplar and its warp), not on the seed.
+INPUT_ONLY_MARGINS = ("vq_min_distance_to_voronoi_boundary_ae_decode",
+                      "vq_min_distance_to_voronoi_boundary_warped_ref_decode")
+
+
 def margins_clear(margins, vq=5e-6, fb=1e-5):
     vals = lambda pre: [x for k, v in margins.items() if k.startswith(pre) for x in (v if isinstance(v, list) else [v])]
-    return min(vals("vq_")) >= vq and min(vals("min_abs_fb")) >= fb
+    return min(vals("vq_") or [vq]) >= vq and min(vals("min_abs_fb") or [fb]) >= fb
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ def colour_loss(out, target, size=64):
         masks = []
         for x in (out, target):
             m = torch.stack([foreground(to_u8(xi)) for xi in x]).float()
-            few = m.sum(1, keepdim=True) < 16  # as drawn_eval.ab_hist: then all pixels
+            few = m.sum(1, keepdim=True) < 16  # as drawn_eval.ab_pixels: then all pixels
             masks.append(torch.where(few, torch.ones_like(m), m))
     h_out, h_trg = soft_ab_hist(ab_out, masks[0]), soft_ab_hist(ab_trg, masks[1])
     return 1 - torch.minimum(h_out, h_trg).sum((1, 2)).mean()
