@@ -292,13 +292,18 @@ def train_ae(model, a, stage, train, val):
         print(f"ae done: {step} steps, {clock.elapsed() / 60:.1f} min")
 
 
-def decoder_losses(ae, zq, x):
+def decoder_losses(ae, zq, x, w_ab=0.0):
     """L1 plus L1 of the Laplacian-pyramid band-pass levels (a sharpness term: plain L1 on a code
-    this small is minimised by blur)."""
+    this small is minimised by blur); `w_ab` weighs the a*b* colour term of the ae stage."""
     rec = ae.decode_noquant(zq)
     l1 = (rec - x).abs().mean()
     lap = sum((a - b).abs().mean() for a, b in zip(laplacian_pyramid(rec)[:-1], laplacian_pyramid(x)[:-1]))
-    return {"loss": l1 + lap, "l1": l1, "lap": lap}, rec
+    out = {"loss": l1 + lap, "l1": l1, "lap": lap}
+    # Always measured (the log's val_ab compares runs with and without the term), weighted when asked.
+    out["ab"] = ab_distance(rec, x)
+    if w_ab > 0:
+        out["loss"] = out["loss"] + w_ab * out["ab"]
+    return out, rec
 
 
 @torch.no_grad()
@@ -312,6 +317,40 @@ def encode_training_set(ae, train, quantize=False):
     return imgs, torch.cat([code(to_pm1(c)) for c in imgs.split(256)])
 
 
+def _encoder_digest(ae, train):
+    """What the unet stage's latents depend on: the encoder's weights (quant_conv included) and the
+    training split (its indices, the images' shape and a strided sample of their bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(ae.state_dict().items()):
+        if k.startswith(("encoder.", "quant_conv.")):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().numpy().tobytes())
+    h.update(train.idx.cpu().numpy().tobytes())
+    h.update(str(tuple(train.images.shape)).encode())
+    flat = train.images.reshape(-1)  # a view: no copy of the set (~1 GB at 128)
+    h.update(flat[:: max(1, flat.numel() // 1_000_000)].cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_training_latents(ae, train, path):
+    """`encode_training_set`'s latents, kept in `path` for the next start of the stage: on 2 CPU cores
+    encoding the v2 set and its mirror images takes ~6 min of every unet-stage start (model v1.2's
+    UNet stage was started four times). The file is used only when the encoder and the images are
+    the ones it was made from (`_encoder_digest`); otherwise it is rewritten."""
+    key = _encoder_digest(ae, train)
+    if os.path.exists(path):
+        c = torch.load(path, map_location=train.images.device)
+        if c.get("key") == key:
+            return c["z"]
+    z = encode_training_set(ae, train)[1]
+    if Dist.main():
+        torch.save({"key": key, "z": z}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return z
+
+
 def train_decoder(model, a, stage, train, val):
     """Fine-tunes post_quant_conv and the decoder on the frozen encoder's codes. The latents, and so
     the UNet and the correspondence networks trained on them, stay valid; export takes the decoder
@@ -323,14 +362,15 @@ def train_decoder(model, a, stage, train, val):
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=a.lr or 1e-4, betas=(0.5, 0.9))
     step, elapsed = stage.resume(model, opt)
-    log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "lap", "val_l1", "val_lap"])
+    log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "l1", "lap", "ab", "val_l1", "val_lap", "val_ab"])
     clock = Clock(elapsed, a.minutes)
     ae.eval()  # no dropout or batch statistics in the decoder; eval keeps the frozen parts exact
     # On a GPU the whole set is encoded once. On the CPU a run sees fewer images than the set holds
     # (30 min at 1.1 s per step of batch 8: ~13,000 images, against 19,524 images and mirrors), and
     # encoding all of them had not finished after 12 min on 2 cores (half of it the kernel zeroing
     # pages for batches of 256): there each batch is encoded when drawn.
-    once = torch.device(a.device).type != "cpu"
+    # Hue-rotated images must be encoded after the rotation, so --hue encodes each batch too.
+    once = torch.device(a.device).type != "cpu" and a.hue == 0
     if once:
         imgs, zqs = encode_training_set(ae, train, quantize=True)
     else:
@@ -347,9 +387,11 @@ def train_decoder(model, a, stage, train, val):
             x = to_pm1(imgs[i])
             flip = torch.rand(a.batch, generator=train.g) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
+            if a.hue > 0:
+                x = apply_colour(x, random_hue_rotations(len(x), train.g, a.hue).to(x.device))
             with torch.no_grad():
                 zq = ae.quantize(ae.encode(x))[0]
-        losses, _ = decoder_losses(ae, zq, x)
+        losses, _ = decoder_losses(ae, zq, x, a.w_ab)
         opt.zero_grad()
         losses["loss"].backward()
         Dist.average_grads(opt)
@@ -360,7 +402,8 @@ def train_decoder(model, a, stage, train, val):
             with torch.no_grad():
                 vl, rec = decoder_losses(ae, vzq, vb)
             log.log(step, clock.elapsed(), loss=losses["loss"].item(), l1=losses["l1"].item(),
-                    lap=losses["lap"].item(), val_l1=vl["l1"].item(), val_lap=vl["lap"].item())
+                    lap=losses["lap"].item(), ab=losses["ab"].item(), val_l1=vl["l1"].item(),
+                    val_lap=vl["lap"].item(), val_ab=vl["ab"].item())
             pbar.set_postfix(l1=f"{losses['l1'].item():.4f}", val_l1=f"{vl['l1'].item():.4f}")
         if step % 1000 == 0 or step == a.steps:
             with torch.no_grad():
@@ -432,7 +475,7 @@ def train_unet(model, a, stage, train, val):
     ema_now = [ema[k] for k in floats]
     weights_now = [unet.state_dict()[k] for k in floats]
 
-    zs = encode_training_set(model.ae, train)[1]
+    zs = cached_training_latents(model.ae, train, os.path.join(stage.dir, "latents.pt"))
 
     unet.train()
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet", disable=not Dist.main())
@@ -502,9 +545,9 @@ def main():
                          "the MSE between its latents and the exported encoder's (keeps the UNet's and the "
                          "matching networks' latent space)")
     ap.add_argument("--hue", type=float, default=0.0,
-                    help="ae: share of the training images whose hue is rotated by a random angle")
+                    help="ae/decoder: share of the training images whose hue is rotated by a random angle")
     ap.add_argument("--w-ab", type=float, default=0.0,
-                    help="ae: weight of the a*b* colour term (CIELAB distance of 4x4-pixel means, / 128)")
+                    help="ae/decoder: weight of the a*b* colour term (CIELAB distance of 4x4-pixel means, / 128)")
     ap.add_argument("--finish-on-timeout", action="store_true",
                     help="when --minutes runs out, finish the stage (write midm_<stage>.pt) at the current step")
     ap.add_argument("--threads", type=int, default=1)

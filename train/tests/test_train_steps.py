@@ -104,6 +104,21 @@ def test_decoder_step_decreases_loss():
     assert after.item() < before.item()
 
 
+def test_decoder_colour_term_is_weighted_into_the_loss_and_lowered_by_a_step():
+    """`train.train decoder --w-ab W`: the a*b* term enters the loss with weight W (and is logged
+    at weight 0), and a step on it lowers it."""
+    m = tiny_model().eval()
+    x = synthetic_batch()["image"]
+    with torch.no_grad():
+        zq = m.ae.quantize(m.ae.encode(x))[0]
+    plain, with_ab = decoder_losses(m.ae, zq, x)[0], decoder_losses(m.ae, zq, x, w_ab=2.0)[0]
+    assert plain["ab"].item() > 0
+    assert with_ab["loss"].item() == pytest.approx(plain["loss"].item() + 2.0 * plain["ab"].item(), rel=1e-5)
+    params = list(m.ae.decoder.parameters()) + list(m.ae.post_quant_conv.parameters())
+    adam_step(params, decoder_losses(m.ae, zq, x, w_ab=100.0)[0]["loss"], 1e-5)
+    assert decoder_losses(m.ae, zq, x)[0]["ab"].item() < plain["ab"].item()
+
+
 def test_unet_step_decreases_loss():
     m = tiny_model()
     with torch.no_grad():
