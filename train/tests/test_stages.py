@@ -358,21 +358,27 @@ def test_val_score_rewards_following_the_sketch_in_the_exemplars_colours():
     assert val_score(good, b) > val_score(blob, b) + 1.0
 
 
-def test_the_training_set_is_encoded_from_uint8_images(tmp_path):
-    """EmojiBatches keeps uint8 images (a quarter of float32's memory); the unet/decoder stages'
-    one-off encoding gives the latents of the [-1, 1] images and their mirror images."""
+def tiny_emoji_set(tmp_path, seed):
+    """The training split (4 of 6 random 32x32 glyphs) of an emoji32.npz written into tmp_path."""
     import numpy as np
 
     from train.common import EmojiBatches
-    from train.train import encode_training_set
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     n = 6
     np.savez_compressed(tmp_path / "emoji32.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
                         edges=(rng.random((n, 32, 32)) < 0.1).astype(np.uint8), split=np.array([0] * 4 + [1] * 2, np.uint8),
                         candidates=rng.integers(0, n, (n, 6)), names=np.array([f"g{i}" for i in range(n)]),
                         keys=np.arange(n))
-    tr = EmojiBatches(str(tmp_path), "train", size=32, seed=0)
+    return EmojiBatches(str(tmp_path), "train", size=32, seed=0)
+
+
+def test_the_training_set_is_encoded_from_uint8_images(tmp_path):
+    """EmojiBatches keeps uint8 images (a quarter of float32's memory); the unet/decoder stages'
+    one-off encoding gives the latents of the [-1, 1] images and their mirror images."""
+    from train.train import encode_training_set
+
+    tr = tiny_emoji_set(tmp_path, seed=1)
     assert tr.images.dtype == torch.uint8
     m = tiny_model().eval()
     imgs, z = encode_training_set(m.ae, tr)
@@ -383,41 +389,27 @@ def test_the_training_set_is_encoded_from_uint8_images(tmp_path):
         assert torch.allclose(z[4:], m.ae.encode(x.flip(3)), atol=1e-5)
 
 
-def test_unet_stage_latents_are_cached_and_remade_when_the_encoder_changes(tmp_path):
+def test_unet_stage_latents_are_cached_and_remade_when_the_encoder_changes(tmp_path, monkeypatch):
     """The unet stage keeps its encoded training set next to its checkpoint: a second start reads it
     (no encoding), a changed encoder or a different image set makes it anew."""
-    import numpy as np
-
     import train.train as tt
-    from train.common import EmojiBatches
 
-    rng = np.random.default_rng(2)
-    n = 6
-    np.savez_compressed(tmp_path / "emoji32.npz", images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                        edges=(rng.random((n, 32, 32)) < 0.1).astype(np.uint8), split=np.array([0] * 4 + [1] * 2, np.uint8),
-                        candidates=rng.integers(0, n, (n, 6)), names=np.array([f"g{i}" for i in range(n)]),
-                        keys=np.arange(n))
-    tr = EmojiBatches(str(tmp_path), "train", size=32, seed=0)
+    tr = tiny_emoji_set(tmp_path, seed=2)
     m = tiny_model().eval()
     path = str(tmp_path / "latents.pt")
-    calls = []
-    real = tt.encode_training_set
-    tt_encode = lambda ae, train: calls.append(1) or real(ae, train)
-    orig, tt.encode_training_set = tt.encode_training_set, tt_encode
-    try:
-        z1 = tt.cached_training_latents(m.ae, tr, path)
-        z2 = tt.cached_training_latents(m.ae, tr, path)
-        assert len(calls) == 1 and torch.equal(z1, z2)
-        with torch.no_grad():
-            m.ae.encoder.conv_in.weight.add_(0.01)
-        z3 = tt.cached_training_latents(m.ae, tr, path)
-        assert len(calls) == 2 and not torch.allclose(z1, z3)
-        assert torch.allclose(z3, real(m.ae, tr)[1])
-        tr.images[tr.idx[0], 0, 0, 0] ^= 255  # a different image set (every byte is sampled at this size)
-        tt.cached_training_latents(m.ae, tr, path)
-        assert len(calls) == 3
-    finally:
-        tt.encode_training_set = orig
+    calls, real = [], tt.encode_training_set
+    monkeypatch.setattr(tt, "encode_training_set", lambda ae, train: calls.append(1) or real(ae, train))
+    z1 = tt.cached_training_latents(m.ae, tr, path)
+    z2 = tt.cached_training_latents(m.ae, tr, path)
+    assert len(calls) == 1 and torch.equal(z1, z2)
+    with torch.no_grad():
+        m.ae.encoder.conv_in.weight.add_(0.01)
+    z3 = tt.cached_training_latents(m.ae, tr, path)
+    assert len(calls) == 2 and not torch.allclose(z1, z3)
+    assert torch.allclose(z3, real(m.ae, tr)[1])
+    tr.images[tr.idx[0], 0, 0, 0] ^= 255  # a different image set (every byte is sampled at this size)
+    tt.cached_training_latents(m.ae, tr, path)
+    assert len(calls) == 3
 
 
 def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_labels(tmp_path):
