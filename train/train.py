@@ -570,6 +570,9 @@ def main():
     ap.add_argument("--seg-lr", type=float, default=None,
                     help="warmup/e2e: seg_enc's learning rate (default --lr; a v1.1 run seeded from model v1 "
                          "starts the weights of its fill channel at zero)")
+    ap.add_argument("--corr-ema", type=float, default=0.0,
+                    help="warmup/e2e: validate, keep as best and finish with an exponential moving average "
+                         "of the matching networks' weights with this decay (0 = the live weights)")
     ap.add_argument("--unet-lr", type=float, default=1e-5,
                     help="e2e: the UNet's learning rate (0 = keep the unet stage's UNet frozen)")
     ap.add_argument("--unet-channels", type=int, default=None,

@@ -344,6 +344,39 @@ def test_a_stage_finishes_with_its_best_validation_weights(tmp_path):
     assert Stage(str(tmp_path / "other"), "warmup").finish(m, best=True) is None  # none kept: current weights
 
 
+def test_corr_ema_averages_the_matching_networks_and_swaps_them_in_only_for_validation(tmp_path):
+    """`--corr-ema D`: avg <- D avg + (1 - D) live after each step, over the matching networks only;
+    `applied()` puts the average in for validation and best.pt and the live weights back after it;
+    the average survives a restart."""
+    from train.train_corr import CORR_NETS, CorrEma
+
+    m = tiny_model()
+    path = str(tmp_path / "corr_ema.pt")
+    ema = CorrEma(m, 0.75, path)
+    assert ema.names and all(n.split(".")[0] in CORR_NETS for n in ema.names)
+    p, start = ema.params[0], ema.params[0].detach().clone()
+    unet_w = next(m.diff_model.model.diffusion_model.parameters())
+    with torch.no_grad():
+        p.add_(4.0)
+    ema.update()
+    assert torch.allclose(ema.avg[0], start + 1.0)  # 0.75 start + 0.25 (start + 4)
+    with ema.applied():
+        assert torch.allclose(p, start + 1.0)
+        stage = Stage(str(tmp_path), "e2e")
+        stage.keep_best(m, 1.0, step=1)
+    assert torch.allclose(p, start + 4.0)  # live weights back
+    name = ema.names[0]
+    assert torch.allclose(torch.load(tmp_path / "e2e" / "best.pt")["model"][name], start + 1.0)
+    assert not any(unet_w is q for q in ema.params)
+    ema.save()
+    again = CorrEma(m, 0.75, path)
+    assert torch.equal(again.avg[0], ema.avg[0])
+    off = CorrEma(m, 0.0, path)  # off: nothing averaged, nothing swapped
+    off.update()
+    with off.applied():
+        assert torch.allclose(p, start + 4.0)
+
+
 def test_val_score_rewards_following_the_sketch_in_the_exemplars_colours():
     from train.train_corr import val_score
 
