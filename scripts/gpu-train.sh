@@ -11,7 +11,9 @@
 # output of `python -m train.vgg`, carried) puts its perceptual and contextual losses on VGG16
 # features. AE_ANCHOR=A first fine-tunes the EXPORT's autoencoder for colour (train.pipeline
 # --ae-anchor: its latents held near the export's with weight A; models v1 and v1.1 turn green brown), so
-# that the UNet, decoder and matching stages then train on its latents. AMP=bf16 trains under bf16
+# that the UNet, decoder and matching stages then train on its latents (the decoder stage with the
+# same colour terms). CORR_EMA=D validates and finishes the matching stages with an average of their
+# weights (train.train --corr-ema; checked on the CPU only). AMP=bf16 trains under bf16
 # autocast (not yet run on a GPU). DTYPE=f16 exports float16 weights. With RECIPE=v2 the export is then
 # scored on the hand-drawn set (train.drawn_eval, seed 0) into $OUT.
 set -u
@@ -48,7 +50,7 @@ pack_s=25
 minutes=$(python3 -c "print(($(left) - $pack_s) / 60)")
 echo "pipeline: $minutes min"
 python3 -m train.pipeline --run "$runs/gpu128" --data "$data" --size 128 --device "$device" --minutes "$minutes" \
-    ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" ${VGG:+--vgg "$VGG"} ${AE_ANCHOR:+--ae-anchor "$AE_ANCHOR"} --amp "${AMP:-f32}" --shares 0.28 0.55 0.92 \
+    ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" ${VGG:+--vgg "$VGG"} ${AE_ANCHOR:+--ae-anchor "$AE_ANCHOR"} ${CORR_EMA:+--corr-ema "$CORR_EMA"} --amp "${AMP:-f32}" --shares 0.28 0.55 0.92 \
     >"$runs/gpu128.log" 2>&1
 echo "gpu128 pipeline exit $?"
 [ -n "$smi" ] && kill $smi 2>/dev/null

@@ -501,3 +501,22 @@ def test_the_pipeline_fine_tunes_an_exported_autoencoder_for_colour_only_when_as
     assert "--anchor" not in coloured and coloured[-len(AE_COLOUR_FLAGS):] == AE_COLOUR_FLAGS
     unet = stage_cmd(Namespace(**base, ae_anchor=0.3, ae_colour=True), "unet", 1.0)
     assert "--anchor" not in unet and "--w-ab" not in unet
+    # the decoder stage keeps the colour terms whenever the autoencoder was tuned with them
+    assert stage_cmd(Namespace(**base, ae_anchor=0.3, ae_colour=False), "decoder", 1.0)[-len(AE_COLOUR_FLAGS):] == AE_COLOUR_FLAGS
+    assert "--w-ab" not in stage_cmd(Namespace(**base, ae_anchor=0.0, ae_colour=False), "decoder", 1.0)
+
+
+def test_the_pipeline_passes_corr_ema_to_the_matching_stages_only():
+    from argparse import Namespace
+
+    from train.pipeline import stage_cmd
+
+    base = dict(run="r", data="d", device="cpu", threads=1, amp="f32", vgg=None, unet_stage_lr=3e-4,
+                ae_anchor=0.0, ae_colour=False, corr_ema=0.99)
+    for recipe in ("v1", "v2"):
+        for stage in ("warmup", "e2e"):
+            cmd = stage_cmd(Namespace(**base, recipe=recipe), stage, 1.0)
+            assert cmd[cmd.index("--corr-ema") + 1] == "0.99", (recipe, stage)
+        assert "--corr-ema" not in stage_cmd(Namespace(**base, recipe=recipe), "unet", 1.0)
+    off = dict(base, corr_ema=0.0)
+    assert "--corr-ema" not in stage_cmd(Namespace(**off, recipe="v1"), "e2e", 1.0)
