@@ -1,4 +1,5 @@
 """Shared training infrastructure: data batches with augmentation, checkpoints, CSV, sample grids."""
+import contextlib
 import csv
 import os
 import time
@@ -349,6 +350,46 @@ class Stage:
         sd = rec["model"] if rec else {k: v.cpu() for k, v in model.state_dict().items()}
         torch.save(sd, self.model_out)
         return rec
+
+
+class WeightEma:
+    """An exponential moving average of live tensors (a module's state_dict entries or parameters,
+    by name), kept in `path` beside a stage checkpoint so that resuming keeps it; without that file
+    it starts from the live values. Floating-point entries are averaged, others kept as they were.
+    The update is two fused ops over the lists (state_dict tensors share their parameters' storage,
+    so the lists stay current as the optimiser steps in place)."""
+
+    def __init__(self, live, path, device="cpu"):
+        self.live, self.path = live, path
+        self.avg = (torch.load(path, map_location=device) if live and os.path.exists(path)
+                    else {k: v.detach().clone() for k, v in live.items()})
+        floats = [k for k, v in live.items() if v.dtype.is_floating_point]
+        self._avg, self._live = [self.avg[k] for k in floats], [live[k].detach() for k in floats]
+
+    def update(self, decay):
+        if self._avg:
+            with torch.no_grad():
+                torch._foreach_mul_(self._avg, decay)
+                torch._foreach_add_(self._avg, self._live, alpha=1 - decay)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The averaged values in the live tensors for the block, the live ones back after it."""
+        saved = {k: v.detach().clone() for k, v in self.live.items()}
+        with torch.no_grad():
+            for k, v in self.live.items():
+                v.copy_(self.avg[k])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, v in self.live.items():
+                    v.copy_(saved[k])
+
+    def save(self):
+        if self.live and Dist.main():
+            torch.save(self.avg, self.path + ".tmp")
+            os.replace(self.path + ".tmp", self.path)
 
 
 class Clock:

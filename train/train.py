@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, autocast, randint, randn, save_grid,
-                     setup_device, to_pm1)
+from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, WeightEma, autocast, randint, randn,
+                     save_grid, setup_device, to_pm1)
 from .config import (AE_PREFIX, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config,
                      recipe_of)
 from .evaluate import laplacian_pyramid
@@ -292,15 +292,16 @@ def train_ae(model, a, stage, train, val):
         print(f"ae done: {step} steps, {clock.elapsed() / 60:.1f} min")
 
 
-def decoder_losses(ae, zq, x, w_ab=0.0):
+def decoder_losses(ae, zq, x, w_ab=0.0, measure_ab=True):
     """L1 plus L1 of the Laplacian-pyramid band-pass levels (a sharpness term: plain L1 on a code
-    this small is minimised by blur); `w_ab` weighs the a*b* colour term of the ae stage."""
+    this small is minimised by blur); `w_ab` weighs the a*b* colour term of the ae stage, which is
+    also measured unweighted when `measure_ab` (for the log: runs with and without it compare)."""
     rec = ae.decode_noquant(zq)
     l1 = (rec - x).abs().mean()
     lap = sum((a - b).abs().mean() for a, b in zip(laplacian_pyramid(rec)[:-1], laplacian_pyramid(x)[:-1]))
     out = {"loss": l1 + lap, "l1": l1, "lap": lap}
-    # Always measured (the log's val_ab compares runs with and without the term), weighted when asked.
-    out["ab"] = ab_distance(rec, x)
+    if w_ab > 0 or measure_ab:
+        out["ab"] = ab_distance(rec, x)
     if w_ab > 0:
         out["loss"] = out["loss"] + w_ab * out["ab"]
     return out, rec
@@ -391,7 +392,8 @@ def train_decoder(model, a, stage, train, val):
                 x = apply_colour(x, random_hue_rotations(len(x), train.g, a.hue).to(x.device))
             with torch.no_grad():
                 zq = ae.quantize(ae.encode(x))[0]
-        losses, _ = decoder_losses(ae, zq, x, a.w_ab)
+        # unweighted, the colour term is only wanted on the steps that are logged
+        losses, _ = decoder_losses(ae, zq, x, a.w_ab, measure_ab=(step + 1) % 100 == 0)
         opt.zero_grad()
         losses["loss"].backward()
         Dist.average_grads(opt)
@@ -407,7 +409,7 @@ def train_decoder(model, a, stage, train, val):
             pbar.set_postfix(l1=f"{losses['l1'].item():.4f}", val_l1=f"{vl['l1'].item():.4f}")
         if step % 1000 == 0 or step == a.steps:
             with torch.no_grad():
-                save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"), [vb[:16], decoder_losses(ae, vzq[:16], vb[:16])[1]])
+                save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"), [vb[:16], decoder_losses(ae, vzq[:16], vb[:16], measure_ab=False)[1]])
             stage.save(model, opt, step, clock.elapsed())
     stage.save(model, opt, step, clock.elapsed())
     if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
@@ -459,21 +461,8 @@ def train_unet(model, a, stage, train, val):
     with torch.no_grad():
         zval = model.ae.encode(val.pixels(val.idx[:64]))
     # EMA of the UNet weights (decay 0.999, ~1000-step horizon): what ships. It lives next to the
-    # stage checkpoint so that resuming keeps it; a run without one starts it from the current weights.
-    ema_path = os.path.join(stage.dir, "ema.pt")
-    ema = torch.load(ema_path, map_location=a.device) if os.path.exists(ema_path) else {k: v.detach().clone() for k, v in unet.state_dict().items()}
-
-    def save_ema():
-        if not Dist.main():
-            return
-        torch.save(ema, ema_path + ".tmp")
-        os.replace(ema_path + ".tmp", ema_path)
-
-    # The EMA update runs every step: two fused ops over these lists (state_dict's tensors share the
-    # parameters' storage, so the lists stay current as the optimiser steps in place).
-    floats = [k for k, v in unet.state_dict().items() if v.dtype.is_floating_point]
-    ema_now = [ema[k] for k in floats]
-    weights_now = [unet.state_dict()[k] for k in floats]
+    # stage checkpoint (unet/ema.pt) so that resuming keeps it.
+    ema = WeightEma(unet.state_dict(), os.path.join(stage.dir, "ema.pt"), a.device)
 
     zs = cached_training_latents(model.ae, train, os.path.join(stage.dir, "latents.pt"))
 
@@ -492,10 +481,7 @@ def train_unet(model, a, stage, train, val):
             continue
         # LDM's LitEma warm-up: a fresh run's EMA would otherwise keep 0.999^n of the random
         # initialisation (5 % after 3,000 steps).
-        decay = min(a.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_mul_(ema_now, decay)
-            torch._foreach_add_(ema_now, weights_now, alpha=1 - decay)
+        ema.update(min(a.ema, (1 + step) / (10 + step)))
         step += 1
         run = loss.detach() if run is None else 0.98 * run + 0.02 * loss.detach()  # no per-step sync
         pbar.update(1)
@@ -513,11 +499,11 @@ def train_unet(model, a, stage, train, val):
             save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"), [imgs])
             unet.train()
             stage.save(model, opt, step, clock.elapsed())
-            save_ema()
+            ema.save()
     stage.save(model, opt, step, clock.elapsed())
-    save_ema()
+    ema.save()
     if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):
-        unet.load_state_dict(ema)
+        unet.load_state_dict(ema.avg)
         unet.eval()
         with torch.no_grad():
             gv.manual_seed(7)

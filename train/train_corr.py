@@ -7,7 +7,6 @@ recurrent matching-diffusion loop of the paper with 8 DDIM steps and t_list = [6
 interleaved steps, re-matching with iter_enc before the second), adds L_style (contextual) and the
 one-step denoising term of L_diff.
 """
-import contextlib
 import os
 import random
 
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import losses as L
-from .common import Clock, Dist, GuardedStep, Logger, autocast, edge_to_pm1, randn, save_grid
+from .common import Clock, Dist, GuardedStep, Logger, WeightEma, autocast, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
 from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, seg_input, soft_warp
 
@@ -154,43 +153,27 @@ def corr_parameters(model):
 
 
 class CorrEma:
-    """`--corr-ema D`: an exponential moving average (decay D) of the matching networks' weights,
-    which validation scores, `best.pt` keeps and so the stage finishes with; the optimiser and the
-    stage checkpoint keep the live weights. At batch 4 on the CPU consecutive checkpoints differ a
-    lot (model v1.3's end-to-end stage, hand-drawn set at seed 0: IoU 0.631 at step 900, 0.680 at
-    step 1,000). Spectral norm's u and v vectors (buffers) stay live. D = 0: off, as before."""
+    """`--corr-ema D`: an exponential moving average (decay D, `common.WeightEma`) of the matching
+    networks' weights, which validation scores, `best.pt` keeps and so the stage finishes with; the
+    optimiser and the stage checkpoint keep the live weights. At batch 4 on the CPU consecutive
+    checkpoints differ a lot (model v1.3's end-to-end stage, hand-drawn set at seed 0: IoU 0.631 at
+    step 900, 0.680 at step 1,000). Spectral norm's u and v vectors (buffers) stay live. D = 0: off."""
 
     def __init__(self, model, decay, path, device="cpu"):
-        self.decay, self.path = decay, path
+        self.decay = decay
         named = [(n, p) for n, p in model.named_parameters() if n.split(".")[0] in CORR_NETS] if decay > 0 else []
         self.names, self.params = [n for n, _ in named], [p for _, p in named]
-        saved = torch.load(path, map_location=device) if named and os.path.exists(path) else None
-        self.avg = [(saved[n] if saved else p.detach()).clone().to(p.device) for n, p in named]
+        self.ema = WeightEma(dict(named), path, device)
+        self.avg = [self.ema.avg[n] for n in self.names]
 
     def update(self):
-        if self.params:
-            with torch.no_grad():
-                torch._foreach_mul_(self.avg, self.decay)
-                torch._foreach_add_(self.avg, [p.detach() for p in self.params], alpha=1 - self.decay)
+        self.ema.update(self.decay)
 
-    @contextlib.contextmanager
     def applied(self):
-        """The averaged weights in the model for the block, the live ones back after it."""
-        live = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, v in zip(self.params, self.avg):
-                p.copy_(v)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, v in zip(self.params, live):
-                    p.copy_(v)
+        return self.ema.applied()
 
     def save(self):
-        if self.params and Dist.main():
-            torch.save(dict(zip(self.names, (v.cpu() for v in self.avg))), self.path + ".tmp")
-            os.replace(self.path + ".tmp", self.path)
+        self.ema.save()
 
 
 def batches(train, a, step):
