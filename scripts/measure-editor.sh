@@ -36,11 +36,18 @@ sleep 15 # load, and live mode's first run
 # This machine's speed drifts by 10-20 % within minutes (a shared VM), so each run gets its own
 # bench right before it (one whole translation after a warm-up, with the editor idle).
 echo "Run clicked $RUNS times, each right after a bench:"
+# CPU time the VM's host took from this guest (steal, /proc/stat, ms summed over the vCPUs):
+# 10-40 % of two busy vCPUs on these machines, varying within seconds (docs/performance.md).
+steal() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {print int($9 * 1000 / hz)}' /proc/stat; }
 for i in $(seq "$RUNS"); do
-  "$bin" bench --warmup 1 --runs 1 | awk -v i="$i" '/^whole translation/ {print "bench right before run " i ": " $(NF-4) " ms"}'
+  s0=$(steal)
+  "$bin" bench --warmup 1 --runs 1 | awk -v i="$i" '/^whole translation/ {printf "bench right before run %s: %s ms", i, $(NF-4)}'
+  echo " (steal during the bench command: $(($(steal) - s0)) ms)"
   sleep 1 # the bench's exit settles (a user clicks Run in a warm editor, not after a benchmark)
+  s0=$(steal)
   xdotool mousemove 27 12 click 1
   sleep 4
+  echo "run $i: steal in the 4 s after the click: $(($(steal) - s0)) ms"
 done
 grep -o "Run done.*" "$log" | tail -n "$RUNS"
 import -window root target/measure-run.png

@@ -60,9 +60,15 @@ pub fn request(size: u32, label_nc: usize, seed: u64, refine: bool) -> RunReques
 }
 
 fn worker_with_model() -> (WorkerHandle, usize, usize) {
+    worker_on(None)
+}
+
+/// A worker with the fixture model, its sampler on `threads` threads of its own (None: rayon's
+/// global pool).
+fn worker_on(threads: Option<usize>) -> (WorkerHandle, usize, usize) {
     let model = fixture_model();
     let (size, nc) = (model.config.image_size, model.config.label_nc());
-    let w = WorkerHandle::spawn(|_| {});
+    let w = WorkerHandle::spawn_with(threads, |_| {});
     w.install(model, common::parity_dir(), DeviceChoice::Cpu);
     match w.recv_timeout(TIMEOUT) {
         Some(WorkerEvent::ModelLoaded(info)) => assert_eq!(info.image_size, size),
@@ -483,4 +489,35 @@ fn worker_bench_times_runs_and_a_cancel_half_way() {
         assert!(first < last);
     }
     assert!(b.after_cancel > Duration::ZERO);
+}
+
+/// The editor runs its sampler on a pool of its own, one core fewer than the process may use:
+/// the result must not depend on it (a one-thread pool against rayon's global pool).
+#[test]
+fn a_sampler_pool_of_its_own_gives_the_same_image() {
+    let (global, size, nc) = worker_on(None);
+    let (own, _, _) = worker_on(Some(1));
+    let a = final_image(&global, request(size as u32, nc, 9, true));
+    let b = final_image(&own, request(size as u32, nc, 9, true));
+    let worst = a
+        .pixels()
+        .zip(b.pixels())
+        .flat_map(|(p, q)| p.0.iter().zip(q.0).map(|(x, y)| x.abs_diff(y)))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "final images differ by up to {worst} levels");
+    #[cfg(target_os = "linux")]
+    {
+        // The run went through the pool: its thread is there, under its name.
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "midm-sampler-0"),
+            "no sampler pool thread among {names:?}"
+        );
+        assert!(!names.iter().any(|n| n == "midm-sampler-1"));
+    }
 }

@@ -132,7 +132,9 @@ impl MidmApp {
         let ctx_cell = Arc::new(Mutex::new(Some(ctx.clone())));
         let cell = ctx_cell.clone();
         let pacer = RepaintPacer::new(stream_repaint_gap(args.software_renderer));
-        let worker = WorkerHandle::spawn(move |urgency| {
+        let threads = crate::worker::editor_sampler_threads();
+        tracing::info!("sampler on {threads} thread(s)");
+        let worker = WorkerHandle::spawn_with(Some(threads), move |urgency| {
             if let Some(ctx) = cell.lock().ok().and_then(|c| c.clone()) {
                 pacer.on_event(&ctx, urgency);
             }

@@ -241,17 +241,32 @@ pub struct WorkerHandle {
     sweeps: Arc<AtomicU64>,
     repaint: Repaint,
     thread: Option<JoinHandle<()>>,
+    /// The sampler's own pool size (None: rayon's global pool), kept for a respawn.
+    threads: Option<usize>,
 }
 
 impl WorkerHandle {
     /// Start the worker thread; `repaint` is called after every event (e.g. with
     /// `ctx.request_repaint()`), told how soon the event needs painting.
     pub fn spawn(repaint: impl Fn(Urgency) + Send + Sync + 'static) -> Self {
+        Self::spawn_with(None, repaint)
+    }
+
+    /// [`Self::spawn`] with the sampler on a rayon pool of its own with `threads` threads
+    /// (`None`: rayon's global pool, every core; see [`editor_sampler_threads`]).
+    pub fn spawn_with(
+        threads: Option<usize>,
+        repaint: impl Fn(Urgency) + Send + Sync + 'static,
+    ) -> Self {
         let (events_tx, events) = unbounded();
         let repaint: Repaint = Arc::new(repaint);
         let generation = Arc::new(AtomicU64::new(0));
-        let (requests, thread) =
-            start_thread(events_tx.clone(), generation.clone(), repaint.clone());
+        let (requests, thread) = start_thread(
+            events_tx.clone(),
+            generation.clone(),
+            repaint.clone(),
+            threads,
+        );
         Self {
             requests,
             events,
@@ -261,6 +276,7 @@ impl WorkerHandle {
             sweeps: Arc::default(),
             repaint,
             thread: Some(thread),
+            threads,
         }
     }
 
@@ -404,6 +420,7 @@ impl WorkerHandle {
                 self.events_tx.clone(),
                 self.generation.clone(),
                 self.repaint.clone(),
+                self.threads,
             );
             self.requests = requests;
             self.thread = Some(thread);
@@ -427,15 +444,58 @@ impl Drop for WorkerHandle {
     }
 }
 
+/// Threads the editor's sampler gets: one fewer than the process may use (`RAYON_NUM_THREADS`,
+/// which `main` sets to the cores when unset), at least one; `MIDM_SAMPLER_THREADS` overrides.
+/// The window is drawn on the same cores, on a software renderer entirely on the CPU, and a
+/// sampler on every core made the two take turns. Measured on a 2-vCPU Xeon (AVX-512, a VM whose
+/// host takes back 10-40 % of two busy vCPUs as steal time), model v1.3, cat pair, Xvfb +
+/// lavapipe, two takes of 8 runs each way, each run right after its own `midm bench` (2026-12-02,
+/// `scripts/measure-editor.sh`): Run -> final image 736-1214 ms and within 1.2x of its bench in
+/// 16 of 16 runs with the sampler on one thread, 878-1454 ms and 12 of 16 on both; Run -> first
+/// step 23-81 against 32-93 ms (docs/performance.md). On a 2-core AMD EPYC on 2026-12-01 (with
+/// candle's element-wise pool still on) the editor had been faster with the sampler on both.
+pub fn editor_sampler_threads() -> usize {
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    env("MIDM_SAMPLER_THREADS")
+        .unwrap_or_else(|| {
+            let all = env("RAYON_NUM_THREADS")
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            all.saturating_sub(1)
+        })
+        .max(1)
+}
+
 fn start_thread(
     events: Sender<WorkerEvent>,
     generation: Arc<AtomicU64>,
     repaint: Repaint,
+    threads: Option<usize>,
 ) -> (Sender<Request>, JoinHandle<()>) {
     let (tx, rx) = unbounded();
     let thread = std::thread::Builder::new()
         .name("midm-worker".into())
-        .spawn(move || Worker::new(events, generation, repaint).serve(rx))
+        .spawn(move || {
+            let serve = move || Worker::new(events, generation, repaint).serve(rx);
+            let pool = threads.map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("midm-sampler-{i}"))
+                    .build()
+            });
+            match pool {
+                Some(Ok(pool)) => pool.install(serve),
+                Some(Err(e)) => {
+                    tracing::warn!("sampler thread pool not built ({e}); using every core");
+                    serve()
+                }
+                None => serve(),
+            }
+        })
         .expect("spawning the worker thread");
     (tx, thread)
 }
