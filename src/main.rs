@@ -86,7 +86,7 @@ struct BenchArgs {
     batch: Vec<usize>,
     /// Time runs through the editor's worker, without a window: Run -> first streamed step,
     /// Run -> final image, and a run cancelled half way then run again (the cat pair of
-    /// assets/, the editor's default parameters).
+    /// assets/, the editor's default parameters and sampler threads).
     #[arg(long, conflicts_with_all = ["batch", "official", "official_only", "compare_torch"])]
     worker: bool,
     /// With --batch: concurrent sub-batches per batch, as `midm batch --workers` (default: one

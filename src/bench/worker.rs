@@ -25,6 +25,8 @@ pub struct WorkerBench {
     pub cancel: Duration,
     /// The run started right after the cancel: Run -> final image.
     pub after_cancel: Duration,
+    /// The sampler's threads: the editor's ([`crate::worker::editor_sampler_threads`]).
+    pub threads: usize,
 }
 
 fn next_event(w: &WorkerHandle, start: Instant) -> Result<WorkerEvent> {
@@ -55,7 +57,8 @@ impl WorkerBench {
             _ => "no runs".into(),
         };
         println!(
-            "worker on {device:?}, {} runs after {warmup} warm-up, {} steps streamed per run:",
+            "worker on {device:?} ({} sampler thread(s), as in the editor), {} runs after {warmup} warm-up, {} steps streamed per run:",
+            self.threads,
             self.final_image.len(),
             self.steps
         );
@@ -109,11 +112,17 @@ pub fn bench_worker(
     warmup: usize,
     runs: usize,
 ) -> Result<WorkerBench> {
-    let w = WorkerHandle::spawn(|_| {});
+    // The editor's thread rule, so that this times what the editor runs (without its window,
+    // whose core then idles).
+    let threads = crate::worker::editor_sampler_threads();
+    let w = WorkerHandle::spawn_with(Some(threads), |_| {});
     let t0 = Instant::now();
     w.install(model, model_path, device);
     while !matches!(next_event(&w, t0)?, WorkerEvent::ModelLoaded(_)) {}
-    let mut bench = WorkerBench::default();
+    let mut bench = WorkerBench {
+        threads,
+        ..Default::default()
+    };
     for i in 0..warmup + runs {
         let (first, last, steps) = timed_run(&w, request)?;
         if i >= warmup {
