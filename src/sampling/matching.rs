@@ -7,6 +7,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use crate::model::kernels::activations::{relu_fresh, softmax_last_dim_scaled};
+use crate::model::kernels::transpose::transposed_columns;
 
 /// Epsilon of the second normalisation inside `correlation`.
 const CORR_EPS: f64 = 1e-5;
@@ -132,10 +133,9 @@ pub fn soft_flow(corr: &Tensor, h: usize, w: usize, temperature: f64) -> Result<
     })?;
     // Over target positions, produced transposed ([B, ref, trg]): the layout the matmul wants,
     // and one contiguous row per softmax instead of candle's strided dim-1 softmax.
-    let corr_t = corr.transpose(1, 2)?;
     let map_src = map_row_blocks(reference, trg, |r| {
-        softmax_last_dim_scaled(&corr_t.narrow(1, r.start, r.len())?, 1.0 / temperature)?
-            .matmul(&grid_b)
+        let block = transposed_columns(corr, r.start, r.len())?;
+        softmax_last_dim_scaled(&block, 1.0 / temperature)?.matmul(&grid_b)
     })?;
     let flow_trg = (&map_trg - &grid_b)?;
     let flow_src = (&map_src - &grid_b)?;

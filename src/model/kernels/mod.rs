@@ -4,10 +4,12 @@
 //! - [`activations`]: SiLU, softmax and GroupNorm(+SiLU) with a vectorising exp;
 //! - [`conv`]: `Conv2d` with a banded NCHW im2col + GEMM;
 //! - [`spade`]: SPADE's modulated positional norm;
+//! - [`transpose`]: a column range of a matrix, transposed (the cycle check's other softmax);
 //! - `winograd`: 3x3 stride-1 convs by F(2x2, 3x3), called by [`conv`].
 pub mod activations;
 pub mod conv;
 pub mod spade;
+pub mod transpose;
 mod winograd;
 
 use rayon::prelude::*;
