@@ -81,7 +81,7 @@ mod tests {
             (&big, 17, 200),
         ] {
             let want = x.narrow(2, start, len)?.transpose(1, 2)?.contiguous()?;
-            let got = transposed_columns(&x, start, len)?;
+            let got = transposed_columns(x, start, len)?;
             assert_eq!(got.dims(), want.dims());
             let (g, w) = (
                 got.flatten_all()?.to_vec1::<f32>()?,
