@@ -223,8 +223,8 @@ pub enum Act {
     LeakyRelu(f32),
 }
 
-/// Sum of `v - center` and, with `squares`, of its squares (else 0), in f64 over 8 lanes (added up in the
-/// same order whatever the vector width, so AVX2 and AVX-512 give the same bits).
+/// Sum of `v - center` and, with `squares`, of its squares (else 0), in f64 over 8 lanes,
+/// added up in the same order whatever the vector width (AVX2 and AVX-512 give the same bits).
 #[inline(always)]
 fn sum_f64(v: &[f32], center: f64, squares: bool) -> (f64, f64) {
     let mut s = [0f64; 8];
