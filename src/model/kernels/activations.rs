@@ -4,7 +4,8 @@
 //! candle 0.11's CPU `silu` and `softmax_last_dim` call libm's scalar `expf` per element; in
 //! `perf` on an official-size UNet pass that was 6 % of all cycles (attention scores at 32x32
 //! are 14 x 1024 x 1024 exps per block). The exp below is branch-free f32 arithmetic, so the
-//! loops over it compile to SIMD (8 lanes where AVX2 is detected at run time, else SSE2's 4).
+//! loops over it compile to SIMD (16 lanes where AVX-512 is detected at run time, 8 with AVX2,
+//! else SSE2's 4; see [`Isa`]).
 //! Other devices and dtypes use candle's ops.
 use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Result, Shape, Tensor};
 
@@ -65,41 +66,89 @@ fn softmax_row(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn silu_slice_avx2(src: &[f32], dst: &mut [f32]) {
-    silu_slice(src, dst)
+/// The vector instructions a CPU kernel here is compiled for, picked at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    Plain,
+    /// AVX2 + FMA: 8 f32 lanes.
+    Avx2,
+    /// AVX-512F: 16 f32 lanes. Every loop here is plain element-wise arithmetic, nothing that the
+    /// wider vectors fuse or reorder, so each width gives the same bits (tested below); on an
+    /// AVX-512 machine the GroupNorm statistics were 3.2 % of an official-size translation with
+    /// the AVX2 code (`perf`, 2026-12-02).
+    Avx512,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(src: &[f32], dst: &mut [f32]) {
-    softmax_row(src, dst)
-}
+impl Isa {
+    #[cfg(test)]
+    const ALL: [Isa; 3] = [Isa::Plain, Isa::Avx2, Isa::Avx512];
 
-// The same loops with 16 f32 lanes. No operation in them is fused or reordered by the wider
-// vectors, so they give the same bits as the AVX2 ones (tested below).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn silu_slice_avx512(src: &[f32], dst: &mut [f32]) {
-    silu_slice(src, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn softmax_row_avx512(src: &[f32], dst: &mut [f32]) {
-    softmax_row(src, dst)
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    /// Whether this CPU runs `self` (checked once per process).
+    fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            static FOUND: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+            let (avx2, avx512) = *FOUND.get_or_init(|| {
+                (
+                    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+                    is_x86_feature_detected!("avx512f"),
+                )
+            });
+            match self {
+                Isa::Plain => true,
+                Isa::Avx2 => avx2,
+                Isa::Avx512 => avx512,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Plain
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+
+    /// The widest one this CPU runs.
+    fn best() -> Isa {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|i| i.supported())
+            .unwrap_or(Isa::Plain)
+    }
 }
+
+/// `fn $name(isa, args)`: `$inner(args)` compiled for each [`Isa`] (the `#[inline(always)]`
+/// body inlined into a `#[target_feature]` copy per width), run with `isa` where this CPU
+/// supports it, else with the plain copy.
+macro_rules! per_isa {
+    ($name:ident => $inner:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name(isa: Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $inner($($arg),*)
+                }
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $inner($($arg),*)
+                }
+                if isa.supported() {
+                    match isa {
+                        // SAFETY: the CPU supports the features (checked just above).
+                        Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                        // SAFETY: as above.
+                        Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                        Isa::Plain => {}
+                    }
+                }
+            }
+            let _ = isa;
+            $inner($($arg),*)
+        }
+    };
+}
+
+per_isa!(silu_slice_on => silu_slice(src: &[f32], dst: &mut [f32]));
+per_isa!(softmax_row_on => softmax_row(src: &[f32], dst: &mut [f32]));
 
 pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
@@ -133,19 +182,8 @@ impl CustomOp1 for Silu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let src = contiguous_f32(s, l)?;
-        let (avx2, avx512) = (has_avx2(), has_avx512());
-        let dst = map_chunks(src, GRAIN, |_, d, s| {
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                // SAFETY: the CPU supports AVX-512F (checked at run time).
-                return unsafe { silu_slice_avx512(s, d) };
-            } else if avx2 {
-                // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                return unsafe { silu_slice_avx2(s, d) };
-            }
-            let _ = (avx2, avx512);
-            silu_slice(s, d)
-        });
+        let isa = Isa::best();
+        let dst = map_chunks(src, GRAIN, |_, d, s| silu_slice_on(isa, s, d));
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 }
@@ -164,7 +202,7 @@ impl CustomOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let src = contiguous_f32(s, l)?;
         let n = *l.shape().dims().last().unwrap_or(&1);
-        let (avx2, avx512) = (has_avx2(), has_avx512());
+        let isa = Isa::best();
         let rows_per_task = (GRAIN / n.max(1)).max(1) * n.max(1);
         let scale = self.scale;
         let dst = map_chunks(src, rows_per_task, |_, d, s| {
@@ -180,20 +218,9 @@ impl CustomOp1 for SoftmaxLastDim {
                     }
                     None => s,
                 };
-                #[cfg(target_arch = "x86_64")]
-                if avx512 {
-                    // SAFETY: the CPU supports AVX-512F (checked at run time).
-                    unsafe { softmax_row_avx512(s, d) };
-                    continue;
-                } else if avx2 {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                    unsafe { softmax_row_avx2(s, d) };
-                    continue;
-                }
-                softmax_row(s, d)
+                softmax_row_on(isa, s, d)
             }
         });
-        let _ = (avx2, avx512);
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 }
@@ -295,55 +322,10 @@ fn normalize_slice(src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn sum_f64_avx2(v: &[f32], center: f64, squares: bool) -> (f64, f64) {
-    sum_f64(v, center, squares)
-}
-
-/// The 8 f64 lanes in one register: the statistics were 3.2 % of an official-size translation
-/// with AVX2 code on an AVX-512 machine (`perf`, 2026-12-02).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn sum_f64_avx512(v: &[f32], center: f64, squares: bool) -> (f64, f64) {
-    sum_f64(v, center, squares)
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn normalize_slice_avx2(
-    src: &[f32],
-    dst: &mut [f32],
-    mean: f32,
-    scale: f32,
-    shift: f32,
-    act: Act,
-) {
-    normalize_slice(src, dst, mean, scale, shift, act)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn normalize_slice_avx512(
-    src: &[f32],
-    dst: &mut [f32],
-    mean: f32,
-    scale: f32,
-    shift: f32,
-    act: Act,
-) {
-    normalize_slice(src, dst, mean, scale, shift, act)
-}
+per_isa!(sum_f64_on => sum_f64(v: &[f32], center: f64, squares: bool) -> (f64, f64));
+per_isa!(normalize_slice_on => normalize_slice(
+    src: &[f32], dst: &mut [f32], mean: f32, scale: f32, shift: f32, act: Act
+));
 
 impl CustomOp1 for GroupNormOp<'_> {
     fn name(&self) -> &'static str {
@@ -357,44 +339,22 @@ impl CustomOp1 for GroupNormOp<'_> {
         let spatial: usize = dims[2..].iter().product();
         let cpg = c / self.groups;
         let group_len = cpg * spatial;
-        let avx2 = has_avx2();
-        let avx512 = has_avx512();
-        let sums = |v: &[f32], center: f64, squares: bool| -> (f64, f64) {
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                // SAFETY: the CPU supports AVX-512F (checked at run time).
-                return unsafe { sum_f64_avx512(v, center, squares) };
-            } else if avx2 {
-                // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                return unsafe { sum_f64_avx2(v, center, squares) };
-            }
-            sum_f64(v, center, squares)
-        };
+        let isa = Isa::best();
         let dst = map_chunks(src, group_len, |bg, d, x| {
             let n = x.len() as f64;
-            let mean = sums(x, 0.0, false).0 / n;
+            let mean = sum_f64_on(isa, x, 0.0, false).0 / n;
             // Second pass around the mean: no cancellation in the variance.
-            let var = sums(x, mean, true).1 / n;
+            let var = sum_f64_on(isa, x, mean, true).1 / n;
             let inv_std = 1.0 / (var + self.eps).sqrt();
             let g = bg % self.groups;
             for (k, (d, x)) in d.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
                 let ch = g * cpg + k;
                 let scale = (inv_std * self.weight[ch] as f64) as f32;
                 let (m, sh) = (mean as f32, self.bias[ch]);
-                #[cfg(target_arch = "x86_64")]
-                if avx512 {
-                    // SAFETY: the CPU supports AVX-512F (checked at run time).
-                    unsafe { normalize_slice_avx512(x, d, m, scale, sh, self.act) };
-                    continue;
-                } else if avx2 {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                    unsafe { normalize_slice_avx2(x, d, m, scale, sh, self.act) };
-                    continue;
-                }
-                normalize_slice(x, d, m, scale, sh, self.act)
+                normalize_slice_on(isa, x, d, m, scale, sh, self.act)
             }
         });
-        let _ = (avx2, avx512, b);
+        let _ = b;
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 }
@@ -510,37 +470,12 @@ mod tests {
                 run(&|s, d| softmax_row(s, d)),
                 acts.map(|a| run(&|s, d| normalize_slice(s, d, 0.3, 1.7, -0.2, a))),
             );
-            #[cfg(target_arch = "x86_64")]
-            for (wide, name) in [(has_avx2(), "avx2"), (has_avx512(), "avx512")] {
-                if !wide {
-                    continue;
-                }
-                let avx512 = name == "avx512";
-                // SAFETY (all three): the CPU supports the features (checked at run time).
+            for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+                let name = format!("{isa:?}");
                 let got = (
-                    run(&|s, d| unsafe {
-                        if avx512 {
-                            silu_slice_avx512(s, d)
-                        } else {
-                            silu_slice_avx2(s, d)
-                        }
-                    }),
-                    run(&|s, d| unsafe {
-                        if avx512 {
-                            softmax_row_avx512(s, d)
-                        } else {
-                            softmax_row_avx2(s, d)
-                        }
-                    }),
-                    acts.map(|a| {
-                        run(&|s, d| unsafe {
-                            if avx512 {
-                                normalize_slice_avx512(s, d, 0.3, 1.7, -0.2, a)
-                            } else {
-                                normalize_slice_avx2(s, d, 0.3, 1.7, -0.2, a)
-                            }
-                        })
-                    }),
+                    run(&|s, d| silu_slice_on(isa, s, d)),
+                    run(&|s, d| softmax_row_on(isa, s, d)),
+                    acts.map(|a| run(&|s, d| normalize_slice_on(isa, s, d, 0.3, 1.7, -0.2, a))),
                 );
                 assert!(got.0 == plain.0, "silu, {name}, n {n}");
                 assert!(got.1 == plain.1, "softmax, {name}, n {n}");
@@ -560,18 +495,9 @@ mod tests {
             for (center, squares) in [(0.0, false), (1.25, true)] {
                 let plain = sum_f64(&v, center, squares);
                 let bits = |(s, q): (f64, f64)| (s.to_bits(), q.to_bits());
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if has_avx2() {
-                        // SAFETY: checked at run time just above.
-                        let got = unsafe { sum_f64_avx2(&v, center, squares) };
-                        assert_eq!(bits(got), bits(plain), "avx2, n {n}");
-                    }
-                    if has_avx512() {
-                        // SAFETY: checked at run time just above.
-                        let got = unsafe { sum_f64_avx512(&v, center, squares) };
-                        assert_eq!(bits(got), bits(plain), "avx512, n {n}");
-                    }
+                for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+                    let got = sum_f64_on(isa, &v, center, squares);
+                    assert_eq!(bits(got), bits(plain), "{isa:?}, n {n}");
                 }
                 if !squares {
                     assert_eq!(plain.1, 0.0);
