@@ -21,8 +21,8 @@ use candle_core::{DType, Device, Tensor};
 use common::{assert_close, get, max_abs_diff};
 use midm::model::correspondence::{spectral_norm_weight, Correspondence};
 use midm::sampling::ddim::{ddim_step, q_sample};
-use midm::sampling::matching;
 use midm::sampling::schedule::{DdimSchedule, DdpmSchedule};
+use midm::sampling::{matching, regions};
 
 fn correspondence() -> Correspondence {
     Correspondence::new(
@@ -232,9 +232,34 @@ fn parity_matching() {
     let ref_feats = get(&trace, "corr.ref_feats");
     let (_, _, h, w) = ref_feats.dims4().unwrap();
 
+    // Region matching (a trainer set of a model with `midms.region_matching`): both sides' cells
+    // from the inputs, exactly the trainer's, and the correlations restricted by them.
+    let penalty = trace.contains_key("corr.region_trg").then(|| {
+        let target = regions::target_cells(&get(&trace, "input.cond_label"), h, w).unwrap();
+        let exemplar = regions::exemplar_cells(&get(&trace, "input.exemplar"), h, w).unwrap();
+        assert_eq!(
+            max_abs_diff(&target, &get(&trace, "corr.region_trg")),
+            0.0,
+            "region_trg"
+        );
+        assert_eq!(
+            max_abs_diff(&exemplar, &get(&trace, "corr.region_ref")),
+            0.0,
+            "region_ref"
+        );
+        regions::penalty(&target, &exemplar).unwrap()
+    });
+    assert_eq!(
+        penalty.is_some(),
+        common::config_json()["midms"]["region_matching"]
+            .as_bool()
+            .unwrap_or(false),
+        "the trace has region cells exactly when the set's model matches by region"
+    );
     // Correlation of unit-norm features: sums of C products, |corr| <= 1.
     let corr =
         matching::correlation(&get(&trace, "corr.trg_out"), &get(&trace, "corr.ref_out")).unwrap();
+    let corr = regions::restrict(corr, penalty.as_ref()).unwrap();
     let corr_ref = as_matrix(&get(&trace, "corr.corr_ref"));
     assert_close("corr.corr_ref", &corr, &corr_ref, 1e-6);
     // Soft warp from the stored correlation: softmax at T = 0.005 turns 1-ulp differences of
@@ -298,6 +323,7 @@ fn parity_matching() {
         let p = format!("loop.{k}");
         let corr =
             matching::correlation(&get(&trace, &format!("{p}.iter_feat")), &inter_ref).unwrap();
+        let corr = regions::restrict(corr, penalty.as_ref()).unwrap();
         let warped = matching::soft_warp(&ref_feats, &corr, temp).unwrap();
         assert_close(
             &format!("{p}.pred_ref_x0_new"),

@@ -137,7 +137,7 @@ def stages(model, size, device):
     def first_step():
         # Everything the sampler does before its first event: encode, both sides, initial warp.
         z = ae.encode(ex)
-        return model.match(cond, z, ex_label)["warped"]
+        return model.match(cond, z, ex_label, regions=model.regions(cond, ex, z.shape[2:]))["warped"]
 
     return [
         ("encode", "encode (autoencoder)", lambda: ae.encode(ex)),

@@ -43,7 +43,8 @@ def main():
     model, _ = load_exported(a.weights)
     sk, ex, exl, tg, names = load_assets()
     out, _ = model.translate(sk, ex, exl, generator=torch.Generator().manual_seed(a.seed))
-    warp = model.ae.decode(model.match(sk, model.ae.encode(ex), exl)["warped"])
+    z = model.ae.encode(ex)
+    warp = model.ae.decode(model.match(sk, z, exl, regions=model.regions(sk, ex, z.shape[2:]))["warped"])
     rows = [sk * 2 - 1, ex, out, warp, tg]
     big = [torch.nn.functional.interpolate(r, scale_factor=2, mode="nearest") for r in rows]
     save_grid(a.out, big)

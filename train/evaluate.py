@@ -134,7 +134,8 @@ def run_variant(model, batch, name, seed, chunk=32):
                                         rewarp_at=(), start_latent=model.ae.encode(batch["image"][sl]))[0])
         elif name == "warp_only":
             feats = model.ae.encode(batch["ref"][sl])
-            m = model.match(batch["edge"][sl], feats, batch["ref_edge"][sl])
+            regions = model.regions(batch["edge"][sl], batch["ref"][sl], feats.shape[2:])
+            m = model.match(batch["edge"][sl], feats, batch["ref_edge"][sl], regions=regions)
             outs.append(model.ae.decode(m["warped"]))
         elif name == "exemplar":
             outs.append(batch["ref"][sl])

@@ -41,12 +41,15 @@ def latest_state(run):
 DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_stage_model.post_quant_conv.")
 
 
-def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None):
+def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None, region_matching=None):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
-    export instead of the latest finished stage."""
+    export instead of the latest finished stage. `region_matching`: True / False sets
+    `midms.region_matching` (an inference setting: ops.restrict_to_regions); None keeps the run's."""
     cfg = json.load(open(os.path.join(run, "config.json")))
+    if region_matching is not None:
+        cfg["midms"]["region_matching"] = region_matching
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"
@@ -101,8 +104,12 @@ def main():
                     help="f16: network weights in float16 (half the size; schedule buffers stay float32)")
     ap.add_argument("--state", default=None,
                     help="a stage checkpoint of the run (e.g. RUN/e2e/ckpt.pt, its last step) instead of the finished stage")
+    ap.add_argument("--region-matching", choices=["on", "off"], default=None,
+                    help="set midms.region_matching (matches kept inside / outside the drawn shape); "
+                         "default: the run's setting")
     a = ap.parse_args()
-    which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state)
+    rm = None if a.region_matching is None else a.region_matching == "on"
+    which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state, rm)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 

@@ -157,6 +157,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "N_CH": mi["N_CH"], "label_nc": mi["label_nc"], "layer_channels": mi["N_CH"] + mi["label_nc"],
                   "corr_ndf": mi["corr_ndf"], "spade_nhidden": mi["spade_nhidden"],
                   "label_downsample": model.label_downsample, "label_fill": model.label_fill,
+                  "region_matching": model.region_matching,
                   "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],
                                 "rewarp_at_loop_indices": [1, 2],
                                 "refine": {"ddim_num_steps": 200, "eta": 1.0, "hijack_step": 180}}},

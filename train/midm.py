@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from .autoencoder import VQModel
 from .correspondence import build_correspondence
-from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, seg_input, soft_warp
+from .ops import (correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck, feature_normalize, fill_label,
+                  get_flow, region_cells, restrict_to_regions, seg_input, soft_warp)
 from .unet import UNetModel
 
 SCHEDULE_BUFFERS = [
@@ -113,6 +114,8 @@ class MIDM(nn.Module):
         self.label_downsample = ldm_cfg.get("midms", {}).get("label_downsample", "nearest")
         # Not in the authors' code either: seg_enc also sees the filled drawing (ops.seg_input).
         self.label_fill = label_fill
+        # Not in the authors' code: matching kept inside / outside the drawn shape (ops.restrict_to_regions).
+        self.region_matching = bool(ldm_cfg.get("midms", {}).get("region_matching", False))
         build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden, label_fill)
 
     @property
@@ -120,8 +123,16 @@ class MIDM(nn.Module):
         return self.diff_model.first_stage_model
 
     # ---- correspondence -------------------------------------------------------------------
-    def match(self, label, ref_feats, ref_label, trace=None):
-        """Initial matching. Returns dict with trg/ref matching feats, corr_ref, warped_ref_feat."""
+    def regions(self, label, ref_img, hw):
+        """(target, exemplar) region cells on the latent grid `hw` for a model with
+        `region_matching`, else None."""
+        if not self.region_matching:
+            return None
+        return region_cells(fill_label(label), hw), region_cells(exemplar_foreground(ref_img), hw)
+
+    def match(self, label, ref_feats, ref_label, trace=None, regions=None):
+        """Initial matching. Returns dict with trg/ref matching feats, corr_ref, warped_ref_feat.
+        `regions`: `self.regions(...)`, the restriction of region matching (None: none)."""
         hw = ref_feats.shape[2:]
         seg_in, label_ds = seg_input(label, hw, self.label_downsample, self.label_fill)
         ref_label_ds = downsample_label(ref_label, hw, self.label_downsample)
@@ -132,6 +143,10 @@ class MIDM(nn.Module):
         trg_out = feature_normalize(self.theta(trg_lo))
         ref_out = feature_normalize(self.phi(ref_lo))
         corr = correlation(trg_out, ref_out)
+        if regions is not None:
+            corr = restrict_to_regions(corr, *regions)
+            if trace is not None:
+                trace["corr.region_trg"], trace["corr.region_ref"] = regions
         warped = soft_warp(ref_feats, corr)
         if trace is not None:
             if self.label_fill:
@@ -147,11 +162,13 @@ class MIDM(nn.Module):
         return {"label_ds": label_ds, "ref_label_ds": ref_label_ds, "trg_m": trg_m, "ref_m": ref_m,
                 "trg_out": trg_out, "ref_out": ref_out, "corr": corr, "warped": warped}
 
-    def rematch(self, x0, trg_m, ref_m, ref_feats):
+    def rematch(self, x0, trg_m, ref_m, ref_feats, regions=None):
         """Re-matching from the current x0 estimate (iter_enc). Returns (x0_new, corr_inter, iter_feat)."""
         f = feature_normalize(self.iter_enc(x0, seg=trg_m))
         r = feature_normalize(ref_m)
         corr = correlation(f, r)
+        if regions is not None:
+            corr = restrict_to_regions(corr, *regions)
         return soft_warp(ref_feats, corr), corr, f, r
 
     # ---- inference ------------------------------------------------------------------------
@@ -174,7 +191,8 @@ class MIDM(nn.Module):
             return torch.randn(shape_like.shape, generator=generator, device=dev).to(shape_like.device)
 
         ref_feats = self.ae.encode(ref_img)
-        m = self.match(label, ref_feats, ref_label, trace=trace)
+        regions = self.regions(label, ref_img, ref_feats.shape[2:])
+        m = self.match(label, ref_feats, ref_label, trace=trace, regions=regions)
         if trace is not None:
             fl = get_flow(m["corr"])
             for k, v in zip(["map_trg", "map_src", "flow_trg", "flow_src"], fl):
@@ -192,7 +210,7 @@ class MIDM(nn.Module):
         for k, s in enumerate(t_list):
             p = f"loop.{k}"
             if k in rewarp_at:
-                x0_new, corr_i, f, r = self.rematch(x0, m["trg_m"], m["ref_m"], ref_feats)
+                x0_new, corr_i, f, r = self.rematch(x0, m["trg_m"], m["ref_m"], ref_feats, regions)
                 fl = get_flow(corr_i)
                 fb_ts = fbcheck(*fl)[0]
                 mask = fb_mask(fb_ts)

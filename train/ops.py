@@ -64,6 +64,47 @@ def seg_input(label, hw, mode="nearest", fill=False, filled=None):
     return torch.cat([line, F.adaptive_avg_pool2d(filled, hw)], 1), line
 
 
+# Region matching (our models' `midms.region_matching: true`; not in the authors' code). The
+# UNet is unconditional: the output takes its shape from the warped exemplar, so a target cell
+# outside the drawing that matches the exemplar's glyph paints a patch there, and one inside that
+# matches the exemplar's white background leaves a hole. With it, a cell inside the drawing matches
+# only exemplar cells inside the exemplar's shape, a cell outside only cells outside it. The Rust
+# sampler implements the same (`sampling::regions`).
+REGION_MIN_SHARE = 0.05  # each side of the exemplar needs this share of cells, else no restriction
+WHITE_BELOW = 234.5  # an exemplar pixel is foreground when a channel is below 235 of 255
+
+
+def exemplar_foreground(ref_img):
+    """[B, 3, H, W] exemplar in [-1, 1] -> [B, 1, H, W] in {0, 1}: its non-white pixels (any channel
+    below 235 of 255, `train.evaluate.foreground`'s rule) plus the areas they enclose (`fill_label`),
+    so that a white eye or a white belly inside an outline counts as the shape's."""
+    nonwhite = ((ref_img.float() + 1) * 127.5 < WHITE_BELOW).any(1, keepdim=True).float()
+    return fill_label(nonwhite)
+
+
+def region_cells(inside, hw):
+    """[B, 1, H, W] in {0, 1} -> [B, 1, h, w]: 1 where more than half of a latent cell is inside."""
+    return (F.adaptive_avg_pool2d(inside.float(), hw) > 0.5).float()
+
+
+@full_precision
+def restrict_to_regions(corr, trg, ref):
+    """corr [B, h_t, w_t, h_r, w_r]; trg [B, 1, h_t, w_t], ref [B, 1, h_r, w_r] region cells.
+    Subtracts 1 where a target cell and a reference cell lie in different regions: correlations
+    are in [0, 1], so a penalised one (now <= 0) is at or below every allowed one, and at the
+    temperature's 1/0.005 its weight drops by exp(-200) (below 1e-37 next to any allowed
+    correlation above 0.45). Only for an exemplar with at least REGION_MIN_SHARE of its cells on each side (a photo
+    without a white background is left as it is)."""
+    b, ht, wt, hr, wr = corr.shape
+    t = trg.reshape(b, ht * wt, 1).float()
+    r = ref.reshape(b, 1, hr * wr).float()
+    share = r.mean(-1, keepdim=True)
+    applies = (share >= REGION_MIN_SHARE) & (share <= 1 - REGION_MIN_SHARE)
+    other = t * (1 - r) + (1 - t) * r
+    penalty = torch.where(applies, other, torch.zeros_like(other))
+    return (corr.reshape(b, ht * wt, hr * wr) - penalty).reshape(b, ht, wt, hr, wr)
+
+
 @full_precision
 def feature_normalize(f):
     """Subtract the channel mean, divide by the channel L2 norm (no epsilon, as the reference)."""

@@ -54,6 +54,7 @@ pub fn official_config() -> MidmConfig {
             label_fill: false,
         },
         label_downsample: Default::default(),
+        region_matching: false,
     }
 }
 

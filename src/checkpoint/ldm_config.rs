@@ -25,6 +25,9 @@ pub struct LdmConfig {
     pub label_downsample: LabelDownsample,
     /// `midms.label_fill` (our own models' section): `seg_enc` also takes the filled drawing.
     pub label_fill: bool,
+    /// `midms.region_matching` (our own models' section): matches kept inside / outside the
+    /// drawn shape ([`crate::sampling::regions`]).
+    pub region_matching: bool,
 }
 
 impl LdmConfig {
@@ -41,6 +44,7 @@ impl LdmConfig {
             ddpm: self.ddpm,
             correspondence,
             label_downsample: self.label_downsample,
+            region_matching: self.region_matching,
         }
     }
 }
@@ -58,6 +62,8 @@ struct Midms {
     label_downsample: Option<String>,
     #[serde(default)]
     label_fill: bool,
+    #[serde(default)]
+    region_matching: bool,
 }
 
 fn label_downsample(m: Option<&Midms>) -> Result<LabelDownsample, String> {
@@ -181,6 +187,7 @@ pub fn parse_yaml(text: &str) -> Result<LdmConfig, String> {
     Ok(LdmConfig {
         label_downsample: down,
         label_fill: file.midms.as_ref().is_some_and(|m| m.label_fill),
+        region_matching: file.midms.as_ref().is_some_and(|m| m.region_matching),
         ..convert(file.model.params)?
     })
 }
@@ -205,6 +212,7 @@ pub fn parse_json(text: &str) -> Result<LdmConfig, String> {
     Ok(LdmConfig {
         label_downsample: down,
         label_fill: midms.is_some_and(|m| m.label_fill),
+        region_matching: midms.is_some_and(|m| m.region_matching),
         ..convert(file.model.params)?
     })
 }
@@ -249,6 +257,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         ddpm,
         label_downsample: LabelDownsample::Nearest,
         label_fill: false,
+        region_matching: false,
     })
 }
 

@@ -54,6 +54,11 @@ pub struct MidmConfig {
     /// sampling, the official behaviour, unless a model's config says otherwise).
     #[serde(default)]
     pub label_downsample: LabelDownsample,
+    /// `midms.region_matching` (our own models; off for the authors' checkpoints): a cell inside
+    /// the drawn shape matches only exemplar cells inside the exemplar's shape, one outside only
+    /// cells outside it ([`crate::sampling::regions`]).
+    #[serde(default)]
+    pub region_matching: bool,
 }
 
 impl MidmConfig {

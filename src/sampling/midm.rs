@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::schedule::{DdimSchedule, DdpmSchedule};
-use super::{ddim, matching};
+use super::{ddim, matching, regions};
 use crate::error::{ensure, Error, Result};
 use crate::model::MidmModel;
 
@@ -245,6 +245,9 @@ pub struct ExemplarSide {
     pub(crate) out: Tensor,
     /// Centred and normalised matching features, for the re-matching of the loop.
     matching: Tensor,
+    /// The exemplar's shape on the latent grid, for a model with region matching
+    /// ([`regions::exemplar_cells`]).
+    cells: Option<Tensor>,
 }
 
 impl ExemplarSide {
@@ -260,10 +263,16 @@ impl ExemplarSide {
             .correspondence
             .reference_features(&latent, &label_ds)?;
         let matching = crate::model::ops::center_and_normalize(&matching)?;
+        let cells = model
+            .config
+            .region_matching
+            .then(|| regions::exemplar_cells(&exemplar, h, w))
+            .transpose()?;
         Ok(Self {
             latent,
             out,
             matching,
+            cells,
         })
     }
 }
@@ -501,11 +510,19 @@ impl<'a> Run<'a> {
         let (_, _, h, w) = ref_latent.dims4()?;
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
         let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
+        let penalty = match &exemplar.cells {
+            Some(cells) => Some(regions::penalty(
+                &regions::target_cells(&condition, h, w)?,
+                cells,
+            )?),
+            None => None,
+        };
 
         // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
         // official size they are 67 MB each, and held to the end they added to every later peak.
         let mut x0 = {
-            let corr = matching::correlation(&trg_out, ref_out)?;
+            let corr =
+                regions::restrict(matching::correlation(&trg_out, ref_out)?, penalty.as_ref())?;
             let weights = matching::warp_weights(&corr, opts.temperature)?;
             drop(corr);
             let x0 = matching::apply_warp(&weights, ref_latent)?;
@@ -534,7 +551,8 @@ impl<'a> Run<'a> {
             let mut rewarp = None;
             if k > 0 && opts.rewarp_at.contains(&k) {
                 let feat = corr_net.iteration_features(&x0, &trg_matching)?;
-                let corr_inter = matching::correlation(&feat, inter_ref)?;
+                let corr_inter =
+                    regions::restrict(matching::correlation(&feat, inter_ref)?, penalty.as_ref())?;
                 let weights = matching::warp_weights(&corr_inter, opts.temperature)?;
                 let x0_new = matching::apply_warp(&weights, ref_latent)?;
                 let mask = if opts.use_mask {

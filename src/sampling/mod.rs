@@ -3,4 +3,5 @@ pub mod ddim;
 pub mod matching;
 pub mod midm;
 pub mod rank;
+pub mod regions;
 pub mod schedule;

@@ -101,6 +101,8 @@ pub fn fixture_config() -> MidmConfig {
             .map_or(Default::default(), |s| {
                 midm::model::LabelDownsample::parse(s).unwrap()
             }),
+        // Absent from the authors' sets; a trainer-emitted set of a model that sets it says so.
+        region_matching: mi["region_matching"].as_bool().unwrap_or(false),
     }
 }
 
