@@ -234,7 +234,7 @@ fn parity_matching() {
 
     // Region matching (a trainer set of a model with `midms.region_matching`): both sides' cells
     // from the inputs, exactly the trainer's, and the correlations restricted by them.
-    let penalty = trace.contains_key("corr.region_trg").then(|| {
+    let regions = trace.contains_key("corr.region_trg").then(|| {
         let target = regions::target_cells(&get(&trace, "input.cond_label"), h, w).unwrap();
         let exemplar = regions::exemplar_cells(&get(&trace, "input.exemplar"), h, w).unwrap();
         assert_eq!(
@@ -247,10 +247,20 @@ fn parity_matching() {
             0.0,
             "region_ref"
         );
-        regions::penalty(&target, &exemplar).unwrap()
+        let background = common::fixture_config().background_latent;
+        regions::Regions::new(&target, &exemplar, background.as_deref()).unwrap()
     });
+    let restrict = |corr: Tensor| match &regions {
+        Some(r) => r.restrict(corr).unwrap(),
+        None => corr,
+    };
+    // A photo-like exemplar's warp takes the background latent outside the sketch.
+    let fill_outside = |warped: Tensor| match &regions {
+        Some(r) => r.fill_outside(warped).unwrap(),
+        None => warped,
+    };
     assert_eq!(
-        penalty.is_some(),
+        regions.is_some(),
         common::config_json()["midms"]["region_matching"]
             .as_bool()
             .unwrap_or(false),
@@ -259,12 +269,12 @@ fn parity_matching() {
     // Correlation of unit-norm features: sums of C products, |corr| <= 1.
     let corr =
         matching::correlation(&get(&trace, "corr.trg_out"), &get(&trace, "corr.ref_out")).unwrap();
-    let corr = regions::restrict(corr, penalty.as_ref()).unwrap();
+    let corr = restrict(corr);
     let corr_ref = as_matrix(&get(&trace, "corr.corr_ref"));
     assert_close("corr.corr_ref", &corr, &corr_ref, 1e-6);
     // Soft warp from the stored correlation: softmax at T = 0.005 turns 1-ulp differences of
     // corr / T (~1e-5 at 200) into relative weight changes of ~1e-5.
-    let warped = matching::soft_warp(&ref_feats, &corr_ref, temp).unwrap();
+    let warped = fill_outside(matching::soft_warp(&ref_feats, &corr_ref, temp).unwrap());
     assert_close(
         "corr.warped_ref_feat",
         &warped,
@@ -323,8 +333,8 @@ fn parity_matching() {
         let p = format!("loop.{k}");
         let corr =
             matching::correlation(&get(&trace, &format!("{p}.iter_feat")), &inter_ref).unwrap();
-        let corr = regions::restrict(corr, penalty.as_ref()).unwrap();
-        let warped = matching::soft_warp(&ref_feats, &corr, temp).unwrap();
+        let corr = restrict(corr);
+        let warped = fill_outside(matching::soft_warp(&ref_feats, &corr, temp).unwrap());
         assert_close(
             &format!("{p}.pred_ref_x0_new"),
             &warped,

@@ -171,3 +171,53 @@ fn latent_preview_is_close_to_the_exact_decode() {
     }
     assert!(sums.0 < 0.5 * sums.1, "previews off by {sums:?} in all");
 }
+
+/// Region matching's photo case (`midms.background_latent`): a photo exemplar has no white
+/// outside, so before it the whole square took the photo's texture. With the shipped config the
+/// output keeps the sketch's shape on white; without the background latent it does not.
+#[test]
+fn a_photo_exemplar_leaves_white_around_the_sketch() {
+    let mut model = shipped_model();
+    assert!(model.config.region_matching && model.config.background_latent.is_some());
+    let drawn = root().join("assets").join("drawn");
+    let inputs = midm::cli::load_inputs(
+        &model,
+        &[drawn.join("cat_sketch.png")],
+        &drawn.join("cat_photo_exemplar.png"),
+        &[],
+    )
+    .unwrap();
+    // The sketch's filled shape grown by 4 px: what lies beyond is the outside.
+    let size = model.config.image_size;
+    let inside = midm::model::ops::fill_label(&inputs.condition)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let near = |x: usize, y: usize| {
+        (y.saturating_sub(4)..(y + 5).min(size))
+            .any(|v| (x.saturating_sub(4)..(x + 5).min(size)).any(|u| inside[v * size + u] > 0.5))
+    };
+    let outside: Vec<bool> = (0..size * size)
+        .map(|i| !near(i % size, i / size))
+        .collect();
+    let opts = SamplerOptions {
+        refine: None,
+        ..SamplerOptions::default()
+    };
+    let non_white_outside = |model: &midm::MidmModel| {
+        let out = midm::translate(model, &inputs, &opts, &Noise::Seeded(0), &mut ()).unwrap();
+        let fg = foreground(&midm::image::tensor_to_rgb(&out.image).unwrap());
+        let n = outside.iter().filter(|&&o| o).count();
+        fg.iter().zip(&outside).filter(|(f, o)| **f && **o).count() as f32 / n as f32
+    };
+    let with_fill = non_white_outside(&model);
+    model.config.background_latent = None;
+    let without = non_white_outside(&model);
+    eprintln!("non-white share outside the sketch: {with_fill} with the background latent, {without} without");
+    assert!(
+        with_fill < 0.25 && without > 0.5,
+        "non-white share outside the sketch: {with_fill} with the background latent, {without} without"
+    );
+}

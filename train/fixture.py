@@ -66,6 +66,15 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
         src = torch.rand(2, 3, image, image) * 2 - 1
     else:
         cond, ex, exl, src = ins
+        if model.region_matching and model.background_latent is not None:
+            # The second pair gets a photo exemplar (no white outside), so that the set checks
+            # region matching's background fill (ops.fill_outside) as well as its restriction.
+            from .data import edge_map
+
+            ph = Image.open(os.path.join("assets", "drawn", "cat_photo_exemplar.png")).convert("RGB")
+            ph = np.asarray(ph.resize((image, image), Image.LANCZOS), np.uint8)
+            ex[1] = torch.from_numpy(ph).permute(2, 0, 1).float() / 127.5 - 1
+            exl[1] = torch.from_numpy(edge_map(ph))[None]
     tr = {"input.cond_label": cond, "input.exemplar": ex, "input.exemplar_label": exl, "input.src_image": src}
     ae = model.ae
     tr["ae.encoder_out"] = ae.encoder(ex)
@@ -157,7 +166,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "N_CH": mi["N_CH"], "label_nc": mi["label_nc"], "layer_channels": mi["N_CH"] + mi["label_nc"],
                   "corr_ndf": mi["corr_ndf"], "spade_nhidden": mi["spade_nhidden"],
                   "label_downsample": model.label_downsample, "label_fill": model.label_fill,
-                  "region_matching": model.region_matching,
+                  "region_matching": model.region_matching, "background_latent": model.background_latent,
                   "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],
                                 "rewarp_at_loop_indices": [1, 2],
                                 "refine": {"ddim_num_steps": 200, "eta": 1.0, "hijack_step": 180}}},

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from .autoencoder import VQModel
 from .correspondence import build_correspondence
 from .ops import (correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck, feature_normalize, fill_label,
-                  get_flow, region_cells, restrict_to_regions, seg_input, soft_warp)
+                  fill_outside, get_flow, region_cells, restrict_to_regions, seg_input, soft_warp)
 from .unet import UNetModel
 
 SCHEDULE_BUFFERS = [
@@ -116,6 +116,10 @@ class MIDM(nn.Module):
         self.label_fill = label_fill
         # Not in the authors' code: matching kept inside / outside the drawn shape (ops.restrict_to_regions).
         self.region_matching = bool(ldm_cfg.get("midms", {}).get("region_matching", False))
+        # With it, the latent of a white background that cells outside the sketch take when the
+        # exemplar has no outside (ops.fill_outside; train.background computes it).
+        bg = ldm_cfg.get("midms", {}).get("background_latent")
+        self.background_latent = None if bg is None else [float(v) for v in bg]
         build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden, label_fill)
 
     @property
@@ -147,7 +151,7 @@ class MIDM(nn.Module):
             corr = restrict_to_regions(corr, *regions)
             if trace is not None:
                 trace["corr.region_trg"], trace["corr.region_ref"] = regions
-        warped = soft_warp(ref_feats, corr)
+        warped = self.fill_outside(soft_warp(ref_feats, corr), regions)
         if trace is not None:
             if self.label_fill:
                 trace["corr.cond_seg_in"] = seg_in
@@ -169,7 +173,12 @@ class MIDM(nn.Module):
         corr = correlation(f, r)
         if regions is not None:
             corr = restrict_to_regions(corr, *regions)
-        return soft_warp(ref_feats, corr), corr, f, r
+        return self.fill_outside(soft_warp(ref_feats, corr), regions), corr, f, r
+
+    def fill_outside(self, warped, regions):
+        if regions is None or self.background_latent is None:
+            return warped
+        return fill_outside(warped, *regions, self.background_latent)
 
     # ---- inference ------------------------------------------------------------------------
     @torch.no_grad()

@@ -105,6 +105,18 @@ def restrict_to_regions(corr, trg, ref):
     return (corr.reshape(b, ht * wt, hr * wr) - penalty).reshape(b, ht, wt, hr, wr)
 
 
+def fill_outside(warped, trg, ref, background):
+    """Region matching's other half, for an exemplar that has no outside (a photo: less than
+    REGION_MIN_SHARE of its cells outside its shape, so restrict_to_regions stands aside): target
+    cells outside the drawn shape take `background` ([C], the latent of a white background,
+    `midms.background_latent`) instead of a warp of the photo, so the output keeps the sketch's
+    shape on a clean background in the photo's colours. warped [B, C, h, w]; trg, ref region cells."""
+    share = ref.float().mean((1, 2, 3), keepdim=True)
+    outside = (1 - trg.float()) * (share > 1 - REGION_MIN_SHARE).float()
+    bg = torch.as_tensor(background, dtype=warped.dtype, device=warped.device).reshape(1, -1, 1, 1)
+    return torch.where(outside > 0, bg.expand_as(warped), warped)
+
+
 @full_precision
 def feature_normalize(f):
     """Subtract the channel mean, divide by the channel L2 norm (no epsilon, as the reference)."""

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as emoji_data
-from .ops import fill_label
+from .ops import exemplar_foreground, fill_label
 
 P_SELF, P_STYLE = 0.3, 0.5  # the rest: neighbours
 P_HUE = 0.5
@@ -273,6 +273,7 @@ class PairBatches:
             comp = (ref[k] + (1 - ref_alpha[k]) * (bg - 1)).clamp(-1, 1)  # on white -> on bg
             ref[k] = photo_jitter(comp, g)
         return {"image": img, "edge": edge, "fill": fill_label(edge), "ref": ref, "ref_edge": canny_label(ref),
+                "ref_fg": exemplar_foreground(ref), "src_fg": exemplar_foreground(img),
                 "idx": i, "ref_idx": j, "mode": mode, "background": bg_on}
 
     def heldout_indices(self):
@@ -291,7 +292,7 @@ class PairBatches:
         ref = self.images[j].float() / 127.5 - 1
         edge = val_condition(self.sketch[i].float(), self.size)
         return {"image": img, "edge": edge, "fill": fill_label(edge), "ref": ref, "ref_edge": canny_label(ref),
-                "idx": i, "ref_idx": j}
+                "ref_fg": exemplar_foreground(ref), "src_fg": exemplar_foreground(img), "idx": i, "ref_idx": j}
 
 
 class _Stream(torch.utils.data.IterableDataset):

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+import yaml
+
 from .config import recipe_of
 from .train import run_config, seed_run
 
@@ -144,7 +146,7 @@ def main():
         a.recipe = "v2" if cfg["midms"].get("label_downsample") == "max" else "v1"
     else:
         run_config(a.run, a.unet_channels, a.size, a.n_embed, a.recipe)
-    export_s = 20
+    export_s = 60  # the export and its background latent (train.background, ~30 s on 2 cores)
     left = lambda: end - time.time() - export_s
     if a.init_from:
         if a.ae_anchor > 0:
@@ -156,6 +158,11 @@ def main():
     run_parallel(a, ["e2e"], left() * a.shares[2])
     out = os.path.join(a.run, "export")
     subprocess.run([sys.executable, "-m", "train.export", "--run", a.run, "--out", out], check=True)
+    with open(os.path.join(out, "config.yaml")) as f:
+        region_matching = yaml.safe_load(f)["midms"].get("region_matching", False)
+    if region_matching:  # the background latent of this export's encoder (train.background)
+        subprocess.run([sys.executable, "-m", "train.background", "--weights", out, "--data", a.data,
+                        "--threads", str(os.cpu_count() or 1), "--write"], check=True)
     print(f"[pipeline] exported to {out}; {(a.minutes * 60 - (end - time.time())) / 60:.1f} min", flush=True)
 
 

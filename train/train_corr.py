@@ -18,7 +18,8 @@ from tqdm import tqdm
 from . import losses as L
 from .common import Clock, Dist, GuardedStep, Logger, WeightEma, autocast, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
-from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, seg_input, soft_warp
+from .ops import (correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck, feature_normalize, fill_label,
+                  get_flow, region_cells, restrict_to_regions, seg_input, soft_warp)
 
 TRAIN_DDIM_STEPS = 8
 
@@ -34,6 +35,20 @@ def one_step(diff, sched, x0, s, param, g):
     index = sched.total_steps - s - 1
     _, pred, a_prev_sqrt, dir_xt = ddim_step(diff, sched, x, index, sched.time_range[s], noise=torch.zeros_like(x))
     return pred, (a_prev_sqrt, dir_xt)
+
+
+def training_regions(model, batch, hw):
+    """(source, exemplar) region cells for a model with `region_matching`, else (None, None): the
+    matching networks learn under the restriction the sampler applies. The filled drawing and the
+    images' shapes come with the batch (train.pairs makes them in its worker processes: on a GPU
+    they would cost a host round trip a step); computed here for batches without them."""
+    if not model.region_matching:
+        return None, None
+    inside = batch.get("fill")
+    t = region_cells(fill_label(batch["edge"]) if inside is None else inside.to(batch["edge"].device), hw)
+    shape = lambda key, img: region_cells(
+        exemplar_foreground(img) if batch.get(key) is None else batch[key].to(img.device), hw)
+    return (t, shape("src_fg", batch["image"])), (t, shape("ref_fg", batch["ref"]))
 
 
 def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE, vgg=None,
@@ -65,8 +80,12 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     ref_out = feature_normalize(model.phi(model.layer(torch.cat([ref_m, ref_label_ds], 1))))
     corr_src = correlation(trg_out, src_out)
     corr_ref = correlation(trg_out, ref_out)
-    warped_src_feat = soft_warp(src_feats, corr_src)
-    warped_ref_feat = soft_warp(ref_feats, corr_ref)
+    regions_src, regions_ref = training_regions(model, batch, hw)
+    if regions_ref is not None:
+        corr_src = restrict_to_regions(corr_src, *regions_src)
+        corr_ref = restrict_to_regions(corr_ref, *regions_ref)
+    warped_src_feat = model.fill_outside(soft_warp(src_feats, corr_src), regions_src)
+    warped_ref_feat = model.fill_outside(soft_warp(ref_feats, corr_ref), regions_ref)
     out = {}
     l_cycle = L.cycle_loss(ref_feats, corr_ref)
     l_iter = torch.zeros((), device=src.device)
@@ -78,7 +97,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
             # F_Y^iter trained from the start (the authors' warm-up leaves it to e2e): re-match the
             # warp, as the first interleaved step will, with its own cycle term, and keep its
             # features of the target latent aligned with F_Y's.
-            new_ref, ci, _, _ = model.rematch(warped_ref_feat, trg_m, ref_m, ref_feats)
+            new_ref, ci, _, _ = model.rematch(warped_ref_feat, trg_m, ref_m, ref_feats, regions_ref)
             l_cycle = l_cycle + F.l1_loss(soft_warp(new_ref, ci.permute(0, 3, 4, 1, 2)), ref_feats)
             l_iter = L.domain_loss(model.iter_enc(src_feats, seg=trg_m), src_m, ref_m)
             pred_ref = 0.5 * (warped_ref_feat + new_ref)
@@ -92,8 +111,8 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
         l_diff = 0.0
         for k, s in enumerate(t_list):
             if k in (1, 2):
-                new_ref, ci, _, _ = model.rematch(pred_ref, trg_m, ref_m, ref_feats)
-                new_src, ci_s, _, _ = model.rematch(pred_src, trg_m, src_m, src_feats)
+                new_ref, ci, _, _ = model.rematch(pred_ref, trg_m, ref_m, ref_feats, regions_ref)
+                new_src, ci_s, _, _ = model.rematch(pred_src, trg_m, src_m, src_feats, regions_src)
                 l_cycle = l_cycle + F.l1_loss(soft_warp(new_ref, ci.permute(0, 3, 4, 1, 2)), ref_feats)
                 l_cycle = l_cycle + F.l1_loss(soft_warp(new_src, ci_s.permute(0, 3, 4, 1, 2)), src_feats)
                 with torch.no_grad():

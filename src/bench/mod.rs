@@ -55,6 +55,7 @@ pub fn official_config() -> MidmConfig {
         },
         label_downsample: Default::default(),
         region_matching: false,
+        background_latent: None,
     }
 }
 

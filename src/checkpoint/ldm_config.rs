@@ -28,6 +28,9 @@ pub struct LdmConfig {
     /// `midms.region_matching` (our own models' section): matches kept inside / outside the
     /// drawn shape ([`crate::sampling::regions`]).
     pub region_matching: bool,
+    /// `midms.background_latent` (our own models' section): with region matching, the latent
+    /// that cells outside the sketch take when the exemplar has no outside (a photo).
+    pub background_latent: Option<Vec<f32>>,
 }
 
 impl LdmConfig {
@@ -45,6 +48,7 @@ impl LdmConfig {
             correspondence,
             label_downsample: self.label_downsample,
             region_matching: self.region_matching,
+            background_latent: self.background_latent,
         }
     }
 }
@@ -64,6 +68,8 @@ struct Midms {
     label_fill: bool,
     #[serde(default)]
     region_matching: bool,
+    #[serde(default)]
+    background_latent: Option<Vec<f32>>,
 }
 
 fn label_downsample(m: Option<&Midms>) -> Result<LabelDownsample, String> {
@@ -188,6 +194,10 @@ pub fn parse_yaml(text: &str) -> Result<LdmConfig, String> {
         label_downsample: down,
         label_fill: file.midms.as_ref().is_some_and(|m| m.label_fill),
         region_matching: file.midms.as_ref().is_some_and(|m| m.region_matching),
+        background_latent: file
+            .midms
+            .as_ref()
+            .and_then(|m| m.background_latent.clone()),
         ..convert(file.model.params)?
     })
 }
@@ -213,6 +223,7 @@ pub fn parse_json(text: &str) -> Result<LdmConfig, String> {
         label_downsample: down,
         label_fill: midms.is_some_and(|m| m.label_fill),
         region_matching: midms.is_some_and(|m| m.region_matching),
+        background_latent: midms.and_then(|m| m.background_latent.clone()),
         ..convert(file.model.params)?
     })
 }
@@ -258,6 +269,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         label_downsample: LabelDownsample::Nearest,
         label_fill: false,
         region_matching: false,
+        background_latent: None,
     })
 }
 

@@ -187,6 +187,18 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
             ),
         });
     }
+    if let Some(bg) = &ldm.background_latent {
+        if bg.len() != ldm.autoencoder.embed_dim {
+            return Err(LoadError::Config {
+                path: config_file,
+                reason: format!(
+                    "midms.background_latent has {} values, but the latents have {} channels",
+                    bg.len(),
+                    ldm.autoencoder.embed_dim
+                ),
+            });
+        }
+    }
     let config = ldm.with_correspondence(correspondence);
 
     validate(&config, &plan, &shapes, &files)?;

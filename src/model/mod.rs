@@ -59,6 +59,10 @@ pub struct MidmConfig {
     /// cells outside it ([`crate::sampling::regions`]).
     #[serde(default)]
     pub region_matching: bool,
+    /// `midms.background_latent` (our own models): with region matching, the latent that cells
+    /// outside the sketch take when the exemplar has no outside ([`crate::sampling::regions`]).
+    #[serde(default)]
+    pub background_latent: Option<Vec<f32>>,
 }
 
 impl MidmConfig {

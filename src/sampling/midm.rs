@@ -510,22 +510,32 @@ impl<'a> Run<'a> {
         let (_, _, h, w) = ref_latent.dims4()?;
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
         let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
-        let penalty = match &exemplar.cells {
-            Some(cells) => Some(regions::penalty(
+        // Region matching (a model's `midms.region_matching`): restricted correlations, and
+        // warps that leave a photo's cells outside the sketch to the background latent.
+        let regions = match &exemplar.cells {
+            Some(cells) => Some(regions::Regions::new(
                 &regions::target_cells(&condition, h, w)?,
                 cells,
+                model.config.background_latent.as_deref(),
             )?),
             None => None,
+        };
+        let restrict = |corr: Tensor| match &regions {
+            Some(r) => r.restrict(corr),
+            None => Ok(corr),
+        };
+        let fill_outside = |warped: Tensor| match &regions {
+            Some(r) => r.fill_outside(warped),
+            None => Ok(warped),
         };
 
         // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
         // official size they are 67 MB each, and held to the end they added to every later peak.
         let mut x0 = {
-            let corr =
-                regions::restrict(matching::correlation(&trg_out, ref_out)?, penalty.as_ref())?;
+            let corr = restrict(matching::correlation(&trg_out, ref_out)?)?;
             let weights = matching::warp_weights(&corr, opts.temperature)?;
             drop(corr);
-            let x0 = matching::apply_warp(&weights, ref_latent)?;
+            let x0 = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
             self.emit(
                 StepKind::InitialWarp,
                 None,
@@ -551,10 +561,9 @@ impl<'a> Run<'a> {
             let mut rewarp = None;
             if k > 0 && opts.rewarp_at.contains(&k) {
                 let feat = corr_net.iteration_features(&x0, &trg_matching)?;
-                let corr_inter =
-                    regions::restrict(matching::correlation(&feat, inter_ref)?, penalty.as_ref())?;
+                let corr_inter = restrict(matching::correlation(&feat, inter_ref)?)?;
                 let weights = matching::warp_weights(&corr_inter, opts.temperature)?;
-                let x0_new = matching::apply_warp(&weights, ref_latent)?;
+                let x0_new = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
                 let mask = if opts.use_mask {
                     matching::cycle_mask(&corr_inter, h, w, opts.temperature, opts.fb_threshold)?.2
                 } else {

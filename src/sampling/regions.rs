@@ -6,8 +6,12 @@
 //! that matches the exemplar's white background leaves a hole. With region matching a cell inside
 //! the drawn shape matches only exemplar cells inside the exemplar's shape, and a cell outside
 //! only cells outside it, in the initial warp and in every re-matching (the cycle check sees the
-//! same restricted correlation). Model v1.3 on the hand-drawn set: silhouette IoU 0.680 -> 0.79
-//! at seed 0 (docs/model.md). The trainer computes the same (`train.ops.restrict_to_regions`).
+//! same restricted correlation). An exemplar with no outside (a photo) is matched as before, and
+//! with a model's `midms.background_latent` the cells outside the sketch then take that latent
+//! (the white background the UNet saw around every training glyph) instead of a warp of the photo.
+//! Model v1.3's networks on the hand-drawn set, seed 0: silhouette IoU 0.680 -> 0.793 with the
+//! restriction, 0.844 with the fill too (weights/MODEL_CARD.md, model v1.4). The trainer computes
+//! the same (`train.ops.restrict_to_regions`, `train.ops.fill_outside`).
 use candle_core::{DType, Result, Tensor, D};
 
 use crate::model::ops::{avg_pool_to, fill_label};
@@ -62,11 +66,58 @@ pub fn penalty(target: &Tensor, exemplar: &Tensor) -> Result<Tensor> {
     other.broadcast_mul(&applies)
 }
 
-/// `corr` [B, hw, hw] less `penalty` ([`penalty`]), or `corr` itself without one.
-pub fn restrict(corr: Tensor, penalty: Option<&Tensor>) -> Result<Tensor> {
-    match penalty {
-        Some(p) => corr - p,
-        None => Ok(corr),
+/// Cells outside the sketch where the exemplar has no outside (less than [`MIN_SHARE`] of its
+/// cells): [B, 1, h, w] in {0, 1}, where [`Regions::fill_outside`] puts the background latent.
+pub fn fill_mask(target: &Tensor, exemplar: &Tensor) -> Result<Tensor> {
+    let share = exemplar.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
+    let no_outside = share.gt(1.0 - MIN_SHARE as f64)?.to_dtype(DType::F32)?;
+    target.affine(-1.0, 1.0)?.broadcast_mul(&no_outside)
+}
+
+/// Region matching for one run: the correlation penalty and, with a background latent, where
+/// the warps take it.
+#[derive(Debug, Clone)]
+pub struct Regions {
+    penalty: Tensor,
+    /// (mask [B, 1, h, w] as u8, background [B, C, h, w]) when some item of the batch needs it.
+    fill: Option<(Tensor, Tensor)>,
+}
+
+impl Regions {
+    /// `target`, `exemplar`: cells from [`target_cells`] and [`exemplar_cells`]; `background`:
+    /// the model's `midms.background_latent` ([C]), if it has one.
+    pub fn new(target: &Tensor, exemplar: &Tensor, background: Option<&[f32]>) -> Result<Self> {
+        let penalty = penalty(target, exemplar)?;
+        let fill = match background {
+            Some(bg) => {
+                let mask = fill_mask(target, exemplar)?;
+                if mask.sum_all()?.to_scalar::<f32>()? > 0.0 {
+                    let (b, _, h, w) = mask.dims4()?;
+                    let bg = Tensor::new(bg, mask.device())?
+                        .reshape((1, bg.len(), 1, 1))?
+                        .broadcast_as((b, bg.len(), h, w))?
+                        .contiguous()?;
+                    Some((mask.gt(0.5)?, bg))
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        Ok(Self { penalty, fill })
+    }
+
+    /// A correlation [B, hw, hw] restricted to matches on the same side.
+    pub fn restrict(&self, corr: Tensor) -> Result<Tensor> {
+        corr - &self.penalty
+    }
+
+    /// A warp [B, C, h, w] with the background latent on the cells of [`fill_mask`].
+    pub fn fill_outside(&self, warped: Tensor) -> Result<Tensor> {
+        match &self.fill {
+            Some((mask, bg)) => mask.broadcast_as(warped.shape())?.where_cond(bg, &warped),
+            None => Ok(warped),
+        }
     }
 }
 
@@ -123,11 +174,39 @@ mod tests {
         // the smallest normal float, 1.2e-38).
         let corr = Tensor::new(&[[[0.9f32, 0.2, 1.0, 0.5]]], &dev)?;
         let p1 = Tensor::new(&[[[0.0f32, 0.0, 1.0, 1.0]]], &dev)?;
-        let w = crate::sampling::matching::warp_weights(&restrict(corr, Some(&p1))?, 0.005)?
+        let w = crate::sampling::matching::warp_weights(&(corr - p1)?, 0.005)?
             .flatten_all()?
             .to_vec1::<f32>()?;
         assert!(w[2..].iter().all(|&x| x < 1e-37), "{w:?}");
         assert!((w[0] + w[1] - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+
+    /// Item 0: a glyph exemplar (has an outside): nothing filled. Item 1: a photo (all inside):
+    /// the target's outside cells take the background latent, its inside keeps the warp.
+    #[test]
+    fn a_photo_exemplar_leaves_a_background_outside_the_sketch() -> Result<()> {
+        let dev = Device::Cpu;
+        let t = Tensor::new(&[1f32, 0., 0., 0., 1., 0., 0., 0.], &dev)?.reshape((2, 1, 2, 2))?;
+        let r = Tensor::new(&[0f32, 1., 0., 0., 1., 1., 1., 1.], &dev)?.reshape((2, 1, 2, 2))?;
+        let regions = Regions::new(&t, &r, Some(&[7.0, -7.0]))?;
+        let warped = Tensor::arange(0f32, 16., &dev)?.reshape((2, 2, 2, 2))?;
+        let out = regions
+            .fill_outside(warped.clone())?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut want = warped.flatten_all()?.to_vec1::<f32>()?;
+        for cell in 1..4 {
+            want[8 + cell] = 7.0; // item 1, channel 0
+            want[12 + cell] = -7.0; // item 1, channel 1
+        }
+        assert_eq!(out, want);
+        // Without a background latent the warp is left alone.
+        let plain = Regions::new(&t, &r, None)?.fill_outside(warped.clone())?;
+        assert_eq!(
+            plain.flatten_all()?.to_vec1::<f32>()?,
+            warped.flatten_all()?.to_vec1::<f32>()?
+        );
         Ok(())
     }
 }

@@ -103,6 +103,9 @@ pub fn fixture_config() -> MidmConfig {
             }),
         // Absent from the authors' sets; a trainer-emitted set of a model that sets it says so.
         region_matching: mi["region_matching"].as_bool().unwrap_or(false),
+        background_latent: mi["background_latent"]
+            .as_array()
+            .map(|v| v.iter().map(|x| x.as_f64().unwrap() as f32).collect()),
     }
 }
 

@@ -50,3 +50,33 @@ def test_the_config_value_switches_it_and_the_authors_default_is_off():
     cfg["midms"]["region_matching"] = True
     on = MIDM(cfg).regions(torch.zeros(1, 1, 64, 64), torch.nn.functional.interpolate(square_exemplar(), 64), (16, 16))
     assert on is not None and on[0].sum() == 0 and on[1].sum() == 64  # the 32x32 square at 4 px a cell
+
+
+def test_a_photo_exemplar_leaves_a_background_outside_the_sketch():
+    """The Rust sampler's `a_photo_exemplar_leaves_a_background_outside_the_sketch`, same case."""
+    from train.ops import fill_outside
+
+    t = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0]).reshape(2, 1, 2, 2)
+    r = torch.tensor([0.0, 1, 0, 0, 1, 1, 1, 1]).reshape(2, 1, 2, 2)  # a glyph, then a photo
+    warped = torch.arange(16.0).reshape(2, 2, 2, 2)
+    want = warped.clone().flatten()
+    want[9:12], want[13:16] = 7.0, -7.0
+    assert torch.equal(fill_outside(warped, t, r, [7.0, -7.0]).flatten(), want)
+
+
+def test_background_latent_is_the_mean_outside_the_shapes():
+    from train.background import background_latent
+
+    model = MIDM(default_config()).eval()  # 64 px, 16x16 latents, random weights
+    img = torch.full((3, 64, 64, 3), 255, dtype=torch.uint8)
+    img[0, 16:48, 16:48] = 0  # a black square
+    img[1, 8:40, 20:60] = torch.tensor([200, 30, 30], dtype=torch.uint8)  # a red block
+    img[2] = torch.randint(0, 200, (64, 64, 3), dtype=torch.uint8)  # no outside at all
+    x = img.permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        z = model.ae.encode(x)
+    outside = 1 - region_cells(exemplar_foreground(x), (16, 16))
+    assert outside[2].sum() == 0 and outside[:2].sum() > 0
+    want = (z * outside).sum((0, 2, 3)) / outside.sum()
+    got = background_latent(model, img.numpy(), batch=2)  # batches split across the images
+    assert torch.allclose(got, want, atol=1e-5)

@@ -208,3 +208,26 @@ def test_bf16_autocast_keeps_matching_in_f32_and_trains():
         assert torch.isfinite(o["loss"]) and o["loss"].dtype == torch.float32
         assert all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())
         m.zero_grad()
+
+
+def test_training_matches_by_region_when_the_model_does():
+    """A model with `region_matching` trains its matching networks under the restriction the
+    sampler applies: training_regions takes the batch's shapes (or computes them), and a warm-up
+    step runs and trains through the restricted matching."""
+    from train.ops import exemplar_foreground, fill_label, region_cells
+    from train.train_corr import training_regions
+
+    m = tiny_model()
+    batch = synthetic_batch()
+    assert training_regions(m, batch, (8, 8)) == (None, None)
+    m.region_matching = True
+    src, ref = training_regions(m, batch, (8, 8))
+    assert torch.equal(src[0], region_cells(fill_label(batch["edge"]), (8, 8)))
+    assert torch.equal(ref[1], region_cells(exemplar_foreground(batch["ref"]), (8, 8)))
+    # Precomputed shapes (train.pairs makes them in its workers) are used as given.
+    given = dict(batch, src_fg=torch.zeros_like(batch["edge"]))
+    assert training_regions(m, given, (8, 8))[0][1].sum() == 0
+    out = forward_train(m, batch, warm=True, g=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.seg_enc.parameters())
