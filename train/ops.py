@@ -93,8 +93,8 @@ def restrict_to_regions(corr, trg, ref):
     Subtracts 1 where a target cell and a reference cell lie in different regions: correlations
     are in [0, 1], so a penalised one (now <= 0) is at or below every allowed one, and at the
     temperature's 1/0.005 its weight drops by exp(-200) (below 1e-37 next to any allowed
-    correlation above 0.45). Only for an exemplar with at least REGION_MIN_SHARE of its cells on each side (a photo
-    without a white background is left as it is)."""
+    correlation above 0.45). Only for an exemplar with at least REGION_MIN_SHARE of its cells on
+    each side (a photo without a white background is left as it is: `fill_outside`)."""
     b, ht, wt, hr, wr = corr.shape
     t = trg.reshape(b, ht * wt, 1).float()
     r = ref.reshape(b, 1, hr * wr).float()

@@ -247,7 +247,7 @@ pub struct ExemplarSide {
     matching: Tensor,
     /// The exemplar's shape on the latent grid, for a model with region matching
     /// ([`regions::exemplar_cells`]).
-    cells: Option<Tensor>,
+    pub(crate) cells: Option<Tensor>,
 }
 
 impl ExemplarSide {

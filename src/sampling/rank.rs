@@ -61,12 +61,16 @@ impl Default for RankOptions {
 #[derive(Debug, Clone)]
 pub struct ConditionFeatures {
     features: Tensor,
+    /// The drawn shape's cells, for a model with region matching.
+    cells: Option<Tensor>,
 }
 
 /// F_Y of an exemplar and its label (the sampler's `ref_out`).
 #[derive(Debug, Clone)]
 pub struct ExemplarFeatures {
     features: Tensor,
+    /// The exemplar's shape's cells, for a model with region matching.
+    cells: Option<Tensor>,
 }
 
 /// Checks a [1, channels, size, size] input and brings it to the model's device in float32,
@@ -87,7 +91,13 @@ impl ConditionFeatures {
         let condition = input(model, condition, model.config.label_nc(), "condition")?;
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
         let (features, _) = model.correspondence.target_features(&seg_in, &label_ds)?;
-        Ok(Self { features })
+        let cells = if model.config.region_matching {
+            let (_, _, h, w) = features.dims4()?;
+            Some(super::regions::target_cells(&condition, h, w)?)
+        } else {
+            None
+        };
+        Ok(Self { features, cells })
     }
 }
 
@@ -99,7 +109,10 @@ impl ExemplarFeatures {
         let label = input(model, label, model.config.label_nc(), "exemplar label")?;
         // The same features the sampler's initial warp matches against.
         let side = super::midm::ExemplarSide::new(model, &exemplar, &label)?;
-        Ok(Self { features: side.out })
+        Ok(Self {
+            features: side.out,
+            cells: side.cells,
+        })
     }
 }
 
@@ -116,7 +129,11 @@ pub fn score(
         exemplar.features.dims(),
         condition.features.dims()
     );
-    let corr = matching::correlation(&condition.features, &exemplar.features)?;
+    let mut corr = matching::correlation(&condition.features, &exemplar.features)?;
+    // With region matching, the restricted correlation the sampler's initial warp uses.
+    if let (Some(t), Some(e)) = (&condition.cells, &exemplar.cells) {
+        corr = super::regions::Regions::new(t, e, None)?.restrict(corr)?;
+    }
     let (_, _, mask) = matching::cycle_mask(&corr, h, w, opts.temperature, opts.fb_threshold)?;
     let cycle_share = mask.mean_all()?.to_scalar::<f32>()?;
     let mean_max_corr = corr.max(2)?.mean_all()?.to_scalar::<f32>()?;

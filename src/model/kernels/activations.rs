@@ -62,7 +62,12 @@ fn softmax_row(src: &[f32], dst: &mut [f32]) {
     }
     let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
     for d in dst.iter_mut() {
-        *d *= inv;
+        // Weights below the smallest normal f32 are flushed to 0 (PyTorch's vectorised exp gives
+        // 0 there too): as operands of the warp's and the flow's matmuls, denormals cost the
+        // gemm kernel a microcode assist each. Region matching puts ~1e-38 / sum on every
+        // penalised cell; before this, ranking the 41 gallery exemplars took 1.8 s instead of 0.45 s.
+        let v = *d * inv;
+        *d = if v < f32::MIN_POSITIVE { 0.0 } else { v };
     }
 }
 
