@@ -448,7 +448,7 @@ def test_unet_stage_latents_are_cached_and_remade_when_the_encoder_changes(tmp_p
 def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_labels(tmp_path):
     """`seed_run(..., recipe="v1.1")`: every network carries over; seg_enc's weights for the new
     fill channel start at zero, so the seeded model translates exactly as the export does with
-    max-pooled labels, and the fill channel gets gradients."""
+    max-pooled labels and region matching, and the fill channel gets gradients."""
     import json
 
     from train.export import export, load_exported
@@ -469,6 +469,9 @@ def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_label
     assert m.seg_enc.layer1[0].weight_orig.shape[1] == 2
     v1, _ = load_exported(str(out))
     v1.label_downsample = "max"
+    # The recipe also matches by region, an inference setting with no weights of its own.
+    assert cfg["midms"]["region_matching"] and m.region_matching
+    v1.region_matching = True
     b = synthetic_batch(2, 32)
     args = (b["edge"], b["ref"], b["ref_edge"])
     want, _ = v1.translate(*args, generator=torch.Generator().manual_seed(0))
