@@ -156,14 +156,21 @@ def main():
         run_parallel(a, ["ae"], left() * a.shares[0])
         run_parallel(a, ["unet", "warmup", "decoder"], left() * a.shares[1])
     run_parallel(a, ["e2e"], left() * a.shares[2])
-    out = os.path.join(a.run, "export")
-    subprocess.run([sys.executable, "-m", "train.export", "--run", a.run, "--out", out], check=True)
+    out = export_run(a.run, a.data)
+    print(f"[pipeline] exported to {out}; {(a.minutes * 60 - (end - time.time())) / 60:.1f} min", flush=True)
+
+
+def export_run(run, data):
+    """`train.export` of the run into `<run>/export`, and for a model that matches by region the
+    background latent of that export's encoder (`train.background`). Returns the export folder."""
+    out = os.path.join(run, "export")
+    subprocess.run([sys.executable, "-m", "train.export", "--run", run, "--out", out], check=True)
     with open(os.path.join(out, "config.yaml")) as f:
         region_matching = yaml.safe_load(f)["midms"].get("region_matching", False)
-    if region_matching:  # the background latent of this export's encoder (train.background)
-        subprocess.run([sys.executable, "-m", "train.background", "--weights", out, "--data", a.data,
+    if region_matching:
+        subprocess.run([sys.executable, "-m", "train.background", "--weights", out, "--data", data,
                         "--threads", str(os.cpu_count() or 1), "--write"], check=True)
-    print(f"[pipeline] exported to {out}; {(a.minutes * 60 - (end - time.time())) / 60:.1f} min", flush=True)
+    return out
 
 
 if __name__ == "__main__":
