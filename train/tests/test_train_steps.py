@@ -212,8 +212,8 @@ def test_bf16_autocast_keeps_matching_in_f32_and_trains():
 
 def test_training_matches_by_region_when_the_model_does():
     """A model with `region_matching` trains its matching networks under the restriction the
-    sampler applies: training_regions takes the batch's shapes (or computes them), and a warm-up
-    step runs and trains through the restricted matching."""
+    sampler applies: training_regions takes the batch's shapes (or computes them), and warm-up and
+    end-to-end steps run and train through the restricted matching."""
     from train.ops import exemplar_foreground, fill_label, region_cells
     from train.train_corr import training_regions
 
@@ -227,7 +227,16 @@ def test_training_matches_by_region_when_the_model_does():
     # Precomputed shapes (train.pairs makes them in its workers) are used as given.
     given = dict(batch, src_fg=torch.zeros_like(batch["edge"]))
     assert training_regions(m, given, (8, 8))[0][1].sum() == 0
-    out = forward_train(m, batch, warm=True, g=torch.Generator().manual_seed(0))
+    # The warm-up with F_Y^iter trained (model v2's) and an end-to-end step both re-match by region.
+    for warm, warm_iter in ((True, 1.0), (False, 0.0)):
+        m.zero_grad()
+        out = forward_train(m, batch, warm=warm, g=torch.Generator().manual_seed(0), warm_iter=warm_iter)
+        assert torch.isfinite(out["loss"])
+        out["loss"].backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.seg_enc.parameters())
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.iter_enc.parameters())
+    # A photo-like exemplar (noise: no white outside) with a background latent: the warps are filled.
+    m.background_latent = [0.5, -0.5, -1.0]
+    photo = dict(batch, ref=torch.rand(batch["ref"].shape, generator=torch.Generator().manual_seed(1)) * 1.6 - 1)
+    out = forward_train(m, photo, warm=True, g=torch.Generator().manual_seed(0), warm_iter=1.0)
     assert torch.isfinite(out["loss"])
-    out["loss"].backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.seg_enc.parameters())
