@@ -57,7 +57,6 @@ ROWS = {"full": "full", "warp_only": "warp_only", "no_interleave": "no_interleav
 # colour no translation can beat (model v1's autoencoder: 0.335).
 EXTRA_ROWS = {"exemplar_recon": "ae_recon"}
 ALIASES = {"no_interleaving": "no_interleave", "no_refinement": "no_refine"}
-WHITE = 235  # train.evaluate.foreground: a pixel is non-white when any channel is below this
 BINS = 16
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import EmojiBatches
+from .ops import WHITE
 
 
 def laplacian_pyramid(x, levels=3):
@@ -84,8 +85,8 @@ def to_u8(x):
 
 
 def foreground(u):
-    """Non-white pixels (any channel below 235), as the emoji sit on white."""
-    return (u < 235).any(dim=1)
+    """Non-white pixels (any channel below ops.WHITE, 235), as the emoji sit on white."""
+    return (u < WHITE).any(dim=1)
 
 
 def shape_iou(out, target):

@@ -120,6 +120,7 @@ class MIDM(nn.Module):
         # exemplar has no outside (ops.fill_outside; train.background computes it).
         bg = ldm_cfg.get("midms", {}).get("background_latent")
         self.background_latent = None if bg is None else [float(v) for v in bg]
+        self._background = {}  # (device, dtype) -> that latent as a tensor, made once
         build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden, label_fill)
 
     @property
@@ -178,7 +179,12 @@ class MIDM(nn.Module):
     def fill_outside(self, warped, regions):
         if regions is None or self.background_latent is None:
             return warped
-        return fill_outside(warped, *regions, self.background_latent)
+        # Made once per device: from the Python list on every warp it was a host-to-device copy,
+        # a host round trip, in every GPU training step.
+        key = (warped.device, warped.dtype)
+        if key not in self._background:
+            self._background[key] = torch.tensor(self.background_latent, dtype=warped.dtype, device=warped.device)
+        return fill_outside(warped, *regions, self._background[key])
 
     # ---- inference ------------------------------------------------------------------------
     @torch.no_grad()

@@ -71,14 +71,15 @@ def seg_input(label, hw, mode="nearest", fill=False, filled=None):
 # only exemplar cells inside the exemplar's shape, a cell outside only cells outside it. The Rust
 # sampler implements the same (`sampling::regions`).
 REGION_MIN_SHARE = 0.05  # each side of the exemplar needs this share of cells, else no restriction
-WHITE_BELOW = 234.5  # an exemplar pixel is foreground when a channel is below 235 of 255
+WHITE = 235  # a pixel (0..255) is non-white when any channel is below this (the evaluations' rule too)
 
 
 def exemplar_foreground(ref_img):
     """[B, 3, H, W] exemplar in [-1, 1] -> [B, 1, H, W] in {0, 1}: its non-white pixels (any channel
     below 235 of 255, `train.evaluate.foreground`'s rule) plus the areas they enclose (`fill_label`),
     so that a white eye or a white belly inside an outline counts as the shape's."""
-    nonwhite = ((ref_img.float() + 1) * 127.5 < WHITE_BELOW).any(1, keepdim=True).float()
+    # Half a grey level below WHITE: the same pixels as an integer test, clear of float rounding.
+    nonwhite = ((ref_img.float() + 1) * 127.5 < WHITE - 0.5).any(1, keepdim=True).float()
     return fill_label(nonwhite)
 
 

@@ -444,7 +444,7 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Threads the editor's sampler gets: one fewer than the process may use (`RAYON_NUM_THREADS`,
+/// Threads the editor's sampler gets: one fewer than rayon's global pool has (`RAYON_NUM_THREADS`,
 /// which `main` sets to the cores when unset), at least one; `MIDM_SAMPLER_THREADS` overrides.
 /// The window is drawn on the same cores, on a software renderer entirely on the CPU, and a
 /// sampler on every core made the two take turns. Measured on a 2-vCPU Xeon (AVX-512, a VM whose
@@ -455,18 +455,10 @@ impl Drop for WorkerHandle {
 /// step 23-81 against 32-93 ms (docs/performance.md). On a 2-core AMD EPYC on 2026-12-01 (with
 /// candle's element-wise pool still on) the editor had been faster with the sampler on both.
 pub fn editor_sampler_threads() -> usize {
-    let env = |k: &str| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    };
-    env("MIDM_SAMPLER_THREADS")
-        .unwrap_or_else(|| {
-            let all = env("RAYON_NUM_THREADS")
-                .filter(|n| *n > 0)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            all.saturating_sub(1)
-        })
+    std::env::var("MIDM_SAMPLER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or_else(|| rayon::current_num_threads().saturating_sub(1))
         .max(1)
 }
 
