@@ -1034,3 +1034,29 @@ fn misnamed_and_odd_files_in_a_folder() {
     let err = inspect(&d.path().join("other.safetensors")).err().unwrap();
     assert!(matches!(err, LoadError::UnknownWeights { .. }), "{err}");
 }
+
+/// Region matching's refinements (`midms.region_open_strokes`, `region_keep_outside`) without
+/// region matching itself: a config error that says what is missing, not a silent no-op.
+#[test]
+fn region_refinements_without_region_matching_are_named() {
+    let d = tmp();
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+    std::fs::copy(
+        weights.join("model.safetensors"),
+        d.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let shipped = std::fs::read_to_string(weights.join("config.yaml")).unwrap();
+    assert!(shipped.contains("  region_matching: true\n"));
+    std::fs::write(
+        d.path().join("config.yaml"),
+        shipped.replace("  region_matching: true\n", "  region_matching: false\n"),
+    )
+    .unwrap();
+    let err = inspect(d.path()).err().unwrap();
+    assert!(
+        matches!(&err, LoadError::Config { path, .. } if path.ends_with("config.yaml")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("midms.region_matching"), "{err}");
+}

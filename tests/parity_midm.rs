@@ -234,8 +234,15 @@ fn parity_matching() {
 
     // Region matching (a trainer set of a model with `midms.region_matching`): both sides' cells
     // from the inputs, exactly the trainer's, and the correlations restricted by them.
+    let cfg = common::fixture_config();
     let regions = trace.contains_key("corr.region_trg").then(|| {
-        let target = regions::target_cells(&get(&trace, "input.cond_label"), h, w).unwrap();
+        let target = regions::target_cells(
+            &get(&trace, "input.cond_label"),
+            h,
+            w,
+            cfg.region_open_strokes,
+        )
+        .unwrap();
         let exemplar = regions::exemplar_cells(&get(&trace, "input.exemplar"), h, w).unwrap();
         assert_eq!(
             max_abs_diff(&target, &get(&trace, "corr.region_trg")),
@@ -247,8 +254,13 @@ fn parity_matching() {
             0.0,
             "region_ref"
         );
-        let background = common::fixture_config().background_latent;
-        regions::Regions::new(&target, &exemplar, background.as_deref()).unwrap()
+        regions::Regions::new(
+            &target,
+            &exemplar,
+            cfg.background_latent.as_deref(),
+            cfg.region_keep_outside,
+        )
+        .unwrap()
     });
     let restrict = |corr: Tensor| match &regions {
         Some(r) => r.restrict(corr).unwrap(),
@@ -373,6 +385,17 @@ fn parity_matching() {
             0.0,
             "{p}.fb_mask"
         );
+        // A model with `region_keep_outside` mixes with the mask set to 1 outside the shape.
+        let kept = format!("{p}.mask_kept");
+        assert_eq!(
+            trace.contains_key(&kept),
+            cfg.region_keep_outside,
+            "{kept} is traced exactly when the set's model keeps the re-warp outside"
+        );
+        if let Some(want) = trace.get(&kept) {
+            let got = regions.as_ref().unwrap().keep_outside(mask).unwrap();
+            assert_eq!(max_abs_diff(&got, want), 0.0, "{kept}");
+        }
     }
 }
 
@@ -467,10 +490,14 @@ fn parity_loop_stages() {
                 &get(&trace, &format!("{p}.iter_feat")),
                 1e-4,
             );
+            let mask = trace
+                .get(&format!("{p}.mask_kept"))
+                .cloned()
+                .unwrap_or_else(|| get(&trace, &format!("{p}.fb_mask")));
             let mix = matching::masked_mix(
                 &get(&trace, &format!("{p}.pred_ref_x0_new")),
                 &prev_x0,
-                &get(&trace, &format!("{p}.fb_mask")),
+                &mask,
             )
             .unwrap();
             // A select between two stored tensors: exact.
@@ -570,7 +597,9 @@ fn parity_end_to_end() {
             &get(&trace, &format!("loop.{k}.pred_x0")),
             3.1e-4,
         );
-        if let Some(want) = trace.get(&format!("loop.{k}.fb_mask")) {
+        // The mask the re-warp was mixed with: the kept one where the model keeps the outside.
+        let kept = trace.get(&format!("loop.{k}.mask_kept"));
+        if let Some(want) = kept.or(trace.get(&format!("loop.{k}.fb_mask"))) {
             let got = e.mask.as_ref().expect("re-warp step has a mask");
             assert_eq!(max_abs_diff(got, want), 0.0, "e2e loop.{k}.fb_mask");
             assert_close(

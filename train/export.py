@@ -38,6 +38,7 @@ def latest_state(run):
     raise SystemExit(f"no finished stage in {run}")
 
 
+REGION_KEYS = ("region_matching", "region_open_strokes", "region_keep_outside")
 DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_stage_model.post_quant_conv.")
 
 
@@ -46,10 +47,13 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
     export instead of the latest finished stage. `region_matching`: True / False sets
-    `midms.region_matching` (an inference setting: ops.restrict_to_regions); None keeps the run's."""
+    `midms.region_matching` (an inference setting: ops.restrict_to_regions) and its refinements
+    `region_open_strokes` and `region_keep_outside` (ops.target_cells, ops.keep_outside); None keeps
+    the run's."""
     cfg = json.load(open(os.path.join(run, "config.json")))
     if region_matching is not None:
-        cfg["midms"]["region_matching"] = region_matching
+        for key in REGION_KEYS:
+            cfg["midms"][key] = region_matching
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"
@@ -105,7 +109,8 @@ def main():
     ap.add_argument("--state", default=None,
                     help="a stage checkpoint of the run (e.g. RUN/e2e/ckpt.pt, its last step) instead of the finished stage")
     ap.add_argument("--region-matching", choices=["on", "off"], default=None,
-                    help="set midms.region_matching (matches kept inside / outside the drawn shape); "
+                    help="set midms.region_matching (matches kept inside / outside the drawn shape) and its "
+                         "refinements region_open_strokes and region_keep_outside; "
                          "default: the run's setting")
     a = ap.parse_args()
     rm = None if a.region_matching is None else a.region_matching == "on"

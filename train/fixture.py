@@ -167,6 +167,8 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "corr_ndf": mi["corr_ndf"], "spade_nhidden": mi["spade_nhidden"],
                   "label_downsample": model.label_downsample, "label_fill": model.label_fill,
                   "region_matching": model.region_matching, "background_latent": model.background_latent,
+                  "region_open_strokes": model.region_open_strokes,
+                  "region_keep_outside": model.region_keep_outside,
                   "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],
                                 "rewarp_at_loop_indices": [1, 2],
                                 "refine": {"ddim_num_steps": 200, "eta": 1.0, "hijack_step": 180}}},

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from .autoencoder import VQModel
 from .correspondence import build_correspondence
-from .ops import (correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck, feature_normalize, fill_label,
-                  fill_outside, get_flow, region_cells, restrict_to_regions, seg_input, soft_warp)
+from .ops import (correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck, feature_normalize,
+                  fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions, seg_input, soft_warp,
+                  target_cells)
 from .unet import UNetModel
 
 SCHEDULE_BUFFERS = [
@@ -116,6 +117,12 @@ class MIDM(nn.Module):
         self.label_fill = label_fill
         # Not in the authors' code: matching kept inside / outside the drawn shape (ops.restrict_to_regions).
         self.region_matching = bool(ldm_cfg.get("midms", {}).get("region_matching", False))
+        # Its refinements (model v1.5): open strokes count as inside (ops.target_cells), and the
+        # re-warp is kept on every cell outside the drawn shape (ops.keep_outside).
+        self.region_open_strokes = bool(ldm_cfg.get("midms", {}).get("region_open_strokes", False))
+        self.region_keep_outside = bool(ldm_cfg.get("midms", {}).get("region_keep_outside", False))
+        if (self.region_open_strokes or self.region_keep_outside) and not self.region_matching:
+            raise ValueError("midms.region_open_strokes / region_keep_outside need midms.region_matching")
         # With it, the latent of a white background that cells outside the sketch take when the
         # exemplar has no outside (ops.fill_outside; train.background computes it).
         bg = ldm_cfg.get("midms", {}).get("background_latent")
@@ -133,7 +140,8 @@ class MIDM(nn.Module):
         `region_matching`, else None."""
         if not self.region_matching:
             return None
-        return region_cells(fill_label(label), hw), region_cells(exemplar_foreground(ref_img), hw)
+        return (target_cells(label, hw, open_strokes=self.region_open_strokes),
+                region_cells(exemplar_foreground(ref_img), hw))
 
     def match(self, label, ref_feats, ref_label, trace=None, regions=None):
         """Initial matching. Returns dict with trg/ref matching feats, corr_ref, warped_ref_feat.
@@ -175,6 +183,14 @@ class MIDM(nn.Module):
         if regions is not None:
             corr = restrict_to_regions(corr, *regions)
         return self.fill_outside(soft_warp(ref_feats, corr), regions), corr, f, r
+
+    def confidence(self, fb_ts, regions=None):
+        """(the cycle check's mask, the mask the re-warp is mixed with): the same, except for a model
+        with `region_keep_outside`, whose cells outside the drawn shape keep the re-warp."""
+        mask = fb_mask(fb_ts)
+        if regions is None or not self.region_keep_outside:
+            return mask, mask
+        return mask, keep_outside(mask, *regions, self.background_latent)
 
     def fill_outside(self, warped, regions):
         if regions is None or self.background_latent is None:
@@ -228,11 +244,13 @@ class MIDM(nn.Module):
                 x0_new, corr_i, f, r = self.rematch(x0, m["trg_m"], m["ref_m"], ref_feats, regions)
                 fl = get_flow(corr_i)
                 fb_ts = fbcheck(*fl)[0]
-                mask = fb_mask(fb_ts)
+                cycle, mask = self.confidence(fb_ts, regions)
                 x0 = x0_new * mask + x0 * (1 - mask) if use_mask else x0_new
                 if trace is not None:
                     trace.update({f"{p}.iter_feat": f, "loop.inter_ref_feat": r, f"{p}.pred_ref_x0_new": x0_new,
-                                  f"{p}.fb_ts": fb_ts, f"{p}.fb_mask": mask})
+                                  f"{p}.fb_ts": fb_ts, f"{p}.fb_mask": cycle})
+                    if mask is not cycle:
+                        trace[f"{p}.mask_kept"] = mask
                     for kk, v in zip(["map_trg", "map_src", "flow_trg", "flow_src"], fl):
                         trace[f"{p}.{kk}"] = v
             if trace is not None:

@@ -18,8 +18,8 @@ from tqdm import tqdm
 from . import losses as L
 from .common import Clock, Dist, GuardedStep, Logger, WeightEma, autocast, edge_to_pm1, randn, save_grid
 from .midm import DdimSchedule, ddim_step
-from .ops import (correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck, feature_normalize, fill_label,
-                  get_flow, region_cells, restrict_to_regions, seg_input, soft_warp)
+from .ops import (correlation, downsample_label, exemplar_foreground, fbcheck, feature_normalize, get_flow, region_cells,
+                  restrict_to_regions, seg_input, soft_warp, target_cells)
 
 TRAIN_DDIM_STEPS = 8
 
@@ -45,7 +45,8 @@ def training_regions(model, batch, hw):
     if not model.region_matching:
         return None, None
     inside = batch.get("fill")
-    t = region_cells(fill_label(batch["edge"]) if inside is None else inside.to(batch["edge"].device), hw)
+    t = target_cells(batch["edge"], hw, None if inside is None else inside.to(batch["edge"].device),
+                     open_strokes=model.region_open_strokes)
     shape = lambda key, img: region_cells(
         exemplar_foreground(img) if batch.get(key) is None else batch[key].to(img.device), hw)
     return (t, shape("src_fg", batch["image"])), (t, shape("ref_fg", batch["ref"]))
@@ -116,7 +117,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
                 l_cycle = l_cycle + F.l1_loss(soft_warp(new_ref, ci.permute(0, 3, 4, 1, 2)), ref_feats)
                 l_cycle = l_cycle + F.l1_loss(soft_warp(new_src, ci_s.permute(0, 3, 4, 1, 2)), src_feats)
                 with torch.no_grad():
-                    m = fb_mask(fbcheck(*get_flow(ci))[0])
+                    m = model.confidence(fbcheck(*get_flow(ci))[0], regions_ref)[1]
                     # Spread of the re-matching correlation: 0 means a collapsed, uniform match.
                     out["rematch_spread"] = ci.std()
                 pred_ref = new_ref * m + pred_ref * (1 - m)

@@ -56,6 +56,8 @@ pub fn official_config() -> MidmConfig {
         label_downsample: Default::default(),
         region_matching: false,
         background_latent: None,
+        region_open_strokes: false,
+        region_keep_outside: false,
     }
 }
 

@@ -31,6 +31,10 @@ pub struct LdmConfig {
     /// `midms.background_latent` (our own models' section): with region matching, the latent
     /// that cells outside the sketch take when the exemplar has no outside (a photo).
     pub background_latent: Option<Vec<f32>>,
+    /// `midms.region_open_strokes` (our own models' section): open strokes count as inside.
+    pub region_open_strokes: bool,
+    /// `midms.region_keep_outside` (our own models' section): the re-warp kept outside the shape.
+    pub region_keep_outside: bool,
 }
 
 impl LdmConfig {
@@ -49,6 +53,8 @@ impl LdmConfig {
             label_downsample: self.label_downsample,
             region_matching: self.region_matching,
             background_latent: self.background_latent,
+            region_open_strokes: self.region_open_strokes,
+            region_keep_outside: self.region_keep_outside,
         }
     }
 }
@@ -70,6 +76,10 @@ struct Midms {
     region_matching: bool,
     #[serde(default)]
     background_latent: Option<Vec<f32>>,
+    #[serde(default)]
+    region_open_strokes: bool,
+    #[serde(default)]
+    region_keep_outside: bool,
 }
 
 fn label_downsample(m: Option<&Midms>) -> Result<LabelDownsample, String> {
@@ -198,6 +208,8 @@ pub fn parse_yaml(text: &str) -> Result<LdmConfig, String> {
             .midms
             .as_ref()
             .and_then(|m| m.background_latent.clone()),
+        region_open_strokes: file.midms.as_ref().is_some_and(|m| m.region_open_strokes),
+        region_keep_outside: file.midms.as_ref().is_some_and(|m| m.region_keep_outside),
         ..convert(file.model.params)?
     })
 }
@@ -224,6 +236,8 @@ pub fn parse_json(text: &str) -> Result<LdmConfig, String> {
         label_fill: midms.is_some_and(|m| m.label_fill),
         region_matching: midms.is_some_and(|m| m.region_matching),
         background_latent: midms.and_then(|m| m.background_latent.clone()),
+        region_open_strokes: midms.is_some_and(|m| m.region_open_strokes),
+        region_keep_outside: midms.is_some_and(|m| m.region_keep_outside),
         ..convert(file.model.params)?
     })
 }
@@ -270,6 +284,8 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         label_fill: false,
         region_matching: false,
         background_latent: None,
+        region_open_strokes: false,
+        region_keep_outside: false,
     })
 }
 

@@ -187,6 +187,14 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
             ),
         });
     }
+    if (ldm.region_open_strokes || ldm.region_keep_outside) && !ldm.region_matching {
+        return Err(LoadError::Config {
+            path: config_file,
+            reason: "midms.region_open_strokes and midms.region_keep_outside refine region \
+                     matching: they need midms.region_matching: true"
+                .into(),
+        });
+    }
     if let Some(bg) = &ldm.background_latent {
         if bg.len() != ldm.autoencoder.embed_dim {
             return Err(LoadError::Config {

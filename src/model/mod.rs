@@ -63,6 +63,15 @@ pub struct MidmConfig {
     /// outside the sketch take when the exemplar has no outside ([`crate::sampling::regions`]).
     #[serde(default)]
     pub background_latent: Option<Vec<f32>>,
+    /// `midms.region_open_strokes` (our own models, with region matching): cells an open stroke
+    /// crosses count as inside the drawn shape ([`crate::sampling::regions::target_cells`]).
+    #[serde(default)]
+    pub region_open_strokes: bool,
+    /// `midms.region_keep_outside` (our own models, with region matching): at a re-matching the
+    /// cells outside the drawn shape keep the re-warp whatever the cycle check says
+    /// ([`crate::sampling::regions::Regions::keep_outside`]).
+    #[serde(default)]
+    pub region_keep_outside: bool,
 }
 
 impl MidmConfig {

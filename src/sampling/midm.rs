@@ -514,9 +514,10 @@ impl<'a> Run<'a> {
         // warps that leave a photo's cells outside the sketch to the background latent.
         let regions = match &exemplar.cells {
             Some(cells) => Some(regions::Regions::new(
-                &regions::target_cells(&condition, h, w)?,
+                &regions::target_cells(&condition, h, w, model.config.region_open_strokes)?,
                 cells,
                 model.config.background_latent.as_deref(),
+                model.config.region_keep_outside,
             )?),
             None => None,
         };
@@ -565,7 +566,18 @@ impl<'a> Run<'a> {
                 let weights = matching::warp_weights(&corr_inter, opts.temperature)?;
                 let x0_new = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
                 let mask = if opts.use_mask {
-                    matching::cycle_mask(&corr_inter, h, w, opts.temperature, opts.fb_threshold)?.2
+                    let cycle = matching::cycle_mask(
+                        &corr_inter,
+                        h,
+                        w,
+                        opts.temperature,
+                        opts.fb_threshold,
+                    )?
+                    .2;
+                    match &regions {
+                        Some(r) => r.keep_outside(cycle)?,
+                        None => cycle,
+                    }
                 } else {
                     Tensor::ones((shape[0], 1, h, w), DType::F32, device)?
                 };

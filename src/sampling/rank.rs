@@ -93,7 +93,12 @@ impl ConditionFeatures {
         let (features, _) = model.correspondence.target_features(&seg_in, &label_ds)?;
         let cells = if model.config.region_matching {
             let (_, _, h, w) = features.dims4()?;
-            Some(super::regions::target_cells(&condition, h, w)?)
+            Some(super::regions::target_cells(
+                &condition,
+                h,
+                w,
+                model.config.region_open_strokes,
+            )?)
         } else {
             None
         };
@@ -132,7 +137,7 @@ pub fn score(
     let mut corr = matching::correlation(&condition.features, &exemplar.features)?;
     // With region matching, the restricted correlation the sampler's initial warp uses.
     if let (Some(t), Some(e)) = (&condition.cells, &exemplar.cells) {
-        corr = super::regions::Regions::new(t, e, None)?.restrict(corr)?;
+        corr = super::regions::Regions::new(t, e, None, false)?.restrict(corr)?;
     }
     let (_, _, mask) = matching::cycle_mask(&corr, h, w, opts.temperature, opts.fb_threshold)?;
     let cycle_share = mask.mean_all()?.to_scalar::<f32>()?;

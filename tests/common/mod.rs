@@ -106,6 +106,8 @@ pub fn fixture_config() -> MidmConfig {
         background_latent: mi["background_latent"]
             .as_array()
             .map(|v| v.iter().map(|x| x.as_f64().unwrap() as f32).collect()),
+        region_open_strokes: mi["region_open_strokes"].as_bool().unwrap_or(false),
+        region_keep_outside: mi["region_keep_outside"].as_bool().unwrap_or(false),
     }
 }
 

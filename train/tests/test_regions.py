@@ -80,3 +80,59 @@ def test_background_latent_is_the_mean_outside_the_shapes():
     want = (z * outside).sum((0, 2, 3)) / outside.sum()
     got = background_latent(model, img.numpy(), batch=2)  # batches split across the images
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def square_and_stroke():
+    """The Rust sampler's `square_and_stroke`: a 16x16 condition with a closed 8x8 square outline
+    (rows and columns 2 and 9) and an open stroke on row 13, columns 2..14."""
+    c = torch.zeros(1, 1, 16, 16)
+    c[..., 2, 2:10] = c[..., 9, 2:10] = c[..., 2:10, 2] = c[..., 2:10, 9] = 1
+    c[..., 13, 2:14] = 1
+    return c
+
+
+def test_open_strokes_count_as_inside_when_the_model_says_so():
+    """The Rust sampler's `open_strokes_are_inside_only_when_the_model_says_so`, same case."""
+    from train.ops import fill_label, open_stroke_pixels, target_cells
+
+    c = square_and_stroke()
+    open_px = open_stroke_pixels(c, fill_label(c))[0, 0]
+    assert open_px[13, 2:14].all() and open_px.sum() == 12  # the outline is next to its inside
+    want = torch.zeros(4, 4)
+    want[1, 1] = 1
+    assert torch.equal(target_cells(c, (4, 4))[0, 0], want)
+    want[3] = 1
+    assert torch.equal(target_cells(c, (4, 4), open_strokes=True)[0, 0], want)
+    # The same from a filled drawing made beforehand (train.pairs' workers).
+    assert torch.equal(target_cells(c, (4, 4), fill_label(c), open_strokes=True)[0, 0], want)
+
+
+def test_the_outside_keeps_the_rewarp_where_region_matching_decides_it():
+    """The Rust sampler's test of the same name, same case: a glyph (both sides), a photo (kept
+    only with a background latent), an exemplar with nothing inside (region matching stands aside)."""
+    from train.ops import keep_outside
+
+    t = torch.tensor([1.0, 0, 0, 0]).reshape(1, 1, 2, 2).repeat(3, 1, 1, 1)
+    r = torch.tensor([0.0, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0]).reshape(3, 1, 2, 2)
+    mask = torch.tensor([0.0, 1, 0, 0]).reshape(1, 1, 2, 2).repeat(3, 1, 1, 1)
+    m, k = [0.0, 1, 0, 0], [0.0, 1, 1, 1]
+    assert keep_outside(mask, t, r).flatten().tolist() == k + m + m
+    assert keep_outside(mask, t, r, [1.0]).flatten().tolist() == k + k + m
+
+
+def test_the_refinements_need_region_matching_and_change_the_loop_mask():
+    import pytest
+
+    cfg = default_config()
+    cfg["midms"]["region_keep_outside"] = True
+    with pytest.raises(ValueError, match="region_matching"):
+        MIDM(cfg)
+    cfg["midms"]["region_matching"] = True
+    model = MIDM(cfg)
+    regions = (torch.tensor([1.0, 0, 0, 0]).reshape(1, 1, 2, 2), torch.tensor([0.0, 1, 0, 0]).reshape(1, 1, 2, 2))
+    fb = torch.full((1, 2, 2), 9.0)  # every cell fails the cycle check
+    cycle, used = model.confidence(fb, regions)
+    assert cycle.sum() == 0 and used.flatten().tolist() == [0.0, 1, 1, 1]
+    model.region_keep_outside = False
+    cycle, used = model.confidence(fb, regions)
+    assert used is cycle
