@@ -240,3 +240,21 @@ def test_training_matches_by_region_when_the_model_does():
     photo = dict(batch, ref=torch.rand(batch["ref"].shape, generator=torch.Generator().manual_seed(1)) * 1.6 - 1)
     out = forward_train(m, photo, warm=True, g=torch.Generator().manual_seed(0), warm_iter=1.0)
     assert torch.isfinite(out["loss"])
+    # Model v1.5's refinements: open strokes count as inside (the bars' outlines enclose nothing
+    # wide enough), and the end-to-end step mixes with the outside kept (a larger mask).
+    from train.ops import target_cells
+
+    m.background_latent = None
+    plain = training_regions(m, batch, (8, 8))[0][0]
+    m.region_open_strokes = True
+    with_strokes = training_regions(m, batch, (8, 8))[0][0]
+    assert torch.equal(with_strokes, target_cells(batch["edge"], (8, 8), open_strokes=True))
+    assert (with_strokes >= plain).all() and with_strokes.sum() > plain.sum()
+    mask_mean = {}
+    for keep in (False, True):
+        m.region_keep_outside = keep
+        random.seed(0)
+        out = forward_train(m, batch, warm=False, g=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out["loss"])
+        mask_mean[keep] = float(out["mask_mean"])
+    assert mask_mean[True] > mask_mean[False], mask_mean
