@@ -316,8 +316,8 @@ mod tests {
         // square's outline (within 1 px of its inside) is not.
         assert!((2..14).all(|x| open[13][x] == 1.0));
         assert_eq!(open.iter().flatten().sum::<f32>(), 12.0);
-        // 4x4 cells: the square fills cells (0..3, 0..3) by more than half? Rows 2..10 cover
-        // cells 0 (2 of 4 rows: not more than half), 1 (all), 2 (2 of 4): only cell (1, 1).
+        // 4x4 cells: the filled square (rows and columns 2..10) covers more than half of cell
+        // (1, 1) alone; cells 0 and 2 of each axis get 2 of their 4 rows or columns.
         let plain = target_cells(&cond, 4, 4, false)?
             .flatten_all()?
             .to_vec1::<f32>()?;
