@@ -56,7 +56,9 @@ echo "gpu128 pipeline exit $?"
 [ -n "$smi" ] && kill $smi 2>/dev/null
 
 # A run that stopped early still exports its latest finished stage.
-python3 -m train.export --run "$runs/gpu128" --out "$runs/gpu128/export" --dtype "${DTYPE:-f32}"
+# train.pipeline.export_run: the export and, for a model that matches by region, its own background latent.
+python3 -c "import sys; from train.pipeline import export_run; export_run(*sys.argv[1:])" \
+    "$runs/gpu128" "$data" "${DTYPE:-f32}"
 (cd "$runs/gpu128/export" && split -b 15M model.safetensors "$out/w128.safetensors.part-" && cp config.yaml "$out/")
 (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='model*.safetensors' .)
 if [ "${RECIPE:-v1}" = v2 ]; then

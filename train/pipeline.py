@@ -160,11 +160,15 @@ def main():
     print(f"[pipeline] exported to {out}; {(a.minutes * 60 - (end - time.time())) / 60:.1f} min", flush=True)
 
 
-def export_run(run, data):
-    """`train.export` of the run into `<run>/export`, and for a model that matches by region the
-    background latent of that export's encoder (`train.background`). Returns the export folder."""
+def export_run(run, data, dtype="f32"):
+    """`train.export` of the run into `<run>/export` (weights in `dtype`), and for a model that
+    matches by region the background latent of that export's encoder (`train.background`): the
+    run's config carries the latent of the export it was seeded from, stale once the autoencoder has
+    trained (`--ae-anchor`). Returns the export folder. `scripts/gpu-train.sh` calls it again for
+    its float16 export: a bare `train.export` there wrote the seed's latent back (found by the CPU
+    dry run of 2026-12-02: 0.9123 / -0.633 / -1.06 exported, 0.8993 / -0.6307 / -1.0578 computed)."""
     out = os.path.join(run, "export")
-    subprocess.run([sys.executable, "-m", "train.export", "--run", run, "--out", out], check=True)
+    subprocess.run([sys.executable, "-m", "train.export", "--run", run, "--out", out, "--dtype", dtype], check=True)
     with open(os.path.join(out, "config.yaml")) as f:
         region_matching = yaml.safe_load(f)["midms"].get("region_matching", False)
     if region_matching:
