@@ -469,9 +469,11 @@ def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_label
     assert m.seg_enc.layer1[0].weight_orig.shape[1] == 2
     v1, _ = load_exported(str(out))
     v1.label_downsample = "max"
-    # The recipe also matches by region, an inference setting with no weights of its own.
-    assert cfg["midms"]["region_matching"] and m.region_matching
-    v1.region_matching = True
+    # The recipe also matches by region, with open strokes and the outside kept: settings with no
+    # weights of their own.
+    for key in ("region_matching", "region_open_strokes", "region_keep_outside"):
+        assert cfg["midms"][key] and getattr(m, key), key
+        setattr(v1, key, True)
     b = synthetic_batch(2, 32)
     args = (b["edge"], b["ref"], b["ref_edge"])
     want, _ = v1.translate(*args, generator=torch.Generator().manual_seed(0))
