@@ -241,16 +241,34 @@ fn batched_output_equals_single_runs() {
     .unwrap();
     // As `midm batch` runs them: two concurrent sub-batches (of 1 and 2), one thread each.
     let split = midm::batch::run::translate_seeded(model, &batched, &opts, &seeds, 2).unwrap();
-    let mut worst = 0f32;
+    let (mut worst, mut worst_latent) = (0f32, 0f32);
     for (i, (inputs, seed)) in items.iter().zip(seeds).enumerate() {
         let single = midm::translate(model, inputs, &opts, &Noise::Seeded(seed), &mut ()).unwrap();
+        worst_latent = worst_latent.max(max_abs_diff(
+            &out.latent.get(i).unwrap(),
+            &single.latent.get(0).unwrap(),
+        ));
         let single = single.image.get(0).unwrap();
         worst = worst.max(max_abs_diff(&out.image.get(i).unwrap(), &single));
         worst = worst.max(max_abs_diff(&split.get(i).unwrap(), &single));
     }
-    eprintln!("batched vs single: max abs difference {worst:e} (images in [-1, 1])");
+    eprintln!(
+        "batched vs single: max abs difference {worst:e} (images in [-1, 1]), {worst_latent:e} \
+         (final latents)"
+    );
+    // The final latents agree to f32 rounding. The images may differ a little more: the VQ
+    // decoder takes each latent cell's nearest codebook entry, and a cell within a few 1e-6 of
+    // the boundary between two entries can take the other one in a batch of another size (with
+    // model v1.5 the face/shark pair in a sub-batch of two: one code of 1,024 flips on a latent
+    // difference of 3.5e-6, and the image moves by 4.1e-3, half an 8-bit grey level; decoded
+    // without quantisation the two agree to 5.4e-6). A batching bug (a wrong seed, a wrong
+    // item's regions) moves it by tenths.
     assert!(
-        worst < 1e-3,
+        worst_latent < 1e-4,
+        "batched final latents differ from single runs by {worst_latent}"
+    );
+    assert!(
+        worst < 1e-2,
         "batched output differs from single runs by {worst}"
     );
     // Per-item seeding of a batch of one is the single run's noise, bit for bit.
