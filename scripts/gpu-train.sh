@@ -51,14 +51,17 @@ minutes=$(python3 -c "print(($(left) - $pack_s) / 60)")
 echo "pipeline: $minutes min"
 python3 -m train.pipeline --run "$runs/gpu128" --data "$data" --size 128 --device "$device" --minutes "$minutes" \
     ${init:+--init-from "$init"} --recipe "${RECIPE:-v1}" ${VGG:+--vgg "$VGG"} ${AE_ANCHOR:+--ae-anchor "$AE_ANCHOR"} ${CORR_EMA:+--corr-ema "$CORR_EMA"} --amp "${AMP:-f32}" --shares 0.28 0.55 0.92 \
-    >"$runs/gpu128.log" 2>&1
-echo "gpu128 pipeline exit $?"
+    --dtype "${DTYPE:-f32}" >"$runs/gpu128.log" 2>&1
+rc=$?
+echo "gpu128 pipeline exit $rc"
 [ -n "$smi" ] && kill $smi 2>/dev/null
 
-# A run that stopped early still exports its latest finished stage.
-# train.pipeline.export_run: the export and, for a model that matches by region, its own background latent.
-python3 -c "import sys; from train.pipeline import export_run; export_run(*sys.argv[1:])" \
-    "$runs/gpu128" "$data" "${DTYPE:-f32}"
+# The pipeline's last step is the export (train.pipeline.export_run: in $DTYPE, with its own
+# background latent). A run that stopped early still exports its latest finished stage the same way.
+if [ "$rc" -ne 0 ]; then
+    python3 -c "import sys; from train.pipeline import export_run; export_run(*sys.argv[1:])" \
+        "$runs/gpu128" "$data" "${DTYPE:-f32}"
+fi
 (cd "$runs/gpu128/export" && split -b 15M model.safetensors "$out/w128.safetensors.part-" && cp config.yaml "$out/")
 (cd "$runs" && tar czf "$out/runs.tar.gz" --exclude='*.pt' --exclude='model*.safetensors' .)
 if [ "${RECIPE:-v1}" = v2 ]; then

@@ -126,11 +126,18 @@ def keep_outside(mask, trg, ref, background=None):
     re-warp kept), where region matching decides the outside: an exemplar with both sides (its
     restriction applies), or one without an outside when the model has a `background` latent
     (`fill_outside`). Elsewhere the mask is left as it is."""
-    share = ref.float().mean((1, 2, 3), keepdim=True)
-    decided = (share >= REGION_MIN_SHARE) & (share <= 1 - REGION_MIN_SHARE)
-    if background is not None:
-        decided = decided | (share > 1 - REGION_MIN_SHARE)
+    both, no_outside = exemplar_sides(ref)
+    decided = both | no_outside if background is not None else both
     return torch.maximum(mask, (1 - trg.to(mask.dtype)) * decided.to(mask.dtype))
+
+
+def exemplar_sides(ref):
+    """[B, 1, h, w] exemplar region cells -> (both, no_outside), bool [B, 1, 1, 1]: the exemplar has
+    at least REGION_MIN_SHARE of its cells on each side of its shape (its matches are restricted),
+    or less than that outside it (a photo: `fill_outside`'s case). The Rust sampler's
+    `regions::sides`."""
+    share = ref.float().flatten(1).mean(1).reshape(-1, 1, 1, 1)
+    return (share >= REGION_MIN_SHARE) & (share <= 1 - REGION_MIN_SHARE), share > 1 - REGION_MIN_SHARE
 
 
 @full_precision
@@ -144,8 +151,7 @@ def restrict_to_regions(corr, trg, ref):
     b, ht, wt, hr, wr = corr.shape
     t = trg.reshape(b, ht * wt, 1).float()
     r = ref.reshape(b, 1, hr * wr).float()
-    share = r.mean(-1, keepdim=True)
-    applies = (share >= REGION_MIN_SHARE) & (share <= 1 - REGION_MIN_SHARE)
+    applies = exemplar_sides(ref)[0].reshape(b, 1, 1)
     other = t * (1 - r) + (1 - t) * r
     penalty = torch.where(applies, other, torch.zeros_like(other))
     return (corr.reshape(b, ht * wt, hr * wr) - penalty).reshape(b, ht, wt, hr, wr)
@@ -157,8 +163,7 @@ def fill_outside(warped, trg, ref, background):
     cells outside the drawn shape take `background` ([C], the latent of a white background,
     `midms.background_latent`) instead of a warp of the photo, so the output keeps the sketch's
     shape on a clean background in the photo's colours. warped [B, C, h, w]; trg, ref region cells."""
-    share = ref.float().mean((1, 2, 3), keepdim=True)
-    outside = (1 - trg.float()) * (share > 1 - REGION_MIN_SHARE).float()
+    outside = (1 - trg.float()) * exemplar_sides(ref)[1].float()
     bg = torch.as_tensor(background, dtype=warped.dtype, device=warped.device).reshape(1, -1, 1, 1)
     return torch.where(outside > 0, bg.expand_as(warped), warped)
 

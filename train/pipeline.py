@@ -112,6 +112,8 @@ def main():
                          "the parallel phase and e2e take")
     ap.add_argument("--init-from", default=None,
                     help="an exported model (folder with model.safetensors and config.yaml) to continue")
+    ap.add_argument("--dtype", choices=["f32", "f16"], default="f32",
+                    help="the final export's weights (train.export --dtype)")
     ap.add_argument("--amp", choices=["f32", "bf16"], default="f32",
                     help="bf16 autocast for the unet, warmup and e2e stages (train.train --amp)")
     ap.add_argument("--ae-colour", action="store_true",
@@ -156,7 +158,7 @@ def main():
         run_parallel(a, ["ae"], left() * a.shares[0])
         run_parallel(a, ["unet", "warmup", "decoder"], left() * a.shares[1])
     run_parallel(a, ["e2e"], left() * a.shares[2])
-    out = export_run(a.run, a.data)
+    out = export_run(a.run, a.data, a.dtype)
     print(f"[pipeline] exported to {out}; {(a.minutes * 60 - (end - time.time())) / 60:.1f} min", flush=True)
 
 
@@ -164,9 +166,10 @@ def export_run(run, data, dtype="f32"):
     """`train.export` of the run into `<run>/export` (weights in `dtype`), and for a model that
     matches by region the background latent of that export's encoder (`train.background`): the
     run's config carries the latent of the export it was seeded from, stale once the autoencoder has
-    trained (`--ae-anchor`). Returns the export folder. `scripts/gpu-train.sh` calls it again for
-    its float16 export: a bare `train.export` there wrote the seed's latent back (found by the CPU
-    dry run of 2026-12-02: 0.9123 / -0.633 / -1.06 exported, 0.8993 / -0.6307 / -1.0578 computed)."""
+    trained (`--ae-anchor`). Returns the export folder. `scripts/gpu-train.sh` calls it itself only
+    when the pipeline stopped early: a bare `train.export` there once wrote the seed's latent back
+    (found by the CPU dry run of 2026-12-02: 0.9123 / -0.633 / -1.06 exported, 0.8993 / -0.6307 /
+    -1.0578 computed)."""
     out = os.path.join(run, "export")
     subprocess.run([sys.executable, "-m", "train.export", "--run", run, "--out", out, "--dtype", dtype], check=True)
     with open(os.path.join(out, "config.yaml")) as f:

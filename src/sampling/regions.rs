@@ -32,6 +32,29 @@ pub const MIN_SHARE: f32 = 0.05;
 /// (`train.evaluate.foreground`'s rule); 234.5 keeps the comparison clear of float rounding.
 const WHITE_BELOW: f64 = 234.5;
 
+/// Which sides of its shape an exemplar has, by the share of its cells inside (`cells`: one
+/// item's, in {0, 1}). Region matching restricts the matches of an exemplar with both; one with
+/// no outside (a photo) may take the background latent instead. The trainer's
+/// `ops.exemplar_sides`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sides {
+    Both,
+    NoOutside,
+    NoInside,
+}
+
+fn sides(cells: &[f32]) -> Sides {
+    // The share in f32, compared with f32 bounds, as the trainer computes it.
+    let share = cells.iter().sum::<f32>() / cells.len() as f32;
+    if share > 1.0 - MIN_SHARE {
+        Sides::NoOutside
+    } else if share < MIN_SHARE {
+        Sides::NoInside
+    } else {
+        Sides::Both
+    }
+}
+
 /// Cells of the latent grid `h` x `w` more than half inside `inside` [B, 1, H, W] (in {0, 1}):
 /// [B, 1, h, w] in {0, 1}.
 fn cells(inside: &Tensor, h: usize, w: usize) -> Result<Tensor> {
@@ -113,9 +136,7 @@ pub fn penalty(target: &Tensor, exemplar: &Tensor) -> Result<Tensor> {
     let mut out = vec![0f32; b * nt * nr];
     for (bi, block) in out.chunks_exact_mut(nt * nr).enumerate() {
         let (t, r) = (&t[bi * nt..][..nt], &r[bi * nr..][..nr]);
-        // Same arithmetic as the trainer: the share in f32, compared with f32 bounds.
-        let share = r.iter().sum::<f32>() / nr as f32;
-        if !(MIN_SHARE..=1.0 - MIN_SHARE).contains(&share) {
+        if sides(r) != Sides::Both {
             continue;
         }
         for (row, &ti) in block.chunks_exact_mut(nr).zip(t) {
@@ -146,10 +167,12 @@ pub fn decided_outside(target: &Tensor, exemplar: &Tensor, background: bool) -> 
     let (nt, nr) = (h * w, r.len() / b);
     let mut out = vec![0f32; b * nt];
     for (bi, block) in out.chunks_exact_mut(nt).enumerate() {
-        // The share as `penalty` and `fill_mask` take it (the trainer's f32 mean).
-        let share = r[bi * nr..][..nr].iter().sum::<f32>() / nr as f32;
-        let restricted = (MIN_SHARE..=1.0 - MIN_SHARE).contains(&share);
-        if restricted || (background && share > 1.0 - MIN_SHARE) {
+        let decided = match sides(&r[bi * nr..][..nr]) {
+            Sides::Both => true,
+            Sides::NoOutside => background,
+            Sides::NoInside => false,
+        };
+        if decided {
             for (o, &ti) in block.iter_mut().zip(&t[bi * nt..][..nt]) {
                 *o = 1.0 - ti;
             }
