@@ -31,8 +31,11 @@ Metrics, per pair and as means (outputs at the model's side, 128 for the shipped
   blurs both histograms with a Gaussian of one bin before the intersection.
 
 Rows: `full`, `warp_only`, `no_interleave`, `no_mask`, `no_refine` (`train.evaluate`'s variants:
-`no_interleave` = its `no_interleaving`, `no_refine` = its `no_refinement`) and `exemplar` (the
-exemplar copied as the output, a trivial baseline: perfect colour, the exemplar's shape).
+`no_interleave` = its `no_interleaving`, `no_refine` = its `no_refinement`), for a model with
+`midms.colour_transfer` also `no_colour` (its `no_colour_transfer`; every other row keeps the
+transfer, from the last matching it has: the first warp's for `warp_only` and `no_interleave`), and
+`exemplar` (the exemplar copied as the output, a trivial baseline: perfect colour, the exemplar's
+shape).
 Noise: `train.evaluate.run_variant` (a CPU generator seeded with seed + first index of each chunk
 of 32 pairs); `--seeds 0 1` reports the mean over seeds (and their spread).
 
@@ -52,11 +55,11 @@ from .drawn import load_pairs
 from .evaluate import foreground, run_variant
 
 ROWS = {"full": "full", "warp_only": "warp_only", "no_interleave": "no_interleaving", "no_mask": "no_mask",
-        "no_refine": "no_refinement", "exemplar": "exemplar"}
+        "no_refine": "no_refinement", "no_colour": "no_colour_transfer", "exemplar": "exemplar"}
 # On request only (`--variants exemplar_recon`): the exemplar through the autoencoder and back, the
 # colour no translation can beat (model v1's autoencoder: 0.335).
 EXTRA_ROWS = {"exemplar_recon": "ae_recon"}
-ALIASES = {"no_interleaving": "no_interleave", "no_refinement": "no_refine"}
+ALIASES = {"no_interleaving": "no_interleave", "no_refinement": "no_refine", "no_colour_transfer": "no_colour"}
 BINS = 16
 
 
@@ -228,9 +231,14 @@ def to_u8_images(x):
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def default_rows(model):
+    """Every row that applies to `model` (`no_colour` only for a model with colour transfer)."""
+    return [v for v in ROWS if v != "no_colour" or getattr(model, "colour_transfer", False)]
+
+
 def evaluate(model, folder="assets/drawn", variants=None, seeds=(0,), size=128):
     pairs, cond, ex, batch = load_set(folder, size)
-    variants = variants or list(ROWS)
+    variants = variants or default_rows(model)
     per = {v: {p["name"]: {} for p in pairs} for v in variants}
     outs = {}
     for seed in seeds:
@@ -344,7 +352,7 @@ def main():
                     help="also a compact sheet PNG: (sketch, exemplar, full output of the first seed) triples")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    variants = [ALIASES.get(v, v) for v in (a.variants or list(ROWS))]
+    variants = [ALIASES.get(v, v) for v in (a.variants or [])]
     bad = [v for v in variants if v not in ROWS and v not in EXTRA_ROWS]
     if bad:
         raise SystemExit(f"unknown variants {bad}; choose from {list(ROWS) + list(EXTRA_ROWS)}")
@@ -353,6 +361,7 @@ def main():
     t0 = time.time()
     model, cfg = load_exported(a.weights)
     size = cfg["midms"]["image_size"]
+    variants = variants or default_rows(model)
     pairs, cond, ex, per, means, outs = evaluate(model, a.set, variants, a.seeds, size)
     wall = time.time() - t0
     print(markdown(pairs, per, means, a.seeds))

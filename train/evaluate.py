@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .common import EmojiBatches
-from .ops import WHITE
+from .colour import colour_source, transfer_colour
+from .ops import WHITE, exemplar_foreground
 
 
 def laplacian_pyramid(x, levels=3):
@@ -116,6 +117,8 @@ VARIANTS = {
     "no_interleaving": {"rewarp_at": ()},
     "no_mask": {"use_mask": False},
     "no_refinement": {"refine": False},
+    # A model with `midms.colour_transfer` (model v1.6) without it (train.colour).
+    "no_colour_transfer": {"colour": False},
 }
 
 
@@ -137,7 +140,11 @@ def run_variant(model, batch, name, seed, chunk=32):
             feats = model.ae.encode(batch["ref"][sl])
             regions = model.regions(batch["edge"][sl], batch["ref"][sl], feats.shape[2:])
             m = model.match(batch["edge"][sl], feats, batch["ref_edge"][sl], regions=regions)
-            outs.append(model.ae.decode(m["warped"]))
+            out = model.ae.decode(m["warped"])
+            if getattr(model, "colour_transfer", False):  # the first warp's chroma, as translate does
+                src = colour_source(batch["ref"][sl], exemplar_foreground(batch["ref"][sl]), feats.shape[2:])
+                out = transfer_colour(out, model.warp_colour(src, m["corr"], regions))
+            outs.append(out)
         elif name == "exemplar":
             outs.append(batch["ref"][sl])
         else:
@@ -145,6 +152,11 @@ def run_variant(model, batch, name, seed, chunk=32):
             outs.append(model.translate(batch["edge"][sl], batch["ref"][sl], batch["ref_edge"][sl], generator=g,
                                         **VARIANTS[name])[0])
     return torch.cat(outs).clamp(-1, 1)
+
+
+def default_variants(model):
+    """The ablations that apply to `model`: without colour transfer, its ablation is the full model."""
+    return [v for v in VARIANTS if v != "no_colour_transfer" or getattr(model, "colour_transfer", False)]
 
 
 def evaluate(model, data_dir, n=128, seed=0, variants=None, size=64, metric_size=None, pairs="neighbours"):
@@ -172,7 +184,7 @@ def evaluate(model, data_dir, n=128, seed=0, variants=None, size=64, metric_size
     rows = {}
     at = lambda x: x if not metric_size or metric_size == size else F.interpolate(x, size=metric_size, mode="area")
     target, ref = at(batch["image"]), at(batch["ref"])
-    for name in (variants or list(VARIANTS) + REFERENCE_ROWS):
+    for name in (variants or default_variants(model) + REFERENCE_ROWS):
         out = at(run_variant(model, batch, name, seed))
         s, per_level = swd(out, target, seed)
         rows[name] = {"swd": s, "swd_levels": per_level, "colour": colour_relevance(out, ref),

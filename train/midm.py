@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .autoencoder import VQModel
+from .colour import colour_source, transfer_colour
 from .correspondence import build_correspondence
 from .ops import (correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck, feature_normalize,
                   fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions, seg_input, soft_warp,
@@ -128,6 +129,9 @@ class MIDM(nn.Module):
         bg = ldm_cfg.get("midms", {}).get("background_latent")
         self.background_latent = None if bg is None else [float(v) for v in bg]
         self._background = {}  # (device, dtype) -> that latent as a tensor, made once
+        # Not in the authors' code (model v1.6): the exemplar's chroma warped by the last matching
+        # onto the decoded output (train.colour).
+        self.colour_transfer = bool(ldm_cfg.get("midms", {}).get("colour_transfer", False))
         build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden, label_fill)
 
     @property
@@ -192,6 +196,14 @@ class MIDM(nn.Module):
             return mask, mask
         return mask, keep_outside(mask, *regions, self.background_latent)
 
+    def warp_colour(self, source, corr, regions):
+        """The exemplar's chroma (`colour.colour_source`) warped by the softmax weights of `corr`;
+        none on the cells where the latent warp puts the background latent (`fill_outside`)."""
+        warped = soft_warp(source, corr)
+        if regions is None or self.background_latent is None:
+            return warped
+        return fill_outside(warped, *regions, torch.zeros(warped.shape[1], dtype=warped.dtype))
+
     def fill_outside(self, warped, regions):
         if regions is None or self.background_latent is None:
             return warped
@@ -206,11 +218,12 @@ class MIDM(nn.Module):
     @torch.no_grad()
     def translate(self, label, ref_img, ref_label, steps=16, t_list=None, rewarp_at=(1, 2), use_mask=True,
                   refine=True, refine_steps=200, refine_hijack=180, noises=None, trace=None, generator=None,
-                  start_latent=None):
+                  start_latent=None, colour=True):
         """MIDM inference (section 5-6 of the parity README). `noises` injects the used draws:
         {'loop.0.q_noise', 'refine.q_noise', 'refine.noise' [n, B, C, h, w]}. `start_latent` replaces
         the warped exemplar the loop starts from (evaluation: the target's own latent measures what
-        the diffusion stages do to a perfect warp)."""
+        the diffusion stages do to a perfect warp). `colour=False` leaves out the colour transfer of a
+        model with `colour_transfer` (the ablation)."""
         diff = self.diff_model
         noises = noises or {}
 
@@ -224,6 +237,10 @@ class MIDM(nn.Module):
         ref_feats = self.ae.encode(ref_img)
         regions = self.regions(label, ref_img, ref_feats.shape[2:])
         m = self.match(label, ref_feats, ref_label, trace=trace, regions=regions)
+        colour_src = colour_warped = None
+        if self.colour_transfer and colour:
+            colour_src = colour_source(ref_img, exemplar_foreground(ref_img), ref_feats.shape[2:])
+            colour_warped = self.warp_colour(colour_src, m["corr"], regions)
         if trace is not None:
             fl = get_flow(m["corr"])
             for k, v in zip(["map_trg", "map_src", "flow_trg", "flow_src"], fl):
@@ -246,6 +263,8 @@ class MIDM(nn.Module):
                 fb_ts = fbcheck(*fl)[0]
                 cycle, mask = self.confidence(fb_ts, regions)
                 x0 = x0_new * mask + x0 * (1 - mask) if use_mask else x0_new
+                if colour_src is not None:
+                    colour_warped = self.warp_colour(colour_src, corr_i, regions)
                 if trace is not None:
                     trace.update({f"{p}.iter_feat": f, "loop.inter_ref_feat": r, f"{p}.pred_ref_x0_new": x0_new,
                                   f"{p}.fb_ts": fb_ts, f"{p}.fb_mask": cycle})
@@ -274,6 +293,10 @@ class MIDM(nn.Module):
         if refine:
             x0 = self.refine(x0, refine_steps, refine_hijack, randn, trace)
         out = self.ae.decode(x0)
+        if colour_warped is not None:
+            if trace is not None:
+                trace["out.decoded"], trace["out.colour_warped"] = out, colour_warped
+            out = transfer_colour(out, colour_warped)
         if trace is not None:
             trace["out.final_quant_indices"] = self.ae.quantize.indices(x0)
             trace["out.warped_ref"] = out

@@ -58,6 +58,7 @@ pub fn official_config() -> MidmConfig {
         background_latent: None,
         region_open_strokes: false,
         region_keep_outside: false,
+        colour_transfer: false,
     }
 }
 

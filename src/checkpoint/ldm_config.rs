@@ -35,6 +35,9 @@ pub struct LdmConfig {
     pub region_open_strokes: bool,
     /// `midms.region_keep_outside` (our own models' section): the re-warp kept outside the shape.
     pub region_keep_outside: bool,
+    /// `midms.colour_transfer` (our own models' section): the exemplar's chroma warped onto the
+    /// output ([`crate::sampling::colour`]).
+    pub colour_transfer: bool,
 }
 
 impl LdmConfig {
@@ -55,6 +58,7 @@ impl LdmConfig {
             background_latent: self.background_latent,
             region_open_strokes: self.region_open_strokes,
             region_keep_outside: self.region_keep_outside,
+            colour_transfer: self.colour_transfer,
         }
     }
 }
@@ -80,6 +84,8 @@ struct Midms {
     region_open_strokes: bool,
     #[serde(default)]
     region_keep_outside: bool,
+    #[serde(default)]
+    colour_transfer: bool,
 }
 
 fn label_downsample(m: Option<&Midms>) -> Result<LabelDownsample, String> {
@@ -210,6 +216,7 @@ pub fn parse_yaml(text: &str) -> Result<LdmConfig, String> {
             .and_then(|m| m.background_latent.clone()),
         region_open_strokes: file.midms.as_ref().is_some_and(|m| m.region_open_strokes),
         region_keep_outside: file.midms.as_ref().is_some_and(|m| m.region_keep_outside),
+        colour_transfer: file.midms.as_ref().is_some_and(|m| m.colour_transfer),
         ..convert(file.model.params)?
     })
 }
@@ -238,6 +245,7 @@ pub fn parse_json(text: &str) -> Result<LdmConfig, String> {
         background_latent: midms.and_then(|m| m.background_latent.clone()),
         region_open_strokes: midms.is_some_and(|m| m.region_open_strokes),
         region_keep_outside: midms.is_some_and(|m| m.region_keep_outside),
+        colour_transfer: midms.is_some_and(|m| m.colour_transfer),
         ..convert(file.model.params)?
     })
 }
@@ -286,6 +294,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         background_latent: None,
         region_open_strokes: false,
         region_keep_outside: false,
+        colour_transfer: false,
     })
 }
 

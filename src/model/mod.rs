@@ -72,6 +72,11 @@ pub struct MidmConfig {
     /// ([`crate::sampling::regions::Regions::keep_outside`]).
     #[serde(default)]
     pub region_keep_outside: bool,
+    /// `midms.colour_transfer` (our own models; off for the authors' checkpoints): the exemplar's
+    /// chroma, warped by the last matching, replaces the output's where it is not white
+    /// ([`crate::sampling::colour`]).
+    #[serde(default)]
+    pub colour_transfer: bool,
 }
 
 impl MidmConfig {

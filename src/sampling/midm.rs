@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::schedule::{DdimSchedule, DdpmSchedule};
-use super::{ddim, matching, regions};
+use super::{colour, ddim, matching, regions};
 use crate::error::{ensure, Error, Result};
 use crate::model::MidmModel;
 
@@ -192,7 +192,8 @@ impl StepSink for () {
 /// Result of a translation.
 #[derive(Debug, Clone)]
 pub struct MidmOutput {
-    /// Decoded image [B, 3, H, W] (not clamped).
+    /// Decoded image [B, 3, H, W] (not clamped, except by a model's colour transfer, whose
+    /// output is in [-1, 1]).
     pub image: Tensor,
     /// Final latent (before decode).
     pub latent: Tensor,
@@ -248,6 +249,9 @@ pub struct ExemplarSide {
     /// The exemplar's shape on the latent grid, for a model with region matching
     /// ([`regions::exemplar_cells`]).
     pub(crate) cells: Option<Tensor>,
+    /// The exemplar's chroma to warp, for a model with colour transfer
+    /// ([`colour::colour_source`]).
+    colour: Option<Tensor>,
 }
 
 impl ExemplarSide {
@@ -268,11 +272,20 @@ impl ExemplarSide {
             .region_matching
             .then(|| regions::exemplar_cells(&exemplar, h, w))
             .transpose()?;
+        let colour = model
+            .config
+            .colour_transfer
+            .then(|| {
+                let foreground = regions::exemplar_foreground(&exemplar)?;
+                colour::colour_source(&exemplar, &foreground, h, w)
+            })
+            .transpose()?;
         Ok(Self {
             latent,
             out,
             matching,
             cells,
+            colour,
         })
     }
 }
@@ -529,14 +542,27 @@ impl<'a> Run<'a> {
             Some(r) => r.fill_outside(warped),
             None => Ok(warped),
         };
+        // Colour transfer (a model's `midms.colour_transfer`): the exemplar's chroma moved by the
+        // weights of the last matching, put onto the decoded image at the end.
+        let warp_colour = |weights: &Tensor| -> Result<Option<Tensor>> {
+            let Some(src) = &exemplar.colour else {
+                return Ok(None);
+            };
+            let warped = matching::apply_warp(weights, src)?;
+            Ok(Some(match &regions {
+                Some(r) => r.clear_outside(warped)?,
+                None => warped,
+            }))
+        };
 
         // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
         // official size they are 67 MB each, and held to the end they added to every later peak.
-        let mut x0 = {
+        let (mut x0, mut colour_warped) = {
             let corr = restrict(matching::correlation(&trg_out, ref_out)?)?;
             let weights = matching::warp_weights(&corr, opts.temperature)?;
             drop(corr);
             let x0 = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
+            let colour_warped = warp_colour(&weights)?;
             self.emit(
                 StepKind::InitialWarp,
                 None,
@@ -546,7 +572,7 @@ impl<'a> Run<'a> {
                 Some(&weights),
                 None,
             );
-            x0
+            (x0, colour_warped)
         };
 
         // Interleaved DDIM steps on the last `interleaved_steps` steps of the S-step schedule.
@@ -565,6 +591,9 @@ impl<'a> Run<'a> {
                 let corr_inter = restrict(matching::correlation(&feat, inter_ref)?)?;
                 let weights = matching::warp_weights(&corr_inter, opts.temperature)?;
                 let x0_new = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
+                if colour_warped.is_some() {
+                    colour_warped = warp_colour(&weights)?;
+                }
                 let mask = if opts.use_mask {
                     let cycle = matching::cycle_mask(
                         &corr_inter,
@@ -625,7 +654,10 @@ impl<'a> Run<'a> {
         }
 
         self.check_cancel()?;
-        let image = model.autoencoder.decode(&x0)?;
+        let mut image = model.autoencoder.decode(&x0)?;
+        if let Some(warped) = &colour_warped {
+            image = colour::transfer_colour(&image, warped)?;
+        }
         self.emit(
             StepKind::Final,
             None,

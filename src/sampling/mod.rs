@@ -1,4 +1,5 @@
 //! Sampling: the DDPM/DDIM schedules, the matching operations and the MIDM loop.
+pub mod colour;
 pub mod ddim;
 pub mod matching;
 pub mod midm;

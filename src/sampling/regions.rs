@@ -110,12 +110,18 @@ pub fn open_stroke_pixels(condition: &Tensor, filled: &Tensor) -> Result<Tensor>
     Tensor::from_vec(out, (b, 1, h, w), condition.device())
 }
 
-/// The exemplar's shape on the latent grid: its non-white pixels plus what they enclose (so a
-/// white eye or belly inside an outline counts as the shape's). `exemplar` [B, 3, H, W] in [-1, 1].
-pub fn exemplar_cells(exemplar: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+/// The exemplar's shape: its non-white pixels plus what they enclose (so a white eye or belly
+/// inside an outline counts as the shape's). `exemplar` [B, 3, H, W] in [-1, 1] -> [B, 1, H, W]
+/// in {0, 1}; the trainer's `ops.exemplar_foreground`.
+pub fn exemplar_foreground(exemplar: &Tensor) -> Result<Tensor> {
     let grey = ((exemplar.to_dtype(DType::F32)? + 1.0)? * 127.5)?;
     let nonwhite = grey.lt(WHITE_BELOW)?.max_keepdim(1)?.to_dtype(DType::F32)?;
-    cells(&fill_label(&nonwhite)?, h, w)
+    fill_label(&nonwhite)
+}
+
+/// The exemplar's shape ([`exemplar_foreground`]) on the latent grid.
+pub fn exemplar_cells(exemplar: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    cells(&exemplar_foreground(exemplar)?, h, w)
 }
 
 /// What region matching subtracts from a correlation [B, hw_target, hw_exemplar]: 1 where a
@@ -247,6 +253,17 @@ impl Regions {
     pub fn fill_outside(&self, warped: Tensor) -> Result<Tensor> {
         match &self.fill {
             Some((mask, bg)) => mask.broadcast_as(warped.shape())?.where_cond(bg, &warped),
+            None => Ok(warped),
+        }
+    }
+
+    /// A warp of anything else [B, C, h, w] (the exemplar's chroma, [`super::colour`]) with
+    /// zeros where [`Self::fill_outside`] puts the background latent: no photo colour there.
+    pub fn clear_outside(&self, warped: Tensor) -> Result<Tensor> {
+        match &self.fill {
+            Some((mask, _)) => mask
+                .broadcast_as(warped.shape())?
+                .where_cond(&warped.zeros_like()?, &warped),
             None => Ok(warped),
         }
     }

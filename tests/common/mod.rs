@@ -108,6 +108,7 @@ pub fn fixture_config() -> MidmConfig {
             .map(|v| v.iter().map(|x| x.as_f64().unwrap() as f32).collect()),
         region_open_strokes: mi["region_open_strokes"].as_bool().unwrap_or(false),
         region_keep_outside: mi["region_keep_outside"].as_bool().unwrap_or(false),
+        colour_transfer: mi["colour_transfer"].as_bool().unwrap_or(false),
     }
 }
 
