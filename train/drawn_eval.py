@@ -33,7 +33,7 @@ Metrics, per pair and as means (outputs at the model's side, 128 for the shipped
 Rows: `full`, `warp_only`, `no_interleave`, `no_mask`, `no_refine` (`train.evaluate`'s variants:
 `no_interleave` = its `no_interleaving`, `no_refine` = its `no_refinement`), for a model with
 `midms.colour_transfer` also `no_colour` (its `no_colour_transfer`; every other row keeps the
-transfer, from the last matching it has: the first warp's for `warp_only` and `no_interleave`), and
+transfer, by the first matching, which they share), and
 `exemplar` (the exemplar copied as the output, a trivial baseline: perfect colour, the exemplar's
 shape).
 Noise: `train.evaluate.run_variant` (a CPU generator seeded with seed + first index of each chunk

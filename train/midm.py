@@ -129,7 +129,7 @@ class MIDM(nn.Module):
         bg = ldm_cfg.get("midms", {}).get("background_latent")
         self.background_latent = None if bg is None else [float(v) for v in bg]
         self._background = {}  # (device, dtype) -> that latent as a tensor, made once
-        # Not in the authors' code (model v1.6): the exemplar's chroma warped by the last matching
+        # Not in the authors' code (model v1.6): the exemplar's chroma warped by the first matching
         # onto the decoded output (train.colour).
         self.colour_transfer = bool(ldm_cfg.get("midms", {}).get("colour_transfer", False))
         build_correspondence(self, fs["embed_dim"], label_nc, n_ch, ndf, spade_nhidden, label_fill)
@@ -237,8 +237,8 @@ class MIDM(nn.Module):
         ref_feats = self.ae.encode(ref_img)
         regions = self.regions(label, ref_img, ref_feats.shape[2:])
         m = self.match(label, ref_feats, ref_label, trace=trace, regions=regions)
-        colour_src = colour_warped = None
-        if self.colour_transfer and colour:
+        colour_warped = None
+        if self.colour_transfer and colour:  # by the first matching (train.colour)
             colour_src = colour_source(ref_img, exemplar_foreground(ref_img), ref_feats.shape[2:])
             colour_warped = self.warp_colour(colour_src, m["corr"], regions)
         if trace is not None:
@@ -263,8 +263,6 @@ class MIDM(nn.Module):
                 fb_ts = fbcheck(*fl)[0]
                 cycle, mask = self.confidence(fb_ts, regions)
                 x0 = x0_new * mask + x0 * (1 - mask) if use_mask else x0_new
-                if colour_src is not None:
-                    colour_warped = self.warp_colour(colour_src, corr_i, regions)
                 if trace is not None:
                     trace.update({f"{p}.iter_feat": f, "loop.inter_ref_feat": r, f"{p}.pred_ref_x0_new": x0_new,
                                   f"{p}.fb_ts": fb_ts, f"{p}.fb_mask": cycle})

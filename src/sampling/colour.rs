@@ -5,8 +5,9 @@
 //! prior: the hand-drawn set's exemplars, started from their own latents, come out of the loop at
 //! an a*b* colour of 0.256 where the autoencoder alone keeps 0.535, so a red heart turns pink and
 //! a yellow face lemon-green. The matching already says which exemplar pixels each output cell
-//! stands for, so the last matching of a run also warps the exemplar's CIELAB chroma: each latent
-//! cell carries its c x c pixels, and the latent warp's softmax weights move them. After decoding,
+//! stands for, so the first matching of a run (the sketch against the exemplar, what the
+//! correspondence probe shows) also warps the exemplar's CIELAB chroma: each latent cell carries
+//! its c x c pixels, and the first warp's softmax weights move them. After decoding,
 //! every pixel that is not white takes that chroma in proportion to the exemplar foreground that
 //! warped onto it; its lightness, so its edges and shading, stay the model's. Hand-drawn set,
 //! seed 0: a*b* colour 0.254 -> 0.552, mean-colour distance 13.0 -> 5.9 a*b* units, IoU and
@@ -15,7 +16,7 @@
 //!
 //! On the host: one pass over the exemplar per exemplar side and one over the output per run
 //! (128 x 128 pixels; the Lab conversions' branches and powers would be a dozen candle ops each).
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 /// sRGB (D65) to XYZ, skimage.color's matrix.
 const RGB_TO_XYZ: [[f32; 3]; 3] = [
@@ -95,8 +96,8 @@ pub fn lab_to_rgb(lab: [f32; 3]) -> [f32; 3] {
 pub fn colour_source(exemplar: &Tensor, foreground: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     let (b, _, hh, ww) = exemplar.dims4()?;
     let c = hh / h;
-    let img = exemplar.flatten_all()?.to_vec1::<f32>()?;
-    let fg = foreground.flatten_all()?.to_vec1::<f32>()?;
+    let host = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+    let (img, fg) = (host(exemplar)?, host(foreground)?);
     let plane = hh * ww;
     let mut out = vec![0f32; b * 3 * plane];
     for bi in 0..b {
@@ -114,7 +115,7 @@ pub fn colour_source(exemplar: &Tensor, foreground: &Tensor, h: usize, w: usize)
             }
         }
     }
-    Tensor::from_vec(out, (b, 3 * c * c, h, w), exemplar.device())
+    Tensor::from_vec(out, (b, 3 * c * c, h, w), exemplar.device())?.to_dtype(exemplar.dtype())
 }
 
 /// The decoded `image` [B, 3, H, W] (about [-1, 1]) with the warped chroma `warped`
@@ -125,8 +126,9 @@ pub fn transfer_colour(image: &Tensor, warped: &Tensor) -> Result<Tensor> {
     let (b, _, hh, ww) = image.dims4()?;
     let (_, _, h, w) = warped.dims4()?;
     let c = hh / h;
-    let img = image.flatten_all()?.to_vec1::<f32>()?;
-    let src = warped.flatten_all()?.to_vec1::<f32>()?;
+    // In f32 whatever the run's precision (a half-precision decoder's output included).
+    let host = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+    let (img, src) = (host(image)?, host(warped)?);
     let plane = hh * ww;
     let mut out = vec![0f32; img.len()];
     for bi in 0..b {
@@ -152,7 +154,7 @@ pub fn transfer_colour(image: &Tensor, warped: &Tensor) -> Result<Tensor> {
             }
         }
     }
-    Tensor::from_vec(out, (b, 3, hh, ww), image.device())
+    Tensor::from_vec(out, (b, 3, hh, ww), image.device())?.to_dtype(image.dtype())
 }
 
 #[cfg(test)]

@@ -543,7 +543,7 @@ impl<'a> Run<'a> {
             None => Ok(warped),
         };
         // Colour transfer (a model's `midms.colour_transfer`): the exemplar's chroma moved by the
-        // weights of the last matching, put onto the decoded image at the end.
+        // first warp's weights, put onto the decoded image at the end.
         let warp_colour = |weights: &Tensor| -> Result<Option<Tensor>> {
             let Some(src) = &exemplar.colour else {
                 return Ok(None);
@@ -557,7 +557,7 @@ impl<'a> Run<'a> {
 
         // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
         // official size they are 67 MB each, and held to the end they added to every later peak.
-        let (mut x0, mut colour_warped) = {
+        let (mut x0, colour_warped) = {
             let corr = restrict(matching::correlation(&trg_out, ref_out)?)?;
             let weights = matching::warp_weights(&corr, opts.temperature)?;
             drop(corr);
@@ -591,9 +591,6 @@ impl<'a> Run<'a> {
                 let corr_inter = restrict(matching::correlation(&feat, inter_ref)?)?;
                 let weights = matching::warp_weights(&corr_inter, opts.temperature)?;
                 let x0_new = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
-                if colour_warped.is_some() {
-                    colour_warped = warp_colour(&weights)?;
-                }
                 let mask = if opts.use_mask {
                     let cycle = matching::cycle_mask(
                         &corr_inter,
