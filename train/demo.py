@@ -12,6 +12,7 @@ from PIL import Image
 
 from .common import save_grid
 from .data import edge_map
+from .evaluate import warp_only
 
 
 def load_assets(folder="assets"):
@@ -43,8 +44,7 @@ def main():
     model, _ = load_exported(a.weights)
     sk, ex, exl, tg, names = load_assets()
     out, _ = model.translate(sk, ex, exl, generator=torch.Generator().manual_seed(a.seed))
-    z = model.ae.encode(ex)
-    warp = model.ae.decode(model.match(sk, z, exl, regions=model.regions(sk, ex, z.shape[2:]))["warped"])
+    warp = warp_only(model, sk, ex, exl)
     rows = [sk * 2 - 1, ex, out, warp, tg]
     big = [torch.nn.functional.interpolate(r, scale_factor=2, mode="nearest") for r in rows]
     save_grid(a.out, big)

@@ -126,6 +126,19 @@ REFERENCE_ROWS = ["exemplar", "ae_recon", "from_target"]
 
 
 @torch.no_grad()
+def warp_only(model, edge, ref, ref_edge):
+    """The first warp decoded (the warp-only ablation), with the model's colour transfer as
+    `MIDM.translate` applies it (the first matching's chroma)."""
+    feats = model.ae.encode(ref)
+    regions = model.regions(edge, ref, feats.shape[2:])
+    m = model.match(edge, feats, ref_edge, regions=regions)
+    out = model.ae.decode(m["warped"])
+    if getattr(model, "colour_transfer", False):
+        src = colour_source(ref, exemplar_foreground(ref), feats.shape[2:])
+        out = transfer_colour(out, model.warp_colour(src, m["corr"], regions))
+    return out
+
+
 def run_variant(model, batch, name, seed, chunk=32):
     outs = []
     for s in range(0, len(batch["edge"]), chunk):
@@ -137,14 +150,7 @@ def run_variant(model, batch, name, seed, chunk=32):
             outs.append(model.translate(batch["edge"][sl], batch["ref"][sl], batch["ref_edge"][sl], generator=g,
                                         rewarp_at=(), start_latent=model.ae.encode(batch["image"][sl]))[0])
         elif name == "warp_only":
-            feats = model.ae.encode(batch["ref"][sl])
-            regions = model.regions(batch["edge"][sl], batch["ref"][sl], feats.shape[2:])
-            m = model.match(batch["edge"][sl], feats, batch["ref_edge"][sl], regions=regions)
-            out = model.ae.decode(m["warped"])
-            if getattr(model, "colour_transfer", False):  # the first warp's chroma, as translate does
-                src = colour_source(batch["ref"][sl], exemplar_foreground(batch["ref"][sl]), feats.shape[2:])
-                out = transfer_colour(out, model.warp_colour(src, m["corr"], regions))
-            outs.append(out)
+            outs.append(warp_only(model, batch["edge"][sl], batch["ref"][sl], batch["ref_edge"][sl]))
         elif name == "exemplar":
             outs.append(batch["ref"][sl])
         else:
