@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .common import EmojiBatches
-from .colour import colour_source, transfer_colour
-from .ops import WHITE, exemplar_foreground
+from .colour import transfer_colour
+from .ops import WHITE
 
 
 def laplacian_pyramid(x, levels=3):
@@ -134,8 +134,7 @@ def warp_only(model, edge, ref, ref_edge):
     m = model.match(edge, feats, ref_edge, regions=regions)
     out = model.ae.decode(m["warped"])
     if getattr(model, "colour_transfer", False):
-        src = colour_source(ref, exemplar_foreground(ref), feats.shape[2:])
-        out = transfer_colour(out, model.warp_colour(src, m["corr"], regions))
+        out = transfer_colour(out, model.warp_colour(ref, m["corr"], regions))
     return out
 
 

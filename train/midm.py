@@ -196,10 +196,10 @@ class MIDM(nn.Module):
             return mask, mask
         return mask, keep_outside(mask, *regions, self.background_latent)
 
-    def warp_colour(self, source, corr, regions):
+    def warp_colour(self, ref_img, corr, regions):
         """The exemplar's chroma (`colour.colour_source`) warped by the softmax weights of `corr`;
         none on the cells where the latent warp puts the background latent (`fill_outside`)."""
-        warped = soft_warp(source, corr)
+        warped = soft_warp(colour_source(ref_img, exemplar_foreground(ref_img), corr.shape[-2:]), corr)
         if regions is None or self.background_latent is None:
             return warped
         return fill_outside(warped, *regions, torch.zeros(warped.shape[1], dtype=warped.dtype))
@@ -239,8 +239,7 @@ class MIDM(nn.Module):
         m = self.match(label, ref_feats, ref_label, trace=trace, regions=regions)
         colour_warped = None
         if self.colour_transfer and colour:  # by the first matching (train.colour)
-            colour_src = colour_source(ref_img, exemplar_foreground(ref_img), ref_feats.shape[2:])
-            colour_warped = self.warp_colour(colour_src, m["corr"], regions)
+            colour_warped = self.warp_colour(ref_img, m["corr"], regions)
         if trace is not None:
             fl = get_flow(m["corr"])
             for k, v in zip(["map_trg", "map_src", "flow_trg", "flow_src"], fl):
