@@ -261,14 +261,16 @@ fn batched_output_equals_single_runs() {
     // the boundary between two entries can take the other one in a batch of another size (with
     // model v1.5 the face/shark pair in a sub-batch of two: one code of 1,024 flips on a latent
     // difference of 3.5e-6, and the image moves by 4.1e-3, half an 8-bit grey level; decoded
-    // without quantisation the two agree to 5.4e-6). A batching bug (a wrong seed, a wrong
-    // item's regions) moves it by tenths.
+    // without quantisation the two agree to 5.4e-6). Model v1.6's colour transfer keeps that
+    // pixel's chroma and takes its lightness through CIELAB and back, which moves it 2.6x as
+    // far: 1.08e-2 (4.14e-3 with the transfer switched off in the config). A batching bug (a
+    // wrong seed, a wrong item's regions or colours) moves it by tenths.
     assert!(
         worst_latent < 1e-4,
         "batched final latents differ from single runs by {worst_latent}"
     );
     assert!(
-        worst < 1e-2,
+        worst < 3e-2,
         "batched output differs from single runs by {worst}"
     );
     // Per-item seeding of a batch of one is the single run's noise, bit for bit.
