@@ -469,9 +469,9 @@ def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_label
     assert m.seg_enc.layer1[0].weight_orig.shape[1] == 2
     v1, _ = load_exported(str(out))
     v1.label_downsample = "max"
-    # The recipe also matches by region, with open strokes and the outside kept: settings with no
-    # weights of their own.
-    for key in ("region_matching", "region_open_strokes", "region_keep_outside"):
+    # The recipe also matches by region, with open strokes and the outside kept, and transfers
+    # colour: settings with no weights of their own.
+    for key in ("region_matching", "region_open_strokes", "region_keep_outside", "colour_transfer"):
         assert cfg["midms"][key] and getattr(m, key), key
         setattr(v1, key, True)
     b = synthetic_batch(2, 32)
