@@ -70,8 +70,10 @@ fi
 # A copy of the crate's sources, so the patched lock file stays in target/.
 src=$root/target/cuda-build/src
 mkdir -p "$src"
-# (The binary embeds no assets or weights: the manifest, lock file and sources are all it needs.)
-for item in Cargo.toml Cargo.lock src; do
+# (The binary embeds no assets or weights: the manifest, lock file and sources are all it needs,
+# with vendor/ (the patched egui-wgpu the manifest points at) and tests/ (the manifest names the
+# editor's `[[test]]` targets, and cargo checks that their files exist when it reads it).)
+for item in Cargo.toml Cargo.lock src vendor tests; do
     rm -rf "${src:?}/$item"
     cp -r "$item" "$src/"
 done
