@@ -5,7 +5,7 @@
 #   scripts/build-cuda.sh            # CUDA 13.0 toolchain from PyPI, kernels for sm_90 (H100/H200)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh
 #
-# Measured here (2-core CPU): about 35 min from scratch (eframe, candle and nvcc on candle's
+# Measured here (2-core CPU): 22-35 min from scratch (eframe, candle and nvcc on candle's
 # kernels), 3.5 min after a change to midm.
 #
 # Why the detour:
