@@ -52,7 +52,7 @@ import torch
 
 from .data import edge_map
 from .drawn import load_pairs
-from .evaluate import foreground, run_variant
+from .evaluate import VARIANTS, default_variants, foreground, run_variant
 
 ROWS = {"full": "full", "warp_only": "warp_only", "no_interleave": "no_interleaving", "no_mask": "no_mask",
         "no_refine": "no_refinement", "no_colour": "no_colour_transfer", "exemplar": "exemplar"}
@@ -232,8 +232,10 @@ def to_u8_images(x):
 
 
 def default_rows(model):
-    """Every row that applies to `model` (`no_colour` only for a model with colour transfer)."""
-    return [v for v in ROWS if v != "no_colour" or getattr(model, "colour_transfer", False)]
+    """Every row that applies to `model` (`train.evaluate.default_variants`: `no_colour` only for
+    a model with colour transfer) and the reference rows."""
+    applies = set(default_variants(model))
+    return [v for v, name in ROWS.items() if name in applies or name not in VARIANTS]
 
 
 def evaluate(model, folder="assets/drawn", variants=None, seeds=(0,), size=128):

@@ -247,7 +247,7 @@ pub struct ExemplarSide {
     /// Centred and normalised matching features, for the re-matching of the loop.
     matching: Tensor,
     /// The exemplar's shape on the latent grid, for a model with region matching
-    /// ([`regions::exemplar_cells`]).
+    /// ([`regions::foreground_cells`]).
     pub(crate) cells: Option<Tensor>,
     /// The exemplar's chroma to warp, for a model with colour transfer
     /// ([`colour::colour_source`]).
@@ -267,19 +267,19 @@ impl ExemplarSide {
             .correspondence
             .reference_features(&latent, &label_ds)?;
         let matching = crate::model::ops::center_and_normalize(&matching)?;
-        let cells = model
-            .config
-            .region_matching
-            .then(|| regions::exemplar_cells(&exemplar, h, w))
+        // The exemplar's shape, flood-filled once for region matching and colour transfer.
+        let cfg = &model.config;
+        let foreground = (cfg.region_matching || cfg.colour_transfer)
+            .then(|| regions::exemplar_foreground(&exemplar))
             .transpose()?;
-        let colour = model
-            .config
-            .colour_transfer
-            .then(|| {
-                let foreground = regions::exemplar_foreground(&exemplar)?;
-                colour::colour_source(&exemplar, &foreground, h, w)
-            })
-            .transpose()?;
+        let cells = match &foreground {
+            Some(fg) if cfg.region_matching => Some(regions::foreground_cells(fg, h, w)?),
+            _ => None,
+        };
+        let colour = match &foreground {
+            Some(fg) if cfg.colour_transfer => Some(colour::colour_source(&exemplar, fg, h, w)?),
+            _ => None,
+        };
         Ok(Self {
             latent,
             out,

@@ -121,7 +121,13 @@ pub fn exemplar_foreground(exemplar: &Tensor) -> Result<Tensor> {
 
 /// The exemplar's shape ([`exemplar_foreground`]) on the latent grid.
 pub fn exemplar_cells(exemplar: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-    cells(&exemplar_foreground(exemplar)?, h, w)
+    foreground_cells(&exemplar_foreground(exemplar)?, h, w)
+}
+
+/// [`exemplar_cells`] from a foreground already made (one flood fill per exemplar where colour
+/// transfer needs the foreground too).
+pub fn foreground_cells(foreground: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    cells(foreground, h, w)
 }
 
 /// What region matching subtracts from a correlation [B, hw_target, hw_exemplar]: 1 where a
