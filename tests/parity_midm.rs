@@ -288,7 +288,8 @@ fn parity_matching() {
     // corr / T (~1e-5 at 200) into relative weight changes of ~1e-5.
     let warped = fill_outside(matching::soft_warp(&ref_feats, &corr_ref, temp).unwrap());
     // Colour transfer (a model's `midms.colour_transfer`) warps the exemplar's chroma by the
-    // same weights, with nothing where the warp takes the background latent.
+    // same correlation, at the model's `midms.colour_temperature` where it sets one, with
+    // nothing where the warp takes the background latent.
     assert_eq!(
         trace.contains_key("out.colour_warped"),
         cfg.colour_transfer,
@@ -298,7 +299,8 @@ fn parity_matching() {
         let exemplar = get(&trace, "input.exemplar");
         let fg = regions::exemplar_foreground(&exemplar).unwrap();
         let src = colour::colour_source(&exemplar, &fg, h, w).unwrap();
-        let got = matching::soft_warp(&src, &corr_ref, temp).unwrap();
+        let colour_temp = cfg.colour_temperature.unwrap_or(temp);
+        let got = matching::soft_warp(&src, &corr_ref, colour_temp).unwrap();
         let got = match &regions {
             Some(r) => r.clear_outside(got).unwrap(),
             None => got,

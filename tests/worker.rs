@@ -521,3 +521,70 @@ fn a_sampler_pool_of_its_own_gives_the_same_image() {
         assert!(!names.iter().any(|n| n == "midm-sampler-1"));
     }
 }
+
+/// A model with colour transfer (the shipped one) puts the run's warped chroma onto every step
+/// the editor shows, not only onto the final image: the exact decode of the last loop step, whose
+/// x0 is the final latent, is the final image itself, and its streamed preview has the
+/// exemplar's colours as the final image has them.
+#[test]
+fn steps_of_a_colour_transfer_model_are_shown_in_the_final_colours() {
+    let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights");
+    let model = midm::checkpoint::load(&weights, &candle_core::Device::Cpu)
+        .expect("weights/ loads")
+        .model;
+    assert!(
+        model.config.colour_transfer,
+        "the shipped model transfers colour"
+    );
+    let (size, nc) = (model.config.image_size, model.config.label_nc());
+    let w = WorkerHandle::spawn(|_| {});
+    w.install(model, weights, DeviceChoice::Cpu);
+    assert!(matches!(
+        w.recv_timeout(TIMEOUT),
+        Some(WorkerEvent::ModelLoaded(_))
+    ));
+    let g = w.run(request(size as u32, nc, 3, false));
+    let events = collect(&w, |e| is_end(e, g));
+    let frames: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Step { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    let last = frames[frames.len() - 2];
+    assert!(
+        matches!(last.kind, StepKind::Interleaved { .. }),
+        "{:?}",
+        last.kind
+    );
+    let final_image = frames.last().unwrap().image.clone().expect("a final image");
+    w.decode(g, last.index);
+    let decoded = match collect(&w, |e| matches!(e, WorkerEvent::Decoded { .. })).pop() {
+        Some(WorkerEvent::Decoded { result: Ok(d), .. }) => d,
+        other => panic!("expected Decoded, got {other:?}"),
+    };
+    assert_eq!(
+        decoded.pred_x0, final_image,
+        "the last step decoded as the final image shows it"
+    );
+    // The preview is a latent fit (of a gradient exemplar here, which has no white to fit the
+    // background on): compare the a*b* chroma where the final image is coloured (L* < 90).
+    let lab =
+        |p: &Rgba<u8>| midm::sampling::colour::rgb_to_lab([0, 1, 2].map(|c| p[c] as f32 / 255.0));
+    let preview = last.pred_x0.as_ref().unwrap();
+    let (mut dist, mut n) = (0f32, 0);
+    for (f, p) in final_image.pixels().zip(preview.pixels()) {
+        let (f, p) = (lab(f), lab(p));
+        if f[0] < 90.0 {
+            dist += (f[1] - p[1]).hypot(f[2] - p[2]);
+            n += 1;
+        }
+    }
+    let mean = dist / n as f32;
+    eprintln!("a*b* distance, last step's preview to the final image: {mean:.2} over {n} pixels");
+    assert!(
+        n > 500 && mean < 3.0,
+        "preview chroma off by {mean} over {n} pixels"
+    );
+}

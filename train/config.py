@@ -82,10 +82,11 @@ def default_config(size=64):
 # 0.680 -> 0.79), with open strokes counted as inside and the re-warp kept outside the drawn shape
 # (ops.target_cells, ops.keep_outside; model v1.5). It applies where the model translates
 # (inference, validation) and in the matching networks' training (train_corr.training_regions).
-# And both translate with colour transfer (train.colour; model v1.6), an inference step only.
+# And both translate with colour transfer (train.colour; model v1.6), an inference step only, by a
+# sharper softmax than the matching's (midms.colour_temperature; model v1.7).
 RECIPE_V2 = {"N_CH": 64, "corr_ndf": 16, "spade_nhidden": 32, "label_downsample": "max", "label_fill": True,
              "region_matching": True, "region_open_strokes": True, "region_keep_outside": True,
-             "colour_transfer": True,
+             "colour_transfer": True, "colour_temperature": 0.001,
              "condition": "user-like strokes: 1-px sketch lines drawn 1-4 px wide (at 128), 1 = line"}
 V2_WIDTHS = ("N_CH", "corr_ndf", "spade_nhidden")
 
@@ -94,7 +95,7 @@ V2_WIDTHS = ("N_CH", "corr_ndf", "spade_nhidden")
 # seg_enc seeing the filled drawing (ops.seg_input); trained on from a v1 export, on the CPU.
 RECIPE_V1_1 = {"label_downsample": "max", "label_fill": True, "region_matching": True, "region_open_strokes": True,
                "region_keep_outside": True, "colour_transfer": True,
-               "condition": RECIPE_V2["condition"]}
+               "colour_temperature": 0.001, "condition": RECIPE_V2["condition"]}
 RECIPES = ("v1", "v1.1", "v2")
 
 

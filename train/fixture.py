@@ -170,6 +170,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "region_open_strokes": model.region_open_strokes,
                   "region_keep_outside": model.region_keep_outside,
                   "colour_transfer": model.colour_transfer,
+                  "colour_temperature": model.colour_temperature,
                   "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],
                                 "rewarp_at_loop_indices": [1, 2],
                                 "refine": {"ddim_num_steps": 200, "eta": 1.0, "hijack_step": 180}}},

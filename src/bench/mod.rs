@@ -59,6 +59,7 @@ pub fn official_config() -> MidmConfig {
         region_open_strokes: false,
         region_keep_outside: false,
         colour_transfer: false,
+        colour_temperature: None,
     }
 }
 

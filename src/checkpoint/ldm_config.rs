@@ -38,6 +38,9 @@ pub struct LdmConfig {
     /// `midms.colour_transfer` (our own models' section): the exemplar's chroma warped onto the
     /// output ([`crate::sampling::colour`]).
     pub colour_transfer: bool,
+    /// `midms.colour_temperature` (our own models' section): the colour warp's softmax
+    /// temperature; absent, the matching's.
+    pub colour_temperature: Option<f64>,
 }
 
 impl LdmConfig {
@@ -59,6 +62,7 @@ impl LdmConfig {
             region_open_strokes: self.region_open_strokes,
             region_keep_outside: self.region_keep_outside,
             colour_transfer: self.colour_transfer,
+            colour_temperature: self.colour_temperature,
         }
     }
 }
@@ -86,6 +90,34 @@ struct Midms {
     region_keep_outside: bool,
     #[serde(default)]
     colour_transfer: bool,
+    #[serde(default)]
+    colour_temperature: Option<f64>,
+}
+
+/// `base` (from `model.params`) with our own models' `midms` values, the same for YAML and JSON.
+fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
+    let Some(m) = m else {
+        return Ok(base);
+    };
+    if let Some(t) = m
+        .colour_temperature
+        .filter(|t| !(t.is_finite() && *t > 0.0))
+    {
+        return Err(format!(
+            "midms.colour_temperature must be a positive number, not {t}"
+        ));
+    }
+    Ok(LdmConfig {
+        label_downsample: label_downsample(Some(m))?,
+        label_fill: m.label_fill,
+        region_matching: m.region_matching,
+        background_latent: m.background_latent.clone(),
+        region_open_strokes: m.region_open_strokes,
+        region_keep_outside: m.region_keep_outside,
+        colour_transfer: m.colour_transfer,
+        colour_temperature: m.colour_temperature,
+        ..base
+    })
 }
 
 fn label_downsample(m: Option<&Midms>) -> Result<LabelDownsample, String> {
@@ -205,20 +237,7 @@ struct DdConfig {
 /// Parses `config.yaml` text.
 pub fn parse_yaml(text: &str) -> Result<LdmConfig, String> {
     let file: File = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    let down = label_downsample(file.midms.as_ref())?;
-    Ok(LdmConfig {
-        label_downsample: down,
-        label_fill: file.midms.as_ref().is_some_and(|m| m.label_fill),
-        region_matching: file.midms.as_ref().is_some_and(|m| m.region_matching),
-        background_latent: file
-            .midms
-            .as_ref()
-            .and_then(|m| m.background_latent.clone()),
-        region_open_strokes: file.midms.as_ref().is_some_and(|m| m.region_open_strokes),
-        region_keep_outside: file.midms.as_ref().is_some_and(|m| m.region_keep_outside),
-        colour_transfer: file.midms.as_ref().is_some_and(|m| m.colour_transfer),
-        ..convert(file.model.params)?
-    })
+    with_midms(convert(file.model.params)?, file.midms.as_ref())
 }
 
 /// Parses JSON text: either the LDM structure itself (`{"model": ...}`) or a document holding it
@@ -236,18 +255,10 @@ pub fn parse_json(text: &str) -> Result<LdmConfig, String> {
         None => return Err("no `ldm_config` object and no `model` object".into()),
     };
     let file: File = serde_json::from_value(ldm).map_err(|e| format!("ldm_config: {e}"))?;
-    let midms = midms.as_ref().or(file.midms.as_ref());
-    let down = label_downsample(midms)?;
-    Ok(LdmConfig {
-        label_downsample: down,
-        label_fill: midms.is_some_and(|m| m.label_fill),
-        region_matching: midms.is_some_and(|m| m.region_matching),
-        background_latent: midms.and_then(|m| m.background_latent.clone()),
-        region_open_strokes: midms.is_some_and(|m| m.region_open_strokes),
-        region_keep_outside: midms.is_some_and(|m| m.region_keep_outside),
-        colour_transfer: midms.is_some_and(|m| m.colour_transfer),
-        ..convert(file.model.params)?
-    })
+    with_midms(
+        convert(file.model.params)?,
+        midms.as_ref().or(file.midms.as_ref()),
+    )
 }
 
 fn head_option(name: &str, v: i64) -> Result<Option<usize>, String> {
@@ -295,6 +306,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         region_open_strokes: false,
         region_keep_outside: false,
         colour_transfer: false,
+        colour_temperature: None,
     })
 }
 
@@ -458,5 +470,18 @@ mod tests {
             Ok(LabelDownsample::Max)
         );
         assert!(down(serde_json::json!({"label_downsample": 4})).is_err());
+    }
+
+    #[test]
+    fn colour_temperature_is_our_models_own_and_must_be_positive() {
+        let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
+        assert_eq!(parse("").unwrap().colour_temperature, None);
+        let cfg = parse("midms:\n  colour_transfer: true\n  colour_temperature: 0.001\n").unwrap();
+        assert!(cfg.colour_transfer);
+        assert_eq!(cfg.colour_temperature, Some(0.001));
+        for bad in ["0", "-0.01", ".nan"] {
+            let err = parse(&format!("midms:\n  colour_temperature: {bad}\n")).unwrap_err();
+            assert!(err.contains("colour_temperature"), "{bad}: {err}");
+        }
     }
 }

@@ -73,10 +73,14 @@ pub struct MidmConfig {
     #[serde(default)]
     pub region_keep_outside: bool,
     /// `midms.colour_transfer` (our own models; off for the authors' checkpoints): the exemplar's
-    /// chroma, warped by the last matching, replaces the output's where it is not white
+    /// chroma, warped by the first matching, replaces the output's where it is not white
     /// ([`crate::sampling::colour`]).
     #[serde(default)]
     pub colour_transfer: bool,
+    /// `midms.colour_temperature` (our own models, with colour transfer): the softmax temperature
+    /// of the chroma's warp, sharper than the latent's; `None`: the matching's temperature.
+    #[serde(default)]
+    pub colour_temperature: Option<f64>,
 }
 
 impl MidmConfig {

@@ -173,6 +173,10 @@ pub struct StepEvent {
     /// The encoded exemplar E(y) [B, c, h, w] (`InitialWarp` only): with the exemplar image it
     /// lets a viewer fit a cheap latent-to-colour preview (see `crate::image::LatentPreview`).
     pub exemplar_latent: Option<Tensor>,
+    /// The exemplar's chroma warped by the first matching ([`colour::transfer_colour`]'s
+    /// `warped`; `InitialWarp` only, for a model with colour transfer): a viewer puts it onto
+    /// its decodes and previews of any step, as the final image has it.
+    pub colour_warped: Option<Tensor>,
     /// Time since the run started.
     pub elapsed: Duration,
 }
@@ -380,6 +384,7 @@ struct Run<'a> {
     events: usize,
     total: usize,
     exemplar_latent: Option<Tensor>,
+    colour_warped: Option<Tensor>,
 }
 
 impl<'a> Run<'a> {
@@ -431,6 +436,7 @@ impl<'a> Run<'a> {
             events: 0,
             total: 1 + opts.interleaved_steps + refine_steps + 1,
             exemplar_latent: None,
+            colour_warped: None,
         })
     }
 
@@ -468,6 +474,10 @@ impl<'a> Run<'a> {
             image: image.cloned(),
             exemplar_latent: match kind {
                 StepKind::InitialWarp => self.exemplar_latent.clone(),
+                _ => None,
+            },
+            colour_warped: match kind {
+                StepKind::InitialWarp => self.colour_warped.clone(),
                 _ => None,
             },
             elapsed: self.start.elapsed(),
@@ -543,12 +553,16 @@ impl<'a> Run<'a> {
             None => Ok(warped),
         };
         // Colour transfer (a model's `midms.colour_transfer`): the exemplar's chroma moved by the
-        // first warp's weights, put onto the decoded image at the end.
-        let warp_colour = |weights: &Tensor| -> Result<Option<Tensor>> {
+        // first matching, by its own (sharper) softmax where the model sets
+        // `midms.colour_temperature`, put onto the decoded image at the end.
+        let warp_colour = |corr: &Tensor, weights: &Tensor| -> Result<Option<Tensor>> {
             let Some(src) = &exemplar.colour else {
                 return Ok(None);
             };
-            let warped = matching::apply_warp(weights, src)?;
+            let warped = match model.config.colour_temperature {
+                Some(t) => matching::apply_warp(&matching::warp_weights(corr, t)?, src)?,
+                None => matching::apply_warp(weights, src)?,
+            };
             Ok(Some(match &regions {
                 Some(r) => r.clear_outside(warped)?,
                 None => warped,
@@ -560,9 +574,10 @@ impl<'a> Run<'a> {
         let (mut x0, colour_warped) = {
             let corr = restrict(matching::correlation(&trg_out, ref_out)?)?;
             let weights = matching::warp_weights(&corr, opts.temperature)?;
+            let colour_warped = warp_colour(&corr, &weights)?;
             drop(corr);
             let x0 = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
-            let colour_warped = warp_colour(&weights)?;
+            self.colour_warped = colour_warped.clone();
             self.emit(
                 StepKind::InitialWarp,
                 None,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use crossbeam_channel::{Receiver, Sender};
 use image::{imageops::FilterType, DynamicImage, GrayImage, RgbImage, RgbaImage};
 
@@ -18,6 +18,7 @@ use crate::device::DeviceChoice;
 use crate::error::{ensure, Error, Result};
 use crate::image::{build_label, canny_edges, Label, LatentPreview};
 use crate::model::{MidmModel, Precision};
+use crate::sampling::colour;
 use crate::sampling::midm::{
     translate_with_exemplar, ExemplarSide, MidmInputs, Noise, StepEvent, StepKind, StepSink,
 };
@@ -25,13 +26,25 @@ use crate::sampling::midm::{
 /// What the worker keeps of the current run, by step index: the x0 latent and the warped
 /// exemplar latent of each step (for exact decodes on request) and the soft-warp weights
 /// [h*w, h*w] of each matching step (for the probe). At the official 64x64 latent one warp
-/// matrix is 67 MB: it stays here.
+/// matrix is 67 MB: it stays here. For a model with colour transfer, also the run's warped
+/// chroma, so that every step's image is shown in the colours the final one gets.
 #[derive(Default)]
 struct RunStore {
     generation: u64,
     latents: Vec<Option<Tensor>>,
     warped: Vec<Option<Tensor>>,
     warps: Vec<Option<Tensor>>,
+    colour: Option<Tensor>,
+}
+
+impl RunStore {
+    /// `image` [1, 3, H, W] with the run's colour transfer, if its model has one.
+    fn coloured(&self, image: Tensor) -> Result<Tensor> {
+        match &self.colour {
+            Some(warped) => Ok(colour::transfer_colour(&image, warped)?),
+            None => Ok(image),
+        }
+    }
 }
 
 /// The exemplar side of the last run, for the next run on the same exemplar and label (in live
@@ -220,7 +233,7 @@ impl Worker {
             .then(|| store.latents.get(index).cloned().flatten())
             .flatten()
             .ok_or_else(|| Error::Invalid(format!("step {index} of this run is not kept")))?;
-        let decode = |z: &Tensor| tensor_to_image(&model.autoencoder.decode(z)?);
+        let decode = |z: &Tensor| tensor_to_image(&store.coloured(model.autoencoder.decode(z)?)?);
         let pred_x0 = decode(&latent)?;
         let warped = match store.warped.get(index).cloned().flatten() {
             // At the initial warp r~n is R itself.
@@ -380,9 +393,23 @@ impl DisplaySink<'_> {
         if let Some(z) = &e.exemplar_latent {
             self.preview = Some(LatentPreview::fit(&first(z)?, &self.exemplar_rgb)?);
         }
-        let (preview, size) = (self.preview.as_ref(), self.image_size);
+        if let Some(c) = &e.colour_warped {
+            self.store.colour = Some(first(c)?);
+        }
+        let (preview, size, store) = (self.preview.as_ref(), self.image_size, &*self.store);
+        // Previews in the final image's colours too: a host pass over H x W pixels, well under
+        // the UNet pass between two events.
         let show = |z: &Tensor| -> Result<Option<RgbaImage>> {
-            preview.map(|p| p.render(&first(z)?, size)).transpose()
+            let Some(p) = preview else { return Ok(None) };
+            let img = p.render(&first(z)?, size)?;
+            if store.colour.is_none() {
+                return Ok(Some(img));
+            }
+            let rgb = crate::image::rgb_to_tensor(
+                &DynamicImage::ImageRgba8(img).to_rgb8(),
+                &Device::Cpu,
+            )?;
+            Ok(Some(tensor_to_image(&store.coloured(rgb)?)?))
         };
         let image = e.image.as_ref().map(tensor_to_image).transpose()?;
         let pred_x0 = match &image {

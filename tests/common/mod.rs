@@ -109,6 +109,7 @@ pub fn fixture_config() -> MidmConfig {
         region_open_strokes: mi["region_open_strokes"].as_bool().unwrap_or(false),
         region_keep_outside: mi["region_keep_outside"].as_bool().unwrap_or(false),
         colour_transfer: mi["colour_transfer"].as_bool().unwrap_or(false),
+        colour_temperature: mi["colour_temperature"].as_f64(),
     }
 }
 

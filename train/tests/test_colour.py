@@ -79,3 +79,33 @@ def test_the_source_counts_only_the_exemplars_shape():
     src = colour_source(x, exemplar_foreground(x), (4, 4))
     fg = torch.nn.functional.pixel_shuffle(src, 4)[0, 2]
     assert fg.sum() == 64 and np.isclose(float(torch.nn.functional.pixel_shuffle(src, 4)[0, 0, 5, 5]), 80.1, atol=0.1)
+
+
+def test_colour_temperature_sharpens_only_the_colour_warp():
+    """`midms.colour_temperature` (model v1.7) changes the chroma's warp and nothing else; absent, the
+    chroma moves by the latent warp's own weights (model v1.6); not positive is refused."""
+    g = torch.Generator().manual_seed(2)
+    ref = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    # Cosine-like spreads: every target's best match 0.01-0.02 above the rest, a clear winner at 1e-4
+    # but a mixture at the matching's 0.005.
+    corr = torch.rand(1, 64, 64, generator=g) * 0.01
+    corr[0, torch.arange(64), torch.randperm(64, generator=g)] += 0.02
+    corr = corr.reshape(1, 8, 8, 8, 8)
+    cfg = default_config()
+    cfg["midms"]["colour_transfer"] = True
+    plain = MIDM(cfg).eval()
+    cfg["midms"]["colour_temperature"] = 1e-4
+    sharp = MIDM(cfg).eval()
+    assert plain.colour_temperature == 0.005 and sharp.colour_temperature == 1e-4
+    src = colour_source(ref, exemplar_foreground(ref), (8, 8))
+    flat = corr.reshape(1, 64, 64)
+    hard = src.reshape(1, src.shape[1], 64)[:, :, flat.argmax(-1)[0]].reshape(1, -1, 8, 8)
+    w_plain, w_sharp = plain.warp_colour(ref, corr, None), sharp.warp_colour(ref, corr, None)
+    assert (w_sharp - hard).abs().max() < 1e-2 * src.abs().max(), "near the best match's chroma"
+    assert (w_plain - hard).abs().max() > 0.1 * src.abs().max(), "the matching's softmax mixes"
+    cfg["midms"]["colour_temperature"] = 0
+    try:
+        MIDM(cfg)
+        raise AssertionError("a zero temperature was accepted")
+    except ValueError as e:
+        assert "colour_temperature" in str(e)
