@@ -7,7 +7,9 @@ alone keeps 0.535 (hand-drawn set), so a red heart comes out pink and a yellow f
 The matching already says which exemplar pixels each output cell stands for. So the first matching
 of a run (the sketch against the exemplar, the one the editor's correspondence probe shows) also
 warps the exemplar's CIELAB chroma, pixel by pixel: each latent cell carries its c x c pixels
-(`pixel_unshuffle`), and the softmax weights of the first warp move them. (The re-matchings' softer
+(`pixel_unshuffle`), and the softmax of the first matching's correlation moves them (at the model's
+`midms.colour_temperature`, model v1.7: 0.001, five times sharper than the latent warp's, so that a
+cell takes the chroma of its best matches rather than a greyish mix; 0.701 -> 0.772). (The re-matchings' softer
 weights, tried: a*b* colour 0.553 against 0.701, and no interleaving, which has only the first
 matching, then scored far higher on colour than the full model.) After decoding, every output pixel that is not
 white takes that chroma in proportion to how much exemplar foreground warped onto it; its

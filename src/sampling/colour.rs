@@ -7,11 +7,13 @@
 //! a yellow face lemon-green. The matching already says which exemplar pixels each output cell
 //! stands for, so the first matching of a run (the sketch against the exemplar, what the
 //! correspondence probe shows) also warps the exemplar's CIELAB chroma: each latent cell carries
-//! its c x c pixels, and the first warp's softmax weights move them. After decoding,
+//! its c x c pixels, and the first matching's softmax weights move them (at the model's own,
+//! sharper `midms.colour_temperature` where it sets one, model v1.7). After decoding,
 //! every pixel that is not white takes that chroma in proportion to the exemplar foreground that
 //! warped onto it; its lightness, so its edges and shading, stay the model's. Hand-drawn set,
 //! seeds 0 and 1: a*b* colour 0.249 -> 0.703, mean-colour distance 13.4 -> 6.5 a*b* units, IoU
-//! 0.871 unchanged, chamfer 1.72 -> 1.63 (weights/MODEL_CARD.md, model v1.6). The trainer computes the same
+//! 0.871 unchanged, chamfer 1.72 -> 1.63 (model v1.6); with the colour temperature 0.001 (model
+//! v1.7) colour 0.772, chamfer 1.61 (weights/MODEL_CARD.md). The trainer computes the same
 //! (`train/colour.py`, whose docstring has the formulas).
 //!
 //! On the host: one pass over the exemplar per exemplar side and one over the output per run
