@@ -470,10 +470,12 @@ def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_label
     v1, _ = load_exported(str(out))
     v1.label_downsample = "max"
     # The recipe also matches by region, with open strokes and the outside kept, and transfers
-    # colour: settings with no weights of their own.
+    # colour by its own temperature: settings with no weights of their own.
     for key in ("region_matching", "region_open_strokes", "region_keep_outside", "colour_transfer"):
         assert cfg["midms"][key] and getattr(m, key), key
         setattr(v1, key, True)
+    assert cfg["midms"]["colour_temperature"] == m.colour_temperature == 0.001  # model v1.7's
+    v1.colour_temperature = m.colour_temperature
     b = synthetic_batch(2, 32)
     args = (b["edge"], b["ref"], b["ref_edge"])
     want, _ = v1.translate(*args, generator=torch.Generator().manual_seed(0))
