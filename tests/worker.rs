@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 use midm::device::DeviceChoice;
 use midm::image::{build_label, empty_parts};
-use midm::worker::{RunRequest, Urgency, WorkerEvent, WorkerHandle};
+use midm::worker::{RunRequest, StepFrame, Urgency, WorkerEvent, WorkerHandle};
 use midm::{MidmModel, SamplerOptions, StepKind};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -91,6 +91,17 @@ fn collect(w: &WorkerHandle, mut done: impl FnMut(&WorkerEvent) -> bool) -> Vec<
         }
     }
     panic!("timed out; got {} events", out.len());
+}
+
+/// The step frames among `events`, in order.
+fn step_frames(events: &[WorkerEvent]) -> Vec<&StepFrame> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Step { frame, .. } => Some(&**frame),
+            _ => None,
+        })
+        .collect()
 }
 
 fn is_end(e: &WorkerEvent, generation: u64) -> bool {
@@ -311,13 +322,7 @@ fn steps_stream_as_previews_and_are_decoded_exactly_on_request() {
     let (w, size, nc) = worker_with_model();
     let g = w.run(request(size as u32, nc, 5, true));
     let events = collect(&w, |e| is_end(e, g));
-    let frames: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            WorkerEvent::Step { frame, .. } => Some(frame),
-            _ => None,
-        })
-        .collect();
+    let frames = step_frames(&events);
     assert_eq!(frames.len(), frames[0].total);
     // Every step streams with a preview; only the final image is an exact decode.
     for f in &frames {
@@ -545,13 +550,7 @@ fn steps_of_a_colour_transfer_model_are_shown_in_the_final_colours() {
     ));
     let g = w.run(request(size as u32, nc, 3, false));
     let events = collect(&w, |e| is_end(e, g));
-    let frames: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            WorkerEvent::Step { frame, .. } => Some(frame),
-            _ => None,
-        })
-        .collect();
+    let frames = step_frames(&events);
     let last = frames[frames.len() - 2];
     assert!(
         matches!(last.kind, StepKind::Interleaved { .. }),
