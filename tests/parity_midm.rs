@@ -81,7 +81,10 @@ fn parity_schedule() {
     let inference = &c["midms"]["inference"];
     let s_loop = inference["ddim_num_steps"].as_u64().unwrap() as usize;
     let s_ref = inference["refine"]["ddim_num_steps"].as_u64().unwrap() as usize;
-    let eta_ref = inference["refine"]["eta"].as_f64().unwrap();
+    // The options' eta (the authors' 1), unless the set's model has its own `midms.refine_eta`.
+    let eta_ref = common::fixture_config()
+        .refine_eta
+        .unwrap_or(inference["refine"]["eta"].as_f64().unwrap());
     for (prefix, steps, eta) in [
         (format!("ddim{s_loop}"), s_loop, 0.0),
         (format!("ddim{s_ref}"), s_ref, eta_ref),
@@ -542,7 +545,7 @@ fn parity_refine_bookkeeping() {
         r["hijack_step"].as_u64().unwrap() as usize,
     );
     let ddpm = DdpmSchedule::new(&cfg.ddpm);
-    let ddim = DdimSchedule::new(&ddpm, steps, eta);
+    let ddim = DdimSchedule::new(&ddpm, steps, cfg.refine_eta.unwrap_or(eta));
     let q_t = to_vec_i64(&get(&trace, "refine.q_t"))[0] as usize;
     assert_eq!(q_t, ddim.time_range(hijack - 1));
     let ts: Vec<usize> = (hijack..ddim.len()).map(|s| ddim.time_range(s)).collect();

@@ -43,7 +43,7 @@ DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_s
 
 
 def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None, region_matching=None,
-           colour_transfer=None, colour_temperature=None):
+           colour_transfer=None, colour_temperature=None, refine_eta=None):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
@@ -52,7 +52,8 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     `region_open_strokes` and `region_keep_outside` (ops.target_cells, ops.keep_outside); None keeps
     the run's. `colour_transfer`: True / False sets `midms.colour_transfer` (train.colour); None
     keeps the run's. `colour_temperature`: a number sets `midms.colour_temperature` (the colour
-    warp's softmax temperature, train.midm.MIDM.warp_colour); None keeps the run's."""
+    warp's softmax temperature, train.midm.MIDM.warp_colour); None keeps the run's. `refine_eta`: a number
+    in [0, 1] sets `midms.refine_eta` (the refinement's DDIM eta; absent: the authors' 1)."""
     cfg = json.load(open(os.path.join(run, "config.json")))
     if region_matching is not None:
         for key in REGION_KEYS:
@@ -61,6 +62,8 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
         cfg["midms"]["colour_transfer"] = colour_transfer
     if colour_temperature is not None:
         cfg["midms"]["colour_temperature"] = colour_temperature
+    if refine_eta is not None:
+        cfg["midms"]["refine_eta"] = refine_eta
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"
@@ -125,10 +128,13 @@ def main():
     ap.add_argument("--colour-temperature", type=float, default=None,
                     help="set midms.colour_temperature (the colour warp's softmax temperature; absent: the "
                          "matching's 0.005); default: the run's setting")
+    ap.add_argument("--refine-eta", type=float, default=None,
+                    help="set midms.refine_eta (the refinement's DDIM eta: 0 deterministic; absent: the authors' 1); "
+                         "default: the run's setting")
     a = ap.parse_args()
     rm = None if a.region_matching is None else a.region_matching == "on"
     ct = None if a.colour_transfer is None else a.colour_transfer == "on"
-    which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state, rm, ct, a.colour_temperature)
+    which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state, rm, ct, a.colour_temperature, a.refine_eta)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 

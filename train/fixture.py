@@ -92,7 +92,8 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
               "unet.output_blocks.2"]:
         if k in tt:
             tr[k] = tt[k]
-    for s, eta in ((16, 0.0), (200, 1.0)):
+    # The refinement's schedule as run: the options' eta 1, or our own model's `midms.refine_eta`.
+    for s, eta in ((16, 0.0), (200, model.refine_eta)):
         sch = DdimSchedule(model.diff_model.alphas_cumprod, s, eta)
         tr[f"ddim{s}.ddim_timesteps"] = torch.tensor(sch.timesteps, dtype=torch.long)
         tr[f"ddim{s}.ddim_alphas"] = sch.alphas
@@ -171,6 +172,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "region_keep_outside": model.region_keep_outside,
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
+                  "refine_eta": model.refine_eta,
                   "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],
                                 "rewarp_at_loop_indices": [1, 2],
                                 "refine": {"ddim_num_steps": 200, "eta": 1.0, "hijack_step": 180}}},

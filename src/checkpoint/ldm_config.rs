@@ -41,6 +41,9 @@ pub struct LdmConfig {
     /// `midms.colour_temperature` (our own models' section): the colour warp's softmax
     /// temperature; absent, the matching's.
     pub colour_temperature: Option<f64>,
+    /// `midms.refine_eta` (our own models' section): the refinement's DDIM eta; absent, the
+    /// sampler options' (the authors' 1).
+    pub refine_eta: Option<f64>,
 }
 
 impl LdmConfig {
@@ -63,6 +66,7 @@ impl LdmConfig {
             region_keep_outside: self.region_keep_outside,
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
+            refine_eta: self.refine_eta,
         }
     }
 }
@@ -92,6 +96,8 @@ struct Midms {
     colour_transfer: bool,
     #[serde(default)]
     colour_temperature: Option<f64>,
+    #[serde(default)]
+    refine_eta: Option<f64>,
 }
 
 /// `base` (from `model.params`) with our own models' `midms` values, the same for YAML and JSON.
@@ -107,6 +113,9 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
             "midms.colour_temperature must be a positive number, not {t}"
         ));
     }
+    if let Some(eta) = m.refine_eta.filter(|e| !(0.0..=1.0).contains(e)) {
+        return Err(format!("midms.refine_eta must lie in [0, 1], not {eta}"));
+    }
     Ok(LdmConfig {
         label_downsample: label_downsample(Some(m))?,
         label_fill: m.label_fill,
@@ -116,6 +125,7 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         region_keep_outside: m.region_keep_outside,
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
+        refine_eta: m.refine_eta,
         ..base
     })
 }
@@ -307,6 +317,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         region_keep_outside: false,
         colour_transfer: false,
         colour_temperature: None,
+        refine_eta: None,
     })
 }
 
@@ -482,6 +493,20 @@ mod tests {
         for bad in ["0", "-0.01", ".nan"] {
             let err = parse(&format!("midms:\n  colour_temperature: {bad}\n")).unwrap_err();
             assert!(err.contains("colour_temperature"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn refine_eta_is_our_models_own_and_lies_in_0_1() {
+        let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
+        assert_eq!(parse("").unwrap().refine_eta, None);
+        assert_eq!(
+            parse("midms:\n  refine_eta: 0.0\n").unwrap().refine_eta,
+            Some(0.0)
+        );
+        for bad in ["-0.5", "1.5", ".nan"] {
+            let err = parse(&format!("midms:\n  refine_eta: {bad}\n")).unwrap_err();
+            assert!(err.contains("refine_eta"), "{bad}: {err}");
         }
     }
 }

@@ -81,6 +81,10 @@ pub struct MidmConfig {
     /// of the chroma's warp, sharper than the latent's; `None`: the matching's temperature.
     #[serde(default)]
     pub colour_temperature: Option<f64>,
+    /// `midms.refine_eta` (our own models): the refinement's DDIM eta in place of the sampler
+    /// options' (the authors' 1: a stochastic pass); `None`: the options'.
+    #[serde(default)]
+    pub refine_eta: Option<f64>,
 }
 
 impl MidmConfig {

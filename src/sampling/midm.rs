@@ -26,6 +26,7 @@ pub struct MidmInputs {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RefineOptions {
     pub ddim_steps: usize,
+    /// DDIM eta of the pass; a model's `midms.refine_eta` (our own models) takes its place.
     pub eta: f64,
     pub hijack_step: usize,
 }
@@ -497,11 +498,13 @@ impl<'a> Run<'a> {
         Ok(self.model.unet.forward(x, &t)?)
     }
 
-    /// Refinement: a stochastic DDIM pass over the last steps of a long schedule, from `x0`.
+    /// Refinement: a DDIM pass over the last steps of a long schedule, from `x0`; stochastic
+    /// (the authors' eta 1) unless the model sets its own `midms.refine_eta`.
     fn refine(&mut self, mut x0: Tensor, refine: &RefineOptions) -> Result<Tensor> {
         let device = &self.model.device;
         let shape = x0.dims().to_vec();
-        let ddim = DdimSchedule::new(&self.ddpm, refine.ddim_steps, refine.eta);
+        let eta = self.model.config.refine_eta.unwrap_or(refine.eta);
+        let ddim = DdimSchedule::new(&self.ddpm, refine.ddim_steps, eta);
         let q = self.noise.refine_q(&shape, device)?;
         let mut x = self.q_sample(&x0, ddim.time_range(refine.hijack_step - 1), &q)?;
         for (i, s) in (refine.hijack_step..ddim.len()).enumerate() {

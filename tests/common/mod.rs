@@ -110,6 +110,7 @@ pub fn fixture_config() -> MidmConfig {
         region_keep_outside: mi["region_keep_outside"].as_bool().unwrap_or(false),
         colour_transfer: mi["colour_transfer"].as_bool().unwrap_or(false),
         colour_temperature: mi["colour_temperature"].as_f64(),
+        refine_eta: mi["refine_eta"].as_f64(),
     }
 }
 
