@@ -276,6 +276,30 @@ def test_f16_export_loads_and_keeps_the_schedule_in_f32(tmp_path):
         assert got.dtype == v.dtype and torch.allclose(got, v, rtol=1e-3, atol=1e-4), k
 
 
+def test_export_sets_the_inference_settings_of_our_models(tmp_path):
+    """`--colour-transfer`, `--colour-temperature` and `--refine-eta` (models v1.6-v1.8) reach the
+    exported config.yaml, and the model loaded from it uses them; unset, the run's are kept."""
+    import json
+
+    import yaml
+
+    from train.export import export, load_exported
+    from train.tests.test_train_steps import tiny_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(tiny_model().state_dict(), run / "midm_e2e.pt")
+    json.dump(tiny_config(), open(run / "config.json", "w"))
+    export(str(run), str(tmp_path / "plain"))
+    plain, _ = load_exported(str(tmp_path / "plain"))
+    assert not plain.colour_transfer and plain.colour_temperature == 0.005 and plain.refine_eta == 1.0
+    export(str(run), str(tmp_path / "ours"), colour_transfer=True, colour_temperature=0.001, refine_eta=0.0)
+    midms = yaml.safe_load(open(tmp_path / "ours" / "config.yaml"))["midms"]
+    assert midms["colour_transfer"] is True and midms["colour_temperature"] == 0.001 and midms["refine_eta"] == 0.0
+    ours, _ = load_exported(str(tmp_path / "ours"))
+    assert ours.colour_transfer and ours.colour_temperature == 0.001 and ours.refine_eta == 0.0
+
+
 @pytest.mark.parametrize("shipped", ["v1", "v1.1"])
 def test_a_v1_or_v1_1_export_seeds_a_v2_run_with_new_correspondence_networks(tmp_path, shipped):
     """`train.pipeline --init-from weights --recipe v2`: autoencoder, UNet and decoder carry over,
