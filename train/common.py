@@ -187,6 +187,10 @@ class Dist:
         if cls.world > 1:
             import torch.distributed as dist
 
+            # Every rank reaches here before any tears down: a rank that destroyed its gloo group
+            # while another still held the connection aborted now and then ("terminate called
+            # without an active exception", SIGABRT; seen once in CI on 2026-12-02).
+            dist.barrier()
             dist.destroy_process_group()
 
     @classmethod
