@@ -130,11 +130,12 @@ def warp_only(model, edge, ref, ref_edge):
     """The first warp decoded (the warp-only ablation), with the model's colour transfer as
     `MIDM.translate` applies it (the first matching's chroma)."""
     feats = model.ae.encode(ref)
-    regions = model.regions(edge, ref, feats.shape[2:])
+    fg = model.exemplar_shape(ref)
+    regions = model.regions(edge, ref, feats.shape[2:], fg)
     m = model.match(edge, feats, ref_edge, regions=regions)
     out = model.ae.decode(m["warped"])
     if getattr(model, "colour_transfer", False):
-        out = transfer_colour(out, model.warp_colour(ref, m["corr"], regions))
+        out = transfer_colour(out, model.warp_colour(ref, m["corr"], regions, fg))
     return out
 
 

@@ -154,13 +154,18 @@ class MIDM(nn.Module):
         return self.diff_model.first_stage_model
 
     # ---- correspondence -------------------------------------------------------------------
-    def regions(self, label, ref_img, hw):
+    def exemplar_shape(self, ref_img):
+        """`ops.exemplar_foreground` of `ref_img` where region matching or colour transfer needs it,
+        else None: flood-filled once per translation and passed to both."""
+        return exemplar_foreground(ref_img) if self.region_matching or self.colour_transfer else None
+
+    def regions(self, label, ref_img, hw, foreground=None):
         """(target, exemplar) region cells on the latent grid `hw` for a model with
-        `region_matching`, else None."""
+        `region_matching`, else None. `foreground`: `self.exemplar_shape(ref_img)`, if made."""
         if not self.region_matching:
             return None
-        return (target_cells(label, hw, open_strokes=self.region_open_strokes),
-                region_cells(exemplar_foreground(ref_img), hw))
+        fg = exemplar_foreground(ref_img) if foreground is None else foreground
+        return (target_cells(label, hw, open_strokes=self.region_open_strokes), region_cells(fg, hw))
 
     def match(self, label, ref_feats, ref_label, trace=None, regions=None):
         """Initial matching. Returns dict with trg/ref matching feats, corr_ref, warped_ref_feat.
@@ -211,15 +216,15 @@ class MIDM(nn.Module):
             return mask, mask
         return mask, keep_outside(mask, *regions, self.background_latent)
 
-    def warp_colour(self, ref_img, corr, regions):
+    def warp_colour(self, ref_img, corr, regions, foreground=None):
         """The exemplar's chroma (`colour.colour_source`) warped by the softmax weights of `corr` at
         `midms.colour_temperature`; none on the cells where the latent warp puts the background
-        latent (`fill_outside`)."""
-        src = colour_source(ref_img, exemplar_foreground(ref_img), corr.shape[-2:])
-        warped = soft_warp(src, corr, self.colour_temperature)
+        latent (`fill_outside`). `foreground`: `self.exemplar_shape(ref_img)`, if made."""
+        fg = exemplar_foreground(ref_img) if foreground is None else foreground
+        warped = soft_warp(colour_source(ref_img, fg, corr.shape[-2:]), corr, self.colour_temperature)
         if regions is None or self.background_latent is None:
             return warped
-        return fill_outside(warped, *regions, torch.zeros(warped.shape[1], dtype=warped.dtype))
+        return fill_outside(warped, *regions, warped.new_zeros(warped.shape[1]))
 
     def fill_outside(self, warped, regions):
         if regions is None or self.background_latent is None:
@@ -252,11 +257,12 @@ class MIDM(nn.Module):
             return torch.randn(shape_like.shape, generator=generator, device=dev).to(shape_like.device)
 
         ref_feats = self.ae.encode(ref_img)
-        regions = self.regions(label, ref_img, ref_feats.shape[2:])
+        fg = self.exemplar_shape(ref_img)
+        regions = self.regions(label, ref_img, ref_feats.shape[2:], fg)
         m = self.match(label, ref_feats, ref_label, trace=trace, regions=regions)
         colour_warped = None
         if self.colour_transfer and colour:  # by the first matching (train.colour)
-            colour_warped = self.warp_colour(ref_img, m["corr"], regions)
+            colour_warped = self.warp_colour(ref_img, m["corr"], regions, fg)
         if trace is not None:
             fl = get_flow(m["corr"])
             for k, v in zip(["map_trg", "map_src", "flow_trg", "flow_src"], fl):

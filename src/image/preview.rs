@@ -81,6 +81,11 @@ impl LatentPreview {
 
     /// The preview of `latent` ([1, c, h, w], the channels it was fitted on) at `size` x `size`.
     pub fn render(&self, latent: &Tensor, size: u32) -> Result<RgbaImage> {
+        Ok(image::DynamicImage::ImageRgb8(self.render_rgb(latent, size)?).to_rgba8())
+    }
+
+    /// [`Self::render`] as an RGB image.
+    pub fn render_rgb(&self, latent: &Tensor, size: u32) -> Result<RgbImage> {
         let (z, c, h, w) = latent_values(latent)?;
         ensure!(
             c == self.channels,
@@ -103,8 +108,12 @@ impl LatentPreview {
             }
             Rgb(rgb.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8))
         });
-        let big = image::imageops::resize(&small, size, size, FilterType::Triangle);
-        Ok(image::DynamicImage::ImageRgb8(big).to_rgba8())
+        Ok(image::imageops::resize(
+            &small,
+            size,
+            size,
+            FilterType::Triangle,
+        ))
     }
 }
 

@@ -19,6 +19,7 @@
 //! On the host: one pass over the exemplar per exemplar side and one over the output per run
 //! (128 x 128 pixels; the Lab conversions' branches and powers would be a dozen candle ops each).
 use candle_core::{DType, Result, Tensor};
+use image::RgbImage;
 
 /// sRGB (D65) to XYZ, skimage.color's matrix.
 const RGB_TO_XYZ: [[f32; 3]; 3] = [
@@ -126,37 +127,82 @@ pub fn colour_source(exemplar: &Tensor, foreground: &Tensor, h: usize, w: usize)
 /// [B, 3, H, W] in [-1, 1].
 pub fn transfer_colour(image: &Tensor, warped: &Tensor) -> Result<Tensor> {
     let (b, _, hh, ww) = image.dims4()?;
-    let (_, _, h, w) = warped.dims4()?;
-    let c = hh / h;
     // In f32 whatever the run's precision (a half-precision decoder's output included).
-    let host = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
-    let (img, src) = (host(image)?, host(warped)?);
+    let img = image
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
+    let warped = WarpedChroma::new(warped, hh, ww)?;
     let plane = hh * ww;
     let mut out = vec![0f32; img.len()];
     for bi in 0..b {
-        for y in 0..hh {
-            for x in 0..ww {
-                let p = y * ww + x;
-                let rgb =
-                    [0, 1, 2].map(|k| (img[(bi * 3 + k) * plane + p].clamp(-1.0, 1.0) + 1.0) / 2.0);
-                let lab = rgb_to_lab(rgb);
-                let at = |k: usize| {
-                    src[((bi * 3 + k) * c * c + (y % c) * c + x % c) * h * w + (y / c) * w + x / c]
-                };
-                let (wa, wb, wfg) = (at(0), at(1), at(2));
-                let gate = ((GATE_L - lab[0]) / GATE_RAMP).clamp(0.0, 1.0);
-                let new = lab_to_rgb([
-                    lab[0],
-                    lab[1] + gate * (wa - wfg * lab[1]),
-                    lab[2] + gate * (wb - wfg * lab[2]),
-                ]);
-                for (k, v) in new.into_iter().enumerate() {
-                    out[(bi * 3 + k) * plane + p] = v * 2.0 - 1.0;
-                }
+        for p in 0..plane {
+            let rgb =
+                [0, 1, 2].map(|k| (img[(bi * 3 + k) * plane + p].clamp(-1.0, 1.0) + 1.0) / 2.0);
+            for (k, v) in warped.apply(bi, p, rgb).into_iter().enumerate() {
+                out[(bi * 3 + k) * plane + p] = v * 2.0 - 1.0;
             }
         }
     }
     Tensor::from_vec(out, (b, 3, hh, ww), image.device())?.to_dtype(image.dtype())
+}
+
+/// [`transfer_colour`] on an 8-bit image in place (batch item 0 of `warped`): the editor's
+/// streamed previews, without a round trip through tensors.
+pub fn transfer_colour_rgb(image: &mut RgbImage, warped: &Tensor) -> Result<()> {
+    let (ww, hh) = (image.width() as usize, image.height() as usize);
+    let warped = WarpedChroma::new(warped, hh, ww)?;
+    for (p, px) in image.pixels_mut().enumerate() {
+        let rgb = warped.apply(0, p, px.0.map(|v| v as f32 / 255.0));
+        px.0 = rgb.map(|v| (v * 255.0).round() as u8);
+    }
+    Ok(())
+}
+
+/// The warped chroma on the host, addressed by output pixel.
+struct WarpedChroma {
+    src: Vec<f32>,
+    /// Cell side c, latent grid h x w, image width.
+    c: usize,
+    h: usize,
+    w: usize,
+    width: usize,
+}
+
+impl WarpedChroma {
+    /// `warped` [B, 3 c^2, h, w] for an image `height` x `width` (c = height / h).
+    fn new(warped: &Tensor, height: usize, width: usize) -> Result<Self> {
+        let (_, _, h, w) = warped.dims4()?;
+        let src = warped
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        Ok(Self {
+            src,
+            c: height / h,
+            h,
+            w,
+            width,
+        })
+    }
+
+    /// Pixel `p` (row-major) of batch item `bi`, sRGB in [0, 1]: its a* and b* moved to the
+    /// warped ones in proportion to the warped foreground, gated off toward white.
+    fn apply(&self, bi: usize, p: usize, rgb: [f32; 3]) -> [f32; 3] {
+        let (c, h, w) = (self.c, self.h, self.w);
+        let (y, x) = (p / self.width, p % self.width);
+        let at = |k: usize| {
+            self.src[((bi * 3 + k) * c * c + (y % c) * c + x % c) * h * w + (y / c) * w + x / c]
+        };
+        let (wa, wb, wfg) = (at(0), at(1), at(2));
+        let lab = rgb_to_lab(rgb);
+        let gate = ((GATE_L - lab[0]) / GATE_RAMP).clamp(0.0, 1.0);
+        lab_to_rgb([
+            lab[0],
+            lab[1] + gate * (wa - wfg * lab[1]),
+            lab[2] + gate * (wb - wfg * lab[2]),
+        ])
+    }
 }
 
 #[cfg(test)]

@@ -574,13 +574,13 @@ impl<'a> Run<'a> {
 
         // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
         // official size they are 67 MB each, and held to the end they added to every later peak.
-        let (mut x0, colour_warped) = {
+        let mut x0 = {
             let corr = restrict(matching::correlation(&trg_out, ref_out)?)?;
             let weights = matching::warp_weights(&corr, opts.temperature)?;
-            let colour_warped = warp_colour(&corr, &weights)?;
+            // Kept for the InitialWarp event and the final image.
+            self.colour_warped = warp_colour(&corr, &weights)?;
             drop(corr);
             let x0 = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
-            self.colour_warped = colour_warped.clone();
             self.emit(
                 StepKind::InitialWarp,
                 None,
@@ -590,7 +590,7 @@ impl<'a> Run<'a> {
                 Some(&weights),
                 None,
             );
-            (x0, colour_warped)
+            x0
         };
 
         // Interleaved DDIM steps on the last `interleaved_steps` steps of the S-step schedule.
@@ -670,7 +670,7 @@ impl<'a> Run<'a> {
 
         self.check_cancel()?;
         let mut image = model.autoencoder.decode(&x0)?;
-        if let Some(warped) = &colour_warped {
+        if let Some(warped) = &self.colour_warped {
             image = colour::transfer_colour(&image, warped)?;
         }
         self.emit(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use crossbeam_channel::{Receiver, Sender};
 use image::{imageops::FilterType, DynamicImage, GrayImage, RgbImage, RgbaImage};
 
@@ -396,20 +396,15 @@ impl DisplaySink<'_> {
         if let Some(c) = &e.colour_warped {
             self.store.colour = Some(first(c)?);
         }
-        let (preview, size, store) = (self.preview.as_ref(), self.image_size, &*self.store);
-        // Previews in the final image's colours too: a host pass over H x W pixels, well under
-        // the UNet pass between two events.
+        let (preview, size, colour) = (self.preview.as_ref(), self.image_size, &self.store.colour);
+        // Previews in the final image's colours too: one host pass over the H x W preview.
         let show = |z: &Tensor| -> Result<Option<RgbaImage>> {
             let Some(p) = preview else { return Ok(None) };
-            let img = p.render(&first(z)?, size)?;
-            if store.colour.is_none() {
-                return Ok(Some(img));
+            let mut img = p.render_rgb(&first(z)?, size)?;
+            if let Some(c) = colour {
+                colour::transfer_colour_rgb(&mut img, c)?;
             }
-            let rgb = crate::image::rgb_to_tensor(
-                &DynamicImage::ImageRgba8(img).to_rgb8(),
-                &Device::Cpu,
-            )?;
-            Ok(Some(tensor_to_image(&store.coloured(rgb)?)?))
+            Ok(Some(DynamicImage::ImageRgb8(img).to_rgba8()))
         };
         let image = e.image.as_ref().map(tensor_to_image).transpose()?;
         let pred_x0 = match &image {
