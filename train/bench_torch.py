@@ -128,6 +128,8 @@ def stages(model, size, device):
         m = model.real_enc(latent)
         return feature_normalize(model.phi(model.layer(torch.cat([m, ref_label_ds], 1)))), feature_normalize(m)
 
+    unet_cond = model.unet_cond(cond, latent.shape[2:])  # the drawing, for a UNet that sees it
+
     def cycle():
         return fb_mask(fbcheck(*get_flow(corr))[0])
 
@@ -147,7 +149,7 @@ def stages(model, size, device):
         ("iteration_features", "iteration features (F_Y^iter)",
          lambda: feature_normalize(model.iter_enc(latent, seg=trg_m))),
         ("cycle_check", "cycle check (flow + fb + mask)", cycle),
-        ("unet", "UNet pass", lambda: model.diff_model.eps(latent, t)),
+        ("unet", "UNet pass", lambda: model.diff_model.eps(latent, t, unet_cond)),
         ("decode", "decode (VQ + decoder)", lambda: ae.decode(latent)),
         ("translation", "whole translation (16-step loop + refinement)", translation),
         ("first_step", "run -> first streamed step", first_step),

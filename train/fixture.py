@@ -83,7 +83,7 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
     tr["ae.decoded"] = ae.decode(tr["ae.latent"])
     tr["ae.decoded_noquant"] = ae.decode_noquant(tr["ae.latent"])
     tr["corr.src_feats"] = ae.encode(src)
-    ux = torch.randn(2, c, h, h)
+    ux = torch.randn(2, model.diff_model.model.diffusion_model.in_channels, h, h)  # latent (+ condition)
     ut = torch.randint(0, 1000, (2,))
     tt = {}
     tr["unet.eps"] = model.diff_model.model.diffusion_model(ux, ut, trace=tt)
@@ -173,6 +173,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
                   "refine_eta": model.refine_eta,
+                  "unet_condition": model.unet_condition,
                   "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],
                                 "rewarp_at_loop_indices": [1, 2],
                                 "refine": {"ddim_num_steps": 200, "eta": 1.0, "hijack_step": 180}}},

@@ -251,13 +251,7 @@ class PairBatches:
         ref_alpha = self.alpha[j].float() / 255
         m = random_hue_rotations(b, g, P_HUE)
         img, ref = apply_colour(img, m), apply_colour(ref, m)
-        # the drawing anywhere on the canvas, at any size: target and condition placed alike
-        flip = torch.rand(b, generator=g) < 0.5
-        img = torch.where(flip.view(-1, 1, 1, 1), img.flip(3), img)
-        sk = torch.where(flip.view(-1, 1, 1, 1), self.sketch[i].flip(3), self.sketch[i]).float()
-        place = F.affine_grid(affine_theta(b, g, scale=PLACE_SCALE, fit=True), (b, 1, s, s), align_corners=False)
-        img = warp(img, place, 1.0)
-        edge = user_condition(sk, place, g, s)
+        img, edge = self._placed(i, img)
         # exemplar: geometric jitter (all modes), on a background for some
         bg_on = torch.rand(b, generator=g) < P_BACKGROUND
         theta = affine_theta(b, g, rot=15, scale=(0.85, 1.15), shift=0.1, flip=True)
@@ -275,6 +269,24 @@ class PairBatches:
         return {"image": img, "edge": edge, "fill": fill_label(edge), "ref": ref, "ref_edge": canny_label(ref),
                 "ref_fg": exemplar_foreground(ref), "src_fg": exemplar_foreground(img),
                 "idx": i, "ref_idx": j, "mode": mode, "background": bg_on}
+
+    def _placed(self, i, img):
+        """The drawing anywhere on the canvas, at any size: target `img` (of glyphs `i`) and its
+        user-like condition placed alike. Returns (target, condition)."""
+        g, s, b = self.g, self.size, len(i)
+        flip = torch.rand(b, generator=g) < 0.5
+        img = torch.where(flip.view(-1, 1, 1, 1), img.flip(3), img)
+        sk = torch.where(flip.view(-1, 1, 1, 1), self.sketch[i].flip(3), self.sketch[i]).float()
+        place = F.affine_grid(affine_theta(b, g, scale=PLACE_SCALE, fit=True), (b, 1, s, s), align_corners=False)
+        return warp(img, place, 1.0), user_condition(sk, place, g, s)
+
+    def targets(self, n):
+        """`n` training targets with their user-like conditions, placed as in `batch`, without
+        exemplars or colour jitter: the batches of a UNet with `midms.unet_condition` (the unet
+        stage). Returns {"image", "edge", "fill"}."""
+        i = self.idx[torch.randint(len(self.idx), (n,), generator=self.g)]
+        img, edge = self._placed(i, self.images[i].float() / 127.5 - 1)
+        return {"image": img, "edge": edge, "fill": fill_label(edge)}
 
     def heldout_indices(self):
         """Glyphs of this split whose emoji the held-out style (Twemoji) also draws."""

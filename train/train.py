@@ -25,7 +25,7 @@ from .config import (AE_PREFIX, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recip
                      recipe_of)
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG, ab_distance
-from .midm import MIDM
+from .midm import MIDM, UNET_CONDITION_CHANNELS
 from .pairs import apply_colour, random_hue_rotations
 
 PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"}
@@ -74,14 +74,16 @@ def build(run_dir, unet_channels=None, size=None, n_embed=None, recipe=None):
 INIT = "init.pt"
 
 
-def seed_run(run_dir, export_dir, recipe=None):
+def seed_run(run_dir, export_dir, recipe=None, unet_condition=False):
     """A new run folder that continues an exported model (`train.export`'s safetensors and config):
     its config.json comes from the export's config.yaml and every stage starts from the exported
     weights (`init.pt`) instead of a fresh initialisation. The autoencoder stays as exported.
     `recipe="v2"` on a v1 or v1.1 export keeps its autoencoder, UNet and decoder and starts the (wider)
     correspondence networks afresh, for the warm-up to train. `recipe="v1.1"` keeps every network;
     seg_enc's weights for the new fill channel start at zero, so the seeded model computes what the
-    export does on the same (max-pooled) line label."""
+    export does on the same (max-pooled) line label. `unet_condition` gives an unconditional UNet
+    `midms.unet_condition`'s extra input channels, their weights at zero (the same outputs until
+    the unet stage trains them)."""
     import yaml
     from safetensors.torch import load_file
 
@@ -95,6 +97,10 @@ def seed_run(run_dir, export_dir, recipe=None):
         sd = {k: v for k, v in sd.items() if not k.startswith(CORR_PREFIXES)}
     elif recipe == "v1.1" and not cfg["midms"].get("label_fill"):
         apply_recipe(cfg, "v1.1")
+        sd = zero_padded(sd, MIDM(cfg, **corr_kwargs(cfg)).state_dict())
+    if unet_condition and not cfg["midms"].get("unet_condition"):
+        cfg["midms"]["unet_condition"] = True
+        cfg["model"]["params"]["unet_config"]["params"]["in_channels"] += UNET_CONDITION_CHANNELS
         sd = zero_padded(sd, MIDM(cfg, **corr_kwargs(cfg)).state_dict())
     os.makedirs(run_dir, exist_ok=True)
     torch.save(sd, os.path.join(run_dir, INIT))
@@ -419,22 +425,52 @@ def train_decoder(model, a, stage, train, val):
 
 # ---------------------------------------------------------------------------------------------
 # Stage 2: latent UNet
-def diffusion_loss(model, z, g=None, low_t_fraction=0.7, low_t_max=400):
+def diffusion_loss(model, z, g=None, low_t_fraction=0.7, low_t_max=400, cond=None):
     """Epsilon-prediction MSE. MIDM only queries the UNet at t <= 311 (matching loop) and t <= 101
     (refinement), so `low_t_fraction` of the timesteps are drawn from [0, low_t_max) and the rest
-    uniformly from [0, T) (the latter keeps plain sampling from noise working)."""
+    uniformly from [0, T) (the latter keeps plain sampling from noise working). `cond`: the UNet's
+    condition channels (a model with `midms.unet_condition`)."""
     diff = model.diff_model
     b = z.shape[0]
     t_all = torch.randint(0, diff.num_timesteps, (b,), generator=g)
     t_low = torch.randint(0, low_t_max, (b,), generator=g)
     t = torch.where(torch.rand(b, generator=g) < low_t_fraction, t_low, t_all).to(z.device)
     n = randn(z.shape, g, z.device)
-    eps = diff.eps(diff.q_sample(z, t, n), t)
+    eps = diff.eps(diff.q_sample(z, t, n), t, cond)
     return F.mse_loss(eps, n)
 
 
+class ConditionedTargets:
+    """Batches of a UNet with `midms.unet_condition`: training targets placed anywhere on the canvas
+    with their user-like conditions (train.pairs.PairBatches.targets), encoded on the fly (the
+    placement changes every draw, so the latents cannot be cached), and the condition brought to
+    the latent grid as the sampler does (MIDM.unet_cond). `t_max`: timesteps from [0, t_max) only
+    (a fine-tune on the range MIDM queries), else diffusion_loss's mix."""
+
+    def __init__(self, model, train, val, device, t_max=None, n_val=64):
+        self.model, self.train, self.device, self.t_max = model, train, device, t_max
+        b = val._plain(val.idx[:n_val])
+        self.val = self._latents(b)
+
+    def _latents(self, b):
+        m = self.model
+        img, edge = b["image"].to(self.device), b["edge"].to(self.device)
+        with torch.no_grad():
+            z = m.ae.encode(img)
+        return z, m.unet_cond(edge, z.shape[2:], b["fill"].to(self.device))
+
+    def loss(self, n, g, batch=None):
+        z, cond = self._latents(self.train.targets(n)) if batch is None else batch
+        if self.t_max is None:
+            return diffusion_loss(self.model, z, g, cond=cond)
+        return diffusion_loss(self.model, z, g, low_t_fraction=1.0, low_t_max=self.t_max, cond=cond)
+
+    def val_loss(self, g):
+        return self.loss(None, g, self.val)
+
+
 @torch.no_grad()
-def ddim_sample(model, n, steps=50, g=None):
+def ddim_sample(model, n, steps=50, g=None, cond=None):
     from .midm import DdimSchedule, ddim_step
 
     diff = model.diff_model
@@ -444,7 +480,7 @@ def ddim_sample(model, n, steps=50, g=None):
     x = randn((n, s, h, h), g, diff.betas.device)
     for i, t in enumerate(sched.time_range):
         index = sched.total_steps - i - 1
-        x, _, _, _ = ddim_step(diff, sched, x, index, t, noise=torch.zeros_like(x))
+        x, _, _, _ = ddim_step(diff, sched, x, index, t, noise=torch.zeros_like(x), cond=cond)
     return model.ae.decode(x)
 
 
@@ -458,22 +494,30 @@ def train_unet(model, a, stage, train, val):
     clock = Clock(elapsed, a.minutes)
     g = torch.Generator().manual_seed(1000 + step + 7919 * Dist.rank)
     gv = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        zval = model.ae.encode(val.pixels(val.idx[:64]))
+    # A UNet that sees the drawing trains on placed targets with their conditions (ConditionedTargets).
+    conditioned = ConditionedTargets(model, train, val, a.device, a.t_max) if model.unet_condition else None
+    if conditioned is None:
+        with torch.no_grad():
+            zval = model.ae.encode(val.pixels(val.idx[:64]))
+    preview_cond = None if conditioned is None else conditioned.val[1][:8]
     # EMA of the UNet weights (decay 0.999, ~1000-step horizon): what ships. It lives next to the
     # stage checkpoint (unet/ema.pt) so that resuming keeps it.
     ema = WeightEma(unet.state_dict(), os.path.join(stage.dir, "ema.pt"), a.device)
 
-    zs = cached_training_latents(model.ae, train, os.path.join(stage.dir, "latents.pt"))
+    if conditioned is None:
+        zs = cached_training_latents(model.ae, train, os.path.join(stage.dir, "latents.pt"))
+    val_loss = (lambda: conditioned.val_loss(gv)) if conditioned else (lambda: diffusion_loss(model, zval, gv))
 
     unet.train()
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="unet", disable=not Dist.main())
     run = None
     guarded_step = GuardedStep(opt, unet.parameters(), stage.ckpt)
     while step < a.steps and not clock.out_of_time():
-        z = zs[randint(len(zs), (a.batch,), train.g, zs.device)]
         with autocast(a):
-            loss = diffusion_loss(model, z, g)
+            if conditioned is None:
+                loss = diffusion_loss(model, zs[randint(len(zs), (a.batch,), train.g, zs.device)], g)
+            else:
+                loss = conditioned.loss(a.batch, g)
         opt.zero_grad()
         loss.backward()
         Dist.average_grads(opt)
@@ -489,13 +533,13 @@ def train_unet(model, a, stage, train, val):
             with torch.no_grad():
                 unet.eval()
                 gv.manual_seed(7)
-                vl = diffusion_loss(model, zval, gv).item()
+                vl = val_loss().item()
                 unet.train()
             log.log(step, clock.elapsed(), loss=run.item(), val_loss=vl)
             pbar.set_postfix(loss=f"{run.item():.4f}", val=f"{vl:.4f}")
         if step % 1000 == 0 or step == a.steps:
             unet.eval()
-            imgs = ddim_sample(model, 8, 50, torch.Generator().manual_seed(0))
+            imgs = ddim_sample(model, 8, 50, torch.Generator().manual_seed(0), preview_cond)
             save_grid(os.path.join(stage.dir, f"samples_{step:06d}.png"), [imgs])
             unet.train()
             stage.save(model, opt, step, clock.elapsed())
@@ -507,8 +551,8 @@ def train_unet(model, a, stage, train, val):
         unet.eval()
         with torch.no_grad():
             gv.manual_seed(7)
-            print(f"EMA weights: val eps-MSE {diffusion_loss(model, zval, gv).item():.4f}")
-        imgs = ddim_sample(model, 8, 50, torch.Generator().manual_seed(0))
+            print(f"EMA weights: val eps-MSE {val_loss().item():.4f}")
+        imgs = ddim_sample(model, 8, 50, torch.Generator().manual_seed(0), preview_cond)
         save_grid(os.path.join(stage.dir, f"samples_{step:06d}_ema.png"), [imgs])
         stage.finish(model)
         print(f"unet done: {step} steps, {clock.elapsed() / 60:.1f} min")
@@ -578,7 +622,17 @@ def main():
     ap.add_argument("--workers", type=int, default=0, help="warmup/e2e with --pairs authors: batch-making processes")
     ap.add_argument("--warm-iter", type=float, default=0.0,
                     help="warmup: train F_Y^iter too, with this weight on its alignment term (0 = the authors' warm-up)")
+    ap.add_argument("--seed-from", default=None,
+                    help="a new --run folder continues this export (train.export's folder, e.g. weights)")
+    ap.add_argument("--unet-condition", action="store_true",
+                    help="with --seed-from: the UNet also sees the drawing (midms.unet_condition; new input "
+                         "channels start at zero), for the unet stage to train")
+    ap.add_argument("--t-max", type=int, default=None,
+                    help="unet with midms.unet_condition: timesteps from [0, T_MAX) only (default: 70 %% below 400, "
+                         "the rest uniform)")
     a = ap.parse_args()
+    if a.unet_condition and not a.seed_from:
+        raise SystemExit("--unet-condition applies to a run seeded with --seed-from")
     vgg = a.features == "vgg"
     if a.w_perc is None:
         a.w_perc = W_PERC_VGG if vgg else W_PERC
@@ -592,6 +646,8 @@ def main():
     defaults = {"ae": (1800, 16), "unet": (3000, 32), "warmup": (400, 4), "e2e": (300, 4), "decoder": (3000, 16)}
     a.steps = a.steps or defaults[a.stage][0]
     a.batch = a.batch or defaults[a.stage][1]
+    if a.seed_from and not os.path.exists(os.path.join(a.run, "config.json")):
+        seed_run(a.run, a.seed_from, a.recipe, unet_condition=a.unet_condition)
     cfg, model = build(a.run, a.unet_channels, a.size, a.n_embed, a.recipe)
     model.latent_size = cfg["model"]["params"]["image_size"]
     size = cfg["midms"]["image_size"]
@@ -603,7 +659,7 @@ def main():
     # Ranks draw different batches (the seed only has to differ; the folder listing may not agree).
     seed = len(os.listdir(stage.dir)) + 7919 * Dist.rank
     pairs = a.pairs or ("authors" if cfg["midms"].get("label_downsample") == "max" else "neighbours")
-    if pairs == "authors" and a.stage in ("warmup", "e2e"):
+    if pairs == "authors" and a.stage in ("warmup", "e2e") or a.stage == "unet" and model.unet_condition:
         from .pairs import PairBatches
 
         train = PairBatches(a.data, "train", size=size, seed=seed)

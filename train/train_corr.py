@@ -24,8 +24,9 @@ from .ops import (correlation, downsample_label, exemplar_foreground, fbcheck, f
 TRAIN_DDIM_STEPS = 8
 
 
-def one_step(diff, sched, x0, s, param, g):
-    """The reference's one_step_sample with a hijacked x0 (eta = 0); differentiable."""
+def one_step(diff, sched, x0, s, param, g, cond=None):
+    """The reference's one_step_sample with a hijacked x0 (eta = 0); differentiable. `cond`: the
+    drawing for a UNet with `midms.unet_condition` (MIDM.unet_cond)."""
     b = x0.shape[0]
     if param is None:
         t = torch.full((b,), int(sched.time_range[s - 1]), dtype=torch.long, device=x0.device)
@@ -33,7 +34,8 @@ def one_step(diff, sched, x0, s, param, g):
     else:
         x = param[0] * x0 + param[1]
     index = sched.total_steps - s - 1
-    _, pred, a_prev_sqrt, dir_xt = ddim_step(diff, sched, x, index, sched.time_range[s], noise=torch.zeros_like(x))
+    _, pred, a_prev_sqrt, dir_xt = ddim_step(diff, sched, x, index, sched.time_range[s], noise=torch.zeros_like(x),
+                                             cond=cond)
     return pred, (a_prev_sqrt, dir_xt)
 
 
@@ -110,6 +112,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
         pred_ref, pred_src = warped_ref_feat, warped_src_feat
         p_ref = p_src = None
         l_diff = 0.0
+        cond = model.unet_cond(label, hw, batch.get("fill"))  # source and exemplar side: the same drawing
         for k, s in enumerate(t_list):
             if k in (1, 2):
                 new_ref, ci, _, _ = model.rematch(pred_ref, trg_m, ref_m, ref_feats, regions_ref)
@@ -122,10 +125,10 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
                     out["rematch_spread"] = ci.std()
                 pred_ref = new_ref * m + pred_ref * (1 - m)
                 out["mask_mean"] = m.mean().detach()
-            pred_ref, p_ref = one_step(diff, sched, pred_ref, s, p_ref, g)
-            pred_src, p_src = one_step(diff, sched, pred_src, s, p_src, g)
+            pred_ref, p_ref = one_step(diff, sched, pred_ref, s, p_ref, g, cond)
+            pred_src, p_src = one_step(diff, sched, pred_src, s, p_src, g, cond)
             if k == rand_idx:
-                pred_orig, _ = one_step(diff, sched, src_feats, s, None, g)
+                pred_orig, _ = one_step(diff, sched, src_feats, s, None, g, cond)
                 l_diff = l_diff + F.mse_loss(pred_orig, src_feats)
     warped_ref = ae.decode(pred_ref)
     warped_src = ae.decode(pred_src)

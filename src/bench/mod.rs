@@ -61,6 +61,7 @@ pub fn official_config() -> MidmConfig {
         colour_transfer: false,
         colour_temperature: None,
         refine_eta: None,
+        unet_condition: false,
     }
 }
 
@@ -278,6 +279,12 @@ pub fn bench_model_batch(
     let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
     let (ref_out, _) = corr_net.reference_features(&latent, &ref_label_ds)?;
     let t = Tensor::new(vec![500u32; b], device)?;
+    // What the sampler gives the UNet: the latent, and the drawing for a model that sees it.
+    let unet_input = if cfg.unet_condition {
+        Tensor::cat(&[&latent, &seg_in], 1)?
+    } else {
+        latent.clone()
+    };
 
     let mut out = vec![
         time(
@@ -345,7 +352,7 @@ pub fn bench_model_batch(
             .with_flops(fl.cycle_check)
         },
         time(("unet", "UNet pass"), device, warmup, runs, || {
-            Ok(model.unet.forward(&latent, &t)?)
+            Ok(model.unet.forward(&unet_input, &t)?)
         })?
         .with_flops(fl.unet),
         time(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::model::{
     AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, DdpmConfig, LabelDownsample,
-    MidmConfig, UNetConfig,
+    MidmConfig, UNetConfig, UNET_CONDITION_CHANNELS,
 };
 
 /// What an LDM config determines: everything except the correspondence widths (those are read
@@ -44,6 +44,9 @@ pub struct LdmConfig {
     /// `midms.refine_eta` (our own models' section): the refinement's DDIM eta; absent, the
     /// sampler options' (the authors' 1).
     pub refine_eta: Option<f64>,
+    /// `midms.unet_condition` (our own models' section): the UNet also takes the drawing on the
+    /// latent grid (`seg_enc`'s input) as extra input channels.
+    pub unet_condition: bool,
 }
 
 impl LdmConfig {
@@ -67,6 +70,7 @@ impl LdmConfig {
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
             refine_eta: self.refine_eta,
+            unet_condition: self.unet_condition,
         }
     }
 }
@@ -98,6 +102,8 @@ struct Midms {
     colour_temperature: Option<f64>,
     #[serde(default)]
     refine_eta: Option<f64>,
+    #[serde(default)]
+    unet_condition: bool,
 }
 
 /// `base` (from `model.params`) with our own models' `midms` values, the same for YAML and JSON.
@@ -116,6 +122,17 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
     if let Some(eta) = m.refine_eta.filter(|e| !(0.0..=1.0).contains(e)) {
         return Err(format!("midms.refine_eta must lie in [0, 1], not {eta}"));
     }
+    if m.unet_condition {
+        // The condition is seg_enc's input: the line label and the filled drawing.
+        let want = base.autoencoder.embed_dim + UNET_CONDITION_CHANNELS;
+        if !m.label_fill || base.unet.in_channels != want {
+            return Err(format!(
+                "midms.unet_condition needs midms.label_fill and a UNet with in_channels {want} \
+                 (latent + line + fill), not label_fill {} and in_channels {}",
+                m.label_fill, base.unet.in_channels
+            ));
+        }
+    }
     Ok(LdmConfig {
         label_downsample: label_downsample(Some(m))?,
         label_fill: m.label_fill,
@@ -126,6 +143,7 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
         refine_eta: m.refine_eta,
+        unet_condition: m.unet_condition,
         ..base
     })
 }
@@ -318,6 +336,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         colour_transfer: false,
         colour_temperature: None,
         refine_eta: None,
+        unet_condition: false,
     })
 }
 
@@ -507,6 +526,40 @@ mod tests {
         for bad in ["-0.5", "1.5", ".nan"] {
             let err = parse(&format!("midms:\n  refine_eta: {bad}\n")).unwrap_err();
             assert!(err.contains("refine_eta"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn unet_condition_needs_the_fill_and_two_more_unet_inputs() {
+        let five = TINY.replace(
+            "in_channels: 3, out_channels",
+            "in_channels: 5, out_channels",
+        );
+        let parse = |base: &str, extra: &str| parse_yaml(&format!("{base}{extra}"));
+        assert!(!parse(TINY, "").unwrap().unet_condition);
+        let on = "midms:\n  label_fill: true\n  unet_condition: true\n";
+        let cfg = parse(&five, on).unwrap();
+        assert!(cfg.unet_condition && cfg.label_fill);
+        let widths = CorrespondenceConfig {
+            label_nc: 2,
+            latent_channels: 3,
+            n_ch: 8,
+            ndf: 8,
+            spade_nhidden: 8,
+            trunk_blocks: 4,
+            label_fill: false,
+        };
+        assert!(cfg.with_correspondence(widths).unet_condition);
+        // A UNet without the extra inputs, or a condition without the fill channel, is refused.
+        for (base, extra) in [
+            (TINY, on),
+            (five.as_str(), "midms:\n  unet_condition: true\n"),
+        ] {
+            let err = parse(base, extra).unwrap_err();
+            assert!(
+                err.contains("unet_condition") && err.contains("in_channels 5"),
+                "{err}"
+            );
         }
     }
 }

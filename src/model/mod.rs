@@ -85,7 +85,16 @@ pub struct MidmConfig {
     /// options' (the authors' 1: a stochastic pass); `None`: the options'.
     #[serde(default)]
     pub refine_eta: Option<f64>,
+    /// `midms.unet_condition` (our own models; the authors' UNet is unconditional): the UNet
+    /// takes the drawing on the latent grid (`seg_enc`'s input, [`Self::condition_on_grid`]) as
+    /// [`UNET_CONDITION_CHANNELS`] extra input channels after the latent.
+    #[serde(default)]
+    pub unet_condition: bool,
 }
+
+/// Input channels a UNet with `midms.unet_condition` takes beside the latent: the line label and
+/// the filled drawing on the latent grid (the trainer's `train.midm.UNET_CONDITION_CHANNELS`).
+pub const UNET_CONDITION_CHANNELS: usize = 2;
 
 impl MidmConfig {
     /// Latent side: image size divided by the autoencoder's downsampling factor.

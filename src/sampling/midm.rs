@@ -386,6 +386,9 @@ struct Run<'a> {
     total: usize,
     exemplar_latent: Option<Tensor>,
     colour_warped: Option<Tensor>,
+    /// The drawing on the latent grid for a UNet with `midms.unet_condition`, concatenated to
+    /// every UNet input ([`Run::unet`]).
+    unet_condition: Option<Tensor>,
 }
 
 impl<'a> Run<'a> {
@@ -438,6 +441,7 @@ impl<'a> Run<'a> {
             total: 1 + opts.interleaved_steps + refine_steps + 1,
             exemplar_latent: None,
             colour_warped: None,
+            unet_condition: None,
         })
     }
 
@@ -495,7 +499,10 @@ impl<'a> Run<'a> {
         self.check_cancel()?;
         let b = x.dim(0)?;
         let t = Tensor::from_vec(vec![t as u32; b], b, x.device())?;
-        Ok(self.model.unet.forward(x, &t)?)
+        match &self.unet_condition {
+            Some(c) => Ok(self.model.unet.forward(&Tensor::cat(&[x, c], 1)?, &t)?),
+            None => Ok(self.model.unet.forward(x, &t)?),
+        }
     }
 
     /// Refinement: a DDIM pass over the last steps of a long schedule, from `x0`; stochastic
@@ -536,6 +543,7 @@ impl<'a> Run<'a> {
         let (_, _, h, w) = ref_latent.dims4()?;
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
         let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
+        self.unet_condition = model.config.unet_condition.then(|| seg_in.clone());
         // Region matching (a model's `midms.region_matching`): restricted correlations, and
         // warps that leave a photo's cells outside the sketch to the background latent.
         let regions = match &exemplar.cells {

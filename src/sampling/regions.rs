@@ -1,7 +1,8 @@
 //! Region matching: a model's `midms.region_matching` (our own models; not in the authors' code,
 //! so never on for their checkpoints or parity sets).
 //!
-//! The UNet is unconditional: the output takes its shape from the warped exemplar. A cell
+//! The authors' UNet is unconditional (ours sees the drawing too, `midms.unet_condition`, but
+//! still denoises the warp): the output takes its shape from the warped exemplar. A cell
 //! outside the drawing that matches the exemplar's glyph paints a patch there, and a cell inside
 //! that matches the exemplar's white background leaves a hole. With region matching a cell inside
 //! the drawn shape matches only exemplar cells inside the exemplar's shape, and a cell outside

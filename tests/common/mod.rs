@@ -111,6 +111,7 @@ pub fn fixture_config() -> MidmConfig {
         colour_transfer: mi["colour_transfer"].as_bool().unwrap_or(false),
         colour_temperature: mi["colour_temperature"].as_f64(),
         refine_eta: mi["refine_eta"].as_f64(),
+        unet_condition: mi["unet_condition"].as_bool().unwrap_or(false),
     }
 }
 

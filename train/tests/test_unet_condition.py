@@ -1,0 +1,124 @@
+"""`midms.unet_condition` (model v1.9): the UNet also sees the drawing on the latent grid. A model
+seeded with it from an export translates exactly as the export until the unet stage trains the new
+input channels; the stage trains on placed targets with their conditions; configs that cannot
+carry the condition are refused."""
+import json
+
+import pytest
+import torch
+
+from train.tests.test_pairs import fake_set
+from train.tests.test_train_steps import synthetic_batch, tiny_config
+
+
+def v1_1_export(tmp_path):
+    """A tiny model with the v1.1 recipe's settings (the fill channel the condition needs), trained-
+    looking weights, exported: (the export folder, the model)."""
+    from train.config import RECIPE_V1_1, corr_kwargs
+    from train.export import export
+    from train.midm import MIDM
+
+    cfg = tiny_config()
+    cfg["midms"].update(RECIPE_V1_1)
+    torch.manual_seed(0)
+    m = MIDM(cfg, **corr_kwargs(cfg))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05)
+    run, out = tmp_path / "run", tmp_path / "out"
+    run.mkdir()
+    torch.save(m.state_dict(), run / "midm_e2e.pt")
+    json.dump(cfg, open(run / "config.json", "w"))
+    export(str(run), str(out))
+    return out
+
+
+def seeded_conditioned(tmp_path):
+    from train.train import build, load_prev, seed_run
+
+    out = v1_1_export(tmp_path)
+    seeded = tmp_path / "seeded"
+    cfg = seed_run(str(seeded), str(out), unet_condition=True)
+    _, m = build(str(seeded))
+    load_prev(m, str(seeded), "unet")
+    return out, cfg, m.eval()
+
+
+def test_a_seeded_unet_condition_translates_as_the_export_until_trained(tmp_path):
+    from train.export import load_exported
+
+    out, cfg, m = seeded_conditioned(tmp_path)
+    assert cfg["midms"]["unet_condition"] and m.unet_condition
+    assert cfg["model"]["params"]["unet_config"]["params"]["in_channels"] == 5
+    conv = m.diff_model.model.diffusion_model.input_blocks[0][0]
+    assert conv.weight.shape[1] == 5 and conv.weight[:, 3:].abs().sum() == 0
+    plain, _ = load_exported(str(out))
+    assert not plain.unet_condition
+    b = synthetic_batch(2, 32)
+    args = (b["edge"], b["ref"], b["ref_edge"])
+    want, _ = plain.translate(*args, generator=torch.Generator().manual_seed(0))
+    got, _ = m.translate(*args, generator=torch.Generator().manual_seed(0))
+    # (equal up to the summation order of the wider convolution, through 24 UNet passes)
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    # Trained condition weights change the output, and the condition is the drawing: another
+    # sketch with the same exemplar and noise gives another UNet input.
+    with torch.no_grad():
+        conv.weight[:, 3:].normal_(0, 0.5)
+    moved, _ = m.translate(*args, generator=torch.Generator().manual_seed(0))
+    assert (moved - want).abs().max() > 1e-2, (moved - want).abs().max()
+    cond = m.unet_cond(b["edge"], (8, 8))
+    assert cond.shape == (2, 2, 8, 8) and cond[:, 0].sum() > 0 and cond[:, 1].sum() > 0
+    assert not torch.equal(cond, m.unet_cond(b["edge"].flip(3), (8, 8)))
+
+
+def test_the_unet_stage_trains_the_condition_channels_on_placed_targets(tmp_path):
+    from train.pairs import PairBatches
+    from train.train import ConditionedTargets
+
+    _, _, m = seeded_conditioned(tmp_path)
+    (tmp_path / "data").mkdir()
+    d, _ = fake_set(tmp_path / "data")
+    pb = PairBatches(d, "train", size=32, seed=0)
+    t = pb.targets(4)
+    assert t["image"].shape == (4, 3, 32, 32) and t["edge"].shape == t["fill"].shape == (4, 1, 32, 32)
+    assert t["edge"].sum() > 0 and (t["fill"] >= t["edge"]).all()  # the fill counts the lines too
+    batches = ConditionedTargets(m, pb, pb, "cpu", t_max=260, n_val=4)
+    z, cond = batches.val
+    assert z.shape == (4, 3, 8, 8) and cond.shape == (4, 2, 8, 8)
+    m.train()
+    loss = batches.loss(4, torch.Generator().manual_seed(0))
+    loss.backward()
+    grad = m.diff_model.model.diffusion_model.input_blocks[0][0].weight.grad
+    assert torch.isfinite(loss) and grad[:, 3:].abs().sum() > 0
+    v1 = batches.val_loss(torch.Generator().manual_seed(7)).item()
+    assert v1 == batches.val_loss(torch.Generator().manual_seed(7)).item()  # fixed validation draws
+
+
+def test_unet_condition_is_refused_without_the_fill_or_the_extra_inputs():
+    from train.config import corr_kwargs
+    from train.midm import MIDM
+
+    cfg = tiny_config()
+    cfg["midms"]["unet_condition"] = True
+    with pytest.raises(ValueError, match="unet_condition"):
+        MIDM(cfg, **corr_kwargs(cfg))  # a 3-channel UNet, no fill
+    cfg["model"]["params"]["unet_config"]["params"]["in_channels"] = 5
+    with pytest.raises(ValueError, match="label_fill"):
+        MIDM(cfg, **corr_kwargs(cfg))
+    cfg["midms"]["label_fill"] = True
+    MIDM(cfg, **corr_kwargs(cfg))
+
+
+def test_the_end_to_end_stage_runs_the_unet_on_the_drawing(tmp_path):
+    """train_corr's interleaved steps give the UNet the condition (its weights for it then get
+    gradients through the translation losses)."""
+    from train.train_corr import forward_train
+
+    _, _, m = seeded_conditioned(tmp_path)
+    conv = m.diff_model.model.diffusion_model.input_blocks[0][0]
+    with torch.no_grad():
+        conv.weight[:, 3:].normal_(0, 0.5)
+    m.train()
+    out = forward_train(m, synthetic_batch(2, 32), False, torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and conv.weight.grad[:, 3:].abs().sum() > 0
