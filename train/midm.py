@@ -226,7 +226,7 @@ class MIDM(nn.Module):
                 "corr.trg_out": trg_out, "corr.ref_out": ref_out, "corr.corr_ref": corr,
                 "corr.warped_ref_feat": warped, "corr.ref_feats": ref_feats,
             })
-        return {"label_ds": label_ds, "ref_label_ds": ref_label_ds, "trg_m": trg_m, "ref_m": ref_m,
+        return {"seg_in": seg_in, "label_ds": label_ds, "ref_label_ds": ref_label_ds, "trg_m": trg_m, "ref_m": ref_m,
                 "trg_out": trg_out, "ref_out": ref_out, "corr": corr, "warped": warped}
 
     def rematch(self, x0, trg_m, ref_m, ref_feats, regions=None):
@@ -300,7 +300,8 @@ class MIDM(nn.Module):
             fb_ts, fb_st = fbcheck(*fl)
             trace["flow_ref.fb_ts"], trace["flow_ref.fb_st"] = fb_ts, fb_st
             trace["flow_ref.fb_mask"] = fb_mask(fb_ts, trace, "flow_ref")
-        cond = self.unet_cond(label, ref_feats.shape[2:])
+        # The UNet's condition is seg_enc's input (unet_cond), made once by the matching.
+        cond = m["seg_in"] if self.unet_condition else None
         if trace is not None and cond is not None:
             trace["unet.cond"] = cond
         sched = DdimSchedule(diff.alphas_cumprod, steps, 0.0, diff.num_timesteps)
