@@ -308,29 +308,32 @@ class PairBatches:
 
 
 class _Stream(torch.utils.data.IterableDataset):
-    def __init__(self, batcher, n, seed):
-        self.batcher, self.n, self.seed = batcher, n, seed
+    def __init__(self, batcher, n, seed, make="batch"):
+        self.batcher, self.n, self.seed, self.make = batcher, n, seed, make
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         self.batcher.reseed(self.seed + 100_003 * (info.id if info else 0))
+        make = getattr(self.batcher, self.make)
         while True:
-            yield self.batcher.batch(self.n)
+            yield make(self.n)
 
 
 class Loader:
-    """Endless training batches on `device`: made in `workers` processes (0: in this one)."""
+    """Endless training batches on `device`: made in `workers` processes (0: in this one).
+    `make`: the PairBatches method that makes them ("batch": pairs; "targets": targets and
+    conditions only, the unet stage's)."""
 
-    def __init__(self, batcher, n, device, workers=0, seed=0):
+    def __init__(self, batcher, n, device, workers=0, seed=0, make="batch"):
         self.device = torch.device(device)
         pin = self.device.type == "cuda"
         if workers:
-            dl = torch.utils.data.DataLoader(_Stream(batcher, n, seed), batch_size=None, num_workers=workers,
+            dl = torch.utils.data.DataLoader(_Stream(batcher, n, seed, make), batch_size=None, num_workers=workers,
                                              pin_memory=pin, persistent_workers=True, prefetch_factor=4)
             self.it = iter(dl)
         else:
             batcher.reseed(seed)
-            self.it = iter(_Stream(batcher, n, seed))
+            self.it = iter(_Stream(batcher, n, seed, make))
 
     def next(self):
         b = next(self.it)

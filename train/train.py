@@ -444,11 +444,15 @@ class ConditionedTargets:
     """Batches of a UNet with `midms.unet_condition`: training targets placed anywhere on the canvas
     with their user-like conditions (train.pairs.PairBatches.targets), encoded on the fly (the
     placement changes every draw, so the latents cannot be cached), and the condition brought to
-    the latent grid as the sampler does (MIDM.unet_cond). `t_max`: timesteps from [0, t_max) only
-    (a fine-tune on the range MIDM queries), else diffusion_loss's mix."""
+    the latent grid as the sampler does (MIDM.unet_cond). The targets are made as the warm-up's and
+    e2e's pairs are (train.pairs.Loader: in `workers` processes, copied over without blocking), not
+    in the training loop. `t_max`: timesteps from [0, t_max) only (a fine-tune on the range MIDM
+    queries), else diffusion_loss's mix."""
 
-    def __init__(self, model, train, val, device, t_max=None, n_val=64):
+    def __init__(self, model, train, val, device, t_max=None, n_val=64, workers=0, seed=None):
         self.model, self.train, self.device, self.t_max = model, train, device, t_max
+        self.workers, self.seed = workers, train.seed if seed is None else seed
+        self._loader = None  # made at the first draw, for its batch size
         b = val._plain(val.idx[:n_val])
         self.val = self._latents(b)
 
@@ -460,7 +464,13 @@ class ConditionedTargets:
         return z, m.unet_cond(edge, z.shape[2:], b["fill"].to(self.device))
 
     def loss(self, n, g, batch=None):
-        z, cond = self._latents(self.train.targets(n)) if batch is None else batch
+        if batch is None:
+            from .pairs import Loader
+
+            if self._loader is None:
+                self._loader = Loader(self.train, n, self.device, self.workers, self.seed, make="targets")
+            batch = self._latents(self._loader.next())
+        z, cond = batch
         if self.t_max is None:
             return diffusion_loss(self.model, z, g, cond=cond)
         return diffusion_loss(self.model, z, g, low_t_fraction=1.0, low_t_max=self.t_max, cond=cond)
@@ -495,7 +505,8 @@ def train_unet(model, a, stage, train, val):
     g = torch.Generator().manual_seed(1000 + step + 7919 * Dist.rank)
     gv = torch.Generator().manual_seed(7)
     # A UNet that sees the drawing trains on placed targets with their conditions (ConditionedTargets).
-    conditioned = ConditionedTargets(model, train, val, a.device, a.t_max) if model.unet_condition else None
+    conditioned = (ConditionedTargets(model, train, val, a.device, a.t_max, workers=a.workers, seed=train.seed + 7 * step)
+                   if model.unet_condition else None)
     if conditioned is None:
         with torch.no_grad():
             zval = model.ae.encode(val.pixels(val.idx[:64]))
@@ -619,7 +630,8 @@ def main():
     ap.add_argument("--pairs", choices=["neighbours", "authors"], default=None,
                     help="warmup/e2e training pairs: neighbours (EmojiBatches) or authors (train.pairs: self, "
                          "other style, neighbour; user-like strokes); default: authors for a v2 run")
-    ap.add_argument("--workers", type=int, default=0, help="warmup/e2e with --pairs authors: batch-making processes")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="warmup/e2e with --pairs authors, unet with midms.unet_condition: batch-making processes")
     ap.add_argument("--warm-iter", type=float, default=0.0,
                     help="warmup: train F_Y^iter too, with this weight on its alignment term (0 = the authors' warm-up)")
     ap.add_argument("--seed-from", default=None,
@@ -659,7 +671,7 @@ def main():
     # Ranks draw different batches (the seed only has to differ; the folder listing may not agree).
     seed = len(os.listdir(stage.dir)) + 7919 * Dist.rank
     pairs = a.pairs or ("authors" if cfg["midms"].get("label_downsample") == "max" else "neighbours")
-    if pairs == "authors" and a.stage in ("warmup", "e2e") or a.stage == "unet" and model.unet_condition:
+    if (pairs == "authors" and a.stage in ("warmup", "e2e")) or (a.stage == "unet" and model.unet_condition):
         from .pairs import PairBatches
 
         train = PairBatches(a.data, "train", size=size, seed=seed)

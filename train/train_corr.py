@@ -112,7 +112,8 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
         pred_ref, pred_src = warped_ref_feat, warped_src_feat
         p_ref = p_src = None
         l_diff = 0.0
-        cond = model.unet_cond(label, hw, batch.get("fill"))  # source and exemplar side: the same drawing
+        # A UNet that sees the drawing gets seg_enc's input (MIDM.unet_cond), on both sides.
+        cond = seg_in if model.unet_condition else None
         for k, s in enumerate(t_list):
             if k in (1, 2):
                 new_ref, ci, _, _ = model.rematch(pred_ref, trg_m, ref_m, ref_feats, regions_ref)
