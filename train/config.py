@@ -58,7 +58,8 @@ DEFAULT = {
 
 
 # State-dict prefixes of the correspondence networks (F_X, F_Y, F_Y^iter and the matching trunk).
-CORR_PREFIXES = ("seg_enc.", "real_enc.", "iter_enc.", "layer.", "phi.", "theta.")
+CORR_NETS = ("seg_enc", "real_enc", "iter_enc", "layer", "phi", "theta")  # the matching networks
+CORR_PREFIXES = tuple(f"{n}." for n in CORR_NETS)
 UNET_PREFIX = "diff_model.model.diffusion_model."
 AE_PREFIX = "diff_model.first_stage_model."
 

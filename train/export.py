@@ -43,21 +43,24 @@ DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_s
 
 
 def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None, region_matching=None,
-           colour_transfer=None, colour_temperature=None, refine_eta=None):
+           colour_transfer=None, colour_temperature=None, refine_eta=None, keep_outside=None):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
     export instead of the latest finished stage. `region_matching`: True / False sets
     `midms.region_matching` (an inference setting: ops.restrict_to_regions) and its refinements
     `region_open_strokes` and `region_keep_outside` (ops.target_cells, ops.keep_outside); None keeps
-    the run's. `colour_transfer`: True / False sets `midms.colour_transfer` (train.colour); None
-    keeps the run's. `colour_temperature`: a number sets `midms.colour_temperature` (the colour
-    warp's softmax temperature, train.midm.MIDM.warp_colour); None keeps the run's. `refine_eta`: a number
-    in [0, 1] sets `midms.refine_eta` (the refinement's DDIM eta; absent: the authors' 1)."""
+    the run's; `keep_outside`: True / False then sets `region_keep_outside` alone (model v1.10: off).
+    `colour_transfer`: True / False sets `midms.colour_transfer` (train.colour); None keeps the run's.
+    `colour_temperature`: a number sets `midms.colour_temperature` (the colour warp's softmax
+    temperature, train.midm.MIDM.warp_colour); None keeps the run's. `refine_eta`: a number in [0, 1]
+    sets `midms.refine_eta` (the refinement's DDIM eta; absent: the authors' 1)."""
     cfg = json.load(open(os.path.join(run, "config.json")))
     if region_matching is not None:
         for key in REGION_KEYS:
             cfg["midms"][key] = region_matching
+    if keep_outside is not None:
+        cfg["midms"]["region_keep_outside"] = keep_outside
     if colour_transfer is not None:
         cfg["midms"]["colour_transfer"] = colour_transfer
     if colour_temperature is not None:
@@ -122,6 +125,9 @@ def main():
                     help="set midms.region_matching (matches kept inside / outside the drawn shape) and its "
                          "refinements region_open_strokes and region_keep_outside; "
                          "default: the run's setting")
+    ap.add_argument("--keep-outside", choices=["on", "off"], default=None,
+                    help="set midms.region_keep_outside alone (the re-warp kept on every cell outside the drawn "
+                         "shape; off: only where the cycle check is confident); default: the run's setting")
     ap.add_argument("--colour-transfer", choices=["on", "off"], default=None,
                     help="set midms.colour_transfer (the exemplar's chroma warped onto the output, train.colour); "
                          "default: the run's setting")
@@ -134,8 +140,9 @@ def main():
     a = ap.parse_args()
     rm = None if a.region_matching is None else a.region_matching == "on"
     ct = None if a.colour_transfer is None else a.colour_transfer == "on"
+    ko = None if a.keep_outside is None else a.keep_outside == "on"
     which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state, rm, ct, a.colour_temperature,
-                      a.refine_eta)
+                      a.refine_eta, ko)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 

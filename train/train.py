@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, WeightEma, autocast, randint, randn,
                      save_grid, setup_device, to_pm1)
-from .config import (AE_PREFIX, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs, default_config,
-                     recipe_of)
+from .config import (AE_PREFIX, CORR_NETS, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs,
+                     default_config, recipe_of)
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG, ab_distance
 from .midm import MIDM, UNET_CONDITION_CHANNELS
@@ -614,6 +614,10 @@ def main():
     ap.add_argument("--corr-ema", type=float, default=0.0,
                     help="warmup/e2e: validate, keep as best and finish with an exponential moving average "
                          "of the matching networks' weights with this decay (0 = the live weights)")
+    ap.add_argument("--train-nets", nargs="+", choices=list(CORR_NETS), default=None,
+                    help="warmup/e2e: the matching networks to train (default: all); the others stay exactly "
+                         "as the run has them, e.g. `--train-nets iter_enc` re-trains the re-matching alone "
+                         "and leaves the first matching, and so the no-interleaving translation, unchanged")
     ap.add_argument("--unet-lr", type=float, default=1e-5,
                     help="e2e: the UNet's learning rate (0 = keep the unet stage's UNet frozen)")
     ap.add_argument("--unet-channels", type=int, default=None,

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from . import losses as L
 from .common import Clock, Dist, GuardedStep, Logger, WeightEma, autocast, edge_to_pm1, randn, save_grid
+from .config import CORR_NETS
 from .midm import DdimSchedule, ddim_step
 from .ops import (correlation, downsample_label, exemplar_foreground, fbcheck, feature_normalize, get_flow, region_cells,
                   restrict_to_regions, seg_input, soft_warp, target_cells)
@@ -169,11 +170,16 @@ def set_unet_trainable(model, flag):
     model.diff_model.model.diffusion_model.requires_grad_(flag)
 
 
-CORR_NETS = ("seg_enc", "real_enc", "iter_enc", "layer", "phi", "theta")
+def corr_parameters(model, nets=CORR_NETS):
+    return [p for n, p in model.named_parameters() if n.split(".")[0] in nets]
 
 
-def corr_parameters(model):
-    return [p for n, p in model.named_parameters() if n.split(".")[0] in CORR_NETS]
+def freeze(model, nets):
+    """Keeps the matching networks `nets` exactly as they are (`--train-nets` leaves them out): no
+    gradients, and eval mode after every `model.train()`, since spectral norm's power iteration
+    would otherwise update their u vectors, and with them the weights they compute with."""
+    for n in nets:
+        getattr(model, n).requires_grad_(False).eval()
 
 
 class CorrEma:
@@ -183,9 +189,9 @@ class CorrEma:
     checkpoints differ a lot (model v1.3's end-to-end stage, hand-drawn set at seed 0: IoU 0.631 at
     step 900, 0.680 at step 1,000). Spectral norm's u and v vectors (buffers) stay live. D = 0: off."""
 
-    def __init__(self, model, decay, path, device="cpu"):
+    def __init__(self, model, decay, path, device="cpu", nets=CORR_NETS):
         self.decay = decay
-        named = [(n, p) for n, p in model.named_parameters() if n.split(".")[0] in CORR_NETS] if decay > 0 else []
+        named = [(n, p) for n, p in model.named_parameters() if n.split(".")[0] in nets] if decay > 0 else []
         self.names, self.params = [n for n, _ in named], [p for _, p in named]
         self.ema = WeightEma(dict(named), path, device)
         self.avg = [self.ema.avg[n] for n in self.names]
@@ -229,8 +235,11 @@ def train_corr(model, a, stage, train, val, warm_stage):
     model.ae.requires_grad_(False)
     unet = model.diff_model.model.diffusion_model
     lr = a.lr or 1e-4
-    groups = [{"params": corr_parameters(model), "lr": lr}]
-    if getattr(a, "seg_lr", None):
+    nets = tuple(getattr(a, "train_nets", None) or CORR_NETS)
+    frozen = [n for n in CORR_NETS if n not in nets]
+    freeze(model, frozen)
+    groups = [{"params": corr_parameters(model, nets), "lr": lr}]
+    if getattr(a, "seg_lr", None) and "seg_enc" in nets:
         # seg_enc at its own rate (a v1.1 run seeded from v1 starts its fill weights at zero); a
         # group of its own only then, so that runs without it resume their optimiser state
         seg = [p for n, p in model.named_parameters() if n.startswith("seg_enc.")]
@@ -250,7 +259,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
                    exemplar_k=torch.zeros(nv, dtype=torch.long))
     vb = {k: v.to(a.device) for k, v in vb.items()}
     next_batch = batches(train, a, step)
-    ema = CorrEma(model, getattr(a, "corr_ema", 0.0), os.path.join(stage.dir, "corr_ema.pt"), a.device)
+    ema = CorrEma(model, getattr(a, "corr_ema", 0.0), os.path.join(stage.dir, "corr_ema.pt"), a.device, nets)
     pbar = tqdm(total=a.steps, initial=step, mininterval=30, desc="corr", disable=not Dist.main())
     acc = {}
     guarded_step = GuardedStep(opt, model.parameters(), stage.ckpt)
@@ -264,6 +273,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
         set_unet_trainable(model, not warm and a.unet_lr > 0)
         model.train()
         model.ae.eval()
+        freeze(model, frozen)
         if warm:
             unet.eval()
         b = next_batch()

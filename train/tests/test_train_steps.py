@@ -258,3 +258,37 @@ def test_training_matches_by_region_when_the_model_does():
         assert torch.isfinite(out["loss"])
         mask_mean[keep] = float(out["mask_mean"])
     assert mask_mean[True] > mask_mean[False], mask_mean
+
+
+def test_train_nets_trains_the_named_networks_and_keeps_the_others_exact():
+    """`--train-nets iter_enc`: end-to-end steps change F_Y^iter only; every other matching network
+    keeps its weights and its spectral norm's u vectors (which a network left in train mode would
+    update at each forward, so the first matching, and with it the no-interleaving translation,
+    would drift)."""
+    from train.config import CORR_NETS
+    from train.train_corr import freeze
+
+    m = tiny_v2_model()
+    frozen = [n for n in CORR_NETS if n != "iter_enc"]
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    freeze(m, frozen)
+    params = corr_parameters(m, ("iter_enc",))
+    assert params and all(p.requires_grad for p in params)
+    opt = torch.optim.Adam(params, lr=1e-3)
+    for step in range(2):
+        m.train()
+        m.ae.eval()
+        freeze(m, frozen)
+        random.seed(step)
+        out = forward_train(m, synthetic_batch(seed=step), False, torch.Generator().manual_seed(step), iter_align=1.0)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    after = {k: v.clone() for k, v in m.state_dict().items()}
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"iter_enc"}
+    assert any(k.endswith("weight_u") for k in before if k.startswith("seg_enc."))  # what freeze guards
+    # Without freeze's eval mode, a forward alone moves the frozen networks' u vectors.
+    m.train()
+    forward_train(m, synthetic_batch(seed=3), False, torch.Generator().manual_seed(3))
+    assert any(not torch.equal(after[k], v) for k, v in m.state_dict().items() if k.startswith("seg_enc."))
