@@ -50,7 +50,7 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     export instead of the latest finished stage. `region_matching`: True / False sets
     `midms.region_matching` (an inference setting: ops.restrict_to_regions) and its refinements
     `region_open_strokes` and `region_keep_outside` (ops.target_cells, ops.keep_outside); None keeps
-    the run's; `keep_outside`: True / False then sets `region_keep_outside` alone (model v1.10: off).
+    the run's; `keep_outside`: True / False then sets `region_keep_outside` alone (model v1.10 measured off; shipped on).
     `colour_transfer`: True / False sets `midms.colour_transfer` (train.colour); None keeps the run's.
     `colour_temperature`: a number sets `midms.colour_temperature` (the colour warp's softmax
     temperature, train.midm.MIDM.warp_colour); None keeps the run's. `refine_eta`: a number in [0, 1]

@@ -170,8 +170,12 @@ def set_unet_trainable(model, flag):
     model.diff_model.model.diffusion_model.requires_grad_(flag)
 
 
+def corr_named_parameters(model, nets=CORR_NETS):
+    return [(n, p) for n, p in model.named_parameters() if n.split(".")[0] in nets]
+
+
 def corr_parameters(model, nets=CORR_NETS):
-    return [p for n, p in model.named_parameters() if n.split(".")[0] in nets]
+    return [p for _, p in corr_named_parameters(model, nets)]
 
 
 def freeze(model, nets):
@@ -191,7 +195,7 @@ class CorrEma:
 
     def __init__(self, model, decay, path, device="cpu", nets=CORR_NETS):
         self.decay = decay
-        named = [(n, p) for n, p in model.named_parameters() if n.split(".")[0] in nets] if decay > 0 else []
+        named = corr_named_parameters(model, nets) if decay > 0 else []
         self.names, self.params = [n for n, _ in named], [p for _, p in named]
         self.ema = WeightEma(dict(named), path, device)
         self.avg = [self.ema.avg[n] for n in self.names]

@@ -298,7 +298,7 @@ def test_export_sets_the_inference_settings_of_our_models(tmp_path):
     assert midms["colour_transfer"] is True and midms["colour_temperature"] == 0.001 and midms["refine_eta"] == 0.0
     ours, _ = load_exported(str(tmp_path / "ours"))
     assert ours.colour_transfer and ours.colour_temperature == 0.001 and ours.refine_eta == 0.0
-    # `--keep-outside off` (model v1.10) turns region_keep_outside alone off, after --region-matching on.
+    # `--keep-outside off` (measured for model v1.10): region_keep_outside alone off, after --region-matching on.
     export(str(run), str(tmp_path / "kept"), region_matching=True, keep_outside=False)
     kept, _ = load_exported(str(tmp_path / "kept"))
     assert kept.region_matching and kept.region_open_strokes and not kept.region_keep_outside
