@@ -23,7 +23,14 @@ Deliberately simple arithmetic, the same in the Rust sampler (`src/sampling/colo
   glyph brings no grey;
 - transfer: a*' = a* + g (warped_a - warped_fg a*) (b* alike), g = clamp((97 - L*) / 4, 0, 1):
   white pixels (L* >= 97, where the hand-drawn measures' "non-white" ends) are left as they are,
-  with a 4-unit ramp so that a pixel near white cannot flip between two runs' float noise.
+  with a 4-unit ramp so that a pixel near white cannot flip between two runs' float noise;
+- back to sRGB by the model's `midms.colour_gamut` (model v1.11), for a chroma that the pixel's
+  lightness cannot show: `clip` (absent; models v1.6-v1.10) clamps each linear channel to [0, 1],
+  which moves the hue: a light pixel given the exemplar's yellow (L* 90, b* 70: red above 1) loses
+  red and turns lemon-green, a*b* bins away from the exemplar's; `scale` divides linear RGB by its
+  largest channel where that is above 1, which keeps the chromaticity (so the hue, and a* and b*
+  scale by only the cube root of the factor) and lowers the lightness to what sRGB can show:
+  hand-drawn a*b* colour 0.788 -> 0.795 for model v1.10's weights, seeds 0 and 1.
 """
 import torch
 import torch.nn.functional as F
@@ -37,6 +44,8 @@ XYZ_TO_RGB = ((3.2404814, -1.5371516, -0.49853632), (-0.96925497, 1.87599, 0.041
 WHITE_D65 = (0.95047, 1.0, 1.08883)
 # L* at and above which a pixel keeps its colour, and the width of the ramp below it.
 GATE_L, GATE_RAMP = 97.0, 4.0
+# How a colour outside sRGB comes back into it (`midms.colour_gamut`; see above).
+GAMUTS = ("clip", "scale")
 
 
 def _matrix(m, like):
@@ -52,14 +61,20 @@ def rgb_to_lab(rgb):
     return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
 
 
-def lab_to_rgb(lab):
-    """[B, 3, H, W] (L*, a*, b*) -> sRGB [B, 3, H, W] clamped to [0, 1]."""
+def lab_to_rgb(lab, gamut="clip"):
+    """[B, 3, H, W] (L*, a*, b*) -> sRGB [B, 3, H, W] in [0, 1]: negative linear channels clamped to
+    0, then by `gamut` (GAMUTS): each channel clamped to 1, or all three divided by the largest
+    where it is above 1."""
     fy = (lab[:, 0] + 16) / 116
     f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], 1)
     xyz = torch.where(f > 0.2068966, f ** 3, (f - 16 / 116) / 7.787)
     xyz = xyz * torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device).view(1, 3, 1, 1)
     lin = torch.einsum("ij,bjhw->bihw", _matrix(XYZ_TO_RGB, lab), xyz)
     lin = lin.clamp(min=0)
+    if gamut == "scale":
+        lin = lin / lin.amax(1, keepdim=True).clamp(min=1)
+    elif gamut != "clip":
+        raise ValueError(f"colour gamut must be one of {GAMUTS}, not {gamut!r}")
     rgb = torch.where(lin > 0.0031308, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
     return rgb.clamp(0, 1)
 
@@ -73,11 +88,12 @@ def colour_source(ref_img, fg, hw):
     return F.pixel_unshuffle(src, ref_img.shape[-1] // hw[-1])
 
 
-def transfer_colour(image, warped):
+def transfer_colour(image, warped, gamut="clip"):
     """The decoded `image` [B, 3, H, W] in about [-1, 1] with the warped chroma `warped`
-    [B, 3 c^2, h, w] (a `colour_source` warped to the target grid) -> [B, 3, H, W] in [-1, 1]."""
+    [B, 3 c^2, h, w] (a `colour_source` warped to the target grid), back to sRGB by `gamut`
+    (`lab_to_rgb`) -> [B, 3, H, W] in [-1, 1]."""
     w = F.pixel_shuffle(warped.float(), image.shape[-1] // warped.shape[-1])
     lab = rgb_to_lab((image.float().clamp(-1, 1) + 1) / 2)
     gate = ((GATE_L - lab[:, :1]) / GATE_RAMP).clamp(0, 1)
     ab = lab[:, 1:] + gate * (w[:, :2] - w[:, 2:] * lab[:, 1:])
-    return lab_to_rgb(torch.cat([lab[:, :1], ab], 1)) * 2 - 1
+    return lab_to_rgb(torch.cat([lab[:, :1], ab], 1), gamut) * 2 - 1

@@ -16,6 +16,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from .colour import GAMUTS
 from .config import CORR_PREFIXES, UNET_PREFIX, corr_kwargs
 from .midm import MIDM
 
@@ -43,7 +44,7 @@ DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_s
 
 
 def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None, region_matching=None,
-           colour_transfer=None, colour_temperature=None, refine_eta=None, keep_outside=None):
+           colour_transfer=None, colour_temperature=None, refine_eta=None, keep_outside=None, colour_gamut=None):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
@@ -54,7 +55,9 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     `colour_transfer`: True / False sets `midms.colour_transfer` (train.colour); None keeps the run's.
     `colour_temperature`: a number sets `midms.colour_temperature` (the colour warp's softmax
     temperature, train.midm.MIDM.warp_colour); None keeps the run's. `refine_eta`: a number in [0, 1]
-    sets `midms.refine_eta` (the refinement's DDIM eta; absent: the authors' 1)."""
+    sets `midms.refine_eta` (the refinement's DDIM eta; absent: the authors' 1). `colour_gamut`: "clip"
+    or "scale" sets `midms.colour_gamut` (how a transferred colour outside sRGB comes back,
+    train.colour; absent: clip; model v1.11: scale)."""
     cfg = json.load(open(os.path.join(run, "config.json")))
     if region_matching is not None:
         for key in REGION_KEYS:
@@ -67,6 +70,10 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
         cfg["midms"]["colour_temperature"] = colour_temperature
     if refine_eta is not None:
         cfg["midms"]["refine_eta"] = refine_eta
+    if colour_gamut is not None:
+        if colour_gamut not in GAMUTS:
+            raise ValueError(f"colour_gamut must be one of {list(GAMUTS)}, not {colour_gamut!r}")
+        cfg["midms"]["colour_gamut"] = colour_gamut
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"
@@ -137,12 +144,15 @@ def main():
     ap.add_argument("--refine-eta", type=float, default=None,
                     help="set midms.refine_eta (the refinement's DDIM eta: 0 deterministic; absent: the authors' 1); "
                          "default: the run's setting")
+    ap.add_argument("--colour-gamut", choices=list(GAMUTS), default=None,
+                    help="set midms.colour_gamut (a transferred colour outside sRGB: clip each channel, or scale "
+                         "linear RGB down, keeping the hue; absent: clip); default: the run's setting")
     a = ap.parse_args()
     rm = None if a.region_matching is None else a.region_matching == "on"
     ct = None if a.colour_transfer is None else a.colour_transfer == "on"
     ko = None if a.keep_outside is None else a.keep_outside == "on"
     which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state, rm, ct, a.colour_temperature,
-                      a.refine_eta, ko)
+                      a.refine_eta, ko, a.colour_gamut)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 

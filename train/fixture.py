@@ -172,6 +172,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "region_keep_outside": model.region_keep_outside,
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
+                  "colour_gamut": model.colour_gamut,
                   "refine_eta": model.refine_eta,
                   "unet_condition": model.unet_condition,
                   "inference": {"ddim_num_steps": 16, "ddim_eta": 0.0, "t_list": [12, 13, 14, 15],

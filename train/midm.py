@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .autoencoder import VQModel
-from .colour import colour_source, transfer_colour
+from .colour import GAMUTS, colour_source, transfer_colour
 from .correspondence import build_correspondence
 from .ops import (TEMPERATURE, correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck,
                   feature_normalize, fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions,
@@ -152,6 +152,10 @@ class MIDM(nn.Module):
         self.refine_eta = float(ldm_cfg.get("midms", {}).get("refine_eta", 1.0))
         if not 0 <= self.refine_eta <= 1:
             raise ValueError(f"midms.refine_eta must lie in [0, 1], not {self.refine_eta}")
+        # How a transferred chroma outside sRGB comes back (model v1.11; absent: "clip", train.colour).
+        self.colour_gamut = ldm_cfg.get("midms", {}).get("colour_gamut", "clip")
+        if self.colour_gamut not in GAMUTS:
+            raise ValueError(f"midms.colour_gamut must be one of {list(GAMUTS)}, not {self.colour_gamut!r}")
         ct = ldm_cfg.get("midms", {}).get("colour_temperature")
         self.colour_temperature = TEMPERATURE if ct is None else float(ct)
         if not self.colour_temperature > 0:
@@ -350,7 +354,7 @@ class MIDM(nn.Module):
         if colour_warped is not None:
             if trace is not None:
                 trace["out.decoded"], trace["out.colour_warped"] = out, colour_warped
-            out = transfer_colour(out, colour_warped)
+            out = transfer_colour(out, colour_warped, self.colour_gamut)
         if trace is not None:
             trace["out.final_quant_indices"] = self.ae.quantize.indices(x0)
             trace["out.warped_ref"] = out

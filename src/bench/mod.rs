@@ -60,6 +60,7 @@ pub fn official_config() -> MidmConfig {
         region_keep_outside: false,
         colour_transfer: false,
         colour_temperature: None,
+        colour_gamut: Default::default(),
         refine_eta: None,
         unet_condition: false,
     }

@@ -11,6 +11,7 @@ use crate::model::{
     AutoencoderConfig, AutoencoderKind, CorrespondenceConfig, DdpmConfig, LabelDownsample,
     MidmConfig, UNetConfig, UNET_CONDITION_CHANNELS,
 };
+use crate::sampling::colour::ColourGamut;
 
 /// What an LDM config determines: everything except the correspondence widths (those are read
 /// from the weights' shapes).
@@ -41,6 +42,9 @@ pub struct LdmConfig {
     /// `midms.colour_temperature` (our own models' section): the colour warp's softmax
     /// temperature; absent, the matching's.
     pub colour_temperature: Option<f64>,
+    /// `midms.colour_gamut` (our own models' section): how a transferred colour outside sRGB
+    /// comes back into it; absent, clipped.
+    pub colour_gamut: ColourGamut,
     /// `midms.refine_eta` (our own models' section): the refinement's DDIM eta; absent, the
     /// sampler options' (the authors' 1).
     pub refine_eta: Option<f64>,
@@ -69,6 +73,7 @@ impl LdmConfig {
             region_keep_outside: self.region_keep_outside,
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
+            colour_gamut: self.colour_gamut,
             refine_eta: self.refine_eta,
             unet_condition: self.unet_condition,
         }
@@ -100,6 +105,7 @@ struct Midms {
     colour_transfer: bool,
     #[serde(default)]
     colour_temperature: Option<f64>,
+    colour_gamut: Option<String>,
     #[serde(default)]
     refine_eta: Option<f64>,
     #[serde(default)]
@@ -142,6 +148,10 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         region_keep_outside: m.region_keep_outside,
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
+        colour_gamut: match m.colour_gamut.as_deref() {
+            None => ColourGamut::Clip,
+            Some(s) => ColourGamut::parse(s)?,
+        },
         refine_eta: m.refine_eta,
         unet_condition: m.unet_condition,
         ..base
@@ -335,6 +345,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         region_keep_outside: false,
         colour_transfer: false,
         colour_temperature: None,
+        colour_gamut: ColourGamut::Clip,
         refine_eta: None,
         unet_condition: false,
     })
@@ -513,6 +524,19 @@ mod tests {
             let err = parse(&format!("midms:\n  colour_temperature: {bad}\n")).unwrap_err();
             assert!(err.contains("colour_temperature"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn colour_gamut_is_clip_unless_a_model_says_scale() {
+        let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
+        assert_eq!(parse("").unwrap().colour_gamut, ColourGamut::Clip);
+        let cfg = parse("midms:\n  colour_transfer: true\n  colour_gamut: scale\n").unwrap();
+        assert_eq!(cfg.colour_gamut, ColourGamut::Scale);
+        let err = parse("midms:\n  colour_gamut: clamp\n").unwrap_err();
+        assert!(
+            err.contains("colour_gamut") && err.contains("clip or scale"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct MidmConfig {
     /// of the chroma's warp, sharper than the latent's; `None`: the matching's temperature.
     #[serde(default)]
     pub colour_temperature: Option<f64>,
+    /// `midms.colour_gamut` (our own models, with colour transfer): how a transferred colour
+    /// outside sRGB comes back into it; absent, each channel is clamped (models up to v1.10).
+    #[serde(default)]
+    pub colour_gamut: crate::sampling::colour::ColourGamut,
     /// `midms.refine_eta` (our own models): the refinement's DDIM eta in place of the sampler
     /// options' (the authors' 1: a stochastic pass); `None`: the options'.
     #[serde(default)]

@@ -16,10 +16,44 @@
 //! v1.7) colour 0.772, chamfer 1.61 (weights/MODEL_CARD.md). The trainer computes the same
 //! (`train/colour.py`, whose docstring has the formulas).
 //!
+//! A chroma the pixel's lightness cannot show comes back into sRGB by the model's
+//! `midms.colour_gamut` ([`ColourGamut`], model v1.11): clamping each channel (models v1.6-v1.10)
+//! turned light pixels given a yellow lemon-green.
+//!
 //! On the host: one pass over the exemplar per exemplar side and one over the output per run
 //! (128 x 128 pixels; the Lab conversions' branches and powers would be a dozen candle ops each).
 use candle_core::{DType, Result, Tensor};
 use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// How a transferred colour outside sRGB comes back into it (`midms.colour_gamut`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColourGamut {
+    /// Each linear channel clamped to [0, 1] (absent from the config; models v1.6-v1.10). Moves
+    /// the hue: a light pixel given the exemplar's yellow (L* 90, b* 70, red above 1) loses red
+    /// and turns lemon-green.
+    #[default]
+    Clip,
+    /// Linear RGB divided by its largest channel where that is above 1 (negatives still clamped to
+    /// 0): the chromaticity, so the hue, is kept, a* and b* shrink by only the cube root of the
+    /// factor, and the lightness drops to what sRGB can show (model v1.11: hand-drawn a*b* colour
+    /// 0.788 -> 0.795 on model v1.10's weights, seeds 0 and 1).
+    Scale,
+}
+
+impl ColourGamut {
+    /// Parses a config value (`clip` or `scale`).
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "clip" => Ok(Self::Clip),
+            "scale" => Ok(Self::Scale),
+            other => Err(format!(
+                "midms.colour_gamut = {other:?} is not supported: use clip or scale"
+            )),
+        }
+    }
+}
 
 /// sRGB (D65) to XYZ, skimage.color's matrix.
 const RGB_TO_XYZ: [[f32; 3]; 3] = [
@@ -69,8 +103,8 @@ pub fn rgb_to_lab(rgb: [f32; 3]) -> [f32; 3] {
     ]
 }
 
-/// (L*, a*, b*) -> sRGB clamped to [0, 1].
-pub fn lab_to_rgb(lab: [f32; 3]) -> [f32; 3] {
+/// (L*, a*, b*) -> sRGB in [0, 1], brought into the gamut by `gamut`.
+pub fn lab_to_rgb(lab: [f32; 3], gamut: ColourGamut) -> [f32; 3] {
     let fy = (lab[0] + 16.0) / 116.0;
     let f = [fy + lab[1] / 500.0, fy, fy - lab[2] / 200.0];
     let xyz = [0, 1, 2].map(|i| {
@@ -81,8 +115,13 @@ pub fn lab_to_rgb(lab: [f32; 3]) -> [f32; 3] {
         };
         v * WHITE_D65[i]
     });
-    mat(&XYZ_TO_RGB, xyz).map(|l| {
-        let l = l.max(0.0);
+    let lin = mat(&XYZ_TO_RGB, xyz).map(|l| l.max(0.0));
+    let scale = match gamut {
+        ColourGamut::Clip => 1.0,
+        ColourGamut::Scale => lin[0].max(lin[1]).max(lin[2]).max(1.0),
+    };
+    lin.map(|l| {
+        let l = l / scale;
         let c = if l > 0.0031308 {
             1.055 * l.powf(1.0 / 2.4) - 0.055
         } else {
@@ -123,16 +162,16 @@ pub fn colour_source(exemplar: &Tensor, foreground: &Tensor, h: usize, w: usize)
 
 /// The decoded `image` [B, 3, H, W] (about [-1, 1]) with the warped chroma `warped`
 /// [B, 3 c^2, h, w] (a [`colour_source`] warped to the target grid): a* and b* of each pixel move
-/// to the warped ones in proportion to the warped foreground, gated off toward white;
-/// [B, 3, H, W] in [-1, 1].
-pub fn transfer_colour(image: &Tensor, warped: &Tensor) -> Result<Tensor> {
+/// to the warped ones in proportion to the warped foreground, gated off toward white, and come
+/// back into sRGB by `gamut`; [B, 3, H, W] in [-1, 1].
+pub fn transfer_colour(image: &Tensor, warped: &Tensor, gamut: ColourGamut) -> Result<Tensor> {
     let (b, _, hh, ww) = image.dims4()?;
     // In f32 whatever the run's precision (a half-precision decoder's output included).
     let img = image
         .flatten_all()?
         .to_dtype(DType::F32)?
         .to_vec1::<f32>()?;
-    let warped = WarpedChroma::new(warped, hh, ww)?;
+    let warped = WarpedChroma::new(warped, hh, ww, gamut)?;
     let plane = hh * ww;
     let mut out = vec![0f32; img.len()];
     for bi in 0..b {
@@ -149,9 +188,13 @@ pub fn transfer_colour(image: &Tensor, warped: &Tensor) -> Result<Tensor> {
 
 /// [`transfer_colour`] on an 8-bit image in place (batch item 0 of `warped`): the editor's
 /// streamed previews, without a round trip through tensors.
-pub fn transfer_colour_rgb(image: &mut RgbImage, warped: &Tensor) -> Result<()> {
+pub fn transfer_colour_rgb(
+    image: &mut RgbImage,
+    warped: &Tensor,
+    gamut: ColourGamut,
+) -> Result<()> {
     let (ww, hh) = (image.width() as usize, image.height() as usize);
-    let warped = WarpedChroma::new(warped, hh, ww)?;
+    let warped = WarpedChroma::new(warped, hh, ww, gamut)?;
     for (p, px) in image.pixels_mut().enumerate() {
         let rgb = warped.apply(0, p, px.0.map(|v| v as f32 / 255.0));
         px.0 = rgb.map(|v| (v * 255.0).round() as u8);
@@ -167,11 +210,12 @@ struct WarpedChroma {
     h: usize,
     w: usize,
     width: usize,
+    gamut: ColourGamut,
 }
 
 impl WarpedChroma {
     /// `warped` [B, 3 c^2, h, w] for an image `height` x `width` (c = height / h).
-    fn new(warped: &Tensor, height: usize, width: usize) -> Result<Self> {
+    fn new(warped: &Tensor, height: usize, width: usize, gamut: ColourGamut) -> Result<Self> {
         let (_, _, h, w) = warped.dims4()?;
         let src = warped
             .flatten_all()?
@@ -183,6 +227,7 @@ impl WarpedChroma {
             h,
             w,
             width,
+            gamut,
         })
     }
 
@@ -197,11 +242,14 @@ impl WarpedChroma {
         let (wa, wb, wfg) = (at(0), at(1), at(2));
         let lab = rgb_to_lab(rgb);
         let gate = ((GATE_L - lab[0]) / GATE_RAMP).clamp(0.0, 1.0);
-        lab_to_rgb([
-            lab[0],
-            lab[1] + gate * (wa - wfg * lab[1]),
-            lab[2] + gate * (wb - wfg * lab[2]),
-        ])
+        lab_to_rgb(
+            [
+                lab[0],
+                lab[1] + gate * (wa - wfg * lab[1]),
+                lab[2] + gate * (wb - wfg * lab[2]),
+            ],
+            self.gamut,
+        )
     }
 }
 
@@ -221,7 +269,7 @@ mod tests {
         let white = rgb_to_lab([1.0, 1.0, 1.0]);
         assert!((white[0] - 100.0).abs() < 1e-3 && white[1].abs() < 0.01 && white[2].abs() < 0.01);
         for rgb in [[0.2, 0.5, 0.9], [0.9, 0.8, 0.1], [0.01, 0.02, 0.0]] {
-            let back = lab_to_rgb(rgb_to_lab(rgb));
+            let back = lab_to_rgb(rgb_to_lab(rgb), ColourGamut::Clip);
             for (a, b) in back.iter().zip(rgb) {
                 assert!((a - b).abs() < 1e-4, "{rgb:?} -> {back:?}");
             }
@@ -261,7 +309,7 @@ mod tests {
             .flat_map(|k| out_rgb.iter().map(move |p| p[k] * 2.0 - 1.0))
             .collect();
         let img = Tensor::from_vec(img, (1, 3, 2, 2), &dev)?;
-        let out = transfer_colour(&img, &warped)?
+        let out = transfer_colour(&img, &warped, ColourGamut::Clip)?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let lab_at = |p: usize| rgb_to_lab([0, 1, 2].map(|k| (out[k * 4 + p] + 1.0) / 2.0));
@@ -282,5 +330,40 @@ mod tests {
             "no foreground warped: unchanged"
         );
         Ok(())
+    }
+
+    /// A light pixel given a saturated yellow: clamping loses red and the hue turns toward green
+    /// (a* below 0); scaling keeps the hue angle, lowers the lightness and keeps nearly all the
+    /// chroma. In gamut, both are the same round trip.
+    #[test]
+    fn scaling_keeps_the_hue_that_clipping_moves() {
+        // Twemoji's face chroma at the lightness of a light UNet output: red above 1 in linear RGB.
+        let yellow = [90.0f32, 5.0, 70.0];
+        let hue = |lab: [f32; 3]| lab[2].atan2(lab[1]).to_degrees();
+        let clipped = rgb_to_lab(lab_to_rgb(yellow, ColourGamut::Clip));
+        let scaled = rgb_to_lab(lab_to_rgb(yellow, ColourGamut::Scale));
+        assert!(
+            clipped[1] < 0.0,
+            "clipping turns it lemon-green: {clipped:?}"
+        );
+        assert!((hue(scaled) - hue(yellow)).abs() < 1.0, "{scaled:?}");
+        assert!(scaled[0] < yellow[0] - 1.0, "darker: {scaled:?}");
+        let chroma = |lab: [f32; 3]| lab[1].hypot(lab[2]);
+        assert!(chroma(scaled) > 0.95 * chroma(yellow), "{scaled:?}");
+        for rgb in [[0.2, 0.5, 0.9], [0.9, 0.8, 0.1], [1.0, 1.0, 1.0]] {
+            let lab = rgb_to_lab(rgb);
+            let (c, s) = (
+                lab_to_rgb(lab, ColourGamut::Clip),
+                lab_to_rgb(lab, ColourGamut::Scale),
+            );
+            assert!(
+                c.iter().zip(s).all(|(a, b)| (a - b).abs() < 1e-5),
+                "{rgb:?}"
+            );
+        }
+        assert_eq!(ColourGamut::parse("scale"), Ok(ColourGamut::Scale));
+        assert!(ColourGamut::parse("clamp")
+            .unwrap_err()
+            .contains("clip or scale"));
     }
 }

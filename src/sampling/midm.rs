@@ -679,7 +679,7 @@ impl<'a> Run<'a> {
         self.check_cancel()?;
         let mut image = model.autoencoder.decode(&x0)?;
         if let Some(warped) = &self.colour_warped {
-            image = colour::transfer_colour(&image, warped)?;
+            image = colour::transfer_colour(&image, warped, model.config.colour_gamut)?;
         }
         self.emit(
             StepKind::Final,

@@ -18,7 +18,7 @@ use crate::device::DeviceChoice;
 use crate::error::{ensure, Error, Result};
 use crate::image::{build_label, canny_edges, Label, LatentPreview};
 use crate::model::{MidmModel, Precision};
-use crate::sampling::colour;
+use crate::sampling::colour::{self, ColourGamut};
 use crate::sampling::midm::{
     translate_with_exemplar, ExemplarSide, MidmInputs, Noise, StepEvent, StepKind, StepSink,
 };
@@ -34,14 +34,15 @@ struct RunStore {
     latents: Vec<Option<Tensor>>,
     warped: Vec<Option<Tensor>>,
     warps: Vec<Option<Tensor>>,
-    colour: Option<Tensor>,
+    /// The run's warped chroma and its model's gamut, for a model with colour transfer.
+    colour: Option<(Tensor, ColourGamut)>,
 }
 
 impl RunStore {
     /// `image` [1, 3, H, W] with the run's colour transfer, if its model has one.
     fn coloured(&self, image: Tensor) -> Result<Tensor> {
         match &self.colour {
-            Some(warped) => Ok(colour::transfer_colour(&image, warped)?),
+            Some((warped, gamut)) => Ok(colour::transfer_colour(&image, warped, *gamut)?),
             None => Ok(image),
         }
     }
@@ -309,6 +310,7 @@ impl Worker {
             error: None,
             latent_size: info.latent_size,
             image_size: size as u32,
+            colour_gamut: model.config.colour_gamut,
             exemplar_rgb,
             preview: None,
         };
@@ -376,6 +378,7 @@ struct DisplaySink<'a> {
     error: Option<Error>,
     latent_size: usize,
     image_size: u32,
+    colour_gamut: ColourGamut,
     /// The exemplar as the model sees it, to fit `preview` on.
     exemplar_rgb: RgbImage,
     /// This run's latent-to-colour preview, fitted at the initial warp.
@@ -394,15 +397,15 @@ impl DisplaySink<'_> {
             self.preview = Some(LatentPreview::fit(&first(z)?, &self.exemplar_rgb)?);
         }
         if let Some(c) = &e.colour_warped {
-            self.store.colour = Some(first(c)?);
+            self.store.colour = Some((first(c)?, self.colour_gamut));
         }
         let (preview, size, colour) = (self.preview.as_ref(), self.image_size, &self.store.colour);
         // Previews in the final image's colours too: one host pass over the H x W preview.
         let show = |z: &Tensor| -> Result<Option<RgbaImage>> {
             let Some(p) = preview else { return Ok(None) };
             let mut img = p.render_rgb(&first(z)?, size)?;
-            if let Some(c) = colour {
-                colour::transfer_colour_rgb(&mut img, c)?;
+            if let Some((c, gamut)) = colour {
+                colour::transfer_colour_rgb(&mut img, c, *gamut)?;
             }
             Ok(Some(DynamicImage::ImageRgb8(img).to_rgba8()))
         };

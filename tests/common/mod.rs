@@ -110,6 +110,10 @@ pub fn fixture_config() -> MidmConfig {
         region_keep_outside: mi["region_keep_outside"].as_bool().unwrap_or(false),
         colour_transfer: mi["colour_transfer"].as_bool().unwrap_or(false),
         colour_temperature: mi["colour_temperature"].as_f64(),
+        // Absent from the authors' sets and from trainer sets made before model v1.11 (clip).
+        colour_gamut: mi["colour_gamut"].as_str().map_or(Default::default(), |s| {
+            midm::sampling::colour::ColourGamut::parse(s).unwrap()
+        }),
         refine_eta: mi["refine_eta"].as_f64(),
         unet_condition: mi["unet_condition"].as_bool().unwrap_or(false),
     }

@@ -39,6 +39,25 @@ def test_chroma_moves_by_the_warped_foreground_and_white_stays():
     assert (out[1:, 3] - pink_lab[1:]).abs().max() < 0.01, "no foreground warped: unchanged"
 
 
+def test_scaling_keeps_the_hue_that_clipping_moves():
+    """`midms.colour_gamut` (model v1.11): a light pixel given a saturated yellow (red above 1 in linear
+    RGB at L* 90) turns lemon-green when clipped (a* below 0); scaled, it keeps its hue angle and nearly all
+    its chroma and gets darker. In gamut the two agree; an unknown mode is refused."""
+    import pytest
+
+    yellow = torch.tensor([90.0, 5.0, 70.0]).view(1, 3, 1, 1)
+    clipped = rgb_to_lab(lab_to_rgb(yellow, "clip"))[0, :, 0, 0]
+    scaled = rgb_to_lab(lab_to_rgb(yellow, "scale"))[0, :, 0, 0]
+    hue = lambda lab: torch.atan2(lab[2], lab[1]).rad2deg()
+    assert clipped[1] < 0, clipped
+    assert abs(hue(scaled) - hue(yellow[0, :, 0, 0])) < 1.0 and scaled[0] < 87, scaled
+    assert scaled[1:].norm() > 0.95 * yellow[0, 1:, 0, 0].norm(), scaled
+    rgb = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert (lab_to_rgb(rgb_to_lab(rgb), "scale") - lab_to_rgb(rgb_to_lab(rgb), "clip")).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="gamut"):
+        lab_to_rgb(yellow, "clamp")
+
+
 def photo_model(colour):
     cfg = default_config()
     cfg["midms"].update({"region_matching": True, "background_latent": [0.5, -0.5, 0.0], "colour_transfer": colour})

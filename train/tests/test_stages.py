@@ -277,7 +277,7 @@ def test_f16_export_loads_and_keeps_the_schedule_in_f32(tmp_path):
 
 
 def test_export_sets_the_inference_settings_of_our_models(tmp_path):
-    """`--colour-transfer`, `--colour-temperature`, `--refine-eta` and `--keep-outside` reach the
+    """`--colour-transfer`, `--colour-temperature`, `--refine-eta`, `--keep-outside` and `--colour-gamut` reach the
     exported config.yaml, and the model loaded from it uses them; unset, the run's are kept."""
     import json
 
@@ -302,6 +302,13 @@ def test_export_sets_the_inference_settings_of_our_models(tmp_path):
     export(str(run), str(tmp_path / "kept"), region_matching=True, keep_outside=False)
     kept, _ = load_exported(str(tmp_path / "kept"))
     assert kept.region_matching and kept.region_open_strokes and not kept.region_keep_outside
+    # `--colour-gamut scale` (model v1.11); unset, clip.
+    assert plain.colour_gamut == "clip" and ours.colour_gamut == "clip"
+    export(str(run), str(tmp_path / "scaled"), colour_gamut="scale")
+    assert yaml.safe_load(open(tmp_path / "scaled" / "config.yaml"))["midms"]["colour_gamut"] == "scale"
+    assert load_exported(str(tmp_path / "scaled"))[0].colour_gamut == "scale"
+    with pytest.raises(ValueError, match="colour_gamut"):
+        export(str(run), str(tmp_path / "bad"), colour_gamut="clamp")
 
 
 @pytest.mark.parametrize("shipped", ["v1", "v1.1"])
