@@ -48,6 +48,14 @@ GATE_L, GATE_RAMP = 97.0, 4.0
 GAMUTS = ("clip", "scale")
 
 
+def checked_gamut(gamut):
+    """`gamut` if it is one of GAMUTS, else a ValueError naming the config key (the one check that
+    the model's config, the export and the conversion share)."""
+    if gamut not in GAMUTS:
+        raise ValueError(f"midms.colour_gamut must be one of {list(GAMUTS)}, not {gamut!r}")
+    return gamut
+
+
 def _matrix(m, like):
     return torch.tensor(m, dtype=like.dtype, device=like.device)
 
@@ -71,10 +79,8 @@ def lab_to_rgb(lab, gamut="clip"):
     xyz = xyz * torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device).view(1, 3, 1, 1)
     lin = torch.einsum("ij,bjhw->bihw", _matrix(XYZ_TO_RGB, lab), xyz)
     lin = lin.clamp(min=0)
-    if gamut == "scale":
+    if checked_gamut(gamut) == "scale":
         lin = lin / lin.amax(1, keepdim=True).clamp(min=1)
-    elif gamut != "clip":
-        raise ValueError(f"colour gamut must be one of {GAMUTS}, not {gamut!r}")
     rgb = torch.where(lin > 0.0031308, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
     return rgb.clamp(0, 1)
 

@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from .colour import GAMUTS
+from .colour import GAMUTS, checked_gamut
 from .config import CORR_PREFIXES, UNET_PREFIX, corr_kwargs
 from .midm import MIDM
 
@@ -71,9 +71,7 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     if refine_eta is not None:
         cfg["midms"]["refine_eta"] = refine_eta
     if colour_gamut is not None:
-        if colour_gamut not in GAMUTS:
-            raise ValueError(f"colour_gamut must be one of {list(GAMUTS)}, not {colour_gamut!r}")
-        cfg["midms"]["colour_gamut"] = colour_gamut
+        cfg["midms"]["colour_gamut"] = checked_gamut(colour_gamut)
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .autoencoder import VQModel
-from .colour import GAMUTS, colour_source, transfer_colour
+from .colour import checked_gamut, colour_source, transfer_colour
 from .correspondence import build_correspondence
 from .ops import (TEMPERATURE, correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck,
                   feature_normalize, fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions,
@@ -153,9 +153,7 @@ class MIDM(nn.Module):
         if not 0 <= self.refine_eta <= 1:
             raise ValueError(f"midms.refine_eta must lie in [0, 1], not {self.refine_eta}")
         # How a transferred chroma outside sRGB comes back (model v1.11; absent: "clip", train.colour).
-        self.colour_gamut = ldm_cfg.get("midms", {}).get("colour_gamut", "clip")
-        if self.colour_gamut not in GAMUTS:
-            raise ValueError(f"midms.colour_gamut must be one of {list(GAMUTS)}, not {self.colour_gamut!r}")
+        self.colour_gamut = checked_gamut(ldm_cfg.get("midms", {}).get("colour_gamut", "clip"))
         ct = ldm_cfg.get("midms", {}).get("colour_temperature")
         self.colour_temperature = TEMPERATURE if ct is None else float(ct)
         if not self.colour_temperature > 0:
