@@ -34,15 +34,18 @@ struct RunStore {
     latents: Vec<Option<Tensor>>,
     warped: Vec<Option<Tensor>>,
     warps: Vec<Option<Tensor>>,
-    /// The run's warped chroma and its model's gamut, for a model with colour transfer.
-    colour: Option<(Tensor, ColourGamut)>,
+    /// The run's warped chroma, for a model with colour transfer.
+    colour: Option<Tensor>,
+    /// The gamut of the run's model (`midms.colour_gamut`), kept with the run so that a step
+    /// decoded after a model switch keeps its own colours.
+    colour_gamut: ColourGamut,
 }
 
 impl RunStore {
     /// `image` [1, 3, H, W] with the run's colour transfer, if its model has one.
     fn coloured(&self, image: Tensor) -> Result<Tensor> {
         match &self.colour {
-            Some((warped, gamut)) => Ok(colour::transfer_colour(&image, warped, *gamut)?),
+            Some(warped) => Ok(colour::transfer_colour(&image, warped, self.colour_gamut)?),
             None => Ok(image),
         }
     }
@@ -279,6 +282,7 @@ impl Worker {
         let Some((model, info)) = &self.model else {
             return Err(no_model());
         };
+        self.store.colour_gamut = model.config.colour_gamut;
         let (size, nc) = (info.image_size, info.label_nc);
         let condition = build(&request.condition, &request.exemplar, nc, size)?;
         let exemplar_label = build(&request.exemplar_label, &request.exemplar, nc, size)?;
@@ -310,7 +314,6 @@ impl Worker {
             error: None,
             latent_size: info.latent_size,
             image_size: size as u32,
-            colour_gamut: model.config.colour_gamut,
             exemplar_rgb,
             preview: None,
         };
@@ -378,7 +381,6 @@ struct DisplaySink<'a> {
     error: Option<Error>,
     latent_size: usize,
     image_size: u32,
-    colour_gamut: ColourGamut,
     /// The exemplar as the model sees it, to fit `preview` on.
     exemplar_rgb: RgbImage,
     /// This run's latent-to-colour preview, fitted at the initial warp.
@@ -397,15 +399,16 @@ impl DisplaySink<'_> {
             self.preview = Some(LatentPreview::fit(&first(z)?, &self.exemplar_rgb)?);
         }
         if let Some(c) = &e.colour_warped {
-            self.store.colour = Some((first(c)?, self.colour_gamut));
+            self.store.colour = Some(first(c)?);
         }
-        let (preview, size, colour) = (self.preview.as_ref(), self.image_size, &self.store.colour);
+        let (preview, size) = (self.preview.as_ref(), self.image_size);
+        let (colour, gamut) = (&self.store.colour, self.store.colour_gamut);
         // Previews in the final image's colours too: one host pass over the H x W preview.
         let show = |z: &Tensor| -> Result<Option<RgbaImage>> {
             let Some(p) = preview else { return Ok(None) };
             let mut img = p.render_rgb(&first(z)?, size)?;
-            if let Some((c, gamut)) = colour {
-                colour::transfer_colour_rgb(&mut img, c, *gamut)?;
+            if let Some(c) = colour {
+                colour::transfer_colour_rgb(&mut img, c, gamut)?;
             }
             Ok(Some(DynamicImage::ImageRgb8(img).to_rgba8()))
         };
