@@ -350,6 +350,7 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--sheet", default=None, help="contact sheet PNG")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device for the translations (e.g. cuda); the scores run on the host")
     ap.add_argument("--compact", default=None,
                     help="also a compact sheet PNG: (sketch, exemplar, full output of the first seed) triples")
     a = ap.parse_args()
@@ -362,6 +363,7 @@ def main():
 
     t0 = time.time()
     model, cfg = load_exported(a.weights)
+    model.to(a.device)
     size = cfg["midms"]["image_size"]
     variants = variants or default_rows(model)
     pairs, cond, ex, per, means, outs = evaluate(model, a.set, variants, a.seeds, size)

@@ -139,24 +139,26 @@ def warp_only(model, edge, ref, ref_edge):
     return out
 
 
+@torch.no_grad()
 def run_variant(model, batch, name, seed, chunk=32):
+    """`name`'s outputs for `batch` (on the host), `chunk` pairs at a time on the model's device; the
+    noise is drawn on the host (`MIDM.translate`), so a GPU run gets the CPU run's draws."""
+    dev = next(model.parameters()).device
     outs = []
     for s in range(0, len(batch["edge"]), chunk):
-        sl = slice(s, s + chunk)
+        edge, ref, ref_edge, image = (batch[k][s:s + chunk].to(dev) for k in ("edge", "ref", "ref_edge", "image"))
+        g = torch.Generator().manual_seed(seed + s)
         if name == "ae_recon":
-            outs.append(model.ae.decode(model.ae.encode(batch["image"][sl])))
+            out = model.ae.decode(model.ae.encode(image))
         elif name == "from_target":
-            g = torch.Generator().manual_seed(seed + s)
-            outs.append(model.translate(batch["edge"][sl], batch["ref"][sl], batch["ref_edge"][sl], generator=g,
-                                        rewarp_at=(), start_latent=model.ae.encode(batch["image"][sl]))[0])
+            out = model.translate(edge, ref, ref_edge, generator=g, rewarp_at=(), start_latent=model.ae.encode(image))[0]
         elif name == "warp_only":
-            outs.append(warp_only(model, batch["edge"][sl], batch["ref"][sl], batch["ref_edge"][sl]))
+            out = warp_only(model, edge, ref, ref_edge)
         elif name == "exemplar":
-            outs.append(batch["ref"][sl])
+            out = ref
         else:
-            g = torch.Generator().manual_seed(seed + s)
-            outs.append(model.translate(batch["edge"][sl], batch["ref"][sl], batch["ref_edge"][sl], generator=g,
-                                        **VARIANTS[name])[0])
+            out = model.translate(edge, ref, ref_edge, generator=g, **VARIANTS[name])[0]
+        outs.append(out.float().cpu())
     return torch.cat(outs).clamp(-1, 1)
 
 
@@ -242,6 +244,7 @@ def main():
     ap.add_argument("--variants", nargs="+", default=None,
                     help=f"subset of {list(VARIANTS) + REFERENCE_ROWS} (default: all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device for the translations (e.g. cuda); the metrics run on the host")
     ap.add_argument("--bootstrap", type=int, default=0,
                     help="also SWD on this many resamples of the pairs: each row's 5-95 %% interval and how "
                          "often the full model scores below it (bootstrap_swd)")
@@ -255,6 +258,7 @@ def main():
     from .export import load_exported
 
     model, cfg = load_exported(a.weights)
+    model.to(a.device)
     size = cfg["midms"]["image_size"]
     pairs = a.pairs or ("authors" if model.label_downsample == "max" else "neighbours")
     results = {}

@@ -30,3 +30,27 @@ def test_resamples_rank_a_row_that_is_closer_on_every_pair_first_every_time():
     # Swapped, the full row never scores below.
     rows["full"], rows["no_mask"] = rows["no_mask"], rows["full"]
     assert bootstrap_summary(rows)["no_mask"][2] == 0.0
+
+
+def test_rows_are_translated_chunk_by_chunk_with_each_chunks_own_seed():
+    """`run_variant`: every chunk of pairs gets the generator seeded with seed + its first index (so
+    a row's outputs do not depend on the device that ran it) and comes back to the host."""
+    from train.config import default_config
+    from train.evaluate import run_variant
+    from train.midm import MIDM
+
+    cfg = default_config()
+    size = cfg["midms"]["image_size"]
+    torch.manual_seed(0)
+    model = MIDM(cfg).eval()
+    g = torch.Generator().manual_seed(3)
+    edge = (torch.rand(3, 1, size, size, generator=g) > 0.9).float()
+    ref = torch.rand(3, 3, size, size, generator=g) * 2 - 1
+    batch = {"edge": edge, "ref": ref, "ref_edge": edge.flip(-1), "image": ref}
+    out = run_variant(model, batch, "full", seed=5, chunk=2)
+    assert out.shape == (3, 3, size, size) and out.device.type == "cpu" and out.abs().max() <= 1
+    for s in (0, 2):
+        want = model.translate(edge[s:s + 2], ref[s:s + 2], edge.flip(-1)[s:s + 2],
+                               generator=torch.Generator().manual_seed(5 + s))[0].clamp(-1, 1)
+        assert torch.equal(out[s:s + 2], want)
+    assert not torch.equal(out, run_variant(model, batch, "no_mask", seed=5, chunk=2))

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Continues the shipped model on one NVIDIA GPU inside a time budget, the way models v1.9-v1.11
+# were trained on the CPU but with GPU batches: the UNet that sees the drawing (`unet --seed-from
+# EXPORT --unet-condition --t-max 260`), then the re-matching network alone on that UNet (`e2e
+# --train-nets iter_enc`). Each candidate is exported in float16 and scored on the machine that
+# trained it, on the measures that chose model v1.11 (the 256 held-out pairs with resamples,
+# train.evaluate --bootstrap; the hand-drawn set, train.drawn_eval), not by a stage's own score.
+#   SITE=.carry/site PACKS=.carry/packs bash scripts/gpu-continue.sh FONT SECONDS [EXPORT]
+# FONT: NotoColorEmoji.ttf (carried: the GPU machine has no package registry); SECONDS: wall-clock
+# budget, packing included; EXPORT: the model to continue (default weights). `.carry/` is filled by
+# scripts/prepare-gpu-carry.sh. DATA=DIR uses a data set already built (train.data --size 128);
+# DEVICE=cpu runs the same script on the CPU with a short budget, a dry run, so that no GPU minute
+# is spent on a bug in it (N_HELDOUT=8 DRAWN_SEEDS=0 shorten its scoring). UNET_S, SCORE_S: seconds
+# for the UNet stage and for scoring and packing; UNET_BATCH, E2E_BATCH, WORKERS (data processes).
+# Into $OUT: per candidate (e2e, unet, then base) its held-out and hand-drawn figures, and the
+# float16 weights of the trained ones in 15 MiB parts (cat them back together).
+set -u
+font=$1
+budget=$2
+init=${3:-weights}
+start=$(date +%s)
+out=${OUT:-/tmp/gpu-out}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+runs=/tmp/midm-continue
+mkdir -p "$runs"
+left() { echo $((budget - ($(date +%s) - start))); }
+log() { echo "+$(($(date +%s) - start)) s: $*" | tee -a "$out/steps.log"; }
+
+[ -n "${SITE:-}" ] && export PYTHONPATH="$(cd "$SITE" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+device=${DEVICE:-cuda}
+threads=$(nproc)
+smi=
+if [ "$device" = cuda ]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >"$out/gpu-util.csv" 2>&1 &
+    smi=$!
+fi
+python3 -c "import torch, scipy, skimage, safetensors, yaml; print('torch', torch.__version__)" || exit 1
+
+data=${DATA:-}
+if [ -z "$data" ]; then
+    data=/tmp/midm-data
+    python3 -m train.data --out "$data" --size 128 --font "$font" ${PACKS:+--packs "$PACKS"} >"$out/data.log" 2>&1 ||
+        { tail -n 20 "$out/data.log"; exit 1; }
+fi
+log "data ready"
+
+# Seconds kept for scoring and packing; the rest goes to training, half to each stage unless set.
+score_s=${SCORE_S:-150}
+train_s=$(($(left) - score_s))
+unet_s=${UNET_S:-$((train_s / 2))}
+common=(--data "$data" --device "$device" --threads "$threads" --steps 1000000 --finish-on-timeout --workers "${WORKERS:-6}")
+
+python3 -m train.train unet --run "$runs/unet" --seed-from "$init" --unet-condition "${common[@]}" \
+    --minutes "$(python3 -c "print($unet_s / 60)")" --batch "${UNET_BATCH:-64}" --lr 1e-4 --ema 0.999 --t-max 260 \
+    >"$out/unet.log" 2>&1
+log "unet stage exit $?"
+python3 -m train.export --run "$runs/unet" --out "$runs/x-unet" --dtype f16 >>"$out/unet.log" 2>&1 &&
+    log "unet candidate exported" || log "unet export failed"
+
+e2e_s=$(($(left) - score_s - 20))
+if [ -f "$runs/x-unet/model.safetensors" ] && [ "$e2e_s" -gt 30 ]; then
+    python3 -m train.train e2e --run "$runs/e2e" --seed-from "$runs/x-unet" "${common[@]}" \
+        --minutes "$(python3 -c "print($e2e_s / 60)")" --batch "${E2E_BATCH:-32}" --lr 3e-5 \
+        --w-perc 0 --w-style 0 --w-colour 0 --iter-align 10 --unet-lr 0 --train-nets iter_enc --corr-ema 0.99 \
+        >"$out/e2e.log" 2>&1
+    log "e2e stage exit $?"
+    # Its last step's raw weights: the kind of checkpoint that scored best for model v1.11.
+    python3 -m train.export --run "$runs/e2e" --out "$runs/x-e2e" --state "$runs/e2e/e2e/ckpt.pt" --dtype f16 \
+        >>"$out/e2e.log" 2>&1 && log "e2e candidate exported" || log "e2e export failed"
+fi
+[ -n "$smi" ] && kill $smi 2>/dev/null
+for s in unet e2e; do
+    [ -f "$runs/$s/$s/losses.csv" ] && cp "$runs/$s/$s/losses.csv" "$out/$s.losses.csv"
+done
+
+# Scored trained candidates first: the base model's figures are known from the CPU.
+for c in e2e unet base; do
+    w="$runs/x-$c"
+    [ "$c" = base ] && w=$init
+    [ -f "$w/model.safetensors" ] || continue
+    [ "$(left)" -gt 25 ] || { log "no time left to score $c"; break; }
+    timeout "$(($(left) - 20))" python3 -m train.evaluate --weights "$w" --data "$data" --pairs heldout --n "${N_HELDOUT:-256}" \
+        --seeds 0 --threads "$threads" --device "$device" --bootstrap 20 \
+        --variants full no_refinement no_mask no_interleaving --json "$out/$c.heldout.json" >"$out/$c.heldout.log" 2>&1
+    log "$c held-out exit $?"
+    [ "$(left)" -gt 25 ] || break
+    timeout "$(($(left) - 20))" python3 -m train.drawn_eval --weights "$w" --seeds ${DRAWN_SEEDS:-0 1} --threads "$threads" \
+        --device "$device" --variants full no_interleave no_mask no_refine --json "$out/$c.drawn.json" \
+        >"$out/$c.drawn.log" 2>&1
+    log "$c hand-drawn exit $?"
+done
+for c in unet e2e; do
+    [ -f "$runs/x-$c/model.safetensors" ] || continue
+    cp "$runs/x-$c/config.yaml" "$out/$c.config.yaml"
+    split -b 15M "$runs/x-$c/model.safetensors" "$out/$c.safetensors.part-"
+done
+ls -la "$out"
+log "done"
