@@ -15,7 +15,10 @@ Sources (several styles of the same emoji; licences in weights/MODEL_CARD.md):
 
 Per glyph: `images` (RGB on white), `alpha` (coverage, 0..255), `style` (index into `styles`),
 `keys` (key codepoint: its own, or for a sequence glyph the first codepoint of its GSUB ligature or
-sequence), `split` (0 train, 1 validation, 2 held-out style), and two conditions:
+sequence), `seqs` (the emoji's identity across styles, `sequence_id`: its whole codepoint sequence
+without FE0F and with the parts of a ZWJ sequence sorted, e.g. `1f1e8-1f1e6` for the flag of
+Canada, `1f33e-200d-1f9d1` for a farmer),
+`split` (0 train, 1 validation, 2 held-out style), and two conditions:
 - `edges` (the first models' condition): Canny edges (skimage, sigma 1.0 on the luminance in [0,1])
   dilated with a 3x3 square, lines 3 px wide: double lines along dark outlines, shading contours.
 - `sketch`: one thin line per drawn line, as a user draws: the outline of the glyph's coverage
@@ -28,8 +31,10 @@ every variant (skin tone, gender) and every style of one emoji is in one split.
 
 Exemplar rule: `candidates` holds, per glyph, the K = 6 nearest glyphs of its split in (key, style,
 order) order whose key differs (Unicode assigns neighbouring codepoints to related emoji);
-`same_key` the glyphs of its split with the same key in another style (-1 padded): the same emoji
-drawn by another designer. train.pairs mixes these with the glyph itself as exemplar.
+`same_key` the glyphs of its split with the same sequence in another style (-1 padded): the same
+emoji drawn by another designer (data sets built before `seqs` paired by key codepoint, so every
+flag of one first letter, or a farmer and a sheaf of rice, counted as one emoji). train.pairs mixes
+these with the glyph itself as exemplar.
 """
 import argparse
 import glob
@@ -82,9 +87,9 @@ def sketch_lines(rgb_u8, alpha_u8):
     return sk
 
 
-def _ligature_first_codepoints(font):
-    """glyph name -> first component glyph name, from the GSUB ligature substitutions."""
-    first = {}
+def _ligature_components(font):
+    """glyph name -> its component glyph names, from the GSUB ligature substitutions."""
+    comps = {}
     gsub = font["GSUB"].table
     for lookup in gsub.LookupList.Lookup:
         for st in lookup.SubTable:
@@ -95,8 +100,41 @@ def _ligature_first_codepoints(font):
                 continue
             for g0, lst in ligs.items():
                 for lig in lst:
-                    first.setdefault(lig.LigGlyph, g0)
-    return first
+                    comps.setdefault(lig.LigGlyph, (g0, *lig.Component))
+    return comps
+
+
+def sequence_id(codepoints):
+    """The identity of an emoji across styles: its codepoints in hex joined by "-", without the
+    variation selector FE0F (packs write keycaps and symbols with and without it), the parts of a
+    ZWJ sequence in sorted order: Noto's ligatures list them backwards (its farmer is sheaf of rice,
+    ZWJ, man), the packs forwards. No two RGI emoji differ only in that order but the skin tones of
+    people holding hands, which count as one here."""
+    parts, cur = [], []
+    for c in codepoints:
+        if c == 0x200D:
+            parts.append(cur)
+            cur = []
+        elif c != 0xFE0F:
+            cur.append(c)
+    parts.append(cur)
+    return "-200d-".join(sorted("-".join(f"{c:x}" for c in p) for p in parts))
+
+
+def _glyph_codepoints(g, rev, comps, depth=0):
+    """A Noto glyph's codepoint sequence: its own codepoint, or its ligature's components expanded
+    (a ligature may be built from ligatures); None when some part maps to no codepoint."""
+    if g in rev:
+        return [rev[g]]
+    if g not in comps or depth > 8:
+        return None
+    out = []
+    for c in comps[g]:
+        cps = _glyph_codepoints(c, rev, comps, depth + 1)
+        if cps is None:
+            return None
+        out += cps
+    return out
 
 
 def _on_white(im_rgba):
@@ -106,7 +144,8 @@ def _on_white(im_rgba):
 
 
 def extract_rgba(size=64, font_path=FONT):
-    """Noto glyphs: names, RGB on white [N, S, S, 3], alpha [N, S, S], (key codepoint, order)."""
+    """Noto glyphs: names, RGB on white [N, S, S, 3], alpha [N, S, S], (key codepoint, order,
+    sequence id) per glyph."""
     from fontTools.ttLib import TTFont
 
     font = TTFont(font_path)
@@ -114,7 +153,7 @@ def extract_rgba(size=64, font_path=FONT):
     rev = {}
     for cp, g in font.getBestCmap().items():
         rev.setdefault(g, cp)
-    first = _ligature_first_codepoints(font)
+    comps = _ligature_components(font)
     order = {g: i for i, g in enumerate(font.getGlyphOrder())}
     names, imgs, alphas, keys = [], [], [], []
     for name, bmp in strike.items():
@@ -129,17 +168,18 @@ def extract_rgba(size=64, font_path=FONT):
         key = rev.get(name)
         seen = 0
         g = name
-        while key is None and g in first and seen < 8:
-            g = first[g]
+        while key is None and g in comps and seen < 8:
+            g = comps[g][0]
             key = rev.get(g)
             seen += 1
         if key is None or key < 0x80:
             # keycaps and the like: keep, ordered at the end
             key = 0x10FFFF if key is None else key
+        cps = _glyph_codepoints(name, rev, comps)
         names.append(name)
         imgs.append(rgb)
         alphas.append(alpha)
-        keys.append((key, order.get(name, 0)))
+        keys.append((key, order.get(name, 0), sequence_id(cps) if cps else f"noto:{name}"))
     return names, np.stack(imgs), np.stack(alphas), keys
 
 
@@ -171,19 +211,25 @@ def _compact(name):
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def name_keys(pkgs):
-    """Icon name -> key codepoint from the chars.json of `pkgs`; also under the name without
-    hyphens (fxemoji writes `loveletter`)."""
+def _chars_entry(seq):
+    """A chars.json sequence ("1f468-200d-1f33e") -> (key codepoint: its first, sequence id)."""
+    cps = [int(c, 16) for c in seq.split("-")]
+    return cps[0], sequence_id(cps)
+
+
+def name_sequences(pkgs):
+    """Icon name -> (key codepoint, sequence id) from the chars.json of `pkgs`; also under the
+    name without hyphens (fxemoji writes `loveletter`)."""
     out = {}
     for p in pkgs:
         for seq, name in _iconify_json(p)[1].items():
-            k = int(seq.split("-")[0], 16)
-            out.setdefault(name, k)
-            out.setdefault(_compact(name), k)
+            entry = _chars_entry(seq)
+            out.setdefault(name, entry)
+            out.setdefault(_compact(name), entry)
     return out
 
 
-def key_by_name(name, names):
+def sequence_by_name(name, names):
     for n in (name, re.sub(r"-\d+$", "", name)):
         for cand in (n, _compact(n)):
             if cand in names:
@@ -191,27 +237,30 @@ def key_by_name(name, names):
     return None
 
 
-def extract_iconify_rgba(pkg, size=64, names_to_keys=None):
+def extract_iconify_rgba(pkg, size=64, names_to_sequences=None):
     """Icons of an iconify-json package rasterised to SIZE x SIZE: names ("<prefix>:<icon>"), RGB
-    on white, alpha, (key codepoint, order) pairs. Aliases (mirrored copies) are skipped; an icon
-    without a codepoint is looked up by name in `names_to_keys`, else skipped when that is None,
+    on white, alpha, (key codepoint, order, sequence id) per icon. Aliases (mirrored copies) are
+    skipped; an icon without a codepoint is looked up by name in `names_to_sequences`, else skipped
+    when that is None,
     else given a private key of its own (above the Unicode range)."""
     import resvg_py
 
     icons, chars = _iconify_json(pkg)
     prefix = icons.get("prefix", "iconify")
-    key_of = {}
+    entry_of = {}
     for seq, name in chars.items():
-        key_of.setdefault(name, int(seq.split("-")[0], 16))
+        entry_of.setdefault(name, _chars_entry(seq))
     names, imgs, alphas, keys = [], [], [], []
     for n, (name, icon) in enumerate(sorted(icons["icons"].items())):
-        key = key_of.get(name)
-        if key is None and names_to_keys is not None:
-            key = key_by_name(name, names_to_keys)
-            if key is None:
-                key = 0x110000 + int(hashlib.sha1(f"{prefix}:{name}".encode()).hexdigest(), 16) % (1 << 24)
-        if key is None:
+        entry = entry_of.get(name)
+        if entry is None and names_to_sequences is not None:
+            entry = sequence_by_name(name, names_to_sequences)
+            if entry is None:
+                sid = f"{prefix}:{name}"
+                entry = 0x110000 + int(hashlib.sha1(sid.encode()).hexdigest(), 16) % (1 << 24), sid
+        if entry is None:
             continue
+        key, sid = entry
         w, h = icon.get("width", icons.get("width", 16)), icon.get("height", icons.get("height", 16))
         side = max(w, h)  # a square view box centred on the icon: pads it as the Noto glyphs are
         x0, y0 = icon.get("left", 0) - (side - w) / 2, icon.get("top", 0) - (side - h) / 2
@@ -222,12 +271,12 @@ def extract_iconify_rgba(pkg, size=64, names_to_keys=None):
         names.append(f"{prefix}:{name}")
         imgs.append(rgb)
         alphas.append(alpha)
-        keys.append((key, 1_000_000 + n))  # after the Noto glyphs of the same key
+        keys.append((key, 1_000_000 + n, sid))  # after the Noto glyphs of the same key
     return names, np.stack(imgs), np.stack(alphas), keys
 
 
 def extract_iconify(pkg, size=64):
-    """Icons with a codepoint of an iconify-json package: names, RGB on white, (key, order)."""
+    """Icons with a codepoint of an iconify-json package: names, RGB on white, (key, order, sequence id)."""
     names, imgs, _, keys = extract_iconify_rgba(pkg, size)
     return names, imgs, keys
 
@@ -254,7 +303,9 @@ def exemplar_candidates(keys, idx):
 
 
 def same_key_table(keys, style, split):
-    """[N, K_SAME]: glyphs of the same split and key in another style (-1 padded)."""
+    """[N, K_SAME]: glyphs of the same split and emoji in another style (-1 padded). `keys`: per
+    glyph the emoji's identity, its sequence id (older data sets: its key codepoint, which puts
+    every flag of one first letter, or a profession and its tool, under one emoji)."""
     by_key = {}
     for i, (k, s) in enumerate(zip(keys, split)):
         by_key.setdefault((k, s), []).append(i)
@@ -302,7 +353,7 @@ def build(out, size=64, font_path=FONT, packs=(), jobs=None):
     for p in packs:
         if pack_prefix(p) in REFUSED:
             raise SystemExit(f"{p}: {REFUSED[pack_prefix(p)]}")
-    lookup = name_keys(packs)
+    lookup = name_sequences(packs)
     for p in packs:
         fn, fi, fa, fk = extract_iconify_rgba(p, size, lookup)
         styles.append(pack_prefix(p))
@@ -320,12 +371,14 @@ def build(out, size=64, font_path=FONT, packs=(), jobs=None):
         for i, lst in c.items():
             cand[i, :len(lst)] = lst
     key0 = [k[0] for k in keys]
+    seqs = [k[2] for k in keys]
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"emoji{size}.npz")
     np.savez_compressed(path, images=imgs, alpha=alphas, edges=edges, sketch=np.packbits(sketch, axis=-1),
                         split=np.array(split, np.uint8), candidates=cand,
-                        same_key=same_key_table(key0, style, split), names=np.array(names),
-                        keys=np.array(key0, np.int64), style=np.array(style, np.uint8), styles=np.array(styles))
+                        same_key=same_key_table(seqs, style, split), names=np.array(names),
+                        keys=np.array(key0, np.int64), seqs=np.array(seqs), style=np.array(style, np.uint8),
+                        styles=np.array(styles))
     return path, len(names), np.bincount(split, minlength=3).tolist()
 
 

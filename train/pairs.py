@@ -213,8 +213,11 @@ class PairBatches:
         self.names = d["names"]
         self.idx = torch.from_numpy(np.nonzero(d["split"] == want)[0])
         # the held-out style's glyph of the same emoji (-1: none), for evaluation with unseen exemplars
-        held = {int(k): i for i, (k, sp) in enumerate(zip(d["keys"], d["split"])) if sp == emoji_data.HELDOUT}
-        self.heldout_of = torch.tensor([held.get(int(k), -1) for k in d["keys"]])
+        # by the whole sequence where the data set has it; by key codepoint for older builds, which
+        # paired a flag with its first letter and a farmer with a sheaf of rice
+        ident = [str(s) for s in d["seqs"]] if "seqs" in d else [int(k) for k in d["keys"]]
+        held = {k: i for i, (k, sp) in enumerate(zip(ident, d["split"])) if sp == emoji_data.HELDOUT}
+        self.heldout_of = torch.tensor([held.get(k, -1) for k in ident])
         self.seed = seed
         self.g = torch.Generator().manual_seed(seed)
 

@@ -17,7 +17,7 @@ def fake_noto(size, n=16):
     alpha = np.zeros((len(picked), size, size), np.uint8)
     imgs[:, 8:24, 8:24] = (0, 0, 200)
     alpha[:, 8:24, 8:24] = 255
-    return [f"u{k:X}" for k in picked], imgs, alpha, [(k, i) for i, k in enumerate(picked)]
+    return [f"u{k:X}" for k in picked], imgs, alpha, [(k, i, f"{k:x}") for i, k in enumerate(picked)]
 
 
 def write_pack(path, prefix, icons, chars=None):
@@ -68,6 +68,52 @@ def test_styles_split_by_emoji_and_held_out(tmp_path, monkeypatch):
     sk = d["sketch"][i["fluent-emoji-flat:smile"]]
     assert sk.dtype == bool and 60 < sk.sum() < 110
     assert d["alpha"][i["fluent-emoji-flat:smile"]][16, 16] == 255
+
+
+def test_one_emoji_is_one_whole_sequence_not_one_first_codepoint(tmp_path, monkeypatch):
+    """Flags share their first regional indicator, a farmer its first codepoint with every person:
+    pairs of "the same emoji in another style" (training) and held-out pairs (evaluation) must
+    not take one for the other."""
+    size = 32
+    monkeypatch.setattr(data, "extract_rgba", lambda size, font_path: fake_noto(size))
+    ca, cn = "1f1e8-1f1e6", "1f1e8-1f1f3"
+    fl = write_pack(tmp_path / "fl", "fluent-emoji-flat", {"flag-canada": {"body": RED}, "flag-china": {"body": RED},
+                                                           "keycap-hash": {"body": RED}, "farmer": {"body": RED}},
+                    {ca: "flag-canada", cn: "flag-china", "23-fe0f-20e3": "keycap-hash", "1f9d1-200d-1f33e": "farmer"})
+    fx = write_pack(tmp_path / "fx", "fxemoji", {"flag-china": {"body": RED}, "keycaphash": {"body": RED},
+                                                 "farmer": {"body": RED}})
+    tw = write_pack(tmp_path / "tw", "twemoji", {"flag-canada": {"body": RED}, "flag-china": {"body": RED}},
+                    {ca: "flag-canada", cn: "flag-china"})
+    data.build(str(tmp_path / "out"), size=size, font_path=None, packs=[fl, fx, tw])
+    d = data.load(str(tmp_path / "out"), size)
+    i = {str(nm): j for j, nm in enumerate(d["names"])}
+    seqs = [str(x) for x in d["seqs"]]
+    assert seqs[i["fluent-emoji-flat:flag-canada"]] == ca and seqs[i["fxemoji:flag-china"]] == cn
+    assert seqs[i["fluent-emoji-flat:keycap-hash"]] == "23-20e3" == seqs[i["fxemoji:keycaphash"]]  # FE0F dropped
+    # one key codepoint (one split) for both flags, but each flag pairs only with itself
+    assert d["keys"][i["fluent-emoji-flat:flag-canada"]] == d["keys"][i["fluent-emoji-flat:flag-china"]] == 0x1F1E8
+    same = d["same_key"][i["fluent-emoji-flat:flag-china"]]
+    assert same[same >= 0].tolist() == [i["fxemoji:flag-china"]]
+    assert (d["same_key"][i["fluent-emoji-flat:flag-canada"]] == -1).all()
+    assert d["same_key"][i["fluent-emoji-flat:keycap-hash"]][0] == i["fxemoji:keycaphash"]
+    # the key (and so the split) stays the sequence's first codepoint, whatever order its id lists
+    assert seqs[i["fxemoji:farmer"]] == "1f33e-200d-1f9d1"
+    assert d["keys"][i["fluent-emoji-flat:farmer"]] == d["keys"][i["fxemoji:farmer"]] == 0x1F9D1
+
+
+def test_noto_ligatures_expand_to_their_whole_sequence():
+    rev = {"u1F1E8": 0x1F1E8, "u1F1E6": 0x1F1E6, "u1F9D1": 0x1F9D1, "u200D": 0x200D, "u1F33E": 0x1F33E,
+           "uFE0F": 0xFE0F}
+    comps = {"flag_ca": ("u1F1E8", "u1F1E6"), "zwj_person": ("u1F9D1", "u200D"),
+             "farmer": ("zwj_person", "u1F33E", "uFE0F"), "broken": ("u1F9D1", "nowhere")}
+    seq = lambda g: data.sequence_id(data._glyph_codepoints(g, rev, comps))
+    assert seq("flag_ca") == "1f1e8-1f1e6"
+    assert seq("farmer") == "1f33e-200d-1f9d1"  # a ligature of a ligature, FE0F dropped, parts sorted
+    # Noto lists a ZWJ sequence's parts backwards; the packs' chars.json forwards: one identity
+    assert data.sequence_id([0x1F3F3, 0xFE0F, 0x200D, 0x1F308]) == data.sequence_id([0x1F308, 0x200D, 0x1F3F3])
+    assert data.sequence_id([0x1F1E8, 0x1F1E6]) != data.sequence_id([0x1F1E6, 0x1F1E8])  # flags keep their order
+    assert seq("u1F33E") == "1f33e"
+    assert data._glyph_codepoints("broken", rev, comps) is None
 
 
 def test_share_alike_pack_is_refused(tmp_path, monkeypatch):

@@ -147,6 +147,25 @@ def test_heldout_pairs_take_the_held_out_style(tmp_path):
     assert (b["ref_idx"] == idx + n).all()
 
 
+def test_heldout_pairs_match_the_whole_sequence_not_the_key(tmp_path):
+    """Two emoji of one key codepoint (two flags of one first letter): each held-out pair takes the
+    held-out glyph of its own sequence; without `seqs` (an older data set) the key decides."""
+    d, n = fake_set(tmp_path)
+    z = dict(np.load(f"{d}/emoji32.npz"))
+    z["split"][n:] = data.HELDOUT
+    z["keys"][1] = z["keys"][0]  # glyphs 0 and 1 (and their held-out twins n, n + 1) share a key
+    z["keys"][n + 1] = z["keys"][n]
+    z["seqs"] = np.array([f"{k:x}" for k in range(2 * n)])  # but every emoji ...
+    z["seqs"][n:] = z["seqs"][:n]  # ... is its own sequence, in both styles
+    np.savez_compressed(f"{d}/emoji32.npz", **z)
+    pb = pairs.PairBatches(d, "train", size=32, seed=0)
+    assert pb.heldout_of[0] == n and pb.heldout_of[1] == n + 1
+    del z["seqs"]
+    np.savez_compressed(f"{d}/emoji32.npz", **z)
+    old = pairs.PairBatches(d, "train", size=32, seed=0)
+    assert old.heldout_of[0] == old.heldout_of[1]  # by key: both on one held-out glyph
+
+
 def test_fill_label_fills_closed_outlines_only():
     """ops.fill_label (scipy binary_fill_holes, 4-connected background) on the Rust test's shapes
     (model::ops::tests::fill_label_fills_closed_outlines_only): a closed square and a diamond of
