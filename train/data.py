@@ -27,7 +27,9 @@ Canada, `1f33e-200d-1f9d1` for a farmer),
   condition from it (train.pairs: width 1-4 px, dropout, jitter, scale and position).
 
 Split by emoji, not by glyph: a key codepoint is in validation when sha1(hex key) % 10 == 0, so
-every variant (skin tone, gender) and every style of one emoji is in one split.
+every variant (skin tone, gender) and every style of one emoji is in one split. A Noto glyph whose
+sequence a pack's chars.json lists takes that pack's key (the sequence's first codepoint): Noto's
+ligatures list most ZWJ sequences in another order.
 
 Exemplar rule: `candidates` holds, per glyph, the K = 6 nearest glyphs of its split in (key, style,
 order) order whose key differs (Unicode assigns neighbouring codepoints to related emoji);
@@ -354,6 +356,13 @@ def build(out, size=64, font_path=FONT, packs=(), jobs=None):
         if pack_prefix(p) in REFUSED:
             raise SystemExit(f"{p}: {REFUSED[pack_prefix(p)]}")
     lookup = name_sequences(packs)
+    # Noto's key is the first codepoint in its ligature's order, which for most ZWJ sequences is
+    # not the sequence's own (its farmer began with the sheaf of rice), so one emoji fell into two
+    # splits (96 sequences in both). Where the packs know the sequence, their key decides.
+    key_of_sequence = {}
+    for key, sid in lookup.values():
+        key_of_sequence.setdefault(sid, key)
+    keys = [(key_of_sequence.get(k[2], k[0]), *k[1:]) for k in keys]
     for p in packs:
         fn, fi, fa, fk = extract_iconify_rgba(p, size, lookup)
         styles.append(pack_prefix(p))

@@ -75,7 +75,13 @@ def test_one_emoji_is_one_whole_sequence_not_one_first_codepoint(tmp_path, monke
     pairs of "the same emoji in another style" (training) and held-out pairs (evaluation) must
     not take one for the other."""
     size = 32
-    monkeypatch.setattr(data, "extract_rgba", lambda size, font_path: fake_noto(size))
+
+    def noto_with_a_farmer(size, font_path):
+        names, imgs, alpha, keys = fake_noto(size)
+        return names + ["noto-farmer"], np.concatenate([imgs, imgs[:1]]), np.concatenate([alpha, alpha[:1]]), \
+            keys + [(0x1F33E, 99, data.sequence_id([0x1F33E, 0x200D, 0x1F9D1]))]
+
+    monkeypatch.setattr(data, "extract_rgba", noto_with_a_farmer)
     ca, cn = "1f1e8-1f1e6", "1f1e8-1f1f3"
     fl = write_pack(tmp_path / "fl", "fluent-emoji-flat", {"flag-canada": {"body": RED}, "flag-china": {"body": RED},
                                                            "keycap-hash": {"body": RED}, "farmer": {"body": RED}},
@@ -96,9 +102,13 @@ def test_one_emoji_is_one_whole_sequence_not_one_first_codepoint(tmp_path, monke
     assert same[same >= 0].tolist() == [i["fxemoji:flag-china"]]
     assert (d["same_key"][i["fluent-emoji-flat:flag-canada"]] == -1).all()
     assert d["same_key"][i["fluent-emoji-flat:keycap-hash"]][0] == i["fxemoji:keycaphash"]
-    # the key (and so the split) stays the sequence's first codepoint, whatever order its id lists
-    assert seqs[i["fxemoji:farmer"]] == "1f33e-200d-1f9d1"
+    # the key (and so the split) stays the sequence's first codepoint, whatever order its id lists;
+    # Noto's farmer, its ligature backwards (sheaf of rice first), takes the packs' key and split
+    assert seqs[i["fxemoji:farmer"]] == "1f33e-200d-1f9d1" == seqs[i["noto-farmer"]]
     assert d["keys"][i["fluent-emoji-flat:farmer"]] == d["keys"][i["fxemoji:farmer"]] == 0x1F9D1
+    assert d["keys"][i["noto-farmer"]] == 0x1F9D1 and d["split"][i["noto-farmer"]] == data.split_of_key(0x1F9D1)
+    assert d["split"][i["noto-farmer"]] != data.split_of_key(0x1F33E)  # where its own first codepoint had put it
+    assert i["fxemoji:farmer"] in d["same_key"][i["noto-farmer"]].tolist()
 
 
 def test_noto_ligatures_expand_to_their_whole_sequence():
