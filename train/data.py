@@ -14,8 +14,8 @@ Sources (several styles of the same emoji; licences in weights/MODEL_CARD.md):
   matches none is its own emoji.
 
 Per glyph: `images` (RGB on white), `alpha` (coverage, 0..255), `style` (index into `styles`),
-`keys` (key codepoint: its own, or for a sequence glyph the first codepoint of its GSUB ligature or
-sequence), `seqs` (the emoji's identity across styles, `sequence_id`: its whole codepoint sequence
+`keys` (key codepoint: its own, or for a sequence glyph the first codepoint of its sequence, for
+Noto as a pack's chars.json lists it, else of its GSUB ligature), `seqs` (the emoji's identity across styles, `sequence_id`: its whole codepoint sequence
 without FE0F and with the parts of a ZWJ sequence sorted, e.g. `1f1e8-1f1e6` for the flag of
 Canada, `1f33e-200d-1f9d1` for a farmer),
 `split` (0 train, 1 validation, 2 held-out style), and two conditions:
@@ -242,9 +242,9 @@ def sequence_by_name(name, names):
 def extract_iconify_rgba(pkg, size=64, names_to_sequences=None):
     """Icons of an iconify-json package rasterised to SIZE x SIZE: names ("<prefix>:<icon>"), RGB
     on white, alpha, (key codepoint, order, sequence id) per icon. Aliases (mirrored copies) are
-    skipped; an icon without a codepoint is looked up by name in `names_to_sequences`, else skipped
-    when that is None,
-    else given a private key of its own (above the Unicode range)."""
+    skipped; an icon without a codepoint is looked up by name in `names_to_sequences` (from
+    `name_sequences`), else skipped when that is None, else made an emoji of its own (a private
+    key above the Unicode range, its name as sequence id)."""
     import resvg_py
 
     icons, chars = _iconify_json(pkg)
