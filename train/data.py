@@ -15,9 +15,9 @@ Sources (several styles of the same emoji; licences in weights/MODEL_CARD.md):
 
 Per glyph: `images` (RGB on white), `alpha` (coverage, 0..255), `style` (index into `styles`),
 `keys` (key codepoint: its own, or for a sequence glyph the first codepoint of its sequence, for
-Noto as a pack's chars.json lists it, else of its GSUB ligature), `seqs` (the emoji's identity across styles, `sequence_id`: its whole codepoint sequence
-without FE0F and with the parts of a ZWJ sequence sorted, e.g. `1f1e8-1f1e6` for the flag of
-Canada, `1f33e-200d-1f9d1` for a farmer),
+Noto as a pack's chars.json lists it, else of its GSUB ligature), `seqs` (the emoji's identity
+across styles, `sequence_id`: its whole codepoint sequence without FE0F and with the parts of a ZWJ
+sequence sorted, e.g. `1f1e8-1f1e6` for the flag of Canada, `1f33e-200d-1f9d1` for a farmer),
 `split` (0 train, 1 validation, 2 held-out style), and two conditions:
 - `edges` (the first models' condition): Canny edges (skimage, sigma 1.0 on the luminance in [0,1])
   dilated with a 3x3 square, lines 3 px wide: double lines along dark outlines, shading contours.
