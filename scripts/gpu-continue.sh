@@ -14,28 +14,12 @@
 # for the UNet stage and for scoring and packing; UNET_BATCH, E2E_BATCH, WORKERS (data processes).
 # Into $OUT: per candidate (e2e, unet, then base) its held-out and hand-drawn figures, and the
 # float16 weights of the trained ones in 15 MiB parts (cat them back together).
-set -u
-font=$1
-budget=$2
-init=${3:-weights}
-start=$(date +%s)
-out=${OUT:-/tmp/gpu-out}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
+. "$(dirname "$0")/gpu-common.sh"
+init=${init:-weights}
 runs=/tmp/midm-continue
 mkdir -p "$runs"
-left() { echo $((budget - ($(date +%s) - start))); }
-log() { echo "+$(($(date +%s) - start)) s: $*" | tee -a "$out/steps.log"; }
-
-[ -n "${SITE:-}" ] && export PYTHONPATH="$(cd "$SITE" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
-device=${DEVICE:-cuda}
 threads=$(nproc)
-smi=
-if [ "$device" = cuda ]; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >"$out/gpu-util.csv" 2>&1 &
-    smi=$!
-fi
+monitor_gpu "$out/gpu-util.csv" 5
 python3 -c "import torch, scipy, skimage, safetensors, yaml; print('torch', torch.__version__)" || exit 1
 
 data=${DATA:-}

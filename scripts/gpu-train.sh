@@ -16,30 +16,11 @@
 # weights (train.train --corr-ema; checked on the CPU only). AMP=bf16 trains under bf16
 # autocast (not yet run on a GPU). DTYPE=f16 exports float16 weights. With RECIPE=v2 the export is then
 # scored on the hand-drawn set (train.drawn_eval, seed 0) into $OUT.
-set -u
-font=$1
-budget=$2
-init=${3:-}
-start=$(date +%s)
-out=${OUT:-/tmp/gpu-out}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
+. "$(dirname "$0")/gpu-common.sh"
 data=/tmp/midm-data
 runs=/tmp/midm-runs
 mkdir -p "$data" "$runs"
-left() { echo $((budget - ($(date +%s) - start))); }
-
-# SITE=DIR: carried pure-Python or abi3 packages (resvg_py) the machine lacks
-[ -n "${SITE:-}" ] && export PYTHONPATH="$(cd "$SITE" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
-# DEVICE=cpu: the same script as a dry run on the CPU (a short budget), so that no GPU minute is
-# spent on a bug in it
-device=${DEVICE:-cuda}
-smi=
-if [ "$device" = cuda ]; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 >"$runs/gpu-util.csv" 2>&1 &
-    smi=$!
-fi
+monitor_gpu "$runs/gpu-util.csv" 10
 python3 -c "import torch, skimage, fontTools, safetensors, yaml, tqdm${PACKS:+, resvg_py}; print('torch', torch.__version__, torch.cuda.get_device_name() if '$device' == 'cuda' else 'cpu')" || exit 1
 
 python3 -m train.data --out "$data" --size 128 --font "$font" ${PACKS:+--packs "$PACKS"} || exit 1

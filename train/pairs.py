@@ -240,7 +240,8 @@ class PairBatches:
         mode = torch.where((mode == 1) & (n_same == 0), torch.full_like(mode, 2), mode)
         return j, mode
 
-    def batch(self, n, augment=True, indices=None, exemplar_k=None):
+    def batch(self, n, augment=True, indices=None, exemplar_k=None, self_only=False):
+        """`self_only`: every exemplar is its target (jittered, on a background for some)."""
         g, s = self.g, self.size
         i = self.idx[torch.randint(len(self.idx), (n,), generator=g)] if indices is None else torch.as_tensor(indices)
         b = len(i)
@@ -248,6 +249,8 @@ class PairBatches:
             return self._plain(i, exemplar_k)
         u = torch.rand(b, generator=g)
         mode = torch.where(u < P_SELF, 0, torch.where(u < P_SELF + P_STYLE, 1, 2))
+        if self_only:
+            mode = torch.zeros_like(mode)
         j, mode = self.exemplars(i, mode)
         img = self.images[i].float() / 127.5 - 1
         ref = self.images[j].float() / 127.5 - 1
@@ -290,6 +293,11 @@ class PairBatches:
         i = self.idx[torch.randint(len(self.idx), (n,), generator=self.g)]
         img, edge = self._placed(i, self.images[i].float() / 127.5 - 1)
         return {"image": img, "edge": edge, "fill": fill_label(edge)}
+
+    def self_pairs(self, n):
+        """`n` self-reference pairs (`batch(n, self_only=True)`): the unet stage's warp-start batches,
+        whose warped exemplar should come out as the target itself."""
+        return self.batch(n, self_only=True)
 
     def heldout_indices(self):
         """Glyphs of this split whose emoji the held-out style (Twemoji) also draws."""

@@ -122,3 +122,43 @@ def test_the_end_to_end_stage_runs_the_unet_on_the_drawing(tmp_path):
     out = forward_train(m, synthetic_batch(2, 32), False, torch.Generator().manual_seed(0))
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and conv.weight.grad[:, 3:].abs().sum() > 0
+
+
+def test_warp_starts_ask_the_unet_for_the_target_from_the_samplers_own_start(tmp_path):
+    """`--warp-share`: self-reference pairs, warped by the first matching exactly as the sampler's
+    loop starts (regions and background fill included), noised, and the UNet's x0 estimate held
+    against the target's latent."""
+    from train.midm import MIDM
+    from train.pairs import PairBatches
+    from train.train import ConditionedTargets, warp_start, warp_start_loss
+    from train.config import RECIPE_V1_1, corr_kwargs
+
+    cfg = tiny_config()
+    cfg["midms"].update(RECIPE_V1_1)
+    cfg["midms"].update({"unet_condition": True, "region_matching": True, "region_open_strokes": True,
+                         "background_latent": [0.5, -0.25, -0.5]})
+    cfg["model"]["params"]["unet_config"]["params"]["in_channels"] = 5
+    torch.manual_seed(0)
+    m = MIDM(cfg, **corr_kwargs(cfg)).eval()
+    (tmp_path / "data").mkdir()
+    d, _ = fake_set(tmp_path / "data")
+    pb = PairBatches(d, "train", size=32, seed=0)
+    b = pb.self_pairs(4)
+    assert torch.equal(b["idx"], b["ref_idx"]) and (b["mode"] == 0).all()
+    z, warped, cond = warp_start(m, b)
+    trace = {}
+    m.translate(b["edge"], b["ref"], b["ref_edge"], generator=torch.Generator().manual_seed(0), trace=trace)
+    assert torch.allclose(warped, trace["loop.0.hijack_feat"], atol=1e-6)
+    assert torch.equal(cond, trace["unet.cond"])
+    assert not torch.allclose(warped, z, atol=1e-3)  # a warp, not the target
+    m.train()
+    loss = warp_start_loss(m, b, torch.Generator().manual_seed(0), 60, 260)
+    loss.backward()
+    unet = m.diff_model.model.diffusion_model
+    assert torch.isfinite(loss) and unet.input_blocks[0][0].weight.grad[:, 3:].abs().sum() > 0
+    assert all(p.grad is None for p in m.seg_enc.parameters())  # the matching stays frozen
+    # The stage takes its warp-start steps from self-reference pairs at the asked share.
+    for share, pairs in ((1.0, True), (0.0, False)):
+        batches = ConditionedTargets(m, pb, pb, "cpu", t_max=260, n_val=4, warp_share=share)
+        assert torch.isfinite(batches.loss(4, torch.Generator().manual_seed(3)))
+        assert (batches._pairs is not None, batches._loader is None) == (pairs, pairs)
