@@ -2,6 +2,7 @@
 import contextlib
 import csv
 import os
+import sys
 import time
 
 import numpy as np
@@ -192,6 +193,21 @@ class Dist:
             # without an active exception", SIGABRT; seen once in CI on 2026-12-02).
             dist.barrier()
             dist.destroy_process_group()
+
+    @classmethod
+    def finish(cls):
+        """Ends a rank's run: closes the group and, under torchrun, leaves the process at once.
+        The interpreter's and the C++ statics' teardown after a gloo group now and then aborted a
+        rank whose work was done and saved (SIGABRT, "terminate called without an active
+        exception": a joinable std::thread destroyed; in CI on 2026-12-02 and twice on 2026-12-03,
+        the last time in a torchrun stage with the barrier above in place). torch has no fix
+        (pytorch/pytorch#179291, an atexit destroy, was abandoned), so a finished rank skips it.
+        Everything a stage writes is closed or flushed by then (checkpoints, exports, Logger rows)."""
+        cls.close()
+        if cls.world > 1:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     @classmethod
     def _comm_device(cls):

@@ -751,7 +751,7 @@ def main():
         checksum = Dist.check_in_sync(model)
         if Dist.main():
             print(f"data parallel: {Dist.world} ranks ended with identical weights (checksum {checksum:.6f})")
-    Dist.close()
+    Dist.finish()
 
 
 if __name__ == "__main__":

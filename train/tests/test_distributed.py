@@ -41,12 +41,7 @@ def _rank_main(rank, world, port, out):
     assert Dist.any(rank == 1) and not Dist.any(False)
     if rank == 0:
         torch.save(model.ae.state_dict(), out)
-    Dist.close()
-    # The rank's work is done and saved: leave without the interpreter's and the C++ statics'
-    # teardown, where a rank now and then aborted (SIGABRT, "terminate called without an active
-    # exception", a joinable std::thread destroyed; twice in CI, 2026-12-02 and 2026-12-03, the
-    # second time with the barrier in Dist.close already in place).
-    os._exit(0)
+    Dist.finish()  # leaves the process (see Dist.finish)
 
 
 def test_two_ranks_take_the_step_of_one_process_on_both_batches(tmp_path):
