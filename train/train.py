@@ -24,7 +24,7 @@ from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, Weig
 from .config import (AE_PREFIX, CORR_NETS, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs,
                      default_config, recipe_of)
 from .evaluate import laplacian_pyramid
-from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG, ab_distance
+from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG, ab_distance, style_loss
 from .midm import MIDM, UNET_CONDITION_CHANNELS
 from .pairs import apply_colour, random_hue_rotations
 
@@ -425,19 +425,41 @@ def train_decoder(model, a, stage, train, val):
 
 # ---------------------------------------------------------------------------------------------
 # Stage 2: latent UNet
-def diffusion_loss(model, z, g=None, low_t_fraction=0.7, low_t_max=400, cond=None):
+def diffusion_loss(model, z, g=None, low_t_fraction=0.7, low_t_max=400, cond=None, texture=None):
     """Epsilon-prediction MSE. MIDM only queries the UNet at t <= 311 (matching loop) and t <= 101
     (refinement), so `low_t_fraction` of the timesteps are drawn from [0, low_t_max) and the rest
     uniformly from [0, T) (the latter keeps plain sampling from noise working). `cond`: the UNet's
-    condition channels (a model with `midms.unet_condition`)."""
+    condition channels (a model with `midms.unet_condition`). `texture`: (weight, n) adds weight times
+    `x0_texture_loss` on the first n samples."""
     diff = model.diff_model
     b = z.shape[0]
     t_all = torch.randint(0, diff.num_timesteps, (b,), generator=g)
     t_low = torch.randint(0, low_t_max, (b,), generator=g)
     t = torch.where(torch.rand(b, generator=g) < low_t_fraction, t_low, t_all).to(z.device)
     n = randn(z.shape, g, z.device)
-    eps = diff.eps(diff.q_sample(z, t, n), t, cond)
-    return F.mse_loss(eps, n)
+    x_t = diff.q_sample(z, t, n)
+    eps = diff.eps(x_t, t, cond)
+    loss = F.mse_loss(eps, n)
+    if texture is None or not texture[0]:
+        return loss
+    w, k = texture
+    return loss + w * x0_texture_loss(model, z[:k], x_t[:k], t[:k], eps[:k])
+
+
+def x0_texture_loss(model, z, x_t, t, eps):
+    """L_style (losses.style_loss: contextual loss on the autoencoder's feature levels) between the
+    UNet's x0 estimate, decoded as the sampler decodes (quantised, straight-through), and the decoded
+    target (not in the paper; ours). The eps-MSE makes the x0 estimate from the loop's noise levels
+    the mean of what the target could be: smoother than any target, and the full model's outputs,
+    which keep that estimate where the cycle check rejects the re-warp, lost held-out SWD to the
+    row without the mask (train/README.md). A contextual loss asks for the target's kind of
+    features, not their places."""
+    diff = model.diff_model
+    shape = (-1, 1, 1, 1)
+    x0 = (x_t - diff.sqrt_one_minus_alphas_cumprod[t].view(shape) * eps) / diff.sqrt_alphas_cumprod[t].view(shape)
+    with torch.no_grad():
+        f_ref = model.ae.features(model.ae.decode(z))
+    return style_loss(model.ae.features(model.ae.decode(x0)), f_ref)  # the quantiser is straight-through
 
 
 WARP_T_MAX = 260  # MIDM's loop starts at t = 249 (16 DDIM steps, the last quarter)
@@ -487,8 +509,9 @@ class ConditionedTargets:
     instead (warp_start_loss, self-reference pairs), from timesteps [`warp_t_min`, t_max or 260)."""
 
     def __init__(self, model, train, val, device, t_max=None, n_val=64, workers=0, seed=None, warp_share=0.0,
-                 warp_t_min=200):
+                 warp_t_min=200, texture=None):
         self.model, self.train, self.device, self.t_max = model, train, device, t_max
+        self.texture = texture
         self.workers, self.seed = workers, train.seed if seed is None else seed
         self.warp_share, self.warp_t = warp_share, (warp_t_min, t_max or WARP_T_MAX)
         self._loader = self._pairs = None  # made at the first draw, for its batch size
@@ -516,9 +539,10 @@ class ConditionedTargets:
                 self._loader = Loader(self.train, n, self.device, self.workers, self.seed, make="targets")
             batch = self._latents(self._loader.next())
         z, cond = batch
+        texture = self.texture if batch is not self.val else None  # validation stays the eps-MSE
         if self.t_max is None:
-            return diffusion_loss(self.model, z, g, cond=cond)
-        return diffusion_loss(self.model, z, g, low_t_fraction=1.0, low_t_max=self.t_max, cond=cond)
+            return diffusion_loss(self.model, z, g, cond=cond, texture=texture)
+        return diffusion_loss(self.model, z, g, low_t_fraction=1.0, low_t_max=self.t_max, cond=cond, texture=texture)
 
     def val_loss(self, g):
         return self.loss(None, g, self.val)
@@ -551,8 +575,11 @@ def train_unet(model, a, stage, train, val):
     gv = torch.Generator().manual_seed(7)
     # A UNet that sees the drawing trains on placed targets with their conditions (ConditionedTargets).
     conditioned = (ConditionedTargets(model, train, val, a.device, a.t_max, workers=a.workers,
-                                      seed=train.seed + 7 * step, warp_share=a.warp_share, warp_t_min=a.warp_t_min)
+                                      seed=train.seed + 7 * step, warp_share=a.warp_share, warp_t_min=a.warp_t_min,
+                                      texture=(a.x0_texture, a.x0_texture_n) if a.x0_texture else None)
                    if model.unet_condition else None)
+    if a.x0_texture and conditioned is None:
+        raise SystemExit("--x0-texture needs a UNet that sees the drawing (midms.unet_condition)")
     if a.warp_share > 0 and conditioned is None:
         raise SystemExit("--warp-share needs a UNet that sees the drawing (midms.unet_condition)")
     if conditioned is None:
@@ -700,6 +727,11 @@ def main():
     ap.add_argument("--warp-t-min", type=int, default=200,
                     help="--warp-share: the warp starts' timesteps are from [WARP_T_MIN, --t-max or 260) (200: the "
                          "setting measured; below, their x0 error outweighs the eps-MSE steps many times over)")
+    ap.add_argument("--x0-texture", type=float, default=0.0,
+                    help="unet with midms.unet_condition: weight of x0_texture_loss (contextual loss between the "
+                         "decoded x0 estimate and the decoded target) beside the eps-MSE")
+    ap.add_argument("--x0-texture-n", type=int, default=8,
+                    help="--x0-texture: on the first N samples of each batch (the decoder's backward is the cost)")
     a = ap.parse_args()
     if a.unet_condition and not a.seed_from:
         raise SystemExit("--unet-condition applies to a run seeded with --seed-from")

@@ -162,3 +162,47 @@ def test_warp_starts_ask_the_unet_for_the_target_from_the_samplers_own_start(tmp
         batches = ConditionedTargets(m, pb, pb, "cpu", t_max=260, n_val=4, warp_share=share)
         assert torch.isfinite(batches.loss(4, torch.Generator().manual_seed(3)))
         assert (batches._pairs is not None, batches._loader is None) == (pairs, pairs)
+
+
+def test_the_x0_texture_term_scores_the_decoded_estimate_against_the_decoded_target(tmp_path):
+    """`--x0-texture W`: the eps-MSE plus W times the contextual loss of the UNet's decoded x0
+    estimate against the decoded target, on the first N samples, with gradients into the UNet only;
+    validation stays the plain eps-MSE."""
+    import torch.nn.functional as F
+
+    from train.common import randn
+    from train.pairs import PairBatches
+    from train.train import ConditionedTargets, diffusion_loss, x0_texture_loss
+
+    _, _, m = seeded_conditioned(tmp_path)
+    (tmp_path / "data").mkdir()
+    d, _ = fake_set(tmp_path / "data")
+    pb = PairBatches(d, "train", size=32, seed=0)
+    z, cond = ConditionedTargets(m, pb, pb, "cpu", t_max=260, n_val=4).val
+    diff = m.diff_model
+    t = torch.full((4,), 200)
+    noise = randn(z.shape, torch.Generator().manual_seed(1), z.device)
+    x_t = diff.q_sample(z, t, noise)
+    # An estimate that is the target scores lower than the same target smoothed (what the eps-MSE
+    # makes of an uncertain x0): the term measures texture.
+    exact = x0_texture_loss(m, z, x_t, t, noise).item()
+    smooth = F.interpolate(F.avg_pool2d(z, 2), scale_factor=2, mode="bilinear")
+    a, s = diff.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1), diff.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1)
+    eps_smooth = (x_t - a * smooth) / s  # the eps whose x0 estimate is the smoothed target
+    assert exact < x0_texture_loss(m, z, x_t, t, eps_smooth).item()
+    # The weighted term is added on the first n samples, under the same draws as the plain loss.
+    m.train()
+    m.ae.requires_grad_(False)  # as the unet stage holds it
+    plain = diffusion_loss(m, z, torch.Generator().manual_seed(5), 1.0, 260, cond)
+    assert torch.equal(plain, diffusion_loss(m, z, torch.Generator().manual_seed(5), 1.0, 260, cond, (0.0, 2)))
+    with_tex = diffusion_loss(m, z, torch.Generator().manual_seed(5), 1.0, 260, cond, (0.5, 2))
+    assert with_tex.item() > plain.item() + 1e-4
+    # The term alone reaches the UNet: through the decoder and past the quantiser (straight-through).
+    (with_tex - plain).backward()
+    assert diff.model.diffusion_model.input_blocks[0][0].weight.grad.abs().sum() > 0
+    # Training batches carry it, validation does not.
+    batches = ConditionedTargets(m, pb, pb, "cpu", t_max=260, n_val=4, texture=(0.5, 2))
+    plain_val = ConditionedTargets(m, pb, pb, "cpu", t_max=260, n_val=4)
+    g = torch.Generator
+    assert batches.val_loss(g().manual_seed(7)).item() == plain_val.val_loss(g().manual_seed(7)).item()
+    assert batches.loss(4, g().manual_seed(3)).item() > plain_val.loss(4, g().manual_seed(3)).item()
