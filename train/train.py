@@ -580,6 +580,9 @@ def train_unet(model, a, stage, train, val):
                    if model.unet_condition else None)
     if a.x0_texture and conditioned is None:
         raise SystemExit("--x0-texture needs a UNet that sees the drawing (midms.unet_condition)")
+    if a.x0_texture and not a.t_max:
+        # From near-pure noise the x0 estimate is divided by sqrt(alpha_bar) down to 0.006: not an image.
+        raise SystemExit("--x0-texture needs --t-max (the sampler's noise levels, e.g. 260)")
     if a.warp_share > 0 and conditioned is None:
         raise SystemExit("--warp-share needs a UNet that sees the drawing (midms.unet_condition)")
     if conditioned is None:
