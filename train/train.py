@@ -446,6 +446,12 @@ def diffusion_loss(model, z, g=None, low_t_fraction=0.7, low_t_max=400, cond=Non
     return loss + w * x0_texture_loss(model, z[:k], x_t[:k], t[:k], eps[:k])
 
 
+def x0_from_eps(diff, x_t, t, eps):
+    """The x0 estimate of a noised latent x_t at timesteps t (one per sample) from the UNet's eps."""
+    shape = (-1, 1, 1, 1)
+    return (x_t - diff.sqrt_one_minus_alphas_cumprod[t].view(shape) * eps) / diff.sqrt_alphas_cumprod[t].view(shape)
+
+
 def x0_texture_loss(model, z, x_t, t, eps):
     """L_style (losses.style_loss: contextual loss on the autoencoder's feature levels) between the
     UNet's x0 estimate, decoded as the sampler decodes (quantised, straight-through), and the decoded
@@ -454,9 +460,7 @@ def x0_texture_loss(model, z, x_t, t, eps):
     which keep that estimate where the cycle check rejects the re-warp, lost held-out SWD to the
     row without the mask (train/README.md). A contextual loss asks for the target's kind of
     features, not their places."""
-    diff = model.diff_model
-    shape = (-1, 1, 1, 1)
-    x0 = (x_t - diff.sqrt_one_minus_alphas_cumprod[t].view(shape) * eps) / diff.sqrt_alphas_cumprod[t].view(shape)
+    x0 = x0_from_eps(model.diff_model, x_t, t, eps)
     with torch.no_grad():
         f_ref = model.ae.features(model.ae.decode(z))
     return style_loss(model.ae.features(model.ae.decode(x0)), f_ref)  # the quantiser is straight-through
@@ -492,10 +496,7 @@ def warp_start_loss(model, batch, g, t_min, t_max):
     z, warped, cond = warp_start(model, batch)
     t = torch.randint(t_min, t_max, (z.shape[0],), generator=g).to(z.device)
     x = diff.q_sample(warped, t, randn(z.shape, g, z.device))
-    eps = diff.eps(x, t, cond)
-    shape = (-1, 1, 1, 1)
-    x0 = (x - diff.sqrt_one_minus_alphas_cumprod[t].view(shape) * eps) / diff.sqrt_alphas_cumprod[t].view(shape)
-    return F.mse_loss(x0, z)
+    return F.mse_loss(x0_from_eps(diff, x, t, diff.eps(x, t, cond)), z)
 
 
 class ConditionedTargets:
