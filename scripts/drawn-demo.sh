@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Hand-drawn sketches (assets/drawn/: drawn with straight lines and ellipses, not the Canny edges of
-# any glyph) translated with three exemplars of assets/ at seed 0 -> weights/drawn.png. Each row:
+# any glyph) translated with three exemplars of assets/ at seed 0 -> OUT (default target/drawn-demo.png;
+# weights/drawn.png is the hand-drawn evaluation's sheet, scripts/drawn-eval.sh). Each row:
 # the sketch, then exemplar and output for each exemplar. Needs a release build and ImageMagick.
 set -eu
 bin=${MIDM_BIN:-target/release/midm}
-out=${1:-weights/drawn.png}
+out=${1:-target/drawn-demo.png}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tiles=()

@@ -1,10 +1,12 @@
 """Write the example sketches and exemplars of `assets/`: `python -m train.assets [--data train/data]`.
 
-All come from the validation split (never trained on). NAME_sketch.png is the condition exactly as
-the model sees it in training: the model's size (`--size`, default: the shipped model's, from
-weights/config.yaml), single channel, white (255) = edge on black (0), i.e. the Canny edge map of the
-target glyph (3 px lines). NAME_exemplar.png is a related validation glyph, RGB on white, same size.
-NAME_target.png is the glyph the sketch was drawn from (for comparison only).
+The pairs were chosen from model v1's validation split, which went by glyph name. The split now
+goes by emoji (`data.split_of_key`), and all of them but the zipper-mouth face are training emoji
+in some style, so the script says which split each glyph is in rather than requiring validation.
+NAME_sketch.png is the condition model v1 trained on: the model's size (`--size`, default: the
+shipped model's, from weights/config.yaml), single channel, white (255) = edge on black (0), i.e.
+the Canny edge map of the target glyph (3 px lines). NAME_exemplar.png is a related glyph, RGB on
+white, same size. NAME_target.png is the glyph the sketch was drawn from (for comparison only).
 """
 import argparse
 import os
@@ -39,7 +41,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     for name, trg, ex in PAIRS:
         i, j = names.index(trg), names.index(ex)
-        assert d["split"][i] == 1 and d["split"][j] == 1, f"{trg}/{ex} must be validation glyphs"
+        split = lambda k: "validation" if d["split"][k] == 1 else "training"
+        print(f"{name}: target {trg} ({split(i)}), exemplar {ex} ({split(j)})")
         Image.fromarray(d["edges"][i] * 255).save(os.path.join(a.out, f"{name}_sketch.png"))
         Image.fromarray(d["images"][j]).save(os.path.join(a.out, f"{name}_exemplar.png"))
         Image.fromarray(d["images"][i]).save(os.path.join(a.out, f"{name}_target.png"))

@@ -13,7 +13,7 @@ this feature network: L_perc is about 2, so 0.002 x L_perc is about 0.005 of a t
 one term that makes the warped *exemplar* look like the target does nothing, while L_style is
 12-17 and outweighs every other term by an order of magnitude (end-to-end runs with it drift
 towards copying the exemplar and away from the sketch). `--w-perc W` and `--w-style W` (train.py)
-set the two weights; the shipped model uses 1 and 0.1 (and `--unet-lr 0`), see weights/MODEL_CARD.md.
+set the two weights; the shipped model uses 1 and 0.1 (and `--unet-lr 0`), see docs/model-history.md.
 
 `--features vgg --vgg FILE` (train.py) computes L_perc and L_style on VGG16 features instead
 (relu1_2 .. relu4_2 of the HED model's trunk, train/vgg.py), with their own default weights below;

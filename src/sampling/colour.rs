@@ -13,7 +13,7 @@
 //! warped onto it; its lightness, so its edges and shading, stay the model's. Hand-drawn set,
 //! seeds 0 and 1: a*b* colour 0.249 -> 0.703, mean-colour distance 13.4 -> 6.5 a*b* units, IoU
 //! 0.871 unchanged, chamfer 1.72 -> 1.63 (model v1.6); with the colour temperature 0.001 (model
-//! v1.7) colour 0.772, chamfer 1.61 (weights/MODEL_CARD.md). The trainer computes the same
+//! v1.7) colour 0.772, chamfer 1.61 (docs/model-history.md). The trainer computes the same
 //! (`train/colour.py`, whose docstring has the formulas).
 //!
 //! A chroma the pixel's lightness cannot show comes back into sRGB by the model's

@@ -11,7 +11,7 @@
 //! with a model's `midms.background_latent` the cells outside the sketch then take that latent
 //! (the white background the UNet saw around every training glyph) instead of a warp of the photo.
 //! Model v1.3's networks on the hand-drawn set, seed 0: silhouette IoU 0.680 -> 0.793 with the
-//! restriction, 0.844 with the fill too (weights/MODEL_CARD.md, model v1.4). The trainer computes
+//! restriction, 0.844 with the fill too (docs/model-history.md, model v1.4). The trainer computes
 //! the same (`train.ops.restrict_to_regions`, `train.ops.fill_outside`).
 //!
 //! Two refinements (`midms.region_open_strokes`, `midms.region_keep_outside`; model v1.5): a
