@@ -11,7 +11,9 @@
 # scripts/prepare-gpu-carry.sh. DATA=DIR uses a data set already built (train.data --size 128);
 # DEVICE=cpu runs the same script on the CPU with a short budget, a dry run, so that no GPU minute
 # is spent on a bug in it (N_HELDOUT=8 DRAWN_SEEDS=0 shorten its scoring). UNET_S, SCORE_S: seconds
-# for the UNet stage and for scoring and packing; UNET_BATCH, E2E_BATCH, WORKERS (data processes).
+# for the UNet stage and for scoring and packing; UNET_BATCH, E2E_BATCH, WORKERS (data processes);
+# X0_TEXTURE, X0_TEXTURE_N: the UNet's texture term (`--x0-texture`; 0 turns it off), which brought
+# the full model's held-out SWD level with no mask and no refinement on the CPU (train/README.md).
 # Into $OUT: per candidate (e2e, unet, then base) its held-out and hand-drawn figures, and the
 # float16 weights of the trained ones in 15 MiB parts (cat them back together).
 . "$(dirname "$0")/gpu-common.sh"
@@ -38,7 +40,7 @@ common=(--data "$data" --device "$device" --threads "$threads" --steps 1000000 -
 
 python3 -m train.train unet --run "$runs/unet" --seed-from "$init" --unet-condition "${common[@]}" \
     --minutes "$(python3 -c "print($unet_s / 60)")" --batch "${UNET_BATCH:-64}" --lr 1e-4 --ema 0.999 --t-max 260 \
-    >"$out/unet.log" 2>&1
+    --x0-texture "${X0_TEXTURE:-0.01}" --x0-texture-n "${X0_TEXTURE_N:-16}" >"$out/unet.log" 2>&1
 log "unet stage exit $?"
 python3 -m train.export --run "$runs/unet" --out "$runs/x-unet" --dtype f16 >>"$out/unet.log" 2>&1 &&
     log "unet candidate exported" || log "unet export failed"
