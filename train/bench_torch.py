@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .config import corr_kwargs, default_config
 from .midm import MIDM, DdimSchedule
-from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, soft_warp
+from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, seg_input, soft_warp
 
 
 def official_config():
@@ -111,9 +111,11 @@ def stages(model, size, device):
     ae = model.ae
     latent = ae.encode(ex)
     hw = latent.shape[2:]
-    label_ds = downsample_label(cond, hw, model.label_downsample)
+    # seg_enc's input carries the fill channel for a model with label_fill, made outside the timed
+    # stage as `midm bench` makes it (`condition_on_grid`).
+    seg_in, label_ds = seg_input(cond, hw, model.label_downsample, model.label_fill)
     ref_label_ds = downsample_label(ex_label, hw, model.label_downsample)
-    trg_m = model.seg_enc(label_ds)
+    trg_m = model.seg_enc(seg_in)
     ref_m = model.real_enc(latent)
     trg_out = feature_normalize(model.theta(model.layer(torch.cat([trg_m, label_ds], 1))))
     ref_out = feature_normalize(model.phi(model.layer(torch.cat([ref_m, ref_label_ds], 1))))
@@ -121,7 +123,7 @@ def stages(model, size, device):
     t = torch.full((1,), 500, dtype=torch.long, device=device)
 
     def condition_side():
-        m = model.seg_enc(label_ds)
+        m = model.seg_enc(seg_in)
         return feature_normalize(model.theta(model.layer(torch.cat([m, label_ds], 1))))
 
     def exemplar_side():
