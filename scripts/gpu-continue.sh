@@ -12,8 +12,8 @@
 # DEVICE=cpu runs the same script on the CPU with a short budget, a dry run, so that no GPU minute
 # is spent on a bug in it (N_HELDOUT=8 DRAWN_SEEDS=0 shorten its scoring). UNET_S, SCORE_S: seconds
 # for the UNet stage and for scoring and packing; UNET_BATCH, E2E_BATCH, WORKERS (data processes);
-# X0_TEXTURE, X0_TEXTURE_N: the UNet's texture term (`--x0-texture`; 0 turns it off), which brought
-# the full model's held-out SWD level with no mask and no refinement on the CPU (train/README.md).
+# X0_TEXTURE, X0_TEXTURE_N: the UNet's texture term (`--x0-texture`; 0 turns it off), which narrowed
+# the full model's held-out SWD gaps to no mask and no refinement on the CPU (train/README.md).
 # Into $OUT: per candidate (e2e, unet, then base) its held-out and hand-drawn figures, and the
 # float16 weights of the trained ones in 15 MiB parts (cat them back together).
 . "$(dirname "$0")/gpu-common.sh"
