@@ -115,20 +115,20 @@ def stages(model, size, device):
     # stage as `midm bench` makes it (`condition_on_grid`).
     seg_in, label_ds = seg_input(cond, hw, model.label_downsample, model.label_fill)
     ref_label_ds = downsample_label(ex_label, hw, model.label_downsample)
-    trg_m = model.seg_enc(seg_in)
-    ref_m = model.real_enc(latent)
-    trg_out = feature_normalize(model.theta(model.layer(torch.cat([trg_m, label_ds], 1))))
-    ref_out = feature_normalize(model.phi(model.layer(torch.cat([ref_m, ref_label_ds], 1))))
-    corr = correlation(trg_out, ref_out)
-    t = torch.full((1,), 500, dtype=torch.long, device=device)
 
     def condition_side():
         m = model.seg_enc(seg_in)
-        return feature_normalize(model.theta(model.layer(torch.cat([m, label_ds], 1))))
+        return feature_normalize(model.theta(model.layer(torch.cat([m, label_ds], 1)))), m
 
     def exemplar_side():
         m = model.real_enc(latent)
         return feature_normalize(model.phi(model.layer(torch.cat([m, ref_label_ds], 1)))), feature_normalize(m)
+
+    # The later stages' inputs come from the timed stages themselves, so each is written once.
+    trg_out, trg_m = condition_side()
+    ref_out, _ = exemplar_side()
+    corr = correlation(trg_out, ref_out)
+    t = torch.full((1,), 500, dtype=torch.long, device=device)
 
     unet_cond = model.unet_cond(cond, latent.shape[2:])  # the drawing, for a UNet that sees it
 
