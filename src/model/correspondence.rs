@@ -104,19 +104,7 @@ fn conv(
     bias: bool,
 ) -> Result<Conv2d> {
     let weight = vb.get((cout, cin, k, k), "weight")?;
-    let bias = if bias {
-        Some(vb.get(cout, "bias")?)
-    } else {
-        None
-    };
-    Ok(Conv2d::new(
-        weight,
-        bias,
-        Conv2dConfig {
-            padding: pad,
-            ..Default::default()
-        },
-    ))
+    conv_with_weight(vb, weight, cout, pad, bias)
 }
 
 /// A spectral-norm conv in evaluation mode: `W = weight_orig / (u . (W_mat @ v))`, computed once.
@@ -136,20 +124,23 @@ fn sn_conv(
         .reshape((cout, cin * k * k))?
         .matmul(&v.unsqueeze(1)?)?;
     let sigma = u.unsqueeze(0)?.matmul(&wv)?.reshape(())?;
-    let weight = weight.broadcast_div(&sigma)?;
-    let bias = if bias {
-        Some(vb.get(cout, "bias")?)
-    } else {
-        None
+    conv_with_weight(vb, weight.broadcast_div(&sigma)?, cout, pad, bias)
+}
+
+/// A conv of `weight`, with the bias at `vb` when `bias`; stride 1, as every conv here.
+fn conv_with_weight(
+    vb: &VarBuilder,
+    weight: Tensor,
+    cout: usize,
+    pad: usize,
+    bias: bool,
+) -> Result<Conv2d> {
+    let bias = bias.then(|| vb.get(cout, "bias")).transpose()?;
+    let cfg = Conv2dConfig {
+        padding: pad,
+        ..Default::default()
     };
-    Ok(Conv2d::new(
-        weight,
-        bias,
-        Conv2dConfig {
-            padding: pad,
-            ..Default::default()
-        },
-    ))
+    Ok(Conv2d::new(weight, bias, cfg))
 }
 
 /// The effective (eval-mode) weight of a spectral-norm conv, for tests and tools.
