@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import corr_kwargs, default_config
-from .midm import MIDM, DdimSchedule
+from .midm import MIDM
 from .ops import correlation, downsample_label, fb_mask, fbcheck, feature_normalize, get_flow, seg_input, soft_warp
 
 
@@ -116,13 +116,15 @@ def stages(model, size, device):
     seg_in, label_ds = seg_input(cond, hw, model.label_downsample, model.label_fill)
     ref_label_ds = downsample_label(ex_label, hw, model.label_downsample)
 
+    # Both sides are the sampler's own code (MIDM.condition_feats / exemplar_feats), so the bench
+    # cannot drift from it again (it once fed seg_enc the line channel alone).
     def condition_side():
-        m = model.seg_enc(seg_in)
-        return feature_normalize(model.theta(model.layer(torch.cat([m, label_ds], 1)))), m
+        m, _, out = model.condition_feats(seg_in, label_ds)
+        return out, m
 
     def exemplar_side():
-        m = model.real_enc(latent)
-        return feature_normalize(model.phi(model.layer(torch.cat([m, ref_label_ds], 1)))), feature_normalize(m)
+        m, _, out = model.exemplar_feats(latent, ref_label_ds)
+        return out, feature_normalize(m)
 
     # The later stages' inputs come from the timed stages themselves, so each is written once.
     trg_out, trg_m = condition_side()

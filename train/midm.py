@@ -199,18 +199,28 @@ class MIDM(nn.Module):
         fg = exemplar_foreground(ref_img) if foreground is None else foreground
         return (target_cells(label, hw, open_strokes=self.region_open_strokes), region_cells(fg, hw))
 
+    def condition_feats(self, seg_in, label_ds, trace=None):
+        """F_X on the condition: (seg_enc's features, the shared layer's output, theta's normalised
+        matching features). `seg_in`, `label_ds`: `ops.seg_input`'s pair."""
+        m = self.seg_enc(seg_in, trace=trace, name="seg_enc")
+        lo = self.layer(torch.cat([m, label_ds], 1))
+        return m, lo, feature_normalize(self.theta(lo))
+
+    def exemplar_feats(self, feats, label_ds):
+        """F_Y on an autoencoder latent `feats` with its downsampled label: (real_enc's features, the
+        shared layer's output, phi's normalised matching features)."""
+        m = self.real_enc(feats)
+        lo = self.layer(torch.cat([m, label_ds], 1))
+        return m, lo, feature_normalize(self.phi(lo))
+
     def match(self, label, ref_feats, ref_label, trace=None, regions=None):
         """Initial matching. Returns dict with trg/ref matching feats, corr_ref, warped_ref_feat.
         `regions`: `self.regions(...)`, the restriction of region matching (None: none)."""
         hw = ref_feats.shape[2:]
         seg_in, label_ds = seg_input(label, hw, self.label_downsample, self.label_fill)
         ref_label_ds = downsample_label(ref_label, hw, self.label_downsample)
-        trg_m = self.seg_enc(seg_in, trace=trace, name="seg_enc")
-        ref_m = self.real_enc(ref_feats)
-        trg_lo = self.layer(torch.cat([trg_m, label_ds], 1))
-        ref_lo = self.layer(torch.cat([ref_m, ref_label_ds], 1))
-        trg_out = feature_normalize(self.theta(trg_lo))
-        ref_out = feature_normalize(self.phi(ref_lo))
+        trg_m, trg_lo, trg_out = self.condition_feats(seg_in, label_ds, trace)
+        ref_m, ref_lo, ref_out = self.exemplar_feats(ref_feats, ref_label_ds)
         corr = correlation(trg_out, ref_out)
         if regions is not None:
             corr = restrict_to_regions(corr, *regions)

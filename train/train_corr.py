@@ -19,7 +19,7 @@ from . import losses as L
 from .common import Clock, Dist, GuardedStep, Logger, WeightEma, autocast, edge_to_pm1, randn, save_grid
 from .config import CORR_NETS
 from .midm import DdimSchedule, ddim_step
-from .ops import (correlation, downsample_label, exemplar_foreground, fbcheck, feature_normalize, get_flow, region_cells,
+from .ops import (correlation, downsample_label, exemplar_foreground, fbcheck, get_flow, region_cells,
                   restrict_to_regions, seg_input, soft_warp, target_cells)
 
 TRAIN_DDIM_STEPS = 8
@@ -76,12 +76,9 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
     hw = src_feats.shape[2:]
     seg_in, label_ds = seg_input(label, hw, model.label_downsample, model.label_fill, batch.get("fill"))
     ref_label_ds = downsample_label(ref_label, hw, model.label_downsample)
-    trg_m = model.seg_enc(seg_in)
-    src_m = model.real_enc(src_feats)
-    ref_m = model.real_enc(ref_feats)
-    trg_out = feature_normalize(model.theta(model.layer(torch.cat([trg_m, label_ds], 1))))
-    src_out = feature_normalize(model.phi(model.layer(torch.cat([src_m, label_ds], 1))))
-    ref_out = feature_normalize(model.phi(model.layer(torch.cat([ref_m, ref_label_ds], 1))))
+    trg_m, _, trg_out = model.condition_feats(seg_in, label_ds)
+    src_m, _, src_out = model.exemplar_feats(src_feats, label_ds)
+    ref_m, _, ref_out = model.exemplar_feats(ref_feats, ref_label_ds)
     corr_src = correlation(trg_out, src_out)
     corr_ref = correlation(trg_out, ref_out)
     regions_src, regions_ref = training_regions(model, batch, hw)
