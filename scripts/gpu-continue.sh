@@ -15,10 +15,13 @@
 # X0_TEXTURE, X0_TEXTURE_N: the UNet's texture term (`--x0-texture`; 0 turns it off), which narrowed
 # the full model's held-out SWD gaps to no mask and no refinement on the CPU (train/README.md).
 # Into $OUT: per candidate (e2e, unet, then base) its held-out and hand-drawn figures, and the
-# float16 weights of the trained ones in 15 MiB parts (cat them back together).
+# float16 weights of the trained ones in 15 MiB parts (cat them back together): more files than the
+# device tool returns (8), so on a device run it through scripts/device-lease.sh, which packs them.
 . "$(dirname "$0")/gpu-common.sh"
 init=${init:-weights}
 runs=/tmp/midm-continue
+# A fresh start: a run folder left by an earlier call would be resumed, not continued from EXPORT.
+rm -rf "$runs"
 mkdir -p "$runs"
 threads=$(nproc)
 monitor_gpu "$out/gpu-util.csv" 5
@@ -32,10 +35,11 @@ if [ -z "$data" ]; then
 fi
 log "data ready"
 
-# Seconds kept for scoring and packing; the rest goes to training, half to each stage unless set.
+# Seconds kept for scoring and packing; the rest goes to training, 3/5 to the UNet (the held-out
+# gaps point at it) unless set.
 score_s=${SCORE_S:-150}
 train_s=$(($(left) - score_s))
-unet_s=${UNET_S:-$((train_s / 2))}
+unet_s=${UNET_S:-$((train_s * 3 / 5))}
 common=(--data "$data" --device "$device" --threads "$threads" --steps 1000000 --finish-on-timeout --workers "${WORKERS:-6}")
 
 python3 -m train.train unet --run "$runs/unet" --seed-from "$init" --unet-condition "${common[@]}" \
