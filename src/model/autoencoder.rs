@@ -123,11 +123,12 @@ impl AttnBlock {
         // (t = 4096) the whole score matrix is 67 MB, and the scaled copy and the softmax two
         // more: ~200 MB of the peak memory of encode and decode. Same arithmetic per row.
         let rows = ((1usize << 20) / t).clamp(1, t);
+        let q_t = transposed_for_row_chunks(&q, !x.device().is_cpu())?;
         let mut parts = Vec::with_capacity(t.div_ceil(rows));
         for i0 in (0..t).step_by(rows) {
-            let q = q.narrow(2, i0, rows.min(t - i0))?;
+            let q = q_t.narrow(1, i0, rows.min(t - i0))?;
             // w[i,j] = sum_c q[c,i] k[c,j], scaled after the product as the reference does.
-            let attn = (q.transpose(1, 2)?.matmul(&k)? * (self.channels as f64).powf(-0.5))?;
+            let attn = (q.matmul(&k)? * (self.channels as f64).powf(-0.5))?;
             let attn = softmax_last_dim(&attn)?;
             // out[c,i] = sum_j v[c,j] attn[i,j]; matmul reads the transposed view without a copy.
             parts.push(v.matmul(&attn.t()?)?);
@@ -135,6 +136,20 @@ impl AttnBlock {
         let out = Tensor::cat(&parts, 2)?;
         let out = self.proj_out.forward(&out)?.reshape((b, c, h, w))?;
         x + out
+    }
+}
+
+/// q [B, C, T] as [B, T, C], to be cut into row chunks that are a matmul's left operand. On the
+/// CPU a strided view (no copy; gemm reads any strides). cuBLAS, behind candle's CUDA matmul,
+/// takes a column-major operand only when its leading dimension is its own row count, which a
+/// chunk of the view is not (its stride is all T rows: "matmul is only supported for contiguous
+/// tensors" at the official size, T = 4096 in chunks of 256, on an H200): there one contiguous copy.
+fn transposed_for_row_chunks(q: &Tensor, copy: bool) -> Result<Tensor> {
+    let q_t = q.transpose(1, 2)?;
+    if copy {
+        q_t.contiguous()
+    } else {
+        Ok(q_t)
     }
 }
 
@@ -517,5 +532,43 @@ impl Autoencoder {
     /// Dtype of the decoder's weights (the encoder's are always float32).
     pub fn dtype(&self) -> DType {
         self.decoder.conv_out.weight().dtype()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// cuBLAS's rule for candle's CUDA matmul, left operand [.., m, k]: rows contiguous (strides
+    /// [k, 1]) or columns contiguous (strides [1, m]).
+    fn cublas_takes_lhs(x: &Tensor) -> bool {
+        let (m, k) = (x.dims()[x.rank() - 2], x.dims()[x.rank() - 1]);
+        let st = x.stride();
+        let (s_m, s_k) = (st[st.len() - 2], st[st.len() - 1]);
+        (s_k == 1 || k == 1) && (s_m == k || m == 1) || (s_k == m || k == 1) && (s_m == 1 || m == 1)
+    }
+
+    #[test]
+    fn query_chunks_have_a_layout_cublas_takes_and_the_same_scores() -> Result<()> {
+        // The official size's shape: T = 4096 positions in chunks of 256, q the first third of qkv.
+        let (c, t, rows) = (8, 4096, 256);
+        let dev = Device::Cpu;
+        let qkv = Tensor::randn(0f32, 1.0, (1, 3 * c, t), &dev)?;
+        let (q, k) = (qkv.narrow(1, 0, c)?, qkv.narrow(1, c, c)?);
+        let view = transposed_for_row_chunks(&q, false)?.narrow(1, rows, rows)?;
+        let copy = transposed_for_row_chunks(&q, true)?.narrow(1, rows, rows)?;
+        assert!(
+            !cublas_takes_lhs(&view),
+            "the CPU view is the layout cuBLAS refused"
+        );
+        assert!(cublas_takes_lhs(&copy));
+        let diff = (view.matmul(&k)? - copy.matmul(&k)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff <= 1e-5, "chunk scores differ by {diff}");
+        Ok(())
     }
 }
