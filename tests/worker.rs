@@ -587,3 +587,28 @@ fn steps_of_a_colour_transfer_model_are_shown_in_the_final_colours() {
         "preview chroma off by {mean} over {n} pixels"
     );
 }
+
+/// `shutdown` stops the thread that holds the model (the editor's exit, `bench --worker`'s end):
+/// after a finished run and while a run is going, the thread ends within the wait; once it has
+/// ended, a second call has nothing to wait for.
+#[test]
+fn shutdown_ends_the_worker_thread() {
+    let (mut w, size, nc) = worker_with_model();
+    let g = w.run(request(size as u32, nc, 1, false));
+    collect(&w, |e| is_end(e, g));
+    assert!(w.shutdown(Duration::from_secs(30)));
+    assert!(w.shutdown(Duration::ZERO));
+
+    let (mut w, size, nc) = worker_with_model();
+    let g = w.run(request(size as u32, nc, 1, false));
+    collect(
+        &w,
+        |e| matches!(e, WorkerEvent::Step { generation, .. } if *generation == g),
+    );
+    let t0 = Instant::now();
+    assert!(
+        w.shutdown(Duration::from_secs(30)),
+        "a running worker did not stop"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+}

@@ -155,5 +155,11 @@ pub fn bench_worker(
     }
     bench.cancel = cancelled_at.elapsed();
     bench.after_cancel = timed_run(&w, request)?.1;
+    let mut w = w;
+    if !w.shutdown(TIMEOUT) {
+        return Err(Error::Invalid(format!(
+            "the worker did not stop in {TIMEOUT:?}"
+        )));
+    }
     Ok(bench)
 }

@@ -568,6 +568,14 @@ impl eframe::App for MidmApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         self.save_to(storage);
     }
+
+    fn on_exit(&mut self) {
+        // The model is dropped on the worker thread, not torn down under it at exit; a run
+        // that does not reach a cancel point in time is left to the exit.
+        if !self.worker.shutdown(Duration::from_secs(2)) {
+            tracing::warn!("the worker was still running at exit");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -434,6 +434,29 @@ impl WorkerHandle {
         // A dead thread is noticed by `ensure_alive`; the request is lost with it.
         let _ = self.requests.send(request);
     }
+
+    /// Cancel, stop the worker thread and wait up to `wait` for it to end, so that the model and
+    /// its device tensors are dropped on the worker thread before the process exits: a CUDA
+    /// process whose worker still held them at exit ended in a segmentation fault after its
+    /// last output (`bench --worker` on an H200, 2026-12-04). True if the thread ended in time.
+    pub fn shutdown(&mut self, wait: Duration) -> bool {
+        self.cancel();
+        self.send(Request::Shutdown);
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        let deadline = Instant::now() + wait;
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                // Left running: a run on a big model may take a while to reach a cancel point.
+                self.thread = Some(thread);
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = thread.join();
+        true
+    }
 }
 
 impl Drop for WorkerHandle {
