@@ -14,7 +14,8 @@
 # for the UNet stage and for scoring and packing; UNET_BATCH, E2E_BATCH, WORKERS (data processes);
 # X0_TEXTURE, X0_TEXTURE_N: the UNet's texture term (`--x0-texture`; 0 turns it off), which narrowed
 # the full model's held-out SWD gaps to no mask and no refinement on the CPU (train/README.md).
-# Into $OUT: per candidate (e2e, unet, then base) its held-out and hand-drawn figures, and the
+# Into $OUT: per candidate (e2e and unet, side by side; base with SCORE_BASE=1) its hand-drawn and
+# held-out figures, and the
 # float16 weights of the trained ones in 15 MiB parts (cat them back together): more files than the
 # device tool returns (8), so on a device run it through scripts/device-lease.sh, which packs them.
 . "$(dirname "$0")/gpu-common.sh"
@@ -37,7 +38,7 @@ log "data ready"
 
 # Seconds kept for scoring and packing; the rest goes to training, 3/5 to the UNet (the held-out
 # gaps point at it) unless set.
-score_s=${SCORE_S:-150}
+score_s=${SCORE_S:-200}
 train_s=$(($(left) - score_s))
 unet_s=${UNET_S:-$((train_s * 3 / 5))}
 common=(--data "$data" --device "$device" --threads "$threads" --steps 1000000 --finish-on-timeout --workers "${WORKERS:-6}")
@@ -65,22 +66,26 @@ for s in unet e2e; do
     [ -f "$runs/$s/$s/losses.csv" ] && cp "$runs/$s/$s/losses.csv" "$out/$s.losses.csv"
 done
 
-# Scored trained candidates first: the base model's figures are known from the CPU.
-for c in e2e unet base; do
-    w="$runs/x-$c"
-    [ "$c" = base ] && w=$init
-    [ -f "$w/model.safetensors" ] || continue
-    [ "$(left)" -gt 25 ] || { log "no time left to score $c"; break; }
-    timeout "$(($(left) - 20))" python3 -m train.evaluate --weights "$w" --data "$data" --pairs heldout --n "${N_HELDOUT:-256}" \
-        --seeds 0 --threads "$threads" --device "$device" --bootstrap 20 \
-        --variants full no_refinement no_mask no_interleaving --json "$out/$c.heldout.json" >"$out/$c.heldout.log" 2>&1
-    log "$c held-out exit $?"
-    [ "$(left)" -gt 25 ] || break
-    timeout "$(($(left) - 20))" python3 -m train.drawn_eval --weights "$w" --seeds ${DRAWN_SEEDS:-0 1} --threads "$threads" \
-        --device "$device" --variants full no_interleave no_mask no_refine --json "$out/$c.drawn.json" \
-        >"$out/$c.drawn.log" 2>&1
-    log "$c hand-drawn exit $?"
+# The candidates are scored side by side, each in its own process on the GPU: one after the other
+# they did not fit (2026-12-04, H200: 256 held-out pairs with four variants ran out of 150 s; both
+# candidates side by side with three variants took 154 s, the hand-drawn set 7 s each). The shipped
+# model's figures are known from the CPU; SCORE_BASE=1 scores it too.
+half=$((threads > 1 ? threads / 2 : 1))
+score() { # name weights
+    timeout "$(($(left) - 20))" python3 -m train.drawn_eval --weights "$2" --seeds ${DRAWN_SEEDS:-0 1} \
+        --threads "$half" --device "$device" --variants full no_interleave no_mask no_refine \
+        --json "$out/$1.drawn.json" >"$out/$1.drawn.log" 2>&1
+    log "$1 hand-drawn exit $?"
+    timeout "$(($(left) - 20))" python3 -m train.evaluate --weights "$2" --data "$data" --pairs heldout \
+        --n "${N_HELDOUT:-256}" --seeds 0 --threads "$half" --device "$device" --bootstrap 20 \
+        --variants full no_refinement no_mask --json "$out/$1.heldout.json" >"$out/$1.heldout.log" 2>&1
+    log "$1 held-out exit $?"
+}
+for c in e2e unet; do
+    [ -f "$runs/x-$c/model.safetensors" ] && score "$c" "$runs/x-$c" &
 done
+[ -n "${SCORE_BASE:-}" ] && score base "$init" &
+wait
 for c in unet e2e; do
     [ -f "$runs/x-$c/model.safetensors" ] || continue
     cp "$runs/x-$c/config.yaml" "$out/$c.config.yaml"

