@@ -11,6 +11,8 @@
 # 3. scripts/gpu-continue.sh continues the shipped model for the rest of the budget, and
 # 4. packs everything for the device tool's return limit (8 files of 16 MiB): results.tar.gz.part-* (all
 #    reports, logs, scores and images) and the candidates' float16 weights in 15 MiB parts.
+# Back here, before shipping a candidate: `python -m train.merge --base weights --trained CANDIDATE --out
+# DIR` keeps the tensors the run did not train at their float32 values (float16 rounds them all).
 # What travels must stay under the device tool's 64 MiB: the binary (13 MB), .carry/ without its
 # VGG file (19 MB) and the weights (35 MB) do not fit beside tests/ and docs/. So the weights travel
 # xz-compressed in .lease/ (scripts/prepare-gpu-carry.sh writes it), and for the call tests/, docs/,
