@@ -605,10 +605,8 @@ fn shutdown_ends_the_worker_thread() {
         &w,
         |e| matches!(e, WorkerEvent::Step { generation, .. } if *generation == g),
     );
-    let t0 = Instant::now();
     assert!(
         w.shutdown(Duration::from_secs(30)),
         "a running worker did not stop"
     );
-    assert!(t0.elapsed() < Duration::from_secs(30));
 }

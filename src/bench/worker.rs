@@ -115,7 +115,7 @@ pub fn bench_worker(
     // The editor's thread rule, so that this times what the editor runs (without its window,
     // whose core then idles).
     let threads = crate::worker::editor_sampler_threads();
-    let w = WorkerHandle::spawn_with(Some(threads), |_| {});
+    let mut w = WorkerHandle::spawn_with(Some(threads), |_| {});
     let t0 = Instant::now();
     w.install(model, model_path, device);
     while !matches!(next_event(&w, t0)?, WorkerEvent::ModelLoaded(_)) {}
@@ -155,7 +155,6 @@ pub fn bench_worker(
     }
     bench.cancel = cancelled_at.elapsed();
     bench.after_cancel = timed_run(&w, request)?.1;
-    let mut w = w;
     if !w.shutdown(TIMEOUT) {
         return Err(Error::Invalid(format!(
             "the worker did not stop in {TIMEOUT:?}"

@@ -445,6 +445,7 @@ impl WorkerHandle {
         let Some(thread) = self.thread.take() else {
             return true;
         };
+        // std has no join with a timeout: poll the thread's end until the deadline.
         let deadline = Instant::now() + wait;
         while !thread.is_finished() {
             if Instant::now() >= deadline {
