@@ -34,7 +34,7 @@ start=$(date +%s)
 left() { echo $((${CHECK_S:-480} - ($(date +%s) - start))); }
 mkdir -p "$out" "$out/images"
 if [ ! -x "$bin" ] && [ -f "$bin.xz" ]; then
-    "$python" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$bin.xz" "$bin"
+    "$python" scripts/unxz.py "$bin.xz" "$bin"
     chmod +x "$bin"
 fi
 export PYTHONUNBUFFERED=1

@@ -34,8 +34,7 @@ rm -rf "$work"
 # The shipped weights may travel compressed (.lease/model.safetensors.xz, with its sha256): the
 # working tree that travels is capped at 64 MiB, and the weights, the binary and .carry/ nearly fill it.
 if [ ! -f weights/model.safetensors ] && [ -f .lease/model.safetensors.xz ]; then
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-        .lease/model.safetensors.xz weights/model.safetensors
+    python3 scripts/unxz.py .lease/model.safetensors.xz weights/model.safetensors
     sha256sum -c .lease/model.sha256 || exit 1
 fi
 mkdir -p "$work/check" "$work/continue" "$final"
