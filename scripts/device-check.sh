@@ -18,6 +18,12 @@
 #     PyTorch on the same GPU and weights;
 #   official: the same at the official CelebA-HQ size (random weights, whole translations timed),
 #     in OFFICIAL_PRECISIONS (default f32 f16).
+# Two more parts, not in the default list (name them in PARTS):
+#   norms: `midm bench` in f32 and f16 with the norms as candle-nn's fused layer norm (the default
+#     off the CPU, `kernels::rows_norm`) and as the composite ops (`MIDM_NORM=composite`), in turns;
+#   profile: one shipped-model translation (f32, cat pair) under Nsight Compute, every kernel's
+#     GPU time (`ncu --metrics gpu__time_duration.sum`), summed per kernel name by
+#     scripts/ncu_summary.py: launches, GPU-busy time against the translation's wall time.
 #
 # MIDM_BIN and MIDM_DEVICE override the binary and the device; with MIDM_DEVICE=cpu, a CPU build
 # and MIDM_SKIP_OFFICIAL=1 (the official size takes minutes per translation on a CPU) the script
@@ -125,6 +131,33 @@ part_official() {
         "$bin" bench --device "$device" --precision "$prec" --runs "$runs" --official-only \
             --official-whole --compare-torch --torch-dir . --python "$python" 2>&1
     done
+}
+
+part_norms() {
+    for prec in f32 f16; do
+        for mode in rows composite rows composite; do
+            echo "-- $prec, norms: $mode"
+            export MIDM_NORM=$mode
+            "$bin" bench --device "$device" --precision "$prec" --runs "$runs" 2>&1 | grep -E 'whole|UNet|decode|encode'
+        done
+    done
+}
+
+part_profile() {
+    local ncu
+    ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+    [ -z "$ncu" ] && { echo "no ncu on this machine"; return 1; }
+    "$ncu" --version | tail -n 1
+    # The same translation unprofiled first: its wall time is what the kernels' sum is set against.
+    /usr/bin/time -f "wall %e s (translate, unprofiled, including the model load)" \
+        "$bin" translate --device "$device" --precision f32 --seed 0 --condition assets/cat_sketch.png \
+        --exemplar assets/cat_exemplar.png --out "$out/profile-cat.png" 2>&1 | grep -v wrote
+    "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
+        --log-file "$out/ncu-raw.csv" "$bin" translate --device "$device" --precision f32 --seed 0 \
+        --condition assets/cat_sketch.png --exemplar assets/cat_exemplar.png --out "$out/profile-cat.png" 2>&1 | tail -n 3
+    "$python" scripts/ncu_summary.py "$out/ncu-raw.csv" --top 40
+    # The raw table can be over the return limit; the summary is what comes back.
+    xz -6 -T0 "$out/ncu-raw.csv" 2>/dev/null || rm -f "$out/ncu-raw.csv"
 }
 
 for part in $parts; do

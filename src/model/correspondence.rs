@@ -9,6 +9,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::kernels::activations::{instance_norm_cpu, Act};
+use super::kernels::rows_norm;
 use super::kernels::spade::spade_modulate_cpu;
 use super::layers::Conv2d;
 use super::ops::{center_and_normalize, interpolate_nearest};
@@ -73,8 +74,12 @@ fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
     candle_nn::ops::leaky_relu(x, slope as f64)
 }
 
-/// The tensor-op [`instance_norm`] (other devices and dtypes).
+/// [`instance_norm`] off the CPU f32 path: candle-nn's fused layer norm over the rows
+/// `[b * c, h * w]` on other devices ([`rows_norm`]), else the tensor ops.
 fn instance_norm_composite(x: &Tensor) -> Result<Tensor> {
+    if rows_norm::enabled_for(x) {
+        return rows_norm::instance_norm(x, NORM_EPS);
+    }
     let (b, c, h, w) = x.dims4()?;
     let flat = x.reshape((b, c, h * w))?;
     let mean = flat.mean_keepdim(2)?;

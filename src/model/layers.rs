@@ -6,6 +6,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
 pub use super::kernels::conv::Conv2d;
+use super::kernels::rows_norm;
 
 /// GroupNorm with 32 groups and affine parameters, as both LDM networks use it
 /// (`eps` is 1e-6 in the autoencoder's `Normalize`, 1e-5 in the UNet's `GroupNorm32`).
@@ -24,10 +25,13 @@ pub fn group_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm
             .to_dtype(candle_core::DType::F32)?
             .to_vec1::<f32>()
     };
+    // Shaped for broadcasting over [b, c, h, w] on other devices (`kernels::rows_norm`).
+    let per_channel = |name: &str| vb.get(channels, name)?.reshape((1, channels, 1, 1));
     Ok(GroupNorm {
         inner,
         weight: host("weight")?,
         bias: host("bias")?,
+        per_channel: (per_channel("weight")?, per_channel("bias")?),
         groups: GROUPS,
         eps,
     })
@@ -40,6 +44,7 @@ pub struct GroupNorm {
     inner: candle_nn::GroupNorm,
     weight: Vec<f32>,
     bias: Vec<f32>,
+    per_channel: (Tensor, Tensor),
     groups: usize,
     eps: f64,
 }
@@ -65,9 +70,19 @@ impl GroupNorm {
         )?;
         match fast {
             Some(y) => Ok(y),
+            None if x.rank() >= 3 && rows_norm::enabled_for(x) => self.by_rows(x, with_silu),
             None if with_silu => silu(&self.inner.forward(x)?),
             None => self.inner.forward(x),
         }
+    }
+
+    /// The norm through candle-nn's fused layer norm ([`rows_norm`]), for `[b, c, ..]` inputs.
+    fn by_rows(&self, x: &Tensor, with_silu: bool) -> Result<Tensor> {
+        // [b, c, rest..] as [b, c, n, 1], which the [1, c, 1, 1] affine broadcasts over.
+        let dims = x.dims();
+        let x4 = x.reshape((dims[0], dims[1], dims[2..].iter().product::<usize>(), 1))?;
+        let (weight, bias) = &self.per_channel;
+        rows_norm::group_norm(&x4, self.groups, self.eps, weight, bias, with_silu)?.reshape(dims)
     }
 }
 
@@ -177,4 +192,43 @@ pub use super::kernels::activations::{silu, softmax_last_dim};
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     x.upsample_nearest2d(2 * h, 2 * w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// The fused-layer-norm route (taken off the CPU) gives candle-nn's GroupNorm for the UNet's
+    /// [b, c, h, w] inputs and its attention's [b, c, t] ones, with and without SiLU.
+    #[test]
+    fn group_norm_by_rows_matches_candle_nn_at_ranks_3_and_4() -> Result<()> {
+        let dev = Device::Cpu;
+        let c = 64;
+        let tensors = std::collections::HashMap::from([
+            ("weight".to_string(), Tensor::randn(1f32, 0.3, c, &dev)?),
+            ("bias".to_string(), Tensor::randn(0f32, 0.3, c, &dev)?),
+        ]);
+        let norm = group_norm(c, 1e-5, VarBuilder::from_tensors(tensors, DType::F32, &dev))?;
+        for shape in [vec![2, c, 6, 5], vec![1, c, 49]] {
+            let x = ((Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)? * 3.0)? - 2.0)?;
+            let want = norm.inner.forward(&x)?;
+            for with_silu in [false, true] {
+                let want = if with_silu {
+                    silu(&want)?
+                } else {
+                    want.clone()
+                };
+                let got = norm.by_rows(&x, with_silu)?;
+                assert_eq!(got.dims(), x.dims());
+                let diff = (got - want)?
+                    .abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{shape:?} silu {with_silu}: {diff}");
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,13 +1,16 @@
 //! The CPU f32 kernels that replace candle's where `perf` showed them slow (each file says
-//! how much), and the threading rule they share. Other devices and dtypes use candle's ops.
+//! how much), and the threading rule they share. Other devices and dtypes use candle's ops,
+//! the norms through candle-nn's fused layer norm ([`rows_norm`]).
 //!
 //! - [`activations`]: SiLU, softmax and GroupNorm(+SiLU) with a vectorising exp;
 //! - [`conv`]: `Conv2d` with a banded NCHW im2col + GEMM;
+//! - [`rows_norm`]: GroupNorm and InstanceNorm on other devices, fewer launches;
 //! - [`spade`]: SPADE's modulated positional norm;
 //! - [`transpose`]: a column range of a matrix, transposed (the cycle check's other softmax);
 //! - `winograd`: 3x3 stride-1 convs by F(2x2, 3x3), called by [`conv`].
 pub mod activations;
 pub mod conv;
+pub mod rows_norm;
 pub mod spade;
 pub mod transpose;
 mod winograd;
