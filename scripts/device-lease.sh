@@ -7,7 +7,7 @@
 #   bash scripts/device-lease.sh SECONDS     # e.g. 570 inside a 600 s device call
 #
 # 1. builds the training data in the background (niced, 6 of the machine's cores) while
-# 2. scripts/device-check.sh runs its parts for CHECK_S seconds (default 180), then
+# 2. scripts/device-check.sh runs its parts (PARTS, below) for CHECK_S seconds (default 240), then
 # 3. scripts/gpu-continue.sh continues the shipped model for the rest of the budget, and
 # 4. packs everything for the device tool's return limit (8 files of 16 MiB): results.tar.gz.part-* (all
 #    reports, logs, scores and images) and the candidates' float16 weights in 15 MiB parts.
@@ -47,7 +47,11 @@ data=${DATA:-/tmp/midm-data}
     echo "data exit $? at +$(($(date +%s) - start)) s" >>"$work/data.log") &
 data_pid=$!
 
-OUT=$work/check CHECK_S=${CHECK_S:-180} MIDM_RUNS=${MIDM_RUNS:-5} bash scripts/device-check.sh >"$work/check.log" 2>&1
+# The next lease's check (2026-12-04): the translations (the norms now take candle-nn's fused layer
+# norm off the CPU), the official size (fixed since it failed), the worker (its exit), the norms side
+# by side and a kernel profile; the batch and PyTorch parts ran on 2026-12-04 (docs/gpu-runs).
+OUT=$work/check CHECK_S=${CHECK_S:-240} MIDM_RUNS=${MIDM_RUNS:-5} PARTS=${PARTS:-translate official worker norms profile} \
+    bash scripts/device-check.sh >"$work/check.log" 2>&1
 echo "check done at +$(($(date +%s) - start)) s" | tee -a "$work/check.log"
 wait "$data_pid"
 tail -n 3 "$work/data.log"
@@ -61,5 +65,5 @@ mv "$work"/continue/*.part-* "$final"/ 2>/dev/null
 # In 15 MiB parts too (usually one): `cat results.tar.gz.part-* | tar xz`.
 tar czf - -C "$work" . | split -b 15M - "$final/results.tar.gz.part-"
 ls -la "$final"
-cat "$work/check/compare.txt" "$work/check/batch.txt" 2>/dev/null | grep -vE '^(wrote|  )' | tail -n 40
+cat "$work/check/compare.txt" "$work/check/batch.txt" "$work/check/profile.txt" 2>/dev/null | grep -vE '^(wrote|  )' | tail -n 60
 cat "$work/continue/steps.log" 2>/dev/null
