@@ -7,6 +7,7 @@ scripts/device-check.sh's `profile` part to tell launch-bound from arithmetic-bo
 
 import argparse
 import csv
+import os
 import re
 import sys
 from collections import defaultdict
@@ -17,6 +18,8 @@ METRIC = "gpu__time_duration.sum"
 
 def read_rows(path):
     """The CSV's rows from its header on (ncu may write ==PROF== lines before it)."""
+    if not os.path.exists(path):
+        sys.exit(f"{path}: no such file (ncu wrote no CSV: see its messages above)")
     with open(path, newline="", errors="replace") as f:
         lines = f.readlines()
     start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)

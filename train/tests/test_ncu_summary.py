@@ -48,3 +48,8 @@ def test_no_header_is_an_error(tmp_path):
     p.write_text("==ERROR== Failed to initialize the profiler\n")
     with pytest.raises(SystemExit):
         ncu_summary.read_rows(p)
+
+
+def test_a_missing_file_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="no such file"):
+        ncu_summary.read_rows(tmp_path / "absent.csv")
