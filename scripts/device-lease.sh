@@ -50,7 +50,7 @@ data_pid=$!
 # The next lease's check (2026-12-04): the translations (the norms now take candle-nn's fused layer
 # norm off the CPU), the official size (fixed since it failed), the worker (its exit), the norms side
 # by side and a kernel profile; the batch and PyTorch parts ran on 2026-12-04 (docs/gpu-runs).
-OUT=$work/check CHECK_S=${CHECK_S:-240} MIDM_RUNS=${MIDM_RUNS:-5} PARTS=${PARTS:-translate official worker norms profile} \
+OUT=$work/check CHECK_S=${CHECK_S:-240} MIDM_RUNS=${MIDM_RUNS:-5} PARTS=${PARTS:-translate official profile norms worker} \
     bash scripts/device-check.sh >"$work/check.log" 2>&1
 echo "check done at +$(($(date +%s) - start)) s" | tee -a "$work/check.log"
 wait "$data_pid"
