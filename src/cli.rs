@@ -94,6 +94,8 @@ pub struct ModelArgs {
     #[arg(long = "model")]
     pub path: Option<PathBuf>,
     /// cpu or cuda[:N].
+    // The doc comment is the --help text: its brackets are notation, not rustdoc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Number format of the UNet and autoencoder (matching always runs in f32). Half precision
@@ -272,6 +274,7 @@ pub struct BatchArgs {
     /// Manifest: CSV with a header (condition,exemplar[,exemplar_label][,seed][,output]) or
     /// JSON Lines (one object per line with those keys). Relative paths are relative to the
     /// manifest's folder. Not with --grid.
+    #[allow(rustdoc::broken_intra_doc_links)] // --help text, as above
     #[arg(required_unless_present = "grid", conflicts_with = "grid")]
     pub manifest: Option<PathBuf>,
     /// Every sketch with every exemplar and every seed (--sketches, --exemplars, --seeds);

@@ -37,7 +37,7 @@ pub fn classify(entries: &[TensorEntry]) -> Option<WeightsKind> {
     }
 }
 
-/// Groups of keys dropped on purpose (as named in the [`LoadReport`]).
+/// Groups of keys dropped on purpose (as named in the [`LoadReport`](super::report::LoadReport)).
 pub const DROP_SAMPLER: &str = "diffusion_sampler.* (the DDIM sampler's duplicate and buffers)";
 pub const DROP_EMA: &str = "model_ema.* (EMA copy of the UNet, unused by MIDMs inference)";
 pub const DROP_SCHEDULE: &str = "DDPM schedule buffers (recomputed from the config)";

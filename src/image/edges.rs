@@ -40,7 +40,7 @@ impl Default for CannyParams {
 
 impl CannyParams {
     /// The shipped single-channel model's data (`train/data.py`): scikit-image Canny with
-    /// thresholds 0.05 / 0.15 of a [0,1] luminance, then a 3x3 dilation (3 px lines, as the
+    /// thresholds 0.05 / 0.15 of a `[0,1]` luminance, then a 3x3 dilation (3 px lines, as the
     /// training labels at 64x64 and 128x128).
     pub fn edge_model() -> Self {
         Self {
@@ -51,7 +51,7 @@ impl CannyParams {
     }
 
     /// The CelebA-HQ edge label (`celebahqedge_dataset.py`): scikit-image's default thresholds
-    /// (0.1 / 0.2 of a [0,1] image), 1 px edges.
+    /// (0.1 / 0.2 of a `[0,1]` image), 1 px edges.
     pub fn celeba() -> Self {
         Self {
             low: 0.1 * 255.0,

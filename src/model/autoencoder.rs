@@ -374,7 +374,7 @@ impl VectorQuantizer {
         })
     }
 
-    /// `z` [B,C,h,w] -> (quantised [B,C,h,w], indices [B,h,w] as u32).
+    /// `z` `[B,C,h,w]` -> (quantised `[B,C,h,w]`, indices `[B,h,w]` as u32).
     ///
     /// d_j = sum(z^2) + sum(e_j^2) - 2 z.e_j, idx = argmin_j d_j, and the output is the
     /// straight-through form z + (e_idx - z) evaluated in the input dtype, which can differ from
@@ -467,7 +467,7 @@ impl Autoencoder {
         })
     }
 
-    /// Image [B,3,H,W] in [-1,1] -> continuous latent [B,embed_dim,h,w] (no quantisation).
+    /// Image `[B,3,H,W]` in [-1,1] -> continuous latent `[B,embed_dim,h,w]` (no quantisation).
     /// KL models return the posterior mean (the first `embed_dim` moments). Input and output are
     /// in the caller's dtype; the networks run in the weights' dtype.
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
@@ -508,7 +508,7 @@ impl Autoencoder {
             .to_dtype(z.dtype())
     }
 
-    /// VQ models only: (quantised latent, codebook indices [B,h,w] u32).
+    /// VQ models only: (quantised latent, codebook indices `[B,h,w]` u32).
     pub fn quantize(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
         match &self.quantize {
             Some(vq) => {

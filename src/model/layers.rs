@@ -86,7 +86,7 @@ impl GroupNorm {
     }
 }
 
-/// A `k x k` Conv2d with bias (`weight` [out,in,k,k], `bias` [out]).
+/// A `k x k` Conv2d with bias (`weight` `[out,in,k,k]`, `bias` `[out]`).
 pub fn conv2d(
     in_channels: usize,
     out_channels: usize,
@@ -108,7 +108,7 @@ pub fn conv3x3(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Resul
     conv2d(in_channels, out_channels, 3, 1, 1, vb)
 }
 
-/// A Linear layer with bias (`weight` [out,in], `bias` [out]).
+/// A Linear layer with bias (`weight` `[out,in]`, `bias` `[out]`).
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     candle_nn::linear(in_dim, out_dim, vb)
 }

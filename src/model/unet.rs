@@ -343,7 +343,7 @@ impl UNetModel {
         })
     }
 
-    /// eps prediction for latent `x` [B,C,h,w] at integer timesteps `t` [B] (u32/i64/f32).
+    /// eps prediction for latent `x` `[B,C,h,w]` at integer timesteps `t` `[B]` (u32/i64/f32).
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         self.forward_with_taps(x, t, &mut |_, _| {})
     }

@@ -207,7 +207,7 @@ pub struct Regions {
 
 impl Regions {
     /// `target`, `exemplar`: cells from [`target_cells`] and [`exemplar_cells`]; `background`:
-    /// the model's `midms.background_latent` ([C]), if it has one; `keep_outside`: its
+    /// the model's `midms.background_latent` (`[C]`), if it has one; `keep_outside`: its
     /// `midms.region_keep_outside`.
     pub fn new(
         target: &Tensor,

@@ -1,7 +1,7 @@
 //! The editor window: the panels' layout, keyboard shortcuts, and the dispatch of what the
-//! panels ask for ([`Action`]) to the worker, the file dialogs and the disk. All model work
-//! happens on the worker thread; files and runs are in [`super::actions`], the worker's events
-//! in [`super::events`].
+//! panels ask for (`Action`) to the worker, the file dialogs and the disk. All model work
+//! happens on the worker thread; files and runs are in `super::actions`, the worker's events
+//! in `super::events`.
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -40,7 +40,7 @@ pub struct AppArgs {
     /// Start empty: no persisted session, no default model or sample pair (tests).
     pub fresh: bool,
     /// The window is drawn on the CPU (e.g. Mesa's lavapipe): streamed steps repaint less often,
-    /// so that the frames take less from the sampler (see [`app::stream_repaint_gap`]).
+    /// so that the frames take less from the sampler (see `app::stream_repaint_gap`).
     pub software_renderer: bool,
 }
 

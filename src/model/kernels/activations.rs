@@ -5,7 +5,7 @@
 //! `perf` on an official-size UNet pass that was 6 % of all cycles (attention scores at 32x32
 //! are 14 x 1024 x 1024 exps per block). The exp below is branch-free f32 arithmetic, so the
 //! loops over it compile to SIMD (16 lanes where AVX-512 is detected at run time, 8 with AVX2,
-//! else SSE2's 4; see [`Isa`]).
+//! else SSE2's 4; see `Isa`).
 //! Other devices and dtypes use candle's ops.
 use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Result, Shape, Tensor};
 
