@@ -18,20 +18,16 @@ pub fn group_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm
             vb.prefix()
         )
     }
-    let inner = candle_nn::group_norm(GROUPS, channels, eps, vb.clone())?;
+    let (weight, bias) = (vb.get(channels, "weight")?, vb.get(channels, "bias")?);
     // Host copies of the affine parameters for the fused CPU kernel (f32 models on the CPU).
-    let host = |name: &str| -> Result<Vec<f32>> {
-        vb.get(channels, name)?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec1::<f32>()
-    };
+    let host = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
     // Shaped for broadcasting over [b, c, h, w] on other devices (`kernels::rows_norm`).
-    let per_channel = |name: &str| vb.get(channels, name)?.reshape((1, channels, 1, 1));
+    let per_channel = |t: &Tensor| t.reshape((1, channels, 1, 1));
     Ok(GroupNorm {
-        inner,
-        weight: host("weight")?,
-        bias: host("bias")?,
-        per_channel: (per_channel("weight")?, per_channel("bias")?),
+        weight: host(&weight)?,
+        bias: host(&bias)?,
+        per_channel: (per_channel(&weight)?, per_channel(&bias)?),
+        inner: candle_nn::GroupNorm::new(weight, bias, channels, GROUPS, eps)?,
         groups: GROUPS,
         eps,
     })

@@ -71,9 +71,9 @@ pub fn instance_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
 /// The all-ones scale and all-zeros shift the layer-norm kernel takes, made once per device,
 /// dtype and row length: made per call they would cost two launches of their own.
 fn unit_affine(x: &Tensor, cols: usize) -> Result<(Tensor, Tensor)> {
-    type Key = (String, DType, usize);
+    type Key = (DeviceLocation, DType, usize);
     static CACHE: OnceLock<Mutex<HashMap<Key, (Tensor, Tensor)>>> = OnceLock::new();
-    let key = (location_key(x.device().location()), x.dtype(), cols);
+    let key = (x.device().location(), x.dtype(), cols);
     let cache = CACHE.get_or_init(Default::default);
     if let Some(pair) = cache.lock().expect("norm cache").get(&key) {
         return Ok(pair.clone());
@@ -84,10 +84,6 @@ fn unit_affine(x: &Tensor, cols: usize) -> Result<(Tensor, Tensor)> {
     );
     cache.lock().expect("norm cache").insert(key, pair.clone());
     Ok(pair)
-}
-
-fn location_key(location: DeviceLocation) -> String {
-    format!("{location:?}")
 }
 
 #[cfg(test)]
