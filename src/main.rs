@@ -5,9 +5,8 @@ use clap::{Parser, Subcommand};
 /// output afresh, and at the official size those are 4-67 MB blocks. glibc's malloc (and
 /// mimalloc's default 10 ms purge) handed them back and page-faulted them in again, zeroed, on
 /// the next op: the kernel's clear_page was 22 % of an official-size stage run in `perf`.
-/// `midm::alloc` adds an arena of their own for batch workers.
 #[global_allocator]
-static GLOBAL: midm::alloc::Allocator = midm::alloc::Allocator;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (libmimalloc-sys names no constant for
 /// it; `mi_option_use_numa_nodes`, which it does name, is 16).
@@ -406,8 +405,7 @@ fn set_purge_delay(batch: bool) {
     // memory 2.08 -> 2.23 GB. A batch instead hands back what stayed unused for a second
     // (mimalloc's default): kept forever, the retained memory grew over the first hundred pairs
     // (547 MB for 10 pairs, 725 MB for 100); with the delay 554 and 546 MB, at the same speed
-    // (the sampler reuses its blocks within milliseconds). Each chunk also hands back all that
-    // is free before it starts (`batch::run`), with the workers in arenas of their own.
+    // (the sampler reuses its blocks within milliseconds).
     let delay_ms = if batch { 1000 } else { -1 };
     // SAFETY: sets a plain integer option before any other thread runs; mimalloc reads it at
     // each purge.
@@ -450,9 +448,6 @@ fn main() -> anyhow::Result<()> {
         _ => false,
     };
     set_purge_delay(batch);
-    if batch {
-        midm::alloc::allow_own_arenas();
-    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

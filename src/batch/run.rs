@@ -411,68 +411,34 @@ pub fn translate_seeded_until(
         Ok(translate(model, &sub, opts, &noise, &mut CancelSink(cancelled))?.image)
     };
     if workers == 1 {
-        crate::alloc::release_freed_memory();
         return run(0, b);
     }
-    let pools = worker_pools(workers)?;
-    release_freed_memory(&pools);
     let spans: Vec<(usize, usize)> = (0..workers)
         .map(|w| (w * b / workers, (w + 1) * b / workers - w * b / workers))
         .collect();
-    // Each sub-batch is spawned straight onto its worker's pool, the caller waiting: no helper
-    // threads are started per chunk (their allocator pages were left behind at each exit).
-    let slots: Vec<std::sync::Mutex<Option<Result<Tensor>>>> =
-        spans.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let jobs: Vec<_> = spans
-        .iter()
-        .zip(&slots)
-        .map(|(&(start, len), slot)| {
-            move || {
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(start, len)))
-                        .unwrap_or_else(|_| Err(Error::Invalid("a batch worker panicked".into())));
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-            }
-        })
-        .collect();
-    let jobs: Vec<&(dyn Fn() + Sync)> = jobs.iter().map(|j| j as &(dyn Fn() + Sync)).collect();
-    run_on_pools(&pools, &jobs);
-    let results: Vec<Result<Tensor>> = slots
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or_else(|| Err(Error::Invalid("a batch worker did not run".into())))
-        })
-        .collect();
+    let pools = worker_pools(workers)?;
+    let results: Vec<Result<Tensor>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = spans
+            .iter()
+            .zip(&pools)
+            .map(|(&(start, len), pool)| scope.spawn(move || pool.install(|| run(start, len))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Invalid("a batch worker panicked".into())))
+            })
+            .collect()
+    });
     let images = results.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&images, 0)?)
-}
-
-/// Runs `jobs[i]` on `pools[i]`, all at once, and returns when all are done.
-fn run_on_pools(pools: &[std::sync::Arc<rayon::ThreadPool>], jobs: &[&(dyn Fn() + Sync)]) {
-    if let (Some((pool, pools)), Some((job, jobs))) = (pools.split_first(), jobs.split_first()) {
-        pool.in_place_scope(|scope| {
-            scope.spawn(|_| job());
-            run_on_pools(pools, jobs);
-        });
-    }
-}
-
-/// Each worker's and this thread's freed memory back to the OS before a chunk, so that every
-/// chunk starts from the same state and peaks alike (see [`crate::alloc`]).
-fn release_freed_memory(pools: &[std::sync::Arc<rayon::ThreadPool>]) {
-    for pool in pools {
-        pool.install(crate::alloc::release_freed_memory);
-    }
-    crate::alloc::release_freed_memory();
 }
 
 /// `n` one-thread rayon pools, kept for the whole process: the ops of a sub-batch run inside
 /// one, so that their own rayon work stays on its thread. Kept rather than made per chunk, so
 /// that each worker's thread-local im2col buffer and allocator heap are reused from chunk to
-/// chunk instead of set up again. Each worker allocates in an arena of its own (see
-/// [`crate::alloc`]).
+/// chunk instead of set up again.
 fn worker_pools(n: usize) -> Result<Vec<std::sync::Arc<rayon::ThreadPool>>> {
     static POOLS: std::sync::Mutex<Vec<std::sync::Arc<rayon::ThreadPool>>> =
         std::sync::Mutex::new(Vec::new());
@@ -483,7 +449,6 @@ fn worker_pools(n: usize) -> Result<Vec<std::sync::Arc<rayon::ThreadPool>>> {
             .thread_name(|i| format!("midm-batch-worker-{i}"))
             .build()
             .map_err(|e| Error::Invalid(format!("starting a batch worker: {e}")))?;
-        pool.install(crate::alloc::use_own_arena);
         pools.push(std::sync::Arc::new(pool));
     }
     Ok(pools[..n].to_vec())
