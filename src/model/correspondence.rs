@@ -401,9 +401,7 @@ mod tests {
         Ok(())
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-    }
+    use crate::model::max_abs_diff as max_diff;
 
     /// The fused CPU kernels against the tensor-op definitions, in a two-thread pool at a size
     /// that takes the parallel path (2 x 40 x 24 x 40 = 76,800 elements) and at one that does not.

@@ -217,11 +217,7 @@ mod tests {
                 };
                 let got = norm.by_rows(&x, with_silu)?;
                 assert_eq!(got.dims(), x.dims());
-                let diff = (got - want)?
-                    .abs()?
-                    .flatten_all()?
-                    .max(0)?
-                    .to_scalar::<f32>()?;
+                let diff = crate::model::max_abs_diff(&got, &want)?;
                 assert!(diff < 1e-4, "{shape:?} silu {with_silu}: {diff}");
             }
         }

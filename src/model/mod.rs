@@ -208,3 +208,12 @@ impl MidmModel {
         })
     }
 }
+
+/// The largest absolute difference between two tensors of one shape (the model's unit tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(
+    a: &candle_core::Tensor,
+    b: &candle_core::Tensor,
+) -> candle_core::Result<f32> {
+    (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+}

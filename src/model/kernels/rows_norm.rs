@@ -74,15 +74,18 @@ fn unit_affine(x: &Tensor, cols: usize) -> Result<(Tensor, Tensor)> {
     type Key = (DeviceLocation, DType, usize);
     static CACHE: OnceLock<Mutex<HashMap<Key, (Tensor, Tensor)>>> = OnceLock::new();
     let key = (x.device().location(), x.dtype(), cols);
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(pair) = cache.lock().expect("norm cache").get(&key) {
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("norm cache");
+    if let Some(pair) = cache.get(&key) {
         return Ok(pair.clone());
     }
     let pair = (
         Tensor::ones(cols, x.dtype(), x.device())?,
         Tensor::zeros(cols, x.dtype(), x.device())?,
     );
-    cache.lock().expect("norm cache").insert(key, pair.clone());
+    cache.insert(key, pair.clone());
     Ok(pair)
 }
 
@@ -91,9 +94,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Module};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-    }
+    use crate::model::max_abs_diff as max_diff;
 
     /// The route gives candle-nn's GroupNorm (two-pass variance) on inputs whose mean is far
     /// from 0, with and without SiLU, for batches and odd spatial sides. Run on the CPU, where

@@ -358,11 +358,7 @@ mod tests {
                 let ours = Conv2d::new(wt.clone(), bias.clone(), cfg).forward(&x)?;
                 let reference = candle_nn::Conv2d::new(wt.clone(), bias, cfg).forward(&x)?;
                 assert_eq!(ours.dims(), reference.dims());
-                let err = (ours - reference)?
-                    .abs()?
-                    .flatten_all()?
-                    .max(0)?
-                    .to_scalar::<f32>()?;
+                let err = crate::model::max_abs_diff(&ours, &reference)?;
                 assert!(
                     err < 2e-5,
                     "b {b} cin {cin} cout {cout} pad {pad} {h}x{w}: {err}"
