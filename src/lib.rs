@@ -12,6 +12,7 @@
 //! - [`worker`]: the background thread the editor talks to;
 //! - `ui`: the eframe editor (never touches tensors), behind the default `gui` feature.
 
+pub mod alloc;
 pub mod batch;
 pub mod bench;
 pub mod checkpoint;

@@ -5,8 +5,9 @@ use clap::{Parser, Subcommand};
 /// output afresh, and at the official size those are 4-67 MB blocks. glibc's malloc (and
 /// mimalloc's default 10 ms purge) handed them back and page-faulted them in again, zeroed, on
 /// the next op: the kernel's clear_page was 22 % of an official-size stage run in `perf`.
+/// Batches allocate from glibc's malloc instead ([`midm::alloc`]).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: midm::alloc::Allocator = midm::alloc::Allocator;
 
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (libmimalloc-sys names no constant for
 /// it; `mi_option_use_numa_nodes`, which it does name, is 16).
@@ -395,7 +396,8 @@ fn candle_threads() {
 }
 
 /// When mimalloc hands freed memory back to the OS. MIMALLOC_PURGE_DELAY (milliseconds,
-/// mimalloc's own variable) overrides both choices.
+/// mimalloc's own variable) overrides both choices. (A batch allocates from glibc unless
+/// `MIDM_BATCH_ALLOCATOR=mimalloc`; its choice here matters only then.)
 fn set_purge_delay(batch: bool) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
@@ -448,6 +450,9 @@ fn main() -> anyhow::Result<()> {
         _ => false,
     };
     set_purge_delay(batch);
+    if batch && std::env::var_os("MIDM_BATCH_ALLOCATOR").is_none_or(|v| v != "mimalloc") {
+        midm::alloc::switch_to_system();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
