@@ -1,5 +1,5 @@
-//! The binary's global allocator: mimalloc, except that a batch allocates from glibc's malloc
-//! ([`switch_to_system`]).
+//! The binary's global allocator: mimalloc, except that `midm batch --low-memory` allocates from
+//! glibc's malloc ([`switch_to_system`]).
 //!
 //! Why: candle allocates every op's output afresh, so a batch allocates and frees the same few
 //! hundred large blocks (activations of a quarter MiB to tens of MiB) chunk after chunk. mimalloc
@@ -8,10 +8,11 @@
 //! timing (chunk tops 411-455 MiB) and a 1000-pair batch, the highest of 125 chunks, peaked 15 %
 //! above a 10-pair one; purging at once cost 40 % of the speed. glibc's malloc, from one arena,
 //! puts a request into the best-fitting freed chunk (coalesced with its free neighbours) before
-//! it grows the heap, so a chunk reuses what the previous one freed: at the same speed, chunk
-//! tops of 325-351 MiB (docs/performance.md, "Batches"). Single runs and the editor keep
-//! mimalloc, never purging: at the official size their blocks reach 64 MiB, which glibc maps and
-//! unmaps block by block (the page faults `main.rs` describes).
+//! it grows the heap, so a chunk reuses what the previous one freed: chunk tops of 325-351 MiB,
+//! but 3-8 % slower than mimalloc, which is why it is asked for, not the default
+//! (docs/performance.md, "Batches"). Single runs and the editor never switch: at the official
+//! size their blocks reach 64 MiB, which glibc maps and unmaps block by block (the page faults
+//! `main.rs` describes).
 //!
 //! Blocks made before the switch stay mimalloc's: a free asks mimalloc's page map
 //! (`mi_is_in_heap_region`, two loads) which allocator owns the block.

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 /// output afresh, and at the official size those are 4-67 MB blocks. glibc's malloc (and
 /// mimalloc's default 10 ms purge) handed them back and page-faulted them in again, zeroed, on
 /// the next op: the kernel's clear_page was 22 % of an official-size stage run in `perf`.
-/// Batches allocate from glibc's malloc instead ([`midm::alloc`]).
+/// `midm batch --low-memory` allocates from glibc's malloc instead ([`midm::alloc`]).
 #[global_allocator]
 static GLOBAL: midm::alloc::Allocator = midm::alloc::Allocator;
 
@@ -396,8 +396,8 @@ fn candle_threads() {
 }
 
 /// When mimalloc hands freed memory back to the OS. MIMALLOC_PURGE_DELAY (milliseconds,
-/// mimalloc's own variable) overrides both choices. (A batch allocates from glibc unless
-/// `MIDM_BATCH_ALLOCATOR=mimalloc`; its choice here matters only then.)
+/// mimalloc's own variable) overrides both choices. (`midm batch --low-memory` allocates from
+/// glibc, where this does not matter.)
 fn set_purge_delay(batch: bool) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
@@ -450,7 +450,12 @@ fn main() -> anyhow::Result<()> {
         _ => false,
     };
     set_purge_delay(batch);
-    if batch && std::env::var_os("MIDM_BATCH_ALLOCATOR").is_none_or(|v| v != "mimalloc") {
+    // glibc's malloc for batches that ask for it (`--low-memory`; `MIDM_BATCH_ALLOCATOR=glibc`
+    // also for `bench --batch`): a quarter less memory, a few per cent slower, so not the
+    // default (docs/performance.md, "Batches").
+    let low_memory = matches!(&cli.command, Some(Command::Batch(a)) if a.low_memory)
+        || std::env::var_os("MIDM_BATCH_ALLOCATOR").is_some_and(|v| v == "glibc");
+    if batch && low_memory {
         midm::alloc::switch_to_system();
     }
     tracing_subscriber::fmt()
