@@ -539,10 +539,16 @@ fn cli_batch_low_memory_writes_the_same_files() {
         let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(o.status.success(), "{stderr}");
         assert!(stderr.contains("3 done"), "{stderr}");
+        std::fs::write(out.with_extension("stderr"), &stderr).unwrap();
         out
     };
     let plain = run("plain", &[]);
     let low = run("low", &["--low-memory"]);
+    let said = |out: &Path| std::fs::read_to_string(out.with_extension("stderr")).unwrap();
+    assert!(!said(&plain).contains("low memory"));
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert!(said(&low).contains("low memory: allocating from glibc's malloc"));
+    }
     for seed in 1..=3 {
         let name = format!("cat_sketch__shark_exemplar__s{seed}.png");
         let a = std::fs::read(plain.join(&name)).unwrap();
