@@ -134,14 +134,27 @@ mod tests {
         (0..size).all(|i| unsafe { *p.add(i) } == ((i * 7 + seed) % 251) as u8)
     }
 
+    /// The allocator with the switch made.
+    fn switched() -> Allocator {
+        assert!(switch_to_system());
+        Allocator
+    }
+
+    /// A block as mimalloc made it before the switch, filled from `seed`.
+    fn block_from_before(size: usize, seed: usize) -> *mut u8 {
+        // SAFETY: a plain mimalloc allocation; the caller frees it through the allocator.
+        let p = unsafe { mi::mi_malloc_aligned(size, 4) } as *mut u8;
+        fill(p, size, seed);
+        p
+    }
+
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn after_the_switch_blocks_come_from_glibc_and_go_back_where_they_came_from() {
-        assert!(switch_to_system());
-        let a = Allocator;
+        let a = switched();
         unsafe {
             // Made before the switch (mimalloc), freed after it: mimalloc frees it.
-            let before = mi::mi_malloc_aligned(3 << 20, 4) as *mut u8;
+            let before = block_from_before(3 << 20, 0);
             assert!(!owned_by_system(before));
             a.dealloc(before, layout(3 << 20));
             for size in [16, 4096, 1 << 20, 40 << 20] {
@@ -166,11 +179,9 @@ mod tests {
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn realloc_moves_a_block_from_before_the_switch_with_its_bytes() {
-        assert!(switch_to_system());
-        let a = Allocator;
+        let a = switched();
         unsafe {
-            let m = mi::mi_malloc_aligned(1 << 20, 4) as *mut u8;
-            fill(m, 1 << 20, 9);
+            let m = block_from_before(1 << 20, 9);
             let g = a.realloc(m, layout(1 << 20), 3 << 20);
             assert!(owned_by_system(g));
             assert!(holds(g, 1 << 20, 9));
@@ -183,7 +194,7 @@ mod tests {
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn threads_freeing_each_others_blocks_keep_their_bytes() {
-        assert!(switch_to_system());
+        switched();
         let sizes = [24usize, 4096, 300_000, 9_700_000, 40 << 20];
         // Blocks made on one thread and freed on another, as a batch's outputs are.
         let (tx, rx) = std::sync::mpsc::channel::<(usize, usize, usize)>();
