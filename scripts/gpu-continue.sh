@@ -11,7 +11,9 @@
 # scripts/prepare-gpu-carry.sh. DATA=DIR uses a data set already built (train.data --size 128);
 # DEVICE=cpu runs the same script on the CPU with a short budget, a dry run, so that no GPU minute
 # is spent on a bug in it (N_HELDOUT=8 DRAWN_SEEDS=0 shorten its scoring). UNET_S, SCORE_S: seconds
-# for the UNet stage and for scoring and packing; UNET_BATCH, E2E_BATCH, WORKERS (data processes);
+# for the UNet stage and for scoring and packing; UNET_BATCH, E2E_BATCH, WORKERS (data processes,
+# default 10 of the host's 16 vCPUs: one makes a UNet batch of 128 in 0.29 s on a Zen 4 core, and the
+# H200 took 10 a second with six while the steps still waited on the host each step);
 # X0_TEXTURE, X0_TEXTURE_N: the UNet's texture term (`--x0-texture`; 0 turns it off), which narrowed
 # the full model's held-out SWD gaps to no mask and no refinement on the CPU (train/README.md).
 # Into $OUT: per candidate (e2e and unet, side by side; base with SCORE_BASE=1) its hand-drawn and
@@ -41,7 +43,7 @@ log "data ready"
 score_s=${SCORE_S:-200}
 train_s=$(($(left) - score_s))
 unet_s=${UNET_S:-$((train_s * 3 / 5))}
-common=(--data "$data" --device "$device" --threads "$threads" --steps 1000000 --finish-on-timeout --workers "${WORKERS:-6}")
+common=(--data "$data" --device "$device" --threads "$threads" --steps 1000000 --finish-on-timeout --workers "${WORKERS:-10}")
 
 python3 -m train.train unet --run "$runs/unet" --seed-from "$init" --unet-condition "${common[@]}" \
     --minutes "$(python3 -c "print($unet_s / 60)")" --batch "${UNET_BATCH:-64}" --lr 1e-4 --ema 0.999 --t-max 260 \

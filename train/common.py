@@ -256,13 +256,32 @@ def save_grid(path, rows):
     Image.fromarray(g).save(path)
 
 
+def to_device(x, device):
+    """`x`, made on the CPU, on `device` without waiting for it. A plain `.to("cuda")` of pageable
+    memory synchronises the stream: the host then waits for every queued kernel before it queues the
+    next step's, and a small network leaves the GPU idle meanwhile (the UNet stage kept an H200 about
+    half busy, docs/gpu-runs/2026-12-04-h200). Pinned memory copies asynchronously; the caching host
+    allocator keeps the block until the copy is done."""
+    device = torch.device(device)
+    if device.type != "cuda" or x.device.type != "cpu":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
+
+
 def randn(shape, g, device):
     """Normal draws from the CPU generator `g`, on `device`: a run draws the same numbers on CPU and GPU."""
-    return torch.randn(shape, generator=g).to(device)
+    return to_device(torch.randn(shape, generator=g), device)
 
 
 def randint(high, shape, g, device):
-    return torch.randint(high, shape, generator=g).to(device)
+    return to_device(torch.randint(high, shape, generator=g), device)
+
+
+def adam(params, device, decoupled=False, **kw):
+    """Adam (AdamW with `decoupled`), fused on CUDA: the whole step in a few kernels, and a step that
+    GuardedStep skips is skipped on the device, with no host round trip."""
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return cls(params, fused=torch.device(device).type == "cuda", **kw)
 
 
 def autocast(a):
@@ -288,16 +307,28 @@ class GuardedStep:
     then the step is skipped, so that one overflowing batch cannot turn every weight into NaN (an
     e2e run on an H100 did, 2026-11-27, at about step 700). After `max_skipped` batches in a row
     the stage gives up, its last checkpoint intact. Under torchrun the gradients are already
-    averaged, so every rank takes the same decision."""
+    averaged, so every rank takes the same decision.
 
-    def __init__(self, opt, params, ckpt, max_norm=1.0, max_skipped=20):
+    With a fused optimiser (`adam` on CUDA) the decision stays on the device: the optimiser is
+    handed the non-finite flag as its `found_inf` (as torch's GradScaler does) and leaves weights,
+    moments and step count as they were; the skips are counted on the device and read every
+    `check_every` steps, where a stage syncs for its log anyway. Reading the flag each step would
+    make the host wait for the GPU every step. A skipped batch then still counts as a step."""
+
+    def __init__(self, opt, params, ckpt, max_norm=1.0, max_skipped=20, check_every=100):
         self.opt, self.params, self.ckpt = opt, list(params), ckpt
         self.max_norm, self.max_skipped = max_norm, max_skipped
         self.skipped = 0
+        self.on_device = bool(opt.defaults.get("fused"))
+        self.check_every = check_every
+        self._in_a_row = self._total = None  # device counters (fused optimiser only)
+        self._reported = 0
 
     def __call__(self, step):
-        """Returns whether the optimiser stepped."""
+        """Returns whether the optimiser stepped (always true with a fused optimiser: see above)."""
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        if self.on_device:
+            return self._step_on_device(norm, step)
         if torch.isfinite(norm):
             self.opt.step()
             self.skipped = 0
@@ -309,6 +340,35 @@ class GuardedStep:
             raise SystemExit(f"step {step}: {self.skipped} batches in a row gave non-finite gradients; "
                              f"the last good checkpoint is {self.ckpt}")
         return False
+
+    def _step_on_device(self, norm, step):
+        bad = (~torch.isfinite(norm)).float()
+        self.opt.found_inf = bad
+        try:
+            self.opt.step()
+        finally:
+            del self.opt.found_inf
+        if self._in_a_row is None:
+            self._in_a_row, self._total = torch.zeros_like(bad), torch.zeros_like(bad)
+        self._in_a_row = (self._in_a_row + bad) * bad
+        self._total = self._total + bad
+        if (step + 1) % self.check_every == 0:
+            self.check(step)
+        return True
+
+    def check(self, step):
+        """Reports the batches skipped since the last check, and gives up as the host-side guard
+        does once more than `max_skipped` came in a row (found up to `check_every` steps late)."""
+        if self._total is None:
+            return
+        total, in_a_row = int(self._total.item()), int(self._in_a_row.item())
+        if total > self._reported:
+            print(f"step {step}: {total - self._reported} non-finite gradient norms since the last check, "
+                  f"batches skipped", flush=True)
+            self._reported = total
+        if in_a_row > self.max_skipped:
+            raise SystemExit(f"step {step}: {in_a_row} batches in a row gave non-finite gradients; "
+                             f"the last good checkpoint is {self.ckpt}")
 
 
 def edge_to_pm1(e):

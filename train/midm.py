@@ -97,11 +97,12 @@ def ddim_step(diff, sched, x, index, t_val, noise=None, trace=None, prefix=None,
     b = x.shape[0]
     t = torch.full((b,), int(t_val), dtype=torch.long, device=x.device)
     e = diff.eps(x, t, cond)
-    dev = x.device
-    a_t = sched.alphas[index].to(dev)
-    a_prev = sched.alphas_prev[index].to(dev)
-    sigma = sched.sigmas[index].to(dev)
-    som = sched.sqrt_one_minus_alphas[index].to(dev)
+    # The schedule's values stay 0-dim CPU tensors, which CUDA ops take as scalars (the same float32
+    # values): copied to the GPU, each would wait for the queued kernels.
+    a_t = sched.alphas[index]
+    a_prev = sched.alphas_prev[index]
+    sigma = sched.sigmas[index]
+    som = sched.sqrt_one_minus_alphas[index]
     pred_x0 = (x - som * e) / a_t.sqrt()
     dir_xt = (1.0 - a_prev - sigma ** 2).sqrt() * e
     if noise is None:

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, WeightEma, autocast, randint, randn,
-                     save_grid, setup_device, to_pm1)
+from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, WeightEma, adam, autocast, randint,
+                     randn, save_grid, setup_device, to_device, to_pm1)
 from .config import (AE_PREFIX, CORR_NETS, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs,
                      default_config, recipe_of)
 from .evaluate import laplacian_pyramid
@@ -435,7 +435,7 @@ def diffusion_loss(model, z, g=None, low_t_fraction=0.7, low_t_max=400, cond=Non
     b = z.shape[0]
     t_all = torch.randint(0, diff.num_timesteps, (b,), generator=g)
     t_low = torch.randint(0, low_t_max, (b,), generator=g)
-    t = torch.where(torch.rand(b, generator=g) < low_t_fraction, t_low, t_all).to(z.device)
+    t = to_device(torch.where(torch.rand(b, generator=g) < low_t_fraction, t_low, t_all), z.device)
     n = randn(z.shape, g, z.device)
     x_t = diff.q_sample(z, t, n)
     eps = diff.eps(x_t, t, cond)
@@ -494,7 +494,7 @@ def warp_start_loss(model, batch, g, t_min, t_max):
     "The UNet trained on warp starts"): not shipped."""
     diff = model.diff_model
     z, warped, cond = warp_start(model, batch)
-    t = torch.randint(t_min, t_max, (z.shape[0],), generator=g).to(z.device)
+    t = randint(t_max - t_min, (z.shape[0],), g, z.device) + t_min
     x = diff.q_sample(warped, t, randn(z.shape, g, z.device))
     return F.mse_loss(x0_from_eps(diff, x, t, diff.eps(x, t, cond)), z)
 
@@ -568,7 +568,7 @@ def train_unet(model, a, stage, train, val):
     unet = model.diff_model.model.diffusion_model
     model.ae.eval()
     model.ae.requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=a.lr or 2e-4, weight_decay=0.0)
+    opt = adam(unet.parameters(), a.device, decoupled=True, lr=a.lr or 2e-4, weight_decay=0.0)
     step, elapsed = stage.resume(model, opt)
     log = Logger(os.path.join(stage.dir, "losses.csv"), ["loss", "val_loss"])
     clock = Clock(elapsed, a.minutes)
@@ -634,6 +634,7 @@ def train_unet(model, a, stage, train, val):
             unet.train()
             stage.save(model, opt, step, clock.elapsed())
             ema.save()
+    guarded_step.check(step)
     stage.save(model, opt, step, clock.elapsed())
     ema.save()
     if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):

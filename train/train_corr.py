@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import losses as L
-from .common import Clock, Dist, GuardedStep, Logger, WeightEma, autocast, edge_to_pm1, randn, save_grid
+from .common import Clock, Dist, GuardedStep, adam, Logger, WeightEma, autocast, edge_to_pm1, randn, save_grid
 from .config import CORR_NETS
 from .midm import DdimSchedule, ddim_step
 from .ops import (correlation, downsample_label, exemplar_foreground, fbcheck, get_flow, region_cells,
@@ -53,6 +53,15 @@ def training_regions(model, batch, hw):
     shape = lambda key, img: region_cells(
         exemplar_foreground(img) if batch.get(key) is None else batch[key].to(img.device), hw)
     return (t, shape("src_fg", batch["image"])), (t, shape("ref_fg", batch["ref"]))
+
+
+def train_schedule(diff):
+    """The interleaved steps' DDIM schedule, made once per diffusion model: making it reads
+    `alphas_cumprod` back to the host, which on a GPU would wait for the queued kernels every step."""
+    sched = getattr(diff, "_train_schedule", None)
+    if sched is None:
+        sched = diff._train_schedule = DdimSchedule(diff.alphas_cumprod, TRAIN_DDIM_STEPS, 0.0, diff.num_timesteps)
+    return sched
 
 
 def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE, vgg=None,
@@ -103,7 +112,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
             l_iter = L.domain_loss(model.iter_enc(src_feats, seg=trg_m), src_m, ref_m)
             pred_ref = 0.5 * (warped_ref_feat + new_ref)
     else:
-        sched = DdimSchedule(diff.alphas_cumprod, TRAIN_DDIM_STEPS, 0.0, diff.num_timesteps)
+        sched = train_schedule(diff)
         q = TRAIN_DDIM_STEPS // 4
         t_list = [3 * q + i for i in range(q)]
         rand_idx = random.randrange(len(t_list))
@@ -246,7 +255,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
         seg = [p for n, p in model.named_parameters() if n.startswith("seg_enc.")]
         groups = [{"params": [p for p in groups[0]["params"] if all(p is not q for q in seg)], "lr": lr},
                   {"params": seg, "lr": a.seg_lr}]
-    opt = torch.optim.Adam(groups + [{"params": list(unet.parameters()), "lr": a.unet_lr}], betas=(0.5, 0.999))
+    opt = adam(groups + [{"params": list(unet.parameters()), "lr": a.unet_lr}], a.device, betas=(0.5, 0.999))
     step, elapsed = stage.resume(model, opt)
     logged = ["loss", "dom", "cycle", "src", "perc", "style", "diff", "iter_align", "rematch_spread"]
     if getattr(a, "w_colour", 0.0) > 0:
@@ -314,6 +323,7 @@ def train_corr(model, a, stage, train, val, warm_stage):
             log.log(step, clock.elapsed(), phase=0.0 if warm else 1.0, val_score=sc)
             stage.save(model, opt, step, clock.elapsed())
             ema.save()
+    guarded_step.check(step)
     stage.save(model, opt, step, clock.elapsed())
     ema.save()
     if step >= a.steps or (a.finish_on_timeout and clock.out_of_time()):

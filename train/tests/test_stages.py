@@ -252,6 +252,60 @@ def test_a_non_finite_gradient_skips_the_step_instead_of_poisoning_the_weights()
     assert w.isfinite().all()
 
 
+def test_a_fused_optimiser_skips_non_finite_steps_on_the_device():
+    """The sync-free guard (a fused optimiser, as `adam` makes on CUDA; fused runs on the CPU too):
+    a skipped batch leaves weights, moments and step count as they were, a good one steps exactly as
+    the plain optimiser, and too many in a row give up at the next check."""
+    from train.common import GuardedStep
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=0.1, fused=True)
+    step = GuardedStep(opt, [w], "ckpt.pt", max_skipped=2, check_every=1)
+    assert step.on_device
+    (w * 2).sum().backward()
+    assert step(0)
+    after_one = w.detach().clone()
+    moments = {k: v.clone() for k, v in opt.state[w].items()}
+    opt.zero_grad()
+    (w * torch.tensor([1.0, float("inf"), 1.0])).sum().backward()
+    assert step(1)  # stepped as far as the loop knows, skipped on the device
+    assert torch.equal(w.detach(), after_one)
+    assert all(torch.equal(v, moments[k]) for k, v in opt.state[w].items())
+    opt.zero_grad()
+    (w * 2).sum().backward()
+    step(2)
+    ref = torch.nn.Parameter(torch.ones(3))
+    plain = torch.optim.Adam([ref], lr=0.1)
+    for _ in range(2):
+        plain.zero_grad()
+        (ref * 2).sum().backward()
+        torch.nn.utils.clip_grad_norm_([ref], 1.0)
+        plain.step()
+    assert torch.allclose(w.detach(), ref.detach(), atol=1e-6)  # as if the bad batch never came
+    for i in range(3):
+        opt.zero_grad()
+        (w * float("nan")).sum().backward()
+        if i < 2:
+            step(3 + i)
+    try:
+        step(5)
+    except SystemExit as e:
+        assert "3 batches in a row" in str(e) and "ckpt.pt" in str(e)
+    else:
+        raise AssertionError("a third non-finite batch in a row was accepted")
+    assert w.isfinite().all()
+
+
+def test_draws_reach_the_device_unchanged():
+    from train.common import randint, randn, to_device
+
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(randn((2, 3), g1, "cpu"), torch.randn((2, 3), generator=g2))
+    assert torch.equal(randint(7, (5,), g1, "cpu"), torch.randint(7, (5,), generator=g2))
+    x = torch.arange(4)
+    assert to_device(x, "cpu") is x
+
+
 def test_f16_export_loads_and_keeps_the_schedule_in_f32(tmp_path):
     import json
 

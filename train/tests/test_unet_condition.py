@@ -206,3 +206,85 @@ def test_the_x0_texture_term_scores_the_decoded_estimate_against_the_decoded_tar
     g = torch.Generator
     assert batches.val_loss(g().manual_seed(7)).item() == plain_val.val_loss(g().manual_seed(7)).item()
     assert batches.loss(4, g().manual_seed(3)).item() > plain_val.loss(4, g().manual_seed(3)).item()
+
+
+def count_host_reads(monkeypatch):
+    """A list that collects the name of every Tensor method called that reads values on the host
+    (on CUDA each waits for the queued kernels), until `monkeypatch.undo()`."""
+    reads = []
+    for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kw):
+            reads.append(_name)
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
+def test_a_unet_step_reads_nothing_back_from_its_tensors(tmp_path, monkeypatch):
+    """What keeps a GPU busy: a training step of the unet stage (the loss with the texture term,
+    backward, the guarded fused step, the EMA) never reads a tensor's value on the host, which on
+    CUDA would wait for every queued kernel. Counted here on the CPU through the Tensor methods that
+    read values; the batches are made beforehand, as the loader's worker processes make them."""
+    from train.common import GuardedStep, WeightEma
+    from train.pairs import PairBatches
+    from train.train import ConditionedTargets
+
+    _, _, m = seeded_conditioned(tmp_path)
+    (tmp_path / "data").mkdir()
+    d, _ = fake_set(tmp_path / "data")
+    pb = PairBatches(d, "train", size=32, seed=0)
+    targets = ConditionedTargets(m, pb, pb, "cpu", t_max=260, n_val=4, texture=(0.01, 2))
+    batches = [targets._latents(pb.targets(4)) for _ in range(3)]
+    unet = m.diff_model.model.diffusion_model
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, weight_decay=0.0, fused=True)  # `adam` on CUDA
+    guard = GuardedStep(opt, unet.parameters(), "ckpt.pt")
+    ema = WeightEma(unet.state_dict(), str(tmp_path / "ema.pt"))
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    m.train()
+
+    reads = count_host_reads(monkeypatch)
+    for step, batch in enumerate(batches):
+        loss = targets.loss(4, g, batch)
+        opt.zero_grad()
+        loss.backward()
+        assert guard(step)
+        ema.update(0.99)
+    monkeypatch.undo()
+    assert reads == []
+    assert any(not torch.equal(v, before[k]) for k, v in unet.state_dict().items())  # it did train
+    assert torch.isfinite(loss)
+
+
+def test_an_end_to_end_step_reads_nothing_back_after_the_first(tmp_path, monkeypatch):
+    """The same for train_corr's step (warm-up and interleaved, region matching and colour transfer
+    on, as the shipped recipe trains): after the first step, which makes the DDIM schedule, nothing
+    is read back. It made the schedule every step and copied four schedule values to the device per
+    DDIM step."""
+    from train.common import GuardedStep
+    from train.pairs import PairBatches
+    from train.train_corr import forward_train
+
+    _, _, m = seeded_conditioned(tmp_path)
+    assert m.region_matching
+    (tmp_path / "data").mkdir()
+    d, _ = fake_set(tmp_path / "data")
+    pb = PairBatches(d, "train", size=32, seed=0)
+    batches = [pb.batch(4) for _ in range(3)]
+    opt = torch.optim.Adam(m.iter_enc.parameters(), lr=1e-4, fused=True)
+    guard = GuardedStep(opt, m.iter_enc.parameters(), "ckpt.pt")
+    m.train()
+    forward_train(m, batches[0], False, torch.Generator().manual_seed(0), iter_align=10)
+
+    reads = count_host_reads(monkeypatch)
+    for step, (warm, batch) in enumerate(zip((True, False, False), batches)):
+        out = forward_train(m, batch, warm, torch.Generator().manual_seed(step), iter_align=10)
+        opt.zero_grad()
+        out["loss"].backward()
+        guard(step)
+    monkeypatch.undo()
+    assert reads == []
+    assert torch.isfinite(out["loss"])
