@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import losses as L
-from .common import Clock, Dist, GuardedStep, adam, Logger, WeightEma, autocast, edge_to_pm1, randn, save_grid
+from .common import Clock, Dist, GuardedStep, Logger, WeightEma, adam, autocast, edge_to_pm1, randn, save_grid
 from .config import CORR_NETS
 from .midm import DdimSchedule, ddim_step
 from .ops import (correlation, downsample_label, exemplar_foreground, fbcheck, get_flow, region_cells,
