@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import data as emoji_data
+from .ops import to_device
 
 
 def to_pm1(u8):
@@ -254,18 +255,6 @@ def save_grid(path, rows):
     g = torch.cat(out, dim=1)
     g = ((g + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(g).save(path)
-
-
-def to_device(x, device):
-    """`x`, made on the CPU, on `device` without waiting for it. A plain `.to("cuda")` of pageable
-    memory synchronises the stream: the host then waits for every queued kernel before it queues the
-    next step's, and a small network leaves the GPU idle meanwhile (the UNet stage kept an H200 about
-    half busy, docs/gpu-runs/2026-12-04-h200). Pinned memory copies asynchronously; the caching host
-    allocator keeps the block until the copy is done."""
-    device = torch.device(device)
-    if device.type != "cuda" or x.device.type != "cpu":
-        return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
 
 
 def randn(shape, g, device):

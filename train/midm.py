@@ -10,7 +10,7 @@ from .colour import checked_gamut, colour_source, transfer_colour
 from .correspondence import build_correspondence
 from .ops import (TEMPERATURE, correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck,
                   feature_normalize, fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions,
-                  seg_input, soft_warp, target_cells)
+                  seg_input, soft_warp, target_cells, to_device)
 from .unet import UNetModel
 
 # Input channels a UNet with `midms.unet_condition` takes beside the latent: the drawing's lines and
@@ -297,7 +297,7 @@ class MIDM(nn.Module):
                 return noises[key] if j is None else noises[key][j]
             # Drawn on the generator's device (CPU by default), so CPU and GPU runs get the same noise.
             dev = generator.device if generator is not None else shape_like.device
-            return torch.randn(shape_like.shape, generator=generator, device=dev).to(shape_like.device)
+            return to_device(torch.randn(shape_like.shape, generator=generator, device=dev), shape_like.device)
 
         ref_feats = self.ae.encode(ref_img)
         fg = self.exemplar_shape(ref_img)

@@ -8,6 +8,18 @@ import torch.nn.functional as F
 TEMPERATURE = 0.005
 
 
+def to_device(x, device):
+    """`x`, made on the CPU, on `device` without waiting for it. A plain `.to("cuda")` of pageable
+    memory synchronises the stream: the host then waits for every queued kernel before it queues the
+    next step's, and a small network leaves the GPU idle meanwhile (the UNet stage kept an H200 about
+    half busy, docs/gpu-runs/2026-12-04-h200). Pinned memory copies asynchronously; the caching host
+    allocator keeps the block until the copy is done."""
+    device = torch.device(device)
+    if device.type != "cuda" or x.device.type != "cpu":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
+
+
 def full_precision(fn):
     """Runs `fn` in float32 with autocast off. Training under bf16 autocast (`--amp bf16`) keeps
     correlations, softmaxes, flows, the cycle check, the contextual loss and VQ distances here: a
