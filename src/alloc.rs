@@ -111,7 +111,8 @@ unsafe impl GlobalAlloc for Allocator {
     }
 }
 
-#[cfg(test)]
+// The switch exists only on glibc (elsewhere `switch_to_system` refuses), so the tests too.
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
     use super::*;
 
@@ -149,7 +150,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn after_the_switch_blocks_come_from_glibc_and_go_back_where_they_came_from() {
         let a = switched();
         unsafe {
@@ -177,7 +177,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn realloc_moves_a_block_from_before_the_switch_with_its_bytes() {
         let a = switched();
         unsafe {
@@ -192,7 +191,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn threads_freeing_each_others_blocks_keep_their_bytes() {
         switched();
         let sizes = [24usize, 4096, 300_000, 9_700_000, 40 << 20];

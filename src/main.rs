@@ -456,11 +456,10 @@ fn main() -> anyhow::Result<()> {
     let low_memory = matches!(&cli.command, Some(Command::Batch(a)) if a.low_memory)
         || std::env::var_os("MIDM_BATCH_ALLOCATOR").is_some_and(|v| v == "glibc");
     if batch && low_memory {
-        match midm::alloc::switch_to_system() {
-            true => eprintln!("low memory: allocating from glibc's malloc"),
-            false => {
-                eprintln!("low memory: not available here (no glibc); allocating from mimalloc")
-            }
+        if midm::alloc::switch_to_system() {
+            eprintln!("low memory: allocating from glibc's malloc");
+        } else {
+            eprintln!("low memory: not available here (no glibc); allocating from mimalloc");
         }
     }
     tracing_subscriber::fmt()
