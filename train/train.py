@@ -20,12 +20,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .common import (Clock, Dist, EmojiBatches, GuardedStep, Logger, Stage, WeightEma, adam, autocast, randint,
-                     randn, save_grid, setup_device, to_device, to_pm1)
+                     randn, save_grid, setup_device, to_pm1)
 from .config import (AE_PREFIX, CORR_NETS, CORR_PREFIXES, RECIPES, UNET_PREFIX, apply_recipe, corr_kwargs,
                      default_config, recipe_of)
 from .evaluate import laplacian_pyramid
 from .losses import W_PERC, W_PERC_VGG, W_STYLE, W_STYLE_VGG, ab_distance, style_loss
 from .midm import MIDM, UNET_CONDITION_CHANNELS
+from .ops import to_device
 from .pairs import apply_colour, random_hue_rotations
 
 PREV = {"ae": None, "unet": "ae", "warmup": "ae", "e2e": "unet", "decoder": "ae"}
