@@ -17,8 +17,8 @@ data=${2:-train/data}
 out=${3:-target/model-targets}
 threads=${THREADS:-2}
 mkdir -p "$out"
-python3 -m train.drawn_eval --weights "$weights" --seeds 0 1 --threads "$threads" \
-    --json "$out/drawn_eval.json" --sheet "$out/drawn.png"
+# drawn-eval.sh's own --json and --sheet (into WEIGHTS) are overridden: the later flags win.
+scripts/drawn-eval.sh "$weights" --threads "$threads" --json "$out/drawn_eval.json" --sheet "$out/drawn.png"
 rows="full no_refinement no_mask no_interleaving warp_only"
 python3 -m train.evaluate --weights "$weights" --data "$data" --pairs heldout --n "${N_HELDOUT:-886}" \
     --seeds 0 --threads "$threads" --variants $rows --bootstrap 20 --json "$out/heldout.json"
