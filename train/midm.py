@@ -78,6 +78,16 @@ class LatentDiffusion(nn.Module):
         for k, v in ddpm_schedule(p["timesteps"], p["linear_start"], p["linear_end"]).items():
             self.register_buffer(k, v)
 
+    def ddim_schedule(self, steps, eta=0.0):
+        """The DDIM schedule of `steps` steps, made once per (steps, eta) and kept: making one reads
+        `alphas_cumprod` back to the host, which on a GPU waits for every queued kernel. The
+        buffer is fixed by the config (`ddpm_schedule`), so a kept schedule never goes stale."""
+        cache = self.__dict__.setdefault("_ddim_schedules", {})
+        key = (int(steps), float(eta))
+        if key not in cache:
+            cache[key] = DdimSchedule(self.alphas_cumprod, steps, eta, self.num_timesteps)
+        return cache[key]
+
     def q_sample(self, x0, t, noise):
         a = self.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1)
         b = self.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -317,7 +327,7 @@ class MIDM(nn.Module):
         cond = m["seg_in"] if self.unet_condition else None
         if trace is not None and cond is not None:
             trace["unet.cond"] = cond
-        sched = DdimSchedule(diff.alphas_cumprod, steps, 0.0, diff.num_timesteps)
+        sched = diff.ddim_schedule(steps)
         if t_list is None:
             t_list = [steps * 3 // 4 + i for i in range(steps // 4)]
         x0 = m["warped"] if start_latent is None else start_latent
@@ -371,7 +381,7 @@ class MIDM(nn.Module):
 
     def refine(self, x0, steps, hijack, randn, trace=None, cond=None):
         diff = self.diff_model
-        sched = DdimSchedule(diff.alphas_cumprod, steps, self.refine_eta, diff.num_timesteps)
+        sched = diff.ddim_schedule(steps, self.refine_eta)
         b = x0.shape[0]
         q_t = int(sched.time_range[hijack - 1])
         qn = randn(x0, "refine.q_noise")

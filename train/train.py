@@ -552,10 +552,10 @@ class ConditionedTargets:
 
 @torch.no_grad()
 def ddim_sample(model, n, steps=50, g=None, cond=None):
-    from .midm import DdimSchedule, ddim_step
+    from .midm import ddim_step
 
     diff = model.diff_model
-    sched = DdimSchedule(diff.alphas_cumprod, steps, 0.0, diff.num_timesteps)
+    sched = diff.ddim_schedule(steps)
     s = model.ae.quant_conv.out_channels
     h = model.latent_size
     x = randn((n, s, h, h), g, diff.betas.device)

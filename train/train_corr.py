@@ -18,7 +18,7 @@ from tqdm import tqdm
 from . import losses as L
 from .common import Clock, Dist, GuardedStep, Logger, WeightEma, adam, autocast, edge_to_pm1, randn, save_grid
 from .config import CORR_NETS
-from .midm import DdimSchedule, ddim_step
+from .midm import ddim_step
 from .ops import (correlation, downsample_label, exemplar_foreground, fbcheck, get_flow, region_cells,
                   restrict_to_regions, seg_input, soft_warp, target_cells)
 
@@ -53,15 +53,6 @@ def training_regions(model, batch, hw):
     shape = lambda key, img: region_cells(
         exemplar_foreground(img) if batch.get(key) is None else batch[key].to(img.device), hw)
     return (t, shape("src_fg", batch["image"])), (t, shape("ref_fg", batch["ref"]))
-
-
-def train_schedule(diff):
-    """The interleaved steps' DDIM schedule, made once per diffusion model: making it reads
-    `alphas_cumprod` back to the host, which on a GPU would wait for the queued kernels every step."""
-    sched = getattr(diff, "_train_schedule", None)
-    if sched is None:
-        sched = diff._train_schedule = DdimSchedule(diff.alphas_cumprod, TRAIN_DDIM_STEPS, 0.0, diff.num_timesteps)
-    return sched
 
 
 def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_style=L.W_STYLE, vgg=None,
@@ -112,7 +103,7 @@ def forward_train(model, batch, warm, g, iter_align=0.0, w_perc=L.W_PERC, w_styl
             l_iter = L.domain_loss(model.iter_enc(src_feats, seg=trg_m), src_m, ref_m)
             pred_ref = 0.5 * (warped_ref_feat + new_ref)
     else:
-        sched = train_schedule(diff)
+        sched = diff.ddim_schedule(TRAIN_DDIM_STEPS)
         q = TRAIN_DDIM_STEPS // 4
         t_list = [3 * q + i for i in range(q)]
         rand_idx = random.randrange(len(t_list))
