@@ -95,6 +95,20 @@ pub fn asset_dirs() -> [PathBuf; 2] {
     ]
 }
 
+/// The pair the editor opens with on a first start (paths inside an asset folder): a sketch
+/// drawn as users draw (thin, wobbly, one line) and a fitting exemplar in Twemoji's style, which
+/// the model never trained on, so that the first thing a user sees is what the model does on
+/// their kind of input. (The older `assets/NAME_sketch.png` are glyphs' Canny edges.)
+pub const SAMPLE_PAIR: (&str, &str) = ("drawn/cup_sketch.png", "drawn/cup_exemplar.png");
+
+/// [`SAMPLE_PAIR`] in the first asset folder ([`asset_dirs`]) that holds both files.
+pub fn sample_pair() -> Option<(PathBuf, PathBuf)> {
+    asset_dirs().into_iter().find_map(|dir| {
+        let (sketch, exemplar) = (dir.join(SAMPLE_PAIR.0), dir.join(SAMPLE_PAIR.1));
+        (sketch.is_file() && exemplar.is_file()).then_some((sketch, exemplar))
+    })
+}
+
 /// [`default_model`], or the source tree's `weights/` (whose absence the loader then reports).
 pub fn default_model_path() -> PathBuf {
     default_model().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights"))
@@ -175,6 +189,21 @@ pub fn params_from_png_text(text: &[(String, String)]) -> Option<Result<Params, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sample_pair_is_shipped_as_a_sketch_and_an_exemplar_of_the_model_size() {
+        let (sketch, exemplar) = sample_pair().expect("the sample pair is in assets/");
+        for (path, colour) in [(sketch, false), (exemplar, true)] {
+            let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(
+                (img.width(), img.height()),
+                (128, 128),
+                "{}",
+                path.display()
+            );
+            assert_eq!(img.color().has_color(), colour, "{}", path.display());
+        }
+    }
 
     #[test]
     fn defaults_are_the_official_sampler_options() {

@@ -350,6 +350,28 @@ fn closing_loses_no_drawing() {
 }
 
 #[test]
+fn a_first_start_opens_the_sample_pair() {
+    let ctx = egui::Context::default();
+    let app = MidmApp::new(&ctx, AppArgs::default(), None);
+    assert!(
+        !app.canvas().is_empty(),
+        "the sample sketch is on the canvas"
+    );
+    assert!(app.has_exemplar(), "the sample exemplar is loaded");
+    assert!(app.open_errors().is_empty(), "{:?}", app.open_errors());
+    // A session of one's own wins over the sample (`closing_loses_no_drawing` restores one).
+    let fresh = MidmApp::new(
+        &ctx,
+        AppArgs {
+            fresh: true,
+            ..Default::default()
+        },
+        None,
+    );
+    assert!(fresh.canvas().is_empty() && !fresh.has_exemplar());
+}
+
+#[test]
 fn switching_precision_reloads_the_model_and_bf16_on_the_cpu_fails_cleanly() {
     let mut h = harness(fresh_app());
     let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights");

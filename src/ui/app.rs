@@ -166,7 +166,7 @@ impl MidmApp {
         // Start-up inputs: command line first, then (fresh or empty session) the sample pair.
         let empty = app.draw.canvas.is_empty() && app.exemplar.exemplar.is_none();
         let sample = (!args.fresh && args.condition.is_none() && args.exemplar.is_none() && empty)
-            .then(super::default_sample)
+            .then(crate::params::sample_pair)
             .flatten();
         let mut given_ok = true;
         if let Some(c) = args.condition.clone().or(sample.clone().map(|s| s.0)) {

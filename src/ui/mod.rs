@@ -77,33 +77,3 @@ pub fn run_app(args: AppArgs) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }
-
-/// A sample sketch and exemplar pair from `assets/` (`NAME_sketch.png`, `NAME_exemplar.png`).
-pub fn default_sample() -> Option<(PathBuf, PathBuf)> {
-    for dir in crate::params::asset_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut sketches: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with("_sketch.png"))
-            })
-            .collect();
-        sketches.sort();
-        for s in sketches {
-            let name = s
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .replace("_sketch.png", "_exemplar.png");
-            let e = s.with_file_name(name);
-            if e.exists() {
-                return Some((s, e));
-            }
-        }
-    }
-    None
-}

@@ -618,12 +618,9 @@ fn fit(square: Rect, (w, h): (u32, u32)) -> Rect {
     Rect::from_center_size(square.center(), Vec2::new(w as f32, h as f32) * scale)
 }
 
-/// Where the shipped assets are: next to the working directory, else the source tree (as
-/// [`crate::ui::default_sample`] looks).
+/// Where the shipped assets are: next to the working directory, else the source tree.
 fn assets_dir() -> Option<PathBuf> {
-    let local = PathBuf::from("assets");
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
-    [local, source].into_iter().find(|d| d.is_dir())
+    crate::params::asset_dirs().into_iter().find(|d| d.is_dir())
 }
 
 /// `assets/*_exemplar.png` and `assets/drawn/*_exemplar.png`, with their shown names.
