@@ -1,6 +1,7 @@
 //! Exemplar ranking (`midm::sampling::rank`) on the fixture model of `MIDM_PARITY_DIR`: the
 //! score is the reference's own initial cycle mask, it equals the mask the sampler's matching
-//! functions give on the sampler's features, and it is deterministic and in [0, 1].
+//! functions give on the sampler's features, it is deterministic and in [0, 1], and an exemplar
+//! of the sketch's outline ranks first whatever the networks say.
 mod common;
 
 use candle_core::{DType, Device, Tensor};
@@ -135,7 +136,7 @@ fn ranking_is_deterministic_in_range_and_sorted() {
     assert_eq!(ids, (0..exemplars.len()).collect::<Vec<_>>());
     for (i, s) in &a {
         eprintln!("exemplar {i}: {s:?}");
-        for v in [s.cycle_share, s.mean_max_corr] {
+        for v in [s.shape, s.cycle_share, s.mean_max_corr] {
             assert!((0.0..=1.0).contains(&v), "exemplar {i}: {s:?}");
         }
     }
@@ -157,4 +158,55 @@ fn a_wrong_size_is_an_error_not_a_panic() {
     let cond = Tensor::zeros((1, 1, s, s), DType::F32, &Device::Cpu).unwrap();
     let err = ConditionFeatures::new(&model, &cond).unwrap_err();
     assert!(err.to_string().contains("condition"), "{err}");
+}
+
+/// A condition of `nc` channels whose first (all edges) holds a `w` x `h` rectangle's outline
+/// (1 px) at (`x`, `y`); the others are empty.
+fn outline(s: usize, nc: usize, (x, y, w, h): (usize, usize, usize, usize)) -> Tensor {
+    let mut v = vec![0f32; s * s];
+    for i in x..x + w {
+        v[y * s + i] = 1.0;
+        v[(y + h - 1) * s + i] = 1.0;
+    }
+    for j in y..y + h {
+        v[j * s + x] = 1.0;
+        v[j * s + x + w - 1] = 1.0;
+    }
+    v.resize(nc * s * s, 0.0);
+    Tensor::from_vec(v, (1, nc, s, s), &Device::Cpu).unwrap()
+}
+
+/// An exemplar with a dark filled rectangle on white, in [-1, 1], and its (empty) label.
+fn filled(model: &MidmModel, (x, y, w, h): (usize, usize, usize, usize)) -> (Tensor, Tensor) {
+    let s = model.config.image_size;
+    let mut v = vec![1f32; s * s];
+    for j in y..y + h {
+        v[j * s + x..j * s + x + w].fill(-0.6);
+    }
+    let img = Tensor::from_vec(
+        [v.clone(), v.clone(), v].concat(),
+        (1, 3, s, s),
+        &Device::Cpu,
+    );
+    let label = Tensor::zeros((1, model.config.label_nc(), s, s), DType::F32, &Device::Cpu);
+    (img.unwrap(), label.unwrap())
+}
+
+#[test]
+fn the_exemplar_of_the_sketchs_outline_ranks_first_at_any_size_and_place() {
+    let model = fixture_model();
+    let s = model.config.image_size;
+    let q = s / 8;
+    // A tall sketch; a tall exemplar half its size elsewhere, a wide one, and a square one.
+    let cond = outline(s, model.config.label_nc(), (q, q, 2 * q, 6 * q));
+    let exemplars = [
+        filled(&model, (5 * q, 4 * q, 3 * q, 3 * q)),
+        filled(&model, (0, 5 * q, 8 * q, 2 * q)),
+        filled(&model, (4 * q, 0, q, 3 * q)),
+    ];
+    let ranking = rank(&model, &cond, &exemplars, RankOptions::default()).unwrap();
+    eprintln!("{ranking:?}");
+    let order: Vec<usize> = ranking.iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, [2, 0, 1]);
+    assert_eq!(ranking[0].1.shape, 1.0);
 }

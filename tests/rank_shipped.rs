@@ -87,8 +87,9 @@ fn shipped_model_ranking_time_and_own_exemplar_rank() {
         .collect();
     let n = gallery.len();
     let (mut ranks, mut times, mut top1, mut top3) = (Vec::new(), Vec::new(), 0, 0);
-    // The other key alone, for comparison: the mean best correlation.
-    let (mut corr_ranks, mut corr_top1) = (Vec::new(), 0);
+    // The later keys alone, for comparison: (first, sum of ranks) by the cycle share (ties
+    // counted in the own exemplar's favour) and by the mean best correlation.
+    let mut alone = [(0usize, 0usize); 2];
     for sketch in dirs.iter().flat_map(|d| files(d, "_sketch.png")) {
         let own = sketch
             .to_string_lossy()
@@ -108,18 +109,28 @@ fn shipped_model_ranking_time_and_own_exemplar_rank() {
         let best = &gallery[order[0]];
         let name = |p: &Path| p.strip_prefix(&root).unwrap().display().to_string();
         println!(
-            "{:32} own exemplar rank {rank:2}/{n} (share {:.3}), first {} ({:.3}), {:.0} ms",
+            "{:32} own exemplar rank {rank:2}/{n} (shape {:.3}), first {} ({:.3}), {:.0} ms",
             name(&sketch),
-            scores[own].cycle_share,
+            scores[own].shape,
             name(best),
-            scores[order[0]].cycle_share,
+            scores[order[0]].shape,
             t.as_secs_f64() * 1e3
         );
-        let mut by_corr: Vec<usize> = (0..n).collect();
-        by_corr.sort_by(|&a, &b| scores[b].mean_max_corr.total_cmp(&scores[a].mean_max_corr));
-        let corr_rank = by_corr.iter().position(|&i| i == own).unwrap() + 1;
-        corr_top1 += (corr_rank == 1) as usize;
-        corr_ranks.push(corr_rank);
+        // Where the own exemplar would rank by one key alone.
+        let rank_by = |key: &dyn Fn(&RankScore) -> f32| {
+            1 + scores.iter().filter(|s| key(s) > key(&scores[own])).count()
+        };
+        for (k, key) in [
+            (
+                0,
+                &(|s: &RankScore| s.cycle_share) as &dyn Fn(&RankScore) -> f32,
+            ),
+            (1, &|s: &RankScore| s.mean_max_corr),
+        ] {
+            let r = rank_by(key);
+            alone[k].0 += (r == 1) as usize;
+            alone[k].1 += r;
+        }
         top1 += (rank == 1) as usize;
         top3 += (rank <= 3) as usize;
         ranks.push(rank);
@@ -128,8 +139,16 @@ fn shipped_model_ranking_time_and_own_exemplar_rank() {
     let total = ranks.len();
     let mean_rank = ranks.iter().sum::<usize>() as f64 / total as f64;
     // The first ranking computes every exemplar's features; later ones reuse them.
-    let corr_mean = corr_ranks.iter().sum::<usize>() as f64 / total as f64;
-    println!("by mean max correlation alone: own exemplar first {corr_top1}/{total}, mean rank {corr_mean:.1}");
+    for (k, what) in ["the cycle share", "the mean best correlation"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "by {what} alone: own exemplar first {}/{total}, mean rank {:.1}",
+            alone[k].0,
+            alone[k].1 as f64 / total as f64
+        );
+    }
     let cold = times.remove(0);
     times.sort();
     let k = times.len();

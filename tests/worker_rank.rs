@@ -114,7 +114,9 @@ fn a_ranking_scores_every_exemplar_once() {
     assert_eq!(ids, ex.iter().map(|(id, _)| *id).collect::<Vec<_>>());
     for (id, s) in &scores {
         eprintln!("exemplar {id}: {s:?}");
-        assert!((0.0..=1.0).contains(&s.cycle_share) && (0.0..=1.0).contains(&s.mean_max_corr));
+        for v in [s.shape, s.cycle_share, s.mean_max_corr] {
+            assert!((0.0..=1.0).contains(&v), "exemplar {id}: {s:?}");
+        }
     }
     // Again (the exemplars' features are kept now): the same scores.
     let t0 = Instant::now();

@@ -1,4 +1,5 @@
-//! Sampling: the DDPM/DDIM schedules, the matching operations and the MIDM loop.
+//! Sampling: the DDPM/DDIM schedules, the matching operations and the MIDM loop, and the
+//! gallery's ranking of exemplars (`rank`, `silhouette`).
 pub mod colour;
 pub mod ddim;
 pub mod matching;
@@ -6,3 +7,4 @@ pub mod midm;
 pub mod rank;
 pub mod regions;
 pub mod schedule;
+pub mod silhouette;

@@ -1,7 +1,8 @@
-//! Ranking exemplars for a condition by the model's own correspondence confidence: how well
-//! the initial matching of the sampler (F_X of the condition against F_Y of the exemplar)
-//! passes its forward-backward cycle check. No diffusion step is run, so scoring an exemplar
-//! costs one autoencoder encode and the correspondence networks.
+//! Ranking exemplars for a condition: first by how alike their outlines are, up to position and
+//! size ([`Silhouette`]), then by the model's own correspondence confidence: how well the initial
+//! matching of the sampler (F_X of the condition against F_Y of the exemplar) passes its
+//! forward-backward cycle check. No diffusion step is run, so scoring an exemplar costs one
+//! autoencoder encode and the correspondence networks.
 //!
 //! The condition side is computed once ([`ConditionFeatures`]) and reused for every exemplar;
 //! an exemplar's side ([`ExemplarFeatures`]) does not depend on the condition, so a caller that
@@ -12,12 +13,17 @@ use candle_core::{DType, Tensor};
 
 use super::matching;
 use super::midm::SamplerOptions;
+use super::silhouette::Silhouette;
 use crate::error::{ensure, Result};
 use crate::model::MidmModel;
 
-/// How well an exemplar fits a condition. Both values are in [0, 1], higher is better.
+/// How well an exemplar fits a condition. Every value is in [0, 1], higher is better.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RankScore {
+    /// How alike the sketch's drawn shape and the exemplar's are, up to position and size
+    /// ([`Silhouette::similarity`]); 0 where either is empty.
+    #[serde(default)]
+    pub shape: f32,
     /// Share of the condition's latent cells kept by the sampler's confidence mask M of the
     /// initial correlation (the cycle check, with its 2x2 three-of-four rule).
     pub cycle_share: f32,
@@ -26,11 +32,12 @@ pub struct RankScore {
 }
 
 impl RankScore {
-    /// Best first: the larger `cycle_share`, ties (it moves in steps of 4 cells) broken by the
-    /// larger `mean_max_corr`.
+    /// Best first: the larger `shape`, then the larger `cycle_share`, then the larger
+    /// `mean_max_corr` (the shares move in steps of 4 cells).
     pub fn best_first(a: &Self, b: &Self) -> Ordering {
-        b.cycle_share
-            .total_cmp(&a.cycle_share)
+        b.shape
+            .total_cmp(&a.shape)
+            .then(b.cycle_share.total_cmp(&a.cycle_share))
             .then(b.mean_max_corr.total_cmp(&a.mean_max_corr))
     }
 }
@@ -63,6 +70,7 @@ pub struct ConditionFeatures {
     features: Tensor,
     /// The drawn shape's cells, for a model with region matching.
     cells: Option<Tensor>,
+    silhouette: Option<Silhouette>,
 }
 
 /// F_Y of an exemplar and its label (the sampler's `ref_out`).
@@ -71,6 +79,7 @@ pub struct ExemplarFeatures {
     features: Tensor,
     /// The exemplar's shape's cells, for a model with region matching.
     cells: Option<Tensor>,
+    silhouette: Option<Silhouette>,
 }
 
 /// Checks a [1, channels, size, size] input and brings it to the model's device in float32,
@@ -102,7 +111,12 @@ impl ConditionFeatures {
         } else {
             None
         };
-        Ok(Self { features, cells })
+        let silhouette = Silhouette::of_condition(&condition)?;
+        Ok(Self {
+            features,
+            cells,
+            silhouette,
+        })
     }
 }
 
@@ -117,6 +131,7 @@ impl ExemplarFeatures {
         Ok(Self {
             features: side.out,
             cells: side.cells,
+            silhouette: Silhouette::of_exemplar(&exemplar)?,
         })
     }
 }
@@ -142,7 +157,12 @@ pub fn score(
     let (_, _, mask) = matching::cycle_mask(&corr, h, w, opts.temperature, opts.fb_threshold)?;
     let cycle_share = mask.mean_all()?.to_scalar::<f32>()?;
     let mean_max_corr = corr.max(2)?.mean_all()?.to_scalar::<f32>()?;
+    let shape = match (&condition.silhouette, &exemplar.silhouette) {
+        (Some(a), Some(b)) => a.similarity(b),
+        _ => 0.0,
+    };
     Ok(RankScore {
+        shape,
         cycle_share,
         mean_max_corr,
     })
@@ -175,14 +195,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn best_first_orders_by_cycle_share_then_correlation() {
-        let s = |cycle_share, mean_max_corr| RankScore {
+    fn best_first_orders_by_shape_then_cycle_share_then_correlation() {
+        let s = |shape, cycle_share, mean_max_corr| RankScore {
+            shape,
             cycle_share,
             mean_max_corr,
         };
-        let mut v = [s(0.5, 0.9), s(0.75, 0.1), s(0.5, 0.95), s(0.0, 1.0)];
+        let mut v = [
+            s(0.2, 0.5, 0.9),
+            s(0.2, 0.75, 0.1),
+            s(0.2, 0.5, 0.95),
+            s(0.2, 0.0, 1.0),
+            s(0.9, 0.0, 0.0),
+        ];
         v.sort_by(RankScore::best_first);
-        assert_eq!(v, [s(0.75, 0.1), s(0.5, 0.95), s(0.5, 0.9), s(0.0, 1.0)]);
+        assert_eq!(
+            v,
+            [
+                s(0.9, 0.0, 0.0),
+                s(0.2, 0.75, 0.1),
+                s(0.2, 0.5, 0.95),
+                s(0.2, 0.5, 0.9),
+                s(0.2, 0.0, 1.0)
+            ]
+        );
     }
 
     #[test]

@@ -402,7 +402,8 @@ impl GalleryPanel {
             (false, _, _) => "Load a model to rank these for the sketch.",
             (true, false, _) => "Draw a sketch to rank these for it.",
             (true, true, true) => {
-                "Best fit for the sketch first: % of its cells whose match passes the cycle check."
+                "Best fit first: % = how alike the outlines are, at any size and place (hover for \
+                 the model's match score)."
             }
             (true, true, false) => "Ranked for the sketch when you pause drawing.",
         };
@@ -578,8 +579,9 @@ impl GalleryPanel {
         };
         let tip = match &e.score {
             Some(Ok(s)) => format!(
-                "{}\n{:.0}% of the sketch's cells pass the cycle check\nmean best correlation {:.3}\nClick to use as exemplar",
+                "{}\noutline {:.0}% alike\n{:.0}% of the sketch's cells pass the cycle check\nmean best correlation {:.3}\nClick to use as exemplar",
                 e.name,
+                s.shape * 100.0,
                 s.cycle_share * 100.0,
                 s.mean_max_corr
             ),
@@ -600,7 +602,7 @@ impl GalleryPanel {
 fn badge(painter: &egui::Painter, square: Rect, score: &Result<RankScore, String>) {
     let (text, fill) = match score {
         Ok(s) => (
-            format!("{:.0}%", s.cycle_share * 100.0),
+            format!("{:.0}%", s.shape * 100.0),
             Color32::from_black_alpha(190),
         ),
         Err(_) => ("!".into(), Color32::from_rgb(200, 60, 50)),
