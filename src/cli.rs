@@ -55,6 +55,32 @@ impl SamplerArgs {
         }
     }
 
+    /// Flags that no run could take, named as the user typed them (the editor's widgets keep
+    /// their values in range; [`Params::sampler_options`] clamps, which would hide the mistake).
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.interleaved_steps >= 1,
+            "--interleaved-steps must be at least 1"
+        );
+        anyhow::ensure!(
+            self.interleaved_steps < self.ddim_steps,
+            "--interleaved-steps ({}) must be fewer than --ddim-steps ({})",
+            self.interleaved_steps,
+            self.ddim_steps
+        );
+        anyhow::ensure!(
+            self.temperature > 0.0 && self.temperature.is_finite(),
+            "--temperature must be a positive number (got {})",
+            self.temperature
+        );
+        anyhow::ensure!(
+            self.fb_threshold > 0.0 && self.fb_threshold.is_finite(),
+            "--fb-threshold must be a positive number (got {})",
+            self.fb_threshold
+        );
+        Ok(())
+    }
+
     pub fn options(&self) -> SamplerOptions {
         self.params(DeviceChoice::Cpu, Precision::F32)
             .sampler_options()
@@ -125,6 +151,7 @@ impl ModelArgs {
 
     /// The sampler settings of `sampler` as recorded with a result of this model.
     pub fn params(&self, sampler: &SamplerArgs) -> anyhow::Result<Params> {
+        sampler.check()?;
         Ok(sampler.params(parse_device(&self.device)?, self.precision))
     }
 }
@@ -210,6 +237,7 @@ impl StepSink for CliSink<'_> {
 }
 
 pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
+    args.sampler.check()?;
     let t0 = Instant::now();
     let CliModel { loaded, path } = args.model.load()?;
     eprintln!("loaded in {:.2} s", t0.elapsed().as_secs_f64());
@@ -327,6 +355,7 @@ pub struct BatchArgs {
 /// `midm batch`: prints a summary line; an error (nonzero exit) when any pair failed.
 pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     use crate::batch::{Grid, Manifest, Outcome};
+    args.sampler.check()?;
     let manifest = match &args.manifest {
         Some(path) => Manifest::open(path, args.sampler.seed)?,
         None => {
@@ -427,5 +456,35 @@ mod tests {
         let off = Cli::parse_from(["midm", "--no-refine", "--seed", "3"]).sampler;
         assert_eq!(off.options().refine, None);
         assert_eq!(off.params(editor.device, editor.precision).seed, 3);
+    }
+
+    #[test]
+    fn impossible_sampler_flags_are_refused_by_their_names() {
+        let err = |argv: &[&str]| {
+            let mut all = vec!["midm"];
+            all.extend_from_slice(argv);
+            Cli::parse_from(all)
+                .sampler
+                .check()
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(&["--ddim-steps", "0"]),
+            "--interleaved-steps (4) must be fewer than --ddim-steps (0)"
+        );
+        assert_eq!(
+            err(&["--ddim-steps", "16", "--interleaved-steps", "16"]),
+            "--interleaved-steps (16) must be fewer than --ddim-steps (16)"
+        );
+        assert!(err(&["--interleaved-steps", "0"]).starts_with("--interleaved-steps must"));
+        assert!(err(&["--temperature", "0"]).starts_with("--temperature must"));
+        assert!(err(&["--fb-threshold", "0"]).starts_with("--fb-threshold must"));
+        assert!(
+            Cli::parse_from(["midm", "--ddim-steps", "2", "--interleaved-steps", "1"])
+                .sampler
+                .check()
+                .is_ok()
+        );
     }
 }

@@ -54,8 +54,10 @@ impl Params {
     /// the interleaved steps clamped to the schedule, re-warps only at steps that exist).
     pub fn sampler_options(&self) -> SamplerOptions {
         let d = SamplerOptions::default();
-        let ddim_steps = self.ddim_steps.max(1);
-        let interleaved = self.interleaved_steps.clamp(1, ddim_steps);
+        // Into the range the sampler takes (interleaved steps fewer than DDIM steps): a
+        // restored PNG or an edited session may hold any numbers.
+        let ddim_steps = self.ddim_steps.max(2);
+        let interleaved = self.interleaved_steps.clamp(1, ddim_steps - 1);
         SamplerOptions {
             ddim_steps,
             interleaved_steps: interleaved,
