@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::schedule::{DdimSchedule, DdpmSchedule};
+use super::warp::Warper;
 use super::{colour, ddim, matching, regions};
 use crate::error::{ensure, Error, Result};
 use crate::model::MidmModel;
@@ -527,6 +528,8 @@ impl<'a> Run<'a> {
         Ok(x0)
     }
 
+    /// One run: the sketch's features, the initial warp, the interleaved steps, the refinement
+    /// and the decoded image, each announced to the sink as it is made.
     fn go(&mut self, exemplar: &ExemplarSide) -> Result<MidmOutput> {
         let model = self.model;
         let opts = self.opts;
@@ -537,71 +540,53 @@ impl<'a> Run<'a> {
             .condition
             .to_device(device)?
             .to_dtype(DType::F32)?;
-        let (ref_latent, ref_out, inter_ref) =
-            (&exemplar.latent, &exemplar.out, &exemplar.matching);
+        let ref_latent = &exemplar.latent;
         self.exemplar_latent = Some(ref_latent.clone());
         let (_, _, h, w) = ref_latent.dims4()?;
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
         let (trg_out, trg_matching) = corr_net.target_features(&seg_in, &label_ds)?;
         self.unet_condition = model.config.unet_condition.then(|| seg_in.clone());
-        // Region matching (a model's `midms.region_matching`): restricted correlations, and
-        // warps that leave a photo's cells outside the sketch to the background latent.
-        let regions = match &exemplar.cells {
-            Some(cells) => Some(regions::Regions::new(
-                &regions::target_cells(&condition, h, w, model.config.region_open_strokes)?,
-                cells,
-                model.config.background_latent.as_deref(),
-                model.config.region_keep_outside,
-            )?),
-            None => None,
-        };
-        let restrict = |corr: Tensor| match &regions {
-            Some(r) => r.restrict(corr),
-            None => Ok(corr),
-        };
-        let fill_outside = |warped: Tensor| match &regions {
-            Some(r) => r.fill_outside(warped),
-            None => Ok(warped),
-        };
-        // Colour transfer (a model's `midms.colour_transfer`): the exemplar's chroma moved by the
-        // first matching, by its own (sharper) softmax where the model sets
-        // `midms.colour_temperature`, put onto the decoded image at the end.
-        let warp_colour = |corr: &Tensor, weights: &Tensor| -> Result<Option<Tensor>> {
-            let Some(src) = &exemplar.colour else {
-                return Ok(None);
-            };
-            let warped = match model.config.colour_temperature {
-                Some(t) => matching::apply_warp(&matching::warp_weights(corr, t)?, src)?,
-                None => matching::apply_warp(weights, src)?,
-            };
-            Ok(Some(match &regions {
-                Some(r) => r.clear_outside(warped)?,
-                None => warped,
-            }))
-        };
+        let warper = Warper::new(
+            model,
+            opts,
+            &condition,
+            exemplar.cells.as_ref(),
+            exemplar.colour.as_ref(),
+            (h, w),
+        )?;
 
-        // Initial warp. Its [hw, hw] matrices are dropped at the end of the block: at the
-        // official size they are 67 MB each, and held to the end they added to every later peak.
-        let mut x0 = {
-            let corr = restrict(matching::correlation(&trg_out, ref_out)?)?;
-            let weights = matching::warp_weights(&corr, opts.temperature)?;
-            // Kept for the InitialWarp event and the final image.
-            self.colour_warped = warp_colour(&corr, &weights)?;
-            drop(corr);
-            let x0 = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
-            self.emit(
-                StepKind::InitialWarp,
-                None,
-                &x0,
-                Some(&x0),
-                None,
-                Some(&weights),
-                None,
-            );
-            x0
-        };
+        let initial = warper.initial(&trg_out, &exemplar.out, ref_latent)?;
+        // Kept for the InitialWarp event and the final image.
+        self.colour_warped = initial.colour;
+        let x0 = initial.x0;
+        self.emit(
+            StepKind::InitialWarp,
+            None,
+            &x0,
+            Some(&x0),
+            None,
+            Some(&initial.weights),
+            None,
+        );
+        drop(initial.weights);
+        let (mut x0, last_mask) = self.interleave(x0, &warper, &trg_matching, exemplar)?;
+        if let Some(refine) = &opts.refine {
+            x0 = self.refine(x0, refine)?;
+        }
+        self.finish(x0, last_mask)
+    }
 
-        // Interleaved DDIM steps on the last `interleaved_steps` steps of the S-step schedule.
+    /// Interleaved DDIM steps on the last `interleaved_steps` steps of the S-step schedule, from
+    /// the initial warp `x0`, re-matching at `rewarp_at`: the last x0 estimate and the last mask.
+    fn interleave(
+        &mut self,
+        mut x0: Tensor,
+        warper: &Warper,
+        trg_matching: &Tensor,
+        exemplar: &ExemplarSide,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let opts = self.opts;
+        let device = &self.model.device;
         let ddim = DdimSchedule::new(&self.ddpm, opts.ddim_steps, 0.0);
         let n = opts.interleaved_steps;
         let first = opts.ddim_steps - n;
@@ -613,30 +598,19 @@ impl<'a> Run<'a> {
             let s = first + k;
             let mut rewarp = None;
             if k > 0 && opts.rewarp_at.contains(&k) {
-                let feat = corr_net.iteration_features(&x0, &trg_matching)?;
-                let corr_inter = restrict(matching::correlation(&feat, inter_ref)?)?;
-                let weights = matching::warp_weights(&corr_inter, opts.temperature)?;
-                let x0_new = fill_outside(matching::apply_warp(&weights, ref_latent)?)?;
-                let mask = if opts.use_mask {
-                    let cycle = matching::cycle_mask(
-                        &corr_inter,
-                        h,
-                        w,
-                        opts.temperature,
-                        opts.fb_threshold,
-                    )?
-                    .2;
-                    match &regions {
-                        Some(r) => r.keep_outside(cycle)?,
-                        None => cycle,
-                    }
-                } else {
-                    Tensor::ones((shape[0], 1, h, w), DType::F32, device)?
-                };
-                x0 = matching::masked_mix(&x0_new, &x0, &mask)?;
+                let feat = self
+                    .model
+                    .correspondence
+                    .iteration_features(&x0, trg_matching)?;
+                let r = warper.rematch(&feat, &exemplar.matching, &exemplar.latent)?;
+                x0 = matching::masked_mix(&r.warped, &x0, &r.mask)?;
                 // Kept through the UNet pass only when the probe asks for them (67 MB at the
                 // official size).
-                rewarp = Some((x0_new, mask, opts.emit_warp_weights.then_some(weights)));
+                rewarp = Some((
+                    r.warped,
+                    r.mask,
+                    opts.emit_warp_weights.then_some(r.weights),
+                ));
             }
             let x_in = match &carried {
                 None => {
@@ -671,11 +645,13 @@ impl<'a> Run<'a> {
                 None => self.emit(kind, Some(t), &x0, None, None, None, None),
             }
         }
+        Ok((x0, last_mask))
+    }
 
-        if let Some(refine) = &opts.refine {
-            x0 = self.refine(x0, refine)?;
-        }
-
+    /// The decoded image of `x0` (with the exemplar's colours where the model transfers them),
+    /// announced as the final step.
+    fn finish(&mut self, x0: Tensor, last_mask: Option<Tensor>) -> Result<MidmOutput> {
+        let model = self.model;
         self.check_cancel()?;
         let mut image = model.autoencoder.decode(&x0)?;
         if let Some(warped) = &self.colour_warped {

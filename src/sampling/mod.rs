@@ -8,3 +8,4 @@ pub mod rank;
 pub mod regions;
 pub mod schedule;
 pub mod silhouette;
+mod warp;
