@@ -70,6 +70,7 @@ pub struct ConditionFeatures {
     features: Tensor,
     /// The drawn shape's cells, for a model with region matching.
     cells: Option<Tensor>,
+    /// The drawn shape, for the first ranking key (none for an empty sketch).
     silhouette: Option<Silhouette>,
 }
 
@@ -79,6 +80,7 @@ pub struct ExemplarFeatures {
     features: Tensor,
     /// The exemplar's shape's cells, for a model with region matching.
     cells: Option<Tensor>,
+    /// The exemplar's shape (none for an all-white image).
     silhouette: Option<Silhouette>,
 }
 
