@@ -318,6 +318,10 @@ pub struct BatchArgs {
     /// Grid: seeds, comma-separated (default: --seed).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
+    /// Grid: pair each sketch only with the K exemplars whose outlines fit it best (the editor
+    /// gallery's ranking by outline), best first.
+    #[arg(long, requires = "grid", value_parser = clap::value_parser!(u64).range(1..))]
+    pub top: Option<u64>,
     /// Output folder (results, and sheet.png).
     #[arg(long)]
     pub out: PathBuf,
@@ -356,6 +360,7 @@ pub struct BatchArgs {
 pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     use crate::batch::{Grid, Manifest, Outcome};
     args.sampler.check()?;
+    let CliModel { loaded, path } = args.model.load()?;
     let manifest = match &args.manifest {
         Some(path) => Manifest::open(path, args.sampler.seed)?,
         None => {
@@ -363,13 +368,17 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
                 true => vec![args.sampler.seed],
                 false => args.seeds.clone(),
             };
-            Manifest::Grid(Grid::new(&args.sketches, &args.exemplars, seeds)?)
+            let mut grid = Grid::new(&args.sketches, &args.exemplars, seeds)?;
+            if let Some(k) = args.top {
+                let cfg = &loaded.model.config;
+                grid.keep_best(k as usize, cfg.image_size, cfg.label_nc());
+            }
+            Manifest::Grid(grid)
         }
     };
     let shard = args.shard;
     let total = manifest.count()?;
     let mine = (0..total).filter(|j| shard.contains(*j)).count();
-    let CliModel { loaded, path } = args.model.load()?;
     let config = crate::batch::BatchConfig {
         out_dir: args.out.clone(),
         batch: args.batch,

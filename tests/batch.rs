@@ -167,6 +167,65 @@ fn grid_makes_every_pair_in_order() {
 }
 
 #[test]
+fn a_grid_keeps_each_sketchs_best_fitting_exemplars_and_its_shards_still_partition_it() {
+    let drawn = root().join("assets/drawn");
+    let sketches = [
+        drawn.join("house_sketch.png"),
+        drawn.join("heart_sketch.png"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, b"not a png").unwrap();
+    let exemplars = [
+        broken.clone(),
+        drawn.join("heart_exemplar.png"),
+        drawn.join("key_exemplar.png"),
+        drawn.join("cottage_exemplar.png"),
+        drawn.join("star_exemplar.png"),
+    ];
+    let mut grid = Grid::new(&sketches, &exemplars, vec![3, 4]).unwrap();
+    assert_eq!(grid.len(), 20);
+    grid.keep_best(2, 128, 1);
+    assert_eq!(grid.len(), 8, "2 sketches x 2 exemplars x 2 seeds");
+    let m = Manifest::Grid(grid);
+    let pairs: Vec<(String, String, u64)> = m
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let p = e.pair.unwrap();
+            let name = |p: &Path| p.file_stem().unwrap().to_string_lossy().into_owned();
+            (name(&p.condition[0]), name(&p.exemplar), p.seed)
+        })
+        .collect();
+    // The house's outline fits the cottage best and the heart's the heart (the unreadable file
+    // ranks last, never first); each keeps its order over the seeds.
+    assert_eq!(
+        pairs[0],
+        ("house_sketch".into(), "cottage_exemplar".into(), 3)
+    );
+    assert_eq!(
+        pairs[1],
+        ("house_sketch".into(), "cottage_exemplar".into(), 4)
+    );
+    assert_eq!(
+        pairs[4],
+        ("heart_sketch".into(), "heart_exemplar".into(), 3)
+    );
+    assert!(pairs.iter().all(|(_, e, _)| e != "broken"), "{pairs:?}");
+    let mut seen: Vec<usize> = (0..3)
+        .flat_map(|i| {
+            let shard = Shard { index: i, count: 3 };
+            m.entries()
+                .unwrap()
+                .filter(move |e| shard.contains(e.index))
+                .map(|e| e.index)
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..8).collect::<Vec<_>>());
+}
+
+#[test]
 fn shards_partition_the_manifest() {
     let sketches: Vec<PathBuf> = (0..5).map(|i| PathBuf::from(format!("s{i}.png"))).collect();
     let exemplars: Vec<PathBuf> = (0..3).map(|i| PathBuf::from(format!("e{i}.png"))).collect();

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::sampling::silhouette::Silhouette;
 
 /// File extensions a grid takes from a folder.
 const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "webp", "safetensors"];
@@ -71,12 +72,15 @@ impl std::str::FromStr for Shard {
     }
 }
 
-/// A grid: every sketch with every exemplar and every seed (in that nesting order).
+/// A grid: every sketch with every exemplar (or with its best-fitting few, [`Grid::keep_best`])
+/// and every seed (in that nesting order).
 #[derive(Debug, Clone)]
 pub struct Grid {
     pub sketches: Vec<PathBuf>,
     pub exemplars: Vec<PathBuf>,
     pub seeds: Vec<u64>,
+    /// Per sketch, the indices of the exemplars it is paired with, best first; none: all.
+    picks: Option<Vec<Vec<usize>>>,
 }
 
 impl Grid {
@@ -86,6 +90,7 @@ impl Grid {
             sketches: expand(sketches)?,
             exemplars: expand(exemplars)?,
             seeds,
+            picks: None,
         };
         crate::error::ensure!(
             !grid.sketches.is_empty() && !grid.exemplars.is_empty() && !grid.seeds.is_empty(),
@@ -98,7 +103,60 @@ impl Grid {
     }
 
     pub fn len(&self) -> usize {
-        self.sketches.len() * self.exemplars.len() * self.seeds.len()
+        self.sketches.len() * self.per_sketch() * self.seeds.len()
+    }
+
+    /// Exemplars paired with each sketch.
+    fn per_sketch(&self) -> usize {
+        self.picks
+            .as_ref()
+            .and_then(|p| p.first())
+            .map_or(self.exemplars.len(), Vec::len)
+    }
+
+    /// Pairs each sketch only with the `k` exemplars whose outlines fit it best
+    /// ([`Silhouette::similarity`], the editor gallery's first ranking key), best first, ties in
+    /// the exemplars' order. Images are read at the model's `size` as a run reads them. Host
+    /// arithmetic only, no network, so every shard of a sweep picks the same pairs on any
+    /// machine. A file that cannot be read ranks last, and its pairs then fail with the
+    /// reader's error.
+    pub fn keep_best(&mut self, k: usize, size: usize, label_nc: usize) {
+        let device = candle_core::Device::Cpu;
+        let exemplars: Vec<Option<Silhouette>> = self
+            .exemplars
+            .iter()
+            .map(|p| {
+                let (t, _, _) = crate::image::load_exemplar(p, size, &device).ok()?;
+                Silhouette::of_exemplar(&t).ok().flatten()
+            })
+            .collect();
+        let picks = self
+            .sketches
+            .iter()
+            .map(|sketch| {
+                let shape = crate::image::load_condition(
+                    std::slice::from_ref(sketch),
+                    label_nc,
+                    size,
+                    &device,
+                )
+                .ok()
+                .and_then(|(t, _)| Silhouette::of_condition(&t).ok().flatten());
+                let score: Vec<f32> = exemplars
+                    .iter()
+                    .map(|e| match (&shape, e) {
+                        (Some(a), Some(b)) => a.similarity(b),
+                        _ => -1.0,
+                    })
+                    .collect();
+                let mut order: Vec<usize> = (0..exemplars.len()).collect();
+                // Stable: equal scores keep the exemplars' order.
+                order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+                order.truncate(k.max(1));
+                order
+            })
+            .collect();
+        self.picks = Some(picks);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -107,11 +165,11 @@ impl Grid {
 
     /// Entry `j` (computed, not stored: a grid of any size costs its path lists only).
     pub fn entry(&self, j: usize) -> Entry {
-        let (ne, ns) = (self.exemplars.len(), self.seeds.len());
-        let (sketch, exemplar) = (
-            &self.sketches[j / (ne * ns)],
-            &self.exemplars[(j / ns) % ne],
-        );
+        let (ne, ns) = (self.per_sketch(), self.seeds.len());
+        let s = j / (ne * ns);
+        let e = (j / ns) % ne;
+        let e = self.picks.as_ref().map_or(e, |p| p[s][e]);
+        let (sketch, exemplar) = (&self.sketches[s], &self.exemplars[e]);
         let seed = self.seeds[j % ns];
         Entry {
             index: j,
