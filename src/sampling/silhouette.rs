@@ -4,14 +4,15 @@
 //! Why not the model's own signal alone: the share of the sketch's cells whose initial match
 //! passes the cycle check put each hand-drawn sketch's own exemplar 15.1st of 41 on average
 //! (model v1.12, `tests/rank_shipped.rs`; chance 21), the house last and the cup 38th. The
-//! silhouettes put it 8th, first for 16 of 37 sketches, and on 300 held-out emoji (one-line
-//! sketches, Twemoji exemplars, a gallery of all 300) 39.8th against chance's 150.5 (2026-12-05,
-//! a prototype of this rule in Python over the trainer's `fill_label` / `exemplar_foreground`).
-//! Adding the cycle share to it, as a product or a weighted sum, ranked worse on the hand-drawn
-//! set, so it only breaks ties. Turning each shape to its principal axis first (Twemoji draws its
-//! key, moon and rocket diagonally) ranked the held-out set worse (65.8th; 59.3rd with flips
-//! tried too) and the hand-drawn one hardly better (8.3rd; 7.3rd), so shapes are compared as
-//! drawn.
+//! silhouettes put it 8.1st, first for 16 of 37 sketches. On the 886 held-out emoji (one-line
+//! sketches, Twemoji exemplars, a gallery of all 886; `python -m train.rank_eval`, which writes
+//! this rule again over the trainer's ops) the own exemplar ranks 125.4th against chance's 443.5,
+//! in the top ten for 272 (ties, such as Twemoji's many round faces, counted half). Adding the
+//! cycle share to it, as a product or a weighted sum, ranked worse on the hand-drawn set
+//! (2026-12-05), so it only breaks ties. Turning each shape to its principal axis first (Twemoji
+//! draws its key, moon and rocket diagonally) ranked 300 held-out pairs worse (65.8th against
+//! 39.8th, ties in the own exemplar's favour) and the hand-drawn set hardly better (8.3rd; 7.3rd
+//! with flips tried too), so shapes are compared as drawn.
 //!
 //! Written here rather than taken from a crate: a crop, an area-average resample and a count of
 //! a 32x32 grid (imageproc has no shape-matching descriptor; `image`'s resize filters are not an
