@@ -4,8 +4,8 @@
 # `midm::params::SAMPLE_PAIR`), a real run.
 #   screenshots/editor.png       after the run (final image selected)
 #   screenshots/editor-step.png  interleaved step k1 selected, correspondence probe on r~n
-#   screenshots/live-gallery.png live mode: a stroke drawn by hand restarted the run; the
-#                                gallery ranked for the sketch
+#   screenshots/live-gallery.png live mode: a star drawn by hand, the gallery ranked for it,
+#                                its first exemplar picked
 #   screenshots/run-all.png      the gallery's "Run all": the sketch with every exemplar
 # Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
 set -euo pipefail
@@ -34,13 +34,23 @@ sleep 1
 xdotool mousemove 410 585 click 1
 sleep 2
 import -window root screenshots/editor-step.png
-# Live mode: a stroke drawn in small steps (as a hand does) starts a run when it ends.
-xdotool mousemove 420 170 mousedown 1
-for i in $(seq 24); do
-  xdotool mousemove $((420 + i * 4)) $((170 + i * 6))
-  sleep 0.02
+# Live mode: Clear, then a star drawn in one stroke in small steps (as a hand does); the run
+# starts when the stroke ends and the gallery ranks itself for the star; then the gallery's
+# first exemplar is clicked, which runs again with it.
+xdotool mousemove 473 89 click 1
+sleep 1
+star=(468 150 492 225 570 225 507 270 532 345 468 300 404 345 429 270 366 225 444 225 468 150)
+xdotool mousemove "${star[0]}" "${star[1]}" mousedown 1
+for ((p = 2; p < ${#star[@]}; p += 2)); do
+  x0=${star[p - 2]} y0=${star[p - 1]} x1=${star[p]} y1=${star[p + 1]}
+  for i in $(seq 20); do
+    xdotool mousemove $((x0 + (x1 - x0) * i / 20)) $((y0 + (y1 - y0) * i / 20))
+    sleep 0.01
+  done
 done
 xdotool mouseup 1
+sleep "${MIDM_SCREENSHOT_WAIT:-20}"
+xdotool mousemove 1130 200 click 1
 sleep "${MIDM_SCREENSHOT_WAIT:-20}"
 import -window root screenshots/live-gallery.png
 # The gallery's "Run all" (a minute or more on a CPU); the log says when every result is in.
