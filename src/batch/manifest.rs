@@ -116,10 +116,10 @@ impl Grid {
 
     /// Pairs each sketch only with the `k` exemplars whose outlines fit it best
     /// ([`Silhouette::similarity`], the editor gallery's first ranking key), best first, ties in
-    /// the exemplars' order. Images are read at the model's `size` as a run reads them. Host
-    /// arithmetic only, no network, so every shard of a sweep picks the same pairs on any
-    /// machine. A file that cannot be read ranks last, and its pairs then fail with the
-    /// reader's error.
+    /// the exemplars' order. Images are read at the model's `size` as a run reads them. No
+    /// network runs (plain f32 and integer arithmetic on the host), so the shards of a sweep,
+    /// each picking for itself, pick the same pairs. A file that cannot be read ranks last, and
+    /// its pairs then fail with the reader's error.
     pub fn keep_best(&mut self, k: usize, size: usize, label_nc: usize) {
         let device = candle_core::Device::Cpu;
         let exemplars: Vec<Option<Silhouette>> = self
