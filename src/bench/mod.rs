@@ -252,6 +252,8 @@ pub fn bench_model(
 
 /// [`bench_model`] on a batch of `batch` random pairs (each with its own seed): every time is
 /// that of the whole batch, and the FLOPs are those of one pair (so divide by `batch`).
+/// Long by its layout, not its logic: one timed closure per stage, in the order the report
+/// prints them, each beside its FLOPs, so that a stage and its count are read together.
 pub fn bench_model_batch(
     model: &MidmModel,
     batch: usize,

@@ -572,29 +572,34 @@ impl GalleryPanel {
         if let Some(score) = &e.score {
             badge(&painter, square, score);
         }
-        let result_tip = match &e.result {
-            Some(Ok(_)) => "\nThe sketch translated with it is shown (\"Run all\")",
-            Some(Err(_)) => "\n\"Run all\" failed for it",
-            None => "",
-        };
-        let tip = match &e.score {
-            Some(Ok(s)) => format!(
-                "{}\noutline {:.0}% alike\n{:.0}% of the sketch's cells pass the cycle check\nmean best correlation {:.3}\nClick to use as exemplar",
-                e.name,
-                s.shape * 100.0,
-                s.cycle_share * 100.0,
-                s.mean_max_corr
-            ),
-            Some(Err(why)) => format!("{}\nnot ranked: {why}", e.name),
-            None => format!("{}\nClick to use as exemplar", e.name),
-        };
-        let tip = match &e.result {
-            Some(Err(why)) => format!("{tip}{result_tip}: {why}"),
-            _ => format!("{tip}{result_tip}"),
-        };
+        let tip = tooltip(e);
         if response.on_hover_text(tip).clicked() {
             actions.push(Action::UseExemplar(e.path.clone()));
         }
+    }
+}
+
+/// What hovering a thumbnail tells: its name, both ranking scores, and Run all's outcome.
+fn tooltip(e: &Entry) -> String {
+    let result_tip = match &e.result {
+        Some(Ok(_)) => "\nThe sketch translated with it is shown (\"Run all\")",
+        Some(Err(_)) => "\n\"Run all\" failed for it",
+        None => "",
+    };
+    let tip = match &e.score {
+        Some(Ok(s)) => format!(
+            "{}\noutline {:.0}% alike\n{:.0}% of the sketch's cells pass the cycle check\nmean best correlation {:.3}\nClick to use as exemplar",
+            e.name,
+            s.shape * 100.0,
+            s.cycle_share * 100.0,
+            s.mean_max_corr
+        ),
+        Some(Err(why)) => format!("{}\nnot ranked: {why}", e.name),
+        None => format!("{}\nClick to use as exemplar", e.name),
+    };
+    match &e.result {
+        Some(Err(why)) => format!("{tip}{result_tip}: {why}"),
+        _ => format!("{tip}{result_tip}"),
     }
 }
 
