@@ -320,7 +320,7 @@ pub struct BatchArgs {
     pub seeds: Vec<u64>,
     /// Grid: pair each sketch only with the K exemplars whose outlines fit it best (the editor
     /// gallery's ranking by outline), best first.
-    #[arg(long, requires = "grid", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub top: Option<u64>,
     /// Output folder (results, and sheet.png).
     #[arg(long)]
@@ -360,6 +360,10 @@ pub struct BatchArgs {
 pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     use crate::batch::{Grid, Manifest, Outcome};
     args.sampler.check()?;
+    anyhow::ensure!(
+        args.top.is_none() || args.grid,
+        "--top picks exemplars for a --grid; a manifest lists its pairs itself"
+    );
     let CliModel { loaded, path } = args.model.load()?;
     let manifest = match &args.manifest {
         Some(path) => Manifest::open(path, args.sampler.seed)?,

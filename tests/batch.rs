@@ -615,3 +615,20 @@ fn cli_batch_low_memory_writes_the_same_files() {
         assert!(a == b, "{name} differs between the allocators");
     }
 }
+
+#[test]
+fn cli_top_without_a_grid_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("pairs.csv");
+    std::fs::write(&manifest, "condition,exemplar\na.png,b.png\n").unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_midm"))
+        .args(["batch", manifest.to_str().unwrap(), "--top", "2"])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--top picks exemplars for a --grid"), "{err}");
+    assert!(!out.exists(), "nothing was written");
+}
