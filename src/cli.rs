@@ -149,9 +149,9 @@ impl ModelArgs {
         Ok(CliModel { loaded, path })
     }
 
-    /// The sampler settings of `sampler` as recorded with a result of this model.
+    /// The sampler settings of `sampler` as recorded with a result of this model (the commands
+    /// check the flags first, [`SamplerArgs::check`]).
     pub fn params(&self, sampler: &SamplerArgs) -> anyhow::Result<Params> {
-        sampler.check()?;
         Ok(sampler.params(parse_device(&self.device)?, self.precision))
     }
 }

@@ -117,17 +117,9 @@ fn shipped_model_ranking_time_and_own_exemplar_rank() {
             t.as_secs_f64() * 1e3
         );
         // Where the own exemplar would rank by one key alone.
-        let rank_by = |key: &dyn Fn(&RankScore) -> f32| {
-            1 + scores.iter().filter(|s| key(s) > key(&scores[own])).count()
-        };
-        for (k, key) in [
-            (
-                0,
-                &(|s: &RankScore| s.cycle_share) as &dyn Fn(&RankScore) -> f32,
-            ),
-            (1, &|s: &RankScore| s.mean_max_corr),
-        ] {
-            let r = rank_by(key);
+        let keys: [fn(&RankScore) -> f32; 2] = [|s| s.cycle_share, |s| s.mean_max_corr];
+        for (k, key) in keys.iter().enumerate() {
+            let r = 1 + scores.iter().filter(|s| key(s) > key(&scores[own])).count();
             alone[k].0 += (r == 1) as usize;
             alone[k].1 += r;
         }

@@ -75,6 +75,7 @@ class LatentDiffusion(nn.Module):
         self.first_stage_model = VQModel(fs["embed_dim"], fs["n_embed"], fs["ddconfig"])
         self.model = DiffusionWrapper(UNetModel(**p["unet_config"]["params"]))
         self.num_timesteps = p["timesteps"]
+        self._ddim_schedules = {}  # (steps, eta) -> DdimSchedule, see ddim_schedule
         for k, v in ddpm_schedule(p["timesteps"], p["linear_start"], p["linear_end"]).items():
             self.register_buffer(k, v)
 
@@ -82,11 +83,10 @@ class LatentDiffusion(nn.Module):
         """The DDIM schedule of `steps` steps, made once per (steps, eta) and kept: making one reads
         `alphas_cumprod` back to the host, which on a GPU waits for every queued kernel. The
         buffer is fixed by the config (`ddpm_schedule`), so a kept schedule never goes stale."""
-        cache = self.__dict__.setdefault("_ddim_schedules", {})
         key = (int(steps), float(eta))
-        if key not in cache:
-            cache[key] = DdimSchedule(self.alphas_cumprod, steps, eta, self.num_timesteps)
-        return cache[key]
+        if key not in self._ddim_schedules:
+            self._ddim_schedules[key] = DdimSchedule(self.alphas_cumprod, steps, eta, self.num_timesteps)
+        return self._ddim_schedules[key]
 
     def q_sample(self, x0, t, noise):
         a = self.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1)

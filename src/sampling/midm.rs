@@ -258,6 +258,9 @@ pub struct ExemplarSide {
     /// The exemplar's chroma to warp, for a model with colour transfer
     /// ([`colour::colour_source`]).
     colour: Option<Tensor>,
+    /// The exemplar's shape [B, 1, H, W] ([`regions::exemplar_foreground`]) where the model
+    /// needed it, kept so that the gallery's silhouette does not flood-fill it again.
+    pub(crate) foreground: Option<Tensor>,
 }
 
 impl ExemplarSide {
@@ -292,6 +295,7 @@ impl ExemplarSide {
             matching,
             cells,
             colour,
+            foreground,
         })
     }
 }

@@ -130,10 +130,14 @@ impl ExemplarFeatures {
         let label = input(model, label, model.config.label_nc(), "exemplar label")?;
         // The same features the sampler's initial warp matches against.
         let side = super::midm::ExemplarSide::new(model, &exemplar, &label)?;
+        let silhouette = match &side.foreground {
+            Some(fg) => Silhouette::of_mask_tensor(fg)?,
+            None => Silhouette::of_exemplar(&exemplar)?,
+        };
         Ok(Self {
             features: side.out,
             cells: side.cells,
-            silhouette: Silhouette::of_exemplar(&exemplar)?,
+            silhouette,
         })
     }
 }

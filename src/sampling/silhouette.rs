@@ -80,7 +80,8 @@ impl Silhouette {
         Self::of_mask_tensor(&exemplar_foreground(exemplar)?)
     }
 
-    fn of_mask_tensor(mask: &Tensor) -> Result<Option<Self>> {
+    /// The shape of one mask [1, 1, H, W] in {0, 1} (an exemplar's foreground made already).
+    pub fn of_mask_tensor(mask: &Tensor) -> Result<Option<Self>> {
         let (_, _, h, w) = mask.dims4()?;
         let values = mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         Ok(Self::from_mask(&values, h, w))
