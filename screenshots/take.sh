@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Retakes the README screenshots from the real window: a release build under Xvfb + Mesa's
-# lavapipe, the shipped model, the editor's sample pair (a hand-drawn cup and Twemoji's cup,
+# lavapipe, the shipped model, the editor's sample pair (a hand-drawn tree and Twemoji's tree,
 # `midm::params::SAMPLE_PAIR`), a real run.
 #   screenshots/editor.png       after the run (final image selected)
 #   screenshots/editor-step.png  interleaved step k1 selected, correspondence probe on r~n
@@ -19,7 +19,7 @@ xvfb=$!
 app=
 trap 'kill $app $xvfb 2>/dev/null || true' EXIT
 sleep 1
-RUST_LOG=info ./target/release/midm --condition assets/drawn/cup_sketch.png --exemplar assets/drawn/cup_exemplar.png --run \
+RUST_LOG=info ./target/release/midm --condition assets/drawn/tree_sketch.png --exemplar assets/drawn/tree_exemplar.png --run \
   >/tmp/midm-screenshots.log 2>&1 &
 app=$!
 win=$(xdotool search --sync --onlyvisible --name midm | head -1)

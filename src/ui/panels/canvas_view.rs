@@ -1,5 +1,6 @@
 //! The canvas as shown: composed at display resolution from the canvas's steps with
-//! anti-aliased strokes, so zooming does not pixelate them (raster bases stay model pixels);
+//! anti-aliased strokes and smoothed raster bases (a loaded sketch), so zooming does not pixelate
+//! them;
 //! or, on request, the binary model-size input exactly as the model gets it.
 use egui::{Color32, Pos2, Rect, TextureHandle, TextureOptions};
 use image::{imageops::FilterType, GrayImage, Rgba, RgbaImage};
@@ -18,7 +19,7 @@ const SNAPSHOT_EVERY: usize = 16;
 const SNAPSHOTS: usize = 8;
 
 /// Display-raster pixels per model pixel for a `size`-pixel canvas shown at `scale` screen
-/// pixels per model pixel: a whole number (so raster bases stay crisp squares), at least the
+/// pixels per model pixel: a whole number, at least the
 /// screen's resolution up to `MAX_SIDE`.
 pub fn display_factor(size: u32, scale: f32) -> u32 {
     let cap = (MAX_SIDE / size.max(1)).max(1);
@@ -79,6 +80,85 @@ pub fn capsule(
         }
     }
     Some([x0, y0, x1, y1])
+}
+
+/// A binary model-size layer at `k` display pixels per model pixel with smooth, anti-aliased
+/// outlines, so that a loaded sketch's staircases read as the curves they stand for: the cubic
+/// B-spline through its pixel values, cut at one half over a ramp one display pixel wide. The
+/// cut keeps a line's width (2 pixels stay 2, 1 pixel stays 0.94); two kinds of pixel the spline
+/// alone would thin out are kept whole: pixels that touch only at a corner (a one-pixel
+/// diagonal, joined by a ridge) and isolated ones (a disk of half a pixel). "Show model input"
+/// still shows the pixels themselves.
+/// Written here because `image`'s resize filters blur without the cut (a thin line's contrast
+/// halves) or keep the squares (Nearest). A 128 px layer took 2 ms at k = 2 and 35 ms at k = 8
+/// (1024 x 1024; release build, Zen 4), once per loaded image and zoom step.
+pub fn smooth_upscale(layer: &GrayImage, k: u32) -> GrayImage {
+    let (w, h) = layer.dimensions();
+    if k <= 1 {
+        // no finer grid to smooth on: the pixels themselves
+        return GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([255 * u8::from(layer.get_pixel(x, y).0[0] > 127)])
+        });
+    }
+    let ink: Vec<f32> = layer
+        .as_raw()
+        .iter()
+        .map(|v| f32::from(u8::from(*v > 127)))
+        .collect();
+    let at = |x: i64, y: i64| {
+        ink[(y.clamp(0, h as i64 - 1) as u32 * w + x.clamp(0, w as i64 - 1) as u32) as usize]
+    };
+    // the cubic B-spline's weights for the 4 pixels around a point at fraction t past the 2nd
+    let spline = |t: f32| {
+        let s = 1.0 - t;
+        [
+            s * s * s / 6.0,
+            (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0,
+            (4.0 - 6.0 * s * s + 3.0 * s * s * s) / 6.0,
+            t * t * t / 6.0,
+        ]
+    };
+    let kf = k as f32;
+    GrayImage::from_fn(w * k, h * k, |x, y| {
+        // the display pixel's centre in model pixels, from the model pixel centres
+        let (u, v) = ((x as f32 + 0.5) / kf - 0.5, (y as f32 + 0.5) / kf - 0.5);
+        let (x0, y0) = (u.floor() as i64, v.floor() as i64);
+        let (fx, fy) = (u - u.floor(), v - v.floor());
+        let (wx, wy) = (spline(fx), spline(fy));
+        let mut f = 0.0;
+        for (j, wy) in wy.iter().enumerate() {
+            let row: f32 = (0..4)
+                .map(|i| wx[i] * at(x0 - 1 + i as i64, y0 - 1 + j as i64))
+                .sum();
+            f += wy * row;
+        }
+        let [a, b, c, d] = [
+            at(x0, y0),
+            at(x0 + 1, y0),
+            at(x0, y0 + 1),
+            at(x0 + 1, y0 + 1),
+        ];
+        let ridge = match (a + d > 1.5, b + c > 0.5, b + c > 1.5, a + d > 0.5) {
+            (true, false, _, _) => 1.0 - (fx - fy).abs(),
+            (_, _, true, false) => 1.0 - (1.0 - fx - fy).abs(),
+            _ => 0.0,
+        };
+        let corners = [
+            (a, fx, fy),
+            (b, 1.0 - fx, fy),
+            (c, fx, 1.0 - fy),
+            (d, 1.0 - fx, 1.0 - fy),
+        ];
+        let disk = corners
+            .iter()
+            .filter(|c| c.0 > 0.5)
+            .map(|&(_, dx, dy)| 1.0 - (dx * dx + dy * dy).sqrt())
+            .fold(0.0, f32::max);
+        let f = f.max(ridge).max(disk);
+        // across an edge the spline changes by 2/3 per model pixel: 1 per display pixel here
+        let cover = ((f - 0.5) * kf * 1.5 + 0.5).clamp(0.0, 1.0);
+        image::Luma([(cover * 255.0).round() as u8])
+    })
 }
 
 /// Per-layer coverage at display resolution, composed over the background like
@@ -222,13 +302,7 @@ impl Raster for DisplayRaster {
     fn set_layer(&mut self, layer: usize, image: &GrayImage) {
         let side = self.image.width();
         if let Some(c) = self.cover.get_mut(layer) {
-            // model pixels as squares: the base is a model-size raster
-            *c = Some(image::imageops::resize(
-                image,
-                side,
-                side,
-                FilterType::Nearest,
-            ));
+            *c = Some(smooth_upscale(image, side / image.width().max(1)));
             self.mark_all();
         }
     }
@@ -403,6 +477,46 @@ mod tests {
         fresh.sync(&c);
         assert!(shown.cover == fresh.cover, "undo restored another picture");
         assert!(shown.cover[0].is_some() && shown.cover[1].is_some());
+    }
+
+    #[test]
+    fn a_loaded_raster_is_shown_smooth_at_its_width() {
+        let mut layer = GrayImage::new(16, 16);
+        (2..14).for_each(|x| layer.put_pixel(x, 5, image::Luma([255])));
+        (2..14).for_each(|i| layer.put_pixel(i, i, image::Luma([255])));
+        assert_eq!(
+            smooth_upscale(&layer, 1),
+            layer,
+            "one display pixel per model pixel"
+        );
+        let big = smooth_upscale(&layer, 4);
+        assert_eq!(big.dimensions(), (64, 64));
+        // the horizontal line: its 4 display rows, about as wide, solid in the middle
+        let column: Vec<u8> = (16..28).map(|y| big.get_pixel(32, y).0[0]).collect();
+        let width = column.iter().map(|v| *v as f32 / 255.0).sum::<f32>();
+        assert!((3.5..=4.5).contains(&width), "{column:?}");
+        assert_eq!(
+            (column[5], column[6], column[0], column[11]),
+            (255, 255, 0, 0)
+        );
+        // the diagonal staircase: its centre line covered, its sides soft, not squares
+        assert!((10..50).all(|i| big.get_pixel(i, i).0[0] == 255));
+        let nearest = image::imageops::resize(&layer, 64, 64, FilterType::Nearest);
+        let soft = big.as_raw().iter().filter(|v| **v > 0 && **v < 255).count();
+        assert!(soft > 100 && big != nearest, "{soft} soft pixels");
+        // nothing more than one model pixel from ink
+        let far = |x: u32, y: u32| {
+            let (mx, my) = (x as i64 / 4, y as i64 / 4);
+            (-1..=1).all(|d: i64| {
+                (-1..=1).all(|e: i64| {
+                    let (px, py) = ((mx + d).clamp(0, 15) as u32, (my + e).clamp(0, 15) as u32);
+                    layer.get_pixel(px, py).0[0] == 0
+                })
+            })
+        };
+        assert!(big
+            .enumerate_pixels()
+            .all(|(x, y, v)| v.0[0] == 0 || !far(x, y)));
     }
 
     #[test]
