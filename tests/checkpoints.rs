@@ -1035,6 +1035,35 @@ fn misnamed_and_odd_files_in_a_folder() {
     assert!(matches!(err, LoadError::UnknownWeights { .. }), "{err}");
 }
 
+/// The layout prior (`midms.layout_prior`) without region matching: a config error that names
+/// what is missing (it weighs matches inside the drawn shape, which only region matching knows).
+#[test]
+fn a_layout_prior_without_region_matching_is_named() {
+    let d = tmp();
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+    std::fs::copy(
+        weights.join("model.safetensors"),
+        d.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let shipped = std::fs::read_to_string(weights.join("config.yaml")).unwrap();
+    let cfg = shipped
+        .replace("  region_matching: true\n", "")
+        .replace("  region_open_strokes: true\n", "")
+        .replace("  region_keep_outside: true\n", "");
+    let cfg = match cfg.contains("  layout_prior: ") {
+        true => cfg,
+        false => cfg.replace("midms:\n", "midms:\n  layout_prior: 2.0\n"),
+    };
+    std::fs::write(d.path().join("config.yaml"), cfg).unwrap();
+    let err = inspect(d.path()).err().unwrap();
+    assert!(
+        matches!(&err, LoadError::Config { path, .. } if path.ends_with("config.yaml")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("midms.layout_prior"), "{err}");
+}
+
 /// Region matching's refinements (`midms.region_open_strokes`, `region_keep_outside`) without
 /// region matching itself: a config error that says what is missing, not a silent no-op.
 #[test]

@@ -262,11 +262,12 @@ fn parity_matching() {
             &exemplar,
             cfg.background_latent.as_deref(),
             cfg.region_keep_outside,
+            (cfg.layout_prior, cfg.colour_layout_prior),
         )
         .unwrap()
     });
     let restrict = |corr: Tensor| match &regions {
-        Some(r) => r.restrict(corr).unwrap(),
+        Some(r) => r.restrict(&corr).unwrap(),
         None => corr,
     };
     // A photo-like exemplar's warp takes the background latent outside the sketch.
@@ -282,17 +283,18 @@ fn parity_matching() {
         "the trace has region cells exactly when the set's model matches by region"
     );
     // Correlation of unit-norm features: sums of C products, |corr| <= 1.
-    let corr =
+    let raw =
         matching::correlation(&get(&trace, "corr.trg_out"), &get(&trace, "corr.ref_out")).unwrap();
-    let corr = restrict(corr);
+    let corr = restrict(raw.clone());
     let corr_ref = as_matrix(&get(&trace, "corr.corr_ref"));
     assert_close("corr.corr_ref", &corr, &corr_ref, 1e-6);
     // Soft warp from the stored correlation: softmax at T = 0.005 turns 1-ulp differences of
     // corr / T (~1e-5 at 200) into relative weight changes of ~1e-5.
     let warped = fill_outside(matching::soft_warp(&ref_feats, &corr_ref, temp).unwrap());
     // Colour transfer (a model's `midms.colour_transfer`) warps the exemplar's chroma by the
-    // same correlation, at the model's `midms.colour_temperature` where it sets one, with
-    // nothing where the warp takes the background latent.
+    // same correlation (restricted with its own layout weight where the model's
+    // `midms.colour_layout_prior` differs), at the model's `midms.colour_temperature` where it
+    // sets one, with nothing where the warp takes the background latent.
     assert_eq!(
         trace.contains_key("out.colour_warped"),
         cfg.colour_transfer,
@@ -303,7 +305,11 @@ fn parity_matching() {
         let fg = regions::exemplar_foreground(&exemplar).unwrap();
         let src = colour::colour_source(&exemplar, &fg, h, w).unwrap();
         let colour_temp = cfg.colour_temperature.unwrap_or(temp);
-        let got = matching::soft_warp(&src, &corr_ref, colour_temp).unwrap();
+        let colour_corr = match &regions {
+            Some(r) if r.colour_differs() => r.restrict_colour(&raw).unwrap(),
+            _ => corr_ref.clone(),
+        };
+        let got = matching::soft_warp(&src, &colour_corr, colour_temp).unwrap();
         let got = match &regions {
             Some(r) => r.clear_outside(got).unwrap(),
             None => got,

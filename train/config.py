@@ -84,10 +84,11 @@ def default_config(size=64):
 # (ops.target_cells, ops.keep_outside; model v1.5). It applies where the model translates
 # (inference, validation) and in the matching networks' training (train_corr.training_regions).
 # And both translate with colour transfer (train.colour; model v1.6), an inference step only, by a
-# sharper softmax than the matching's (midms.colour_temperature; model v1.7).
+# sharper softmax than the matching's (midms.colour_temperature; model v1.7), its matches inside the
+# drawn shape weighed by where they lie in it (midms.colour_layout_prior, ops.layout_penalty; model v1.13).
 RECIPE_V2 = {"N_CH": 64, "corr_ndf": 16, "spade_nhidden": 32, "label_downsample": "max", "label_fill": True,
              "region_matching": True, "region_open_strokes": True, "region_keep_outside": True,
-             "colour_transfer": True, "colour_temperature": 0.001,
+             "colour_transfer": True, "colour_temperature": 0.001, "colour_layout_prior": 3.0,
              "condition": "user-like strokes: 1-px sketch lines drawn 1-4 px wide (at 128), 1 = line"}
 V2_WIDTHS = ("N_CH", "corr_ndf", "spade_nhidden")
 
@@ -96,7 +97,7 @@ V2_WIDTHS = ("N_CH", "corr_ndf", "spade_nhidden")
 # seg_enc seeing the filled drawing (ops.seg_input); trained on from a v1 export, on the CPU.
 RECIPE_V1_1 = {"label_downsample": "max", "label_fill": True, "region_matching": True, "region_open_strokes": True,
                "region_keep_outside": True, "colour_transfer": True,
-               "colour_temperature": 0.001, "condition": RECIPE_V2["condition"]}
+               "colour_temperature": 0.001, "colour_layout_prior": 3.0, "condition": RECIPE_V2["condition"]}
 RECIPES = ("v1", "v1.1", "v2")
 
 

@@ -135,7 +135,7 @@ def warp_only(model, edge, ref, ref_edge):
     m = model.match(edge, feats, ref_edge, regions=regions)
     out = model.ae.decode(m["warped"])
     if getattr(model, "colour_transfer", False):
-        out = transfer_colour(out, model.warp_colour(ref, m["corr"], regions, fg), model.colour_gamut)
+        out = transfer_colour(out, model.warp_colour(ref, m["colour_corr"], regions, fg), model.colour_gamut)
     return out
 
 

@@ -44,7 +44,8 @@ DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_s
 
 
 def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None, region_matching=None,
-           colour_transfer=None, colour_temperature=None, refine_eta=None, keep_outside=None, colour_gamut=None):
+           colour_transfer=None, colour_temperature=None, refine_eta=None, keep_outside=None, colour_gamut=None,
+           layout_prior=None, colour_layout_prior=None):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
@@ -57,7 +58,9 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     temperature, train.midm.MIDM.warp_colour); None keeps the run's. `refine_eta`: a number in [0, 1]
     sets `midms.refine_eta` (the refinement's DDIM eta; absent: the authors' 1). `colour_gamut`: "clip"
     or "scale" sets `midms.colour_gamut` (how a transferred colour outside sRGB comes back,
-    train.colour; absent: clip; model v1.11: scale)."""
+    train.colour; absent: clip; model v1.11: scale). `layout_prior`: a number >= 0 sets
+    `midms.layout_prior` (ops.layout_penalty's weight in the latent matchings; absent: 0, none) and
+    `colour_layout_prior` the colour warp's (model v1.13)."""
     cfg = json.load(open(os.path.join(run, "config.json")))
     if region_matching is not None:
         for key in REGION_KEYS:
@@ -72,6 +75,10 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
         cfg["midms"]["refine_eta"] = refine_eta
     if colour_gamut is not None:
         cfg["midms"]["colour_gamut"] = checked_gamut(colour_gamut)
+    if layout_prior is not None:
+        cfg["midms"]["layout_prior"] = float(layout_prior)
+    if colour_layout_prior is not None:
+        cfg["midms"]["colour_layout_prior"] = float(colour_layout_prior)
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"
@@ -145,12 +152,18 @@ def main():
     ap.add_argument("--colour-gamut", choices=list(GAMUTS), default=None,
                     help="set midms.colour_gamut (a transferred colour outside sRGB: clip each channel, or scale "
                          "linear RGB down, keeping the hue; absent: clip); default: the run's setting")
+    ap.add_argument("--layout-prior", type=float, default=None,
+                    help="set midms.layout_prior (with region matching, a cell inside the drawn shape prefers the "
+                         "exemplar's part at the same place within its shape, in the latent matchings; 0: none); "
+                         "default: the run's setting")
+    ap.add_argument("--colour-layout-prior", type=float, default=None,
+                    help="set midms.colour_layout_prior (the same prior in the colour warp); default: the run's setting")
     a = ap.parse_args()
     rm = None if a.region_matching is None else a.region_matching == "on"
     ct = None if a.colour_transfer is None else a.colour_transfer == "on"
     ko = None if a.keep_outside is None else a.keep_outside == "on"
     which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state, rm, ct, a.colour_temperature,
-                      a.refine_eta, ko, a.colour_gamut)
+                      a.refine_eta, ko, a.colour_gamut, a.layout_prior, a.colour_layout_prior)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 

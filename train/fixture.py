@@ -170,6 +170,8 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "region_matching": model.region_matching, "background_latent": model.background_latent,
                   "region_open_strokes": model.region_open_strokes,
                   "region_keep_outside": model.region_keep_outside,
+                  "layout_prior": model.layout_prior,
+                  "colour_layout_prior": model.colour_layout_prior,
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
                   "colour_gamut": model.colour_gamut,
@@ -200,6 +202,9 @@ def main():
     ap.add_argument("--recipe", choices=list(RECIPES), default="v1",
                     help="with --random: the model recipe (v2: wider matching, max-pooled labels; "
                          "v1.1: max-pooled labels and the filled drawing)")
+    ap.add_argument("--layout-prior", type=float, default=None,
+                    help="set the model's midms.layout_prior (the latent matchings' layout weight, "
+                         "ops.layout_penalty), so that the set exercises it; default: the model's")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.random or not os.path.exists(os.path.join(a.weights, "model.safetensors")):
@@ -220,6 +225,11 @@ def main():
 
         model, cfg = load_exported(a.weights)
         which = a.weights
+    if a.layout_prior is not None:
+        if not model.region_matching:
+            raise SystemExit("--layout-prior needs a model with midms.region_matching")
+        model.layout_prior = cfg["midms"]["layout_prior"] = a.layout_prior
+        which += f", midms.layout_prior {a.layout_prior}"
     # A latent within float noise of a VQ decision boundary, or a cycle-check value within it of the
     # mask's 0.5 threshold, makes the Rust side pick the other code or mask value: a different image
     # that is no parity error (model v1.2's weights on the first two asset pairs: the encoded

@@ -144,6 +144,19 @@ class MIDM(nn.Module):
         self.region_keep_outside = bool(ldm_cfg.get("midms", {}).get("region_keep_outside", False))
         if (self.region_open_strokes or self.region_keep_outside) and not self.region_matching:
             raise ValueError("midms.region_open_strokes / region_keep_outside need midms.region_matching")
+        # And a layout prior (model v1.13, ops.layout_penalty): a cell inside the drawn shape prefers
+        # the exemplar's part at the same place within its shape. Without it a cell takes the
+        # colour of whatever part its features match best, and a house came out as a patchwork of
+        # roof, wall and window colours. Two weights: the latent matchings' (the initial warp and
+        # the re-matchings) and the colour warp's (`colour_layout_prior`, from the same first
+        # correlation); each absent is 0. Measured in docs/model-history.md, model v1.13.
+        for key in ("layout_prior", "colour_layout_prior"):
+            weight = float(ldm_cfg.get("midms", {}).get(key, 0.0))
+            if not (weight >= 0 and np.isfinite(weight)):
+                raise ValueError(f"midms.{key} must be a finite number >= 0, not {weight}")
+            if weight and not self.region_matching:
+                raise ValueError(f"midms.{key} needs midms.region_matching")
+            setattr(self, key, weight)
         # With it, the latent of a white background that cells outside the sketch take when the
         # exemplar has no outside (ops.fill_outside; train.background computes it).
         bg = ldm_cfg.get("midms", {}).get("background_latent")
@@ -232,9 +245,13 @@ class MIDM(nn.Module):
         ref_label_ds = downsample_label(ref_label, hw, self.label_downsample)
         trg_m, trg_lo, trg_out = self.condition_feats(seg_in, label_ds, trace)
         ref_m, ref_lo, ref_out = self.exemplar_feats(ref_feats, ref_label_ds)
-        corr = correlation(trg_out, ref_out)
+        corr = colour_corr = correlation(trg_out, ref_out)
         if regions is not None:
-            corr = restrict_to_regions(corr, *regions)
+            if self.colour_layout_prior != self.layout_prior:
+                colour_corr = restrict_to_regions(corr, *regions, layout=self.colour_layout_prior)
+            corr = restrict_to_regions(corr, *regions, layout=self.layout_prior)
+            if self.colour_layout_prior == self.layout_prior:
+                colour_corr = corr
             if trace is not None:
                 trace["corr.region_trg"], trace["corr.region_ref"] = regions
         warped = self.fill_outside(soft_warp(ref_feats, corr), regions)
@@ -250,7 +267,7 @@ class MIDM(nn.Module):
                 "corr.warped_ref_feat": warped, "corr.ref_feats": ref_feats,
             })
         return {"seg_in": seg_in, "label_ds": label_ds, "ref_label_ds": ref_label_ds, "trg_m": trg_m, "ref_m": ref_m,
-                "trg_out": trg_out, "ref_out": ref_out, "corr": corr, "warped": warped}
+                "trg_out": trg_out, "ref_out": ref_out, "corr": corr, "colour_corr": colour_corr, "warped": warped}
 
     def rematch(self, x0, trg_m, ref_m, ref_feats, regions=None):
         """Re-matching from the current x0 estimate (iter_enc). Returns (x0_new, corr_inter, iter_feat)."""
@@ -258,7 +275,7 @@ class MIDM(nn.Module):
         r = feature_normalize(ref_m)
         corr = correlation(f, r)
         if regions is not None:
-            corr = restrict_to_regions(corr, *regions)
+            corr = restrict_to_regions(corr, *regions, layout=self.layout_prior)
         return self.fill_outside(soft_warp(ref_feats, corr), regions), corr, f, r
 
     def confidence(self, fb_ts, regions=None):
@@ -315,7 +332,7 @@ class MIDM(nn.Module):
         m = self.match(label, ref_feats, ref_label, trace=trace, regions=regions)
         colour_warped = None
         if self.colour_transfer and colour:  # by the first matching (train.colour)
-            colour_warped = self.warp_colour(ref_img, m["corr"], regions, fg)
+            colour_warped = self.warp_colour(ref_img, m["colour_corr"], regions, fg)
         if trace is not None:
             fl = get_flow(m["corr"])
             for k, v in zip(["map_trg", "map_src", "flow_trg", "flow_src"], fl):

@@ -152,19 +152,59 @@ def exemplar_sides(ref):
     return (share >= REGION_MIN_SHARE) & (share <= 1 - REGION_MIN_SHARE), share > 1 - REGION_MIN_SHARE
 
 
+def layout_positions(cells):
+    """[B, 1, h, w] region cells -> [B, h * w, 2] float32: each cell centre's (x, y) relative to the
+    bounding box of the item's inside cells, (0, 0) at its top-left corner and (1, 1) at its
+    bottom-right (an item with no inside cell: relative to the whole grid). Torch ops only, no host
+    round trip. The Rust sampler's `regions::layout_positions`."""
+    b, _, h, w = cells.shape
+    inside = cells.reshape(b, h, w) > 0.5
+
+    def span(occupied, n):
+        # first and one past the last occupied index, [B] each; (0, n) where none is
+        idx = torch.arange(n, device=cells.device)
+        lo = torch.where(occupied, idx, n).amin(1)
+        hi = torch.where(occupied, idx + 1, 0).amax(1)
+        empty = ~occupied.any(1)
+        return torch.where(empty, 0, lo).float(), torch.where(empty, n, hi).float()
+
+    y0, y1 = span(inside.any(2), h)
+    x0, x1 = span(inside.any(1), w)
+    ys = torch.arange(h, device=cells.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(w, device=cells.device, dtype=torch.float32) + 0.5
+    py = (ys[None, :] - y0[:, None]) / (y1 - y0)[:, None]
+    px = (xs[None, :] - x0[:, None]) / (x1 - x0)[:, None]
+    return torch.stack([px[:, None, :].expand(b, h, w), py[:, :, None].expand(b, h, w)], -1).reshape(b, h * w, 2)
+
+
+def layout_penalty(trg, ref, weight):
+    """Region matching's layout prior (our models' `midms.layout_prior`, model v1.13): `weight` times
+    the squared distance between a target cell's and an exemplar cell's positions, each relative to
+    its own shape's bounding box (`layout_positions`): [B, h_t * w_t, h_r * w_r] float32. Inside the
+    drawn shape a cell then matches the exemplar's part at the same place within the shape (a
+    house's roof its roof, a tree's trunk its trunk) unless the features clearly prefer another."""
+    p, q = layout_positions(trg), layout_positions(ref)
+    dx = p[:, :, None, 0] - q[:, None, :, 0]
+    dy = p[:, :, None, 1] - q[:, None, :, 1]
+    return weight * (dx * dx + dy * dy)
+
+
 @full_precision
-def restrict_to_regions(corr, trg, ref):
+def restrict_to_regions(corr, trg, ref, layout=0.0):
     """corr [B, h_t, w_t, h_r, w_r]; trg [B, 1, h_t, w_t], ref [B, 1, h_r, w_r] region cells.
     Subtracts 1 where a target cell and a reference cell lie in different regions: correlations
     are in [0, 1], so a penalised one (now <= 0) is at or below every allowed one, and at the
     temperature's 1/0.005 its weight drops by exp(-200) (below 1e-37 next to any allowed
     correlation above 0.45). Only for an exemplar with at least REGION_MIN_SHARE of its cells on
-    each side (a photo without a white background is left as it is: `fill_outside`)."""
+    each side (a photo without a white background is left as it is: `fill_outside`). With
+    `layout` > 0 (`midms.layout_prior`) a pair of cells both inside subtracts `layout_penalty`."""
     b, ht, wt, hr, wr = corr.shape
     t = trg.reshape(b, ht * wt, 1).float()
     r = ref.reshape(b, 1, hr * wr).float()
     applies = exemplar_sides(ref)[0].reshape(b, 1, 1)
     other = t * (1 - r) + (1 - t) * r
+    if layout:
+        other = torch.where(t * r > 0, layout_penalty(trg, ref, layout), other)
     penalty = torch.where(applies, other, torch.zeros_like(other))
     return (corr.reshape(b, ht * wt, hr * wr) - penalty).reshape(b, ht, wt, hr, wr)
 

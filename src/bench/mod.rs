@@ -63,6 +63,8 @@ pub fn official_config() -> MidmConfig {
         colour_gamut: Default::default(),
         refine_eta: None,
         unet_condition: false,
+        layout_prior: 0.0,
+        colour_layout_prior: 0.0,
     }
 }
 

@@ -36,6 +36,11 @@ pub struct LdmConfig {
     pub region_open_strokes: bool,
     /// `midms.region_keep_outside` (our own models' section): the re-warp kept outside the shape.
     pub region_keep_outside: bool,
+    /// `midms.layout_prior` (our own models' section): with region matching, the weight of the
+    /// layout prior inside the shape in the latent matchings; absent, 0 (none).
+    pub layout_prior: f32,
+    /// `midms.colour_layout_prior` (our own models' section): the same in the colour warp.
+    pub colour_layout_prior: f32,
     /// `midms.colour_transfer` (our own models' section): the exemplar's chroma warped onto the
     /// output ([`crate::sampling::colour`]).
     pub colour_transfer: bool,
@@ -71,6 +76,8 @@ impl LdmConfig {
             background_latent: self.background_latent,
             region_open_strokes: self.region_open_strokes,
             region_keep_outside: self.region_keep_outside,
+            layout_prior: self.layout_prior,
+            colour_layout_prior: self.colour_layout_prior,
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
             colour_gamut: self.colour_gamut,
@@ -102,6 +109,10 @@ struct Midms {
     #[serde(default)]
     region_keep_outside: bool,
     #[serde(default)]
+    layout_prior: Option<f64>,
+    #[serde(default)]
+    colour_layout_prior: Option<f64>,
+    #[serde(default)]
     colour_transfer: bool,
     #[serde(default)]
     colour_temperature: Option<f64>,
@@ -125,6 +136,14 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
             "midms.colour_temperature must be a positive number, not {t}"
         ));
     }
+    for (key, weight) in [
+        ("layout_prior", m.layout_prior),
+        ("colour_layout_prior", m.colour_layout_prior),
+    ] {
+        if let Some(w) = weight.filter(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(format!("midms.{key} must be a finite number >= 0, not {w}"));
+        }
+    }
     if let Some(eta) = m.refine_eta.filter(|e| !(0.0..=1.0).contains(e)) {
         return Err(format!("midms.refine_eta must lie in [0, 1], not {eta}"));
     }
@@ -146,6 +165,8 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         background_latent: m.background_latent.clone(),
         region_open_strokes: m.region_open_strokes,
         region_keep_outside: m.region_keep_outside,
+        layout_prior: m.layout_prior.unwrap_or(0.0) as f32,
+        colour_layout_prior: m.colour_layout_prior.unwrap_or(0.0) as f32,
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
         colour_gamut: match m.colour_gamut.as_deref() {
@@ -343,6 +364,8 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         background_latent: None,
         region_open_strokes: false,
         region_keep_outside: false,
+        layout_prior: 0.0,
+        colour_layout_prior: 0.0,
         colour_transfer: false,
         colour_temperature: None,
         colour_gamut: ColourGamut::Clip,
@@ -537,6 +560,23 @@ mod tests {
             err.contains("colour_gamut") && err.contains("clip or scale"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn layout_prior_is_our_models_own_and_a_finite_weight() {
+        let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
+        assert_eq!(parse("").unwrap().layout_prior, 0.0);
+        let on = "midms:\n  region_matching: true\n  layout_prior: 3.0\n";
+        assert_eq!(parse(on).unwrap().layout_prior, 3.0);
+        assert_eq!(parse(on).unwrap().colour_layout_prior, 0.0);
+        let colour = "midms:\n  region_matching: true\n  colour_layout_prior: 1.5\n";
+        assert_eq!(parse(colour).unwrap().colour_layout_prior, 1.5);
+        for key in ["layout_prior", "colour_layout_prior"] {
+            for bad in ["-1.0", ".inf", ".nan"] {
+                let err = parse(&format!("midms:\n  {key}: {bad}\n")).unwrap_err();
+                assert!(err.contains(&format!("midms.{key}")), "{bad}: {err}");
+            }
+        }
     }
 
     #[test]

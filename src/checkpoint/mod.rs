@@ -195,6 +195,21 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
                 .into(),
         });
     }
+    let layout = [
+        ("layout_prior", ldm.layout_prior),
+        ("colour_layout_prior", ldm.colour_layout_prior),
+    ];
+    if let Some((key, _)) = layout.iter().find(|(_, w)| *w > 0.0) {
+        if !ldm.region_matching {
+            return Err(LoadError::Config {
+                path: config_file,
+                reason: format!(
+                    "midms.{key} weighs matches inside the drawn shape: it needs \
+                     midms.region_matching: true"
+                ),
+            });
+        }
+    }
     if let Some(bg) = &ldm.background_latent {
         if bg.len() != ldm.autoencoder.embed_dim {
             return Err(LoadError::Config {

@@ -72,6 +72,16 @@ pub struct MidmConfig {
     /// ([`crate::sampling::regions::Regions::keep_outside`]).
     #[serde(default)]
     pub region_keep_outside: bool,
+    /// `midms.layout_prior` (our own models, with region matching; model v1.13): a pair of cells
+    /// inside the drawn shape and the exemplar's loses this times the squared distance between
+    /// their places within their shapes' boxes from its correlation
+    /// ([`crate::sampling::regions::layout_positions`]); 0: none.
+    #[serde(default)]
+    pub layout_prior: f32,
+    /// `midms.colour_layout_prior` (our own models, with region matching and colour transfer):
+    /// the same prior in the colour warp, from the same first correlation; 0: none.
+    #[serde(default)]
+    pub colour_layout_prior: f32,
     /// `midms.colour_transfer` (our own models; off for the authors' checkpoints): the exemplar's
     /// chroma, warped by the first matching, replaces the output's where it is not white
     /// ([`crate::sampling::colour`]).

@@ -158,7 +158,7 @@ pub fn score(
     let mut corr = matching::correlation(&condition.features, &exemplar.features)?;
     // With region matching, the restricted correlation the sampler's initial warp uses.
     if let (Some(t), Some(e)) = (&condition.cells, &exemplar.cells) {
-        corr = super::regions::Regions::new(t, e, None, false)?.restrict(corr)?;
+        corr = super::regions::Regions::new(t, e, None, false, (0.0, 0.0))?.restrict(&corr)?;
     }
     let (_, _, mask) = matching::cycle_mask(&corr, h, w, opts.temperature, opts.fb_threshold)?;
     let cycle_share = mask.mean_all()?.to_scalar::<f32>()?;

@@ -137,7 +137,10 @@ pub fn foreground_cells(foreground: &Tensor, h: usize, w: usize) -> Result<Tenso
 /// penalised one (now <= 0) is at or below every allowed one, and at the temperature's 1 / 0.005
 /// its weight drops by exp(-200): below 1e-37 next to any allowed correlation above 0.45.
 /// `target` [B, 1, h, w], `exemplar` [B, 1, h, w] from [`target_cells`] and [`exemplar_cells`].
-pub fn penalty(target: &Tensor, exemplar: &Tensor) -> Result<Tensor> {
+/// With `layout` > 0 (`midms.layout_prior`) a pair of cells both inside is penalised by `layout`
+/// times the squared distance of their [`layout_positions`] (the trainer's
+/// `ops.layout_penalty`, in the same f32 operations).
+pub fn penalty(target: &Tensor, exemplar: &Tensor, layout: f32) -> Result<Tensor> {
     let (b, _, h, w) = target.dims4()?;
     let (_, _, hr, wr) = exemplar.dims4()?;
     // Written out on the host from the two small cell masks: the same matrix from candle's
@@ -152,13 +155,42 @@ pub fn penalty(target: &Tensor, exemplar: &Tensor) -> Result<Tensor> {
         if sides(r) != Sides::Both {
             continue;
         }
-        for (row, &ti) in block.chunks_exact_mut(nr).zip(t) {
-            for (p, &rj) in row.iter_mut().zip(r) {
-                *p = f32::from(u8::from((ti > 0.5) != (rj > 0.5)));
+        let (pt, pr) = (layout_positions(t, h, w), layout_positions(r, hr, wr));
+        for ((row, &ti), a) in block.chunks_exact_mut(nr).zip(t).zip(&pt) {
+            for ((p, &rj), c) in row.iter_mut().zip(r).zip(&pr) {
+                *p = match (ti > 0.5, rj > 0.5) {
+                    (true, true) if layout > 0.0 => {
+                        let (dx, dy) = (a.0 - c.0, a.1 - c.1);
+                        layout * (dx * dx + dy * dy)
+                    }
+                    (inside_t, inside_r) => f32::from(u8::from(inside_t != inside_r)),
+                };
             }
         }
     }
     Tensor::from_vec(out, (b, nt, nr), target.device())
+}
+
+/// Each cell centre's (x, y) on an `h` x `w` grid relative to the bounding box of the inside cells
+/// (`cells` > 0.5, row-major): (0, 0) at the box's top-left corner, (1, 1) at its bottom-right;
+/// with no inside cell, relative to the whole grid. What the layout prior compares: a house's
+/// roof lies at the top of the drawing's box and of the exemplar's, wherever and however large
+/// each is drawn (the trainer's `ops.layout_positions`).
+pub fn layout_positions(cells: &[f32], h: usize, w: usize) -> Vec<(f32, f32)> {
+    let inside = |y: usize, x: usize| cells[y * w + x] > 0.5;
+    let rows: Vec<usize> = (0..h).filter(|&y| (0..w).any(|x| inside(y, x))).collect();
+    let cols: Vec<usize> = (0..w).filter(|&x| (0..h).any(|y| inside(y, x))).collect();
+    let span = |v: &[usize], n: usize| match (v.first(), v.last()) {
+        (Some(&lo), Some(&hi)) => (lo as f32, (hi + 1) as f32),
+        _ => (0.0, n as f32),
+    };
+    let ((y0, y1), (x0, x1)) = (span(&rows, h), span(&cols, w));
+    (0..h * w)
+        .map(|i| {
+            let (y, x) = ((i / w) as f32 + 0.5, (i % w) as f32 + 0.5);
+            ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0))
+        })
+        .collect()
 }
 
 /// Cells outside the sketch where the exemplar has no outside (less than [`MIN_SHARE`] of its
@@ -199,6 +231,8 @@ pub fn decided_outside(target: &Tensor, exemplar: &Tensor, background: bool) -> 
 #[derive(Debug, Clone)]
 pub struct Regions {
     penalty: Tensor,
+    /// The colour warp's penalty where its layout weight differs from the matchings'.
+    colour_penalty: Option<Tensor>,
     /// (mask [B, 1, h, w] as u8, background [B, C, h, w]) when some item of the batch needs it.
     fill: Option<(Tensor, Tensor)>,
     /// [`decided_outside`], for a model with `midms.region_keep_outside`.
@@ -208,14 +242,19 @@ pub struct Regions {
 impl Regions {
     /// `target`, `exemplar`: cells from [`target_cells`] and [`exemplar_cells`]; `background`:
     /// the model's `midms.background_latent` (`[C]`), if it has one; `keep_outside`: its
-    /// `midms.region_keep_outside`.
+    /// `midms.region_keep_outside`; the layout priors: its `midms.layout_prior` and
+    /// `midms.colour_layout_prior` ([`penalty`]).
     pub fn new(
         target: &Tensor,
         exemplar: &Tensor,
         background: Option<&[f32]>,
         keep_outside: bool,
+        (layout_prior, colour_layout_prior): (f32, f32),
     ) -> Result<Self> {
-        let penalty = penalty(target, exemplar)?;
+        let colour_penalty = (colour_layout_prior != layout_prior)
+            .then(|| penalty(target, exemplar, colour_layout_prior))
+            .transpose()?;
+        let penalty = penalty(target, exemplar, layout_prior)?;
         let keep = keep_outside
             .then(|| decided_outside(target, exemplar, background.is_some()))
             .transpose()?;
@@ -237,6 +276,7 @@ impl Regions {
         };
         Ok(Self {
             penalty,
+            colour_penalty,
             fill,
             keep,
         })
@@ -252,8 +292,19 @@ impl Regions {
     }
 
     /// A correlation [B, hw, hw] restricted to matches on the same side.
-    pub fn restrict(&self, corr: Tensor) -> Result<Tensor> {
+    pub fn restrict(&self, corr: &Tensor) -> Result<Tensor> {
         corr - &self.penalty
+    }
+
+    /// Whether the colour warp's layout weight differs from the matchings'.
+    pub fn colour_differs(&self) -> bool {
+        self.colour_penalty.is_some()
+    }
+
+    /// The first correlation as the colour warp takes it: [`Self::restrict`] with the colour
+    /// warp's layout weight.
+    pub fn restrict_colour(&self, corr: &Tensor) -> Result<Tensor> {
+        corr - self.colour_penalty.as_ref().unwrap_or(&self.penalty)
     }
 
     /// A warp [B, C, h, w] with the background latent on the cells of [`fill_mask`].
@@ -318,12 +369,12 @@ mod tests {
         let dev = Device::Cpu;
         let t = Tensor::new(&[1f32, 0., 0., 0.], &dev)?.reshape((1, 1, 2, 2))?;
         let r = Tensor::new(&[0f32, 1., 0., 0.], &dev)?.reshape((1, 1, 2, 2))?;
-        let p = penalty(&t, &r)?.squeeze(0)?.to_vec2::<f32>()?;
+        let p = penalty(&t, &r, 0.0)?.squeeze(0)?.to_vec2::<f32>()?;
         assert_eq!(p[0], vec![1., 0., 1., 1.]); // inside: only exemplar cell 1
         assert_eq!(p[1], vec![0., 1., 0., 0.]); // outside: anything but cell 1
                                                 // An exemplar all inside (a photo): nothing is penalised.
         let full = Tensor::ones((1, 1, 2, 2), DType::F32, &dev)?;
-        assert_eq!(penalty(&t, &full)?.sum_all()?.to_scalar::<f32>()?, 0.0);
+        assert_eq!(penalty(&t, &full, 0.0)?.sum_all()?.to_scalar::<f32>()?, 0.0);
         // Penalised cells (here with the higher correlations) weigh nothing after the warp's
         // softmax at T = 0.005: exp(-180) or less (PyTorch gives 0; the vectorised exp stops at
         // the smallest normal float, 1.2e-38).
@@ -334,6 +385,50 @@ mod tests {
             .to_vec1::<f32>()?;
         assert!(w[2..].iter().all(|&x| x < 1e-37), "{w:?}");
         assert!((w[0] + w[1] - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn layout_positions_are_relative_to_the_shapes_box() {
+        // a 4x6 grid, inside: rows 1..3, columns 2..5 (the trainer's test has the same numbers)
+        let mut cells = vec![0f32; 24];
+        for y in 1..3 {
+            cells[y * 6 + 2..y * 6 + 5].fill(1.0);
+        }
+        let p = layout_positions(&cells, 4, 6);
+        assert_eq!(p[6 + 2], (0.5 / 3.0, 0.25)); // the box's first cell: its centre
+        assert_eq!(p[2 * 6 + 4], (2.5 / 3.0, 0.75)); // its last
+        assert_eq!(p[0], (-2.0 / 3.0 + 0.5 / 3.0, -0.25)); // outside the box: beyond [0, 1]
+                                                           // no inside cell: the whole grid
+        assert_eq!(layout_positions(&[0.0; 4], 2, 2)[3], (0.75, 0.75));
+    }
+
+    #[test]
+    fn the_layout_prior_weighs_inside_pairs_by_their_places_in_their_shapes() -> Result<()> {
+        let dev = Device::Cpu;
+        // target: a 2x2 block at the top-left of a 4x4 grid; exemplar: the bottom-right 2x2
+        // block, so both boxes hold the same places at different positions
+        let block = |y0: usize, x0: usize| {
+            let mut v = vec![0f32; 16];
+            for y in y0..y0 + 2 {
+                v[y * 4 + x0..y * 4 + x0 + 2].fill(1.0);
+            }
+            Tensor::from_vec(v, (1, 1, 4, 4), &dev)
+        };
+        let (t, r) = (block(0, 0)?, block(2, 2)?);
+        let p = penalty(&t, &r, 2.0)?.squeeze(0)?.to_vec2::<f32>()?;
+        assert_eq!(p[0][10], 0.0, "the same place in both boxes");
+        assert_eq!(p[0][15], 2.0 * (0.5 * 0.5 + 0.5 * 0.5), "opposite corners");
+        assert_eq!(p[1][10], 2.0 * 0.5 * 0.5, "one cell over");
+        assert_eq!(
+            (p[0][0], p[2][10], p[2][0]),
+            (1.0, 1.0, 0.0),
+            "sides as without it"
+        );
+        assert_eq!(
+            penalty(&t, &r, 0.0)?.squeeze(0)?.to_vec2::<f32>()?[0][15],
+            0.0
+        );
         Ok(())
     }
 
@@ -397,7 +492,7 @@ mod tests {
             .reshape((1, 1, 2, 2))?
             .repeat((3, 1, 1, 1))?;
         let kept = |bg: Option<&[f32]>, keep: bool| -> Result<Vec<f32>> {
-            Regions::new(&t, &r, bg, keep)?
+            Regions::new(&t, &r, bg, keep, (0.0, 0.0))?
                 .keep_outside(mask.clone())?
                 .flatten_all()?
                 .to_vec1::<f32>()
@@ -417,7 +512,7 @@ mod tests {
         let dev = Device::Cpu;
         let t = Tensor::new(&[1f32, 0., 0., 0., 1., 0., 0., 0.], &dev)?.reshape((2, 1, 2, 2))?;
         let r = Tensor::new(&[0f32, 1., 0., 0., 1., 1., 1., 1.], &dev)?.reshape((2, 1, 2, 2))?;
-        let regions = Regions::new(&t, &r, Some(&[7.0, -7.0]), false)?;
+        let regions = Regions::new(&t, &r, Some(&[7.0, -7.0]), false, (0.0, 0.0))?;
         let warped = Tensor::arange(0f32, 16., &dev)?.reshape((2, 2, 2, 2))?;
         let out = regions
             .fill_outside(warped.clone())?
@@ -430,7 +525,7 @@ mod tests {
         }
         assert_eq!(out, want);
         // Without a background latent the warp is left alone.
-        let plain = Regions::new(&t, &r, None, false)?.fill_outside(warped.clone())?;
+        let plain = Regions::new(&t, &r, None, false, (0.0, 0.0))?.fill_outside(warped.clone())?;
         assert_eq!(
             plain.flatten_all()?.to_vec1::<f32>()?,
             warped.flatten_all()?.to_vec1::<f32>()?

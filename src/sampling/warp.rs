@@ -61,6 +61,7 @@ impl<'a> Warper<'a> {
                 cells,
                 cfg.background_latent.as_deref(),
                 cfg.region_keep_outside,
+                (cfg.layout_prior, cfg.colour_layout_prior),
             )?),
             None => None,
         };
@@ -76,7 +77,7 @@ impl<'a> Warper<'a> {
 
     fn restrict(&self, corr: Tensor) -> Result<Tensor> {
         match &self.regions {
-            Some(r) => Ok(r.restrict(corr)?),
+            Some(r) => Ok(r.restrict(&corr)?),
             None => Ok(corr),
         }
     }
@@ -97,14 +98,26 @@ impl<'a> Warper<'a> {
         reference: &Tensor,
         latent: &Tensor,
     ) -> Result<InitialWarp> {
-        let corr = self.restrict(matching::correlation(target, reference)?)?;
+        let raw = matching::correlation(target, reference)?;
+        // The colour warp's own restriction where its layout weight differs (model v1.13).
+        let colour_corr = match (&self.regions, self.colour_source) {
+            (Some(r), Some(_)) if r.colour_differs() => Some(r.restrict_colour(&raw)?),
+            _ => None,
+        };
+        let corr = self.restrict(raw)?;
         let weights = matching::warp_weights(&corr, self.temperature)?;
         let colour = match self.colour_source {
             None => None,
             Some(src) => {
-                let warped = match self.colour_temperature {
-                    Some(t) => matching::apply_warp(&matching::warp_weights(&corr, t)?, src)?,
-                    None => matching::apply_warp(&weights, src)?,
+                let warped = match (self.colour_temperature, &colour_corr) {
+                    (Some(t), c) => {
+                        let c = c.as_ref().unwrap_or(&corr);
+                        matching::apply_warp(&matching::warp_weights(c, t)?, src)?
+                    }
+                    (None, Some(c)) => {
+                        matching::apply_warp(&matching::warp_weights(c, self.temperature)?, src)?
+                    }
+                    (None, None) => matching::apply_warp(&weights, src)?,
                 };
                 Some(match &self.regions {
                     Some(r) => r.clear_outside(warped)?,

@@ -116,6 +116,8 @@ pub fn fixture_config() -> MidmConfig {
         }),
         refine_eta: mi["refine_eta"].as_f64(),
         unet_condition: mi["unet_condition"].as_bool().unwrap_or(false),
+        layout_prior: mi["layout_prior"].as_f64().unwrap_or(0.0) as f32,
+        colour_layout_prior: mi["colour_layout_prior"].as_f64().unwrap_or(0.0) as f32,
     }
 }
 

@@ -136,3 +136,48 @@ def test_the_refinements_need_region_matching_and_change_the_loop_mask():
     model.region_keep_outside = False
     cycle, used = model.confidence(fb, regions)
     assert used is cycle
+
+
+def test_layout_positions_are_relative_to_the_shapes_box():
+    """The Rust sampler's `layout_positions_are_relative_to_the_shapes_box`, same numbers."""
+    from train.ops import layout_positions
+
+    cells = torch.zeros(1, 1, 4, 6)
+    cells[0, 0, 1:3, 2:5] = 1
+    p = layout_positions(cells)[0]
+    f32 = lambda *v: torch.tensor(v, dtype=torch.float32)  # noqa: E731  (the Rust test's f32 literals)
+    assert torch.equal(p[6 + 2], f32(0.5 / 3, 0.25)) and torch.equal(p[2 * 6 + 4], f32(2.5 / 3, 0.75))
+    assert torch.allclose(p[0], torch.tensor([-2 / 3 + 0.5 / 3, -0.25]))
+    assert layout_positions(torch.zeros(1, 1, 2, 2))[0, 3].tolist() == [0.75, 0.75]
+
+
+def test_the_layout_prior_weighs_inside_pairs_by_their_places_in_their_shapes():
+    """The Rust sampler's `the_layout_prior_weighs_inside_pairs_by_their_places_in_their_shapes`."""
+    def block(y0, x0):
+        v = torch.zeros(1, 1, 4, 4)
+        v[0, 0, y0:y0 + 2, x0:x0 + 2] = 1
+        return v
+
+    t, r = block(0, 0), block(2, 2)
+    zero = torch.zeros(1, 4, 4, 4, 4)
+    p = -restrict_to_regions(zero, t, r, layout=2.0).reshape(16, 16)
+    assert p[0, 10] == 0 and p[0, 15] == 2 * (0.25 + 0.25) and p[1, 10] == 2 * 0.25
+    assert (p[0, 0], p[2, 10], p[2, 0]) == (1, 1, 0)
+    assert -restrict_to_regions(zero, t, r).reshape(16, 16)[0, 15] == 0
+
+
+def test_the_layout_prior_needs_region_matching_and_a_finite_weight():
+    import pytest
+
+    for key in ("layout_prior", "colour_layout_prior"):
+        cfg = default_config()
+        cfg["midms"][key] = 2.0
+        with pytest.raises(ValueError, match="region_matching"):
+            MIDM(cfg)
+        cfg["midms"]["region_matching"] = True
+        model = MIDM(cfg)
+        assert getattr(model, key) == 2.0 and model.layout_prior + model.colour_layout_prior == 2.0
+        for bad in (-1.0, float("inf"), float("nan")):
+            cfg["midms"][key] = bad
+            with pytest.raises(ValueError, match=key):
+                MIDM(cfg)
