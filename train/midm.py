@@ -245,13 +245,11 @@ class MIDM(nn.Module):
         ref_label_ds = downsample_label(ref_label, hw, self.label_downsample)
         trg_m, trg_lo, trg_out = self.condition_feats(seg_in, label_ds, trace)
         ref_m, ref_lo, ref_out = self.exemplar_feats(ref_feats, ref_label_ds)
-        corr = colour_corr = correlation(trg_out, ref_out)
+        raw = corr = colour_corr = correlation(trg_out, ref_out)
         if regions is not None:
-            if self.colour_layout_prior != self.layout_prior:
-                colour_corr = restrict_to_regions(corr, *regions, layout=self.colour_layout_prior)
-            corr = restrict_to_regions(corr, *regions, layout=self.layout_prior)
-            if self.colour_layout_prior == self.layout_prior:
-                colour_corr = corr
+            corr = colour_corr = restrict_to_regions(raw, *regions, layout=self.layout_prior)
+            if self.colour_layout_prior != self.layout_prior:  # the colour warp's own restriction
+                colour_corr = restrict_to_regions(raw, *regions, layout=self.colour_layout_prior)
             if trace is not None:
                 trace["corr.region_trg"], trace["corr.region_ref"] = regions
         warped = self.fill_outside(soft_warp(ref_feats, corr), regions)

@@ -178,7 +178,8 @@ def layout_positions(cells):
 
 
 def layout_penalty(trg, ref, weight):
-    """Region matching's layout prior (our models' `midms.layout_prior`, model v1.13): `weight` times
+    """Region matching's layout prior (our models' `midms.layout_prior` and `colour_layout_prior`,
+    model v1.13): `weight` times
     the squared distance between a target cell's and an exemplar cell's positions, each relative to
     its own shape's bounding box (`layout_positions`): [B, h_t * w_t, h_r * w_r] float32. Inside the
     drawn shape a cell then matches the exemplar's part at the same place within the shape (a
@@ -197,7 +198,8 @@ def restrict_to_regions(corr, trg, ref, layout=0.0):
     temperature's 1/0.005 its weight drops by exp(-200) (below 1e-37 next to any allowed
     correlation above 0.45). Only for an exemplar with at least REGION_MIN_SHARE of its cells on
     each side (a photo without a white background is left as it is: `fill_outside`). With
-    `layout` > 0 (`midms.layout_prior`) a pair of cells both inside subtracts `layout_penalty`."""
+    `layout` > 0 (`midms.layout_prior`, `colour_layout_prior`) a pair of cells both inside subtracts
+    `layout_penalty` instead."""
     b, ht, wt, hr, wr = corr.shape
     t = trg.reshape(b, ht * wt, 1).float()
     r = ref.reshape(b, 1, hr * wr).float()

@@ -396,10 +396,11 @@ mod tests {
             cells[y * 6 + 2..y * 6 + 5].fill(1.0);
         }
         let p = layout_positions(&cells, 4, 6);
-        assert_eq!(p[6 + 2], (0.5 / 3.0, 0.25)); // the box's first cell: its centre
-        assert_eq!(p[2 * 6 + 4], (2.5 / 3.0, 0.75)); // its last
-        assert_eq!(p[0], (-2.0 / 3.0 + 0.5 / 3.0, -0.25)); // outside the box: beyond [0, 1]
-                                                           // no inside cell: the whole grid
+        // the box's first cell: its centre; its last; a cell outside the box: beyond [0, 1]
+        assert_eq!(p[6 + 2], (0.5 / 3.0, 0.25));
+        assert_eq!(p[2 * 6 + 4], (2.5 / 3.0, 0.75));
+        assert_eq!(p[0], (-2.0 / 3.0 + 0.5 / 3.0, -0.25));
+        // no inside cell: the whole grid
         assert_eq!(layout_positions(&[0.0; 4], 2, 2)[3], (0.75, 0.75));
     }
 

@@ -562,6 +562,8 @@ def test_a_v1_export_seeds_a_v1_1_run_that_computes_the_same_on_max_pooled_label
         setattr(v1, key, True)
     assert cfg["midms"]["colour_temperature"] == m.colour_temperature == 0.001  # model v1.7's
     v1.colour_temperature = m.colour_temperature
+    assert cfg["midms"]["colour_layout_prior"] == m.colour_layout_prior == 3.0  # model v1.13's
+    v1.colour_layout_prior = m.colour_layout_prior
     b = synthetic_batch(2, 32)
     args = (b["edge"], b["ref"], b["ref_edge"])
     want, _ = v1.translate(*args, generator=torch.Generator().manual_seed(0))
