@@ -85,7 +85,7 @@ pub fn capsule(
 /// A binary model-size layer at `k` display pixels per model pixel with smooth, anti-aliased
 /// outlines, so that a loaded sketch's staircases read as the curves they stand for: the cubic
 /// B-spline through its pixel values, cut at one half over a ramp one display pixel wide. The
-/// cut keeps a line's width (2 pixels stay 2, 1 pixel stays 0.94); two kinds of pixel the spline
+/// cut keeps a line's width (2 pixels stay 2, 1 pixel about 0.9); two kinds of pixel the spline
 /// alone would thin out are kept whole: pixels that touch only at a corner (a one-pixel
 /// diagonal, joined by a ridge) and isolated ones (a disk of half a pixel). "Show model input"
 /// still shows the pixels themselves.
