@@ -1035,10 +1035,9 @@ fn misnamed_and_odd_files_in_a_folder() {
     assert!(matches!(err, LoadError::UnknownWeights { .. }), "{err}");
 }
 
-/// The layout prior (`midms.layout_prior`) without region matching: a config error that names
-/// what is missing (it weighs matches inside the drawn shape, which only region matching knows).
-#[test]
-fn a_layout_prior_without_region_matching_is_named() {
+/// The shipped weights with their `config.yaml` changed by `edit`: the config error that loading
+/// them gives (checked to name `config.yaml`).
+fn config_error_of_shipped_with(edit: impl FnOnce(String) -> String) -> LoadError {
     let d = tmp();
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
     std::fs::copy(
@@ -1047,20 +1046,29 @@ fn a_layout_prior_without_region_matching_is_named() {
     )
     .unwrap();
     let shipped = std::fs::read_to_string(weights.join("config.yaml")).unwrap();
-    let cfg = shipped
-        .replace("  region_matching: true\n", "")
-        .replace("  region_open_strokes: true\n", "")
-        .replace("  region_keep_outside: true\n", "");
-    let cfg = match cfg.contains("  layout_prior: ") {
-        true => cfg,
-        false => cfg.replace("midms:\n", "midms:\n  layout_prior: 2.0\n"),
-    };
-    std::fs::write(d.path().join("config.yaml"), cfg).unwrap();
+    std::fs::write(d.path().join("config.yaml"), edit(shipped)).unwrap();
     let err = inspect(d.path()).err().unwrap();
     assert!(
         matches!(&err, LoadError::Config { path, .. } if path.ends_with("config.yaml")),
         "{err}"
     );
+    err
+}
+
+/// The layout prior (`midms.layout_prior`) without region matching: a config error that names
+/// what is missing (it weighs matches inside the drawn shape, which only region matching knows).
+#[test]
+fn a_layout_prior_without_region_matching_is_named() {
+    let err = config_error_of_shipped_with(|shipped| {
+        let cfg = shipped
+            .replace("  region_matching: true\n", "")
+            .replace("  region_open_strokes: true\n", "")
+            .replace("  region_keep_outside: true\n", "");
+        match cfg.contains("  layout_prior: ") {
+            true => cfg,
+            false => cfg.replace("midms:\n", "midms:\n  layout_prior: 2.0\n"),
+        }
+    });
     assert!(err.to_string().contains("midms.layout_prior"), "{err}");
 }
 
@@ -1068,24 +1076,9 @@ fn a_layout_prior_without_region_matching_is_named() {
 /// region matching itself: a config error that says what is missing, not a silent no-op.
 #[test]
 fn region_refinements_without_region_matching_are_named() {
-    let d = tmp();
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
-    std::fs::copy(
-        weights.join("model.safetensors"),
-        d.path().join("model.safetensors"),
-    )
-    .unwrap();
-    let shipped = std::fs::read_to_string(weights.join("config.yaml")).unwrap();
-    assert!(shipped.contains("  region_matching: true\n"));
-    std::fs::write(
-        d.path().join("config.yaml"),
-        shipped.replace("  region_matching: true\n", "  region_matching: false\n"),
-    )
-    .unwrap();
-    let err = inspect(d.path()).err().unwrap();
-    assert!(
-        matches!(&err, LoadError::Config { path, .. } if path.ends_with("config.yaml")),
-        "{err}"
-    );
+    let err = config_error_of_shipped_with(|shipped| {
+        assert!(shipped.contains("  region_matching: true\n"));
+        shipped.replace("  region_matching: true\n", "  region_matching: false\n")
+    });
     assert!(err.to_string().contains("midms.region_matching"), "{err}");
 }
