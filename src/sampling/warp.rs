@@ -61,7 +61,11 @@ impl<'a> Warper<'a> {
                 cells,
                 cfg.background_latent.as_deref(),
                 cfg.region_keep_outside,
-                (cfg.layout_prior, cfg.colour_layout_prior),
+                // a colour weight of its own only where there is a colour warp to take it
+                match colour_source {
+                    Some(_) => (cfg.layout_prior, cfg.colour_layout_prior),
+                    None => (cfg.layout_prior, cfg.layout_prior),
+                },
             )?),
             None => None,
         };
@@ -100,8 +104,8 @@ impl<'a> Warper<'a> {
     ) -> Result<InitialWarp> {
         let raw = matching::correlation(target, reference)?;
         // The colour warp's own restriction where its layout weight differs (model v1.13).
-        let colour_corr = match (&self.regions, self.colour_source) {
-            (Some(r), Some(_)) if r.colour_differs() => Some(r.restrict_colour(&raw)?),
+        let colour_corr = match &self.regions {
+            Some(r) if r.colour_differs() => Some(r.restrict_colour(&raw)?),
             _ => None,
         };
         let corr = self.restrict(raw)?;
@@ -109,16 +113,16 @@ impl<'a> Warper<'a> {
         let colour = match self.colour_source {
             None => None,
             Some(src) => {
-                let warped = match (self.colour_temperature, &colour_corr) {
-                    (Some(t), c) => {
-                        let c = c.as_ref().unwrap_or(&corr);
-                        matching::apply_warp(&matching::warp_weights(c, t)?, src)?
-                    }
-                    (None, Some(c)) => {
-                        matching::apply_warp(&matching::warp_weights(c, self.temperature)?, src)?
-                    }
-                    (None, None) => matching::apply_warp(&weights, src)?,
+                // The latent warp's weights, unless the colour warp has a temperature or a
+                // restriction of its own.
+                let own = match (self.colour_temperature, colour_corr) {
+                    (None, None) => None,
+                    (t, c) => Some(matching::warp_weights(
+                        c.as_ref().unwrap_or(&corr),
+                        t.unwrap_or(self.temperature),
+                    )?),
                 };
+                let warped = matching::apply_warp(own.as_ref().unwrap_or(&weights), src)?;
                 Some(match &self.regions {
                     Some(r) => r.clear_outside(warped)?,
                     None => warped,
