@@ -191,6 +191,9 @@ struct CliSink<'a> {
     bar: ProgressBar,
     steps_dir: Option<PathBuf>,
     error: Option<anyhow::Error>,
+    /// How the model framed the drawing (`midms.frame_drawing`): steps are written back on the
+    /// canvas, as the final image is.
+    frame: Option<crate::sampling::frame::Frame>,
 }
 
 /// `NNN_<step>`: the event index, then the step's name as the editor shows it.
@@ -202,6 +205,15 @@ impl CliSink<'_> {
     fn write_step(&self, dir: &Path, e: &StepEvent) -> anyhow::Result<()> {
         let name = step_name(e);
         let save = |suffix: &str, img: DynamicImage| -> anyhow::Result<()> {
+            let img = match &self.frame {
+                // A mask is black (not kept) beyond the framed canvas, an image white.
+                Some(f) => {
+                    DynamicImage::ImageRgba8(f.unframe_rgba(&img.to_rgba8(), suffix == "mask"))
+                        .to_rgb8()
+                        .into()
+                }
+                None => img,
+            };
             crate::image::save_png(&dir.join(format!("{name}_{suffix}.png")), &img, &[])?;
             Ok(())
         };
@@ -228,6 +240,9 @@ impl StepSink for CliSink<'_> {
             Some(t) => format!("{} (t = {t})", step_name(e)),
             None => step_name(e),
         });
+        if let Some(frames) = &e.frames {
+            self.frame = frames[0];
+        }
         if let (Some(dir), None) = (&self.steps_dir, &self.error) {
             if let Err(err) = self.write_step(dir, e) {
                 self.error = Some(err);
@@ -259,6 +274,7 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
         bar,
         steps_dir: args.steps_dir.clone(),
         error: None,
+        frame: None,
     };
     let t1 = Instant::now();
     let out = translate(

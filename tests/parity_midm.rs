@@ -151,7 +151,9 @@ fn parity_correspondence_features() {
     // Nearest downsampling is a pure gather, max-pooling (`midms.label_downsample: max`, our
     // models' option) a pure selection: both exact.
     let down = common::fixture_config().label_downsample;
-    let label_ds = down.apply(&get(&trace, "input.cond_label"), h, w).unwrap();
+    let label_ds = down
+        .apply(&common::sampler_condition(&trace), h, w)
+        .unwrap();
     assert_eq!(
         max_abs_diff(&label_ds, &get(&trace, "corr.cond_label_ds")),
         0.0
@@ -161,9 +163,14 @@ fn parity_correspondence_features() {
     if let Some(want) = seg_in {
         // the filled drawing (flood fill against scipy's binary_fill_holes) area-averaged: exact
         // on the fixture's cells of 4x4 pixels (sums of sixteen 0/1 values over 16)
-        let (seg_in, _) =
-            midm::model::ops::condition_on_grid(&get(&trace, "input.cond_label"), h, w, down, true)
-                .unwrap();
+        let (seg_in, _) = midm::model::ops::condition_on_grid(
+            &common::sampler_condition(&trace),
+            h,
+            w,
+            down,
+            true,
+        )
+        .unwrap();
         assert_eq!(max_abs_diff(&seg_in, want), 0.0);
     }
     let ref_label_ds = down
@@ -240,7 +247,7 @@ fn parity_matching() {
     let cfg = common::fixture_config();
     let regions = trace.contains_key("corr.region_trg").then(|| {
         let target = regions::target_cells(
-            &get(&trace, "input.cond_label"),
+            &common::sampler_condition(&trace),
             h,
             w,
             cfg.region_open_strokes,
@@ -604,7 +611,10 @@ fn parity_colour_transfer() {
     let gamut = common::fixture_config().colour_gamut;
     let got = colour::transfer_colour(decoded, warped, gamut).unwrap();
     // Measured 2.9e-6 on the shipped model's set.
-    assert_close("out.warped_ref", &got, &get(&trace, "out.warped_ref"), 3e-5);
+    // Before a framed drawing's image goes back onto its canvas (`parity_frame`).
+    let want = trace.get("out.framed").cloned();
+    let want = want.unwrap_or_else(|| get(&trace, "out.warped_ref"));
+    assert_close("out.warped_ref", &got, &want, 3e-5);
 }
 
 /// The whole chain from `input.*`, with the reference's random draws injected.
@@ -683,4 +693,36 @@ fn parity_end_to_end() {
         &get(&trace, "out.warped_ref"),
         image_tol,
     );
+}
+
+/// The framing of a small drawing (`midms.frame_drawing`, model v1.14): the Rust sampler frames
+/// the input label to the trainer's pixels, and a model without the key frames nothing. (The
+/// image's way back is checked by `parity_end_to_end`'s final image.)
+#[test]
+fn parity_frame() {
+    let trace = common::trace();
+    let cfg = common::fixture_config();
+    let framed = trace.get("frame.cond_label");
+    if cfg.frame_drawing == 0.0 {
+        assert!(
+            framed.is_none(),
+            "a model without frame_drawing framed a drawing"
+        );
+        return;
+    }
+    let input = get(&trace, "input.cond_label");
+    let (ours, frames) = midm::sampling::frame::frame_condition(&input, cfg.frame_drawing).unwrap();
+    let want = framed.expect("the trainer framed no drawing of this set");
+    assert_eq!(max_abs_diff(&ours, want), 0.0, "frame.cond_label");
+    assert!(
+        frames[0].is_some(),
+        "the set's first drawing is small and framed"
+    );
+    assert!(
+        frames[1].is_none(),
+        "the set's second drawing fills its canvas"
+    );
+    // The framed output really came back: the final image differs from the framed one.
+    let back = get(&trace, "out.warped_ref");
+    assert!(max_abs_diff(&back, &get(&trace, "out.framed")) > 0.1);
 }

@@ -75,6 +75,12 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
             ph = np.asarray(ph.resize((image, image), Image.LANCZOS), np.uint8)
             ex[1] = torch.from_numpy(ph).permute(2, 0, 1).float() / 127.5 - 1
             exl[1] = torch.from_numpy(edge_map(ph))[None]
+    if getattr(model, "frame_drawing", 0) and lnc == 1:
+        # The first drawing at half its size near a corner, so that the set checks the framing of a
+        # small drawing (train.frame) and, in the second, a drawing left as it is.
+        small = cond[0, :, ::2, ::2].clone()
+        cond[0] = 0
+        cond[0, :, 8:8 + small.shape[-2], image - 8 - small.shape[-1]:image - 8] = small
     tr = {"input.cond_label": cond, "input.exemplar": ex, "input.exemplar_label": exl, "input.src_image": src}
     ae = model.ae
     tr["ae.encoder_out"] = ae.encoder(ex)
@@ -172,6 +178,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "region_keep_outside": model.region_keep_outside,
                   "layout_prior": model.layout_prior,
                   "colour_layout_prior": model.colour_layout_prior,
+                  "frame_drawing": model.frame_drawing,
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
                   "colour_gamut": model.colour_gamut,

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from .autoencoder import VQModel
 from .colour import checked_gamut, colour_source, transfer_colour
+from .frame import checked_share, frame_labels, unframe
 from .correspondence import build_correspondence
 from .ops import (TEMPERATURE, correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck,
                   feature_normalize, fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions,
@@ -150,6 +151,9 @@ class MIDM(nn.Module):
         # roof, wall and window colours. Two weights: the latent matchings' (the initial warp and
         # the re-matchings) and the colour warp's (`colour_layout_prior`, from the same first
         # correlation); each absent is 0. Measured in docs/model-history.md, model v1.13.
+        # A small drawing is framed (model v1.14, train.frame): scaled up to this share of the
+        # canvas about its box's centre, translated, and its output mapped back; absent: 0, off.
+        self.frame_drawing = checked_share(ldm_cfg.get("midms", {}).get("frame_drawing"), label_nc)
         for key in ("layout_prior", "colour_layout_prior"):
             weight = float(ldm_cfg.get("midms", {}).get(key, 0.0))
             if not (weight >= 0 and np.isfinite(weight)):
@@ -316,6 +320,11 @@ class MIDM(nn.Module):
         model with `colour_transfer` (the ablation)."""
         diff = self.diff_model
         noises = noises or {}
+        frames = None
+        if self.frame_drawing:  # a small drawing is translated framed (train.frame)
+            label, frames = frame_labels(label, self.frame_drawing)
+            if trace is not None and any(f is not None for f in frames):
+                trace["frame.cond_label"] = label
 
         def randn(shape_like, key, j=None):
             if key in noises:
@@ -389,6 +398,10 @@ class MIDM(nn.Module):
             if trace is not None:
                 trace["out.decoded"], trace["out.colour_warped"] = out, colour_warped
             out = transfer_colour(out, colour_warped, self.colour_gamut)
+        if frames is not None and any(f is not None for f in frames):
+            if trace is not None:
+                trace["out.framed"] = out
+            out = unframe(out, frames)
         if trace is not None:
             trace["out.final_quant_indices"] = self.ae.quantize.indices(x0)
             trace["out.warped_ref"] = out

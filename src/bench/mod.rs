@@ -65,6 +65,7 @@ pub fn official_config() -> MidmConfig {
         unet_condition: false,
         layout_prior: 0.0,
         colour_layout_prior: 0.0,
+        frame_drawing: 0.0,
     }
 }
 

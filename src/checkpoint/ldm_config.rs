@@ -41,6 +41,9 @@ pub struct LdmConfig {
     pub layout_prior: f32,
     /// `midms.colour_layout_prior` (our own models' section): the same in the colour warp.
     pub colour_layout_prior: f32,
+    /// `midms.frame_drawing` (our own models' section): the share of the canvas a small
+    /// drawing is framed to ([`crate::sampling::frame`]); absent, 0 (off).
+    pub frame_drawing: f64,
     /// `midms.colour_transfer` (our own models' section): the exemplar's chroma warped onto the
     /// output ([`crate::sampling::colour`]).
     pub colour_transfer: bool,
@@ -78,6 +81,7 @@ impl LdmConfig {
             region_keep_outside: self.region_keep_outside,
             layout_prior: self.layout_prior,
             colour_layout_prior: self.colour_layout_prior,
+            frame_drawing: self.frame_drawing,
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
             colour_gamut: self.colour_gamut,
@@ -113,6 +117,8 @@ struct Midms {
     #[serde(default)]
     colour_layout_prior: Option<f64>,
     #[serde(default)]
+    frame_drawing: Option<f64>,
+    #[serde(default)]
     colour_transfer: bool,
     #[serde(default)]
     colour_temperature: Option<f64>,
@@ -144,6 +150,11 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
             return Err(format!("midms.{key} must be a finite number >= 0, not {w}"));
         }
     }
+    if let Some(s) = m.frame_drawing.filter(|s| !(0.0..=1.0).contains(s)) {
+        return Err(format!(
+            "midms.frame_drawing must be a share of the canvas in (0, 1] (or 0: off), not {s}"
+        ));
+    }
     if let Some(eta) = m.refine_eta.filter(|e| !(0.0..=1.0).contains(e)) {
         return Err(format!("midms.refine_eta must lie in [0, 1], not {eta}"));
     }
@@ -167,6 +178,7 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         region_keep_outside: m.region_keep_outside,
         layout_prior: m.layout_prior.unwrap_or(0.0) as f32,
         colour_layout_prior: m.colour_layout_prior.unwrap_or(0.0) as f32,
+        frame_drawing: m.frame_drawing.unwrap_or(0.0),
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
         colour_gamut: match m.colour_gamut.as_deref() {
@@ -366,6 +378,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         region_keep_outside: false,
         layout_prior: 0.0,
         colour_layout_prior: 0.0,
+        frame_drawing: 0.0,
         colour_transfer: false,
         colour_temperature: None,
         colour_gamut: ColourGamut::Clip,
@@ -576,6 +589,18 @@ mod tests {
                 let err = parse(&format!("midms:\n  {key}: {bad}\n")).unwrap_err();
                 assert!(err.contains(&format!("midms.{key}")), "{bad}: {err}");
             }
+        }
+    }
+
+    #[test]
+    fn frame_drawing_is_our_models_own_and_a_share_of_the_canvas() {
+        let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
+        assert_eq!(parse("").unwrap().frame_drawing, 0.0);
+        let on = parse("midms:\n  frame_drawing: 0.875\n").unwrap();
+        assert_eq!(on.frame_drawing, 0.875);
+        for bad in ["-0.5", "1.5", ".nan", ".inf"] {
+            let err = parse(&format!("midms:\n  frame_drawing: {bad}\n")).unwrap_err();
+            assert!(err.contains("midms.frame_drawing"), "{bad}: {err}");
         }
     }
 

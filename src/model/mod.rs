@@ -82,6 +82,11 @@ pub struct MidmConfig {
     /// the same prior in the colour warp, from the same first correlation; 0: none.
     #[serde(default)]
     pub colour_layout_prior: f32,
+    /// `midms.frame_drawing` (our own models, one-channel line labels; model v1.14): a drawing
+    /// whose box is small is scaled up until its longer side is this share of the canvas,
+    /// translated, and its image mapped back ([`crate::sampling::frame`]); 0: off.
+    #[serde(default)]
+    pub frame_drawing: f64,
     /// `midms.colour_transfer` (our own models; off for the authors' checkpoints): the exemplar's
     /// chroma, warped by the first matching, replaces the output's where it is not white
     /// ([`crate::sampling::colour`]).

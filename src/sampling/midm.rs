@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use super::frame::{self, Frame};
 use super::schedule::{DdimSchedule, DdpmSchedule};
 use super::warp::Warper;
 use super::{colour, ddim, matching, regions};
@@ -179,6 +180,11 @@ pub struct StepEvent {
     /// `warped`; `InitialWarp` only, for a model with colour transfer): a viewer puts it onto
     /// its decodes and previews of any step, as the final image has it.
     pub colour_warped: Option<Tensor>,
+    /// How each item's drawing was framed (`InitialWarp` only, for a model with
+    /// `midms.frame_drawing` that framed one; [`frame`]): this event's latents, masks and
+    /// warp weights are the framed drawing's, and a viewer maps what it shows back with it
+    /// (`Final`'s image is back already).
+    pub frames: Option<Vec<Option<Frame>>>,
     /// Time since the run started.
     pub elapsed: Duration,
 }
@@ -199,7 +205,7 @@ impl StepSink for () {
 #[derive(Debug, Clone)]
 pub struct MidmOutput {
     /// Decoded image [B, 3, H, W] (not clamped, except by a model's colour transfer, whose
-    /// output is in [-1, 1]).
+    /// output is in [-1, 1]), on the canvas where the model frames drawings ([`frame`]).
     pub image: Tensor,
     /// Final latent (before decode).
     pub latent: Tensor,
@@ -391,6 +397,8 @@ struct Run<'a> {
     total: usize,
     exemplar_latent: Option<Tensor>,
     colour_warped: Option<Tensor>,
+    /// Each item's frame, where the model frames small drawings (`midms.frame_drawing`).
+    frames: Vec<Option<Frame>>,
     /// The drawing on the latent grid for a UNet with `midms.unet_condition`, concatenated to
     /// every UNet input ([`Run::unet`]).
     unet_condition: Option<Tensor>,
@@ -446,6 +454,7 @@ impl<'a> Run<'a> {
             total: 1 + opts.interleaved_steps + refine_steps + 1,
             exemplar_latent: None,
             colour_warped: None,
+            frames: Vec::new(),
             unet_condition: None,
         })
     }
@@ -490,6 +499,8 @@ impl<'a> Run<'a> {
                 StepKind::InitialWarp => self.colour_warped.clone(),
                 _ => None,
             },
+            frames: (kind == StepKind::InitialWarp && self.frames.iter().any(Option::is_some))
+                .then(|| self.frames.clone()),
             elapsed: self.start.elapsed(),
         };
         self.events += 1;
@@ -544,6 +555,15 @@ impl<'a> Run<'a> {
             .condition
             .to_device(device)?
             .to_dtype(DType::F32)?;
+        // A small drawing is translated framed (model v1.14); its image comes back in `finish`.
+        let condition = match model.config.frame_drawing {
+            share if share > 0.0 => {
+                let (framed, frames) = frame::frame_condition(&condition, share)?;
+                self.frames = frames;
+                framed
+            }
+            _ => condition,
+        };
         let ref_latent = &exemplar.latent;
         self.exemplar_latent = Some(ref_latent.clone());
         let (_, _, h, w) = ref_latent.dims4()?;
@@ -661,6 +681,7 @@ impl<'a> Run<'a> {
         if let Some(warped) = &self.colour_warped {
             image = colour::transfer_colour(&image, warped, model.config.colour_gamut)?;
         }
+        image = frame::unframe_images(&image, &self.frames)?;
         self.emit(
             StepKind::Final,
             None,

@@ -2,6 +2,7 @@
 //! gallery's ranking of exemplars (`rank`, `silhouette`).
 pub mod colour;
 pub mod ddim;
+pub mod frame;
 pub mod matching;
 pub mod midm;
 pub mod rank;

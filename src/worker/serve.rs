@@ -19,6 +19,7 @@ use crate::error::{ensure, Error, Result};
 use crate::image::{build_label, canny_edges, Label, LatentPreview};
 use crate::model::{MidmModel, Precision};
 use crate::sampling::colour::{self, ColourGamut};
+use crate::sampling::frame::Frame;
 use crate::sampling::midm::{
     translate_with_exemplar, ExemplarSide, MidmInputs, Noise, StepEvent, StepKind, StepSink,
 };
@@ -39,9 +40,21 @@ struct RunStore {
     /// The gamut of the run's model (`midms.colour_gamut`), kept with the run so that a step
     /// decoded after a model switch keeps its own colours.
     colour_gamut: ColourGamut,
+    /// How the run's model framed the drawing (`midms.frame_drawing`): the steps' latents, masks
+    /// and warps are the framed drawing's, and what is shown comes back onto the canvas.
+    frame: Option<Frame>,
 }
 
 impl RunStore {
+    /// A step's image (a preview, a decode, its mask: `clear` beyond the framed canvas instead of
+    /// white) where the drawing lies on the canvas.
+    fn on_canvas(&self, image: RgbaImage, clear: bool) -> RgbaImage {
+        match &self.frame {
+            Some(f) => f.unframe_rgba(&image, clear),
+            None => image,
+        }
+    }
+
     /// `image` [1, 3, H, W] with the run's colour transfer, if its model has one.
     fn coloured(&self, image: Tensor) -> Result<Tensor> {
         match &self.colour {
@@ -237,7 +250,10 @@ impl Worker {
             .then(|| store.latents.get(index).cloned().flatten())
             .flatten()
             .ok_or_else(|| Error::Invalid(format!("step {index} of this run is not kept")))?;
-        let decode = |z: &Tensor| tensor_to_image(&store.coloured(model.autoencoder.decode(z)?)?);
+        let decode = |z: &Tensor| -> Result<RgbaImage> {
+            let image = tensor_to_image(&store.coloured(model.autoencoder.decode(z)?)?)?;
+            Ok(store.on_canvas(image, false))
+        };
         let pred_x0 = decode(&latent)?;
         let warped = match store.warped.get(index).cloned().flatten() {
             // At the initial warp r~n is R itself.
@@ -267,6 +283,17 @@ impl Worker {
             .find_map(|w| w.as_ref())
         else {
             return Ok(None);
+        };
+        // The hovered cell of the canvas is this cell of the framed drawing the matching saw.
+        let (r, c) = match &self.store.frame {
+            None => (r, c),
+            Some(f) => {
+                let centre = |i: usize| (i as f64 + 0.5) / l as f64;
+                match f.to_framed((centre(r), centre(c))) {
+                    Some((y, x)) => ((y * l as f64) as usize, (x * l as f64) as usize),
+                    None => return Ok(None),
+                }
+            }
         };
         let row: Vec<f32> = w.get(r * l + c)?.to_dtype(DType::F32)?.to_vec1()?;
         let max = row.iter().cloned().fold(f32::MIN, f32::max).max(1e-12);
@@ -401,8 +428,12 @@ impl DisplaySink<'_> {
         if let Some(c) = &e.colour_warped {
             self.store.colour = Some(first(c)?);
         }
+        if let Some(frames) = &e.frames {
+            self.store.frame = frames[0];
+        }
+        let store = &*self.store;
         let (preview, size) = (self.preview.as_ref(), self.image_size);
-        let (colour, gamut) = (&self.store.colour, self.store.colour_gamut);
+        let (colour, gamut) = (&store.colour, store.colour_gamut);
         // Previews in the final image's colours too: one host pass over the H x W preview.
         let show = |z: &Tensor| -> Result<Option<RgbaImage>> {
             let Some(p) = preview else { return Ok(None) };
@@ -410,7 +441,8 @@ impl DisplaySink<'_> {
             if let Some(c) = colour {
                 colour::transfer_colour_rgb(&mut img, c, gamut)?;
             }
-            Ok(Some(DynamicImage::ImageRgb8(img).to_rgba8()))
+            let img = DynamicImage::ImageRgb8(img).to_rgba8();
+            Ok(Some(store.on_canvas(img, false)))
         };
         let image = e.image.as_ref().map(tensor_to_image).transpose()?;
         let pred_x0 = match &image {
@@ -425,7 +457,7 @@ impl DisplaySink<'_> {
         let mask = e
             .mask
             .as_ref()
-            .map(|m| mask_to_image(&m.get(0)?))
+            .map(|m| Ok::<_, Error>(store.on_canvas(mask_to_image(&m.get(0)?)?, true)))
             .transpose()?;
         self.store.latents.push(Some(first(&e.pred_x0)?));
         self.store

@@ -118,6 +118,7 @@ pub fn fixture_config() -> MidmConfig {
         unet_condition: mi["unet_condition"].as_bool().unwrap_or(false),
         layout_prior: mi["layout_prior"].as_f64().unwrap_or(0.0) as f32,
         colour_layout_prior: mi["colour_layout_prior"].as_f64().unwrap_or(0.0) as f32,
+        frame_drawing: mi["frame_drawing"].as_f64().unwrap_or(0.0),
     }
 }
 
@@ -195,6 +196,15 @@ pub fn fb_threshold(c: &serde_json::Value) -> f64 {
 }
 
 /// Number of interleaved loop steps recorded in the trace.
+/// The condition the sampler's matching saw: the framed drawing where the trainer framed one
+/// (`midms.frame_drawing`, `train.frame`), else the input.
+pub fn sampler_condition(trace: &HashMap<String, Tensor>) -> Tensor {
+    trace
+        .get("frame.cond_label")
+        .cloned()
+        .unwrap_or_else(|| get(trace, "input.cond_label"))
+}
+
 pub fn loop_steps(trace: &HashMap<String, Tensor>) -> usize {
     (0..64)
         .take_while(|k| trace.contains_key(&format!("loop.{k}.pred_x0")))
