@@ -558,6 +558,11 @@ fn steps_of_a_colour_transfer_model_are_shown_in_the_final_colours() {
         last.kind
     );
     let final_image = frames.last().unwrap().image.clone().expect("a final image");
+    // The oval (90 of 128 px tall) is small enough for the shipped model to frame it
+    // (`midms.frame_drawing`): the steps say so, and come back on the canvas, where the decode
+    // below must still equal the final image.
+    let scale = last.frame_scale.expect("the shipped model frames the oval");
+    assert!((1.15..1.3).contains(&scale), "frame scale {scale}");
     w.decode(g, last.index);
     let decoded = match collect(&w, |e| matches!(e, WorkerEvent::Decoded { .. })).pop() {
         Some(WorkerEvent::Decoded { result: Ok(d), .. }) => d,

@@ -210,6 +210,40 @@ SUBJECTS = [
 ]
 
 
+def build_small(scale, out, source="assets/drawn-test"):
+    """The generated sketches of a hand-drawn set (`source`: this set or `assets/drawn`) drawn again at
+    `scale` of their size, at a random place (seeded by name), with the same pen, and the same
+    exemplars: what a user who draws small gives the model. Writes `out` with its `pairs.json`; the
+    photo pairs and the two kept older sketches of `assets/drawn` are left out."""
+    import shutil
+    import zlib
+
+    from . import drawn
+    from .drawn import rasterise
+
+    subjects = {n: (fn, w, prefix) for prefix, subs in (("", drawn.SUBJECTS), ("test/", SUBJECTS))
+                for n, fn, w, _ in subs if (prefix == "test/") == source.rstrip("/").endswith("drawn-test")}
+    os.makedirs(out, exist_ok=True)
+    pairs = [p for p in json.load(open(os.path.join(source, "pairs.json")))
+             if p["name"] in subjects and p["exemplar_kind"] == "twemoji"]
+    for p in pairs:
+        fn, width, prefix = subjects[p["name"]]
+        s = Sketch(width)
+        fn(s)
+        pts = np.vstack([pt for pt, _, _ in s.strokes])
+        lo, size = pts.min(0), (pts.max(0) - pts.min(0)) * scale
+        rng = np.random.default_rng(zlib.crc32(f"small/{p['name']}".encode()))
+        at = np.array([rng.uniform(4, 124 - size[0]), rng.uniform(4, 124 - size[1])])
+        s.strokes = [((pt - lo) * scale + at, closed, w) for pt, closed, w in s.strokes]
+        ink = rasterise(s, np.random.default_rng(zlib.crc32(f"{prefix}{p['name']}".encode())))
+        _save(os.path.join(out, p["sketch"]), np.where(ink, 0, 255).astype(np.uint8))
+        shutil.copy(os.path.join(source, p["exemplar"]), os.path.join(out, p["exemplar"]))
+    with open(os.path.join(out, "pairs.json"), "w") as f:
+        json.dump(pairs, f, indent=1)
+        f.write("\n")
+    return pairs
+
+
 def build(out="assets/drawn-test", pkg=TWEMOJI):
     os.makedirs(out, exist_ok=True)
     version = os.path.basename(pkg).replace("iconify-json-twemoji-", "").replace(".tgz", "")
@@ -235,8 +269,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="assets/drawn-test")
     ap.add_argument("--twemoji", default=TWEMOJI, help="npm tarball of @iconify-json/twemoji (npm pack)")
+    ap.add_argument("--small", type=float, default=None,
+                    help="instead: the generated sketches of --source drawn again at this scale of their size, "
+                         "at a random place (what a user who draws small gives), into --out")
+    ap.add_argument("--source", default="assets/drawn-test", help="with --small: assets/drawn-test or assets/drawn")
     a = ap.parse_args()
-    pairs = build(a.out, a.twemoji)
+    if a.small is not None:
+        pairs = build_small(a.small, a.out, a.source)
+    else:
+        pairs = build(a.out, a.twemoji)
     print(f"wrote {len(pairs)} pairs to {a.out}/")
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from .common import EmojiBatches
 from .colour import transfer_colour
+from .frame import frame_labels, unframe
 from .ops import WHITE
 
 
@@ -128,7 +129,10 @@ REFERENCE_ROWS = ["exemplar", "ae_recon", "from_target"]
 @torch.no_grad()
 def warp_only(model, edge, ref, ref_edge):
     """The first warp decoded (the warp-only ablation), with the model's colour transfer as
-    `MIDM.translate` applies it (the first matching's chroma)."""
+    `MIDM.translate` applies it (the first matching's chroma), and its framing of a small drawing."""
+    frames = None
+    if getattr(model, "frame_drawing", 0):
+        edge, frames = frame_labels(edge, model.frame_drawing)
     feats = model.ae.encode(ref)
     fg = model.exemplar_shape(ref)
     regions = model.regions(edge, ref, feats.shape[2:], fg)
@@ -136,7 +140,7 @@ def warp_only(model, edge, ref, ref_edge):
     out = model.ae.decode(m["warped"])
     if getattr(model, "colour_transfer", False):
         out = transfer_colour(out, model.warp_colour(ref, m["colour_corr"], regions, fg), model.colour_gamut)
-    return out
+    return unframe(out, frames)
 
 
 @torch.no_grad()

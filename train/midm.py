@@ -321,7 +321,9 @@ class MIDM(nn.Module):
         diff = self.diff_model
         noises = noises or {}
         frames = None
-        if self.frame_drawing:  # a small drawing is translated framed (train.frame)
+        # A small drawing is translated framed (train.frame); not from a given start latent, which
+        # lies on the canvas (the evaluation's from-target row).
+        if self.frame_drawing and start_latent is None:
             label, frames = frame_labels(label, self.frame_drawing)
             if trace is not None and any(f is not None for f in frames):
                 trace["frame.cond_label"] = label

@@ -56,10 +56,13 @@ pub fn mask_overlay(img: &RgbaImage, mask: &RgbaImage) -> RgbaImage {
     let (w, h) = img.dimensions();
     let (mw, mh) = mask.dimensions();
     RgbaImage::from_fn(w, h, |x, y| {
-        let m = mask.get_pixel(x * mw / w, y * mh / h).0[0] as f32 / 255.0;
+        let mp = mask.get_pixel(x * mw / w, y * mh / h).0;
+        let m = mp[0] as f32 / 255.0;
         let p = img.get_pixel(x, y).0;
         let tint = [255.0 * (1.0 - m), 255.0 * m, 0.0];
-        let mix = |a: u8, b: f32| (a as f32 * 0.6 + b * 0.4) as u8;
+        // No tint where the mask is clear: beyond a framed drawing's canvas the model saw nothing.
+        let k = 0.4 * mp[3] as f32 / 255.0;
+        let mix = |a: u8, b: f32| (a as f32 * (1.0 - k) + b * k) as u8;
         Rgba([
             mix(p[0], tint[0]),
             mix(p[1], tint[1]),

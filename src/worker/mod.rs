@@ -102,6 +102,9 @@ pub struct StepFrame {
     /// Confidence mask M at latent resolution (white = re-warp kept).
     pub mask: Option<RgbaImage>,
     pub latent_size: usize,
+    /// How much the model scaled the drawing up to frame it (`midms.frame_drawing`), if it did:
+    /// the images above are the framed drawing's, brought back onto the canvas.
+    pub frame_scale: Option<f64>,
     /// Final decoded image (`Final` only).
     pub image: Option<RgbaImage>,
     /// Time since the run started, as measured by the sampler.

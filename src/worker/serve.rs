@@ -46,8 +46,8 @@ struct RunStore {
 }
 
 impl RunStore {
-    /// A step's image (a preview, a decode, its mask: `clear` beyond the framed canvas instead of
-    /// white) where the drawing lies on the canvas.
+    /// A step's preview or mask (`clear` beyond the framed canvas instead of white) where the
+    /// drawing lies on the canvas.
     fn on_canvas(&self, image: RgbaImage, clear: bool) -> RgbaImage {
         match &self.frame {
             Some(f) => f.unframe_rgba(&image, clear),
@@ -250,9 +250,12 @@ impl Worker {
             .then(|| store.latents.get(index).cloned().flatten())
             .flatten()
             .ok_or_else(|| Error::Invalid(format!("step {index} of this run is not kept")))?;
+        // Back on the canvas before the 8-bit image, as the sampler's final image is made, so that
+        // the last step decodes to the final image exactly.
         let decode = |z: &Tensor| -> Result<RgbaImage> {
-            let image = tensor_to_image(&store.coloured(model.autoencoder.decode(z)?)?)?;
-            Ok(store.on_canvas(image, false))
+            let image = store.coloured(model.autoencoder.decode(z)?)?;
+            let frames = [store.frame];
+            tensor_to_image(&crate::sampling::frame::unframe_images(&image, &frames)?)
         };
         let pred_x0 = decode(&latent)?;
         let warped = match store.warped.get(index).cloned().flatten() {
@@ -476,6 +479,7 @@ impl DisplaySink<'_> {
             warped,
             mask,
             latent_size: self.latent_size,
+            frame_scale: self.store.frame.map(|f| f.scale),
             image,
             elapsed: e.elapsed,
             convert_time: t0.elapsed(),

@@ -275,12 +275,19 @@ impl StepsPanel {
         self.update_probe_texture(ui.ctx(), view);
         let frame = &self.frames[self.selected];
         ui.label(format!(
-            "{}  (event {}/{}{}, {:.0} ms)",
+            "{}  (event {}/{}{}, {:.0} ms){}",
             frame.kind.describe(),
             frame.index + 1,
             frame.total,
             frame.t.map(|t| format!(", t = {t}")).unwrap_or_default(),
-            frame.elapsed.as_secs_f64() * 1e3
+            frame.elapsed.as_secs_f64() * 1e3,
+            frame
+                .frame_scale
+                .map(|k| format!(
+                    "  - a small drawing: the model saw it {k:.1}x larger, centred; \
+                     shown back in place"
+                ))
+                .unwrap_or_default(),
         ));
         // Five views side by side in the width the window leaves (no horizontal scrolling).
         let gaps = 4.0 * ui.spacing().item_spacing.x;
