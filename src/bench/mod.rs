@@ -370,6 +370,38 @@ pub fn bench_model_batch(
         )?
         .with_flops(fl.decode),
     ];
+    if cfg.frame_drawing > 0.0 {
+        // A drawing a third of the canvas wide in a corner (the random condition fills it, so
+        // the translation below is not framed): the host work framing adds to a run.
+        let size = cfg.image_size;
+        let mut small = vec![0f32; size * size];
+        for i in 0..size / 3 {
+            for (y, x) in [
+                (4, 4 + i),
+                (3 + size / 3, 4 + i),
+                (4 + i, 4),
+                (4 + i, 3 + size / 3),
+            ] {
+                small[y * size + x] = 1.0;
+            }
+        }
+        let small = Tensor::from_vec(small, (1, 1, size, size), device)?.repeat((b, 1, 1, 1))?;
+        let image = exemplar.clone();
+        out.push(time(
+            ("frame", "frame a small drawing (label + image back)"),
+            device,
+            warmup,
+            runs,
+            || {
+                let (label, frames) =
+                    crate::sampling::frame::frame_condition(&small, cfg.frame_drawing)?;
+                Ok((
+                    label,
+                    crate::sampling::frame::unframe_images(&image, &frames)?,
+                ))
+            },
+        )?);
+    }
     let inputs = midm::MidmInputs {
         condition,
         exemplar,
