@@ -3,7 +3,7 @@ on for their checkpoints or parity sets).
 
 The model trained on glyphs that fill their frame. A drawing a quarter of the canvas wide, or off in
 a corner, is outside what it saw: the hand-drawn sketches drawn at 55 % of their size came out as
-smears (silhouette IoU 0.69 against 0.90 at full size). So a drawing whose box is small is scaled up
+smears (silhouette IoU 0.67 against 0.90 at full size). So a drawing whose box is small is scaled up
 about its box's centre until its longer side is `share` of the canvas, centred, translated, and the
 output mapped back onto the canvas where the drawing lies; a drawing that nearly fills the canvas
 (the scale would be under `MIN_SCALE`) is left as it is. Latents, masks and matchings are those of

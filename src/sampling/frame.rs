@@ -3,7 +3,7 @@
 //!
 //! The model trained on glyphs that fill their frame; a drawing a quarter of the canvas wide, or
 //! off in a corner, came out as smears (the hand-drawn sketches drawn at 55 % of their size:
-//! silhouette IoU 0.69 against 0.90 at full size). So a drawing whose box is small is scaled up
+//! silhouette IoU 0.67 against 0.90 at full size). So a drawing whose box is small is scaled up
 //! about its box's centre until its longer side is the model's share of the canvas, centred,
 //! translated, and the image mapped back onto the canvas where the drawing lies (IoU 0.91 at
 //! 55 %; docs/model-history.md, model v1.14). A drawing that nearly fills the canvas is left as
