@@ -7,6 +7,7 @@
 #   screenshots/live-gallery.png live mode: a star drawn by hand, the gallery ranked for it,
 #                                its first exemplar picked
 #   screenshots/run-all.png      the gallery's "Run all": the sketch with every exemplar
+#   screenshots/small-drawing.png a small star drawn in a corner, framed by the model, the probe on it
 # Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,4 +64,23 @@ grep -o "Run all:.*" /tmp/midm-screenshots.log || echo "Run all did not finish"
 xdotool mousemove 700 300
 sleep 1
 import -window root screenshots/run-all.png
-echo "wrote screenshots/editor.png, editor-step.png, live-gallery.png and run-all.png"
+# A small drawing: Clear, the star again at 40 % of its size near the bottom-left corner (live
+# mode runs it with the star exemplar); the model frames it, the steps panel says so, and the probe
+# is held over the small output star.
+xdotool mousemove 473 89 click 1
+sleep 1
+small=(400 278 410 308 441 308 416 326 426 356 400 338 374 356 384 326 359 308 390 308 400 278)
+xdotool mousemove "${small[0]}" "${small[1]}" mousedown 1
+for ((p = 2; p < ${#small[@]}; p += 2)); do
+  x0=${small[p - 2]} y0=${small[p - 1]} x1=${small[p]} y1=${small[p + 1]}
+  for i in $(seq 10); do
+    xdotool mousemove $((x0 + (x1 - x0) * i / 10)) $((y0 + (y1 - y0) * i / 10))
+    sleep 0.01
+  done
+done
+xdotool mouseup 1
+sleep "${MIDM_SCREENSHOT_WAIT:-20}"
+xdotool mousemove 373 617
+sleep 2
+import -window root screenshots/small-drawing.png
+echo "wrote screenshots/editor.png, editor-step.png, live-gallery.png, run-all.png and small-drawing.png"
