@@ -151,9 +151,6 @@ class MIDM(nn.Module):
         # roof, wall and window colours. Two weights: the latent matchings' (the initial warp and
         # the re-matchings) and the colour warp's (`colour_layout_prior`, from the same first
         # correlation); each absent is 0. Measured in docs/model-history.md, model v1.13.
-        # A small drawing is framed (model v1.14, train.frame): scaled up to this share of the
-        # canvas about its box's centre, translated, and its output mapped back; absent: 0, off.
-        self.frame_drawing = checked_share(ldm_cfg.get("midms", {}).get("frame_drawing"), label_nc)
         for key in ("layout_prior", "colour_layout_prior"):
             weight = float(ldm_cfg.get("midms", {}).get(key, 0.0))
             if not (weight >= 0 and np.isfinite(weight)):
@@ -166,6 +163,9 @@ class MIDM(nn.Module):
         bg = ldm_cfg.get("midms", {}).get("background_latent")
         self.background_latent = None if bg is None else [float(v) for v in bg]
         self._background = {}  # (device, dtype) -> that latent as a tensor, made once
+        # A small drawing is framed (model v1.14, train.frame): scaled up to this share of the
+        # canvas about its box's centre, translated, and its output mapped back; absent: 0, off.
+        self.frame_drawing = checked_share(ldm_cfg.get("midms", {}).get("frame_drawing"), label_nc)
         # Not in the authors' code (model v1.6): the exemplar's chroma warped by the first matching
         # onto the decoded output (train.colour).
         self.colour_transfer = bool(ldm_cfg.get("midms", {}).get("colour_transfer", False))

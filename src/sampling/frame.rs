@@ -179,6 +179,9 @@ pub fn frame_condition(condition: &Tensor, share: f64) -> Result<(Tensor, Vec<Op
         }
         frames.push(frame);
     }
+    if frames.iter().all(Option::is_none) {
+        return Ok((condition.clone(), frames));
+    }
     let framed = Tensor::from_vec(out, (b, c, h, w), condition.device())?;
     Ok((framed.to_dtype(condition.dtype())?, frames))
 }
