@@ -23,6 +23,22 @@ sleep 1
 RUST_LOG=info ./target/release/midm --condition assets/drawn/tree_sketch.png --exemplar assets/drawn/tree_exemplar.png --run \
   >/tmp/midm-screenshots.log 2>&1 &
 app=$!
+# stroke N x0 y0 x1 y1 ...: one pen stroke through the points, N small moves per segment (as a
+# hand moves, so that the canvas sees a drag, not jumps).
+stroke() {
+  local n=$1
+  shift
+  local pts=("$@")
+  xdotool mousemove "${pts[0]}" "${pts[1]}" mousedown 1
+  for ((p = 2; p < ${#pts[@]}; p += 2)); do
+    local x0=${pts[p - 2]} y0=${pts[p - 1]} x1=${pts[p]} y1=${pts[p + 1]}
+    for i in $(seq "$n"); do
+      xdotool mousemove $((x0 + (x1 - x0) * i / n)) $((y0 + (y1 - y0) * i / n))
+      sleep 0.01
+    done
+  done
+  xdotool mouseup 1
+}
 win=$(xdotool search --sync --onlyvisible --name midm | head -1)
 xdotool windowmove "$win" 0 0 windowsize "$win" 1280 800
 # Load, run, and the editor's own status line reporting the finished run.
@@ -40,16 +56,7 @@ import -window root screenshots/editor-step.png
 # first exemplar is clicked, which runs again with it.
 xdotool mousemove 473 89 click 1
 sleep 1
-star=(468 150 492 225 570 225 507 270 532 345 468 300 404 345 429 270 366 225 444 225 468 150)
-xdotool mousemove "${star[0]}" "${star[1]}" mousedown 1
-for ((p = 2; p < ${#star[@]}; p += 2)); do
-  x0=${star[p - 2]} y0=${star[p - 1]} x1=${star[p]} y1=${star[p + 1]}
-  for i in $(seq 20); do
-    xdotool mousemove $((x0 + (x1 - x0) * i / 20)) $((y0 + (y1 - y0) * i / 20))
-    sleep 0.01
-  done
-done
-xdotool mouseup 1
+stroke 20 468 150 492 225 570 225 507 270 532 345 468 300 404 345 429 270 366 225 444 225 468 150
 sleep "${MIDM_SCREENSHOT_WAIT:-20}"
 xdotool mousemove 1130 200 click 1
 sleep "${MIDM_SCREENSHOT_WAIT:-20}"
@@ -69,16 +76,7 @@ import -window root screenshots/run-all.png
 # is held over the small output star.
 xdotool mousemove 473 89 click 1
 sleep 1
-small=(400 278 410 308 441 308 416 326 426 356 400 338 374 356 384 326 359 308 390 308 400 278)
-xdotool mousemove "${small[0]}" "${small[1]}" mousedown 1
-for ((p = 2; p < ${#small[@]}; p += 2)); do
-  x0=${small[p - 2]} y0=${small[p - 1]} x1=${small[p]} y1=${small[p + 1]}
-  for i in $(seq 10); do
-    xdotool mousemove $((x0 + (x1 - x0) * i / 10)) $((y0 + (y1 - y0) * i / 10))
-    sleep 0.01
-  done
-done
-xdotool mouseup 1
+stroke 10 400 278 410 308 441 308 416 326 426 356 400 338 374 356 384 326 359 308 390 308 400 278
 sleep "${MIDM_SCREENSHOT_WAIT:-20}"
 xdotool mousemove 373 617
 sleep 2
