@@ -288,6 +288,13 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
     if let Some(e) = sink.error {
         return Err(e.context("writing the steps"));
     }
+    if let Some(f) = sink.frame {
+        eprintln!(
+            "the drawing is small: the model translated it {:.1}x larger, centred, and the image \
+             is put back where it was drawn (midms.frame_drawing)",
+            f.scale
+        );
+    }
     let img = DynamicImage::ImageRgb8(crate::image::tensor_to_rgb(&out.image)?);
     let condition: Vec<String> = args
         .condition
