@@ -166,3 +166,60 @@ fn run_all_translates_the_sketch_with_every_exemplar_and_an_edit_drops_the_resul
     assert!(h.state().gallery_results().iter().all(|(_, r)| r.is_none()));
     assert!(!h.state().gallery_sweeping());
 }
+
+/// A ranking that lands while the pointer is over the gallery does not move the thumbnails from
+/// under it (reaching for one right after a stroke); they take the new order once the pointer
+/// leaves the gallery.
+#[test]
+fn the_order_holds_while_the_pointer_is_over_the_gallery() {
+    let mut app = fresh_app();
+    app.install_model(fixture_model(), common::parity_dir());
+    let mut h = harness(app);
+    step_until(&mut h, "the model", |a| a.model_info().is_some());
+    step_until(&mut h, "the thumbnails", |a| !a.gallery_busy());
+    let names =
+        |a: &MidmApp| -> Vec<String> { a.gallery_entries().into_iter().map(|e| e.0).collect() };
+    // A wide flat stroke first, then a closed tall box: shapes the outline ranking tells apart.
+    stroke(&mut h, (5.0, 30.0), (60.0, 32.0));
+    step_until(&mut h, "the first ranking", ranked);
+    let first = names(h.state());
+    for (a, b) in [
+        ((20.0, 5.0), (20.0, 60.0)),
+        ((20.0, 60.0), (40.0, 60.0)),
+        ((40.0, 60.0), (40.0, 5.0)),
+        ((40.0, 5.0), (20.0, 5.0)),
+    ] {
+        stroke(&mut h, a, b);
+    }
+    // The pointer goes to the first thumbnail before the new ranking lands.
+    h.get_by_label(&first[0]).hover();
+    h.step();
+    step_until(&mut h, "the ranking to start", |a| a.gallery_busy());
+    step_until(&mut h, "the new ranking", ranked);
+    for _ in 0..3 {
+        h.step();
+    }
+    let mut best: Vec<(String, RankScore)> = h
+        .state()
+        .gallery_entries()
+        .into_iter()
+        .map(|(n, s)| (n, s.expect("ranked")))
+        .collect();
+    best.sort_by(|a, b| RankScore::best_first(&a.1, &b.1));
+    let best: Vec<String> = best.into_iter().map(|e| e.0).collect();
+    assert_ne!(
+        best, first,
+        "the two drawings must rank the gallery differently"
+    );
+    assert_eq!(names(h.state()), first, "held while the pointer is over it");
+    // Away from the gallery, the new order shows.
+    h.hover_at(egui::Pos2::new(5.0, 300.0));
+    for _ in 0..3 {
+        h.step();
+    }
+    assert_eq!(
+        names(h.state()),
+        best,
+        "the new ranking once the pointer left"
+    );
+}

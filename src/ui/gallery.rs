@@ -107,14 +107,14 @@ impl MidmApp {
     pub fn gallery_entries(&self) -> Vec<(String, Option<RankScore>)> {
         let entries = self.gallery.entries();
         let score = |i: usize| entries[i].score.as_ref().and_then(|s| s.clone().ok());
-        let order = self.gallery.order().into_iter();
+        let order = self.gallery.shown_order().into_iter();
         order.map(|i| (entries[i].name.clone(), score(i))).collect()
     }
 
     /// "Run all" results by entry name, in the gallery's order (`None`: not there yet).
     pub fn gallery_results(&self) -> Vec<(String, Option<Result<image::RgbaImage, String>>)> {
         let entries = self.gallery.entries();
-        let order = self.gallery.order().into_iter();
+        let order = self.gallery.shown_order().into_iter();
         order
             .map(|i| (entries[i].name.clone(), entries[i].result.clone()))
             .collect()

@@ -117,6 +117,9 @@ pub struct GalleryPanel {
     /// The entry last used as exemplar, with the exemplar version it became.
     pub picked: Option<(PathBuf, u64)>,
     sweep: Sweep,
+    /// The order shown while the pointer is over the gallery: a ranking that lands as the user
+    /// reaches for a thumbnail must not move it from under the pointer.
+    held: Option<Vec<usize>>,
 }
 
 impl GalleryPanel {
@@ -138,6 +141,7 @@ impl GalleryPanel {
             seen: None,
             picked: None,
             sweep: Sweep::default(),
+            held: None,
         }
     }
 
@@ -170,6 +174,15 @@ impl GalleryPanel {
             (None, None) => std::cmp::Ordering::Equal,
         });
         order
+    }
+
+    /// The order on screen: [`Self::order`], or the one held while the pointer is over the
+    /// gallery (scores and badges still update in place).
+    pub fn shown_order(&self) -> Vec<usize> {
+        match &self.held {
+            Some(held) if held.len() == self.entries.len() => held.clone(),
+            _ => self.order(),
+        }
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -412,9 +425,15 @@ impl GalleryPanel {
             ui.colored_label(Color32::from_rgb(230, 80, 70), f);
         }
         ui.separator();
+        let over = ui
+            .ctx()
+            .pointer_hover_pos()
+            .is_some_and(|p| ui.max_rect().contains(p));
+        let order = self.shown_order();
+        self.held = over.then(|| order.clone());
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.horizontal_wrapped(|ui| {
-                for i in self.order() {
+                for i in order {
                     self.thumbnail(ui, i, view, actions);
                 }
             });
