@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
 use midm::sampling::rank::RankScore;
 use midm::ui::{AppArgs, MidmApp};
 
@@ -29,17 +30,23 @@ fn shipped_names() -> Vec<String> {
     names
 }
 
+/// A fresh editor on the fixture model with its gallery listed.
+fn gallery_harness() -> Harness<'static, MidmApp> {
+    let mut app = fresh_app();
+    app.install_model(fixture_model(), common::parity_dir());
+    let mut h = harness(app);
+    step_until(&mut h, "the model", |a| a.model_info().is_some());
+    step_until(&mut h, "the thumbnails", |a| !a.gallery_busy());
+    h
+}
+
 fn ranked(app: &MidmApp) -> bool {
     !app.gallery_busy() && app.gallery_entries().iter().all(|(_, s)| s.is_some())
 }
 
 #[test]
 fn the_gallery_ranks_the_shipped_exemplars_for_the_sketch_and_a_click_uses_one() {
-    let mut app = fresh_app();
-    app.install_model(fixture_model(), common::parity_dir());
-    let mut h = harness(app);
-    step_until(&mut h, "the model", |a| a.model_info().is_some());
-    step_until(&mut h, "the thumbnails", |a| !a.gallery_busy());
+    let mut h = gallery_harness();
 
     let mut listed: Vec<String> = h
         .state()
@@ -133,11 +140,7 @@ fn a_user_folder_is_listed_and_remembered() {
 
 #[test]
 fn run_all_translates_the_sketch_with_every_exemplar_and_an_edit_drops_the_results() {
-    let mut app = fresh_app();
-    app.install_model(fixture_model(), common::parity_dir());
-    let mut h = harness(app);
-    step_until(&mut h, "the model", |a| a.model_info().is_some());
-    step_until(&mut h, "the thumbnails", |a| !a.gallery_busy());
+    let mut h = gallery_harness();
     stroke(&mut h, (10.0, 10.0), (50.0, 40.0));
     h.get_by_label("Run all").click();
     let asked = Instant::now();
@@ -172,11 +175,7 @@ fn run_all_translates_the_sketch_with_every_exemplar_and_an_edit_drops_the_resul
 /// leaves the gallery.
 #[test]
 fn the_order_holds_while_the_pointer_is_over_the_gallery() {
-    let mut app = fresh_app();
-    app.install_model(fixture_model(), common::parity_dir());
-    let mut h = harness(app);
-    step_until(&mut h, "the model", |a| a.model_info().is_some());
-    step_until(&mut h, "the thumbnails", |a| !a.gallery_busy());
+    let mut h = gallery_harness();
     let names =
         |a: &MidmApp| -> Vec<String> { a.gallery_entries().into_iter().map(|e| e.0).collect() };
     // A wide flat stroke first, then a closed tall box: shapes the outline ranking tells apart.
