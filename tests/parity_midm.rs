@@ -174,7 +174,7 @@ fn parity_correspondence_features() {
         assert_eq!(max_abs_diff(&seg_in, want), 0.0);
     }
     let ref_label_ds = down
-        .apply(&get(&trace, "input.exemplar_label"), h, w)
+        .apply(&common::sampler_exemplar(&trace).1, h, w)
         .unwrap();
     assert_eq!(
         max_abs_diff(&ref_label_ds, &get(&trace, "corr.exemplar_label_ds")),
@@ -253,7 +253,8 @@ fn parity_matching() {
             cfg.region_open_strokes,
         )
         .unwrap();
-        let exemplar = regions::exemplar_cells(&get(&trace, "input.exemplar"), h, w).unwrap();
+        let exemplar =
+            regions::exemplar_cells(&common::sampler_exemplar(&trace).0, h, w).unwrap();
         assert_eq!(
             max_abs_diff(&target, &get(&trace, "corr.region_trg")),
             0.0,
@@ -308,7 +309,7 @@ fn parity_matching() {
         "out.colour_warped is traced exactly when the set's model transfers colour"
     );
     if let Some(want) = trace.get("out.colour_warped") {
-        let exemplar = get(&trace, "input.exemplar");
+        let exemplar = common::sampler_exemplar(&trace).0;
         let fg = regions::exemplar_foreground(&exemplar).unwrap();
         let src = colour::colour_source(&exemplar, &fg, h, w).unwrap();
         let colour_temp = cfg.colour_temperature.unwrap_or(temp);
@@ -725,4 +726,36 @@ fn parity_frame() {
     // The framed output really came back: the final image differs from the framed one.
     let back = get(&trace, "out.warped_ref");
     assert!(max_abs_diff(&back, &get(&trace, "out.framed")) > 0.1);
+}
+
+/// The framing of a small exemplar glyph (`midms.frame_exemplar`, model v1.15): the Rust sampler
+/// frames the exemplar and its label to the trainer's values (the label to the pixel, the image
+/// to f32 rounding of the same f64 sums), and a model without the key frames nothing. (What the
+/// sampler makes of the framed exemplar is checked by the tests that read `frame.ref_img`.)
+#[test]
+fn parity_frame_exemplar() {
+    let trace = common::trace();
+    let cfg = common::fixture_config();
+    let framed = trace.get("frame.ref_img");
+    if cfg.frame_exemplar == 0.0 {
+        assert!(framed.is_none(), "a model without frame_exemplar framed an exemplar");
+        return;
+    }
+    let (image, label) = (
+        get(&trace, "input.exemplar"),
+        get(&trace, "input.exemplar_label"),
+    );
+    let shape = midm::sampling::regions::exemplar_foreground(&image).unwrap();
+    let (ours, our_label, frames) =
+        midm::sampling::frame::frame_exemplars(&image, &label, &shape, cfg.frame_exemplar)
+            .unwrap();
+    let want = framed.expect("the trainer framed no exemplar of this set");
+    assert_close("frame.ref_img", &ours, want, 1e-6);
+    assert_eq!(
+        max_abs_diff(&our_label, &get(&trace, "frame.ref_label")),
+        0.0,
+        "frame.ref_label"
+    );
+    assert!(frames[0].is_some(), "the set's first exemplar is small and framed");
+    assert!(frames[1].is_none(), "the set's second exemplar fills its image");
 }

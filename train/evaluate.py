@@ -133,8 +133,8 @@ def warp_only(model, edge, ref, ref_edge):
     frames = None
     if getattr(model, "frame_drawing", 0):
         edge, frames = frame_labels(edge, model.frame_drawing)
+    ref, ref_edge, fg = model.framed_exemplar(ref, ref_edge)
     feats = model.ae.encode(ref)
-    fg = model.exemplar_shape(ref)
     regions = model.regions(edge, ref, feats.shape[2:], fg)
     m = model.match(edge, feats, ref_edge, regions=regions)
     out = model.ae.decode(m["warped"])

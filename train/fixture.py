@@ -81,6 +81,14 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
         small = cond[0, :, ::2, ::2].clone()
         cond[0] = 0
         cond[0, :, 8:8 + small.shape[-2], image - 8 - small.shape[-1]:image - 8] = small
+    if getattr(model, "frame_exemplar", 0) and lnc == 1:
+        # The first exemplar at half its size near another corner, so that the set checks the framing
+        # of a small glyph (train.frame.frame_exemplars); the second fills its image (or is a photo).
+        small, small_label = F.avg_pool2d(ex[0:1], 2)[0], F.max_pool2d(exl[0:1], 2)[0]
+        s = small.shape[-1]
+        ex[0], exl[0] = 1.0, 0.0
+        ex[0, :, image - 8 - s:image - 8, 8:8 + s] = small
+        exl[0, :, image - 8 - s:image - 8, 8:8 + s] = small_label
     tr = {"input.cond_label": cond, "input.exemplar": ex, "input.exemplar_label": exl, "input.src_image": src}
     ae = model.ae
     tr["ae.encoder_out"] = ae.encoder(ex)
@@ -179,6 +187,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "layout_prior": model.layout_prior,
                   "colour_layout_prior": model.colour_layout_prior,
                   "frame_drawing": model.frame_drawing,
+                  "frame_exemplar": model.frame_exemplar,
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
                   "colour_gamut": model.colour_gamut,

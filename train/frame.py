@@ -44,23 +44,28 @@ def _sources(centre, scale, size):
     return np.floor(centre + (np.arange(size) + 0.5 - size / 2) / scale).astype(np.int64)
 
 
+def _frame_plane(plane, frame):
+    """One [S, S] plane framed by nearest sampling (its canvas pixel per framed pixel; 0 beyond)."""
+    scale, cy, cx = frame
+    size = plane.shape[-1]
+    sy, sx = _sources(cy, scale, size), _sources(cx, scale, size)
+    ok_y, ok_x = (sy >= 0) & (sy < size), (sx >= 0) & (sx < size)
+    framed = np.zeros_like(plane)
+    framed[np.ix_(ok_y, ok_x)] = plane[np.ix_(sy[ok_y], sx[ok_x])]
+    return framed
+
+
 def frame_labels(label, share):
     """`label` [B, 1, S, S] (1 = line) -> (the label with each small drawing framed, one frame or
     None per item). A framed pixel takes its nearest canvas pixel; beyond the canvas, no line."""
     frames, out = [], label.clone()
     host = label[:, 0].detach().cpu().numpy()
-    size = label.shape[-1]
     for b, plane in enumerate(host):
         fr = drawing_frame(plane > 0.5, share)
         frames.append(fr)
         if fr is None:
             continue
-        scale, cy, cx = fr
-        sy, sx = _sources(cy, scale, size), _sources(cx, scale, size)
-        ok_y, ok_x = (sy >= 0) & (sy < size), (sx >= 0) & (sx < size)
-        framed = np.zeros_like(plane)
-        framed[np.ix_(ok_y, ok_x)] = plane[np.ix_(sy[ok_y], sx[ok_x])]
-        out[b, 0] = torch.from_numpy(framed).to(label)
+        out[b, 0] = torch.from_numpy(_frame_plane(plane, fr)).to(label)
     return out, frames
 
 
@@ -101,12 +106,62 @@ def unframe(images, frames):
     return torch.stack([im if f is None else unframe_image(im, f) for im, f in zip(images, frames)])
 
 
-def checked_share(value, label_nc):
-    """`midms.frame_drawing` from a config: absent or 0 = off; else in (0, 1], for a one-channel
-    line label (a segmentation map has no drawing to frame)."""
+def checked_share(value, label_nc, key="frame_drawing"):
+    """`midms.frame_drawing` (or `key`, `frame_exemplar`) from a config: absent or 0 = off; else in
+    (0, 1], for a one-channel line label (a segmentation map has no drawing to frame)."""
     share = float(value or 0.0)
     if not (0 <= share <= 1 and np.isfinite(share)):
-        raise ValueError(f"midms.frame_drawing must be a share of the canvas in (0, 1] (or 0: off), not {value}")
+        raise ValueError(f"midms.{key} must be a share of the canvas in (0, 1] (or 0: off), not {value}")
     if share and label_nc != 1:
-        raise ValueError(f"midms.frame_drawing needs a one-channel line label, the model has {label_nc} channels")
+        raise ValueError(f"midms.{key} needs a one-channel line label, the model has {label_nc} channels")
     return share
+
+
+# ---- the exemplar (model v1.15, `midms.frame_exemplar`) --------------------------------------------
+# An exemplar whose glyph fills half its image does as much harm as a small drawing (the hand-drawn
+# set's Twemoji exemplars shrunk to 55 %, centred on white: IoU 0.80 against 0.91, white holes and
+# blotches inside the shape). The exemplar is only a source, so nothing comes back: its glyph is
+# scaled up to the share before anything is made of it (latent, features, foreground, colours).
+
+def _bilinear_taps(centre, scale, size):
+    """For framed rows (or columns) 0..size-1: the two canvas indices each reads (-1 or `size` beyond
+    the canvas) and their weights. Framed pixel v's centre lies at canvas position
+    centre + (v + 1/2 - size/2) / scale, i.e. at pixel-centre index that minus 1/2."""
+    f = centre + (np.arange(size) + 0.5 - size / 2) / scale - 0.5
+    i0 = np.floor(f)
+    w1 = f - i0
+    i0 = i0.astype(np.int64)
+    return np.clip(i0, -1, size), np.clip(i0 + 1, -1, size), 1 - w1, w1
+
+
+def frame_image(image, frame, outside=1.0):
+    """One exemplar [C, S, S] (a torch tensor in [-1, 1]) framed: each framed pixel a bilinear sample
+    of the canvas (float64, as the Rust sampler), `outside` (white) beyond it. No mean over several
+    samples as `unframe_image` takes: framing only ever enlarges (scale >= MIN_SCALE)."""
+    scale, cy, cx = frame
+    size = image.shape[-1]
+    img = np.pad(image.detach().cpu().double().numpy(), ((0, 0), (1, 1), (1, 1)), constant_values=outside)
+    ya, yb, wya, wyb = _bilinear_taps(cy, scale, size)
+    xa, xb, wxa, wxb = _bilinear_taps(cx, scale, size)
+    out = np.zeros((image.shape[0], size, size))
+    for yi, wy in ((ya, wya), (yb, wyb)):
+        for xi, wx in ((xa, wxa), (xb, wxb)):
+            out += img[:, yi + 1][:, :, xi + 1] * (wy[:, None] * wx[None, :])
+    return torch.from_numpy(out).to(image.dtype).to(image.device)
+
+
+def frame_exemplars(ref_img, ref_label, foreground, share):
+    """[B, 3, S, S] exemplars, their [B, 1, S, S] line labels and `ops.exemplar_foreground` of them ->
+    (exemplars, labels, one frame or None per item): a glyph whose box (of its foreground) is small
+    framed as `frame_labels` frames a drawing, the image by bilinear samples, the label by nearest."""
+    frames = [drawing_frame(fg[0].detach().cpu().numpy() > 0.5, share) for fg in foreground]
+    if all(f is None for f in frames):
+        return ref_img, ref_label, frames
+    imgs, labels = ref_img.clone(), ref_label.clone()
+    host = ref_label[:, 0].detach().cpu().numpy()
+    for b, fr in enumerate(frames):
+        if fr is None:
+            continue
+        imgs[b] = frame_image(ref_img[b], fr)
+        labels[b, 0] = torch.from_numpy(_frame_plane(host[b], fr)).to(ref_label)
+    return imgs, labels, frames

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .autoencoder import VQModel
 from .colour import checked_gamut, colour_source, transfer_colour
-from .frame import checked_share, frame_labels, unframe
+from .frame import checked_share, frame_exemplars, frame_labels, unframe
 from .correspondence import build_correspondence
 from .ops import (TEMPERATURE, correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck,
                   feature_normalize, fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions,
@@ -166,6 +166,9 @@ class MIDM(nn.Module):
         # A small drawing is framed (model v1.14, train.frame): scaled up to this share of the
         # canvas about its box's centre, translated, and its output mapped back; absent: 0, off.
         self.frame_drawing = checked_share(ldm_cfg.get("midms", {}).get("frame_drawing"), label_nc)
+        # And a small exemplar glyph (model v1.15, train.frame.frame_exemplars), with nothing to map back.
+        self.frame_exemplar = checked_share(ldm_cfg.get("midms", {}).get("frame_exemplar"), label_nc,
+                                            "frame_exemplar")
         # Not in the authors' code (model v1.6): the exemplar's chroma warped by the first matching
         # onto the decoded output (train.colour).
         self.colour_transfer = bool(ldm_cfg.get("midms", {}).get("colour_transfer", False))
@@ -218,6 +221,20 @@ class MIDM(nn.Module):
         """`ops.exemplar_foreground` of `ref_img` where region matching or colour transfer needs it,
         else None: flood-filled once per translation and passed to both."""
         return exemplar_foreground(ref_img) if self.region_matching or self.colour_transfer else None
+
+    def framed_exemplar(self, ref_img, ref_label, trace=None):
+        """(exemplar, its label, `exemplar_shape` of it), a small glyph framed first where the model
+        frames exemplars (`midms.frame_exemplar`): everything after is made of the framed one."""
+        fg = self.exemplar_shape(ref_img)
+        if not self.frame_exemplar:
+            return ref_img, ref_label, fg
+        shape = exemplar_foreground(ref_img) if fg is None else fg
+        ref_img, ref_label, frames = frame_exemplars(ref_img, ref_label, shape, self.frame_exemplar)
+        if any(f is not None for f in frames):
+            fg = self.exemplar_shape(ref_img)
+            if trace is not None:
+                trace["frame.ref_img"], trace["frame.ref_label"] = ref_img, ref_label
+        return ref_img, ref_label, fg
 
     def regions(self, label, ref_img, hw, foreground=None):
         """(target, exemplar) region cells on the latent grid `hw` for a model with
@@ -335,8 +352,8 @@ class MIDM(nn.Module):
             dev = generator.device if generator is not None else shape_like.device
             return to_device(torch.randn(shape_like.shape, generator=generator, device=dev), shape_like.device)
 
+        ref_img, ref_label, fg = self.framed_exemplar(ref_img, ref_label, trace)
         ref_feats = self.ae.encode(ref_img)
-        fg = self.exemplar_shape(ref_img)
         regions = self.regions(label, ref_img, ref_feats.shape[2:], fg)
         m = self.match(label, ref_feats, ref_label, trace=trace, regions=regions)
         colour_warped = None

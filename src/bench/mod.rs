@@ -66,6 +66,7 @@ pub fn official_config() -> MidmConfig {
         layout_prior: 0.0,
         colour_layout_prior: 0.0,
         frame_drawing: 0.0,
+        frame_exemplar: 0.0,
     }
 }
 

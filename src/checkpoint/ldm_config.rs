@@ -44,6 +44,10 @@ pub struct LdmConfig {
     /// `midms.frame_drawing` (our own models' section): the share of the canvas a small
     /// drawing is framed to ([`crate::sampling::frame`]); absent, 0 (off).
     pub frame_drawing: f64,
+    /// `midms.frame_exemplar` (our own models' section): the share of the canvas an exemplar
+    /// whose glyph is small is framed to ([`crate::sampling::frame::frame_exemplars`]); absent,
+    /// 0 (off).
+    pub frame_exemplar: f64,
     /// `midms.colour_transfer` (our own models' section): the exemplar's chroma warped onto the
     /// output ([`crate::sampling::colour`]).
     pub colour_transfer: bool,
@@ -82,6 +86,7 @@ impl LdmConfig {
             layout_prior: self.layout_prior,
             colour_layout_prior: self.colour_layout_prior,
             frame_drawing: self.frame_drawing,
+            frame_exemplar: self.frame_exemplar,
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
             colour_gamut: self.colour_gamut,
@@ -119,6 +124,8 @@ struct Midms {
     #[serde(default)]
     frame_drawing: Option<f64>,
     #[serde(default)]
+    frame_exemplar: Option<f64>,
+    #[serde(default)]
     colour_transfer: bool,
     #[serde(default)]
     colour_temperature: Option<f64>,
@@ -150,10 +157,15 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
             return Err(format!("midms.{key} must be a finite number >= 0, not {w}"));
         }
     }
-    if let Some(s) = m.frame_drawing.filter(|s| !(0.0..=1.0).contains(s)) {
-        return Err(format!(
-            "midms.frame_drawing must be a share of the canvas in (0, 1] (or 0: off), not {s}"
-        ));
+    for (key, share) in [
+        ("frame_drawing", m.frame_drawing),
+        ("frame_exemplar", m.frame_exemplar),
+    ] {
+        if let Some(s) = share.filter(|s| !(0.0..=1.0).contains(s)) {
+            return Err(format!(
+                "midms.{key} must be a share of the canvas in (0, 1] (or 0: off), not {s}"
+            ));
+        }
     }
     if let Some(eta) = m.refine_eta.filter(|e| !(0.0..=1.0).contains(e)) {
         return Err(format!("midms.refine_eta must lie in [0, 1], not {eta}"));
@@ -179,6 +191,7 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         layout_prior: m.layout_prior.unwrap_or(0.0) as f32,
         colour_layout_prior: m.colour_layout_prior.unwrap_or(0.0) as f32,
         frame_drawing: m.frame_drawing.unwrap_or(0.0),
+        frame_exemplar: m.frame_exemplar.unwrap_or(0.0),
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
         colour_gamut: match m.colour_gamut.as_deref() {
@@ -379,6 +392,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         layout_prior: 0.0,
         colour_layout_prior: 0.0,
         frame_drawing: 0.0,
+        frame_exemplar: 0.0,
         colour_transfer: false,
         colour_temperature: None,
         colour_gamut: ColourGamut::Clip,
@@ -593,14 +607,17 @@ mod tests {
     }
 
     #[test]
-    fn frame_drawing_is_our_models_own_and_a_share_of_the_canvas() {
+    fn frame_drawing_and_frame_exemplar_are_our_models_own_and_a_share_of_the_canvas() {
         let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
-        assert_eq!(parse("").unwrap().frame_drawing, 0.0);
-        let on = parse("midms:\n  frame_drawing: 0.875\n").unwrap();
-        assert_eq!(on.frame_drawing, 0.875);
-        for bad in ["-0.5", "1.5", ".nan", ".inf"] {
-            let err = parse(&format!("midms:\n  frame_drawing: {bad}\n")).unwrap_err();
-            assert!(err.contains("midms.frame_drawing"), "{bad}: {err}");
+        let off = parse("").unwrap();
+        assert_eq!((off.frame_drawing, off.frame_exemplar), (0.0, 0.0));
+        let on = parse("midms:\n  frame_drawing: 0.875\n  frame_exemplar: 0.75\n").unwrap();
+        assert_eq!((on.frame_drawing, on.frame_exemplar), (0.875, 0.75));
+        for key in ["frame_drawing", "frame_exemplar"] {
+            for bad in ["-0.5", "1.5", ".nan", ".inf"] {
+                let err = parse(&format!("midms:\n  {key}: {bad}\n")).unwrap_err();
+                assert!(err.contains(&format!("midms.{key}")), "{bad}: {err}");
+            }
         }
     }
 

@@ -188,14 +188,19 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
         });
     }
     let line_channels = correspondence.label_nc - usize::from(ldm.label_fill);
-    if ldm.frame_drawing > 0.0 && line_channels != 1 {
-        return Err(LoadError::Config {
-            path: config_file,
-            reason: format!(
-                "midms.frame_drawing frames a drawing: it needs a one-channel line label, the \
-                 model takes {line_channels} label channel(s)"
-            ),
-        });
+    for (key, share) in [
+        ("frame_drawing", ldm.frame_drawing),
+        ("frame_exemplar", ldm.frame_exemplar),
+    ] {
+        if share > 0.0 && line_channels != 1 {
+            return Err(LoadError::Config {
+                path: config_file,
+                reason: format!(
+                    "midms.{key} frames a drawing: it needs a one-channel line label, the model \
+                     takes {line_channels} label channel(s)"
+                ),
+            });
+        }
     }
     if (ldm.region_open_strokes || ldm.region_keep_outside) && !ldm.region_matching {
         return Err(LoadError::Config {

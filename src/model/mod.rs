@@ -87,6 +87,11 @@ pub struct MidmConfig {
     /// translated, and its image mapped back ([`crate::sampling::frame`]); 0: off.
     #[serde(default)]
     pub frame_drawing: f64,
+    /// `midms.frame_exemplar` (our own models, one-channel line labels; model v1.15): an
+    /// exemplar whose glyph is small is scaled up the same way before anything is made of it
+    /// ([`crate::sampling::frame::frame_exemplars`]); 0: off.
+    #[serde(default)]
+    pub frame_exemplar: f64,
     /// `midms.colour_transfer` (our own models; off for the authors' checkpoints): the exemplar's
     /// chroma, warped by the first matching, replaces the output's where it is not white
     /// ([`crate::sampling::colour`]).

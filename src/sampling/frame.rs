@@ -148,6 +148,60 @@ impl Frame {
         })
     }
 
+    /// For framed rows (or columns): the two canvas indices a bilinear sample reads (`None`
+    /// beyond the canvas) and their weights. Framed pixel v's centre lies at canvas position
+    /// centre + (v + 1/2 - size/2) / scale, i.e. at that minus 1/2 as a pixel-centre index.
+    fn bilinear_taps(&self, centre: f64) -> Vec<[(Option<usize>, f64); 2]> {
+        let n = self.size as f64;
+        let inside = |i: f64| (i >= 0.0 && i < n).then_some(i as usize);
+        (0..self.size)
+            .map(|v| {
+                let f = centre + (v as f64 + 0.5 - n / 2.0) / self.scale - 0.5;
+                let i0 = f.floor();
+                let w1 = f - i0;
+                [(inside(i0), 1.0 - w1), (inside(i0 + 1.0), w1)]
+            })
+            .collect()
+    }
+
+    /// `channels` planes of an exemplar framed: each framed pixel a bilinear sample of the
+    /// canvas (in f64, the weights' product first, as the trainer), `outside` beyond it. One
+    /// sample is enough: framing only enlarges (scale >= [`MIN_SCALE`]).
+    pub fn frame_image_planes(&self, planes: &[f32], outside: f32) -> Vec<f32> {
+        let (rows, cols) = (
+            self.bilinear_taps(self.centre.0),
+            self.bilinear_taps(self.centre.1),
+        );
+        let (res, plane) = (self.size, self.size * self.size);
+        let mut out = vec![0f32; planes.len()];
+        for (c, src) in planes.chunks(plane).enumerate() {
+            let at = |y: Option<usize>, x: Option<usize>| match (y, x) {
+                (Some(y), Some(x)) => src[y * res + x] as f64,
+                _ => outside as f64,
+            };
+            for (v, ry) in rows.iter().enumerate() {
+                for (u, cx) in cols.iter().enumerate() {
+                    let mut sum = 0f64;
+                    for (ty, wy) in ry {
+                        for (tx, wx) in cx {
+                            sum += at(*ty, *tx) * (wy * wx);
+                        }
+                    }
+                    out[c * plane + v * res + u] = sum as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// The canvas position of a framed position, both as fractions of the side (the probe's
+    /// heat over a framed exemplar); the inverse of [`Self::to_framed`].
+    pub fn from_framed(&self, (fy, fx): (f64, f64)) -> (f64, f64) {
+        let n = self.size as f64;
+        let f = |p: f64, c: f64| ((p * n - n / 2.0) / self.scale + c) / n;
+        (f(fy, self.centre.0), f(fx, self.centre.1))
+    }
+
     /// The framed position of a canvas position, both as fractions of the side (the correspondence
     /// probe's cell); `None` beyond the framed canvas.
     pub fn to_framed(&self, (y, x): (f64, f64)) -> Option<(f64, f64)> {
@@ -184,6 +238,60 @@ pub fn frame_condition(condition: &Tensor, share: f64) -> Result<(Tensor, Vec<Op
     }
     let framed = Tensor::from_vec(out, (b, c, h, w), condition.device())?;
     Ok((framed.to_dtype(condition.dtype())?, frames))
+}
+
+/// Exemplars [B, 3, S, S] in [-1, 1] and their labels [B, 1, S, S] with each small glyph framed
+/// as [`frame_condition`] frames a drawing (the box of its `foreground` [B, 1, S, S], the
+/// exemplar's shape), the image by bilinear samples (white beyond the canvas), the label by
+/// nearest; and the frame of each item (`None`: as it was). The exemplar is only a source, so
+/// nothing is mapped back but the probe's heat (model v1.15, `midms.frame_exemplar`).
+pub fn frame_exemplars(
+    exemplar: &Tensor,
+    label: &Tensor,
+    foreground: &Tensor,
+    share: f64,
+) -> Result<(Tensor, Tensor, Vec<Option<Frame>>)> {
+    let (b, c, h, w) = exemplar.dims4()?;
+    let lc = label.dim(1)?;
+    if h != w || lc != 1 || label.dims4()? != (b, 1, h, w) || foreground.dims4()? != (b, 1, h, w)
+    {
+        candle_core::bail!(
+            "framing an exemplar needs a square image with a one-channel label and shape of its \
+             size, got {:?}, {:?}, {:?}",
+            exemplar.dims(),
+            label.dims(),
+            foreground.dims()
+        );
+    }
+    let host = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+    let fg = host(foreground)?;
+    let frames: Vec<Option<Frame>> = fg.chunks(h * w).map(|p| Frame::of(p, h, share)).collect();
+    if frames.iter().all(Option::is_none) {
+        return Ok((exemplar.clone(), label.clone(), frames));
+    }
+    let (images, labels) = (host(exemplar)?, host(label)?);
+    let (mut framed_images, mut framed_labels) = (Vec::new(), Vec::new());
+    let items = images.chunks(c * h * w).zip(labels.chunks(h * w));
+    for ((image, plane), frame) in items.zip(&frames) {
+        match frame {
+            Some(f) => {
+                framed_images.extend(f.frame_image_planes(image, 1.0));
+                framed_labels.extend(f.frame_plane(plane));
+            }
+            None => {
+                framed_images.extend_from_slice(image);
+                framed_labels.extend_from_slice(plane);
+            }
+        }
+    }
+    let device = exemplar.device();
+    let framed_image = Tensor::from_vec(framed_images, (b, c, h, w), device)?;
+    let framed_label = Tensor::from_vec(framed_labels, (b, 1, h, w), device)?;
+    Ok((
+        framed_image.to_dtype(exemplar.dtype())?,
+        framed_label.to_dtype(label.dtype())?,
+        frames,
+    ))
 }
 
 /// Images [B, C, S, S] of framed drawings back on their canvases (white, 1, beyond the framed
@@ -284,6 +392,54 @@ mod tests {
             img.flatten_all()?.to_vec1::<f32>()?
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_small_exemplar_glyph_is_framed_and_a_full_one_left_alone() -> Result<()> {
+        let size = 32;
+        // A black 8 px square glyph (rows 20..28, columns 2..10) on white, its shape and a
+        // label line along its top.
+        let glyph = |y: usize, x: usize| (20..28).contains(&y) && (2..10).contains(&x);
+        let plane = |f: &dyn Fn(usize, usize) -> bool, on: f32, off: f32| -> Vec<f32> {
+            (0..size * size)
+                .map(|i| if f(i / size, i % size) { on } else { off })
+                .collect()
+        };
+        let dev = Device::Cpu;
+        let image: Vec<f32> = (0..3).flat_map(|_| plane(&glyph, -1.0, 1.0)).collect();
+        let image = Tensor::from_vec(image, (1, 3, size, size), &dev)?;
+        let top = |y: usize, x: usize| y == 20 && (2..10).contains(&x);
+        let label = Tensor::from_vec(plane(&top, 1.0, 0.0), (1, 1, size, size), &dev)?;
+        let shape = Tensor::from_vec(plane(&glyph, 1.0, 0.0), (1, 1, size, size), &dev)?;
+        let (framed, framed_label, frames) = frame_exemplars(&image, &label, &shape, 0.75)?;
+        let f = frames[0].expect("an 8 px glyph in 32 is framed");
+        assert_eq!((f.scale, f.centre), (3.0, (24.0, 6.0)));
+        // The glyph now spans the framed canvas's middle 24 px (4..28), black inside, white
+        // beyond, a bilinear blend at its edge.
+        let px = framed.flatten_all()?.to_vec1::<f32>()?;
+        let at = |y: usize, x: usize| px[y * size + x];
+        assert_eq!((at(16, 16), at(5, 5), at(26, 26)), (-1.0, -1.0, -1.0));
+        assert_eq!((at(1, 16), at(16, 30), at(31, 31)), (1.0, 1.0, 1.0));
+        assert!(at(4, 16) > -1.0 && at(4, 16) < 1.0, "{}", at(4, 16));
+        // The label's top line (one canvas row) is three framed rows at the top of the box.
+        let lines = framed_label.flatten_all()?.to_vec1::<f32>()?;
+        let rows: Vec<usize> = (0..size).filter(|y| lines[y * size + 16] > 0.5).collect();
+        assert_eq!(rows, vec![4, 5, 6]);
+        // A framed position maps back to where it came from.
+        let (y, x) = f.from_framed((0.5, 0.5));
+        assert_eq!((y * 32.0, x * 32.0), (24.0, 6.0));
+        let (by, bx) = f.to_framed(f.from_framed((0.2, 0.7))).expect("on the framed canvas");
+        assert!((by - 0.2).abs() < 1e-12 && (bx - 0.7).abs() < 1e-12, "{by} {bx}");
+        // A glyph that fills its image is left as it is.
+        let full = Tensor::ones((1, 1, size, size), DType::F32, &dev)?;
+        let (same, _, frames) = frame_exemplars(&image, &label, &full, 0.75)?;
+        assert_eq!(frames, vec![None]);
+        assert_eq!(same.flatten_all()?.to_vec1::<f32>()?, px_of(&image)?);
+        Ok(())
+    }
+
+    fn px_of(t: &Tensor) -> Result<Vec<f32>> {
+        t.flatten_all()?.to_vec1::<f32>()
     }
 
     #[test]

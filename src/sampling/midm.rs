@@ -267,6 +267,10 @@ pub struct ExemplarSide {
     /// The exemplar's shape [B, 1, H, W] ([`regions::exemplar_foreground`]) where the model
     /// needed it, kept so that the gallery's silhouette does not flood-fill it again.
     pub(crate) foreground: Option<Tensor>,
+    /// How each item's exemplar was framed, where the model frames a small glyph
+    /// (`midms.frame_exemplar`; empty where it does not): everything above is the framed
+    /// exemplar's, and a probe's heat over it maps back with this.
+    pub frames: Vec<Option<Frame>>,
 }
 
 impl ExemplarSide {
@@ -275,6 +279,28 @@ impl ExemplarSide {
         let device = &model.device;
         let exemplar = exemplar.to_device(device)?.to_dtype(DType::F32)?;
         let label = label.to_device(device)?.to_dtype(DType::F32)?;
+        // The exemplar's shape, flood-filled once for region matching and colour transfer.
+        let cfg = &model.config;
+        let needs_shape = cfg.region_matching || cfg.colour_transfer;
+        let mut foreground = needs_shape
+            .then(|| regions::exemplar_foreground(&exemplar))
+            .transpose()?;
+        // A small glyph is framed before anything is made of it (model v1.15).
+        let (exemplar, label, frames) = match cfg.frame_exemplar {
+            share if share > 0.0 => {
+                let shape = match &foreground {
+                    Some(fg) => fg.clone(),
+                    None => regions::exemplar_foreground(&exemplar)?,
+                };
+                let (image, label, frames) =
+                    frame::frame_exemplars(&exemplar, &label, &shape, share)?;
+                if needs_shape && frames.iter().any(Option::is_some) {
+                    foreground = Some(regions::exemplar_foreground(&image)?);
+                }
+                (image, label, frames)
+            }
+            _ => (exemplar, label, Vec::new()),
+        };
         let latent = model.autoencoder.encode(&exemplar)?;
         let (_, _, h, w) = latent.dims4()?;
         let label_ds = model.config.label_downsample.apply(&label, h, w)?;
@@ -282,11 +308,6 @@ impl ExemplarSide {
             .correspondence
             .reference_features(&latent, &label_ds)?;
         let matching = crate::model::ops::center_and_normalize(&matching)?;
-        // The exemplar's shape, flood-filled once for region matching and colour transfer.
-        let cfg = &model.config;
-        let foreground = (cfg.region_matching || cfg.colour_transfer)
-            .then(|| regions::exemplar_foreground(&exemplar))
-            .transpose()?;
         let cells = match &foreground {
             Some(fg) if cfg.region_matching => Some(regions::foreground_cells(fg, h, w)?),
             _ => None,
@@ -302,6 +323,7 @@ impl ExemplarSide {
             cells,
             colour,
             foreground,
+            frames,
         })
     }
 }

@@ -43,6 +43,9 @@ struct RunStore {
     /// How the run's model framed the drawing (`midms.frame_drawing`): the steps' latents, masks
     /// and warps are the framed drawing's, and what is shown comes back onto the canvas.
     frame: Option<Frame>,
+    /// How the run's model framed the exemplar (`midms.frame_exemplar`): the warps read the
+    /// framed exemplar, and a probe's heat comes back onto the exemplar as the user sees it.
+    exemplar_frame: Option<Frame>,
 }
 
 impl RunStore {
@@ -298,7 +301,10 @@ impl Worker {
                 }
             }
         };
-        let row: Vec<f32> = w.get(r * l + c)?.to_dtype(DType::F32)?.to_vec1()?;
+        let mut row: Vec<f32> = w.get(r * l + c)?.to_dtype(DType::F32)?.to_vec1()?;
+        if let Some(f) = &self.store.exemplar_frame {
+            row = f.unframe_planes(&row, l, 0.0);
+        }
         let max = row.iter().cloned().fold(f32::MIN, f32::max).max(1e-12);
         Ok(Some(row.iter().map(|v| v / max).collect()))
     }
@@ -365,6 +371,7 @@ impl Worker {
             });
         }
         let side = &cache.as_ref().expect("filled above").side;
+        sink.store.exemplar_frame = side.frames.first().copied().flatten();
         let result = translate_with_exemplar(model, &inputs, side, &options, &noise, &mut sink);
         if let Some(e) = sink.error {
             return Err(e); // a failed display conversion stopped the run

@@ -119,6 +119,7 @@ pub fn fixture_config() -> MidmConfig {
         layout_prior: mi["layout_prior"].as_f64().unwrap_or(0.0) as f32,
         colour_layout_prior: mi["colour_layout_prior"].as_f64().unwrap_or(0.0) as f32,
         frame_drawing: mi["frame_drawing"].as_f64().unwrap_or(0.0),
+        frame_exemplar: mi["frame_exemplar"].as_f64().unwrap_or(0.0),
     }
 }
 
@@ -203,6 +204,21 @@ pub fn sampler_condition(trace: &HashMap<String, Tensor>) -> Tensor {
         .get("frame.cond_label")
         .cloned()
         .unwrap_or_else(|| get(trace, "input.cond_label"))
+}
+
+/// The exemplar and its label the sampler's matching saw: the framed ones where the trainer
+/// framed a small glyph (`midms.frame_exemplar`, `train.frame.frame_exemplars`), else the inputs.
+pub fn sampler_exemplar(trace: &HashMap<String, Tensor>) -> (Tensor, Tensor) {
+    let pick = |framed: &str, input: &str| {
+        trace
+            .get(framed)
+            .cloned()
+            .unwrap_or_else(|| get(trace, input))
+    };
+    (
+        pick("frame.ref_img", "input.exemplar"),
+        pick("frame.ref_label", "input.exemplar_label"),
+    )
 }
 
 pub fn loop_steps(trace: &HashMap<String, Tensor>) -> usize {

@@ -1,9 +1,11 @@
-"""Framing a small drawing (train.frame, model v1.14): the same cases as src/sampling/frame.rs."""
+"""Framing a small drawing (train.frame, model v1.14) and a small exemplar glyph (model v1.15): the same
+cases as src/sampling/frame.rs."""
 import numpy as np
 import pytest
 import torch
 
-from train.frame import MIN_SCALE, checked_share, drawing_frame, frame_labels, unframe
+from train.frame import MIN_SCALE, checked_share, drawing_frame, frame_exemplars, frame_labels, unframe
+from train.midm import MIDM
 
 
 def square(size, top, left, side):
@@ -44,5 +46,46 @@ def test_the_share_is_checked():
     for bad in (-0.5, 1.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="frame_drawing"):
             checked_share(bad, 1)
+        with pytest.raises(ValueError, match="frame_exemplar"):
+            checked_share(bad, 1, "frame_exemplar")
     with pytest.raises(ValueError, match="one-channel"):
         checked_share(0.875, 3)
+
+
+def test_a_small_exemplar_glyph_is_framed_and_a_full_one_left_alone():
+    size = 32
+    # A black 8 px square glyph (rows 20..28, columns 2..10) on white, its shape, a label line on its top.
+    image = torch.ones(1, 3, size, size)
+    image[:, :, 20:28, 2:10] = -1
+    shape = torch.zeros(1, 1, size, size)
+    shape[:, :, 20:28, 2:10] = 1
+    label = torch.zeros(1, 1, size, size)
+    label[:, :, 20, 2:10] = 1
+    framed, framed_label, frames = frame_exemplars(image, label, shape, 0.75)
+    assert frames == [(3.0, 24.0, 6.0)]
+    px = framed[0, 0]
+    # The glyph spans the framed canvas's middle 24 px (4..28): black inside, white beyond, blended at its edge.
+    assert (px[16, 16].item(), px[5, 5].item(), px[26, 26].item()) == (-1.0, -1.0, -1.0)
+    assert (px[1, 16].item(), px[16, 30].item(), px[31, 31].item()) == (1.0, 1.0, 1.0)
+    assert -1.0 < px[4, 16].item() < 1.0
+    # The label's top line (one canvas row) is three framed rows at the top of the box.
+    assert torch.nonzero(framed_label[0, 0, :, 16] > 0.5).flatten().tolist() == [4, 5, 6]
+    # A glyph that fills its image is left as it is.
+    same, _, frames = frame_exemplars(image, label, torch.ones(1, 1, size, size), 0.75)
+    assert frames == [None] and torch.equal(same, image)
+
+
+def test_the_trainer_frames_the_exemplar_before_anything_is_made_of_it():
+    """MIDM.framed_exemplar: off, the inputs as they are; on, the framed glyph and its shape recomputed."""
+    m = MIDM.__new__(MIDM)
+    m.region_matching, m.colour_transfer, m.frame_exemplar = True, False, 0.0
+    image = torch.ones(1, 3, 32, 32)
+    image[:, :, 20:28, 2:10] = -1
+    label = torch.zeros(1, 1, 32, 32)
+    img, lbl, fg = m.framed_exemplar(image, label)
+    assert img is image and lbl is label and fg.sum().item() == 64
+    m.frame_exemplar = 0.75
+    trace = {}
+    img, lbl, fg = m.framed_exemplar(image, label, trace)
+    # 24 px framed, and the bilinear blend one pixel each side is not white either.
+    assert fg.sum().item() == 26 * 26 and torch.equal(trace["frame.ref_img"], img)
