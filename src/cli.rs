@@ -194,6 +194,8 @@ struct CliSink<'a> {
     /// How the model framed the drawing (`midms.frame_drawing`): steps are written back on the
     /// canvas, as the final image is.
     frame: Option<crate::sampling::frame::Frame>,
+    /// How much the model scaled the exemplar's glyph up (`midms.frame_exemplar`), if it did.
+    exemplar_scale: Option<f64>,
 }
 
 /// `NNN_<step>`: the event index, then the step's name as the editor shows it.
@@ -243,6 +245,9 @@ impl StepSink for CliSink<'_> {
         if let Some(frames) = &e.frames {
             self.frame = frames[0];
         }
+        if let Some(frames) = &e.exemplar_frames {
+            self.exemplar_scale = frames[0].map(|f| f.scale);
+        }
         if let (Some(dir), None) = (&self.steps_dir, &self.error) {
             if let Err(err) = self.write_step(dir, e) {
                 self.error = Some(err);
@@ -275,6 +280,7 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
         steps_dir: args.steps_dir.clone(),
         error: None,
         frame: None,
+        exemplar_scale: None,
     };
     let t1 = Instant::now();
     let out = translate(
@@ -293,6 +299,12 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
             "the drawing is small: the model translated it {:.1}x larger, centred, and the image \
              is put back where it was drawn (midms.frame_drawing)",
             f.scale
+        );
+    }
+    if let Some(k) = sink.exemplar_scale {
+        eprintln!(
+            "the exemplar's glyph is small: the model used it {k:.1}x larger, centred \
+             (midms.frame_exemplar)"
         );
     }
     let img = DynamicImage::ImageRgb8(crate::image::tensor_to_rgb(&out.image)?);

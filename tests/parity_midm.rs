@@ -253,8 +253,7 @@ fn parity_matching() {
             cfg.region_open_strokes,
         )
         .unwrap();
-        let exemplar =
-            regions::exemplar_cells(&common::sampler_exemplar(&trace).0, h, w).unwrap();
+        let exemplar = regions::exemplar_cells(&common::sampler_exemplar(&trace).0, h, w).unwrap();
         assert_eq!(
             max_abs_diff(&target, &get(&trace, "corr.region_trg")),
             0.0,
@@ -738,7 +737,10 @@ fn parity_frame_exemplar() {
     let cfg = common::fixture_config();
     let framed = trace.get("frame.ref_img");
     if cfg.frame_exemplar == 0.0 {
-        assert!(framed.is_none(), "a model without frame_exemplar framed an exemplar");
+        assert!(
+            framed.is_none(),
+            "a model without frame_exemplar framed an exemplar"
+        );
         return;
     }
     let (image, label) = (
@@ -747,8 +749,7 @@ fn parity_frame_exemplar() {
     );
     let shape = midm::sampling::regions::exemplar_foreground(&image).unwrap();
     let (ours, our_label, frames) =
-        midm::sampling::frame::frame_exemplars(&image, &label, &shape, cfg.frame_exemplar)
-            .unwrap();
+        midm::sampling::frame::frame_exemplars(&image, &label, &shape, cfg.frame_exemplar).unwrap();
     let want = framed.expect("the trainer framed no exemplar of this set");
     assert_close("frame.ref_img", &ours, want, 1e-6);
     assert_eq!(
@@ -756,6 +757,12 @@ fn parity_frame_exemplar() {
         0.0,
         "frame.ref_label"
     );
-    assert!(frames[0].is_some(), "the set's first exemplar is small and framed");
-    assert!(frames[1].is_none(), "the set's second exemplar fills its image");
+    assert!(
+        frames[0].is_some(),
+        "the set's first exemplar is small and framed"
+    );
+    assert!(
+        frames[1].is_none(),
+        "the set's second exemplar fills its image"
+    );
 }

@@ -527,27 +527,91 @@ fn a_sampler_pool_of_its_own_gives_the_same_image() {
     }
 }
 
-/// A model with colour transfer (the shipped one) puts the run's warped chroma onto every step
-/// the editor shows, not only onto the final image: the exact decode of the last loop step, whose
-/// x0 is the final latent, is the final image itself, and its streamed preview has the
-/// exemplar's colours as the final image has them.
-#[test]
-fn steps_of_a_colour_transfer_model_are_shown_in_the_final_colours() {
+/// A worker holding the shipped model (`weights/`), its image size, label channels and config.
+fn shipped_worker() -> (WorkerHandle, usize, usize, midm::model::MidmConfig) {
     let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights");
     let model = midm::checkpoint::load(&weights, &candle_core::Device::Cpu)
         .expect("weights/ loads")
         .model;
-    assert!(
-        model.config.colour_transfer,
-        "the shipped model transfers colour"
-    );
     let (size, nc) = (model.config.image_size, model.config.label_nc());
+    let config = model.config.clone();
     let w = WorkerHandle::spawn(|_| {});
     w.install(model, weights, DeviceChoice::Cpu);
     assert!(matches!(
         w.recv_timeout(TIMEOUT),
         Some(WorkerEvent::ModelLoaded(_))
     ));
+    (w, size, nc, config)
+}
+
+/// A small exemplar glyph (the shipped model's `midms.frame_exemplar`): the steps say the model
+/// saw it larger, and the probe's heat comes back onto the exemplar as the user sees it, onto the
+/// glyph where it lies (not the middle of the image, where the framed glyph lay).
+#[test]
+fn a_small_exemplar_is_framed_and_the_probe_points_into_it_where_it_lies() {
+    let (w, size, nc, config) = shipped_worker();
+    assert!(
+        config.frame_exemplar > 0.0,
+        "the shipped model frames exemplars"
+    );
+    let mut req = request(size as u32, nc, 3, false);
+    // A red disc of radius 20 centred at (96, 96) on white, its outline as the label.
+    let (cx, cy, r) = (96.0f32, 96.0f32, 20.0f32);
+    let dist = |x: u32, y: u32| (x as f32 + 0.5 - cx).hypot(y as f32 + 0.5 - cy);
+    req.exemplar = RgbaImage::from_fn(size as u32, size as u32, |x, y| match dist(x, y) < r {
+        true => Rgba([220, 40, 40, 255]),
+        false => Rgba([255, 255, 255, 255]),
+    });
+    let outline = GrayImage::from_fn(size as u32, size as u32, |x, y| {
+        Luma([if (dist(x, y) - r).abs() < 0.8 { 255 } else { 0 }])
+    });
+    req.exemplar_label = build_label(nc, &outline, &empty_parts(size as u32))
+        .unwrap()
+        .into();
+    let g = w.run(req);
+    let events = collect(&w, |e| is_end(e, g));
+    let first = step_frames(&events)[0];
+    let scale = first.exemplar_frame_scale.expect("the disc is framed");
+    assert!((2.5..3.0).contains(&scale), "exemplar frame scale {scale}");
+    // The streamed preview's colours are fitted on the exemplar the latent is of (the framed
+    // disc): the warped disc shows its red inside the drawn oval (fitted on the unframed image,
+    // mostly white, it came out pale: [255, 137, 119]).
+    let preview = first.pred_x0.as_ref().expect("a preview");
+    let p = preview.get_pixel(size as u32 / 2, size as u32 / 2);
+    assert!(
+        (0..3).all(|c| (p[c] as i32 - [220, 40, 40][c]).abs() < 40),
+        "the initial warp's preview is {p:?} in the oval's middle"
+    );
+    let l = first.latent_size;
+    w.probe(g, 0, (l / 2, l / 2));
+    let heat = match collect(&w, |e| matches!(e, WorkerEvent::Probe { .. })).pop() {
+        Some(WorkerEvent::Probe { heat: Some(h), .. }) => h,
+        other => panic!("expected a probe row, got {other:?}"),
+    };
+    assert_eq!(heat.len(), l * l);
+    // The heat's centroid, in exemplar pixels, lies inside the disc.
+    let cell = size as f32 / l as f32;
+    let (mut sum, mut y, mut x) = (0f32, 0f32, 0f32);
+    for (i, h) in heat.iter().enumerate() {
+        sum += h;
+        y += h * ((i / l) as f32 + 0.5) * cell;
+        x += h * ((i % l) as f32 + 0.5) * cell;
+    }
+    let (y, x) = (y / sum, x / sum);
+    assert!(
+        (x - cx).hypot(y - cy) < r,
+        "the probe's heat centres at ({x:.1}, {y:.1}), outside the disc"
+    );
+}
+
+/// A model with colour transfer (the shipped one) puts the run's warped chroma onto every step
+/// the editor shows, not only onto the final image: the exact decode of the last loop step, whose
+/// x0 is the final latent, is the final image itself, and its streamed preview has the
+/// exemplar's colours as the final image has them.
+#[test]
+fn steps_of_a_colour_transfer_model_are_shown_in_the_final_colours() {
+    let (w, size, nc, config) = shipped_worker();
+    assert!(config.colour_transfer, "the shipped model transfers colour");
     let g = w.run(request(size as u32, nc, 3, false));
     let events = collect(&w, |e| is_end(e, g));
     let frames = step_frames(&events);

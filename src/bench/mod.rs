@@ -403,6 +403,46 @@ pub fn bench_model_batch(
             },
         )?);
     }
+    if cfg.frame_exemplar > 0.0 {
+        // The bench exemplar's top-left third on white (the whole one fills its image, so it is
+        // not framed): what framing adds to a run's exemplar side, its shape found twice.
+        let size = cfg.image_size;
+        let third = exemplar.narrow(2, 0, size / 3)?.narrow(3, 0, size / 3)?;
+        let small = third.pad_with_same(2, 0, size - size / 3)?;
+        let small = small.pad_with_same(3, 0, size - size / 3)?;
+        let keep = Tensor::ones((b, 3, size / 3, size / 3), DType::F32, device)?
+            .pad_with_zeros(2, 0, size - size / 3)?
+            .pad_with_zeros(3, 0, size - size / 3)?;
+        let small = ((small * &keep)? + (1.0 - &keep)?)?;
+        let label = exemplar_label.clone();
+        out.push(time(
+            (
+                "frame_exemplar",
+                "frame a small exemplar (image, label, shape)",
+            ),
+            device,
+            warmup,
+            runs,
+            || {
+                let shape = crate::sampling::regions::exemplar_foreground(&small)?;
+                let (image, label, frames) = crate::sampling::frame::frame_exemplars(
+                    &small,
+                    &label,
+                    &shape,
+                    cfg.frame_exemplar,
+                )?;
+                if frames.iter().any(Option::is_none) {
+                    return Err(crate::Error::Invalid(
+                        "the bench's small exemplar was not framed".into(),
+                    ));
+                }
+                Ok((
+                    crate::sampling::regions::exemplar_foreground(&image)?,
+                    label,
+                ))
+            },
+        )?);
+    }
     let inputs = midm::MidmInputs {
         condition,
         exemplar,

@@ -15,7 +15,7 @@
 //! On the host: a label plane and an image are 16 k pixels (the mapping by hand, since neither
 //! candle nor `image` resamples about a point at a real-valued scale).
 use candle_core::{DType, Result, Tensor};
-use image::RgbaImage;
+use image::{RgbImage, RgbaImage};
 
 /// A drawing is framed only when it grows by at least this much: smaller changes resample a
 /// drawing that nearly fills the canvas for little gain (chosen on the hand-drawn set and its
@@ -194,6 +194,19 @@ impl Frame {
         out
     }
 
+    /// An RGB image (the exemplar as the user gave it) framed as [`frame_exemplars`] frames it.
+    pub fn frame_rgb(&self, image: &RgbImage) -> RgbImage {
+        let plane = (image.width() * image.height()) as usize;
+        let planes: Vec<f32> = (0..3)
+            .flat_map(|c| image.pixels().map(move |p| p.0[c] as f32))
+            .collect();
+        let out = self.frame_image_planes(&planes, 255.0);
+        RgbImage::from_fn(image.width(), image.height(), |x, y| {
+            let i = (y * image.width() + x) as usize;
+            image::Rgb([0, 1, 2].map(|c| out[c * plane + i].round().clamp(0.0, 255.0) as u8))
+        })
+    }
+
     /// The canvas position of a framed position, both as fractions of the side (the probe's
     /// heat over a framed exemplar); the inverse of [`Self::to_framed`].
     pub fn from_framed(&self, (fy, fx): (f64, f64)) -> (f64, f64) {
@@ -253,8 +266,7 @@ pub fn frame_exemplars(
 ) -> Result<(Tensor, Tensor, Vec<Option<Frame>>)> {
     let (b, c, h, w) = exemplar.dims4()?;
     let lc = label.dim(1)?;
-    if h != w || lc != 1 || label.dims4()? != (b, 1, h, w) || foreground.dims4()? != (b, 1, h, w)
-    {
+    if h != w || lc != 1 || label.dims4()? != (b, 1, h, w) || foreground.dims4()? != (b, 1, h, w) {
         candle_core::bail!(
             "framing an exemplar needs a square image with a one-channel label and shape of its \
              size, got {:?}, {:?}, {:?}",
@@ -428,8 +440,13 @@ mod tests {
         // A framed position maps back to where it came from.
         let (y, x) = f.from_framed((0.5, 0.5));
         assert_eq!((y * 32.0, x * 32.0), (24.0, 6.0));
-        let (by, bx) = f.to_framed(f.from_framed((0.2, 0.7))).expect("on the framed canvas");
-        assert!((by - 0.2).abs() < 1e-12 && (bx - 0.7).abs() < 1e-12, "{by} {bx}");
+        let (by, bx) = f
+            .to_framed(f.from_framed((0.2, 0.7)))
+            .expect("on the framed canvas");
+        assert!(
+            (by - 0.2).abs() < 1e-12 && (bx - 0.7).abs() < 1e-12,
+            "{by} {bx}"
+        );
         // A glyph that fills its image is left as it is.
         let full = Tensor::ones((1, 1, size, size), DType::F32, &dev)?;
         let (same, _, frames) = frame_exemplars(&image, &label, &full, 0.75)?;

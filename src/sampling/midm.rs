@@ -185,6 +185,10 @@ pub struct StepEvent {
     /// warp weights are the framed drawing's, and a viewer maps what it shows back with it
     /// (`Final`'s image is back already).
     pub frames: Option<Vec<Option<Frame>>>,
+    /// How each item's exemplar was framed (`InitialWarp` only, for a model with
+    /// `midms.frame_exemplar` that framed one; [`ExemplarSide::frames`]): `exemplar_latent` and
+    /// the warp weights are the framed exemplar's.
+    pub exemplar_frames: Option<Vec<Option<Frame>>>,
     /// Time since the run started.
     pub elapsed: Duration,
 }
@@ -421,6 +425,8 @@ struct Run<'a> {
     colour_warped: Option<Tensor>,
     /// Each item's frame, where the model frames small drawings (`midms.frame_drawing`).
     frames: Vec<Option<Frame>>,
+    /// Each item's exemplar frame (`midms.frame_exemplar`; [`ExemplarSide::frames`]).
+    exemplar_frames: Vec<Option<Frame>>,
     /// The drawing on the latent grid for a UNet with `midms.unet_condition`, concatenated to
     /// every UNet input ([`Run::unet`]).
     unet_condition: Option<Tensor>,
@@ -477,6 +483,7 @@ impl<'a> Run<'a> {
             exemplar_latent: None,
             colour_warped: None,
             frames: Vec::new(),
+            exemplar_frames: Vec::new(),
             unet_condition: None,
         })
     }
@@ -523,6 +530,9 @@ impl<'a> Run<'a> {
             },
             frames: (kind == StepKind::InitialWarp && self.frames.iter().any(Option::is_some))
                 .then(|| self.frames.clone()),
+            exemplar_frames: (kind == StepKind::InitialWarp
+                && self.exemplar_frames.iter().any(Option::is_some))
+            .then(|| self.exemplar_frames.clone()),
             elapsed: self.start.elapsed(),
         };
         self.events += 1;
@@ -587,6 +597,7 @@ impl<'a> Run<'a> {
             _ => condition,
         };
         let ref_latent = &exemplar.latent;
+        self.exemplar_frames = exemplar.frames.clone();
         self.exemplar_latent = Some(ref_latent.clone());
         let (_, _, h, w) = ref_latent.dims4()?;
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;

@@ -105,6 +105,8 @@ pub struct StepFrame {
     /// How much the model scaled the drawing up to frame it (`midms.frame_drawing`), if it did:
     /// the images above are the framed drawing's, brought back onto the canvas.
     pub frame_scale: Option<f64>,
+    /// How much the model scaled the exemplar's glyph up (`midms.frame_exemplar`), if it did.
+    pub exemplar_frame_scale: Option<f64>,
     /// Final decoded image (`Final` only).
     pub image: Option<RgbaImage>,
     /// Time since the run started, as measured by the sampler.

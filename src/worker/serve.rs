@@ -371,7 +371,6 @@ impl Worker {
             });
         }
         let side = &cache.as_ref().expect("filled above").side;
-        sink.store.exemplar_frame = side.frames.first().copied().flatten();
         let result = translate_with_exemplar(model, &inputs, side, &options, &noise, &mut sink);
         if let Some(e) = sink.error {
             return Err(e); // a failed display conversion stopped the run
@@ -432,8 +431,17 @@ impl DisplaySink<'_> {
     fn convert(&mut self, e: &StepEvent) -> Result<StepFrame> {
         let t0 = Instant::now();
         let first = |t: &Tensor| t.get(0)?.unsqueeze(0);
+        if let Some(frames) = &e.exemplar_frames {
+            self.store.exemplar_frame = frames[0];
+        }
         if let Some(z) = &e.exemplar_latent {
-            self.preview = Some(LatentPreview::fit(&first(z)?, &self.exemplar_rgb)?);
+            // Fitted on the exemplar the latent is of: the framed one where the model framed it.
+            let framed = self
+                .store
+                .exemplar_frame
+                .map(|f| f.frame_rgb(&self.exemplar_rgb));
+            let rgb = framed.as_ref().unwrap_or(&self.exemplar_rgb);
+            self.preview = Some(LatentPreview::fit(&first(z)?, rgb)?);
         }
         if let Some(c) = &e.colour_warped {
             self.store.colour = Some(first(c)?);
@@ -487,6 +495,7 @@ impl DisplaySink<'_> {
             mask,
             latent_size: self.latent_size,
             frame_scale: self.store.frame.map(|f| f.scale),
+            exemplar_frame_scale: self.store.exemplar_frame.map(|f| f.scale),
             image,
             elapsed: e.elapsed,
             convert_time: t0.elapsed(),

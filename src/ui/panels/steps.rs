@@ -281,13 +281,7 @@ impl StepsPanel {
             frame.total,
             frame.t.map(|t| format!(", t = {t}")).unwrap_or_default(),
             frame.elapsed.as_secs_f64() * 1e3,
-            frame
-                .frame_scale
-                .map(|k| format!(
-                    "  - a small drawing: the model saw it {k:.1}x larger, centred; \
-                     shown back in place"
-                ))
-                .unwrap_or_default(),
+            framing_note(frame.frame_scale, frame.exemplar_frame_scale),
         ));
         // Five views side by side in the width the window leaves (no horizontal scrolling).
         let gaps = 4.0 * ui.spacing().item_spacing.x;
@@ -480,4 +474,17 @@ fn placeholder(ui: &mut egui::Ui, size: Vec2, text: &str) {
         egui::FontId::proportional(12.0),
         Color32::GRAY,
     );
+}
+
+/// What the steps' caption says of a model's framing (`midms.frame_drawing`,
+/// `midms.frame_exemplar`): how much larger the model saw a small drawing or exemplar glyph.
+fn framing_note(drawing: Option<f64>, exemplar: Option<f64>) -> String {
+    let drawing = drawing.map(|k| {
+        format!(
+            "  - a small drawing: the model saw it {k:.1}x larger, centred; shown back in place"
+        )
+    });
+    let exemplar =
+        exemplar.map(|k| format!("  - a small exemplar: the model saw its glyph {k:.1}x larger"));
+    drawing.into_iter().chain(exemplar).collect()
 }
