@@ -478,13 +478,18 @@ fn placeholder(ui: &mut egui::Ui, size: Vec2, text: &str) {
 
 /// What the steps' caption says of a model's framing (`midms.frame_drawing`,
 /// `midms.frame_exemplar`): how much larger the model saw a small drawing or exemplar glyph.
+/// Kept short: it shares a line with the step's name in the panel's width.
 fn framing_note(drawing: Option<f64>, exemplar: Option<f64>) -> String {
-    let drawing = drawing.map(|k| {
-        format!(
-            "  - a small drawing: the model saw it {k:.1}x larger, centred; shown back in place"
-        )
-    });
-    let exemplar =
-        exemplar.map(|k| format!("  - a small exemplar: the model saw its glyph {k:.1}x larger"));
-    drawing.into_iter().chain(exemplar).collect()
+    match (drawing, exemplar) {
+        (Some(d), Some(e)) => format!(
+            "  - both small: the model saw the drawing {d:.1}x and the exemplar {e:.1}x larger"
+        ),
+        (Some(d), None) => format!(
+            "  - a small drawing: the model saw it {d:.1}x larger, centred; shown back in place"
+        ),
+        (None, Some(e)) => {
+            format!("  - a small exemplar: the model saw its glyph {e:.1}x larger, centred")
+        }
+        (None, None) => String::new(),
+    }
 }
