@@ -244,6 +244,32 @@ def build_small(scale, out, source="assets/drawn-test"):
     return pairs
 
 
+def build_small_exemplar(scale, out, source="assets/drawn-test"):
+    """The Twemoji pairs of a hand-drawn set (`source`) with each exemplar shrunk to `scale` of its size
+    (Lanczos) at a random place (seeded by name) on white, the sketches as they are: what a user gives
+    who takes an image with wide margins as the exemplar. Writes `out` with its `pairs.json`."""
+    import shutil
+    import zlib
+
+    from PIL import Image
+
+    os.makedirs(out, exist_ok=True)
+    pairs = [p for p in json.load(open(os.path.join(source, "pairs.json"))) if p["exemplar_kind"] == "twemoji"]
+    for p in pairs:
+        shutil.copy(os.path.join(source, p["sketch"]), os.path.join(out, p["sketch"]))
+        image = Image.open(os.path.join(source, p["exemplar"])).convert("RGB")
+        side = int(round(image.width * scale))
+        rng = np.random.default_rng(zlib.crc32(f"small-exemplar/{p['name']}".encode()))
+        at = tuple(int(v) for v in rng.integers(0, image.width - side + 1, size=2))
+        canvas = Image.new("RGB", image.size, (255, 255, 255))
+        canvas.paste(image.resize((side, side), Image.LANCZOS), at)
+        canvas.save(os.path.join(out, p["exemplar"]))
+    with open(os.path.join(out, "pairs.json"), "w") as f:
+        json.dump(pairs, f, indent=1)
+        f.write("\n")
+    return pairs
+
+
 def build(out="assets/drawn-test", pkg=TWEMOJI):
     os.makedirs(out, exist_ok=True)
     version = os.path.basename(pkg).replace("iconify-json-twemoji-", "").replace(".tgz", "")
@@ -272,10 +298,16 @@ def main():
     ap.add_argument("--small", type=float, default=None,
                     help="instead: the generated sketches of --source drawn again at this scale of their size, "
                          "at a random place (what a user who draws small gives), into --out")
-    ap.add_argument("--source", default="assets/drawn-test", help="with --small: assets/drawn-test or assets/drawn")
+    ap.add_argument("--small-exemplar", type=float, default=None,
+                    help="instead: the Twemoji pairs of --source with each exemplar shrunk to this scale of its "
+                         "size at a random place on white (an exemplar with wide margins), into --out")
+    ap.add_argument("--source", default="assets/drawn-test",
+                    help="with --small or --small-exemplar: assets/drawn-test or assets/drawn")
     a = ap.parse_args()
     if a.small is not None:
         pairs = build_small(a.small, a.out, a.source)
+    elif a.small_exemplar is not None:
+        pairs = build_small_exemplar(a.small_exemplar, a.out, a.source)
     else:
         pairs = build(a.out, a.twemoji)
     print(f"wrote {len(pairs)} pairs to {a.out}/")
