@@ -283,28 +283,8 @@ impl ExemplarSide {
         let device = &model.device;
         let exemplar = exemplar.to_device(device)?.to_dtype(DType::F32)?;
         let label = label.to_device(device)?.to_dtype(DType::F32)?;
-        // The exemplar's shape, flood-filled once for region matching and colour transfer.
         let cfg = &model.config;
-        let needs_shape = cfg.region_matching || cfg.colour_transfer;
-        let mut foreground = needs_shape
-            .then(|| regions::exemplar_foreground(&exemplar))
-            .transpose()?;
-        // A small glyph is framed before anything is made of it (model v1.15).
-        let (exemplar, label, frames) = match cfg.frame_exemplar {
-            share if share > 0.0 => {
-                let shape = match &foreground {
-                    Some(fg) => fg.clone(),
-                    None => regions::exemplar_foreground(&exemplar)?,
-                };
-                let (image, label, frames) =
-                    frame::frame_exemplars(&exemplar, &label, &shape, share)?;
-                if needs_shape && frames.iter().any(Option::is_some) {
-                    foreground = Some(regions::exemplar_foreground(&image)?);
-                }
-                (image, label, frames)
-            }
-            _ => (exemplar, label, Vec::new()),
-        };
+        let (exemplar, label, foreground, frames) = framed_exemplar(cfg, exemplar, label)?;
         let latent = model.autoencoder.encode(&exemplar)?;
         let (_, _, h, w) = latent.dims4()?;
         let label_ds = model.config.label_downsample.apply(&label, h, w)?;
@@ -330,6 +310,35 @@ impl ExemplarSide {
             frames,
         })
     }
+}
+
+/// The exemplar, its label and its shape (flood-filled once, where region matching or colour
+/// transfer needs it), a small glyph framed first where the model frames exemplars
+/// (`midms.frame_exemplar`, model v1.15), and each item's frame (empty where it does not).
+#[allow(clippy::type_complexity)]
+fn framed_exemplar(
+    cfg: &crate::model::MidmConfig,
+    exemplar: Tensor,
+    label: Tensor,
+) -> Result<(Tensor, Tensor, Option<Tensor>, Vec<Option<Frame>>)> {
+    let needs_shape = cfg.region_matching || cfg.colour_transfer;
+    let shape = (needs_shape || cfg.frame_exemplar > 0.0)
+        .then(|| regions::exemplar_foreground(&exemplar))
+        .transpose()?;
+    if cfg.frame_exemplar <= 0.0 {
+        return Ok((exemplar, label, shape, Vec::new()));
+    }
+    let found = shape.as_ref().expect("made above when the model frames exemplars");
+    let (image, label, frames) =
+        frame::frame_exemplars(&exemplar, &label, found, cfg.frame_exemplar)?;
+    let shape = if !needs_shape {
+        None
+    } else if frames.iter().any(Option::is_some) {
+        Some(regions::exemplar_foreground(&image)?)
+    } else {
+        shape
+    };
+    Ok((image, label, shape, frames))
 }
 
 /// Draws noise in the order the reference consumes it.
