@@ -328,7 +328,9 @@ fn framed_exemplar(
     if cfg.frame_exemplar <= 0.0 {
         return Ok((exemplar, label, shape, Vec::new()));
     }
-    let found = shape.as_ref().expect("made above when the model frames exemplars");
+    let found = shape
+        .as_ref()
+        .expect("made above when the model frames exemplars");
     let (image, label, frames) =
         frame::frame_exemplars(&exemplar, &label, found, cfg.frame_exemplar)?;
     let shape = if !needs_shape {
