@@ -194,8 +194,8 @@ struct CliSink<'a> {
     /// How the model framed the drawing (`midms.frame_drawing`): steps are written back on the
     /// canvas, as the final image is.
     frame: Option<crate::sampling::frame::Frame>,
-    /// How much the model scaled the exemplar's glyph up (`midms.frame_exemplar`), if it did.
-    exemplar_scale: Option<f64>,
+    /// What the model did to the exemplar before using it ([`crate::sampling::midm::ExemplarPrep`]).
+    exemplar: Option<crate::sampling::midm::ExemplarPrep>,
 }
 
 /// `NNN_<step>`: the event index, then the step's name as the editor shows it.
@@ -245,8 +245,8 @@ impl StepSink for CliSink<'_> {
         if let Some(frames) = &e.frames {
             self.frame = frames[0];
         }
-        if let Some(frames) = &e.exemplar_frames {
-            self.exemplar_scale = frames[0].map(|f| f.scale);
+        if let Some(prep) = &e.exemplar {
+            self.exemplar = Some(prep.clone());
         }
         if let (Some(dir), None) = (&self.steps_dir, &self.error) {
             if let Err(err) = self.write_step(dir, e) {
@@ -280,7 +280,7 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
         steps_dir: args.steps_dir.clone(),
         error: None,
         frame: None,
-        exemplar_scale: None,
+        exemplar: None,
     };
     let t1 = Instant::now();
     let out = translate(
@@ -301,11 +301,20 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
             f.scale
         );
     }
-    if let Some(k) = sink.exemplar_scale {
-        eprintln!(
-            "the exemplar's glyph is small: the model used it {k:.1}x larger, centred \
-             (midms.frame_exemplar)"
-        );
+    if let Some(prep) = &sink.exemplar {
+        if prep.cleared[0] {
+            eprintln!(
+                "the exemplar stands on a plain coloured ground: the model used it on white \
+                 (midms.clear_exemplar_ground)"
+            );
+        }
+        if let Some(f) = prep.frames[0] {
+            eprintln!(
+                "the exemplar's glyph is small: the model used it {:.1}x larger, centred \
+                 (midms.frame_exemplar)",
+                f.scale
+            );
+        }
     }
     let img = DynamicImage::ImageRgb8(crate::image::tensor_to_rgb(&out.image)?);
     let condition: Vec<String> = args

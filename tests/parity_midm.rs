@@ -727,6 +727,33 @@ fn parity_frame() {
     assert!(max_abs_diff(&back, &get(&trace, "out.framed")) > 0.1);
 }
 
+/// The clearing of an exemplar's plain coloured ground (`midms.clear_exemplar_ground`, model
+/// v1.16): the Rust sampler makes the same pixels white as the trainer, and a model without the
+/// key clears nothing. (What the sampler makes of it: every test that reads the sampler's
+/// exemplar.)
+#[test]
+fn parity_clear_ground() {
+    let trace = common::trace();
+    let cfg = common::fixture_config();
+    let cleared = trace.get("ground.ref_img");
+    if !cfg.clear_exemplar_ground {
+        assert!(
+            cleared.is_none(),
+            "a model without clear_exemplar_ground cleared a ground"
+        );
+        return;
+    }
+    let input = get(&trace, "input.exemplar");
+    let (ours, flags) = midm::sampling::ground::clear_plain_ground(&input).unwrap();
+    let want = cleared.expect("the trainer cleared no ground in this set");
+    assert_eq!(max_abs_diff(&ours, want), 0.0, "ground.ref_img");
+    assert_eq!(
+        flags,
+        vec![true, false],
+        "the first exemplar stands on a plain ground"
+    );
+}
+
 /// The framing of a small exemplar glyph (`midms.frame_exemplar`, model v1.15): the Rust sampler
 /// frames the exemplar and its label to the trainer's values (the label to the pixel, the image
 /// to f32 rounding of the same f64 sums), and a model without the key frames nothing. (What the
@@ -743,10 +770,12 @@ fn parity_frame_exemplar() {
         );
         return;
     }
-    let (image, label) = (
-        get(&trace, "input.exemplar"),
-        get(&trace, "input.exemplar_label"),
-    );
+    // The exemplar as framing found it: after its plain ground was cleared, where it was.
+    let image = trace
+        .get("ground.ref_img")
+        .cloned()
+        .unwrap_or_else(|| get(&trace, "input.exemplar"));
+    let label = get(&trace, "input.exemplar_label");
     let shape = midm::sampling::regions::exemplar_foreground(&image).unwrap();
     let (ours, our_label, frames) =
         midm::sampling::frame::frame_exemplars(&image, &label, &shape, cfg.frame_exemplar).unwrap();

@@ -604,6 +604,60 @@ fn a_small_exemplar_is_framed_and_the_probe_points_into_it_where_it_lies() {
     );
 }
 
+/// An exemplar on a plain coloured ground (the shipped model's `midms.clear_exemplar_ground`):
+/// the steps say the model used it on white, and the drawn oval takes the glyph's red, not the
+/// ground's blue (taken as a photo, the ground's blue came into the oval).
+#[test]
+fn a_plain_coloured_ground_is_cleared_and_its_colour_stays_out() {
+    let (w, size, nc, config) = shipped_worker();
+    assert!(
+        config.clear_exemplar_ground,
+        "the shipped model clears plain grounds"
+    );
+    let mut req = request(size as u32, nc, 3, false);
+    // A red disc of radius 52 in the middle of a plain light-blue image (too large to frame).
+    let c = size as f32 / 2.0;
+    req.exemplar = RgbaImage::from_fn(size as u32, size as u32, |x, y| {
+        match (x as f32 + 0.5 - c).hypot(y as f32 + 0.5 - c) < 52.0 {
+            true => Rgba([220, 40, 40, 255]),
+            false => Rgba([150, 190, 240, 255]),
+        }
+    });
+    let g = w.run(req);
+    let events = collect(&w, |e| is_end(e, g));
+    let frames = step_frames(&events);
+    assert!(
+        frames[0].exemplar_ground_cleared,
+        "the blue ground is cleared"
+    );
+    assert_eq!(
+        frames[0].exemplar_frame_scale, None,
+        "a disc this large is not framed"
+    );
+    let image = frames.last().unwrap().image.clone().expect("a final image");
+    // Of the output's coloured pixels, the share nearer the ground's blue than the disc's red.
+    let dist =
+        |p: &Rgba<u8>, q: [i32; 3]| (0..3).map(|ch| (p[ch] as i32 - q[ch]).pow(2)).sum::<i32>();
+    let coloured: Vec<&Rgba<u8>> = image
+        .pixels()
+        .filter(|p| p[0].min(p[1]).min(p[2]) < 200)
+        .collect();
+    let blue = coloured
+        .iter()
+        .filter(|p| dist(p, [150, 190, 240]) < dist(p, [220, 40, 40]))
+        .count();
+    let share = blue as f32 / coloured.len().max(1) as f32;
+    eprintln!(
+        "{} coloured pixels, {share:.3} of them nearer the ground's blue",
+        coloured.len()
+    );
+    assert!(
+        coloured.len() > 2000 && share < 0.05,
+        "{share} of {} coloured pixels are blue",
+        coloured.len()
+    );
+}
+
 /// A model with colour transfer (the shipped one) puts the run's warped chroma onto every step
 /// the editor shows, not only onto the final image: the exact decode of the last loop step, whose
 /// x0 is the final latent, is the final image itself, and its streamed preview has the

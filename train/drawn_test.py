@@ -270,6 +270,39 @@ def build_small_exemplar(scale, out, source="assets/drawn-test"):
     return pairs
 
 
+# Plain grounds for `build_plain_ground`: greys, pastels and a dark navy, as icons and backdrops have.
+GROUNDS = [(200, 200, 200), (180, 210, 240), (250, 240, 190), (190, 235, 210), (40, 40, 60), (245, 200, 215)]
+
+
+def build_plain_ground(out, source="assets/drawn-test"):
+    """The Twemoji pairs of a hand-drawn set (`source`) with each exemplar's white ground (its near-white
+    pixels 4-connected to the border) painted one plain colour (`GROUNDS`, in turn), the sketches as they
+    are: what a user gives who takes an icon on a coloured square or an object on a plain backdrop. The
+    exemplar on white is kept beside it as the pair's `colour_reference`, the colours the output is
+    scored against. Writes `out` with its `pairs.json`."""
+    import shutil
+
+    from PIL import Image
+    from scipy.ndimage import label
+
+    os.makedirs(out, exist_ok=True)
+    pairs = [p for p in json.load(open(os.path.join(source, "pairs.json"))) if p["exemplar_kind"] == "twemoji"]
+    for i, p in enumerate(pairs):
+        shutil.copy(os.path.join(source, p["sketch"]), os.path.join(out, p["sketch"]))
+        reference = p["exemplar"].replace(".png", "_on_white.png")
+        shutil.copy(os.path.join(source, p["exemplar"]), os.path.join(out, reference))
+        image = np.asarray(Image.open(os.path.join(source, p["exemplar"])).convert("RGB")).copy()
+        parts, _ = label((image >= 235).all(2))
+        edge = np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]])
+        image[np.isin(parts, np.unique(edge[edge > 0]))] = GROUNDS[i % len(GROUNDS)]
+        Image.fromarray(image).save(os.path.join(out, p["exemplar"]))
+        p["colour_reference"] = reference
+    with open(os.path.join(out, "pairs.json"), "w") as f:
+        json.dump(pairs, f, indent=1)
+        f.write("\n")
+    return pairs
+
+
 def build(out="assets/drawn-test", pkg=TWEMOJI):
     os.makedirs(out, exist_ok=True)
     version = os.path.basename(pkg).replace("iconify-json-twemoji-", "").replace(".tgz", "")
@@ -301,13 +334,18 @@ def main():
     ap.add_argument("--small-exemplar", type=float, default=None,
                     help="instead: the Twemoji pairs of --source with each exemplar shrunk to this scale of its "
                          "size at a random place on white (an exemplar with wide margins), into --out")
+    ap.add_argument("--plain-ground", action="store_true",
+                    help="instead: the Twemoji pairs of --source with each exemplar's white ground painted a "
+                         "plain colour (an icon on a coloured square), into --out")
     ap.add_argument("--source", default="assets/drawn-test",
-                    help="with --small or --small-exemplar: assets/drawn-test or assets/drawn")
+                    help="with --small, --small-exemplar or --plain-ground: assets/drawn-test or assets/drawn")
     a = ap.parse_args()
     if a.small is not None:
         pairs = build_small(a.small, a.out, a.source)
     elif a.small_exemplar is not None:
         pairs = build_small_exemplar(a.small_exemplar, a.out, a.source)
+    elif a.plain_ground:
+        pairs = build_plain_ground(a.out, a.source)
     else:
         pairs = build(a.out, a.twemoji)
     print(f"wrote {len(pairs)} pairs to {a.out}/")

@@ -89,6 +89,11 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
         ex[0], exl[0] = 1.0, 0.0
         ex[0, :, image - 8 - s:image - 8, 8:8 + s] = small
         exl[0, :, image - 8 - s:image - 8, 8:8 + s] = small_label
+    if getattr(model, "clear_exemplar_ground", False):
+        # The first exemplar's white surround painted a plain light blue, so that the set checks the
+        # clearing of a plain ground (ops.clear_plain_ground) before anything else is made of it.
+        ground = (ex[0] == 1).all(0)
+        ex[0][:, ground] = torch.tensor([180.0, 210.0, 240.0])[:, None] / 127.5 - 1
     tr = {"input.cond_label": cond, "input.exemplar": ex, "input.exemplar_label": exl, "input.src_image": src}
     ae = model.ae
     tr["ae.encoder_out"] = ae.encoder(ex)
@@ -188,6 +193,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "colour_layout_prior": model.colour_layout_prior,
                   "frame_drawing": model.frame_drawing,
                   "frame_exemplar": model.frame_exemplar,
+                  "clear_exemplar_ground": model.clear_exemplar_ground,
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
                   "colour_gamut": model.colour_gamut,

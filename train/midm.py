@@ -9,7 +9,7 @@ from .autoencoder import VQModel
 from .colour import checked_gamut, colour_source, transfer_colour
 from .frame import checked_share, frame_exemplars, frame_labels, unframe
 from .correspondence import build_correspondence
-from .ops import (TEMPERATURE, correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck,
+from .ops import (TEMPERATURE, clear_plain_ground, correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck,
                   feature_normalize, fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions,
                   seg_input, soft_warp, target_cells, to_device)
 from .unet import UNetModel
@@ -166,6 +166,8 @@ class MIDM(nn.Module):
         # A small drawing is framed (model v1.14, train.frame): scaled up to this share of the
         # canvas about its box's centre, translated, and its output mapped back; absent: 0, off.
         self.frame_drawing = checked_share(ldm_cfg.get("midms", {}).get("frame_drawing"), label_nc)
+        # An exemplar's plain coloured ground made white (model v1.16, ops.clear_plain_ground); absent: off.
+        self.clear_exemplar_ground = bool(ldm_cfg.get("midms", {}).get("clear_exemplar_ground", False))
         # And a small exemplar glyph (model v1.15, train.frame.frame_exemplars), with nothing to map back.
         self.frame_exemplar = checked_share(ldm_cfg.get("midms", {}).get("frame_exemplar"), label_nc,
                                             "frame_exemplar")
@@ -223,8 +225,13 @@ class MIDM(nn.Module):
         return exemplar_foreground(ref_img) if self.region_matching or self.colour_transfer else None
 
     def framed_exemplar(self, ref_img, ref_label, trace=None):
-        """(exemplar, its label, `exemplar_shape` of it), a small glyph framed first where the model
-        frames exemplars (`midms.frame_exemplar`): everything after is made of the framed one."""
+        """(exemplar, its label, `exemplar_shape` of it), a plain coloured ground made white where the
+        model clears one (`midms.clear_exemplar_ground`) and then a small glyph framed where it frames
+        exemplars (`midms.frame_exemplar`): everything after is made of that exemplar."""
+        if getattr(self, "clear_exemplar_ground", False):
+            ref_img, cleared = clear_plain_ground(ref_img)
+            if trace is not None and any(cleared):
+                trace["ground.ref_img"] = ref_img
         fg = self.exemplar_shape(ref_img)
         if not self.frame_exemplar:
             return ref_img, ref_label, fg

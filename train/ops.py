@@ -95,6 +95,51 @@ def exemplar_foreground(ref_img):
     return fill_label(nonwhite)
 
 
+# A plain coloured ground (model v1.16, `midms.clear_exemplar_ground`; not in the authors' code). An
+# icon on a coloured square or an object shot on a plain backdrop has no white around it, so it counts
+# as a photo: the drawing's inside matches the ground as well as the glyph and takes its colour (the
+# hand-drawn set's Twemoji exemplars on plain colours: a*b* colour 0.53 against 0.83 on white). Where
+# the border is one plain colour, the ground (the pixels of about that colour 4-connected to the
+# border) is made white before anything else is made of the exemplar. The Rust sampler computes the
+# same (`sampling::regions::clear_plain_ground`), in f32 from the same (x + 1) * 127.5 values.
+GROUND_TOLERANCE = 16  # grey levels per channel from the ground colour
+GROUND_BORDER_SHARE = 0.6  # this share of the border's pixels must be of the ground colour (a glyph may touch it)
+
+
+def plain_ground(levels):
+    """[3, H, W] float32 grey levels (0..255) -> bool [H, W], the plain non-white ground 4-connected to
+    the border, or None (a white ground, or a border of many colours: a photo)."""
+    _, h, w = levels.shape
+    border = np.zeros((h, w), bool)
+    border[0], border[-1], border[:, 0], border[:, -1] = True, True, True, True
+    edge = levels[:, border]                                   # [3, n], row-major order
+    ground = np.sort(edge, axis=1)[:, edge.shape[1] // 2]       # each channel's (upper) median
+    if (ground >= WHITE - 0.5).all():
+        return None
+    near = (np.abs(levels - ground[:, None, None]) <= GROUND_TOLERANCE).all(0)
+    if near[border].mean() < GROUND_BORDER_SHARE:
+        return None
+    from scipy.ndimage import label
+
+    parts, _ = label(near)                                     # 4-connected
+    touching = np.unique(parts[border & near])
+    return np.isin(parts, touching)
+
+
+def clear_plain_ground(ref_img):
+    """[B, 3, H, W] exemplars in [-1, 1] -> (the exemplars with each plain coloured ground made white,
+    one bool per item: whether it had one)."""
+    levels = ((ref_img.detach().float() + 1) * 127.5).cpu().numpy()
+    grounds = [plain_ground(a) for a in levels]
+    if all(g is None for g in grounds):
+        return ref_img, [False] * len(grounds)
+    out = ref_img.clone()
+    for b, g in enumerate(grounds):
+        if g is not None:
+            out[b][:, torch.from_numpy(g).to(out.device)] = 1.0
+    return out, [g is not None for g in grounds]
+
+
 def region_cells(inside, hw):
     """[B, 1, H, W] in {0, 1} -> [B, 1, h, w]: 1 where more than half of a latent cell is inside."""
     return (F.adaptive_avg_pool2d(inside.float(), hw) > 0.5).float()

@@ -48,6 +48,9 @@ pub struct LdmConfig {
     /// whose glyph is small is framed to ([`crate::sampling::frame::frame_exemplars`]); absent,
     /// 0 (off).
     pub frame_exemplar: f64,
+    /// `midms.clear_exemplar_ground` (our own models' section): an exemplar's plain coloured
+    /// ground is made white ([`crate::sampling::ground`]); absent, off.
+    pub clear_exemplar_ground: bool,
     /// `midms.colour_transfer` (our own models' section): the exemplar's chroma warped onto the
     /// output ([`crate::sampling::colour`]).
     pub colour_transfer: bool,
@@ -87,6 +90,7 @@ impl LdmConfig {
             colour_layout_prior: self.colour_layout_prior,
             frame_drawing: self.frame_drawing,
             frame_exemplar: self.frame_exemplar,
+            clear_exemplar_ground: self.clear_exemplar_ground,
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
             colour_gamut: self.colour_gamut,
@@ -125,6 +129,8 @@ struct Midms {
     frame_drawing: Option<f64>,
     #[serde(default)]
     frame_exemplar: Option<f64>,
+    #[serde(default)]
+    clear_exemplar_ground: bool,
     #[serde(default)]
     colour_transfer: bool,
     #[serde(default)]
@@ -192,6 +198,7 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         colour_layout_prior: m.colour_layout_prior.unwrap_or(0.0) as f32,
         frame_drawing: m.frame_drawing.unwrap_or(0.0),
         frame_exemplar: m.frame_exemplar.unwrap_or(0.0),
+        clear_exemplar_ground: m.clear_exemplar_ground,
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
         colour_gamut: match m.colour_gamut.as_deref() {
@@ -393,6 +400,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         colour_layout_prior: 0.0,
         frame_drawing: 0.0,
         frame_exemplar: 0.0,
+        clear_exemplar_ground: false,
         colour_transfer: false,
         colour_temperature: None,
         colour_gamut: ColourGamut::Clip,
@@ -607,12 +615,15 @@ mod tests {
     }
 
     #[test]
-    fn frame_drawing_and_frame_exemplar_are_our_models_own_and_a_share_of_the_canvas() {
+    fn framing_and_ground_settings_are_our_models_own_and_checked() {
         let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
         let off = parse("").unwrap();
         assert_eq!((off.frame_drawing, off.frame_exemplar), (0.0, 0.0));
         let on = parse("midms:\n  frame_drawing: 0.875\n  frame_exemplar: 0.75\n").unwrap();
         assert_eq!((on.frame_drawing, on.frame_exemplar), (0.875, 0.75));
+        assert!(!on.clear_exemplar_ground);
+        let cleared = parse("midms:\n  clear_exemplar_ground: true\n").unwrap();
+        assert!(cleared.clear_exemplar_ground && !off.clear_exemplar_ground);
         for key in ["frame_drawing", "frame_exemplar"] {
             for bad in ["-0.5", "1.5", ".nan", ".inf"] {
                 let err = parse(&format!("midms:\n  {key}: {bad}\n")).unwrap_err();

@@ -92,6 +92,10 @@ pub struct MidmConfig {
     /// ([`crate::sampling::frame::frame_exemplars`]); 0: off.
     #[serde(default)]
     pub frame_exemplar: f64,
+    /// `midms.clear_exemplar_ground` (our own models; model v1.16): an exemplar's plain coloured
+    /// ground is made white before anything is made of it ([`crate::sampling::ground`]).
+    #[serde(default)]
+    pub clear_exemplar_ground: bool,
     /// `midms.colour_transfer` (our own models; off for the authors' checkpoints): the exemplar's
     /// chroma, warped by the first matching, replaces the output's where it is not white
     /// ([`crate::sampling::colour`]).

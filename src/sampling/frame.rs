@@ -15,7 +15,7 @@
 //! On the host: a label plane and an image are 16 k pixels (the mapping by hand, since neither
 //! candle nor `image` resamples about a point at a real-valued scale).
 use candle_core::{DType, Result, Tensor};
-use image::{RgbImage, RgbaImage};
+use image::RgbaImage;
 
 /// A drawing is framed only when it grows by at least this much: smaller changes resample a
 /// drawing that nearly fills the canvas for little gain (chosen on the hand-drawn set and its
@@ -192,19 +192,6 @@ impl Frame {
             }
         }
         out
-    }
-
-    /// An RGB image (the exemplar as the user gave it) framed as [`frame_exemplars`] frames it.
-    pub fn frame_rgb(&self, image: &RgbImage) -> RgbImage {
-        let plane = (image.width() * image.height()) as usize;
-        let planes: Vec<f32> = (0..3)
-            .flat_map(|c| image.pixels().map(move |p| p.0[c] as f32))
-            .collect();
-        let out = self.frame_image_planes(&planes, 255.0);
-        RgbImage::from_fn(image.width(), image.height(), |x, y| {
-            let i = (y * image.width() + x) as usize;
-            image::Rgb([0, 1, 2].map(|c| out[c * plane + i].round().clamp(0.0, 255.0) as u8))
-        })
     }
 
     /// The canvas position of a framed position, both as fractions of the side (the probe's

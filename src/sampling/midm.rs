@@ -9,7 +9,7 @@ use rand_distr::{Distribution, StandardNormal};
 use super::frame::{self, Frame};
 use super::schedule::{DdimSchedule, DdpmSchedule};
 use super::warp::Warper;
-use super::{colour, ddim, matching, regions};
+use super::{colour, ddim, ground, matching, regions};
 use crate::error::{ensure, Error, Result};
 use crate::model::MidmModel;
 
@@ -185,10 +185,10 @@ pub struct StepEvent {
     /// warp weights are the framed drawing's, and a viewer maps what it shows back with it
     /// (`Final`'s image is back already).
     pub frames: Option<Vec<Option<Frame>>>,
-    /// How each item's exemplar was framed (`InitialWarp` only, for a model with
-    /// `midms.frame_exemplar` that framed one; [`ExemplarSide::frames`]): `exemplar_latent` and
-    /// the warp weights are the framed exemplar's.
-    pub exemplar_frames: Option<Vec<Option<Frame>>>,
+    /// What the sampler did to the exemplars before using them (`InitialWarp` only, for a model
+    /// that framed one or cleared its ground; [`ExemplarPrep`]): `exemplar_latent` and the warp
+    /// weights are those of its `image`.
+    pub exemplar: Option<ExemplarPrep>,
     /// Time since the run started.
     pub elapsed: Duration,
 }
@@ -271,10 +271,29 @@ pub struct ExemplarSide {
     /// The exemplar's shape [B, 1, H, W] ([`regions::exemplar_foreground`]) where the model
     /// needed it, kept so that the gallery's silhouette does not flood-fill it again.
     pub(crate) foreground: Option<Tensor>,
-    /// How each item's exemplar was framed, where the model frames a small glyph
-    /// (`midms.frame_exemplar`; empty where it does not): everything above is the framed
-    /// exemplar's, and a probe's heat over it maps back with this.
+    /// What was done to the exemplar before anything above was made of it.
+    pub prep: ExemplarPrep,
+}
+
+/// What the sampler does to each item's exemplar before making anything of it, where the model
+/// says so (models v1.15 and v1.16): a plain coloured ground made white
+/// (`midms.clear_exemplar_ground`, [`ground`]), then a small glyph framed
+/// (`midms.frame_exemplar`, [`frame::frame_exemplars`]).
+#[derive(Debug, Clone)]
+pub struct ExemplarPrep {
+    /// The exemplars as the model used them, [B, 3, H, W] in [-1, 1].
+    pub image: Tensor,
+    /// Each item's frame; a probe's heat over the used exemplar maps back with it.
     pub frames: Vec<Option<Frame>>,
+    /// Whether each item's plain coloured ground was made white.
+    pub cleared: Vec<bool>,
+}
+
+impl ExemplarPrep {
+    /// Whether any item's exemplar was changed.
+    pub fn changed(&self) -> bool {
+        self.frames.iter().any(Option::is_some) || self.cleared.iter().any(|c| *c)
+    }
 }
 
 impl ExemplarSide {
@@ -284,8 +303,9 @@ impl ExemplarSide {
         let exemplar = exemplar.to_device(device)?.to_dtype(DType::F32)?;
         let label = label.to_device(device)?.to_dtype(DType::F32)?;
         let cfg = &model.config;
-        let (exemplar, label, foreground, frames) = framed_exemplar(cfg, exemplar, label)?;
-        let latent = model.autoencoder.encode(&exemplar)?;
+        let (prep, label, foreground) = prepared_exemplar(cfg, exemplar, label)?;
+        let exemplar = &prep.image;
+        let latent = model.autoencoder.encode(exemplar)?;
         let (_, _, h, w) = latent.dims4()?;
         let label_ds = model.config.label_downsample.apply(&label, h, w)?;
         let (out, matching) = model
@@ -297,7 +317,7 @@ impl ExemplarSide {
             _ => None,
         };
         let colour = match &foreground {
-            Some(fg) if cfg.colour_transfer => Some(colour::colour_source(&exemplar, fg, h, w)?),
+            Some(fg) if cfg.colour_transfer => Some(colour::colour_source(exemplar, fg, h, w)?),
             _ => None,
         };
         Ok(Self {
@@ -307,26 +327,35 @@ impl ExemplarSide {
             cells,
             colour,
             foreground,
-            frames,
+            prep,
         })
     }
 }
 
-/// The exemplar, its label and its shape (flood-filled once, where region matching or colour
-/// transfer needs it), a small glyph framed first where the model frames exemplars
-/// (`midms.frame_exemplar`, model v1.15), and each item's frame (empty where it does not).
-#[allow(clippy::type_complexity)]
-fn framed_exemplar(
+/// The exemplar as the model uses it ([`ExemplarPrep`]), its label (framed with it) and its shape
+/// (flood-filled once, where region matching or colour transfer needs it).
+fn prepared_exemplar(
     cfg: &crate::model::MidmConfig,
     exemplar: Tensor,
     label: Tensor,
-) -> Result<(Tensor, Tensor, Option<Tensor>, Vec<Option<Frame>>)> {
+) -> Result<(ExemplarPrep, Tensor, Option<Tensor>)> {
+    let b = exemplar.dim(0)?;
+    let (exemplar, cleared) = match cfg.clear_exemplar_ground {
+        true => ground::clear_plain_ground(&exemplar)?,
+        false => (exemplar, vec![false; b]),
+    };
     let needs_shape = cfg.region_matching || cfg.colour_transfer;
     let shape = (needs_shape || cfg.frame_exemplar > 0.0)
         .then(|| regions::exemplar_foreground(&exemplar))
         .transpose()?;
     if cfg.frame_exemplar <= 0.0 {
-        return Ok((exemplar, label, shape, Vec::new()));
+        let frames = vec![None; b];
+        let prep = ExemplarPrep {
+            image: exemplar,
+            frames,
+            cleared,
+        };
+        return Ok((prep, label, shape));
     }
     let found = shape
         .as_ref()
@@ -340,7 +369,12 @@ fn framed_exemplar(
     } else {
         shape
     };
-    Ok((image, label, shape, frames))
+    let prep = ExemplarPrep {
+        image,
+        frames,
+        cleared,
+    };
+    Ok((prep, label, shape))
 }
 
 /// Draws noise in the order the reference consumes it.
@@ -436,8 +470,8 @@ struct Run<'a> {
     colour_warped: Option<Tensor>,
     /// Each item's frame, where the model frames small drawings (`midms.frame_drawing`).
     frames: Vec<Option<Frame>>,
-    /// Each item's exemplar frame (`midms.frame_exemplar`; [`ExemplarSide::frames`]).
-    exemplar_frames: Vec<Option<Frame>>,
+    /// What was done to the exemplars, where anything was ([`ExemplarSide::prep`]).
+    exemplar_prep: Option<ExemplarPrep>,
     /// The drawing on the latent grid for a UNet with `midms.unet_condition`, concatenated to
     /// every UNet input ([`Run::unet`]).
     unet_condition: Option<Tensor>,
@@ -494,7 +528,7 @@ impl<'a> Run<'a> {
             exemplar_latent: None,
             colour_warped: None,
             frames: Vec::new(),
-            exemplar_frames: Vec::new(),
+            exemplar_prep: None,
             unet_condition: None,
         })
     }
@@ -541,9 +575,10 @@ impl<'a> Run<'a> {
             },
             frames: (kind == StepKind::InitialWarp && self.frames.iter().any(Option::is_some))
                 .then(|| self.frames.clone()),
-            exemplar_frames: (kind == StepKind::InitialWarp
-                && self.exemplar_frames.iter().any(Option::is_some))
-            .then(|| self.exemplar_frames.clone()),
+            exemplar: match kind {
+                StepKind::InitialWarp => self.exemplar_prep.clone(),
+                _ => None,
+            },
             elapsed: self.start.elapsed(),
         };
         self.events += 1;
@@ -608,7 +643,7 @@ impl<'a> Run<'a> {
             _ => condition,
         };
         let ref_latent = &exemplar.latent;
-        self.exemplar_frames = exemplar.frames.clone();
+        self.exemplar_prep = exemplar.prep.changed().then(|| exemplar.prep.clone());
         self.exemplar_latent = Some(ref_latent.clone());
         let (_, _, h, w) = ref_latent.dims4()?;
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;

@@ -107,6 +107,9 @@ pub struct StepFrame {
     pub frame_scale: Option<f64>,
     /// How much the model scaled the exemplar's glyph up (`midms.frame_exemplar`), if it did.
     pub exemplar_frame_scale: Option<f64>,
+    /// Whether the model made the exemplar's plain coloured ground white
+    /// (`midms.clear_exemplar_ground`).
+    pub exemplar_ground_cleared: bool,
     /// Final decoded image (`Final` only).
     pub image: Option<RgbaImage>,
     /// Time since the run started, as measured by the sampler.

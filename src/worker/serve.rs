@@ -46,6 +46,9 @@ struct RunStore {
     /// How the run's model framed the exemplar (`midms.frame_exemplar`): the warps read the
     /// framed exemplar, and a probe's heat comes back onto the exemplar as the user sees it.
     exemplar_frame: Option<Frame>,
+    /// Whether the run's model made the exemplar's plain ground white
+    /// (`midms.clear_exemplar_ground`).
+    exemplar_cleared: bool,
 }
 
 impl RunStore {
@@ -431,16 +434,17 @@ impl DisplaySink<'_> {
     fn convert(&mut self, e: &StepEvent) -> Result<StepFrame> {
         let t0 = Instant::now();
         let first = |t: &Tensor| t.get(0)?.unsqueeze(0);
-        if let Some(frames) = &e.exemplar_frames {
-            self.store.exemplar_frame = frames[0];
+        if let Some(prep) = &e.exemplar {
+            self.store.exemplar_frame = prep.frames[0];
+            self.store.exemplar_cleared = prep.cleared[0];
         }
         if let Some(z) = &e.exemplar_latent {
-            // Fitted on the exemplar the latent is of: the framed one where the model framed it.
-            let framed = self
-                .store
-                .exemplar_frame
-                .map(|f| f.frame_rgb(&self.exemplar_rgb));
-            let rgb = framed.as_ref().unwrap_or(&self.exemplar_rgb);
+            // Fitted on the exemplar the latent is of: the one the model used, where it changed it.
+            let used = match &e.exemplar {
+                Some(prep) => Some(crate::image::tensor_to_rgb(&first(&prep.image)?)?),
+                None => None,
+            };
+            let rgb = used.as_ref().unwrap_or(&self.exemplar_rgb);
             self.preview = Some(LatentPreview::fit(&first(z)?, rgb)?);
         }
         if let Some(c) = &e.colour_warped {
@@ -496,6 +500,7 @@ impl DisplaySink<'_> {
             latent_size: self.latent_size,
             frame_scale: self.store.frame.map(|f| f.scale),
             exemplar_frame_scale: self.store.exemplar_frame.map(|f| f.scale),
+            exemplar_ground_cleared: self.store.exemplar_cleared,
             image,
             elapsed: e.elapsed,
             convert_time: t0.elapsed(),

@@ -120,6 +120,7 @@ pub fn fixture_config() -> MidmConfig {
         colour_layout_prior: mi["colour_layout_prior"].as_f64().unwrap_or(0.0) as f32,
         frame_drawing: mi["frame_drawing"].as_f64().unwrap_or(0.0),
         frame_exemplar: mi["frame_exemplar"].as_f64().unwrap_or(0.0),
+        clear_exemplar_ground: mi["clear_exemplar_ground"].as_bool().unwrap_or(false),
     }
 }
 
@@ -207,17 +208,17 @@ pub fn sampler_condition(trace: &HashMap<String, Tensor>) -> Tensor {
 }
 
 /// The exemplar and its label the sampler's matching saw: the framed ones where the trainer
-/// framed a small glyph (`midms.frame_exemplar`, `train.frame.frame_exemplars`), else the inputs.
+/// framed a small glyph (`midms.frame_exemplar`, `train.frame.frame_exemplars`), else the one
+/// whose plain ground it made white (`midms.clear_exemplar_ground`), else the inputs.
 pub fn sampler_exemplar(trace: &HashMap<String, Tensor>) -> (Tensor, Tensor) {
-    let pick = |framed: &str, input: &str| {
-        trace
-            .get(framed)
-            .cloned()
-            .unwrap_or_else(|| get(trace, input))
+    let first = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| trace.get(*k).cloned())
+            .expect("the trace has the inputs")
     };
     (
-        pick("frame.ref_img", "input.exemplar"),
-        pick("frame.ref_label", "input.exemplar_label"),
+        first(&["frame.ref_img", "ground.ref_img", "input.exemplar"]),
+        first(&["frame.ref_label", "input.exemplar_label"]),
     )
 }
 

@@ -281,7 +281,11 @@ impl StepsPanel {
             frame.total,
             frame.t.map(|t| format!(", t = {t}")).unwrap_or_default(),
             frame.elapsed.as_secs_f64() * 1e3,
-            framing_note(frame.frame_scale, frame.exemplar_frame_scale),
+            framing_note(
+                frame.frame_scale,
+                frame.exemplar_frame_scale,
+                frame.exemplar_ground_cleared
+            ),
         ));
         // Five views side by side in the width the window leaves (no horizontal scrolling).
         let gaps = 4.0 * ui.spacing().item_spacing.x;
@@ -476,20 +480,23 @@ fn placeholder(ui: &mut egui::Ui, size: Vec2, text: &str) {
     );
 }
 
-/// What the steps' caption says of a model's framing (`midms.frame_drawing`,
-/// `midms.frame_exemplar`): how much larger the model saw a small drawing or exemplar glyph.
-/// Kept short: it shares a line with the step's name in the panel's width.
-fn framing_note(drawing: Option<f64>, exemplar: Option<f64>) -> String {
-    match (drawing, exemplar) {
-        (Some(d), Some(e)) => format!(
-            "  - both small: the model saw the drawing {d:.1}x and the exemplar {e:.1}x larger"
-        ),
-        (Some(d), None) => format!(
-            "  - a small drawing: the model saw it {d:.1}x larger, centred; shown back in place"
-        ),
-        (None, Some(e)) => {
-            format!("  - a small exemplar: the model saw its glyph {e:.1}x larger, centred")
-        }
-        (None, None) => String::new(),
+/// What the steps' caption says of what the model did to the inputs (`midms.frame_drawing`,
+/// `midms.frame_exemplar`, `midms.clear_exemplar_ground`): how much larger it saw a small drawing
+/// or exemplar glyph, and whether it took the exemplar off a plain coloured ground. Kept short:
+/// it shares a line with the step's name in the panel's width.
+fn framing_note(drawing: Option<f64>, exemplar: Option<f64>, cleared: bool) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = drawing {
+        parts.push(format!("the drawing {d:.1}x larger, shown back in place"));
+    }
+    if let Some(e) = exemplar {
+        parts.push(format!("the exemplar's glyph {e:.1}x larger"));
+    }
+    if cleared {
+        parts.push("the exemplar on white, not its plain ground".to_string());
+    }
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!("  - the model saw {}", parts.join("; ")),
     }
 }
