@@ -108,7 +108,8 @@ GROUND_BORDER_SHARE = 0.6  # this share of the border's pixels must be of the gr
 
 def plain_ground(levels):
     """[3, H, W] float32 grey levels (0..255) -> bool [H, W], the plain non-white ground 4-connected to
-    the border, or None (a white ground, or a border of many colours: a photo)."""
+    the border, or None (a white ground, a border of many colours: a photo, or corners off the ground
+    colour: a tile glyph)."""
     _, h, w = levels.shape
     border = np.zeros((h, w), bool)
     border[0], border[-1], border[:, 0], border[:, -1] = True, True, True, True
@@ -117,7 +118,9 @@ def plain_ground(levels):
     if (ground >= WHITE - 0.5).all():
         return None
     near = (np.abs(levels - ground[:, None, None]) <= GROUND_TOLERANCE).all(0)
-    if near[border].mean() < GROUND_BORDER_SHARE:
+    # A ground reaches the image's four corners; a tile glyph (Twemoji's buttons, a white sign on a
+    # coloured rounded square) has corners of its own, white, and is left a glyph.
+    if near[border].mean() < GROUND_BORDER_SHARE or not near[[0, 0, -1, -1], [0, -1, 0, -1]].all():
         return None
     from scipy.ndimage import label
 

@@ -25,7 +25,8 @@ pub const GROUND_BORDER_SHARE: f64 = 0.6;
 const WHITE_FROM: f32 = 234.5;
 
 /// The plain non-white ground of one image (`levels`: 3 planes of `h` x `w` grey levels, 0..255),
-/// 4-connected to the border, or `None` (a white ground, or a border of many colours).
+/// 4-connected to the border, or `None` (a white ground, a border of many colours, or corners off
+/// the ground colour: a tile glyph).
 pub fn plain_ground(levels: &[f32], h: usize, w: usize) -> Option<Vec<bool>> {
     let n = h * w;
     let border: Vec<usize> = (0..n)
@@ -48,7 +49,12 @@ pub fn plain_ground(levels: &[f32], h: usize, w: usize) -> Option<Vec<bool>> {
         .map(|i| (0..3).all(|c| (levels[c * n + i] - ground[c]).abs() <= GROUND_TOLERANCE))
         .collect();
     let on_border = border.iter().filter(|i| near[**i]).count();
-    if (on_border as f64 / border.len() as f64) < GROUND_BORDER_SHARE {
+    // A ground reaches the image's four corners; a tile glyph (Twemoji's buttons, a white sign on
+    // a coloured rounded square) has corners of its own, white, and is left a glyph.
+    let corners = [0, w - 1, (h - 1) * w, n - 1];
+    if (on_border as f64 / border.len() as f64) < GROUND_BORDER_SHARE
+        || !corners.iter().all(|i| near[*i])
+    {
         return None;
     }
     // Flood from the border's ground pixels through 4-neighbours of the ground colour.
@@ -112,13 +118,14 @@ mod tests {
     use candle_core::Device;
 
     /// A 16x16 image in [-1, 1]: `ground` everywhere, a red 6x6 square at rows and columns 5..11,
-    /// and, with `touching`, a red bar along the whole top row.
+    /// and, with `touching`, a red bar along the top row but for its corners.
     fn image(ground: [f32; 3], touching: bool) -> Tensor {
         let (h, w) = (16, 16);
         let mut v = vec![0f32; 3 * h * w];
         for y in 0..h {
             for x in 0..w {
-                let glyph = (5..11).contains(&y) && (5..11).contains(&x) || touching && y == 0;
+                let bar = touching && y == 0 && (1..15).contains(&x);
+                let glyph = (5..11).contains(&y) && (5..11).contains(&x) || bar;
                 let rgb = if glyph { [220.0, 40.0, 40.0] } else { ground };
                 for c in 0..3 {
                     v[c * h * w + y * w + x] = rgb[c] / 127.5 - 1.0;
@@ -135,8 +142,8 @@ mod tests {
 
     #[test]
     fn a_plain_coloured_ground_is_made_white_and_the_glyph_kept() -> Result<()> {
-        // A grey ground, and a glyph touching the border along its top row: still plain (44 of
-        // the 60 border pixels, 0.73 >= 0.6).
+        // A grey ground, and a glyph touching the border along its top row: still plain (46 of
+        // the 60 border pixels, 0.77 >= 0.6, the corners among them).
         let (out, cleared) = clear_plain_ground(&image([200.0, 205.0, 190.0], true))?;
         assert_eq!(cleared, vec![true]);
         assert_eq!(pixel(&out, 2, 2), [1.0; 3]);
@@ -162,6 +169,17 @@ mod tests {
         let (same, cleared) = clear_plain_ground(&photo)?;
         assert_eq!(cleared, vec![false]);
         assert_eq!(same.flatten_all()?.to_vec1::<f32>()?, v);
+        // A tile glyph: the grey square with white corners (a sign on a rounded tile).
+        let mut tile = image([200.0, 205.0, 190.0], false)
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for c in 0..3 {
+            for i in [0, 15, 240, 255] {
+                tile[c * 256 + i] = 1.0;
+            }
+        }
+        let tile = Tensor::from_vec(tile, (1, 3, h, w), &Device::Cpu)?;
+        assert_eq!(clear_plain_ground(&tile)?.1, vec![false]);
         Ok(())
     }
 }
