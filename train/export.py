@@ -45,7 +45,8 @@ DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_s
 
 def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None, region_matching=None,
            colour_transfer=None, colour_temperature=None, refine_eta=None, keep_outside=None, colour_gamut=None,
-           layout_prior=None, colour_layout_prior=None, frame_drawing=None, frame_exemplar=None):
+           layout_prior=None, colour_layout_prior=None, frame_drawing=None, frame_exemplar=None,
+           clear_exemplar_ground=None):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
@@ -63,7 +64,9 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     `colour_layout_prior` the colour warp's (model v1.13). `frame_drawing`: a share in (0, 1] sets
     `midms.frame_drawing` (a small drawing is framed to that share of the canvas, train.frame;
     model v1.14: 0.875), 0 turns it off; `frame_exemplar` the same for an exemplar's small glyph
-    (`midms.frame_exemplar`, train.frame.frame_exemplars; model v1.15: 0.875)."""
+    (`midms.frame_exemplar`, train.frame.frame_exemplars; model v1.15: 0.875). `clear_exemplar_ground`:
+    True / False sets `midms.clear_exemplar_ground` (an exemplar's plain coloured ground made white,
+    ops.clear_plain_ground; model v1.16: on)."""
     cfg = json.load(open(os.path.join(run, "config.json")))
     if region_matching is not None:
         for key in REGION_KEYS:
@@ -86,6 +89,8 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
         cfg["midms"]["frame_drawing"] = float(frame_drawing)
     if frame_exemplar is not None:
         cfg["midms"]["frame_exemplar"] = float(frame_exemplar)
+    if clear_exemplar_ground is not None:
+        cfg["midms"]["clear_exemplar_ground"] = bool(clear_exemplar_ground)
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"
@@ -171,13 +176,17 @@ def main():
     ap.add_argument("--frame-exemplar", type=float, default=None,
                     help="set midms.frame_exemplar (an exemplar whose glyph is small is scaled up to this share of "
                          "its image before anything is made of it; 0: off); default: the run's setting")
+    ap.add_argument("--clear-exemplar-ground", choices=["on", "off"], default=None,
+                    help="set midms.clear_exemplar_ground (an exemplar's plain coloured ground is made white "
+                         "before anything is made of it); default: the run's setting")
     a = ap.parse_args()
     rm = None if a.region_matching is None else a.region_matching == "on"
     ct = None if a.colour_transfer is None else a.colour_transfer == "on"
     ko = None if a.keep_outside is None else a.keep_outside == "on"
     which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state, rm, ct, a.colour_temperature,
                       a.refine_eta, ko, a.colour_gamut, a.layout_prior, a.colour_layout_prior,
-                      a.frame_drawing, a.frame_exemplar)
+                      a.frame_drawing, a.frame_exemplar,
+                      None if a.clear_exemplar_ground is None else a.clear_exemplar_ground == "on")
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 
