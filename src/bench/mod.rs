@@ -404,43 +404,40 @@ pub fn bench_model_batch(
             },
         )?);
     }
-    if cfg.frame_exemplar > 0.0 {
-        // The bench exemplar's top-left third on white (the whole one fills its image, so it is
-        // not framed): what framing adds to a run's exemplar side, its shape found twice.
-        let size = cfg.image_size;
-        let third = exemplar.narrow(2, 0, size / 3)?.narrow(3, 0, size / 3)?;
-        let small = third.pad_with_same(2, 0, size - size / 3)?;
-        let small = small.pad_with_same(3, 0, size - size / 3)?;
-        let keep = Tensor::ones((b, 3, size / 3, size / 3), DType::F32, device)?
-            .pad_with_zeros(2, 0, size - size / 3)?
-            .pad_with_zeros(3, 0, size - size / 3)?;
-        let small = ((small * &keep)? + (1.0 - &keep)?)?;
+    if cfg.frame_exemplar > 0.0 || cfg.clear_exemplar_ground {
+        // The bench exemplar's top-left third in the middle of a plain light-blue ground (the
+        // whole one fills its image, so nothing is done to it): what the model's exemplar
+        // preparation adds to a run's exemplar side, the sampler's own function.
+        let (size, third) = (cfg.image_size, cfg.image_size / 3);
+        let glyph = exemplar.narrow(2, 0, third)?.narrow(3, 0, third)?;
+        let place = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.pad_with_zeros(2, third, size - 2 * third)?
+                .pad_with_zeros(3, third, size - 2 * third)
+        };
+        let keep = place(Tensor::ones((b, 3, third, third), DType::F32, device)?)?;
+        let blue = Tensor::new(&[0.2f32, 0.5, 0.9], device)?.reshape((1, 3, 1, 1))?;
+        let ground = (1.0 - &keep)?.broadcast_mul(&blue)?;
+        let small = ((place(glyph)? * &keep)? + ground)?;
         let label = exemplar_label.clone();
         out.push(time(
             (
-                "frame_exemplar",
-                "frame a small exemplar (image, label, shape)",
+                "prepare_exemplar",
+                "prepare a small exemplar on a plain ground",
             ),
             device,
             warmup,
             runs,
             || {
-                let shape = crate::sampling::regions::exemplar_foreground(&small)?;
-                let (image, label, frames) = crate::sampling::frame::frame_exemplars(
-                    &small,
-                    &label,
-                    &shape,
-                    cfg.frame_exemplar,
-                )?;
-                if frames.iter().any(Option::is_none) {
+                let (prep, label, shape) =
+                    midm::prepared_exemplar(cfg, small.clone(), label.clone())?;
+                let framed = prep.frames.iter().all(Option::is_some) || cfg.frame_exemplar <= 0.0;
+                let cleared = prep.cleared.iter().all(|c| *c) || !cfg.clear_exemplar_ground;
+                if !(framed && cleared) {
                     return Err(crate::Error::Invalid(
-                        "the bench's small exemplar was not framed".into(),
+                        "the bench's small exemplar was not prepared".into(),
                     ));
                 }
-                Ok((
-                    crate::sampling::regions::exemplar_foreground(&image)?,
-                    label,
-                ))
+                Ok((prep.image, label, shape))
             },
         )?);
     }

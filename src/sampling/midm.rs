@@ -334,7 +334,7 @@ impl ExemplarSide {
 
 /// The exemplar as the model uses it ([`ExemplarPrep`]), its label (framed with it) and its shape
 /// (flood-filled once, where region matching or colour transfer needs it).
-fn prepared_exemplar(
+pub(crate) fn prepared_exemplar(
     cfg: &crate::model::MidmConfig,
     exemplar: Tensor,
     label: Tensor,
