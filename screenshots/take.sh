@@ -8,8 +8,9 @@
 #                                its first exemplar picked
 #   screenshots/run-all.png      the gallery's "Run all": the sketch with every exemplar
 #   screenshots/small-drawing.png a small star drawn in a corner, framed by the model, the probe on it
-#   screenshots/small-exemplar.png the house pair with its exemplar at half size in a corner (an
-#                                image with wide margins), framed by the model, the probe on the door
+#   screenshots/small-exemplar.png the house pair with its exemplar at half size in a corner of a
+#                                plain light-blue image (an icon with wide margins on a coloured
+#                                ground): the ground cleared, the glyph framed, the probe on the door
 # Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,20 +84,22 @@ sleep "${MIDM_SCREENSHOT_WAIT:-20}"
 xdotool mousemove 373 617
 sleep 2
 import -window root screenshots/small-drawing.png
-# A small exemplar: the editor again, on the house sketch with its exemplar shrunk to half size in
-# the top-right corner (as an image with wide margins gives it); the model frames the glyph, the
-# steps panel says so, and the probe over the output's door shows its match where the glyph lies.
+# A small exemplar on a plain ground: the editor again, on the house sketch with its exemplar
+# shrunk to half size in the top-right corner of a light-blue image (as an icon with wide margins
+# on a coloured ground gives it); the model clears the ground and frames the glyph, the steps panel
+# says so, and the probe over the output's door shows its match where the glyph lies.
 kill $app
 sleep 1
-convert -size 128x128 xc:white \( assets/drawn/house_exemplar.png -resize 64x64 \) -geometry +56+8 \
-  -composite "$HOME/small_house_exemplar.png"
+convert -size 128x128 xc:'rgb(190,215,240)' \
+  \( assets/drawn/house_exemplar.png -resize 64x64 -fuzz 6% -transparent white \) \
+  -geometry +56+8 -composite "$HOME/small_house_exemplar.png"
 RUST_LOG=info ./target/release/midm --condition assets/drawn/house_sketch.png \
   --exemplar "$HOME/small_house_exemplar.png" --run >>/tmp/midm-screenshots.log 2>&1 &
 app=$!
 win=$(xdotool search --sync --onlyvisible --name midm | head -1)
 xdotool windowmove "$win" 0 0 windowsize "$win" 1280 800
 sleep "${MIDM_SCREENSHOT_WAIT:-20}"
-for p in "380 560" "390 573" "400 587" "410 600"; do
+for p in "380 575" "390 588" "400 600" "410 612"; do
   xdotool mousemove $p
   sleep 0.1
 done

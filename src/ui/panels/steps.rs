@@ -275,18 +275,22 @@ impl StepsPanel {
         self.update_probe_texture(ui.ctx(), view);
         let frame = &self.frames[self.selected];
         ui.label(format!(
-            "{}  (event {}/{}{}, {:.0} ms){}",
+            "{}  (event {}/{}{}, {:.0} ms)",
             frame.kind.describe(),
             frame.index + 1,
             frame.total,
             frame.t.map(|t| format!(", t = {t}")).unwrap_or_default(),
             frame.elapsed.as_secs_f64() * 1e3,
-            framing_note(
-                frame.frame_scale,
-                frame.exemplar_frame_scale,
-                frame.exemplar_ground_cleared
-            ),
         ));
+        // On a line of its own: with both framings and a cleared ground it is long.
+        let note = framing_note(
+            frame.frame_scale,
+            frame.exemplar_frame_scale,
+            frame.exemplar_ground_cleared,
+        );
+        if !note.is_empty() {
+            ui.label(egui::RichText::new(note).small());
+        }
         // Five views side by side in the width the window leaves (no horizontal scrolling).
         let gaps = 4.0 * ui.spacing().item_spacing.x;
         let fit = ((view.width.min(ui.available_width()) - gaps) / 5.0).floor();
@@ -480,23 +484,27 @@ fn placeholder(ui: &mut egui::Ui, size: Vec2, text: &str) {
     );
 }
 
-/// What the steps' caption says of what the model did to the inputs (`midms.frame_drawing`,
+/// What the steps panel says of what the model did to the inputs (`midms.frame_drawing`,
 /// `midms.frame_exemplar`, `midms.clear_exemplar_ground`): how much larger it saw a small drawing
-/// or exemplar glyph, and whether it took the exemplar off a plain coloured ground. Kept short:
-/// it shares a line with the step's name in the panel's width.
+/// or exemplar glyph, and whether it took the exemplar off a plain coloured ground; empty when it
+/// did none of these.
 fn framing_note(drawing: Option<f64>, exemplar: Option<f64>, cleared: bool) -> String {
     let mut parts = Vec::new();
     if let Some(d) = drawing {
-        parts.push(format!("the drawing {d:.1}x larger, shown back in place"));
+        parts.push(format!(
+            "the small drawing {d:.1}x larger, centred (shown back in place)"
+        ));
     }
     if let Some(e) = exemplar {
-        parts.push(format!("the exemplar's glyph {e:.1}x larger"));
+        parts.push(format!(
+            "the exemplar's small glyph {e:.1}x larger, centred"
+        ));
     }
     if cleared {
-        parts.push("the exemplar on white, not its plain ground".to_string());
+        parts.push("the exemplar on white instead of its plain ground".to_string());
     }
     match parts.is_empty() {
         true => String::new(),
-        false => format!("  - the model saw {}", parts.join("; ")),
+        false => format!("The model saw {}.", parts.join("; ")),
     }
 }
