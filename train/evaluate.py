@@ -129,11 +129,12 @@ REFERENCE_ROWS = ["exemplar", "ae_recon", "from_target"]
 @torch.no_grad()
 def warp_only(model, edge, ref, ref_edge):
     """The first warp decoded (the warp-only ablation), with the model's colour transfer as
-    `MIDM.translate` applies it (the first matching's chroma), and its framing of a small drawing."""
+    `MIDM.translate` applies it (the first matching's chroma), its framing of a small drawing and its
+    preparation of the exemplar (`MIDM.prepared_exemplar`)."""
     frames = None
     if getattr(model, "frame_drawing", 0):
         edge, frames = frame_labels(edge, model.frame_drawing)
-    ref, ref_edge, fg = model.framed_exemplar(ref, ref_edge)
+    ref, ref_edge, fg = model.prepared_exemplar(ref, ref_edge)
     feats = model.ae.encode(ref)
     regions = model.regions(edge, ref, feats.shape[2:], fg)
     m = model.match(edge, feats, ref_edge, regions=regions)

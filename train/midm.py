@@ -9,9 +9,9 @@ from .autoencoder import VQModel
 from .colour import checked_gamut, colour_source, transfer_colour
 from .frame import checked_share, frame_exemplars, frame_labels, unframe
 from .correspondence import build_correspondence
-from .ops import (TEMPERATURE, clear_plain_ground, correlation, downsample_label, exemplar_foreground, fb_mask, fbcheck,
-                  feature_normalize, fill_outside, get_flow, keep_outside, region_cells, restrict_to_regions,
-                  seg_input, soft_warp, target_cells, to_device)
+from .ops import (TEMPERATURE, clear_plain_ground, correlation, downsample_label, exemplar_foreground, fb_mask,
+                  fbcheck, feature_normalize, fill_outside, get_flow, keep_outside, region_cells,
+                  restrict_to_regions, seg_input, soft_warp, target_cells, to_device)
 from .unet import UNetModel
 
 # Input channels a UNet with `midms.unet_condition` takes beside the latent: the drawing's lines and
@@ -224,11 +224,11 @@ class MIDM(nn.Module):
         else None: flood-filled once per translation and passed to both."""
         return exemplar_foreground(ref_img) if self.region_matching or self.colour_transfer else None
 
-    def framed_exemplar(self, ref_img, ref_label, trace=None):
+    def prepared_exemplar(self, ref_img, ref_label, trace=None):
         """(exemplar, its label, `exemplar_shape` of it), a plain coloured ground made white where the
         model clears one (`midms.clear_exemplar_ground`) and then a small glyph framed where it frames
         exemplars (`midms.frame_exemplar`): everything after is made of that exemplar."""
-        if getattr(self, "clear_exemplar_ground", False):
+        if self.clear_exemplar_ground:
             ref_img, cleared = clear_plain_ground(ref_img)
             if trace is not None and any(cleared):
                 trace["ground.ref_img"] = ref_img
@@ -359,7 +359,7 @@ class MIDM(nn.Module):
             dev = generator.device if generator is not None else shape_like.device
             return to_device(torch.randn(shape_like.shape, generator=generator, device=dev), shape_like.device)
 
-        ref_img, ref_label, fg = self.framed_exemplar(ref_img, ref_label, trace)
+        ref_img, ref_label, fg = self.prepared_exemplar(ref_img, ref_label, trace)
         ref_feats = self.ae.encode(ref_img)
         regions = self.regions(label, ref_img, ref_feats.shape[2:], fg)
         m = self.match(label, ref_feats, ref_label, trace=trace, regions=regions)

@@ -76,16 +76,16 @@ def test_a_small_exemplar_glyph_is_framed_and_a_full_one_left_alone():
 
 
 def test_the_trainer_frames_the_exemplar_before_anything_is_made_of_it():
-    """MIDM.framed_exemplar: off, the inputs as they are; on, the framed glyph and its shape recomputed."""
+    """MIDM.prepared_exemplar: off, the inputs as they are; on, the framed glyph and its shape recomputed."""
     m = MIDM.__new__(MIDM)
-    m.region_matching, m.colour_transfer, m.frame_exemplar = True, False, 0.0
+    m.region_matching, m.colour_transfer, m.frame_exemplar, m.clear_exemplar_ground = True, False, 0.0, False
     image = torch.ones(1, 3, 32, 32)
     image[:, :, 20:28, 2:10] = -1
     label = torch.zeros(1, 1, 32, 32)
-    img, lbl, fg = m.framed_exemplar(image, label)
+    img, lbl, fg = m.prepared_exemplar(image, label)
     assert img is image and lbl is label and fg.sum().item() == 64
     m.frame_exemplar = 0.75
     trace = {}
-    img, lbl, fg = m.framed_exemplar(image, label, trace)
+    img, lbl, fg = m.prepared_exemplar(image, label, trace)
     # 24 px framed, and the bilinear blend one pixel each side is not white either.
     assert fg.sum().item() == 26 * 26 and torch.equal(trace["frame.ref_img"], img)
