@@ -32,7 +32,7 @@ def asset_inputs(size, n=2, offset=0):
     for s in sketches[offset:offset + n]:
         e = np.asarray(Image.open(s).convert("L").resize((size, size), Image.NEAREST), np.float32) / 255.0
         ex = Image.open(s.replace("_sketch", "_exemplar")).convert("RGB").resize((size, size), Image.LANCZOS)
-        ex = np.asarray(ex, np.uint8)
+        ex = np.array(ex, np.uint8)  # a writable copy: torch.from_numpy warns on a read-only view
         conds.append(torch.from_numpy((e > 0.5).astype(np.float32))[None])
         exl.append(torch.from_numpy(edge_map(ex))[None])
         exs.append(torch.from_numpy(ex).permute(2, 0, 1).float() / 127.5 - 1)
