@@ -449,6 +449,7 @@ impl MidmApp {
                     let ex = self.exemplar.exemplar.as_ref();
                     let view = DrawView {
                         label_nc,
+                        frame_drawing: self.model.info.as_ref().map_or(0.0, |m| m.frame_drawing),
                         exemplar: ex.map(|e| (&e.image, e.name.as_str(), self.exemplar.version)),
                         exemplar_edges: edges.as_ref(),
                     };

@@ -123,6 +123,7 @@ mod tests {
             image_size: size,
             latent_size: size / 4,
             label_nc: 1,
+            frame_drawing: 0.0,
             hash: String::new(),
             device: Default::default(),
             precision: Default::default(),

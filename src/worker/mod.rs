@@ -40,6 +40,9 @@ pub struct ModelInfo {
     pub image_size: usize,
     pub latent_size: usize,
     pub label_nc: usize,
+    /// The model's `midms.frame_drawing` (0: it frames no drawing), for the editor to show the
+    /// frame of a small drawing before a run.
+    pub frame_drawing: f64,
     /// [`crate::checkpoint::LoadReport::model_hash`] (the hash the CLI records too).
     pub hash: String,
     pub device: DeviceChoice,

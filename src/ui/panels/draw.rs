@@ -6,6 +6,7 @@ use image::{GrayImage, RgbaImage};
 use super::canvas_view::CanvasView;
 use super::{Action, Dialog};
 use crate::image::PARTS;
+use crate::sampling::frame::Frame;
 use crate::ui::canvas::{Canvas, Tool};
 use crate::ui::compose;
 
@@ -18,6 +19,9 @@ pub enum DrawTarget {
 /// What the drawing panel is shown with.
 pub struct DrawView<'a> {
     pub label_nc: usize,
+    /// The model's `midms.frame_drawing` (0: none): with "show model input", the part of the
+    /// canvas a small drawing's frame takes is outlined.
+    pub frame_drawing: f64,
     /// The exemplar image, its name and version (its edges can become the condition, and its
     /// parts are traced over it).
     pub exemplar: Option<(&'a RgbaImage, &'a str, u64)>,
@@ -190,7 +194,10 @@ impl DrawPanel {
         }
         ui.add(egui::Slider::new(&mut self.zoom, 1.0..=16.0).text("zoom"));
         ui.checkbox(&mut self.show_model_input, "show model input")
-            .on_hover_text("The binary model-size raster, exactly as the model gets it");
+            .on_hover_text(
+                "The binary model-size raster, exactly as the model gets it; a small drawing is \
+                 scaled up to fill the model's frame, the square outlined",
+            );
     }
 
     fn canvas_widget(&mut self, ui: &mut egui::Ui, view: &DrawView) {
@@ -206,6 +213,39 @@ impl DrawPanel {
         let model_input = self.show_model_input;
         self.view
             .paint(&painter, rect, canvas, background, model_input);
+        let framed = match (model_input, self.target, view.label_nc) {
+            (true, DrawTarget::Condition, 1) => {
+                model_frame(&self.canvas.layers()[0], view.frame_drawing)
+            }
+            _ => None,
+        };
+        if let Some((scale, [top, left, side])) = framed {
+            let to_screen = |v: f64| v as f32 * self.zoom;
+            let square = Rect::from_min_size(
+                rect.min + Vec2::new(to_screen(left), to_screen(top)),
+                Vec2::splat(to_screen(side)),
+            );
+            let blue = Color32::from_rgb(0, 140, 255);
+            painter.rect_stroke(
+                square,
+                0.0,
+                Stroke::new(1.5, blue),
+                egui::StrokeKind::Middle,
+            );
+            let label = format!("the model's frame ({scale:.1}x)");
+            // Above the square where the canvas has room, else just inside it.
+            let at = match square.top() - 14.0 >= rect.top() {
+                true => square.left_top() + Vec2::new(1.0, -14.0),
+                false => square.left_top().max(rect.left_top()) + Vec2::new(3.0, 2.0),
+            };
+            painter.text(
+                at,
+                egui::Align2::LEFT_TOP,
+                label,
+                egui::FontId::proportional(11.0),
+                blue,
+            );
+        }
         let frame = Stroke::new(1.0, Color32::GRAY);
         painter.rect_stroke(rect, 0.0, frame, egui::StrokeKind::Outside);
         let layer = if view.label_nc > 1 { self.layer } else { 0 };
@@ -279,5 +319,51 @@ impl DrawPanel {
                 c.end_stroke();
             }
         }
+    }
+}
+
+/// Where the model frames this drawing (`midms.frame_drawing` `share`; `edges`: the condition's
+/// line layer at the model's size): the scale and the square of the canvas it scales up to fill
+/// the model's frame (top, left, side in model pixels, [`Frame`]'s geometry), or `None` when the
+/// drawing is left as it is.
+fn model_frame(edges: &GrayImage, share: f64) -> Option<(f64, [f64; 3])> {
+    if share <= 0.0 {
+        return None;
+    }
+    let size = edges.width() as usize;
+    let plane: Vec<f32> = edges.pixels().map(|p| f32::from(p[0] > 127)).collect();
+    let f = Frame::of(&plane, size, share)?;
+    let side = size as f64 / f.scale;
+    Some((
+        f.scale,
+        [f.centre.0 - side / 2.0, f.centre.1 - side / 2.0, side],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_of_a_small_drawing_is_the_square_the_model_scales_up() {
+        // A 16 px box outline at rows 8..24, columns 4..20 of a 64 px canvas; share 0.75: the
+        // model scales it 3x, so its frame is the 64 / 3 px square about the box's centre (16, 12).
+        let mut edges = GrayImage::new(64, 64);
+        for i in 0..16 {
+            for (y, x) in [(8, 4 + i), (23, 4 + i), (8 + i, 4), (8 + i, 19)] {
+                edges.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        let (scale, [top, left, side]) = model_frame(&edges, 0.75).expect("a small drawing");
+        assert_eq!(scale, 3.0);
+        assert!((side - 64.0 / 3.0).abs() < 1e-12);
+        assert!((top - (16.0 - side / 2.0)).abs() < 1e-12);
+        assert!((left - (12.0 - side / 2.0)).abs() < 1e-12);
+        // No framing without the model's share, nor for a drawing that fills the canvas.
+        assert_eq!(model_frame(&edges, 0.0), None);
+        let mut full = GrayImage::new(64, 64);
+        full.put_pixel(0, 0, image::Luma([255]));
+        full.put_pixel(63, 63, image::Luma([255]));
+        assert_eq!(model_frame(&full, 0.75), None);
     }
 }
