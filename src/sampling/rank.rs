@@ -99,7 +99,13 @@ fn input(model: &MidmModel, t: &Tensor, channels: usize, what: &str) -> Result<T
 impl ConditionFeatures {
     /// `condition`: [1, label_nc, H, W] in [0, 1].
     pub fn new(model: &MidmModel, condition: &Tensor) -> Result<Self> {
-        let condition = input(model, condition, model.config.label_nc(), "condition")?;
+        let drawn = input(model, condition, model.config.label_nc(), "condition")?;
+        // Matched as the sampler matches it: a small drawing framed (`midms.frame_drawing`). The
+        // silhouette is the drawing's as drawn (it compares shapes at any size and place).
+        let condition = match model.config.frame_drawing {
+            share if share > 0.0 => super::frame::frame_condition(&drawn, share)?.0,
+            _ => drawn.clone(),
+        };
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
         let (features, _) = model.correspondence.target_features(&seg_in, &label_ds)?;
         let cells = if model.config.region_matching {
@@ -113,7 +119,7 @@ impl ConditionFeatures {
         } else {
             None
         };
-        let silhouette = Silhouette::of_condition(&condition)?;
+        let silhouette = Silhouette::of_condition(&drawn)?;
         Ok(Self {
             features,
             cells,
