@@ -71,26 +71,15 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     if region_matching is not None:
         for key in REGION_KEYS:
             cfg["midms"][key] = region_matching
-    if keep_outside is not None:
-        cfg["midms"]["region_keep_outside"] = keep_outside
-    if colour_transfer is not None:
-        cfg["midms"]["colour_transfer"] = colour_transfer
-    if colour_temperature is not None:
-        cfg["midms"]["colour_temperature"] = colour_temperature
-    if refine_eta is not None:
-        cfg["midms"]["refine_eta"] = refine_eta
-    if colour_gamut is not None:
-        cfg["midms"]["colour_gamut"] = checked_gamut(colour_gamut)
-    if layout_prior is not None:
-        cfg["midms"]["layout_prior"] = float(layout_prior)
-    if colour_layout_prior is not None:
-        cfg["midms"]["colour_layout_prior"] = float(colour_layout_prior)
-    if frame_drawing is not None:
-        cfg["midms"]["frame_drawing"] = float(frame_drawing)
-    if frame_exemplar is not None:
-        cfg["midms"]["frame_exemplar"] = float(frame_exemplar)
-    if clear_exemplar_ground is not None:
-        cfg["midms"]["clear_exemplar_ground"] = bool(clear_exemplar_ground)
+    # Each setting given (not None) replaces the run's, as its key's type.
+    given = lambda convert, value: None if value is None else convert(value)
+    settings = {"region_keep_outside": keep_outside, "colour_transfer": colour_transfer,
+                "colour_temperature": colour_temperature, "refine_eta": refine_eta,
+                "colour_gamut": given(checked_gamut, colour_gamut), "layout_prior": given(float, layout_prior),
+                "colour_layout_prior": given(float, colour_layout_prior),
+                "frame_drawing": given(float, frame_drawing), "frame_exemplar": given(float, frame_exemplar),
+                "clear_exemplar_ground": given(bool, clear_exemplar_ground)}
+    cfg["midms"].update({key: value for key, value in settings.items() if value is not None})
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"

@@ -212,6 +212,11 @@ impl Frame {
     }
 }
 
+/// A tensor's values on the host, in f32, row-major (framing works on 16 k-pixel planes there).
+pub(crate) fn host_values(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+}
+
 /// `condition` [B, 1, S, S] with each small drawing framed, and the frame of each item (`None`:
 /// as it was).
 pub fn frame_condition(condition: &Tensor, share: f64) -> Result<(Tensor, Vec<Option<Frame>>)> {
@@ -219,10 +224,7 @@ pub fn frame_condition(condition: &Tensor, share: f64) -> Result<(Tensor, Vec<Op
     if c != 1 || h != w {
         candle_core::bail!("framing a drawing needs a square one-channel label, got {c}x{h}x{w}");
     }
-    let host = condition
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?;
+    let host = host_values(condition)?;
     let mut frames = Vec::with_capacity(b);
     let mut out = Vec::with_capacity(host.len());
     for plane in host.chunks(h * w) {
@@ -252,8 +254,7 @@ pub fn frame_exemplars(
     share: f64,
 ) -> Result<(Tensor, Tensor, Vec<Option<Frame>>)> {
     let (b, c, h, w) = exemplar.dims4()?;
-    let lc = label.dim(1)?;
-    if h != w || lc != 1 || label.dims4()? != (b, 1, h, w) || foreground.dims4()? != (b, 1, h, w) {
+    if h != w || label.dims4()? != (b, 1, h, w) || foreground.dims4()? != (b, 1, h, w) {
         candle_core::bail!(
             "framing an exemplar needs a square image with a one-channel label and shape of its \
              size, got {:?}, {:?}, {:?}",
@@ -262,13 +263,12 @@ pub fn frame_exemplars(
             foreground.dims()
         );
     }
-    let host = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
-    let fg = host(foreground)?;
+    let fg = host_values(foreground)?;
     let frames: Vec<Option<Frame>> = fg.chunks(h * w).map(|p| Frame::of(p, h, share)).collect();
     if frames.iter().all(Option::is_none) {
         return Ok((exemplar.clone(), label.clone(), frames));
     }
-    let (images, labels) = (host(exemplar)?, host(label)?);
+    let (images, labels) = (host_values(exemplar)?, host_values(label)?);
     let (mut framed_images, mut framed_labels) = (Vec::new(), Vec::new());
     let items = images.chunks(c * h * w).zip(labels.chunks(h * w));
     for ((image, plane), frame) in items.zip(&frames) {
@@ -300,10 +300,7 @@ pub fn unframe_images(images: &Tensor, frames: &[Option<Frame>]) -> Result<Tenso
         return Ok(images.clone());
     }
     let (b, c, h, w) = images.dims4()?;
-    let host = images
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?;
+    let host = host_values(images)?;
     let mut out = Vec::with_capacity(host.len());
     for (item, frame) in host.chunks(c * h * w).zip(frames) {
         match frame {
@@ -438,12 +435,8 @@ mod tests {
         let full = Tensor::ones((1, 1, size, size), DType::F32, &dev)?;
         let (same, _, frames) = frame_exemplars(&image, &label, &full, 0.75)?;
         assert_eq!(frames, vec![None]);
-        assert_eq!(same.flatten_all()?.to_vec1::<f32>()?, px_of(&image)?);
+        assert_eq!(same.flatten_all()?.to_vec1::<f32>()?, host_values(&image)?);
         Ok(())
-    }
-
-    fn px_of(t: &Tensor) -> Result<Vec<f32>> {
-        t.flatten_all()?.to_vec1::<f32>()
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! The trainer computes the same (`train.ops.clear_plain_ground`): grey levels (x + 1) * 127.5 in
 //! f32, each channel's upper median over the border, the same tolerance and share, a 4-connected
 //! flood. On the host: one 128x128 image, a flood fill candle has no op for.
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 /// A pixel within this many grey levels of the ground colour, in every channel, is ground.
 pub const GROUND_TOLERANCE: f32 = 16.0;
@@ -88,10 +88,7 @@ pub fn clear_plain_ground(exemplar: &Tensor) -> Result<(Tensor, Vec<bool>)> {
     if c != 3 {
         candle_core::bail!("clearing an exemplar's ground needs 3 channels, got {c}");
     }
-    let mut values = exemplar
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let mut values = super::frame::host_values(exemplar)?;
     let mut cleared = Vec::with_capacity(b);
     for item in values.chunks_mut(3 * h * w) {
         let levels: Vec<f32> = item.iter().map(|v| (v + 1.0) * 127.5).collect();

@@ -43,6 +43,9 @@ pub struct DrawPanel {
     line_start: Option<(f32, f32)>,
     stroking: bool,
     view: CanvasView,
+    /// [`model_frame`] of the condition, kept for its canvas generation and version and the
+    /// model's share (rasterised and searched once per edit, not every frame).
+    model_frame: Option<((u64, u64, u64), ModelFrame)>,
     /// Where the canvas was drawn in the last frame (screen points).
     pub rect: Option<Rect>,
 }
@@ -82,6 +85,7 @@ impl DrawPanel {
             line_start: None,
             stroking: false,
             view: CanvasView::default(),
+            model_frame: None,
             rect: None,
         }
     }
@@ -214,9 +218,7 @@ impl DrawPanel {
         self.view
             .paint(&painter, rect, canvas, background, model_input);
         let framed = match (model_input, self.target, view.label_nc) {
-            (true, DrawTarget::Condition, 1) => {
-                model_frame(&self.canvas.layers()[0], view.frame_drawing)
-            }
+            (true, DrawTarget::Condition, 1) => self.condition_frame(view.frame_drawing),
             _ => None,
         };
         if let Some((scale, [top, left, side])) = framed {
@@ -261,6 +263,24 @@ impl DrawPanel {
             let radius = (self.brush_size * self.zoom / 2.0).max(2.0);
             let ring = Stroke::new(1.0, Color32::from_rgb(255, 120, 0));
             painter.circle_stroke(h, radius, ring);
+        }
+    }
+
+    /// [`model_frame`] of the condition canvas for the model's `share`, remade only when the
+    /// canvas or the share changed.
+    fn condition_frame(&mut self, share: f64) -> ModelFrame {
+        let key = (
+            self.canvas.generation(),
+            self.canvas.version(),
+            share.to_bits(),
+        );
+        match &self.model_frame {
+            Some((k, frame)) if *k == key => *frame,
+            _ => {
+                let frame = model_frame(&self.canvas.layers()[0], share);
+                self.model_frame = Some((key, frame));
+                frame
+            }
         }
     }
 
@@ -322,11 +342,15 @@ impl DrawPanel {
     }
 }
 
+/// A small drawing's scale and the square of the canvas the model scales up (top, left, side in
+/// model pixels), or `None`.
+type ModelFrame = Option<(f64, [f64; 3])>;
+
 /// Where the model frames this drawing (`midms.frame_drawing` `share`; `edges`: the condition's
 /// line layer at the model's size): the scale and the square of the canvas it scales up to fill
 /// the model's frame (top, left, side in model pixels, [`Frame`]'s geometry), or `None` when the
 /// drawing is left as it is.
-fn model_frame(edges: &GrayImage, share: f64) -> Option<(f64, [f64; 3])> {
+fn model_frame(edges: &GrayImage, share: f64) -> ModelFrame {
     if share <= 0.0 {
         return None;
     }
