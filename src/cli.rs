@@ -194,6 +194,8 @@ struct CliSink<'a> {
     /// How the model framed the drawing (`midms.frame_drawing`): steps are written back on the
     /// canvas, as the final image is.
     frame: Option<crate::sampling::frame::Frame>,
+    /// Whether the model closed a gap in the drawing's outline (`midms.close_gaps`).
+    gaps_closed: bool,
     /// What the model did to the exemplar before using it ([`crate::sampling::midm::ExemplarPrep`]).
     exemplar: Option<crate::sampling::midm::ExemplarPrep>,
 }
@@ -245,6 +247,9 @@ impl StepSink for CliSink<'_> {
         if let Some(frames) = &e.frames {
             self.frame = frames[0];
         }
+        if let Some(closed) = &e.closed_gaps {
+            self.gaps_closed = closed[0];
+        }
         if let Some(prep) = &e.exemplar {
             self.exemplar = Some(prep.clone());
         }
@@ -280,6 +285,7 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
         steps_dir: args.steps_dir.clone(),
         error: None,
         frame: None,
+        gaps_closed: false,
         exemplar: None,
     };
     let t1 = Instant::now();
@@ -293,6 +299,12 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
     sink.bar.finish();
     if let Some(e) = sink.error {
         return Err(e.context("writing the steps"));
+    }
+    if sink.gaps_closed {
+        eprintln!(
+            "the drawing's outline has a gap: the model closed it, so that its inside is the \
+             drawing's (midms.close_gaps)"
+        );
     }
     if let Some(f) = sink.frame {
         eprintln!(

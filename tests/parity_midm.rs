@@ -710,7 +710,11 @@ fn parity_frame() {
         );
         return;
     }
-    let input = get(&trace, "input.cond_label");
+    // The drawing as framing found it: its gaps closed where the model closes them.
+    let input = trace
+        .get("gaps.cond_label")
+        .cloned()
+        .unwrap_or_else(|| get(&trace, "input.cond_label"));
     let (ours, frames) = midm::sampling::frame::frame_condition(&input, cfg.frame_drawing).unwrap();
     let want = framed.expect("the trainer framed no drawing of this set");
     assert_eq!(max_abs_diff(&ours, want), 0.0, "frame.cond_label");
@@ -725,6 +729,27 @@ fn parity_frame() {
     // The framed output really came back: the final image differs from the framed one.
     let back = get(&trace, "out.warped_ref");
     assert!(max_abs_diff(&back, &get(&trace, "out.framed")) > 0.1);
+}
+
+/// The closing of a drawing's gaps (`midms.close_gaps`, model v1.17): the Rust sampler closes
+/// the same pixels as the trainer (the set's second drawing has a gap cut into its outline, the
+/// first none), and a model without the key closes nothing. (What the sampler makes of the closed
+/// drawing: `parity_end_to_end` and every test that reads its matchings.)
+#[test]
+fn parity_close_gaps() {
+    let trace = common::trace();
+    let cfg = common::fixture_config();
+    let closed = trace.get("gaps.cond_label");
+    if cfg.close_gaps == 0 {
+        assert!(closed.is_none(), "a model without close_gaps closed a gap");
+        return;
+    }
+    let input = get(&trace, "input.cond_label");
+    let (ours, flags) = midm::sampling::gaps::close_gaps(&input, cfg.close_gaps).unwrap();
+    let want = closed.expect("the trainer closed no gap in this set");
+    assert_eq!(max_abs_diff(&ours, want), 0.0, "gaps.cond_label");
+    assert_eq!(flags, vec![false, true], "the second drawing has a gap");
+    assert!(max_abs_diff(&ours, &input) > 0.5, "nothing was closed");
 }
 
 /// The clearing of an exemplar's plain coloured ground (`midms.clear_exemplar_ground`, model

@@ -658,6 +658,47 @@ fn a_plain_coloured_ground_is_cleared_and_its_colour_stays_out() {
     );
 }
 
+/// A drawn outline with a gap (the shipped model's `midms.close_gaps`): the steps say the model
+/// closed it, and the oval comes out filled with the exemplar's red (with the gap open, its inside
+/// counted as outside and came out white).
+#[test]
+fn a_gap_in_the_outline_is_closed_and_its_inside_filled() {
+    let (w, size, nc, config) = shipped_worker();
+    assert!(config.close_gaps >= 3, "the shipped model closes gaps");
+    let mut req = request(size as u32, nc, 3, false);
+    let c = size as f32 / 2.0;
+    // The oval's right side cut open over 5 rows.
+    let mut edges = GrayImage::new(size as u32, size as u32);
+    for i in 0..360 {
+        let a = (i as f32).to_radians();
+        let (x, y) = (c + 0.56 * c * a.cos(), c + 0.7 * c * a.sin());
+        if !(x > c && (y - c).abs() < 2.5) {
+            edges.put_pixel(x as u32, y as u32, Luma([255]));
+        }
+    }
+    req.condition = build_label(nc, &edges, &empty_parts(size as u32))
+        .unwrap()
+        .into();
+    req.exemplar = RgbaImage::from_fn(size as u32, size as u32, |x, y| {
+        match (x as f32 + 0.5 - c).hypot(y as f32 + 0.5 - c) < 52.0 {
+            true => Rgba([220, 40, 40, 255]),
+            false => Rgba([255, 255, 255, 255]),
+        }
+    });
+    let g = w.run(req);
+    let events = collect(&w, |e| is_end(e, g));
+    let frames = step_frames(&events);
+    assert!(frames[0].drawing_gaps_closed, "the gap is closed");
+    let image = frames.last().unwrap().image.clone().expect("a final image");
+    let red = image
+        .pixels()
+        .filter(|p| p[0] > 150 && p[1] < 120 && p[2] < 120)
+        .count();
+    // The oval's inside is about pi * 36 * 45 = 5,000 pixels.
+    eprintln!("{red} red pixels");
+    assert!(red > 3500, "only {red} red pixels: the inside stayed white");
+}
+
 /// A model with colour transfer (the shipped one) puts the run's warped chroma onto every step
 /// the editor shows, not only onto the final image: the exact decode of the last loop step, whose
 /// x0 is the final latent, is the final image itself, and its streamed preview has the

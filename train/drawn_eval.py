@@ -221,13 +221,17 @@ def load_set(folder, size):
     # exemplar on white, where the set puts it on a coloured ground); by default the exemplar.
     ref_colours = np.stack([read_rgb(os.path.join(folder, p.get("colour_reference", p["exemplar"])))
                             for p in pairs])
+    # And the sketch whose shape it is scored against (`shape_reference`: the intact drawing, where the
+    # set cut a gap into it); by default the sketch.
+    ref_lines = np.stack([sketch_lines(read_condition(os.path.join(folder, p.get("shape_reference", p["sketch"])),
+                                                      size)) for p in pairs])
     if ex.shape[1:3] != (size, size):
         raise SystemExit(f"exemplars must be {size}x{size} (regenerate with python -m train.drawn)")
     batch = {"edge": torch.from_numpy(cond)[:, None],
              "ref": torch.from_numpy(ex).permute(0, 3, 1, 2).float() / 127.5 - 1,
              "ref_edge": torch.from_numpy(np.stack([edge_map(x) for x in ex]))[:, None]}
     batch["image"] = batch["ref"]  # what the exemplar_recon row reconstructs
-    return pairs, cond, ex, ref_colours, batch
+    return pairs, cond, ex, ref_colours, ref_lines, batch
 
 
 def to_u8_images(x):
@@ -243,7 +247,7 @@ def default_rows(model):
 
 
 def evaluate(model, folder="assets/drawn", variants=None, seeds=(0,), size=128):
-    pairs, cond, ex, ref_colours, batch = load_set(folder, size)
+    pairs, cond, ex, ref_colours, ref_lines, batch = load_set(folder, size)
     variants = variants or default_rows(model)
     per = {v: {p["name"]: {} for p in pairs} for v in variants}
     outs = {}
@@ -252,7 +256,7 @@ def evaluate(model, folder="assets/drawn", variants=None, seeds=(0,), size=128):
             o = to_u8_images(run_variant(model, batch, {**ROWS, **EXTRA_ROWS}[v], seed))
             outs[(v, seed)] = o
             for i, p in enumerate(pairs):
-                per[v][p["name"]][str(seed)] = score(sketch_lines(cond[i]), o[i], ref_colours[i],
+                per[v][p["name"]][str(seed)] = score(ref_lines[i], o[i], ref_colours[i],
                                                           p["exemplar_kind"] == "photo")
     means = {}
     for v in variants:

@@ -303,6 +303,57 @@ def build_plain_ground(out, source="assets/drawn-test"):
     return pairs
 
 
+def cut_gap(lines, width, seed):
+    """`lines` (bool [H, W], a drawing's line pixels) with a `width` x `width` square of line cleared
+    about a pixel of its outer outline, at the first of up to 400 such pixels (in an order seeded by
+    `seed`) where the inside then leaks out (the filled area at least halves); None where no such cut
+    is found (no closed outline)."""
+    from scipy.ndimage import binary_dilation, binary_fill_holes
+
+    area = binary_fill_holes(lines).sum()
+    outside = ~binary_fill_holes(lines)
+    rim = lines & binary_dilation(outside, np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool))
+    ys, xs = np.nonzero(rim)
+    for i in np.random.default_rng(seed).permutation(len(ys))[:400]:
+        y0, x0 = ys[i] - width // 2, xs[i] - width // 2
+        cut = lines.copy()
+        cut[max(y0, 0):y0 + width, max(x0, 0):x0 + width] = False
+        if binary_fill_holes(cut).sum() <= area / 2:
+            return cut
+    return None
+
+
+def build_gaps(width, out, source="assets/drawn-test"):
+    """The pairs of a hand-drawn set (`source`) with a gap `width` px wide cut into each sketch's outer
+    outline where the inside then leaks out (the filled area at least halves; the place seeded by
+    name), the exemplars as they are: what a user gives whose pen did not quite close a shape. The
+    intact sketch is kept beside it as the pair's `shape_reference`, the shape the output is scored
+    against. A sketch where no such cut is found (no closed outline) is left out. Writes `out` with
+    its `pairs.json`."""
+    import shutil
+    import zlib
+
+    from .drawn_eval import read_condition
+
+    os.makedirs(out, exist_ok=True)
+    kept = []
+    for p in json.load(open(os.path.join(source, "pairs.json"))):
+        lines = read_condition(os.path.join(source, p["sketch"])) > 0.5
+        cut = cut_gap(lines, width, zlib.crc32(f"gaps/{p['name']}".encode()))
+        if cut is None:
+            continue
+        reference = p["sketch"].replace(".png", "_closed.png")
+        shutil.copy(os.path.join(source, p["sketch"]), os.path.join(out, reference))
+        _save(os.path.join(out, p["sketch"]), np.where(cut, 0, 255).astype(np.uint8))
+        shutil.copy(os.path.join(source, p["exemplar"]), os.path.join(out, p["exemplar"]))
+        p["shape_reference"] = reference
+        kept.append(p)
+    with open(os.path.join(out, "pairs.json"), "w") as f:
+        json.dump(kept, f, indent=1)
+        f.write("\n")
+    return kept
+
+
 def build(out="assets/drawn-test", pkg=TWEMOJI):
     os.makedirs(out, exist_ok=True)
     version = os.path.basename(pkg).replace("iconify-json-twemoji-", "").replace(".tgz", "")
@@ -337,8 +388,12 @@ def main():
     ap.add_argument("--plain-ground", action="store_true",
                     help="instead: the Twemoji pairs of --source with each exemplar's white ground painted a "
                          "plain colour (an icon on a coloured square), into --out")
+    ap.add_argument("--gaps", type=int, default=None,
+                    help="instead: the pairs of --source with a gap this many px wide cut into each sketch's "
+                         "outer outline where the inside leaks out (a shape not quite closed), into --out")
     ap.add_argument("--source", default="assets/drawn-test",
-                    help="with --small, --small-exemplar or --plain-ground: assets/drawn-test or assets/drawn")
+                    help="with --small, --small-exemplar, --plain-ground or --gaps: assets/drawn-test or "
+                         "assets/drawn")
     a = ap.parse_args()
     if a.small is not None:
         pairs = build_small(a.small, a.out, a.source)
@@ -346,6 +401,8 @@ def main():
         pairs = build_small_exemplar(a.small_exemplar, a.out, a.source)
     elif a.plain_ground:
         pairs = build_plain_ground(a.out, a.source)
+    elif a.gaps is not None:
+        pairs = build_gaps(a.gaps, a.out, a.source)
     else:
         pairs = build(a.out, a.twemoji)
     print(f"wrote {len(pairs)} pairs to {a.out}/")

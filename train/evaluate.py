@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .common import EmojiBatches
 from .colour import transfer_colour
-from .frame import frame_labels, unframe
+from .frame import unframe
 from .ops import WHITE
 
 
@@ -129,11 +129,10 @@ REFERENCE_ROWS = ["exemplar", "ae_recon", "from_target"]
 @torch.no_grad()
 def warp_only(model, edge, ref, ref_edge):
     """The first warp decoded (the warp-only ablation), with the model's colour transfer as
-    `MIDM.translate` applies it (the first matching's chroma), its framing of a small drawing and its
+    `MIDM.translate` applies it (the first matching's chroma), its preparation of the drawing
+    (`MIDM.prepared_drawing`: gaps closed, a small one framed) and its
     preparation of the exemplar (`MIDM.prepared_exemplar`)."""
-    frames = None
-    if getattr(model, "frame_drawing", 0):
-        edge, frames = frame_labels(edge, model.frame_drawing)
+    edge, frames = model.prepared_drawing(edge)
     ref, ref_edge, fg = model.prepared_exemplar(ref, ref_edge)
     feats = model.ae.encode(ref)
     regions = model.regions(edge, ref, feats.shape[2:], fg)

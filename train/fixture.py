@@ -81,6 +81,14 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
         small = cond[0, :, ::2, ::2].clone()
         cond[0] = 0
         cond[0, :, 8:8 + small.shape[-2], image - 8 - small.shape[-1]:image - 8] = small
+    if getattr(model, "close_gaps", 0) and lnc == 1:
+        # A gap (radius + 1 px wide) cut into the second drawing's outline, so that the set checks
+        # the closing of a gap (ops.close_plane) and, in the first, a drawing left as it is.
+        from .drawn_test import cut_gap
+
+        cut = cut_gap(cond[1, 0].numpy() > 0.5, model.close_gaps + 1, seed)
+        if cut is not None:
+            cond[1, 0] = torch.from_numpy(cut.astype(np.float32))
     if getattr(model, "frame_exemplar", 0) and lnc == 1:
         # The first exemplar at half its size near another corner, so that the set checks the framing
         # of a small glyph (train.frame.frame_exemplars); the second fills its image (or is a photo).
@@ -194,6 +202,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "frame_drawing": model.frame_drawing,
                   "frame_exemplar": model.frame_exemplar,
                   "clear_exemplar_ground": model.clear_exemplar_ground,
+                  "close_gaps": model.close_gaps,
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
                   "colour_gamut": model.colour_gamut,

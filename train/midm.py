@@ -9,8 +9,8 @@ from .autoencoder import VQModel
 from .colour import checked_gamut, colour_source, transfer_colour
 from .frame import checked_share, frame_exemplars, frame_labels, unframe
 from .correspondence import build_correspondence
-from .ops import (TEMPERATURE, clear_plain_ground, correlation, downsample_label, exemplar_foreground, fb_mask,
-                  fbcheck, feature_normalize, fill_outside, get_flow, keep_outside, region_cells,
+from .ops import (TEMPERATURE, clear_plain_ground, close_gaps, correlation, downsample_label, exemplar_foreground,
+                  fb_mask, fbcheck, feature_normalize, fill_outside, get_flow, keep_outside, region_cells,
                   restrict_to_regions, seg_input, soft_warp, target_cells, to_device)
 from .unet import UNetModel
 
@@ -166,6 +166,13 @@ class MIDM(nn.Module):
         # A small drawing is framed (model v1.14, train.frame): scaled up to this share of the
         # canvas about its box's centre, translated, and its output mapped back; absent: 0, off.
         self.frame_drawing = checked_share(ldm_cfg.get("midms", {}).get("frame_drawing"), label_nc)
+        # A drawing's small gaps closed (model v1.17, ops.close_plane): a disc radius in pixels; absent: 0, off.
+        radius = ldm_cfg.get("midms", {}).get("close_gaps", 0) or 0
+        if isinstance(radius, bool) or not (isinstance(radius, int) and 0 <= radius <= 16):
+            raise ValueError(f"midms.close_gaps must be a whole number of pixels from 0 (off) to 16, not {radius!r}")
+        if radius and label_nc != 1:
+            raise ValueError(f"midms.close_gaps needs a one-channel line label, the model has {label_nc} channels")
+        self.close_gaps = radius
         # An exemplar's plain coloured ground made white (model v1.16, ops.clear_plain_ground); absent: off.
         self.clear_exemplar_ground = bool(ldm_cfg.get("midms", {}).get("clear_exemplar_ground", False))
         # And a small exemplar glyph (model v1.15, train.frame.frame_exemplars), with nothing to map back.
@@ -223,6 +230,22 @@ class MIDM(nn.Module):
         """`ops.exemplar_foreground` of `ref_img` where region matching or colour transfer needs it,
         else None: flood-filled once per translation and passed to both."""
         return exemplar_foreground(ref_img) if self.region_matching or self.colour_transfer else None
+
+    def prepared_drawing(self, label, trace=None):
+        """(the drawing as the model translates it, each item's frame or None): its small gaps closed
+        where the model closes them (`midms.close_gaps`), then framed where it is small and the model
+        frames drawings (`midms.frame_drawing`)."""
+        if self.close_gaps:
+            closed = close_gaps(label, self.close_gaps)
+            if trace is not None and not torch.equal(closed, label):
+                trace["gaps.cond_label"] = closed
+            label = closed
+        frames = None
+        if self.frame_drawing:
+            label, frames = frame_labels(label, self.frame_drawing)
+            if trace is not None and any(f is not None for f in frames):
+                trace["frame.cond_label"] = label
+        return label, frames
 
     def prepared_exemplar(self, ref_img, ref_label, trace=None):
         """(exemplar, its label, `exemplar_shape` of it), a plain coloured ground made white where the
@@ -345,12 +368,10 @@ class MIDM(nn.Module):
         diff = self.diff_model
         noises = noises or {}
         frames = None
-        # A small drawing is translated framed (train.frame); not from a given start latent, which
-        # lies on the canvas (the evaluation's from-target row).
-        if self.frame_drawing and start_latent is None:
-            label, frames = frame_labels(label, self.frame_drawing)
-            if trace is not None and any(f is not None for f in frames):
-                trace["frame.cond_label"] = label
+        # A drawing's gaps closed and a small one framed (train.frame); not from a given start latent,
+        # which lies on the canvas (the evaluation's from-target row).
+        if start_latent is None:
+            label, frames = self.prepared_drawing(label, trace)
 
         def randn(shape_like, key, j=None):
             if key in noises:

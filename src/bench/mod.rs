@@ -67,6 +67,7 @@ pub fn official_config() -> MidmConfig {
         colour_layout_prior: 0.0,
         frame_drawing: 0.0,
         frame_exemplar: 0.0,
+        close_gaps: 0,
         clear_exemplar_ground: false,
     }
 }

@@ -12,6 +12,7 @@ use crate::model::{
     MidmConfig, UNetConfig, UNET_CONDITION_CHANNELS,
 };
 use crate::sampling::colour::ColourGamut;
+use crate::sampling::gaps::MAX_CLOSE_GAPS;
 
 /// What an LDM config determines: everything except the correspondence widths (those are read
 /// from the weights' shapes).
@@ -48,6 +49,9 @@ pub struct LdmConfig {
     /// whose glyph is small is framed to ([`crate::sampling::frame::frame_exemplars`]); absent,
     /// 0 (off).
     pub frame_exemplar: f64,
+    /// `midms.close_gaps` (our own models' section): the radius in pixels by which a drawing's
+    /// small gaps are closed ([`crate::sampling::gaps`]); absent, 0 (off).
+    pub close_gaps: u8,
     /// `midms.clear_exemplar_ground` (our own models' section): an exemplar's plain coloured
     /// ground is made white ([`crate::sampling::ground`]); absent, off.
     pub clear_exemplar_ground: bool,
@@ -90,6 +94,7 @@ impl LdmConfig {
             colour_layout_prior: self.colour_layout_prior,
             frame_drawing: self.frame_drawing,
             frame_exemplar: self.frame_exemplar,
+            close_gaps: self.close_gaps,
             clear_exemplar_ground: self.clear_exemplar_ground,
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
@@ -129,6 +134,8 @@ struct Midms {
     frame_drawing: Option<f64>,
     #[serde(default)]
     frame_exemplar: Option<f64>,
+    #[serde(default)]
+    close_gaps: Option<u8>,
     #[serde(default)]
     clear_exemplar_ground: bool,
     #[serde(default)]
@@ -173,6 +180,11 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
             ));
         }
     }
+    if let Some(r) = m.close_gaps.filter(|r| *r > MAX_CLOSE_GAPS) {
+        return Err(format!(
+            "midms.close_gaps must be a radius of 0 (off) to {MAX_CLOSE_GAPS} pixels, not {r}"
+        ));
+    }
     if let Some(eta) = m.refine_eta.filter(|e| !(0.0..=1.0).contains(e)) {
         return Err(format!("midms.refine_eta must lie in [0, 1], not {eta}"));
     }
@@ -198,6 +210,7 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         colour_layout_prior: m.colour_layout_prior.unwrap_or(0.0) as f32,
         frame_drawing: m.frame_drawing.unwrap_or(0.0),
         frame_exemplar: m.frame_exemplar.unwrap_or(0.0),
+        close_gaps: m.close_gaps.unwrap_or(0),
         clear_exemplar_ground: m.clear_exemplar_ground,
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
@@ -400,6 +413,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         colour_layout_prior: 0.0,
         frame_drawing: 0.0,
         frame_exemplar: 0.0,
+        close_gaps: 0,
         clear_exemplar_ground: false,
         colour_transfer: false,
         colour_temperature: None,
@@ -615,7 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn framing_and_ground_settings_are_our_models_own_and_checked() {
+    fn framing_ground_and_gap_settings_are_our_models_own_and_checked() {
         let parse = |extra: &str| parse_yaml(&format!("{TINY}{extra}"));
         let off = parse("").unwrap();
         assert_eq!((off.frame_drawing, off.frame_exemplar), (0.0, 0.0));
@@ -629,6 +643,12 @@ mod tests {
                 let err = parse(&format!("midms:\n  {key}: {bad}\n")).unwrap_err();
                 assert!(err.contains(&format!("midms.{key}")), "{bad}: {err}");
             }
+        }
+        assert_eq!(off.close_gaps, 0);
+        assert_eq!(parse("midms:\n  close_gaps: 3\n").unwrap().close_gaps, 3);
+        for bad in ["17", "-1", "2.5", "yes"] {
+            let err = parse(&format!("midms:\n  close_gaps: {bad}\n")).unwrap_err();
+            assert!(err.contains("close_gaps"), "{bad}: {err}");
         }
     }
 

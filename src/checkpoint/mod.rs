@@ -202,6 +202,15 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
             });
         }
     }
+    if ldm.close_gaps > 0 && line_channels != 1 {
+        return Err(LoadError::Config {
+            path: config_file,
+            reason: format!(
+                "midms.close_gaps closes a drawing's gaps: it needs a one-channel line label, the \
+                 model takes {line_channels} label channel(s)"
+            ),
+        });
+    }
     if (ldm.region_open_strokes || ldm.region_keep_outside) && !ldm.region_matching {
         return Err(LoadError::Config {
             path: config_file,

@@ -92,6 +92,11 @@ pub struct MidmConfig {
     /// ([`crate::sampling::frame::frame_exemplars`]); 0: off.
     #[serde(default)]
     pub frame_exemplar: f64,
+    /// `midms.close_gaps` (our own models, one-channel line labels; model v1.17): a gap up to
+    /// twice this many pixels in a drawing's outline is closed before anything is made of the
+    /// drawing ([`crate::sampling::gaps`]); 0: off.
+    #[serde(default)]
+    pub close_gaps: u8,
     /// `midms.clear_exemplar_ground` (our own models; model v1.16): an exemplar's plain coloured
     /// ground is made white before anything is made of it ([`crate::sampling::ground`]).
     #[serde(default)]

@@ -80,8 +80,6 @@ fn adaptive_pool(x: &Tensor, h: usize, w: usize, pool: Pool) -> Result<Tensor> {
 /// is outside when a 4-connected path of non-line pixels joins it to the border (scipy's default
 /// structure). The trainer computes the same (`train.ops.fill_label`).
 pub fn fill_label(label: &Tensor) -> Result<Tensor> {
-    use imageproc::region_labelling::{connected_components, Connectivity};
-
     let (b, c, h, w) = label.dims4()?;
     if c != 1 {
         candle_core::bail!("fill_label: a one-channel line label is needed, got {c} channels");
@@ -91,37 +89,46 @@ pub fn fill_label(label: &Tensor) -> Result<Tensor> {
         .to_dtype(candle_core::DType::F32)?
         .to_vec1::<f32>()?;
     let mut filled = Vec::with_capacity(values.len());
-    for lines in values.chunks(h * w) {
-        // Non-line pixels are the foreground of the labelling; lines (0) separate its regions.
-        let open = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
-            image::Luma([if lines[y as usize * w + x as usize] > 0.5 {
-                0
-            } else {
-                255
-            }])
-        });
-        let regions = connected_components(&open, Connectivity::Four, image::Luma([0u8]));
-        let mut outside = std::collections::HashSet::new();
-        for x in 0..w as u32 {
-            outside.extend([
-                regions.get_pixel(x, 0)[0],
-                regions.get_pixel(x, h as u32 - 1)[0],
-            ]);
-        }
-        for y in 0..h as u32 {
-            outside.extend([
-                regions.get_pixel(0, y)[0],
-                regions.get_pixel(w as u32 - 1, y)[0],
-            ]);
-        }
-        outside.remove(&0); // 0 labels the lines themselves
+    for plane in values.chunks(h * w) {
+        let lines: Vec<bool> = plane.iter().map(|v| *v > 0.5).collect();
         filled.extend(
-            regions
-                .pixels()
-                .map(|p| f32::from(u8::from(!outside.contains(&p[0])))),
+            fill_plane(&lines, h, w)
+                .into_iter()
+                .map(|inside| f32::from(u8::from(inside))),
         );
     }
     Tensor::from_vec(filled, (b, 1, h, w), label.device())
+}
+
+/// [`fill_label`] of one drawing's line pixels (`h` x `w`, row-major, true = line): true inside
+/// and on the lines.
+pub fn fill_plane(lines: &[bool], h: usize, w: usize) -> Vec<bool> {
+    use imageproc::region_labelling::{connected_components, Connectivity};
+
+    // Non-line pixels are the foreground of the labelling; lines (0) separate its regions.
+    let open = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Luma([if lines[y as usize * w + x as usize] {
+            0
+        } else {
+            255
+        }])
+    });
+    let regions = connected_components(&open, Connectivity::Four, image::Luma([0u8]));
+    let mut outside = std::collections::HashSet::new();
+    for x in 0..w as u32 {
+        outside.extend([
+            regions.get_pixel(x, 0)[0],
+            regions.get_pixel(x, h as u32 - 1)[0],
+        ]);
+    }
+    for y in 0..h as u32 {
+        outside.extend([
+            regions.get_pixel(0, y)[0],
+            regions.get_pixel(w as u32 - 1, y)[0],
+        ]);
+    }
+    outside.remove(&0); // 0 labels the lines themselves
+    regions.pixels().map(|p| !outside.contains(&p[0])).collect()
 }
 
 /// The condition on the latent grid [B, ., h, w]: (`seg_enc`'s input, the label the trunk takes).

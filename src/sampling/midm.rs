@@ -9,7 +9,7 @@ use rand_distr::{Distribution, StandardNormal};
 use super::frame::{self, Frame};
 use super::schedule::{DdimSchedule, DdpmSchedule};
 use super::warp::Warper;
-use super::{colour, ddim, ground, matching, regions};
+use super::{colour, ddim, gaps, ground, matching, regions};
 use crate::error::{ensure, Error, Result};
 use crate::model::MidmModel;
 
@@ -185,6 +185,10 @@ pub struct StepEvent {
     /// warp weights are the framed drawing's, and a viewer maps what it shows back with it
     /// (`Final`'s image is back already).
     pub frames: Option<Vec<Option<Frame>>>,
+    /// Which items' drawings had a gap in an outline closed (`InitialWarp` only, for a model
+    /// with `midms.close_gaps` that closed one; [`gaps`]): this event's latents and masks are
+    /// those of the closed drawing.
+    pub closed_gaps: Option<Vec<bool>>,
     /// What the sampler did to the exemplars before using them (`InitialWarp` only, for a model
     /// that framed one or cleared its ground; [`ExemplarPrep`]): `exemplar_latent` and the warp
     /// weights are those of its `image`.
@@ -332,6 +336,42 @@ impl ExemplarSide {
     }
 }
 
+/// The drawing as the model translates it, in its two stages.
+pub(crate) struct DrawingPrep {
+    /// The drawing on its canvas with its small gaps closed, where the model closes them
+    /// (`midms.close_gaps`, [`gaps`]).
+    pub closed: Tensor,
+    /// Whether each item had a gap closed.
+    pub gaps_closed: Vec<bool>,
+    /// `closed` with each small drawing framed, where the model frames them
+    /// (`midms.frame_drawing`, [`frame`]): what everything after is made of.
+    pub input: Tensor,
+    /// Each item's frame (`None`: as it was).
+    pub frames: Vec<Option<Frame>>,
+}
+
+/// [`DrawingPrep`] of `condition` [B, C, H, W] for a model's config.
+pub(crate) fn prepared_drawing(
+    cfg: &crate::model::MidmConfig,
+    condition: &Tensor,
+) -> Result<DrawingPrep> {
+    let b = condition.dim(0)?;
+    let (closed, gaps_closed) = match cfg.close_gaps {
+        0 => (condition.clone(), vec![false; b]),
+        radius => gaps::close_gaps(condition, radius)?,
+    };
+    let (input, frames) = match cfg.frame_drawing {
+        share if share > 0.0 => frame::frame_condition(&closed, share)?,
+        _ => (closed.clone(), vec![None; b]),
+    };
+    Ok(DrawingPrep {
+        closed,
+        gaps_closed,
+        input,
+        frames,
+    })
+}
+
 /// The exemplar as the model uses it ([`ExemplarPrep`]), its label (framed with it) and its shape
 /// (flood-filled once, where region matching or colour transfer needs it).
 pub(crate) fn prepared_exemplar(
@@ -470,6 +510,8 @@ struct Run<'a> {
     colour_warped: Option<Tensor>,
     /// Each item's frame, where the model frames small drawings (`midms.frame_drawing`).
     frames: Vec<Option<Frame>>,
+    /// Whether each item's drawing had gaps closed (`midms.close_gaps`).
+    closed_gaps: Vec<bool>,
     /// What was done to the exemplars, where anything was ([`ExemplarSide::prep`]).
     exemplar_prep: Option<ExemplarPrep>,
     /// The drawing on the latent grid for a UNet with `midms.unet_condition`, concatenated to
@@ -528,6 +570,7 @@ impl<'a> Run<'a> {
             exemplar_latent: None,
             colour_warped: None,
             frames: Vec::new(),
+            closed_gaps: Vec::new(),
             exemplar_prep: None,
             unet_condition: None,
         })
@@ -575,6 +618,8 @@ impl<'a> Run<'a> {
             },
             frames: (kind == StepKind::InitialWarp && self.frames.iter().any(Option::is_some))
                 .then(|| self.frames.clone()),
+            closed_gaps: (kind == StepKind::InitialWarp && self.closed_gaps.contains(&true))
+                .then(|| self.closed_gaps.clone()),
             exemplar: match kind {
                 StepKind::InitialWarp => self.exemplar_prep.clone(),
                 _ => None,
@@ -633,15 +678,11 @@ impl<'a> Run<'a> {
             .condition
             .to_device(device)?
             .to_dtype(DType::F32)?;
-        // A small drawing is translated framed (model v1.14); its image comes back in `finish`.
-        let condition = match model.config.frame_drawing {
-            share if share > 0.0 => {
-                let (framed, frames) = frame::frame_condition(&condition, share)?;
-                self.frames = frames;
-                framed
-            }
-            _ => condition,
-        };
+        // A drawing's small gaps are closed (model v1.17), as if drawn closed, and a small
+        // drawing is framed (model v1.14); its image comes back in `finish`.
+        let prep = prepared_drawing(&model.config, &condition)?;
+        (self.closed_gaps, self.frames) = (prep.gaps_closed, prep.frames);
+        let condition = prep.input;
         let ref_latent = &exemplar.latent;
         self.exemplar_prep = exemplar.prep.changed().then(|| exemplar.prep.clone());
         self.exemplar_latent = Some(ref_latent.clone());

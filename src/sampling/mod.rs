@@ -3,6 +3,7 @@
 pub mod colour;
 pub mod ddim;
 pub mod frame;
+pub mod gaps;
 pub mod ground;
 pub mod matching;
 pub mod midm;

@@ -100,12 +100,11 @@ impl ConditionFeatures {
     /// `condition`: [1, label_nc, H, W] in [0, 1].
     pub fn new(model: &MidmModel, condition: &Tensor) -> Result<Self> {
         let drawn = input(model, condition, model.config.label_nc(), "condition")?;
-        // Matched as the sampler matches it: a small drawing framed (`midms.frame_drawing`). The
-        // silhouette is the drawing's as drawn (it compares shapes at any size and place).
-        let condition = match model.config.frame_drawing {
-            share if share > 0.0 => super::frame::frame_condition(&drawn, share)?.0,
-            _ => drawn.clone(),
-        };
+        // Matched as the sampler matches it: its gaps closed (`midms.close_gaps`), a small
+        // drawing framed (`midms.frame_drawing`). The silhouette is the closed drawing's where it
+        // was drawn (it compares shapes at any size and place).
+        let prep = super::midm::prepared_drawing(&model.config, &drawn)?;
+        let condition = prep.input;
         let (seg_in, label_ds) = model.config.condition_on_grid(&condition)?;
         let (features, _) = model.correspondence.target_features(&seg_in, &label_ds)?;
         let cells = if model.config.region_matching {
@@ -119,7 +118,7 @@ impl ConditionFeatures {
         } else {
             None
         };
-        let silhouette = Silhouette::of_condition(&drawn)?;
+        let silhouette = Silhouette::of_condition(&prep.closed)?;
         Ok(Self {
             features,
             cells,

@@ -124,6 +124,7 @@ mod tests {
             latent_size: size / 4,
             label_nc: 1,
             frame_drawing: 0.0,
+            close_gaps: 0,
             hash: String::new(),
             device: Default::default(),
             precision: Default::default(),

@@ -46,6 +46,8 @@ struct RunStore {
     /// How the run's model framed the exemplar (`midms.frame_exemplar`): the warps read the
     /// framed exemplar, and a probe's heat comes back onto the exemplar as the user sees it.
     exemplar_frame: Option<Frame>,
+    /// Whether the run's model closed a gap in the drawing's outline (`midms.close_gaps`).
+    gaps_closed: bool,
     /// Whether the run's model made the exemplar's plain ground white
     /// (`midms.clear_exemplar_ground`).
     exemplar_cleared: bool,
@@ -212,6 +214,7 @@ impl Worker {
             latent_size: model.config.latent_size(),
             label_nc: model.config.label_nc(),
             frame_drawing: model.config.frame_drawing,
+            close_gaps: model.config.close_gaps,
             path,
             hash,
             device,
@@ -454,6 +457,9 @@ impl DisplaySink<'_> {
         if let Some(frames) = &e.frames {
             self.store.frame = frames[0];
         }
+        if let Some(closed) = &e.closed_gaps {
+            self.store.gaps_closed = closed[0];
+        }
         let store = &*self.store;
         let (preview, size) = (self.preview.as_ref(), self.image_size);
         let (colour, gamut) = (&store.colour, store.colour_gamut);
@@ -500,6 +506,7 @@ impl DisplaySink<'_> {
             mask,
             latent_size: self.latent_size,
             frame_scale: self.store.frame.map(|f| f.scale),
+            drawing_gaps_closed: self.store.gaps_closed,
             exemplar_frame_scale: self.store.exemplar_frame.map(|f| f.scale),
             exemplar_ground_cleared: self.store.exemplar_cleared,
             image,
@@ -553,6 +560,7 @@ fn load(
         latent_size: model.config.latent_size(),
         label_nc: model.config.label_nc(),
         frame_drawing: model.config.frame_drawing,
+        close_gaps: model.config.close_gaps,
         hash,
         device,
         precision,

@@ -121,6 +121,7 @@ pub fn fixture_config() -> MidmConfig {
         frame_drawing: mi["frame_drawing"].as_f64().unwrap_or(0.0),
         frame_exemplar: mi["frame_exemplar"].as_f64().unwrap_or(0.0),
         clear_exemplar_ground: mi["clear_exemplar_ground"].as_bool().unwrap_or(false),
+        close_gaps: mi["close_gaps"].as_u64().unwrap_or(0) as u8,
     }
 }
 

@@ -7,6 +7,7 @@ use super::canvas_view::CanvasView;
 use super::{Action, Dialog};
 use crate::image::PARTS;
 use crate::sampling::frame::Frame;
+use crate::sampling::gaps::close_plane;
 use crate::ui::canvas::{Canvas, Tool};
 use crate::ui::compose;
 
@@ -22,6 +23,9 @@ pub struct DrawView<'a> {
     /// The model's `midms.frame_drawing` (0: none): with "show model input", the part of the
     /// canvas a small drawing's frame takes is outlined.
     pub frame_drawing: f64,
+    /// The model's `midms.close_gaps` (0: none): with "show model input", the pixels by which
+    /// the model closes a gap in an outline are shown.
+    pub close_gaps: u8,
     /// The exemplar image, its name and version (its edges can become the condition, and its
     /// parts are traced over it).
     pub exemplar: Option<(&'a RgbaImage, &'a str, u64)>,
@@ -43,9 +47,9 @@ pub struct DrawPanel {
     line_start: Option<(f32, f32)>,
     stroking: bool,
     view: CanvasView,
-    /// [`model_frame`] of the condition, kept for its canvas generation and version and the
-    /// model's share (rasterised and searched once per edit, not every frame).
-    model_frame: Option<((u64, u64, u64), ModelFrame)>,
+    /// [`model_input`] of the condition, kept for its canvas generation and version and the
+    /// model's settings (rasterised, closed and searched once per edit, not every frame).
+    model_input: Option<((u64, u64, u64, u8), ModelInput)>,
     /// Where the canvas was drawn in the last frame (screen points).
     pub rect: Option<Rect>,
 }
@@ -85,7 +89,7 @@ impl DrawPanel {
             line_start: None,
             stroking: false,
             view: CanvasView::default(),
-            model_frame: None,
+            model_input: None,
             rect: None,
         }
     }
@@ -217,17 +221,34 @@ impl DrawPanel {
         let model_input = self.show_model_input;
         self.view
             .paint(&painter, rect, canvas, background, model_input);
-        let framed = match (model_input, self.target, view.label_nc) {
-            (true, DrawTarget::Condition, 1) => self.condition_frame(view.frame_drawing),
-            _ => None,
+        let input = match (model_input, self.target, view.label_nc) {
+            (true, DrawTarget::Condition, 1) => {
+                self.condition_input(view.frame_drawing, view.close_gaps)
+            }
+            _ => ModelInput::default(),
         };
-        if let Some((scale, [top, left, side])) = framed {
+        let blue = Color32::from_rgb(0, 140, 255);
+        if let Some(&(x, y)) = input.bridges.first() {
+            let pixel = Vec2::splat(self.zoom);
+            for &(x, y) in &input.bridges {
+                let at = rect.min + Vec2::new(x as f32, y as f32) * self.zoom;
+                painter.rect_filled(Rect::from_min_size(at, pixel), 0.0, blue);
+            }
+            let at = rect.min + Vec2::new(x as f32 + 3.0, y as f32) * self.zoom;
+            painter.text(
+                at.min(rect.right_bottom() - Vec2::new(70.0, 14.0)),
+                egui::Align2::LEFT_TOP,
+                "gap closed",
+                egui::FontId::proportional(11.0),
+                blue,
+            );
+        }
+        if let Some((scale, [top, left, side])) = input.frame {
             let to_screen = |v: f64| v as f32 * self.zoom;
             let square = Rect::from_min_size(
                 rect.min + Vec2::new(to_screen(left), to_screen(top)),
                 Vec2::splat(to_screen(side)),
             );
-            let blue = Color32::from_rgb(0, 140, 255);
             painter.rect_stroke(
                 square,
                 0.0,
@@ -266,20 +287,21 @@ impl DrawPanel {
         }
     }
 
-    /// [`model_frame`] of the condition canvas for the model's `share`, remade only when the
-    /// canvas or the share changed.
-    fn condition_frame(&mut self, share: f64) -> ModelFrame {
+    /// [`model_input`] of the condition canvas for the model's settings, remade only when the
+    /// canvas or the settings changed.
+    fn condition_input(&mut self, share: f64, close_gaps: u8) -> ModelInput {
         let key = (
             self.canvas.generation(),
             self.canvas.version(),
             share.to_bits(),
+            close_gaps,
         );
-        match &self.model_frame {
-            Some((k, frame)) if *k == key => *frame,
+        match &self.model_input {
+            Some((k, input)) if *k == key => input.clone(),
             _ => {
-                let frame = model_frame(&self.canvas.layers()[0], share);
-                self.model_frame = Some((key, frame));
-                frame
+                let input = model_input(&self.canvas.layers()[0], share, close_gaps);
+                self.model_input = Some((key, input.clone()));
+                input
             }
         }
     }
@@ -346,16 +368,45 @@ impl DrawPanel {
 /// model pixels), or `None`.
 type ModelFrame = Option<(f64, [f64; 3])>;
 
-/// Where the model frames this drawing (`midms.frame_drawing` `share`; `edges`: the condition's
-/// line layer at the model's size): the scale and the square of the canvas it scales up to fill
+/// What the model makes of the condition before it translates it, as the sampler does it: the
+/// pixels (x, y) by which it closes gaps in an outline (`midms.close_gaps`), then the frame of
+/// the closed drawing ([`model_frame`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ModelInput {
+    bridges: Vec<(u32, u32)>,
+    frame: ModelFrame,
+}
+
+/// [`ModelInput`] of `edges` (the condition's line layer at the model's size) for the model's
+/// `midms.frame_drawing` `share` and `midms.close_gaps` radius.
+fn model_input(edges: &GrayImage, share: f64, close_gaps: u8) -> ModelInput {
+    let size = edges.width() as usize;
+    let lines: Vec<bool> = edges.pixels().map(|p| p[0] > 127).collect();
+    let Some(closed) = close_plane(&lines, size, size, close_gaps) else {
+        return ModelInput {
+            bridges: Vec::new(),
+            frame: model_frame(&lines, size, share),
+        };
+    };
+    let bridges = (0..size * size)
+        .filter(|&i| closed[i] && !lines[i])
+        .map(|i| ((i % size) as u32, (i / size) as u32))
+        .collect();
+    ModelInput {
+        bridges,
+        frame: model_frame(&closed, size, share),
+    }
+}
+
+/// Where the model frames this drawing (`midms.frame_drawing` `share`; `lines`: the drawing's
+/// line pixels, `size` x `size`): the scale and the square of the canvas it scales up to fill
 /// the model's frame (top, left, side in model pixels, [`Frame`]'s geometry), or `None` when the
 /// drawing is left as it is.
-fn model_frame(edges: &GrayImage, share: f64) -> ModelFrame {
+fn model_frame(lines: &[bool], size: usize, share: f64) -> ModelFrame {
     if share <= 0.0 {
         return None;
     }
-    let size = edges.width() as usize;
-    let plane: Vec<f32> = edges.pixels().map(|p| f32::from(p[0] > 127)).collect();
+    let plane: Vec<f32> = lines.iter().map(|l| f32::from(*l)).collect();
     let f = Frame::of(&plane, size, share)?;
     let side = size as f64 / f.scale;
     Some((
@@ -378,16 +429,39 @@ mod tests {
                 edges.put_pixel(x, y, image::Luma([255]));
             }
         }
-        let (scale, [top, left, side]) = model_frame(&edges, 0.75).expect("a small drawing");
+        let (scale, [top, left, side]) =
+            model_input(&edges, 0.75, 0).frame.expect("a small drawing");
         assert_eq!(scale, 3.0);
         assert!((side - 64.0 / 3.0).abs() < 1e-12);
         assert!((top - (16.0 - side / 2.0)).abs() < 1e-12);
         assert!((left - (12.0 - side / 2.0)).abs() < 1e-12);
         // No framing without the model's share, nor for a drawing that fills the canvas.
-        assert_eq!(model_frame(&edges, 0.0), None);
+        assert_eq!(model_input(&edges, 0.0, 0).frame, None);
         let mut full = GrayImage::new(64, 64);
         full.put_pixel(0, 0, image::Luma([255]));
         full.put_pixel(63, 63, image::Luma([255]));
-        assert_eq!(model_frame(&full, 0.75), None);
+        assert_eq!(model_input(&full, 0.75, 0).frame, None);
+    }
+
+    /// A gap in an outline: the pixels the model closes it with are in the gap, and none without
+    /// the model's `close_gaps`; a closed outline gets none.
+    #[test]
+    fn the_gap_the_model_closes_is_shown_where_it_is() {
+        let mut edges = GrayImage::new(64, 64);
+        for i in 0..32 {
+            for (y, x) in [(16, 16 + i), (47, 16 + i), (16 + i, 16), (16 + i, 47)] {
+                edges.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        assert_eq!(model_input(&edges, 0.0, 3), ModelInput::default());
+        for y in 30..34 {
+            edges.put_pixel(47, y, image::Luma([0]));
+        }
+        let input = model_input(&edges, 0.0, 3);
+        assert!(!input.bridges.is_empty());
+        for (x, y) in &input.bridges {
+            assert!((44..=47).contains(x) && (28..=35).contains(y), "({x}, {y})");
+        }
+        assert_eq!(model_input(&edges, 0.0, 0), ModelInput::default());
     }
 }

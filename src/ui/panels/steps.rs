@@ -283,11 +283,7 @@ impl StepsPanel {
             frame.elapsed.as_secs_f64() * 1e3,
         ));
         // On a line of its own: with both framings and a cleared ground it is long.
-        let note = framing_note(
-            frame.frame_scale,
-            frame.exemplar_frame_scale,
-            frame.exemplar_ground_cleared,
-        );
+        let note = framing_note(frame);
         if !note.is_empty() {
             ui.label(egui::RichText::new(note).small());
         }
@@ -484,23 +480,26 @@ fn placeholder(ui: &mut egui::Ui, size: Vec2, text: &str) {
     );
 }
 
-/// What the steps panel says of what the model did to the inputs (`midms.frame_drawing`,
-/// `midms.frame_exemplar`, `midms.clear_exemplar_ground`): how much larger it saw a small drawing
-/// or exemplar glyph, and whether it took the exemplar off a plain coloured ground; empty when it
-/// did none of these.
-fn framing_note(drawing: Option<f64>, exemplar: Option<f64>, cleared: bool) -> String {
+/// What the steps panel says of what the model did to the inputs (`midms.close_gaps`,
+/// `midms.frame_drawing`, `midms.frame_exemplar`, `midms.clear_exemplar_ground`): whether it
+/// closed a gap in the drawing's outline, how much larger it saw a small drawing or exemplar
+/// glyph, and whether it took the exemplar off a plain coloured ground; empty when it did none.
+fn framing_note(frame: &StepFrame) -> String {
     let mut parts = Vec::new();
-    if let Some(d) = drawing {
+    if frame.drawing_gaps_closed {
+        parts.push("the drawing with the gap in its outline closed".to_string());
+    }
+    if let Some(d) = frame.frame_scale {
         parts.push(format!(
             "the small drawing {d:.1}x larger, centred (shown back in place)"
         ));
     }
-    if let Some(e) = exemplar {
+    if let Some(e) = frame.exemplar_frame_scale {
         parts.push(format!(
             "the exemplar's small glyph {e:.1}x larger, centred"
         ));
     }
-    if cleared {
+    if frame.exemplar_ground_cleared {
         parts.push("the exemplar on white instead of its plain ground".to_string());
     }
     match parts.is_empty() {
