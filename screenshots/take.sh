@@ -11,6 +11,8 @@
 #   screenshots/small-exemplar.png the house pair with its exemplar at half size in a corner of a
 #                                plain light-blue image (an icon with wide margins on a coloured
 #                                ground): the ground cleared, the glyph framed, the probe on the door
+#   screenshots/gap-closed.png   a star drawn with a gap in its outline, closed by the model, "show
+#                                model input" marking the pixels that close it
 # Needs: xvfb mesa-vulkan-drivers libvulkan1 xdotool imagemagick. MIDM_NO_BUILD=1 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -105,4 +107,23 @@ for p in "380 575" "390 588" "400 600" "410 612"; do
 done
 sleep 2
 import -window root screenshots/small-exemplar.png
-echo "wrote screenshots/editor.png, editor-step.png, live-gallery.png, run-all.png, small-drawing.png and small-exemplar.png"
+# A gap in an outline: the editor on the star pair, Clear, the star drawn by hand again with its
+# last stroke ending a few pixels short of where it began (live mode runs it); the model closes the
+# gap, "show model input" marks the pixels it closes it with, the steps panel says so.
+kill $app
+sleep 1
+RUST_LOG=info ./target/release/midm --condition assets/drawn/star_sketch.png \
+  --exemplar assets/drawn/star_exemplar.png >>/tmp/midm-screenshots.log 2>&1 &
+app=$!
+win=$(xdotool search --sync --onlyvisible --name midm | head -1)
+xdotool windowmove "$win" 0 0 windowsize "$win" 1280 800
+sleep 3
+xdotool mousemove 473 89 click 1
+sleep 1
+stroke 20 468 150 492 225 570 225 507 270 532 345 468 300 404 345 429 270 366 225 444 225 463 166
+sleep "${MIDM_SCREENSHOT_WAIT:-20}"
+xdotool mousemove 708 89 click 1
+xdotool mousemove 700 300
+sleep 2
+import -window root screenshots/gap-closed.png
+echo "wrote screenshots/editor.png, editor-step.png, live-gallery.png, run-all.png, small-drawing.png, small-exemplar.png and gap-closed.png"

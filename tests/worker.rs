@@ -604,6 +604,17 @@ fn a_small_exemplar_is_framed_and_the_probe_points_into_it_where_it_lies() {
     );
 }
 
+/// A red disc (220, 40, 40) of radius 52 in the middle of a `size` image of the `ground` colour.
+fn red_disc(size: u32, ground: [u8; 3]) -> RgbaImage {
+    let c = size as f32 / 2.0;
+    RgbaImage::from_fn(size, size, |x, y| {
+        match (x as f32 + 0.5 - c).hypot(y as f32 + 0.5 - c) < 52.0 {
+            true => Rgba([220, 40, 40, 255]),
+            false => Rgba([ground[0], ground[1], ground[2], 255]),
+        }
+    })
+}
+
 /// An exemplar on a plain coloured ground (the shipped model's `midms.clear_exemplar_ground`):
 /// the steps say the model used it on white, and the drawn oval takes the glyph's red, not the
 /// ground's blue (taken as a photo, the ground's blue came into the oval).
@@ -615,14 +626,8 @@ fn a_plain_coloured_ground_is_cleared_and_its_colour_stays_out() {
         "the shipped model clears plain grounds"
     );
     let mut req = request(size as u32, nc, 3, false);
-    // A red disc of radius 52 in the middle of a plain light-blue image (too large to frame).
-    let c = size as f32 / 2.0;
-    req.exemplar = RgbaImage::from_fn(size as u32, size as u32, |x, y| {
-        match (x as f32 + 0.5 - c).hypot(y as f32 + 0.5 - c) < 52.0 {
-            true => Rgba([220, 40, 40, 255]),
-            false => Rgba([150, 190, 240, 255]),
-        }
-    });
+    // A red disc in the middle of a plain light-blue image (too large to frame).
+    req.exemplar = red_disc(size as u32, [150, 190, 240]);
     let g = w.run(req);
     let events = collect(&w, |e| is_end(e, g));
     let frames = step_frames(&events);
@@ -679,12 +684,7 @@ fn a_gap_in_the_outline_is_closed_and_its_inside_filled() {
     req.condition = build_label(nc, &edges, &empty_parts(size as u32))
         .unwrap()
         .into();
-    req.exemplar = RgbaImage::from_fn(size as u32, size as u32, |x, y| {
-        match (x as f32 + 0.5 - c).hypot(y as f32 + 0.5 - c) < 52.0 {
-            true => Rgba([220, 40, 40, 255]),
-            false => Rgba([255, 255, 255, 255]),
-        }
-    });
+    req.exemplar = red_disc(size as u32, [255, 255, 255]);
     let g = w.run(req);
     let events = collect(&w, |e| is_end(e, g));
     let frames = step_frames(&events);

@@ -405,6 +405,38 @@ pub fn bench_model_batch(
             },
         )?);
     }
+    if cfg.close_gaps > 0 {
+        // A square outline half the canvas wide with a 4 px gap in its right side (the random
+        // condition's gaps are not timed: it is noise): what closing adds to a run.
+        let (size, half) = (cfg.image_size, cfg.image_size / 2);
+        let (lo, hi) = (size / 4, size / 4 + half - 1);
+        let mut gapped = vec![0f32; size * size];
+        for i in lo..=hi {
+            for (y, x) in [(lo, i), (hi, i), (i, lo), (i, hi)] {
+                gapped[y * size + x] = 1.0;
+            }
+        }
+        for y in size / 2 - 2..size / 2 + 2 {
+            gapped[y * size + hi] = 0.0;
+        }
+        let gapped = Tensor::from_vec(gapped, (1, 1, size, size), device)?.repeat((b, 1, 1, 1))?;
+        out.push(time(
+            ("gaps", "close a gap in a drawing's outline"),
+            device,
+            warmup,
+            runs,
+            || {
+                let (closed, flags) =
+                    crate::sampling::gaps::close_gaps(&gapped, cfg.close_gaps)?;
+                if !flags.iter().all(|c| *c) {
+                    return Err(crate::Error::Invalid(
+                        "the bench's gap was not closed".into(),
+                    ));
+                }
+                Ok(closed)
+            },
+        )?);
+    }
     if cfg.frame_exemplar > 0.0 || cfg.clear_exemplar_ground {
         // The bench exemplar's top-left third in the middle of a plain light-blue ground (the
         // whole one fills its image, so nothing is done to it): what the model's exemplar
