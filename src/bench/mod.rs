@@ -426,8 +426,7 @@ pub fn bench_model_batch(
             warmup,
             runs,
             || {
-                let (closed, flags) =
-                    crate::sampling::gaps::close_gaps(&gapped, cfg.close_gaps)?;
+                let (closed, flags) = crate::sampling::gaps::close_gaps(&gapped, cfg.close_gaps)?;
                 if !flags.iter().all(|c| *c) {
                     return Err(crate::Error::Invalid(
                         "the bench's gap was not closed".into(),

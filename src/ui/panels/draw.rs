@@ -228,21 +228,7 @@ impl DrawPanel {
             _ => ModelInput::default(),
         };
         let blue = Color32::from_rgb(0, 140, 255);
-        if let Some(&(x, y)) = input.bridges.first() {
-            let pixel = Vec2::splat(self.zoom);
-            for &(x, y) in &input.bridges {
-                let at = rect.min + Vec2::new(x as f32, y as f32) * self.zoom;
-                painter.rect_filled(Rect::from_min_size(at, pixel), 0.0, blue);
-            }
-            let at = rect.min + Vec2::new(x as f32 + 3.0, y as f32) * self.zoom;
-            painter.text(
-                at.min(rect.right_bottom() - Vec2::new(70.0, 14.0)),
-                egui::Align2::LEFT_TOP,
-                "gap closed",
-                egui::FontId::proportional(11.0),
-                blue,
-            );
-        }
+        paint_bridges(&painter, rect, self.zoom, &input.bridges, blue);
         if let Some((scale, [top, left, side])) = input.frame {
             let to_screen = |v: f64| v as f32 * self.zoom;
             let square = Rect::from_min_size(
@@ -367,6 +353,32 @@ impl DrawPanel {
 /// A small drawing's scale and the square of the canvas the model scales up (top, left, side in
 /// model pixels), or `None`.
 type ModelFrame = Option<(f64, [f64; 3])>;
+
+/// The pixels (x, y) by which the model closes a gap, in `colour` over the canvas at `rect`
+/// (`zoom` screen points per model pixel), labelled beside the first.
+fn paint_bridges(
+    painter: &egui::Painter,
+    rect: Rect,
+    zoom: f32,
+    bridges: &[(u32, u32)],
+    colour: Color32,
+) {
+    let Some(&(x, y)) = bridges.first() else {
+        return;
+    };
+    for &(x, y) in bridges {
+        let at = rect.min + Vec2::new(x as f32, y as f32) * zoom;
+        painter.rect_filled(Rect::from_min_size(at, Vec2::splat(zoom)), 0.0, colour);
+    }
+    let at = rect.min + Vec2::new(x as f32 + 3.0, y as f32) * zoom;
+    painter.text(
+        at.min(rect.right_bottom() - Vec2::new(70.0, 14.0)),
+        egui::Align2::LEFT_TOP,
+        "gap closed",
+        egui::FontId::proportional(11.0),
+        colour,
+    );
+}
 
 /// What the model makes of the condition before it translates it, as the sampler does it: the
 /// pixels (x, y) by which it closes gaps in an outline (`midms.close_gaps`), then the frame of
