@@ -355,7 +355,8 @@ impl DrawPanel {
 type ModelFrame = Option<(f64, [f64; 3])>;
 
 /// The pixels (x, y) by which the model closes a gap, in `colour` over the canvas at `rect`
-/// (`zoom` screen points per model pixel), labelled beside the first.
+/// (`zoom` screen points per model pixel), ringed (a few pixels are easy to miss) and labelled
+/// beside the ring.
 fn paint_bridges(
     painter: &egui::Painter,
     rect: Rect,
@@ -363,14 +364,21 @@ fn paint_bridges(
     bridges: &[(u32, u32)],
     colour: Color32,
 ) {
-    let Some(&(x, y)) = bridges.first() else {
+    if bridges.is_empty() {
         return;
-    };
-    for &(x, y) in bridges {
-        let at = rect.min + Vec2::new(x as f32, y as f32) * zoom;
-        painter.rect_filled(Rect::from_min_size(at, Vec2::splat(zoom)), 0.0, colour);
     }
-    let at = rect.min + Vec2::new(x as f32 + 3.0, y as f32) * zoom;
+    let mut bounds = Rect::NOTHING;
+    for &(x, y) in bridges {
+        let pixel = Rect::from_min_size(
+            rect.min + Vec2::new(x as f32, y as f32) * zoom,
+            Vec2::splat(zoom),
+        );
+        painter.rect_filled(pixel, 0.0, colour);
+        bounds = bounds.union(pixel);
+    }
+    let radius = bounds.size().length() / 2.0 + 3.0 * zoom;
+    painter.circle_stroke(bounds.center(), radius, Stroke::new(1.5, colour));
+    let at = bounds.center() + Vec2::new(radius + 3.0, -7.0);
     painter.text(
         at.min(rect.right_bottom() - Vec2::new(70.0, 14.0)),
         egui::Align2::LEFT_TOP,
