@@ -740,12 +740,12 @@ fn parity_close_gaps() {
     let trace = common::trace();
     let cfg = common::fixture_config();
     let closed = trace.get("gaps.cond_label");
-    if cfg.close_gaps == 0 {
+    if cfg.gap_closings().is_empty() {
         assert!(closed.is_none(), "a model without close_gaps closed a gap");
         return;
     }
     let input = get(&trace, "input.cond_label");
-    let (ours, flags) = midm::sampling::gaps::close_gaps(&input, cfg.close_gaps).unwrap();
+    let (ours, flags) = midm::sampling::gaps::close_gaps(&input, &cfg.gap_closings()).unwrap();
     let want = closed.expect("the trainer closed no gap in this set");
     assert_eq!(max_abs_diff(&ours, want), 0.0, "gaps.cond_label");
     assert_eq!(flags, vec![false, true], "the second drawing has a gap");

@@ -46,7 +46,7 @@ DECODER_PREFIXES = ("diff_model.first_stage_model.decoder.", "diff_model.first_s
 def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None, region_matching=None,
            colour_transfer=None, colour_temperature=None, refine_eta=None, keep_outside=None, colour_gamut=None,
            layout_prior=None, colour_layout_prior=None, frame_drawing=None, frame_exemplar=None,
-           clear_exemplar_ground=None, close_gaps=None):
+           clear_exemplar_ground=None, close_gaps=None, close_wide_gaps=None):
     """`unet_from`: a run folder (same autoencoder) whose finished unet stage replaces the UNet, width
     included; `decoder_from`: a run folder whose decoder stage supplies the decoder (default: `run`'s
     own, if it has one); `state`: a stage checkpoint of `run` (`<stage>/ckpt.pt` or `best.pt`) to
@@ -67,7 +67,9 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
     (`midms.frame_exemplar`, train.frame.frame_exemplars; model v1.15: 0.875). `clear_exemplar_ground`:
     True / False sets `midms.clear_exemplar_ground` (an exemplar's plain coloured ground made white,
     ops.clear_plain_ground; model v1.16: on). `close_gaps`: a radius in pixels sets `midms.close_gaps` (a
-    gap up to twice it in a drawing's outline is closed, ops.close_plane; model v1.17: 3), 0 turns it off."""
+    gap up to twice it in a drawing's outline is closed, ops.close_plane; model v1.17: 3), 0 turns it off;
+    `close_wide_gaps`: [radius, depth] sets `midms.close_wide_gaps` (then a gap up to twice the radius where
+    it encloses a part deeper than `depth`; model v1.18: [5, 8]), [] turns it off."""
     cfg = json.load(open(os.path.join(run, "config.json")))
     if region_matching is not None:
         for key in REGION_KEYS:
@@ -79,8 +81,11 @@ def export(run, out, unet_from=None, decoder_from=None, dtype="f32", state=None,
                 "colour_gamut": given(checked_gamut, colour_gamut), "layout_prior": given(float, layout_prior),
                 "colour_layout_prior": given(float, colour_layout_prior),
                 "frame_drawing": given(float, frame_drawing), "frame_exemplar": given(float, frame_exemplar),
-                "clear_exemplar_ground": given(bool, clear_exemplar_ground), "close_gaps": given(int, close_gaps)}
+                "clear_exemplar_ground": given(bool, clear_exemplar_ground), "close_gaps": given(int, close_gaps),
+                "close_wide_gaps": given(lambda v: [int(x) for x in v], close_wide_gaps)}
     cfg["midms"].update({key: value for key, value in settings.items() if value is not None})
+    if cfg["midms"].get("close_wide_gaps") == []:
+        del cfg["midms"]["close_wide_gaps"]
     if state:
         st = torch.load(state, map_location="cpu")
         sd, which = st["model"], f"{state} (step {st.get('step')})"
@@ -169,6 +174,9 @@ def main():
     ap.add_argument("--clear-exemplar-ground", choices=["on", "off"], default=None,
                     help="set midms.clear_exemplar_ground (an exemplar's plain coloured ground is made white "
                          "before anything is made of it); default: the run's setting")
+    ap.add_argument("--close-wide-gaps", type=int, nargs="*", default=None, metavar="N",
+                    help="set midms.close_wide_gaps to RADIUS DEPTH (then a gap up to twice RADIUS px is closed where "
+                         "it encloses a part deeper than DEPTH px; no values: off); default: the run's setting")
     ap.add_argument("--close-gaps", type=int, default=None,
                     help="set midms.close_gaps (a gap up to twice this many pixels in a drawing's outline is closed "
                          "before anything is made of the drawing; 0: off); default: the run's setting")
@@ -179,7 +187,8 @@ def main():
     which, n = export(a.run, a.out, a.unet_from, a.decoder_from, a.dtype, a.state, rm, ct, a.colour_temperature,
                       a.refine_eta, ko, a.colour_gamut, a.layout_prior, a.colour_layout_prior,
                       a.frame_drawing, a.frame_exemplar,
-                      None if a.clear_exemplar_ground is None else a.clear_exemplar_ground == "on", a.close_gaps)
+                      None if a.clear_exemplar_ground is None else a.clear_exemplar_ground == "on", a.close_gaps,
+                      a.close_wide_gaps)
     print(f"exported stages [{which}] ({n / 1e6:.2f} M values) to {a.out}/model.safetensors and config.yaml")
 
 

@@ -81,12 +81,26 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
         small = cond[0, :, ::2, ::2].clone()
         cond[0] = 0
         cond[0, :, 8:8 + small.shape[-2], image - 8 - small.shape[-1]:image - 8] = small
-    if getattr(model, "close_gaps", 0) and lnc == 1:
-        # A gap (radius + 1 px wide) cut into the second drawing's outline, so that the set checks
-        # the closing of a gap (ops.close_plane) and, in the first, a drawing left as it is.
+    wide = getattr(model, "close_wide_gaps", None)
+    if (getattr(model, "close_gaps", 0) or wide) and lnc == 1:
+        # The second drawing becomes the hand-drawn heart (thin strokes, as users draw; the assets' edge
+        # maps have doubled outlines a cut does not open) with a gap cut into its outline, so that the
+        # set checks the closing of a gap (ops.close_plane) and, in the first, a drawing left as it is:
+        # radius + 1 px wide, or with the wider pass the widest cut up to its 2 * radius that the first
+        # pass leaves open and it closes.
+        from .drawn_eval import read_condition
         from .drawn_test import cut_gap
+        from .ops import close_plane
 
-        cut = cut_gap(cond[1, 0].numpy() > 0.5, model.close_gaps + 1, seed)
+        lines = read_condition(os.path.join("assets", "drawn", "heart_sketch.png"), image) > 0.5
+        cut = None if wide else cut_gap(lines, model.close_gaps + 1, seed)
+        for width in range(2 * wide[0], model.close_gaps, -1) if wide else ():
+            cut = cut_gap(lines, width, seed)
+            first = cut if cut is None else close_plane(cut, model.close_gaps)
+            if first is not None and (first == cut).all() and (close_plane(first, *wide) != first).any():
+                break
+        if cut is None:
+            raise SystemExit("no gap could be cut into the fixture's heart")
         if cut is not None:
             cond[1, 0] = torch.from_numpy(cut.astype(np.float32))
     if getattr(model, "frame_exemplar", 0) and lnc == 1:
@@ -203,6 +217,7 @@ def fixture_config(model, cfg, sn_modules, sigmas, margins, seed):
                   "frame_exemplar": model.frame_exemplar,
                   "clear_exemplar_ground": model.clear_exemplar_ground,
                   "close_gaps": model.close_gaps,
+                  "close_wide_gaps": list(model.close_wide_gaps) if model.close_wide_gaps else None,
                   "colour_transfer": model.colour_transfer,
                   "colour_temperature": model.colour_temperature,
                   "colour_gamut": model.colour_gamut,

@@ -173,6 +173,16 @@ class MIDM(nn.Module):
         if radius and label_nc != 1:
             raise ValueError(f"midms.close_gaps needs a one-channel line label, the model has {label_nc} channels")
         self.close_gaps = radius
+        # And wider gaps (model v1.18): [radius, depth], a gap up to 2 * radius px closed where it encloses a
+        # part deeper than `depth` (a large region, not a notch between open strokes); absent: off.
+        wide = ldm_cfg.get("midms", {}).get("close_wide_gaps")
+        if wide and not (isinstance(wide, (list, tuple)) and len(wide) == 2
+                                     and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 16
+                                             for v in wide)):
+            raise ValueError(f"midms.close_wide_gaps must be [radius, depth], whole pixels from 1 to 16, not {wide!r}")
+        if wide and label_nc != 1:
+            raise ValueError(f"midms.close_wide_gaps needs a one-channel line label, the model has {label_nc} channels")
+        self.close_wide_gaps = tuple(wide) if wide else None
         # An exemplar's plain coloured ground made white (model v1.16, ops.clear_plain_ground); absent: off.
         self.clear_exemplar_ground = bool(ldm_cfg.get("midms", {}).get("clear_exemplar_ground", False))
         # And a small exemplar glyph (model v1.15, train.frame.frame_exemplars), with nothing to map back.
@@ -235,11 +245,14 @@ class MIDM(nn.Module):
         """(the drawing as the model translates it, each item's frame or None): its small gaps closed
         where the model closes them (`midms.close_gaps`), then framed where it is small and the model
         frames drawings (`midms.frame_drawing`)."""
+        closed = label
         if self.close_gaps:
-            closed = close_gaps(label, self.close_gaps)
-            if trace is not None and not torch.equal(closed, label):
-                trace["gaps.cond_label"] = closed
-            label = closed
+            closed = close_gaps(closed, self.close_gaps)
+        if self.close_wide_gaps:
+            closed = close_gaps(closed, *self.close_wide_gaps)
+        if trace is not None and not torch.equal(closed, label):
+            trace["gaps.cond_label"] = closed
+        label = closed
         frames = None
         if self.frame_drawing:
             label, frames = frame_labels(label, self.frame_drawing)

@@ -61,16 +61,17 @@ def fill_label(label):
     return torch.from_numpy(filled)[:, None].to(label.device, label.dtype)
 
 
-def close_plane(lines, radius):
+def close_plane(lines, radius, depth=None):
     """One drawing's line pixels (bool [H, W]) with its gaps up to 2 * `radius` px closed (model v1.17,
-    `midms.close_gaps`), or the lines as they are where no gap encloses anything.
+    `midms.close_gaps`; model v1.18's wider pass, `midms.close_wide_gaps`, with its own `depth`), or the
+    lines as they are where no gap encloses a part deeper than `depth` (default: `radius`).
 
     Dilating the lines by a disc of `radius` px bridges a gap between stroke ends up to 2 * radius
     missing pixels; the region that closed outline encloses (lines and inside, `binary_fill_holes`) is
     eroded back by the same disc (beyond the image counts as outside), which returns it to the lines'
     outer edge. (Closing the lines themselves bridges nothing: a disc beside a thin stroke's gap misses
     both ends.) Of what that region adds to the drawing's own fill, a part counts only if it is deep,
-    some pixel farther than `radius` from its edge: a shape's leaked inside is, while the notches and
+    some pixel farther than `depth` from its edge: a shape's leaked inside is, while the notches and
     concave corners the closing also rounds off (a cactus's arm pits, a pine's branch tips) are not,
     and stay open. The region's rim (its pixels with a 4-neighbour outside it) next to a part that
     counts is added to the lines: the bridge. Without such a part the drawing is returned unchanged,
@@ -84,7 +85,7 @@ def close_plane(lines, radius):
     grown = distance_transform_edt(~np.pad(lines, pad)) <= radius
     region = (distance_transform_edt(binary_fill_holes(grown)) > radius)[pad:-pad, pad:-pad] | lines
     parts, _ = label(region & ~binary_fill_holes(lines))
-    deep = np.isin(parts, np.unique(parts[distance_transform_edt(parts > 0) > radius]))
+    deep = np.isin(parts, np.unique(parts[distance_transform_edt(parts > 0) > (depth or radius)]))
     if not deep.any():
         return lines
     around = np.pad(region, 1)
@@ -92,12 +93,12 @@ def close_plane(lines, radius):
     return lines | (rim & binary_dilation(deep, np.ones((3, 3), bool)))
 
 
-def close_gaps(label, radius):
+def close_gaps(label, radius, depth=None):
     """[B, 1, H, W] line label (1 = line) -> the label with each drawing's small gaps closed
     (`close_plane`): an outline the pen did not quite close counts as closed, so its inside is found
     (`fill_label`) and kept as the drawing's, not taken for outside and left white."""
     lines = (label[:, 0] > 0.5).cpu().numpy()
-    closed = np.stack([close_plane(m, radius) for m in lines]).astype(np.float32)
+    closed = np.stack([close_plane(m, radius, depth) for m in lines]).astype(np.float32)
     return torch.from_numpy(closed)[:, None].to(label.device, label.dtype)
 
 

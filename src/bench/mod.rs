@@ -68,6 +68,7 @@ pub fn official_config() -> MidmConfig {
         frame_drawing: 0.0,
         frame_exemplar: 0.0,
         close_gaps: 0,
+        close_wide_gaps: None,
         clear_exemplar_ground: false,
     }
 }
@@ -405,7 +406,8 @@ pub fn bench_model_batch(
             },
         )?);
     }
-    if cfg.close_gaps > 0 {
+    let closings = cfg.gap_closings();
+    if !closings.is_empty() {
         // A square outline half the canvas wide with a 4 px gap in its right side (the random
         // condition's gaps are not timed: it is noise): what closing adds to a run.
         let (size, half) = (cfg.image_size, cfg.image_size / 2);
@@ -426,7 +428,7 @@ pub fn bench_model_batch(
             warmup,
             runs,
             || {
-                let (closed, flags) = crate::sampling::gaps::close_gaps(&gapped, cfg.close_gaps)?;
+                let (closed, flags) = crate::sampling::gaps::close_gaps(&gapped, &closings)?;
                 if !flags.iter().all(|c| *c) {
                     return Err(crate::Error::Invalid(
                         "the bench's gap was not closed".into(),

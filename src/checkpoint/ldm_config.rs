@@ -52,6 +52,9 @@ pub struct LdmConfig {
     /// `midms.close_gaps` (our own models' section): the radius in pixels by which a drawing's
     /// small gaps are closed ([`crate::sampling::gaps`]); absent, 0 (off).
     pub close_gaps: u8,
+    /// `midms.close_wide_gaps` (our own models' section): `[radius, depth]` of the second,
+    /// wider closing pass ([`crate::sampling::gaps`]); absent, off.
+    pub close_wide_gaps: Option<[u8; 2]>,
     /// `midms.clear_exemplar_ground` (our own models' section): an exemplar's plain coloured
     /// ground is made white ([`crate::sampling::ground`]); absent, off.
     pub clear_exemplar_ground: bool,
@@ -95,6 +98,7 @@ impl LdmConfig {
             frame_drawing: self.frame_drawing,
             frame_exemplar: self.frame_exemplar,
             close_gaps: self.close_gaps,
+            close_wide_gaps: self.close_wide_gaps,
             clear_exemplar_ground: self.clear_exemplar_ground,
             colour_transfer: self.colour_transfer,
             colour_temperature: self.colour_temperature,
@@ -136,6 +140,8 @@ struct Midms {
     frame_exemplar: Option<f64>,
     #[serde(default)]
     close_gaps: Option<u8>,
+    #[serde(default)]
+    close_wide_gaps: Option<[u8; 2]>,
     #[serde(default)]
     clear_exemplar_ground: bool,
     #[serde(default)]
@@ -185,6 +191,15 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
             "midms.close_gaps must be a radius of 0 (off) to {MAX_CLOSE_GAPS} pixels, not {r}"
         ));
     }
+    if let Some(w) = m
+        .close_wide_gaps
+        .filter(|w| w.iter().any(|v| !(1..=MAX_CLOSE_GAPS).contains(v)))
+    {
+        return Err(format!(
+            "midms.close_wide_gaps must be [radius, depth], each 1 to {MAX_CLOSE_GAPS} pixels, \
+             not {w:?}"
+        ));
+    }
     if let Some(eta) = m.refine_eta.filter(|e| !(0.0..=1.0).contains(e)) {
         return Err(format!("midms.refine_eta must lie in [0, 1], not {eta}"));
     }
@@ -211,6 +226,7 @@ fn with_midms(base: LdmConfig, m: Option<&Midms>) -> Result<LdmConfig, String> {
         frame_drawing: m.frame_drawing.unwrap_or(0.0),
         frame_exemplar: m.frame_exemplar.unwrap_or(0.0),
         close_gaps: m.close_gaps.unwrap_or(0),
+        close_wide_gaps: m.close_wide_gaps,
         clear_exemplar_ground: m.clear_exemplar_ground,
         colour_transfer: m.colour_transfer,
         colour_temperature: m.colour_temperature,
@@ -414,6 +430,7 @@ fn convert(p: Params) -> Result<LdmConfig, String> {
         frame_drawing: 0.0,
         frame_exemplar: 0.0,
         close_gaps: 0,
+        close_wide_gaps: None,
         clear_exemplar_ground: false,
         colour_transfer: false,
         colour_temperature: None,
@@ -646,6 +663,13 @@ mod tests {
         }
         assert_eq!(off.close_gaps, 0);
         assert_eq!(parse("midms:\n  close_gaps: 3\n").unwrap().close_gaps, 3);
+        assert_eq!(off.close_wide_gaps, None);
+        let wide = parse("midms:\n  close_wide_gaps: [5, 8]\n").unwrap();
+        assert_eq!(wide.close_wide_gaps, Some([5, 8]));
+        for bad in ["[0, 8]", "[5, 17]", "[5]", "5"] {
+            let err = parse(&format!("midms:\n  close_wide_gaps: {bad}\n")).unwrap_err();
+            assert!(err.contains("close_wide_gaps"), "{bad}: {err}");
+        }
         for bad in ["17", "-1", "2.5", "yes"] {
             let err = parse(&format!("midms:\n  close_gaps: {bad}\n")).unwrap_err();
             assert!(err.contains("close_gaps"), "{bad}: {err}");

@@ -202,7 +202,7 @@ pub fn inspect(path: &Path) -> Result<Checkpoint, LoadError> {
             });
         }
     }
-    if ldm.close_gaps > 0 && line_channels != 1 {
+    if (ldm.close_gaps > 0 || ldm.close_wide_gaps.is_some()) && line_channels != 1 {
         return Err(LoadError::Config {
             path: config_file,
             reason: format!(

@@ -97,6 +97,11 @@ pub struct MidmConfig {
     /// drawing ([`crate::sampling::gaps`]); 0: off.
     #[serde(default)]
     pub close_gaps: u8,
+    /// `midms.close_wide_gaps` (our own models; model v1.18): `[radius, depth]`, after
+    /// `close_gaps` a gap up to twice `radius` px is closed where it encloses a part deeper than
+    /// `depth` (a large region, not the space between strokes drawn open); `None`: off.
+    #[serde(default)]
+    pub close_wide_gaps: Option<[u8; 2]>,
     /// `midms.clear_exemplar_ground` (our own models; model v1.16): an exemplar's plain coloured
     /// ground is made white before anything is made of it ([`crate::sampling::ground`]).
     #[serde(default)]
@@ -130,6 +135,17 @@ pub struct MidmConfig {
 pub const UNET_CONDITION_CHANNELS: usize = 2;
 
 impl MidmConfig {
+    /// The closing passes the model makes over a drawing (`close_gaps`, then
+    /// `close_wide_gaps`); empty: it closes none.
+    pub fn gap_closings(&self) -> Vec<crate::sampling::gaps::GapClosing> {
+        use crate::sampling::gaps::GapClosing;
+        let small = (self.close_gaps > 0).then(|| GapClosing::small(self.close_gaps));
+        let wide = self
+            .close_wide_gaps
+            .map(|[radius, depth]| GapClosing { radius, depth });
+        small.into_iter().chain(wide).collect()
+    }
+
     /// Latent side: image size divided by the autoencoder's downsampling factor.
     pub fn latent_size(&self) -> usize {
         self.image_size / self.autoencoder.downsample_factor()

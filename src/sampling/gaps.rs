@@ -22,9 +22,26 @@ use imageproc::region_labelling::{connected_components, Connectivity};
 use super::frame::host_values;
 use crate::model::ops::fill_plane;
 
-/// The largest `midms.close_gaps` radius a config may set (the trainer's bound too): beyond it
-/// whole parts of a drawing would be taken for gaps.
+/// The largest `midms.close_gaps` radius (or `close_wide_gaps` value) a config may set (the
+/// trainer's bound too): beyond it whole parts of a drawing would be taken for gaps.
 pub const MAX_CLOSE_GAPS: u8 = 16;
+
+/// One closing pass: gaps up to `2 * radius` px, where they enclose a part deeper than `depth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GapClosing {
+    pub radius: u8,
+    pub depth: u8,
+}
+
+impl GapClosing {
+    /// `midms.close_gaps`: gaps up to twice `radius`, wherever they enclose a part deeper than it.
+    pub fn small(radius: u8) -> Self {
+        Self {
+            radius,
+            depth: radius,
+        }
+    }
+}
 
 fn to_image(mask: &[bool], h: usize, w: usize) -> GrayImage {
     GrayImage::from_fn(w as u32, h as u32, |x, y| {
@@ -41,17 +58,19 @@ fn to_mask(image: &GrayImage) -> Vec<bool> {
 }
 
 /// One drawing's line pixels (`h` x `w`, row-major, true = line) with its gaps up to
-/// `2 * radius` px closed, or `None` where no gap encloses anything (the drawing stays as drawn).
+/// `2 * radius` px closed, or `None` where no gap encloses a part deeper than `depth` (the
+/// drawing stays as drawn).
 ///
 /// The lines dilated by a disc of `radius` bridge a gap between stroke ends; the region that
 /// closed outline encloses is eroded back by the same disc (beyond the image counts as outside),
 /// which returns it to the lines' outer edge. Closing the lines themselves would bridge nothing:
 /// a disc beside a thin stroke's gap misses both ends. Of what the region adds to the drawing's
-/// own fill, a part counts only if it is deep (a pixel farther than `radius` from its edge): a
+/// own fill, a part counts only if it is deep (a pixel farther than `depth` from its edge): a
 /// leaked inside is; the notches and concave corners the closing also rounds off (a cactus's arm
 /// pits, a pine's branch tips) are not, and stay open. The region's rim next to a part that counts
 /// is added to the lines.
-pub fn close_plane(lines: &[bool], h: usize, w: usize, radius: u8) -> Option<Vec<bool>> {
+pub fn close_plane(lines: &[bool], h: usize, w: usize, pass: GapClosing) -> Option<Vec<bool>> {
+    let GapClosing { radius, depth } = pass;
     if radius == 0 || !lines.contains(&true) {
         return None;
     }
@@ -74,7 +93,7 @@ pub fn close_plane(lines: &[bool], h: usize, w: usize, radius: u8) -> Option<Vec
     let added: Vec<bool> = region.iter().zip(&own).map(|(r, o)| *r && !*o).collect();
     let added_image = to_image(&added, h, w);
     let parts = connected_components(&added_image, Connectivity::Four, Luma([0u8]));
-    let core = erode(&added_image, Norm::L2, radius);
+    let core = erode(&added_image, Norm::L2, depth);
     let deep_parts: HashSet<u32> = parts
         .pixels()
         .zip(core.pixels())
@@ -104,9 +123,25 @@ pub fn close_plane(lines: &[bool], h: usize, w: usize, radius: u8) -> Option<Vec
     Some(closed)
 }
 
-/// `condition` [B, 1, H, W] (1 = line) with each drawing's small gaps closed ([`close_plane`]),
-/// and for each item whether anything was closed.
-pub fn close_gaps(condition: &Tensor, radius: u8) -> Result<(Tensor, Vec<bool>)> {
+/// [`close_plane`] by each of `passes` in turn, or `None` where none closed anything.
+pub fn close_passes(
+    lines: &[bool],
+    h: usize,
+    w: usize,
+    passes: &[GapClosing],
+) -> Option<Vec<bool>> {
+    let mut closed: Option<Vec<bool>> = None;
+    for pass in passes {
+        if let Some(more) = close_plane(closed.as_deref().unwrap_or(lines), h, w, *pass) {
+            closed = Some(more);
+        }
+    }
+    closed
+}
+
+/// `condition` [B, 1, H, W] (1 = line) with each drawing's gaps closed by each of `passes` in
+/// turn ([`close_plane`]), and for each item whether anything was closed.
+pub fn close_gaps(condition: &Tensor, passes: &[GapClosing]) -> Result<(Tensor, Vec<bool>)> {
     let (b, c, h, w) = condition.dims4()?;
     if c != 1 {
         candle_core::bail!("closing a drawing's gaps needs a one-channel line label, got {c}");
@@ -116,16 +151,12 @@ pub fn close_gaps(condition: &Tensor, radius: u8) -> Result<(Tensor, Vec<bool>)>
     let mut out = Vec::with_capacity(host.len());
     for plane in host.chunks(h * w) {
         let lines: Vec<bool> = plane.iter().map(|v| *v > 0.5).collect();
-        match close_plane(&lines, h, w, radius) {
-            Some(closed) => {
-                out.extend(closed.iter().map(|l| f32::from(u8::from(*l))));
-                closed_any.push(true);
-            }
-            None => {
-                out.extend_from_slice(plane);
-                closed_any.push(false);
-            }
+        let closed = close_passes(&lines, h, w, passes);
+        match &closed {
+            Some(lines) => out.extend(lines.iter().map(|l| f32::from(u8::from(*l)))),
+            None => out.extend_from_slice(plane),
         }
+        closed_any.push(closed.is_some());
     }
     if !closed_any.contains(&true) {
         return Ok((condition.clone(), closed_any));
@@ -178,7 +209,7 @@ mod tests {
             let (lines, h, w) = mask(&rows);
             let inside = |m: &[bool]| fill_plane(m, h, w).iter().filter(|v| **v).count();
             assert!(inside(&lines) < 100, "the gap leaks");
-            let closed = close_plane(&lines, h, w, radius);
+            let closed = close_plane(&lines, h, w, GapClosing::small(radius));
             assert_eq!(closed.is_some(), closes, "gap {gap}, radius {radius}");
             if let Some(closed) = closed {
                 // The whole square but the bridge's dent (at most `radius` px deep into the gap).
@@ -208,7 +239,8 @@ mod tests {
     fn closed_drawings_open_strokes_and_narrow_notches_stay_as_drawn() {
         let closed_square = outline(0);
         let (lines, h, w) = mask(&closed_square.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(close_plane(&lines, h, w, 3), None);
+        let small = GapClosing::small(3);
+        assert_eq!(close_plane(&lines, h, w, small), None);
         // A U whose arms are 4 px apart: a notch, not a leaked inside.
         let (u, h, w) = mask(&[
             "............",
@@ -220,10 +252,47 @@ mod tests {
             "..######....",
             "............",
         ]);
-        assert_eq!(close_plane(&u, h, w, 3), None);
+        assert_eq!(close_plane(&u, h, w, small), None);
         let (arc, h, w) = mask(&["........", ".##.....", "...##...", ".....##.", "........"]);
-        assert_eq!(close_plane(&arc, h, w, 3), None);
-        assert_eq!(close_plane(&[false; 64], 8, 8, 3), None);
+        assert_eq!(close_plane(&arc, h, w, small), None);
+        assert_eq!(close_plane(&[false; 64], 8, 8, small), None);
+    }
+
+    /// The wide pass (`midms.close_wide_gaps` [5, 8]): a 10 px gap in a large square's outline is
+    /// closed; a U whose arms are 9 px apart (its opening bridged, but the part it would enclose
+    /// only 4 px deep) and the small pass's 10 px gap are not.
+    #[test]
+    fn a_wide_gap_is_closed_only_around_a_large_region() {
+        let wide = GapClosing {
+            radius: 5,
+            depth: 8,
+        };
+        let n = 40;
+        let mut square = vec![false; n * n];
+        for i in 4..36 {
+            for (y, x) in [(4, i), (35, i), (i, 4), (i, 35)] {
+                square[y * n + x] = true;
+            }
+        }
+        for y in 15..25 {
+            square[y * n + 35] = false;
+        }
+        let inside = |m: &[bool]| fill_plane(m, n, n).iter().filter(|v| **v).count();
+        assert!(inside(&square) < 200, "the gap leaks");
+        assert_eq!(close_plane(&square, n, n, GapClosing::small(3)), None);
+        let closed = close_plane(&square, n, n, wide).expect("the wide gap is closed");
+        assert!(inside(&closed) > 32 * 32 - 2 * 25, "{}", inside(&closed));
+        let passes = [GapClosing::small(3), wide];
+        assert_eq!(close_passes(&square, n, n, &passes), Some(closed));
+        let mut u = vec![false; n * n];
+        for y in 4..36 {
+            u[y * n + 10] = true;
+            u[y * n + 20] = true;
+        }
+        for x in 10..=20 {
+            u[35 * n + x] = true;
+        }
+        assert_eq!(close_passes(&u, n, n, &passes), None);
     }
 
     #[test]
@@ -238,7 +307,7 @@ mod tests {
             .map(|v| f32::from(u8::from(*v)))
             .collect();
         let label = Tensor::from_vec(values.clone(), (2, 1, h, w), &candle_core::Device::Cpu)?;
-        let (closed, flags) = close_gaps(&label, 2)?;
+        let (closed, flags) = close_gaps(&label, &[GapClosing::small(2)])?;
         assert_eq!(flags, vec![true, false]);
         let closed = closed.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(&closed[h * w..], &values[h * w..]);

@@ -338,8 +338,8 @@ impl ExemplarSide {
 
 /// The drawing as the model translates it, in its two stages.
 pub(crate) struct DrawingPrep {
-    /// The drawing on its canvas with its small gaps closed, where the model closes them
-    /// (`midms.close_gaps`, [`gaps`]).
+    /// The drawing on its canvas with its gaps closed, where the model closes them
+    /// (`midms.close_gaps`, `midms.close_wide_gaps`, [`gaps`]).
     pub closed: Tensor,
     /// Whether each item had a gap closed.
     pub gaps_closed: Vec<bool>,
@@ -356,9 +356,10 @@ pub(crate) fn prepared_drawing(
     condition: &Tensor,
 ) -> Result<DrawingPrep> {
     let b = condition.dim(0)?;
-    let (closed, gaps_closed) = match cfg.close_gaps {
-        0 => (condition.clone(), vec![false; b]),
-        radius => gaps::close_gaps(condition, radius)?,
+    let closings = cfg.gap_closings();
+    let (closed, gaps_closed) = match closings.is_empty() {
+        true => (condition.clone(), vec![false; b]),
+        false => gaps::close_gaps(condition, &closings)?,
     };
     let (input, frames) = match cfg.frame_drawing {
         share if share > 0.0 => frame::frame_condition(&closed, share)?,

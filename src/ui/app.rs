@@ -450,7 +450,11 @@ impl MidmApp {
                     let view = DrawView {
                         label_nc,
                         frame_drawing: self.model.info.as_ref().map_or(0.0, |m| m.frame_drawing),
-                        close_gaps: self.model.info.as_ref().map_or(0, |m| m.close_gaps),
+                        gap_closings: self
+                            .model
+                            .info
+                            .as_ref()
+                            .map_or(&[][..], |m| &m.gap_closings),
                         exemplar: ex.map(|e| (&e.image, e.name.as_str(), self.exemplar.version)),
                         exemplar_edges: edges.as_ref(),
                     };

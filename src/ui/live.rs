@@ -124,7 +124,7 @@ mod tests {
             latent_size: size / 4,
             label_nc: 1,
             frame_drawing: 0.0,
-            close_gaps: 0,
+            gap_closings: Vec::new(),
             hash: String::new(),
             device: Default::default(),
             precision: Default::default(),

@@ -43,9 +43,9 @@ pub struct ModelInfo {
     /// The model's `midms.frame_drawing` (0: it frames no drawing), for the editor to show the
     /// frame of a small drawing before a run.
     pub frame_drawing: f64,
-    /// The model's `midms.close_gaps` (0: it closes none), for the editor to show the gaps it
-    /// closes before a run.
-    pub close_gaps: u8,
+    /// The model's gap closings (`midms.close_gaps`, `midms.close_wide_gaps`; empty: none), for
+    /// the editor to show the gaps it closes before a run.
+    pub gap_closings: Vec<crate::sampling::gaps::GapClosing>,
     /// [`crate::checkpoint::LoadReport::model_hash`] (the hash the CLI records too).
     pub hash: String,
     pub device: DeviceChoice,
@@ -111,7 +111,8 @@ pub struct StepFrame {
     /// How much the model scaled the drawing up to frame it (`midms.frame_drawing`), if it did:
     /// the images above are the framed drawing's, brought back onto the canvas.
     pub frame_scale: Option<f64>,
-    /// Whether the model closed a gap in the drawing's outline (`midms.close_gaps`): the images
+    /// Whether the model closed a gap in the drawing's outline (`midms.close_gaps`,
+    /// `midms.close_wide_gaps`): the images
     /// above are the closed drawing's.
     pub drawing_gaps_closed: bool,
     /// How much the model scaled the exemplar's glyph up (`midms.frame_exemplar`), if it did.

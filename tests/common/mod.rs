@@ -122,6 +122,9 @@ pub fn fixture_config() -> MidmConfig {
         frame_exemplar: mi["frame_exemplar"].as_f64().unwrap_or(0.0),
         clear_exemplar_ground: mi["clear_exemplar_ground"].as_bool().unwrap_or(false),
         close_gaps: mi["close_gaps"].as_u64().unwrap_or(0) as u8,
+        close_wide_gaps: mi["close_wide_gaps"]
+            .as_array()
+            .map(|v| [v[0].as_u64().unwrap() as u8, v[1].as_u64().unwrap() as u8]),
     }
 }
 

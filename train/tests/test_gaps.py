@@ -45,3 +45,17 @@ def test_the_label_keeps_items_without_gaps_as_they_are():
     closed = close_gaps(label, 2)
     assert torch.equal(closed[1], label[1])
     assert closed[0].sum() > label[0].sum()
+
+
+def test_a_wide_gap_is_closed_only_around_a_large_region():
+    n = 40
+    square = np.zeros((n, n), bool)
+    square[4, 4:36] = square[35, 4:36] = square[4:36, 4] = square[4:36, 35] = True
+    square[15:25, 35] = False
+    assert binary_fill_holes(square).sum() < 200
+    assert (close_plane(square, 3) == square).all()
+    closed = close_plane(square, 5, 8)
+    assert binary_fill_holes(closed).sum() > 32 * 32 - 2 * 25
+    u = np.zeros((n, n), bool)                     # arms 9 px apart: bridged, but only 4 px deep
+    u[4:36, 10] = u[4:36, 20] = u[35, 10:21] = True
+    assert (close_plane(close_plane(u, 3), 5, 8) == u).all()

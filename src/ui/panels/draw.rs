@@ -7,7 +7,7 @@ use super::canvas_view::CanvasView;
 use super::{Action, Dialog};
 use crate::image::PARTS;
 use crate::sampling::frame::Frame;
-use crate::sampling::gaps::close_plane;
+use crate::sampling::gaps::{close_passes, GapClosing};
 use crate::ui::canvas::{Canvas, Tool};
 use crate::ui::compose;
 
@@ -23,9 +23,9 @@ pub struct DrawView<'a> {
     /// The model's `midms.frame_drawing` (0: none): with "show model input", the part of the
     /// canvas a small drawing's frame takes is outlined.
     pub frame_drawing: f64,
-    /// The model's `midms.close_gaps` (0: none): with "show model input", the pixels by which
-    /// the model closes a gap in an outline are shown.
-    pub close_gaps: u8,
+    /// The model's gap closings (`midms.close_gaps`, `midms.close_wide_gaps`; empty: none): with
+    /// "show model input", the pixels by which the model closes a gap in an outline are shown.
+    pub gap_closings: &'a [GapClosing],
     /// The exemplar image, its name and version (its edges can become the condition, and its
     /// parts are traced over it).
     pub exemplar: Option<(&'a RgbaImage, &'a str, u64)>,
@@ -49,7 +49,7 @@ pub struct DrawPanel {
     view: CanvasView,
     /// [`model_input`] of the condition, kept for its canvas generation and version and the
     /// model's settings (rasterised, closed and searched once per edit, not every frame).
-    model_input: Option<((u64, u64, u64, u8), ModelInput)>,
+    model_input: Option<(InputKey, ModelInput)>,
     /// Where the canvas was drawn in the last frame (screen points).
     pub rect: Option<Rect>,
 }
@@ -223,7 +223,7 @@ impl DrawPanel {
             .paint(&painter, rect, canvas, background, model_input);
         let input = match (model_input, self.target, view.label_nc) {
             (true, DrawTarget::Condition, 1) => {
-                self.condition_input(view.frame_drawing, view.close_gaps)
+                self.condition_input(view.frame_drawing, view.gap_closings)
             }
             _ => ModelInput::default(),
         };
@@ -275,17 +275,17 @@ impl DrawPanel {
 
     /// [`model_input`] of the condition canvas for the model's settings, remade only when the
     /// canvas or the settings changed.
-    fn condition_input(&mut self, share: f64, close_gaps: u8) -> ModelInput {
+    fn condition_input(&mut self, share: f64, closings: &[GapClosing]) -> ModelInput {
         let key = (
             self.canvas.generation(),
             self.canvas.version(),
             share.to_bits(),
-            close_gaps,
+            closings.to_vec(),
         );
         match &self.model_input {
             Some((k, input)) if *k == key => input.clone(),
             _ => {
-                let input = model_input(&self.canvas.layers()[0], share, close_gaps);
+                let input = model_input(&self.canvas.layers()[0], share, closings);
                 self.model_input = Some((key, input.clone()));
                 input
             }
@@ -350,6 +350,10 @@ impl DrawPanel {
     }
 }
 
+/// What [`ModelInput`] is remade for: the canvas's generation and version, the model's share
+/// and gap closings.
+type InputKey = (u64, u64, u64, Vec<GapClosing>);
+
 /// A small drawing's scale and the square of the canvas the model scales up (top, left, side in
 /// model pixels), or `None`.
 type ModelFrame = Option<(f64, [f64; 3])>;
@@ -389,7 +393,8 @@ fn paint_bridges(
 }
 
 /// What the model makes of the condition before it translates it, as the sampler does it: the
-/// pixels (x, y) by which it closes gaps in an outline (`midms.close_gaps`), then the frame of
+/// pixels (x, y) by which it closes gaps in an outline (`midms.close_gaps`,
+/// `midms.close_wide_gaps`), then the frame of
 /// the closed drawing ([`model_frame`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct ModelInput {
@@ -398,11 +403,11 @@ struct ModelInput {
 }
 
 /// [`ModelInput`] of `edges` (the condition's line layer at the model's size) for the model's
-/// `midms.frame_drawing` `share` and `midms.close_gaps` radius.
-fn model_input(edges: &GrayImage, share: f64, close_gaps: u8) -> ModelInput {
+/// `midms.frame_drawing` `share` and gap `closings`.
+fn model_input(edges: &GrayImage, share: f64, closings: &[GapClosing]) -> ModelInput {
     let size = edges.width() as usize;
     let lines: Vec<bool> = edges.pixels().map(|p| p[0] > 127).collect();
-    let Some(closed) = close_plane(&lines, size, size, close_gaps) else {
+    let Some(closed) = close_passes(&lines, size, size, closings) else {
         return ModelInput {
             bridges: Vec::new(),
             frame: model_frame(&lines, size, share),
@@ -449,18 +454,19 @@ mod tests {
                 edges.put_pixel(x, y, image::Luma([255]));
             }
         }
-        let (scale, [top, left, side]) =
-            model_input(&edges, 0.75, 0).frame.expect("a small drawing");
+        let (scale, [top, left, side]) = model_input(&edges, 0.75, &[])
+            .frame
+            .expect("a small drawing");
         assert_eq!(scale, 3.0);
         assert!((side - 64.0 / 3.0).abs() < 1e-12);
         assert!((top - (16.0 - side / 2.0)).abs() < 1e-12);
         assert!((left - (12.0 - side / 2.0)).abs() < 1e-12);
         // No framing without the model's share, nor for a drawing that fills the canvas.
-        assert_eq!(model_input(&edges, 0.0, 0).frame, None);
+        assert_eq!(model_input(&edges, 0.0, &[]).frame, None);
         let mut full = GrayImage::new(64, 64);
         full.put_pixel(0, 0, image::Luma([255]));
         full.put_pixel(63, 63, image::Luma([255]));
-        assert_eq!(model_input(&full, 0.75, 0).frame, None);
+        assert_eq!(model_input(&full, 0.75, &[]).frame, None);
     }
 
     /// A gap in an outline: the pixels the model closes it with are in the gap, and none without
@@ -473,15 +479,18 @@ mod tests {
                 edges.put_pixel(x, y, image::Luma([255]));
             }
         }
-        assert_eq!(model_input(&edges, 0.0, 3), ModelInput::default());
+        assert_eq!(
+            model_input(&edges, 0.0, &[GapClosing::small(3)]),
+            ModelInput::default()
+        );
         for y in 30..34 {
             edges.put_pixel(47, y, image::Luma([0]));
         }
-        let input = model_input(&edges, 0.0, 3);
+        let input = model_input(&edges, 0.0, &[GapClosing::small(3)]);
         assert!(!input.bridges.is_empty());
         for (x, y) in &input.bridges {
             assert!((44..=47).contains(x) && (28..=35).contains(y), "({x}, {y})");
         }
-        assert_eq!(model_input(&edges, 0.0, 0), ModelInput::default());
+        assert_eq!(model_input(&edges, 0.0, &[]), ModelInput::default());
     }
 }
