@@ -99,10 +99,11 @@ def build_fixture(model, cfg, out, seed=1012, offset=0):
             first = cut if cut is None else close_plane(cut, model.close_gaps)
             if first is not None and (first == cut).all() and (close_plane(first, *wide) != first).any():
                 break
+        else:
+            cut = None if wide else cut
         if cut is None:
-            raise SystemExit("no gap could be cut into the fixture's heart")
-        if cut is not None:
-            cond[1, 0] = torch.from_numpy(cut.astype(np.float32))
+            raise SystemExit("no gap the model closes could be cut into the fixture's heart")
+        cond[1, 0] = torch.from_numpy(cut.astype(np.float32))
     if getattr(model, "frame_exemplar", 0) and lnc == 1:
         # The first exemplar at half its size near another corner, so that the set checks the framing
         # of a small glyph (train.frame.frame_exemplars); the second fills its image (or is a photo).

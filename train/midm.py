@@ -176,9 +176,8 @@ class MIDM(nn.Module):
         # And wider gaps (model v1.18): [radius, depth], a gap up to 2 * radius px closed where it encloses a
         # part deeper than `depth` (a large region, not a notch between open strokes); absent: off.
         wide = ldm_cfg.get("midms", {}).get("close_wide_gaps")
-        if wide and not (isinstance(wide, (list, tuple)) and len(wide) == 2
-                                     and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 16
-                                             for v in wide)):
+        pixels = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 16
+        if wide and not (isinstance(wide, (list, tuple)) and len(wide) == 2 and all(map(pixels, wide))):
             raise ValueError(f"midms.close_wide_gaps must be [radius, depth], whole pixels from 1 to 16, not {wide!r}")
         if wide and label_nc != 1:
             raise ValueError(f"midms.close_wide_gaps needs a one-channel line label, the model has {label_nc} channels")
@@ -242,9 +241,9 @@ class MIDM(nn.Module):
         return exemplar_foreground(ref_img) if self.region_matching or self.colour_transfer else None
 
     def prepared_drawing(self, label, trace=None):
-        """(the drawing as the model translates it, each item's frame or None): its small gaps closed
-        where the model closes them (`midms.close_gaps`), then framed where it is small and the model
-        frames drawings (`midms.frame_drawing`)."""
+        """(the drawing as the model translates it, each item's frame or None): its gaps closed where
+        the model closes them (`midms.close_gaps`, then `midms.close_wide_gaps`), then framed where it
+        is small and the model frames drawings (`midms.frame_drawing`)."""
         closed = label
         if self.close_gaps:
             closed = close_gaps(closed, self.close_gaps)
