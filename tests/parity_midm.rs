@@ -695,6 +695,24 @@ fn parity_end_to_end() {
     );
 }
 
+/// The trainer's `key` in `trace` where the fixture's model has the setting (`set`): present then
+/// (the fixture is built to need it), absent otherwise (a model without the key changes nothing).
+fn traced_where_set<'a>(
+    trace: &'a std::collections::HashMap<String, Tensor>,
+    key: &str,
+    set: bool,
+) -> Option<&'a Tensor> {
+    let found = trace.get(key);
+    if !set {
+        assert!(
+            found.is_none(),
+            "{key} traced by a model without its setting"
+        );
+        return None;
+    }
+    Some(found.unwrap_or_else(|| panic!("the trainer made no {key} in this set")))
+}
+
 /// The framing of a small drawing (`midms.frame_drawing`, model v1.14): the Rust sampler frames
 /// the input label to the trainer's pixels, and a model without the key frames nothing. (The
 /// image's way back is checked by `parity_end_to_end`'s final image.)
@@ -702,21 +720,15 @@ fn parity_end_to_end() {
 fn parity_frame() {
     let trace = common::trace();
     let cfg = common::fixture_config();
-    let framed = trace.get("frame.cond_label");
-    if cfg.frame_drawing == 0.0 {
-        assert!(
-            framed.is_none(),
-            "a model without frame_drawing framed a drawing"
-        );
+    let Some(want) = traced_where_set(&trace, "frame.cond_label", cfg.frame_drawing > 0.0) else {
         return;
-    }
+    };
     // The drawing as framing found it: its gaps closed where the model closes them.
     let input = trace
         .get("gaps.cond_label")
         .cloned()
         .unwrap_or_else(|| get(&trace, "input.cond_label"));
     let (ours, frames) = midm::sampling::frame::frame_condition(&input, cfg.frame_drawing).unwrap();
-    let want = framed.expect("the trainer framed no drawing of this set");
     assert_eq!(max_abs_diff(&ours, want), 0.0, "frame.cond_label");
     assert!(
         frames[0].is_some(),
@@ -739,14 +751,12 @@ fn parity_frame() {
 fn parity_close_gaps() {
     let trace = common::trace();
     let cfg = common::fixture_config();
-    let closed = trace.get("gaps.cond_label");
-    if cfg.gap_closings().is_empty() {
-        assert!(closed.is_none(), "a model without close_gaps closed a gap");
+    let Some(want) = traced_where_set(&trace, "gaps.cond_label", !cfg.gap_closings().is_empty())
+    else {
         return;
-    }
+    };
     let input = get(&trace, "input.cond_label");
     let (ours, flags) = midm::sampling::gaps::close_gaps(&input, &cfg.gap_closings()).unwrap();
-    let want = closed.expect("the trainer closed no gap in this set");
     assert_eq!(max_abs_diff(&ours, want), 0.0, "gaps.cond_label");
     assert_eq!(flags, vec![false, true], "the second drawing has a gap");
     assert!(max_abs_diff(&ours, &input) > 0.5, "nothing was closed");
@@ -760,17 +770,11 @@ fn parity_close_gaps() {
 fn parity_clear_ground() {
     let trace = common::trace();
     let cfg = common::fixture_config();
-    let cleared = trace.get("ground.ref_img");
-    if !cfg.clear_exemplar_ground {
-        assert!(
-            cleared.is_none(),
-            "a model without clear_exemplar_ground cleared a ground"
-        );
+    let Some(want) = traced_where_set(&trace, "ground.ref_img", cfg.clear_exemplar_ground) else {
         return;
-    }
+    };
     let input = get(&trace, "input.exemplar");
     let (ours, flags) = midm::sampling::ground::clear_plain_ground(&input).unwrap();
-    let want = cleared.expect("the trainer cleared no ground in this set");
     assert_eq!(max_abs_diff(&ours, want), 0.0, "ground.ref_img");
     assert_eq!(
         flags,
@@ -787,14 +791,9 @@ fn parity_clear_ground() {
 fn parity_frame_exemplar() {
     let trace = common::trace();
     let cfg = common::fixture_config();
-    let framed = trace.get("frame.ref_img");
-    if cfg.frame_exemplar == 0.0 {
-        assert!(
-            framed.is_none(),
-            "a model without frame_exemplar framed an exemplar"
-        );
+    let Some(want) = traced_where_set(&trace, "frame.ref_img", cfg.frame_exemplar > 0.0) else {
         return;
-    }
+    };
     // The exemplar as framing found it: after its plain ground was cleared, where it was.
     let image = trace
         .get("ground.ref_img")
@@ -804,7 +803,6 @@ fn parity_frame_exemplar() {
     let shape = midm::sampling::regions::exemplar_foreground(&image).unwrap();
     let (ours, our_label, frames) =
         midm::sampling::frame::frame_exemplars(&image, &label, &shape, cfg.frame_exemplar).unwrap();
-    let want = framed.expect("the trainer framed no exemplar of this set");
     assert_close("frame.ref_img", &ours, want, 1e-6);
     assert_eq!(
         max_abs_diff(&our_label, &get(&trace, "frame.ref_label")),

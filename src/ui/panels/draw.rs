@@ -444,16 +444,29 @@ fn model_frame(lines: &[bool], size: usize, share: f64) -> ModelFrame {
 mod tests {
     use super::*;
 
+    /// A 1 px outline of a `side` px square with its top-left corner at (`top`, `left`), on a
+    /// `size` px canvas.
+    fn square_outline(size: u32, top: u32, left: u32, side: u32) -> GrayImage {
+        let mut edges = GrayImage::new(size, size);
+        let (bottom, right) = (top + side - 1, left + side - 1);
+        for i in 0..side {
+            for (y, x) in [
+                (top, left + i),
+                (bottom, left + i),
+                (top + i, left),
+                (top + i, right),
+            ] {
+                edges.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        edges
+    }
+
     #[test]
     fn the_frame_of_a_small_drawing_is_the_square_the_model_scales_up() {
         // A 16 px box outline at rows 8..24, columns 4..20 of a 64 px canvas; share 0.75: the
         // model scales it 3x, so its frame is the 64 / 3 px square about the box's centre (16, 12).
-        let mut edges = GrayImage::new(64, 64);
-        for i in 0..16 {
-            for (y, x) in [(8, 4 + i), (23, 4 + i), (8 + i, 4), (8 + i, 19)] {
-                edges.put_pixel(x, y, image::Luma([255]));
-            }
-        }
+        let edges = square_outline(64, 8, 4, 16);
         let (scale, [top, left, side]) = model_input(&edges, 0.75, &[])
             .frame
             .expect("a small drawing");
@@ -473,12 +486,7 @@ mod tests {
     /// the model's `close_gaps`; a closed outline gets none.
     #[test]
     fn the_gap_the_model_closes_is_shown_where_it_is() {
-        let mut edges = GrayImage::new(64, 64);
-        for i in 0..32 {
-            for (y, x) in [(16, 16 + i), (47, 16 + i), (16 + i, 16), (16 + i, 47)] {
-                edges.put_pixel(x, y, image::Luma([255]));
-            }
-        }
+        let mut edges = square_outline(64, 16, 16, 32);
         assert_eq!(
             model_input(&edges, 0.0, &[GapClosing::small(3)]),
             ModelInput::default()
