@@ -300,33 +300,15 @@ pub fn run_translate(args: &TranslateArgs) -> anyhow::Result<()> {
     if let Some(e) = sink.error {
         return Err(e.context("writing the steps"));
     }
-    if sink.gaps_closed {
-        eprintln!(
-            "the drawing's outline has a gap: the model closed it, so that its inside is the \
-             drawing's (midms.close_gaps)"
-        );
-    }
-    if let Some(f) = sink.frame {
-        eprintln!(
-            "the drawing is small: the model translated it {:.1}x larger, centred, and the image \
-             is put back where it was drawn (midms.frame_drawing)",
-            f.scale
-        );
-    }
-    if let Some(prep) = &sink.exemplar {
-        if prep.cleared[0] {
-            eprintln!(
-                "the exemplar stands on a plain coloured ground: the model used it on white \
-                 (midms.clear_exemplar_ground)"
-            );
-        }
-        if let Some(f) = prep.frames[0] {
-            eprintln!(
-                "the exemplar's glyph is small: the model used it {:.1}x larger, centred \
-                 (midms.frame_exemplar)",
-                f.scale
-            );
-        }
+    let exemplar_prep = sink.exemplar.as_ref();
+    let note = crate::sampling::midm::preparation_note(
+        sink.gaps_closed,
+        sink.frame.map(|f| f.scale),
+        exemplar_prep.and_then(|p| p.frames[0]).map(|f| f.scale),
+        exemplar_prep.is_some_and(|p| p.cleared[0]),
+    );
+    if !note.is_empty() {
+        eprintln!("{note}");
     }
     let img = DynamicImage::ImageRgb8(crate::image::tensor_to_rgb(&out.image)?);
     let condition: Vec<String> = args

@@ -350,6 +350,40 @@ pub(crate) struct DrawingPrep {
     pub frames: Vec<Option<Frame>>,
 }
 
+/// What the model did to a run's inputs before using them (`midms.close_gaps` and
+/// `close_wide_gaps`, `frame_drawing`, `frame_exemplar`, `clear_exemplar_ground`), in the words
+/// the editor's steps panel and `midm translate` share: whether it closed a gap in the drawing's
+/// outline, how much larger it saw a small drawing or exemplar glyph, whether it took the
+/// exemplar off a plain coloured ground; empty when it did none of these.
+pub fn preparation_note(
+    gaps_closed: bool,
+    drawing_scale: Option<f64>,
+    exemplar_scale: Option<f64>,
+    ground_cleared: bool,
+) -> String {
+    let mut parts = Vec::new();
+    if gaps_closed {
+        parts.push("the drawing with the gap in its outline closed".to_string());
+    }
+    if let Some(d) = drawing_scale {
+        parts.push(format!(
+            "the small drawing {d:.1}x larger, centred (shown back in place)"
+        ));
+    }
+    if let Some(e) = exemplar_scale {
+        parts.push(format!(
+            "the exemplar's small glyph {e:.1}x larger, centred"
+        ));
+    }
+    if ground_cleared {
+        parts.push("the exemplar on white instead of its plain ground".to_string());
+    }
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!("The model saw {}.", parts.join("; ")),
+    }
+}
+
 /// [`DrawingPrep`] of `condition` [B, C, H, W] for a model's config.
 pub(crate) fn prepared_drawing(
     cfg: &crate::model::MidmConfig,

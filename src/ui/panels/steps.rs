@@ -480,30 +480,13 @@ fn placeholder(ui: &mut egui::Ui, size: Vec2, text: &str) {
     );
 }
 
-/// What the steps panel says of what the model did to the inputs (`midms.close_gaps`,
-/// `midms.frame_drawing`, `midms.frame_exemplar`, `midms.clear_exemplar_ground`): whether it
-/// closed a gap in the drawing's outline, how much larger it saw a small drawing or exemplar
-/// glyph, and whether it took the exemplar off a plain coloured ground; empty when it did none.
+/// What the steps panel says of what the model did to the inputs
+/// ([`crate::sampling::midm::preparation_note`], as `midm translate` says it).
 fn framing_note(frame: &StepFrame) -> String {
-    let mut parts = Vec::new();
-    if frame.drawing_gaps_closed {
-        parts.push("the drawing with the gap in its outline closed".to_string());
-    }
-    if let Some(d) = frame.frame_scale {
-        parts.push(format!(
-            "the small drawing {d:.1}x larger, centred (shown back in place)"
-        ));
-    }
-    if let Some(e) = frame.exemplar_frame_scale {
-        parts.push(format!(
-            "the exemplar's small glyph {e:.1}x larger, centred"
-        ));
-    }
-    if frame.exemplar_ground_cleared {
-        parts.push("the exemplar on white instead of its plain ground".to_string());
-    }
-    match parts.is_empty() {
-        true => String::new(),
-        false => format!("The model saw {}.", parts.join("; ")),
-    }
+    crate::sampling::midm::preparation_note(
+        frame.drawing_gaps_closed,
+        frame.frame_scale,
+        frame.exemplar_frame_scale,
+        frame.exemplar_ground_cleared,
+    )
 }
